@@ -1,0 +1,10 @@
+"""An Open Inference Protocol (KServe V2) model server.
+
+Custom runtimes subclass `MLModel`; `gateway.types` has the protocol types and
+`gateway.codecs` the codecs.
+"""
+
+from .model import MLModel
+from .settings import ModelSettings
+
+__all__ = ["MLModel", "ModelSettings"]

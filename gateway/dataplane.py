@@ -1,0 +1,108 @@
+"""The one dispatch path every front door calls.
+
+REST and gRPC parse their requests into `tensors.InferRequest` and call
+`DataPlane.infer`; everything about models (lookup, readiness, checking the
+request against the model's declared inputs, handing it to the worker pool)
+happens here, once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Optional
+
+from . import transport
+from .errors import BadRequest, NotSupported, Unavailable
+from .settings import ServerSettings
+from .supervisor import ModelEntry, Supervisor
+from .tensors import InferRequest, InferResponse
+from .types import MetadataTensor, State
+
+EXTENSIONS = ["binary_tensor_data"]
+
+
+class DataPlane:
+    def __init__(self, settings: ServerSettings, supervisor: Supervisor):
+        self.settings = settings
+        self.supervisor = supervisor
+
+    # --- server and model state ---------------------------------------
+
+    def server_metadata(self) -> dict:
+        return {"name": self.settings.server_name, "version": self.settings.server_version, "extensions": EXTENSIONS}
+
+    def server_ready(self) -> bool:
+        return self.supervisor.ready
+
+    def model_state(self, name: str, version: Optional[str] = None) -> tuple[str, str]:
+        """(state, reason): READY, LOADING, UNLOADING or UNAVAILABLE (the reason says why)."""
+        entry = self.supervisor.get(name, version)
+        return entry.state.value, entry.reason
+
+    def model_metadata(self, name: str, version: Optional[str] = None) -> dict:
+        entry = self.supervisor.get(name, version)
+        if entry.metadata:
+            return entry.metadata
+        settings = entry.settings
+        return {
+            "name": settings.name,
+            "versions": settings.versions or None,
+            "platform": settings.platform,
+            "inputs": [t.model_dump(mode="json", exclude_none=True) for t in settings.inputs],
+            "outputs": [t.model_dump(mode="json", exclude_none=True) for t in settings.outputs],
+        }
+
+    def model_names(self) -> list[str]:
+        return sorted(self.supervisor.models)
+
+    def declared_inputs(self, name: str, version: Optional[str] = None) -> list[MetadataTensor]:
+        return list(self._ready_entry(name, version).inputs.values())
+
+    # --- inference ----------------------------------------------------
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        return await self._run(transport.INFER, request)
+
+    async def explain(self, request: InferRequest) -> InferResponse:
+        return await self._run(transport.EXPLAIN, request)
+
+    async def _run(self, kind: bytes, request: InferRequest) -> InferResponse:
+        entry = self._ready_entry(request.model_name, request.model_version)
+        if kind == transport.EXPLAIN and not entry.has_explain:
+            raise NotSupported(f"model {entry.name!r} has no explainer")
+        if not request.id:
+            request.id = str(uuid.uuid4())
+        _check_against_metadata(entry, request)
+        outputs, parameters = await entry.pool.submit(kind, request)
+        return InferResponse(entry.name, entry.version, request.id, outputs, parameters)
+
+    def _ready_entry(self, name: str, version: Optional[str]) -> ModelEntry:
+        entry = self.supervisor.get(name, version)
+        if entry.state != State.READY:
+            why = f": {entry.reason}" if entry.reason else ""
+            raise Unavailable(f"model {name!r} is not ready ({entry.state.value}{why})")
+        return entry
+
+
+def _shape_matches(declared: list[int], shape: list[int]) -> bool:
+    return len(declared) == len(shape) and all(d == -1 or d == s for d, s in zip(declared, shape))
+
+
+def _check_against_metadata(entry: ModelEntry, request: InferRequest) -> None:
+    """Refuse inputs the model did not declare, or of another datatype or shape."""
+    if entry.inputs:
+        for tensor in request.inputs:
+            declared = entry.inputs.get(tensor.name)
+            if declared is None:
+                raise BadRequest(f"unknown input {tensor.name!r} for model {entry.name!r}; it takes {sorted(entry.inputs)}")
+            if declared.datatype.value != tensor.datatype:
+                raise BadRequest(f"input {tensor.name!r} must be {declared.datatype.value}, got {tensor.datatype}")
+            if not _shape_matches(declared.shape, tensor.shape):
+                raise BadRequest(f"input {tensor.name!r} must have shape {declared.shape} (-1: any), got {tensor.shape}")
+        missing = set(entry.inputs) - {t.name for t in request.inputs}
+        if missing:
+            raise BadRequest(f"model {entry.name!r} needs input(s) {sorted(missing)}")
+    if entry.outputs and request.outputs:
+        unknown = [o.name for o in request.outputs if o.name not in entry.outputs]
+        if unknown:
+            raise BadRequest(f"unknown output(s) {unknown} for model {entry.name!r}; it returns {sorted(entry.outputs)}")

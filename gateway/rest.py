@@ -1,0 +1,108 @@
+"""The V2 REST front door (Sanic).
+
+Handlers only translate HTTP to the data plane and back; every error leaves
+as `{"error": "..."}` with its status, never as a framework page.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import orjson
+from sanic import Request, Sanic
+from sanic.exceptions import SanicException
+from sanic.response import HTTPResponse
+
+from .dataplane import DataPlane
+from .errors import GatewayError
+from .restbody import HEADER_LENGTH, parse_infer_dict, parse_infer_request, parse_raw_request, render_infer_response
+
+log = logging.getLogger("gateway.rest")
+
+
+def _json(document, status: int = 200) -> HTTPResponse:
+    return HTTPResponse(orjson.dumps(document), status=status, content_type="application/json")
+
+
+def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
+    app = Sanic(name, configure_logging=False)
+    settings = dataplane.settings
+    app.config.REQUEST_MAX_SIZE = settings.max_request_bytes
+    app.config.RESPONSE_TIMEOUT = settings.request_timeout + 30
+    app.config.KEEP_ALIVE_TIMEOUT = 75
+
+    def route(handler, uri: str, methods: tuple[str, ...], versioned: bool = True) -> None:
+        app.add_route(handler, uri, methods=methods, name=f"{handler.__name__}")
+        if versioned:
+            app.add_route(handler, uri.replace("<model>", "<model>/versions/<version>"), methods=methods, name=f"{handler.__name__}_version")
+
+    async def server_metadata(request: Request) -> HTTPResponse:
+        return _json(dataplane.server_metadata())
+
+    async def live(request: Request) -> HTTPResponse:
+        return _json({"live": True})
+
+    async def ready(request: Request) -> HTTPResponse:
+        is_ready = dataplane.server_ready()
+        return _json({"ready": is_ready}, 200 if is_ready else 503)
+
+    async def list_models(request: Request) -> HTTPResponse:
+        return _json({"models": dataplane.model_names()})
+
+    async def model_metadata(request: Request, model: str, version: Optional[str] = None) -> HTTPResponse:
+        return _json(dataplane.model_metadata(model, version))
+
+    async def model_ready(request: Request, model: str, version: Optional[str] = None) -> HTTPResponse:
+        state, reason = dataplane.model_state(model, version)
+        if state == "READY":
+            return _json({"name": model, "ready": True})
+        return _json({"name": model, "ready": False, "state": state, "reason": reason}, 503)
+
+    def _parse(request: Request, model: str, version: Optional[str]):
+        header_length = request.headers.get(HEADER_LENGTH)
+        if header_length is not None and header_length.strip() == "0":
+            declared = dataplane.declared_inputs(model, version)
+            return parse_raw_request(request.body, model, version, declared, settings.max_tensor_bytes)
+        return parse_infer_request(request.body, header_length, model, version, settings.max_tensor_bytes)
+
+    def _respond(response, parsed) -> HTTPResponse:
+        body, header_length = render_infer_response(response, parsed)
+        if header_length is None:
+            return HTTPResponse(body, content_type="application/json")
+        return HTTPResponse(body, content_type="application/octet-stream", headers={HEADER_LENGTH: str(header_length)})
+
+    async def infer(request: Request, model: str, version: Optional[str] = None) -> HTTPResponse:
+        parsed = _parse(request, model, version)
+        return _respond(await dataplane.infer(parsed), parsed)
+
+    async def explain(request: Request, model: str, version: Optional[str] = None) -> HTTPResponse:
+        parsed = _parse(request, model, version)
+        return _respond(await dataplane.explain(parsed), parsed)
+
+    async def infer_dict(request: Request, model: str, version: Optional[str] = None) -> HTTPResponse:
+        declared = dataplane.declared_inputs(model, version)
+        parsed = parse_infer_dict(request.body, model, version, declared, settings.max_tensor_bytes)
+        return _respond(await dataplane.infer(parsed), parsed)
+
+    route(server_metadata, "/", ("GET",), versioned=False)
+    app.add_route(server_metadata, "/v2", methods=("GET",), name="server_metadata_v2")
+    route(live, "/v2/health/live", ("GET",), versioned=False)
+    route(ready, "/v2/health/ready", ("GET",), versioned=False)
+    route(list_models, "/v2/models", ("GET",), versioned=False)
+    route(model_metadata, "/v2/models/<model>", ("GET",))
+    route(model_ready, "/v2/models/<model>/ready", ("GET",))
+    route(infer, "/v2/models/<model>/infer", ("POST",))
+    route(explain, "/v2/models/<model>/explain", ("POST",))
+    route(infer_dict, "/v2/models/<model>/infer_dict", ("POST",))
+
+    @app.exception(Exception)
+    async def on_error(request: Request, exc: Exception) -> HTTPResponse:
+        if isinstance(exc, GatewayError):
+            return _json({"error": exc.message}, exc.http_status)
+        if isinstance(exc, SanicException):
+            return _json({"error": str(exc)}, exc.status_code)
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return _json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
+
+    return app

@@ -1,0 +1,142 @@
+"""Server settings (`settings.json` + GATEWAY_* environment) and model settings
+(`model-settings.json`, MLServer-compatible)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .types import MetadataTensor
+
+log = logging.getLogger("gateway")
+
+MIB = 1024 * 1024
+SERVER_SETTINGS_FILE = "settings.json"
+MODEL_SETTINGS_FILE = "model-settings.json"
+ENV_PREFIX = "GATEWAY_"
+
+
+class ConfigError(Exception):
+    """A settings file or value is wrong; the message says which and why."""
+
+
+class ServerSettings(BaseSettings):
+    """Every field can be set in `settings.json` or as GATEWAY_<FIELD> (environment wins)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", protected_namespaces=())
+
+    server_name: str = "inference-gateway"
+    server_version: str = "0.1.0"
+    host: str = "0.0.0.0"
+    http_port: int = 8080
+    grpc_port: int = 8081
+    metrics_port: int = 8082
+    model_repository: Optional[Path] = Field(None, description="folder searched for model-settings.json; default: the config folder")
+    parallel_workers: int = Field(1, ge=1, description="worker processes per model unless its model-settings.json says otherwise")
+    worker_blas_threads: int = Field(1, ge=1, description="OMP/OpenBLAS/MKL threads in each worker process")
+    max_request_bytes: int = Field(256 * MIB, gt=0, description="largest REST request body")
+    max_tensor_bytes: int = Field(256 * MIB, gt=0, description="largest tensor a request may declare")
+    request_timeout: float = Field(60.0, gt=0, description="seconds a request may wait for its worker")
+    load_timeout: float = Field(300.0, gt=0, description="seconds a model's load() may take")
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        # the environment overrides settings.json (passed as init values)
+        return env_settings, init_settings
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> "ServerSettings":
+        path = folder / SERVER_SETTINGS_FILE
+        values = _read_json(path) if path.exists() else {}
+        try:
+            settings = cls(**values)
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        if settings.model_repository is None:
+            settings.model_repository = folder
+        elif not settings.model_repository.is_absolute():
+            settings.model_repository = (folder / settings.model_repository).resolve()
+        return settings
+
+
+class ModelParameters(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    uri: Optional[str] = None
+    version: Optional[str] = None
+    content_type: Optional[str] = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelSettings(BaseModel):
+    """One model, as MLServer's model-settings.json describes it."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    name: str = ""
+    implementation: str
+    platform: str = ""
+    versions: list[str] = Field(default_factory=list)
+    inputs: list[MetadataTensor] = Field(default_factory=list)
+    outputs: list[MetadataTensor] = Field(default_factory=list)
+    parameters: ModelParameters = Field(default_factory=ModelParameters)
+    max_batch_size: int = Field(0, ge=0)
+    max_batch_time: float = Field(0.0, ge=0)
+    parallel_workers: Optional[int] = Field(None, ge=1)
+    # where model-settings.json was found; relative URIs resolve against it
+    folder: Optional[Path] = None
+
+    @property
+    def version(self) -> Optional[str]:
+        return self.parameters.version
+
+    @property
+    def uri(self) -> Optional[str]:
+        """parameters.uri resolved against the model's folder."""
+        uri = self.parameters.uri
+        if uri is None or self.folder is None or "://" in uri or Path(uri).is_absolute():
+            return uri
+        return str((self.folder / uri).resolve())
+
+    @classmethod
+    def from_file(cls, path: Path) -> "ModelSettings":
+        values = _read_json(path)
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a JSON object")
+        try:
+            settings = cls(**values)
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        settings.folder = path.parent.resolve()
+        if not settings.name:
+            settings.name = path.parent.name
+        if settings.model_extra:
+            log.warning("%s: ignoring settings this gateway does not use: %s", path, ", ".join(sorted(settings.model_extra)))
+        return settings
+
+
+def find_model_settings(repository: Path) -> list[ModelSettings]:
+    """Every model-settings.json under the repository, sorted by path."""
+    found = [ModelSettings.from_file(p) for p in sorted(repository.rglob(MODEL_SETTINGS_FILE))]
+    seen: dict[tuple[str, Optional[str]], Path] = {}
+    for settings in found:
+        key = (settings.name, settings.version)
+        if key in seen:
+            raise ConfigError(
+                f"model {settings.name!r} version {settings.version!r} is defined twice: in {seen[key]} and {settings.folder}"
+            )
+        seen[key] = settings.folder
+    return found
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None

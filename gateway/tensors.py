@@ -1,0 +1,261 @@
+"""The internal request form shared by every front door, and tensor conversions.
+
+REST (JSON or binary) and gRPC requests are parsed into `InferRequest`, whose
+tensors hold numpy arrays (BYTES: object arrays of `bytes`). Everything here
+validates before it allocates: the element count of a declared shape is
+checked against the data (and against the size limit) first.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import BadRequest, RuntimeFailure
+
+NUMPY_DTYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "BYTES": np.dtype(object),
+}
+DATATYPES = frozenset(NUMPY_DTYPES)
+_DATATYPE_OF_KIND = {np.dtype(v).str: k for k, v in NUMPY_DTYPES.items() if k not in ("BYTES",)}
+_LENGTH = struct.Struct("<I")
+
+
+@dataclass(slots=True)
+class Tensor:
+    name: str
+    datatype: str
+    shape: list[int]
+    data: np.ndarray
+    parameters: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    name: str
+    parameters: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferRequest:
+    model_name: str
+    model_version: str | None
+    id: str
+    inputs: list[Tensor]
+    parameters: dict = field(default_factory=dict)
+    outputs: list[RequestedOutput] | None = None
+
+
+@dataclass(slots=True)
+class InferResponse:
+    model_name: str
+    model_version: str | None
+    id: str
+    outputs: list[Tensor]
+    parameters: dict = field(default_factory=dict)
+
+
+def check_datatype(datatype: Any, where: str) -> str:
+    if datatype in DATATYPES:
+        return datatype
+    if datatype == "BF16":
+        raise BadRequest(f"{where}: datatype BF16 is not supported (numpy has no bfloat16); send FP32 or FP16")
+    raise BadRequest(f"{where}: unknown datatype {datatype!r}; expected one of {', '.join(sorted(DATATYPES))}")
+
+
+def element_count(shape: Any, where: str) -> int:
+    """Number of elements of a declared shape; Python ints, so no overflow."""
+    if not isinstance(shape, (list, tuple)):
+        raise BadRequest(f"{where}: shape must be a list of integers, got {shape!r}")
+    count = 1
+    for dim in shape:
+        if type(dim) is not int or dim < 0:
+            raise BadRequest(f"{where}: shape must be a list of non-negative integers, got {list(shape)!r}")
+        count *= dim
+    return count
+
+
+def check_size(datatype: str, count: int, max_bytes: int, where: str) -> None:
+    """Refuse a declared tensor larger than the limit, before anything is allocated."""
+    itemsize = NUMPY_DTYPES[datatype].itemsize if datatype != "BYTES" else 1
+    if count * itemsize > max_bytes:
+        raise BadRequest(
+            f"{where}: declared shape holds {count} elements ({count * itemsize} bytes), "
+            f"over the limit of {max_bytes} bytes (setting max_tensor_bytes)"
+        )
+
+
+# --- BYTES on the wire: each element is a 4-byte little-endian length, then its bytes.
+
+def pack_bytes(array: np.ndarray) -> bytes:
+    parts = []
+    for item in array.ravel():
+        if isinstance(item, str):
+            item = item.encode()
+        elif not isinstance(item, (bytes, bytearray, memoryview)):
+            item = str(item).encode()
+        parts.append(_LENGTH.pack(len(item)))
+        parts.append(item)
+    return b"".join(parts)
+
+
+def unpack_bytes(buf: memoryview | bytes, count: int, where: str) -> np.ndarray:
+    out = np.empty(count, dtype=object)
+    view = memoryview(buf)
+    end = len(view)
+    pos = 0
+    for i in range(count):
+        if pos + 4 > end:
+            raise BadRequest(f"{where}: BYTES data holds {i} elements, shape declares {count}")
+        (length,) = _LENGTH.unpack_from(view, pos)
+        pos += 4
+        if pos + length > end:
+            raise BadRequest(f"{where}: BYTES element {i} of length {length} overruns its buffer")
+        out[i] = bytes(view[pos : pos + length])
+        pos += length
+    if pos != end:
+        raise BadRequest(f"{where}: {end - pos} bytes left over after the {count} BYTES elements")
+    return out
+
+
+def raw_bytes(tensor: Tensor) -> memoryview | bytes:
+    """The tensor's bytes as they travel raw (binary extension, gRPC raw contents, workers)."""
+    if tensor.datatype == "BYTES":
+        return pack_bytes(tensor.data)
+    return memoryview(np.ascontiguousarray(tensor.data)).cast("B")
+
+
+def array_from_raw(datatype: str, shape: list[int], buf: memoryview | bytes, where: str) -> np.ndarray:
+    """A numpy view (no copy) of raw tensor bytes, checked against the shape."""
+    count = element_count(shape, where)
+    if datatype == "BYTES":
+        return unpack_bytes(buf, count, where).reshape(shape)
+    dtype = NUMPY_DTYPES[datatype]
+    if len(buf) != count * dtype.itemsize:
+        raise BadRequest(
+            f"{where}: {len(buf)} bytes of data, but shape {shape} of {datatype} needs {count * dtype.itemsize}"
+        )
+    return np.frombuffer(buf, dtype=dtype).reshape(shape)
+
+
+# --- JSON data: flat or nested row-major lists.
+
+def _flatten(data: Any, out: list) -> None:
+    for item in data:
+        if isinstance(item, list):
+            _flatten(item, out)
+        else:
+            out.append(item)
+
+
+def array_from_json(datatype: str, shape: list[int], data: Any, where: str) -> np.ndarray:
+    count = element_count(shape, where)
+    if not isinstance(data, list):
+        data = [data]
+    if datatype == "BYTES":
+        flat: list = []
+        _flatten(data, flat)
+        if len(flat) != count:
+            raise BadRequest(f"{where}: data holds {len(flat)} elements, shape {shape} needs {count}")
+        array = np.empty(count, dtype=object)
+        for i, item in enumerate(flat):
+            if isinstance(item, str):
+                array[i] = item.encode()
+            elif isinstance(item, bytes):
+                array[i] = item
+            else:
+                raise BadRequest(f"{where}: BYTES data must be strings, got {type(item).__name__}")
+        return array.reshape(shape)
+    try:
+        parsed = np.array(data)
+    except ValueError:
+        raise BadRequest(f"{where}: data is a ragged nested list") from None
+    if parsed.size != count:
+        raise BadRequest(f"{where}: data holds {parsed.size} elements, shape {shape} needs {count}")
+    if count == 0:
+        return np.zeros(shape, dtype=NUMPY_DTYPES[datatype])
+    return _convert(parsed, datatype, where).reshape(shape)
+
+
+def _convert(parsed: np.ndarray, datatype: str, where: str) -> np.ndarray:
+    """Convert JSON numbers to the declared datatype without silently changing a value."""
+    target = NUMPY_DTYPES[datatype]
+    kind = parsed.dtype.kind
+    if datatype == "BOOL":
+        if kind == "b":
+            return parsed
+        if kind in "iu" and np.isin(parsed, (0, 1)).all():
+            return parsed.astype(target)
+        raise BadRequest(f"{where}: BOOL data must be true/false")
+    if target.kind == "f":
+        if kind in "iuf":
+            return parsed.astype(target)
+        raise BadRequest(f"{where}: {datatype} data must be numbers")
+    # integer targets
+    if kind not in "iu":
+        what = "fractional numbers" if kind == "f" else "non-integers"
+        raise BadRequest(f"{where}: {datatype} data must be integers, got {what}")
+    info = np.iinfo(target)
+    if parsed.min() < info.min or parsed.max() > info.max:
+        raise BadRequest(f"{where}: {datatype} data out of range [{info.min}, {info.max}]")
+    return parsed.astype(target)
+
+
+def json_data(tensor: Tensor) -> Any:
+    """Tensor contents for a JSON body: a flat list (or flat array orjson writes)."""
+    if tensor.datatype == "BYTES":
+        flat = tensor.data.ravel().tolist()
+        try:
+            return [item.decode() if isinstance(item, (bytes, bytearray)) else str(item) for item in flat]
+        except UnicodeDecodeError:
+            raise RuntimeFailure(
+                f"output {tensor.name!r} holds bytes that are not UTF-8 and cannot be written as JSON; "
+                "request it with binary_data"
+            ) from None
+    return np.ascontiguousarray(tensor.data).ravel()
+
+
+def array_from_output(name: str, datatype: str, shape: list[int], data: Any) -> np.ndarray:
+    """Turn what a runtime returned (list or array) into an array of the declared type and shape."""
+    where = f"output {name!r}"
+    count = element_count(shape, where)
+    if datatype == "BYTES":
+        if isinstance(data, np.ndarray):
+            flat = data.ravel().tolist()
+        else:
+            flat = []
+            _flatten(data if isinstance(data, list) else [data], flat)
+        if len(flat) != count:
+            raise RuntimeFailure(f"{where} holds {len(flat)} elements, its shape {shape} needs {count}")
+        array = np.empty(count, dtype=object)
+        array[:] = [x.encode() if isinstance(x, str) else bytes(x) for x in flat]
+        return array.reshape(shape)
+    array = np.asarray(data, dtype=NUMPY_DTYPES[datatype])
+    if array.size != count:
+        raise RuntimeFailure(f"{where} holds {array.size} elements, its shape {shape} needs {count}")
+    return array.reshape(shape)
+
+
+def datatype_of(array: np.ndarray) -> str:
+    """The V2 datatype of a numpy array (object and string arrays are BYTES)."""
+    if array.dtype.kind in "OSU":
+        return "BYTES"
+    try:
+        return _DATATYPE_OF_KIND[array.dtype.newbyteorder("<").str]
+    except KeyError:
+        raise BadRequest(f"numpy dtype {array.dtype} has no V2 datatype") from None

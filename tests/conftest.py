@@ -1,0 +1,102 @@
+"""Test harness: real gateways in subprocesses, one per test module."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gateway:
+    """A `gateway start` subprocess on free ports; its log is printed when a test fails to start it."""
+
+    def __init__(self, config: Path, **settings):
+        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_HTTP_PORT": str(self.http_port),
+            "GATEWAY_GRPC_PORT": str(self.grpc_port),
+            "GATEWAY_METRICS_PORT": str(self.metrics_port),
+            **{f"GATEWAY_{k.upper()}": str(v) for k, v in settings.items()},
+        }
+        self.log = tempfile.NamedTemporaryFile(prefix="gateway-test-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "start", "--config", str(config)],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+
+    def log_text(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def wait_for(self, condition, timeout: float = 60.0, what: str = "the gateway") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.log_text()}")
+            try:
+                if condition():
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"{what} not ready after {timeout} s:\n{self.log_text()}")
+
+    def wait_ready(self, models: list[str] | None = None, timeout: float = 60.0) -> "Gateway":
+        """Wait for /v2/health/ready, or (with `models`) for just those models to be ready."""
+        if models is None:
+            self.wait_for(lambda: requests.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200, timeout)
+        else:
+            for model in models:
+                self.wait_for(
+                    lambda: requests.get(f"{self.url}/v2/models/{model}/ready", timeout=2).status_code == 200, timeout, model
+                )
+        return self
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        return self.process.returncode
+
+
+@pytest.fixture(scope="module")
+def start_gateway():
+    """Start gateways for a module; all are stopped when the module ends."""
+    started: list[Gateway] = []
+
+    def start(config: Path, **settings) -> Gateway:
+        gateway = Gateway(config, **settings)
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()

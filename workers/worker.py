@@ -1,0 +1,176 @@
+"""One model worker process.
+
+Started by the gateway's supervisor as `python -m workers ...`. It imports the
+runtime named by `implementation`, calls `load()`, announces READY (or FAILED
+with the reason) and then answers one message at a time: the gateway sends
+the next request only when this worker is idle, so there is no queue here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import importlib
+import inspect
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from gateway import transport
+from gateway.errors import BadRequest, GatewayError, RuntimeFailure
+from gateway.model import MLModel
+from gateway.settings import ModelSettings
+from gateway.tensors import InferRequest, RequestedOutput, Tensor, array_from_output
+from gateway.types import Datatype, InferenceRequest, InferenceResponse, Parameters, RequestInput, RequestOutput
+
+log = logging.getLogger("gateway.worker")
+
+
+def load_runtime(settings: ModelSettings) -> MLModel:
+    """Import `module.Class` (the model's folder first on sys.path, as MLServer does) and build it."""
+    module_name, _, class_name = settings.implementation.rpartition(".")
+    if not module_name:
+        raise ImportError(f"implementation {settings.implementation!r} must be 'module.Class'")
+    if settings.folder is not None:
+        sys.path.insert(0, str(settings.folder))
+    runtime_class = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(runtime_class, type) and issubclass(runtime_class, MLModel)):
+        raise TypeError(f"{settings.implementation} is not a subclass of gateway.MLModel")
+    return runtime_class(settings)
+
+
+def to_inference_request(request: InferRequest) -> InferenceRequest:
+    """The SDK's request type around numpy views of the tensors (no copy, no validation pass)."""
+    return InferenceRequest.model_construct(
+        id=request.id,
+        parameters=Parameters(**request.parameters) if request.parameters else None,
+        inputs=[
+            RequestInput.model_construct(
+                name=t.name,
+                shape=t.shape,
+                datatype=Datatype(t.datatype),
+                parameters=Parameters(**t.parameters) if t.parameters else None,
+                data=t.data,
+            )
+            for t in request.inputs
+        ],
+        outputs=None
+        if request.outputs is None
+        else [RequestOutput.model_construct(name=o.name, parameters=Parameters(**o.parameters) if o.parameters else None) for o in request.outputs],
+    )
+
+
+def _parameters(parameters: Parameters | dict | None) -> dict:
+    if parameters is None:
+        return {}
+    if isinstance(parameters, dict):
+        return parameters
+    return parameters.model_dump(exclude_none=True)
+
+
+def select_outputs(response: Any, requested: list[RequestedOutput] | None) -> tuple[list[Tensor], dict]:
+    """The runtime's outputs as tensors, only those the request asked for, in its order."""
+    if not isinstance(response, InferenceResponse):
+        raise RuntimeFailure(f"the runtime returned {type(response).__name__}, not an InferenceResponse")
+    produced = {o.name: o for o in response.outputs}
+    if requested is None:
+        chosen = list(produced.values())
+    else:
+        missing = [o.name for o in requested if o.name not in produced]
+        if missing:
+            raise BadRequest(f"the model has no output named {', '.join(map(repr, missing))}; it returns {sorted(produced)}")
+        chosen = [produced[o.name] for o in requested]
+    tensors = []
+    for out in chosen:
+        datatype = getattr(out.datatype, "value", out.datatype)
+        array = array_from_output(out.name, datatype, list(out.shape), out.data)
+        tensors.append(Tensor(out.name, datatype, list(out.shape), array, _parameters(out.parameters)))
+    return tensors, _parameters(response.parameters)
+
+
+async def _call(method, payload):
+    result = method(payload)
+    return await result if inspect.isawaitable(result) else result
+
+
+async def run(runtime: MLModel, kind: bytes, request: InferRequest) -> tuple[list[Tensor], dict]:
+    payload = to_inference_request(request)
+    if kind == transport.EXPLAIN:
+        response = await _call(runtime.explain, payload)
+    else:
+        payload = await _call(runtime.preprocess, payload)
+        response = await _call(runtime.predict, payload)
+        response = await _call(runtime.postprocess, response)
+    return select_outputs(response, request.outputs)
+
+
+async def serve(settings: ModelSettings, endpoint: str, identity: bytes) -> int:
+    context = zmq.asyncio.Context()
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.IDENTITY, identity)
+    socket.setsockopt(zmq.LINGER, 1000)
+    socket.connect(endpoint)
+    try:
+        try:
+            runtime = load_runtime(settings)
+            if await runtime.load() is False:
+                raise RuntimeError("load() returned False")
+            metadata = (await runtime.metadata()).model_dump(mode="json", exclude_none=True)
+        except Exception as exc:
+            log.exception("model %s failed to load", settings.name)
+            await socket.send_multipart(transport.control_frames(transport.FAILED, {"reason": f"{type(exc).__name__}: {exc}"}))
+            return 1
+        has_explain = type(runtime).explain is not MLModel.explain
+        await socket.send_multipart(transport.control_frames(transport.READY, {"metadata": metadata, "explain": has_explain}))
+        log.info("model %s loaded, serving", settings.name)
+        while True:
+            frames = await socket.recv_multipart(copy=False)
+            kind = frames[0].bytes
+            if kind == transport.STOP:
+                break
+            seq, request = transport.parse_request(frames, settings.name, settings.version)
+            try:
+                outputs, parameters = await run(runtime, kind, request)
+                reply = transport.reply_frames(seq, outputs, parameters)
+            except GatewayError as exc:
+                reply = transport.error_frames(seq, exc)
+            except Exception as exc:
+                log.exception("request %s: the runtime raised", request.id)
+                reply = transport.error_frames(seq, RuntimeFailure(f"{type(exc).__name__}: {exc}"))
+            await socket.send_multipart(reply, copy=False)
+        await runtime.unload()
+        log.info("model %s unloaded", settings.name)
+        return 0
+    finally:
+        socket.close()
+        context.term()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM us when the gateway dies, so no worker outlives it."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m workers", description="a gateway model worker (started by the gateway)")
+    parser.add_argument("--settings", required=True, type=Path, help="the model's model-settings.json")
+    parser.add_argument("--endpoint", required=True, help="the gateway's ZeroMQ endpoint")
+    parser.add_argument("--identity", required=True, help="this worker's ZeroMQ identity")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the gateway, which stops us in order
+    logging.basicConfig(level=args.log_level.upper(), format=f"%(asctime)s %(levelname)s [worker {args.identity}] %(message)s")
+    settings = ModelSettings.from_file(args.settings)
+    import uvloop
+
+    sys.exit(uvloop.run(serve(settings, args.endpoint, args.identity.encode())))
