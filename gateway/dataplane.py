@@ -34,6 +34,10 @@ class DataPlane:
     def server_ready(self) -> bool:
         return self.supervisor.ready
 
+    def check_model_exists(self, name: str, version: Optional[str] = None) -> None:
+        """Raise NotFound for an unknown model or version (before a body is parsed)."""
+        self.supervisor.get(name, version)
+
     def model_state(self, name: str, version: Optional[str] = None) -> tuple[str, str]:
         """(state, reason): READY, LOADING, UNLOADING or UNAVAILABLE (the reason says why)."""
         entry = self.supervisor.get(name, version)

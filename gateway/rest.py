@@ -60,6 +60,7 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
         return _json({"name": model, "ready": False, "state": state, "reason": reason}, 503)
 
     def _parse(request: Request, model: str, version: Optional[str]):
+        dataplane.check_model_exists(model, version)
         header_length = request.headers.get(HEADER_LENGTH)
         if header_length is not None and header_length.strip() == "0":
             declared = dataplane.declared_inputs(model, version)

@@ -189,6 +189,12 @@ def array_from_json(datatype: str, shape: list[int], data: Any, where: str) -> n
         raise BadRequest(f"{where}: data holds {parsed.size} elements, shape {shape} needs {count}")
     if count == 0:
         return np.zeros(shape, dtype=NUMPY_DTYPES[datatype])
+    if datatype == "UINT64" and parsed.dtype.kind == "f":
+        # numpy reads ints above 2**63 as float64, losing digits: convert the exact Python ints
+        flat: list = []
+        _flatten(data, flat)
+        if all(type(x) is int and 0 <= x < 2**64 for x in flat):
+            return np.array(flat, dtype=NUMPY_DTYPES[datatype]).reshape(shape)
     return _convert(parsed, datatype, where).reshape(shape)
 
 
