@@ -119,12 +119,15 @@ async def serve(settings: ModelSettings, endpoint: str, identity: bytes) -> int:
     try:
         try:
             runtime = load_runtime(settings)
-            if await runtime.load() is False:
-                raise RuntimeError("load() returned False")
+            loaded = await runtime.load()
             metadata = (await runtime.metadata()).model_dump(mode="json", exclude_none=True)
         except Exception as exc:
             log.exception("model %s failed to load", settings.name)
-            await socket.send_multipart(transport.control_frames(transport.FAILED, {"reason": f"{type(exc).__name__}: {exc}"}))
+            loaded, reason = False, f"{type(exc).__name__}: {exc}"
+        else:
+            reason = "load() returned False"
+        if loaded is False:
+            await socket.send_multipart(transport.control_frames(transport.FAILED, {"reason": reason}))
             return 1
         has_explain = type(runtime).explain is not MLModel.explain
         await socket.send_multipart(transport.control_frames(transport.READY, {"metadata": metadata, "explain": has_explain}))

@@ -1,0 +1,80 @@
+"""The shipped config/ works as documented: the README's examples, through a real gateway."""
+
+import json
+
+import numpy as np
+import pytest
+import requests
+import tritonclient.http as httpclient
+
+from tests.conftest import ROOT
+
+IRIS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+
+
+@pytest.fixture(scope="module")
+def gateway(start_gateway):
+    return start_gateway(ROOT / "config").wait_ready()
+
+
+def expected_probabilities(features):
+    weights = np.load(ROOT / "config" / "iris-mlp" / "weights.npz")
+    hidden = np.maximum(np.asarray(features, np.float32) @ weights["w1"] + weights["b1"], 0)
+    logits = hidden @ weights["w2"] + weights["b2"]
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def test_config_serves_both_examples(gateway):
+    assert requests.get(f"{gateway.url}/v2/models").json() == {"models": ["iris-mlp", "text-sentiment"]}
+    assert requests.get(f"{gateway.url}/v2/health/ready").json() == {"ready": True}
+
+
+def test_iris_mlp_over_json(gateway):
+    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [2, 4], "data": IRIS}]}
+    answer = requests.post(f"{gateway.url}/v2/models/iris-mlp/infer", data=json.dumps(body)).json()
+    assert answer["model_name"] == "iris-mlp" and answer["model_version"] == "1"
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    probabilities = np.array(outputs["probabilities"]["data"], dtype=np.float32).reshape(2, 3)
+    np.testing.assert_allclose(probabilities, expected_probabilities(IRIS), rtol=1e-5)
+    assert outputs["label"]["data"] == probabilities.argmax(axis=1).tolist()
+
+
+def test_iris_mlp_with_tritonclient_binary(gateway):
+    client = httpclient.InferenceServerClient(gateway.url.removeprefix("http://"))
+    features = httpclient.InferInput("features", [2, 4], "FP32")
+    features.set_data_from_numpy(np.array(IRIS, dtype=np.float32))
+    result = client.infer("iris-mlp", [features], outputs=[httpclient.InferRequestedOutput("probabilities")])
+    np.testing.assert_allclose(result.as_numpy("probabilities"), expected_probabilities(IRIS), rtol=1e-5)
+    assert result.as_numpy("label") is None  # only the requested output came back
+    client.close()
+
+
+def test_iris_mlp_infer_dict_rows(gateway):
+    body = {"id": "rows", "inputs": [{"features": row} for row in IRIS]}
+    answer = requests.post(f"{gateway.url}/v2/models/iris-mlp/infer_dict", json=body).json()
+    assert answer["id"] == "rows"
+    probabilities = np.array(answer["outputs"][0]["data"], dtype=np.float32).reshape(2, 3)
+    np.testing.assert_allclose(probabilities, expected_probabilities(IRIS), rtol=1e-5)
+    bad = requests.post(f"{gateway.url}/v2/models/iris-mlp/infer_dict", json={"inputs": [{"petals": 1}]})
+    assert bad.status_code == 400 and "the model takes ['features']" in bad.json()["error"]
+
+
+def test_text_sentiment_labels_scores_and_explain(gateway):
+    body = {"id": "r1", "inputs": [{"name": "text", "datatype": "BYTES", "shape": [3], "data": ["I love it, great", "slow and broken", "a table"]}]}
+    answer = requests.post(f"{gateway.url}/v2/models/text-sentiment/infer", json=body).json()
+    outputs = {o["name"]: o["data"] for o in answer["outputs"]}
+    assert outputs == {"label": ["positive", "negative", "neutral"], "score": [4.0, -3.0, 0.0]}
+    body["inputs"][0].update(shape=[1], data=["great but slow"])
+    explained = requests.post(f"{gateway.url}/v2/models/text-sentiment/explain", json=body).json()
+    assert json.loads(explained["outputs"][0]["data"][0]) == {"great": 2.0, "slow": -1.0}
+
+
+def test_text_sentiment_with_tritonclient(gateway):
+    client = httpclient.InferenceServerClient(gateway.url.removeprefix("http://"))
+    text = httpclient.InferInput("text", [1], "BYTES")
+    text.set_data_from_numpy(np.array([b"what a great day"], dtype=object))
+    result = client.infer("text-sentiment", [text])
+    assert result.as_numpy("label").tolist() == [b"positive"]
+    assert result.as_numpy("score").tolist() == [2.0]
+    client.close()

@@ -1,0 +1,63 @@
+"""Settings files and environment variables."""
+
+import json
+
+import pytest
+
+from gateway.settings import ConfigError, ModelSettings, ServerSettings, find_model_settings
+
+
+def test_defaults_file_and_environment(tmp_path, monkeypatch):
+    assert ServerSettings.from_folder(tmp_path).http_port == 8080
+    (tmp_path / "settings.json").write_text(json.dumps({"http_port": 9000, "grpc_port": 9001}))
+    settings = ServerSettings.from_folder(tmp_path)
+    assert (settings.http_port, settings.grpc_port, settings.model_repository) == (9000, 9001, tmp_path)
+    monkeypatch.setenv("GATEWAY_HTTP_PORT", "9100")
+    assert ServerSettings.from_folder(tmp_path).http_port == 9100  # the environment wins
+
+
+def test_unknown_or_invalid_server_setting_is_an_error(tmp_path):
+    (tmp_path / "settings.json").write_text(json.dumps({"http_prot": 1}))
+    with pytest.raises(ConfigError, match="http_prot"):
+        ServerSettings.from_folder(tmp_path)
+    (tmp_path / "settings.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="settings.json"):
+        ServerSettings.from_folder(tmp_path)
+
+
+def test_model_settings_mlserver_style(tmp_path):
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    (folder / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "implementation": "runtime.Model",
+                "parameters": {"uri": "./weights.bin", "version": "3", "extra": {"k": 1}},
+                "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}],
+                "max_batch_size": 8,
+                "max_batch_time": 0.01,
+                "warm_workers": True,
+            }
+        )
+    )
+    (settings,) = find_model_settings(tmp_path)
+    assert settings.name == "my-model"  # from the folder
+    assert settings.version == "3"
+    assert settings.uri == str(folder / "weights.bin")
+    assert settings.parameters.extra == {"k": 1}
+    assert settings.inputs[0].shape == [-1, 2]
+    assert (settings.max_batch_size, settings.max_batch_time) == (8, 0.01)
+
+
+def test_same_model_version_twice_is_an_error(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "model-settings.json").write_text(json.dumps({"name": "m", "implementation": "x.Y"}))
+    with pytest.raises(ConfigError, match="defined twice"):
+        find_model_settings(tmp_path)
+
+
+def test_model_settings_need_an_implementation(tmp_path):
+    (tmp_path / "model-settings.json").write_text(json.dumps({"name": "m"}))
+    with pytest.raises(ConfigError, match="implementation"):
+        ModelSettings.from_file(tmp_path / "model-settings.json")
