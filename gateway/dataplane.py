@@ -9,7 +9,7 @@ happens here, once.
 from __future__ import annotations
 
 import uuid
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 from . import transport
 from .errors import BadRequest, NotSupported, Unavailable
@@ -18,7 +18,9 @@ from .supervisor import ModelEntry, Supervisor
 from .tensors import InferRequest, InferResponse
 from .types import MetadataTensor, State
 
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
+
+T = TypeVar("T")
 
 
 class DataPlane:
@@ -64,21 +66,38 @@ class DataPlane:
 
     # --- inference ----------------------------------------------------
 
-    async def infer(self, request: InferRequest) -> InferResponse:
-        return await self._run(transport.INFER, request)
+    async def infer(self, request: InferRequest, render: Optional[Callable[[InferResponse], T]] = None) -> T | InferResponse:
+        """Run a request; return `render(response)`, or the response itself.
 
-    async def explain(self, request: InferRequest) -> InferResponse:
-        return await self._run(transport.EXPLAIN, request)
+        Outputs may view a worker's shared memory, valid only during `render`:
+        a front door renders its answer there, straight from shared memory.
+        Without `render`, the outputs are copied out first."""
+        return await self._run(transport.INFER, request, render or _detached)
 
-    async def _run(self, kind: bytes, request: InferRequest) -> InferResponse:
+    async def explain(self, request: InferRequest, render: Optional[Callable[[InferResponse], T]] = None) -> T | InferResponse:
+        return await self._run(transport.EXPLAIN, request, render or _detached)
+
+    async def _run(self, kind: bytes, request: InferRequest, render: Callable[[InferResponse], T]) -> T:
         entry = self._ready_entry(request.model_name, request.model_version)
         if kind == transport.EXPLAIN and not entry.has_explain:
             raise NotSupported(f"model {entry.name!r} has no explainer")
         if not request.id:
             request.id = str(uuid.uuid4())
         _check_against_metadata(entry, request)
-        outputs, parameters = await entry.pool.submit(kind, request)
-        return InferResponse(entry.name, entry.version, request.id, outputs, parameters)
+        return await entry.pool.submit(
+            kind, request, lambda outputs, parameters: render(InferResponse(entry.name, entry.version, request.id, outputs, parameters))
+        )
+
+    # --- model repository extension -------------------------------------
+
+    def repository_index(self, ready_only: bool = False) -> list[dict]:
+        return self.supervisor.index(ready_only)
+
+    async def load_model(self, name: str) -> None:
+        await self.supervisor.load_model(name)
+
+    async def unload_model(self, name: str) -> None:
+        await self.supervisor.unload_model(name)
 
     def _ready_entry(self, name: str, version: Optional[str]) -> ModelEntry:
         entry = self.supervisor.get(name, version)
@@ -86,6 +105,12 @@ class DataPlane:
             why = f": {entry.reason}" if entry.reason else ""
             raise Unavailable(f"model {name!r} is not ready ({entry.state.value}{why})")
         return entry
+
+
+def _detached(response: InferResponse) -> InferResponse:
+    for tensor in response.outputs:
+        tensor.data = tensor.data.copy()
+    return response
 
 
 def _shape_matches(declared: list[int], shape: list[int]) -> bool:

@@ -1,10 +1,17 @@
 """The gateway side of the worker message path.
 
 One ROUTER socket talks to every worker process (each worker's DEALER has a
-known identity). Each model has a `ModelPool`: a queue of waiting requests and
-its workers. A worker holds at most one request at a time; the pool sends the
-oldest waiting request to an idle worker the moment one is free, which is
-least-busy routing without guessing.
+known identity). Each model version has a `ModelPool`: a queue of waiting
+requests and its workers. A worker holds at most one request at a time; the
+pool gives the oldest waiting request to an idle worker the moment one is
+free, which is least-busy routing without guessing.
+
+Every worker has two shared-memory arenas: the gateway writes inputs into its
+input arena, the worker writes outputs into its output arena. When a reply's
+outputs lie in the output arena, the arena is lent to the request until its
+response has been rendered (`submit`'s `render` callback); only then may the
+worker take the next request. Every path gives the lease back: success, error,
+timeout, client gone, worker death.
 """
 
 from __future__ import annotations
@@ -14,28 +21,20 @@ import itertools
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import zmq
 import zmq.asyncio
 
 from . import transport
 from .errors import GatewayError, Timeout, Unavailable
+from .shm import Arena
 from .tensors import InferRequest, Tensor
 
 log = logging.getLogger("gateway.pool")
 
-Outputs = tuple[list[Tensor], dict]
-
-
-@dataclass(eq=False)
-class Worker:
-    identity: bytes
-    pool: "ModelPool"
-    # resolves with the READY payload, or raises the load failure
-    loaded: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    ready: bool = False
-    inflight: tuple[int, asyncio.Future] | None = None
+T = TypeVar("T")
+Render = Callable[[list[Tensor], dict], T]
 
 
 @dataclass(eq=False)
@@ -43,6 +42,24 @@ class _Waiting:
     kind: bytes
     request: InferRequest
     reply: asyncio.Future
+
+
+@dataclass(eq=False)
+class Worker:
+    identity: bytes
+    pool: "ModelPool"
+    in_arena: Arena
+    out_arena: Arena
+    loaded: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    ready: bool = False
+    inflight: tuple[int, _Waiting] | None = None
+    busy_since: float = 0.0
+    lent: bool = False  # its output arena is still being read by a request
+    last_seen: float = field(default_factory=lambda: asyncio.get_running_loop().time())
+
+    @property
+    def idle(self) -> bool:
+        return self.ready and self.inflight is None and not self.lent
 
 
 class Router:
@@ -56,7 +73,8 @@ class Router:
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.bind(endpoint)
         self._workers: dict[bytes, Worker] = {}
-        self._reader = asyncio.get_running_loop().create_task(self._read())
+        self._loop = asyncio.get_running_loop()
+        self._reader = self._loop.create_task(self._read())
 
     def add(self, worker: Worker) -> None:
         self._workers[worker.identity] = worker
@@ -73,6 +91,7 @@ class Router:
             worker = self._workers.get(frames[0].bytes)
             if worker is None:
                 continue  # a worker we have already let go of
+            worker.last_seen = self._loop.time()
             try:
                 worker.pool.on_message(worker, frames[1].bytes, frames[1:])
             except Exception:
@@ -87,18 +106,26 @@ class Router:
 class ModelPool:
     """The queue and the workers of one model version."""
 
-    def __init__(self, name: str, router: Router, request_timeout: float):
+    def __init__(self, name: str, router: Router, request_timeout: float, arena_bytes: int):
         self.name = name
         self.request_timeout = request_timeout
+        self.arena_bytes = arena_bytes
+        self.workers: list[Worker] = []
+        self.on_worker_lost: Callable[[Worker, str], None] = lambda worker, why: None
         self._router = router
         self._waiting: deque[_Waiting] = deque()
         self._idle: list[Worker] = []
-        self.workers: list[Worker] = []
         self._seq = itertools.count()
-        self.on_worker_lost: Callable[[Worker], None] = lambda worker: None
+        self._quiet = asyncio.Event()
+        self._quiet.set()
 
-    def add_worker(self, identity: bytes) -> Worker:
-        worker = Worker(identity, self)
+    def add_worker(self, identity: str) -> Worker:
+        worker = Worker(
+            identity.encode(),
+            self,
+            Arena(self.arena_bytes, f"gateway:{identity}:in"),
+            Arena(self.arena_bytes, f"gateway:{identity}:out"),
+        )
         self.workers.append(worker)
         self._router.add(worker)
         return worker
@@ -107,58 +134,123 @@ class ModelPool:
     def ready_workers(self) -> int:
         return sum(w.ready for w in self.workers)
 
-    async def submit(self, kind: bytes, request: InferRequest) -> Outputs:
+    # --- requests -------------------------------------------------------
+
+    async def submit(self, kind: bytes, request: InferRequest, render: Render[T]) -> T:
+        """Run the request on a worker and return `render(outputs, parameters)`.
+
+        The outputs may view a worker's shared memory: they are valid only
+        inside `render`, which must copy what it keeps."""
         if not self.ready_workers:
             raise Unavailable(f"model {self.name!r} has no running worker")
         waiting = _Waiting(kind, request, asyncio.get_running_loop().create_future())
         self._waiting.append(waiting)
+        self._quiet.clear()
         self._dispatch()
         try:
-            return await asyncio.wait_for(waiting.reply, self.request_timeout)
+            outputs, parameters, lender = await asyncio.wait_for(waiting.reply, self.request_timeout)
         except asyncio.TimeoutError:
             raise Timeout(f"model {self.name!r} did not answer within {self.request_timeout} s") from None
-        # a cancelled or timed-out request stays in the queue marked done; _dispatch skips it
+        except asyncio.CancelledError:
+            # the client went away; if the reply had already arrived, give its lease back
+            if waiting.reply.done() and not waiting.reply.cancelled() and waiting.reply.exception() is None:
+                self._release(waiting.reply.result()[2])
+            raise
+        try:
+            return render(outputs, parameters)
+        finally:
+            self._release(lender)
 
     def _dispatch(self) -> None:
         while self._waiting and self._idle:
             waiting = self._waiting.popleft()
             if waiting.reply.done():
-                continue
+                continue  # timed out or cancelled while queued
             worker = self._idle.pop()
             seq = next(self._seq)
-            worker.inflight = (seq, waiting.reply)
+            worker.inflight = (seq, waiting)
+            worker.busy_since = asyncio.get_running_loop().time()
             try:
-                self._router.send(worker, transport.request_frames(waiting.kind, seq, waiting.request))
+                self._router.send(worker, transport.request_frames(waiting.kind, seq, waiting.request, worker.in_arena))
             except zmq.ZMQError as exc:
-                worker.inflight = None
-                waiting.reply.set_exception(Unavailable(f"model {self.name!r}: worker unreachable ({exc})"))
                 self.worker_exited(worker, f"unreachable: {exc}")
+        self._check_quiet()
+
+    def _release(self, worker: Worker | None) -> None:
+        if worker is not None and worker.lent:
+            worker.lent = False
+            self._make_idle(worker)
+
+    def _make_idle(self, worker: Worker) -> None:
+        if worker in self.workers and worker.idle and worker not in self._idle:
+            self._idle.append(worker)
+            self._dispatch()
+        self._check_quiet()
+
+    def _check_quiet(self) -> None:
+        if not self._waiting and all(w.inflight is None and not w.lent for w in self.workers):
+            self._quiet.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until nothing is queued, running or being read; False on timeout."""
+        try:
+            await asyncio.wait_for(self._quiet.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    # --- messages from workers -------------------------------------------
 
     def on_message(self, worker: Worker, kind: bytes, frames: list[Any]) -> None:
         if kind in (transport.REPLY, transport.ERROR):
-            seq, result = transport.parse_reply(frames)
-            if worker.inflight is not None and worker.inflight[0] == seq:
-                reply = worker.inflight[1]
-                worker.inflight = None
-                if not reply.done():
-                    if isinstance(result, GatewayError):
-                        reply.set_exception(result)
-                    else:
-                        reply.set_result(result)
-            self._idle.append(worker)
-            self._dispatch()
+            self._on_reply(worker, frames)
         elif kind == transport.READY:
             worker.ready = True
             if not worker.loaded.done():
                 worker.loaded.set_result(transport.parse_control(frames))
-            self._idle.append(worker)
-            self._dispatch()
+            self._make_idle(worker)
         elif kind == transport.FAILED:
             if not worker.loaded.done():
                 worker.loaded.set_exception(RuntimeError(transport.parse_control(frames)["reason"]))
+        # PONG: receiving it was the point (last_seen)
+
+    def _on_reply(self, worker: Worker, frames: list[Any]) -> None:
+        seq, result, in_arena = transport.parse_reply(frames, worker.out_arena)
+        if worker.inflight is None or worker.inflight[0] != seq:
+            log.warning("worker %s answered a request it was not given", worker.identity.decode())
+            return
+        waiting = worker.inflight[1]
+        worker.inflight = None
+        if isinstance(result, GatewayError):
+            if not waiting.reply.done():
+                waiting.reply.set_exception(result)
+        elif not waiting.reply.done():
+            worker.lent = in_arena
+            waiting.reply.set_result((*result, worker if in_arena else None))
+        self._make_idle(worker)
+
+    # --- liveness ----------------------------------------------------------
+
+    def hung_workers(self, now: float, ping_every: float, silent_after: float) -> list[Worker]:
+        """Ping idle workers; name those silent too long, or busy on one request past the timeout."""
+        hung = []
+        for worker in self.workers:
+            if not worker.ready:
+                continue
+            if worker.inflight is not None:
+                if now - worker.busy_since > self.request_timeout:
+                    hung.append(worker)
+            elif now - worker.last_seen > silent_after:
+                hung.append(worker)
+            elif now - worker.last_seen > ping_every and not worker.lent:
+                try:
+                    self._router.send(worker, transport.control_frames(transport.PING))
+                except zmq.ZMQError:
+                    hung.append(worker)
+        return hung
 
     def worker_exited(self, worker: Worker, why: str) -> None:
-        """Fail what the worker was running at once, and forget it."""
+        """Fail what the worker was running at once, free its arenas, and forget it."""
         if worker not in self.workers:
             return
         self.workers.remove(worker)
@@ -167,18 +259,23 @@ class ModelPool:
             self._idle.remove(worker)
         if not worker.loaded.done():
             worker.loaded.set_exception(RuntimeError(f"worker exited during load ({why})"))
-        if worker.inflight is not None and not worker.inflight[1].done():
-            worker.inflight[1].set_exception(Unavailable(f"model {self.name!r}: its worker stopped during the request ({why})"))
+        if worker.inflight is not None and not worker.inflight[1].reply.done():
+            worker.inflight[1].reply.set_exception(Unavailable(f"model {self.name!r}: its worker stopped during the request ({why})"))
+        worker.inflight = None
+        worker.in_arena.close()
+        worker.out_arena.close()  # a render still reading keeps its mapping alive until it is done
         if worker.ready:
-            self.on_worker_lost(worker)
-        if not self.workers:
+            self.on_worker_lost(worker, why)
+        if not self.ready_workers:
             self.fail_waiting(f"model {self.name!r} has no running worker")
+        self._check_quiet()
 
     def fail_waiting(self, why: str) -> None:
         while self._waiting:
             waiting = self._waiting.popleft()
             if not waiting.reply.done():
                 waiting.reply.set_exception(Unavailable(why))
+        self._check_quiet()
 
     def stop_worker(self, worker: Worker) -> None:
         try:

@@ -15,7 +15,7 @@ from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse
 
 from .dataplane import DataPlane
-from .errors import GatewayError
+from .errors import BadRequest, GatewayError
 from .restbody import HEADER_LENGTH, parse_infer_dict, parse_infer_request, parse_raw_request, render_infer_response
 
 log = logging.getLogger("gateway.rest")
@@ -23,6 +23,19 @@ log = logging.getLogger("gateway.rest")
 
 def _json(document, status: int = 200) -> HTTPResponse:
     return HTTPResponse(orjson.dumps(document), status=status, content_type="application/json")
+
+
+def _json_body(request: Request) -> dict:
+    """An optional JSON object body (empty body: {})."""
+    if not request.body:
+        return {}
+    try:
+        body = orjson.loads(request.body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return body
 
 
 def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
@@ -75,16 +88,31 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
 
     async def infer(request: Request, model: str, version: Optional[str] = None) -> HTTPResponse:
         parsed = _parse(request, model, version)
-        return _respond(await dataplane.infer(parsed), parsed)
+        return await dataplane.infer(parsed, lambda response: _respond(response, parsed))
 
     async def explain(request: Request, model: str, version: Optional[str] = None) -> HTTPResponse:
         parsed = _parse(request, model, version)
-        return _respond(await dataplane.explain(parsed), parsed)
+        return await dataplane.explain(parsed, lambda response: _respond(response, parsed))
 
     async def infer_dict(request: Request, model: str, version: Optional[str] = None) -> HTTPResponse:
         declared = dataplane.declared_inputs(model, version)
         parsed = parse_infer_dict(request.body, model, version, declared, settings.max_tensor_bytes)
-        return _respond(await dataplane.infer(parsed), parsed)
+        return await dataplane.infer(parsed, lambda response: _respond(response, parsed))
+
+    async def repository_index(request: Request) -> HTTPResponse:
+        body = _json_body(request)
+        ready = body.get("ready", False)
+        if not isinstance(ready, bool):
+            raise BadRequest("ready must be true or false")
+        return _json(dataplane.repository_index(ready))
+
+    async def repository_load(request: Request, model: str) -> HTTPResponse:
+        await dataplane.load_model(model)
+        return _json({})
+
+    async def repository_unload(request: Request, model: str) -> HTTPResponse:
+        await dataplane.unload_model(model)
+        return _json({})
 
     route(server_metadata, "/", ("GET",), versioned=False)
     app.add_route(server_metadata, "/v2", methods=("GET",), name="server_metadata_v2")
@@ -96,6 +124,10 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     route(infer, "/v2/models/<model>/infer", ("POST",))
     route(explain, "/v2/models/<model>/explain", ("POST",))
     route(infer_dict, "/v2/models/<model>/infer_dict", ("POST",))
+
+    route(repository_index, "/v2/repository/index", ("POST",), versioned=False)
+    route(repository_load, "/v2/repository/models/<model>/load", ("POST",), versioned=False)
+    route(repository_unload, "/v2/repository/models/<model>/unload", ("POST",), versioned=False)
 
     @app.exception(Exception)
     async def on_error(request: Request, exc: Exception) -> HTTPResponse:

@@ -43,6 +43,11 @@ class ServerSettings(BaseSettings):
     max_tensor_bytes: int = Field(256 * MIB, gt=0, description="largest tensor a request may declare")
     request_timeout: float = Field(60.0, gt=0, description="seconds a request may wait for its worker")
     load_timeout: float = Field(300.0, gt=0, description="seconds a model's load() may take")
+    shm_arena_bytes: int = Field(256 * MIB, gt=0, description="each worker's input and output shared-memory arena (pages are used only when written)")
+    heartbeat_interval: float = Field(2.0, gt=0, description="seconds between pings of an idle worker")
+    heartbeat_timeout: float = Field(10.0, gt=0, description="an idle worker silent this long is hung: killed and restarted")
+    restart_backoff: float = Field(0.5, ge=0, description="first restart delay after a worker crash; doubles per crash in a row, up to 30 s")
+    worker_stop_grace: float = Field(10.0, gt=0, description="seconds a worker may take to unload() before it is killed")
     log_level: str = "INFO"
 
     @classmethod

@@ -1,8 +1,16 @@
-"""Starts, watches and stops the model worker processes, and keeps each model's state.
+"""Starts, watches, restarts and stops the model worker processes, and keeps
+each model's state: the table that readiness and the repository index answer from.
 
-The state table (`ModelEntry.state` and `.reason`) is what readiness answers
-from: a model is READY once all of its workers have loaded; a load that raises,
-returns False or times out leaves it UNAVAILABLE with the reason.
+- A model is READY once all of its workers have loaded. A load that raises,
+  returns False or times out leaves it UNAVAILABLE with the reason.
+- A worker that dies (or is killed for hanging) fails its in-flight request at
+  once (pool.worker_exited) and is replaced after a back-off that doubles with
+  each crash in a row; the model's other workers keep serving meanwhile.
+- A worker is hung when it stays silent to pings while idle, or holds one
+  request longer than request_timeout: it is killed, then replaced.
+
+The front door is one process, so this table lives in its memory and every
+reader (REST, gRPC) sees it directly: no cross-process state is needed.
 """
 
 from __future__ import annotations
@@ -11,18 +19,23 @@ import asyncio
 import itertools
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
-from .errors import NotFound
+from .errors import BadRequest, NotFound
 from .pool import ModelPool, Router, Worker
-from .settings import MODEL_SETTINGS_FILE, ModelSettings, ServerSettings, find_model_settings
+from .settings import MODEL_SETTINGS_FILE, ConfigError, ModelSettings, ServerSettings, find_model_settings
 from .types import MetadataModelResponse, MetadataTensor, State
 
 log = logging.getLogger("gateway.supervisor")
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+STABLE_AFTER = 30.0  # a worker that lived this long resets the crash back-off
 
 
 @dataclass(eq=False)
@@ -31,10 +44,13 @@ class ModelEntry:
     pool: ModelPool
     state: State = State.LOADING
     reason: str = ""
+    wanted: bool = True  # should be loaded: counts for server readiness, gets restarts
     metadata: dict = field(default_factory=dict)
     has_explain: bool = False
     inputs: dict[str, MetadataTensor] = field(default_factory=dict)
     outputs: dict[str, MetadataTensor] = field(default_factory=dict)
+    crashes: int = 0  # in a row, for the restart back-off
+    loading: Optional[asyncio.Task] = None
 
     @property
     def name(self) -> str:
@@ -44,12 +60,14 @@ class ModelEntry:
     def version(self) -> Optional[str]:
         return self.settings.version
 
-    def describe(self, metadata: dict) -> None:
-        """Take the metadata the runtime reported after load()."""
-        self.metadata = metadata
-        described = MetadataModelResponse(**metadata)
+    def take_ready(self, payload: dict) -> None:
+        """A worker loaded: take the metadata the runtime reported."""
+        self.metadata = payload["metadata"]
+        self.has_explain = payload["explain"]
+        described = MetadataModelResponse(**self.metadata)
         self.inputs = {t.name: t for t in described.inputs or []}
         self.outputs = {t.name: t for t in described.outputs or []}
+        self.state, self.reason = State.READY, ""
 
 
 def _version_key(version: Optional[str]) -> tuple:
@@ -63,20 +81,31 @@ class Supervisor:
     def __init__(self, settings: ServerSettings):
         self.settings = settings
         self.models: dict[str, dict[Optional[str], ModelEntry]] = {}
+        self.router: Router | None = None
         self._processes: dict[Worker, asyncio.subprocess.Process] = {}
         self._identities = itertools.count()
         self._runtime_dir = ""
-        self.router: Router | None = None
+        self._stopping = False
+        self._heartbeat: Optional[asyncio.Task] = None
+
+    # --- start, lookup, state ---------------------------------------------
 
     async def start(self) -> None:
         """Bind the worker socket and load every model of the repository (concurrently)."""
         self._runtime_dir = tempfile.mkdtemp(prefix="gateway-")
         self.router = Router(f"ipc://{self._runtime_dir}/workers.sock")
         for model_settings in find_model_settings(self.settings.model_repository):
-            pool = ModelPool(model_settings.name, self.router, self.settings.request_timeout)
-            self.models.setdefault(model_settings.name, {})[model_settings.version] = ModelEntry(model_settings, pool)
+            self._add(model_settings)
         log.info("loading %d model(s) from %s", len(self.entries()), self.settings.model_repository)
-        await asyncio.gather(*(self._load(entry) for entry in self.entries()))
+        self._heartbeat = asyncio.get_running_loop().create_task(self._watch_heartbeats())
+        await asyncio.gather(*(self._start_loading(entry) for entry in self.entries()), return_exceptions=True)
+
+    def _add(self, model_settings: ModelSettings) -> ModelEntry:
+        pool = ModelPool(model_settings.name, self.router, self.settings.request_timeout, self.settings.shm_arena_bytes)
+        entry = ModelEntry(model_settings, pool)
+        pool.on_worker_lost = lambda worker, why: self._worker_lost(entry, worker, why)
+        self.models.setdefault(model_settings.name, {})[model_settings.version] = entry
+        return entry
 
     def entries(self) -> list[ModelEntry]:
         return [entry for versions in self.models.values() for entry in versions.values()]
@@ -93,11 +122,18 @@ class Supervisor:
 
     @property
     def ready(self) -> bool:
-        return all(entry.state == State.READY for entry in self.entries())
+        """Every model that should be loaded is ready."""
+        return all(entry.state == State.READY for entry in self.entries() if entry.wanted)
+
+    # --- loading ------------------------------------------------------------
+
+    def _start_loading(self, entry: ModelEntry) -> asyncio.Task:
+        entry.loading = asyncio.get_running_loop().create_task(self._load(entry))
+        return entry.loading
 
     async def _load(self, entry: ModelEntry) -> None:
         count = entry.settings.parallel_workers or self.settings.parallel_workers
-        entry.pool.on_worker_lost = lambda worker: self._worker_lost(entry, worker)
+        entry.state, entry.reason, entry.wanted = State.LOADING, "", True
         workers = [await self._spawn(entry) for _ in range(count)]
         try:
             loaded = await asyncio.wait_for(asyncio.gather(*(w.loaded for w in workers)), self.settings.load_timeout)
@@ -106,9 +142,7 @@ class Supervisor:
         except Exception as exc:
             self._fail(entry, str(exc))
         else:
-            entry.describe(loaded[0]["metadata"])
-            entry.has_explain = loaded[0]["explain"]
-            entry.state, entry.reason = State.READY, ""
+            entry.take_ready(loaded[0])
             log.info("model %s (version %s) is ready with %d worker(s)", entry.name, entry.version, count)
 
     def _fail(self, entry: ModelEntry, reason: str) -> None:
@@ -117,14 +151,9 @@ class Supervisor:
         for worker in list(entry.pool.workers):
             self._kill(worker)
 
-    def _worker_lost(self, entry: ModelEntry, worker: Worker) -> None:
-        if entry.pool.ready_workers == 0 and entry.state == State.READY:
-            entry.state, entry.reason = State.UNAVAILABLE, "all of its workers exited"
-            log.error("model %s is unavailable: all of its workers exited", entry.name)
-
     async def _spawn(self, entry: ModelEntry) -> Worker:
         identity = f"{entry.name}:{entry.version or '-'}#{next(self._identities)}"
-        worker = entry.pool.add_worker(identity.encode())
+        worker = entry.pool.add_worker(identity)
         threads = str(self.settings.worker_blas_threads)
         env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         process = await asyncio.create_subprocess_exec(
@@ -132,42 +161,162 @@ class Supervisor:
             "--settings", str(entry.settings.folder / MODEL_SETTINGS_FILE),
             "--endpoint", self.router.endpoint,
             "--identity", identity,
+            "--in-fd", str(worker.in_arena.fd),
+            "--out-fd", str(worker.out_arena.fd),
             "--log-level", self.settings.log_level,
             env=env,
+            pass_fds=(worker.in_arena.fd, worker.out_arena.fd),
         )
         self._processes[worker] = process
         asyncio.get_running_loop().create_task(self._watch(entry, worker, process))
         return worker
 
+    # --- crashes, hangs, restarts ------------------------------------------
+
     async def _watch(self, entry: ModelEntry, worker: Worker, process: asyncio.subprocess.Process) -> None:
+        started = asyncio.get_running_loop().time()
         code = await process.wait()
         self._processes.pop(worker, None)
         if worker in entry.pool.workers:
-            log.warning("worker %s exited with code %s", worker.identity.decode(), code)
             entry.pool.worker_exited(worker, f"exit code {code}")
+        if worker.ready and entry.wanted and not self._stopping:
+            if asyncio.get_running_loop().time() - started > STABLE_AFTER:
+                entry.crashes = 0
+            log.warning("worker %s of model %s exited with code %s", worker.identity.decode(), entry.name, code)
+            await self._replace(entry)
+
+    def _worker_lost(self, entry: ModelEntry, worker: Worker, why: str) -> None:
+        self._kill(worker)  # it may still run, e.g. if it stopped answering
+        if entry.pool.ready_workers == 0 and entry.state == State.READY:
+            entry.state, entry.reason = State.UNAVAILABLE, f"its worker stopped ({why}); restarting it"
+            log.error("model %s is unavailable until its worker is restarted (%s)", entry.name, why)
+
+    async def _replace(self, entry: ModelEntry) -> None:
+        """Start a worker in place of a dead one, backing off (0.5 s, 1 s, 2 s ... 30 s) while it keeps failing."""
+        while entry.wanted and not self._stopping:
+            delay = min(self.settings.restart_backoff * 2**entry.crashes, 30.0)
+            entry.crashes += 1
+            log.info("restarting a worker of model %s in %.1f s", entry.name, delay)
+            await asyncio.sleep(delay)
+            if not entry.wanted or self._stopping:
+                return
+            worker = await self._spawn(entry)
+            try:
+                payload = await asyncio.wait_for(worker.loaded, self.settings.load_timeout)
+            except Exception as exc:
+                log.error("restarted worker of model %s failed to load: %s", entry.name, exc)
+                entry.reason = f"restart failed: {exc}"
+                self._kill(worker)
+                continue
+            if not entry.wanted or self._stopping:
+                self._kill(worker)  # unloaded meanwhile
+                return
+            entry.take_ready(payload)
+            log.info("model %s has a new worker (%d ready)", entry.name, entry.pool.ready_workers)
+            return
+
+    async def _watch_heartbeats(self) -> None:
+        every, silent_after = self.settings.heartbeat_interval, self.settings.heartbeat_timeout
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(every)
+            for entry in self.entries():
+                for worker in entry.pool.hung_workers(loop.time(), every, silent_after):
+                    log.error("worker %s of model %s is hung; killing it", worker.identity.decode(), entry.name)
+                    self._kill(worker)
 
     def _kill(self, worker: Worker) -> None:
         process = self._processes.get(worker)
         if process is not None and process.returncode is None:
             process.kill()
 
-    async def stop(self, grace: float = 10.0) -> None:
-        """Ask every worker to unload, wait up to `grace` seconds, then kill what is left."""
-        for entry in self.entries():
-            entry.state = State.UNLOADING
-            for worker in list(entry.pool.workers):
+    # --- repository: load, unload, index -------------------------------------
+
+    def index(self, ready_only: bool = False) -> list[dict]:
+        """The repository index: every model version known, with its state."""
+        items = [
+            {"name": e.name, "version": e.version or "", "state": e.state.value, "reason": e.reason}
+            for e in sorted(self.entries(), key=lambda e: (e.name, _version_key(e.version)))
+        ]
+        return [i for i in items if i["state"] == State.READY.value] if ready_only else items
+
+    async def load_model(self, name: str) -> None:
+        """(Re)read the model's model-settings.json file(s) and load it; unload the running one first."""
+        found = self._find_in_repository(name)
+        if name in self.models:
+            await self.unload_model(name)
+        self.models.pop(name, None)
+        entries = [self._add(model_settings) for model_settings in found]
+        # an unload during this load cancels it: that shows as a failed load
+        await asyncio.gather(*(self._start_loading(entry) for entry in entries), return_exceptions=True)
+        failed = [entry for entry in entries if entry.state != State.READY]
+        if failed:
+            raise BadRequest(f"model {name!r} failed to load: {failed[0].reason}")
+
+    def _find_in_repository(self, name: str) -> list[ModelSettings]:
+        if not MODEL_NAME.match(name):
+            raise BadRequest(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-'")
+        found, errors = [], []
+        # match by the name inside each file, never by joining the name into a path
+        for path in sorted(Path(self.settings.model_repository).rglob(MODEL_SETTINGS_FILE)):
+            try:
+                model_settings = ModelSettings.from_file(path)
+            except ConfigError as exc:
+                if path.parent.name == name:
+                    errors.append(str(exc))
+                continue
+            if model_settings.name == name:
+                found.append(model_settings)
+        if errors:
+            raise BadRequest(f"cannot load model {name!r}: {errors[0]}")
+        if not found:
+            raise NotFound(f"model {name!r} is not in the model repository")
+        return found
+
+    async def unload_model(self, name: str) -> None:
+        """Refuse new requests, let in-flight ones finish, then stop the workers (calling unload())."""
+        if name not in self.models:
+            raise NotFound(f"model {name!r} not found")
+        await asyncio.gather(*(self._unload(entry) for entry in self.models[name].values()))
+
+    async def _unload(self, entry: ModelEntry, reason: str = "unloaded") -> None:
+        entry.wanted = False
+        if entry.loading is not None and not entry.loading.done():
+            entry.loading.cancel()  # unload during load: stop loading now
+        entry.state, entry.reason = State.UNLOADING, ""
+        if not await entry.pool.drain(self.settings.request_timeout):
+            log.warning("model %s: in-flight requests did not finish in time; stopping anyway", entry.name)
+        workers = list(entry.pool.workers)
+        for worker in workers:
+            if worker.ready:
                 entry.pool.stop_worker(worker)
-        processes = list(self._processes.values())
+            else:
+                self._kill(worker)  # still loading: it cannot take STOP before load() ends
+        processes = [p for w in workers if (p := self._processes.get(w)) is not None]
         if processes:
-            done, pending = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in processes], timeout=grace)
+            _, pending = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in processes], timeout=self.settings.worker_stop_grace)
             for process in processes:
                 if process.returncode is None:
+                    log.warning("a worker of model %s did not stop in %s s; killing it", entry.name, self.settings.worker_stop_grace)
                     process.kill()
             if pending:
-                await asyncio.wait(pending, timeout=5)
-        for entry in self.entries():
-            entry.state = State.UNAVAILABLE
-            entry.pool.fail_waiting("the gateway is shutting down")
+                await asyncio.wait(pending)
+        entry.pool.fail_waiting(f"model {entry.name!r} was unloaded")
+        entry.state, entry.reason = State.UNAVAILABLE, reason
+        log.info("model %s (version %s) %s", entry.name, entry.version, reason)
+
+    # --- shutdown ---------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Unload every model (draining in-flight requests, calling unload()), then close the socket."""
+        self._stopping = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        await asyncio.gather(*(self._unload(entry, "the gateway stopped") for entry in self.entries()))
+        for process in list(self._processes.values()):  # e.g. a replacement still loading
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
         if self.router is not None:
             await self.router.close()
         shutil.rmtree(self._runtime_dir, ignore_errors=True)

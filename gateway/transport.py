@@ -1,13 +1,15 @@
 """The messages between the gateway and its worker processes (ZeroMQ multipart).
 
-Every message is `[kind, header, *tensor buffers]`: `header` is a small JSON
-document describing the tensors, and each tensor's raw bytes travel as a frame
-of their own, so they are never pickled nor turned into JSON. Both sides use
-only the functions below; the worker side builds numpy views of the frames.
+Every message is `[kind, header, *inline buffers]`. The header is a small JSON
+document describing the tensors. A tensor's bytes are placed in the sender's
+shared-memory arena (the header gives offset and length) or, when small or
+when the arena is full, travel inline as a frame of their own; either way they
+are never pickled nor turned into JSON. Each arena holds one message at a
+time, so placement is a bump from offset 0. Both sides use only these functions.
 
-Kinds, gateway -> worker: INFER, EXPLAIN, STOP.
+Kinds, gateway -> worker: INFER, EXPLAIN, PING, STOP.
 Kinds, worker -> gateway: READY (loaded; header has metadata), FAILED (load
-failed; header has the reason), REPLY (outputs), ERROR (status and message).
+failed; header has the reason), REPLY (outputs), ERROR (status and message), PONG.
 """
 
 from __future__ import annotations
@@ -17,26 +19,53 @@ from typing import Any, Sequence
 import orjson
 
 from .errors import GatewayError, from_status
-from .tensors import InferRequest, InferResponse, RequestedOutput, Tensor, array_from_raw, raw_bytes
+from .shm import Arena, aligned
+from .tensors import InferRequest, RequestedOutput, Tensor, array_from_raw, raw_bytes
 
 INFER = b"infer"
 EXPLAIN = b"explain"
+PING = b"ping"
 STOP = b"stop"
 READY = b"ready"
 FAILED = b"failed"
 REPLY = b"reply"
 ERROR = b"error"
+PONG = b"pong"
+
+# Below this size a tensor is copied into the ZeroMQ message instead of shared
+# memory: one small copy is cheaper than the bookkeeping (see docs/PERFORMANCE.md).
+INLINE_BELOW = 64 * 1024
 
 
-def _describe(tensor: Tensor) -> dict:
-    return {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape, "parameters": tensor.parameters}
+def _place(tensors: list[Tensor], arena: Arena | None) -> tuple[list[dict], list]:
+    """Describe the tensors; put each one's bytes in the arena or in an inline frame."""
+    descriptions, frames, offset = [], [], 0
+    for tensor in tensors:
+        raw = raw_bytes(tensor)
+        size = len(raw)
+        description = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape, "parameters": tensor.parameters}
+        if arena is not None and size >= INLINE_BELOW and offset + size <= arena.size:
+            arena.buf[offset : offset + size] = raw
+            description["shm"] = [offset, size]
+            offset = aligned(offset + size)
+        else:
+            description["frame"] = len(frames)
+            frames.append(raw)
+        descriptions.append(description)
+    return descriptions, frames
 
 
-def _views(descriptions: list[dict], buffers: Sequence[Any]) -> list[Tensor]:
-    return [
-        Tensor(d["name"], d["datatype"], d["shape"], array_from_raw(d["datatype"], d["shape"], buf, d["name"]), d["parameters"])
-        for d, buf in zip(descriptions, buffers)
-    ]
+def _views(descriptions: list[dict], frames: Sequence[Any], arena: Arena | None) -> list[Tensor]:
+    """Tensors over the placed bytes: numpy views, no copies."""
+    tensors = []
+    for d in descriptions:
+        if "shm" in d:
+            offset, size = d["shm"]
+            buf = arena.buf[offset : offset + size]
+        else:
+            buf = _buffer(frames[d["frame"]])
+        tensors.append(Tensor(d["name"], d["datatype"], d["shape"], array_from_raw(d["datatype"], d["shape"], buf, d["name"]), d["parameters"]))
+    return tensors
 
 
 def _buffer(frame: Any) -> memoryview:
@@ -44,50 +73,54 @@ def _buffer(frame: Any) -> memoryview:
     return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
 
 
-def request_frames(kind: bytes, seq: int, request: InferRequest) -> list:
+def request_frames(kind: bytes, seq: int, request: InferRequest, arena: Arena | None) -> list:
+    descriptions, frames = _place(request.inputs, arena)
     header = {
         "seq": seq,
         "id": request.id,
         "parameters": request.parameters,
-        "inputs": [_describe(t) for t in request.inputs],
+        "inputs": descriptions,
         "outputs": None if request.outputs is None else [{"name": o.name, "parameters": o.parameters} for o in request.outputs],
     }
-    return [kind, orjson.dumps(header), *(raw_bytes(t) for t in request.inputs)]
+    return [kind, orjson.dumps(header), *frames]
 
 
-def parse_request(frames: Sequence[Any], model_name: str, model_version: str | None) -> tuple[int, InferRequest]:
+def parse_request(frames: Sequence[Any], arena: Arena | None, model_name: str, model_version: str | None) -> tuple[int, InferRequest]:
     header = orjson.loads(_buffer(frames[1]))
     outputs = header["outputs"]
     request = InferRequest(
         model_name=model_name,
         model_version=model_version,
         id=header["id"],
-        inputs=_views(header["inputs"], [_buffer(f) for f in frames[2:]]),
+        inputs=_views(header["inputs"], frames[2:], arena),
         parameters=header["parameters"],
         outputs=None if outputs is None else [RequestedOutput(o["name"], o["parameters"]) for o in outputs],
     )
     return header["seq"], request
 
 
-def reply_frames(seq: int, outputs: list[Tensor], parameters: dict) -> list:
-    header = {"seq": seq, "parameters": parameters, "outputs": [_describe(t) for t in outputs]}
-    return [REPLY, orjson.dumps(header), *(raw_bytes(t) for t in outputs)]
+def reply_frames(seq: int, outputs: list[Tensor], parameters: dict, arena: Arena | None) -> list:
+    descriptions, frames = _place(outputs, arena)
+    header = {"seq": seq, "parameters": parameters, "outputs": descriptions}
+    return [REPLY, orjson.dumps(header), *frames]
 
 
 def error_frames(seq: int, error: GatewayError) -> list:
     return [ERROR, orjson.dumps({"seq": seq, "status": error.http_status, "message": error.message})]
 
 
-def parse_reply(frames: Sequence[Any]) -> tuple[int, tuple[list[Tensor], dict] | GatewayError]:
-    """(seq, (outputs, parameters)) for REPLY, (seq, error) for ERROR."""
+def parse_reply(frames: Sequence[Any], arena: Arena | None) -> tuple[int, tuple[list[Tensor], dict] | GatewayError, bool]:
+    """(seq, (outputs, parameters) or error, whether the outputs view the arena)."""
     header = orjson.loads(_buffer(frames[1]))
     if bytes(_buffer(frames[0])) == ERROR:
-        return header["seq"], from_status(header["status"], header["message"])
-    return header["seq"], (_views(header["outputs"], [_buffer(f) for f in frames[2:]]), header["parameters"])
+        return header["seq"], from_status(header["status"], header["message"]), False
+    descriptions = header["outputs"]
+    in_arena = any("shm" in d for d in descriptions)
+    return header["seq"], (_views(descriptions, frames[2:], arena), header["parameters"]), in_arena
 
 
 def control_frames(kind: bytes, payload: dict | None = None) -> list:
-    """READY / FAILED / STOP: a kind and a small JSON payload."""
+    """READY / FAILED / PING / PONG / STOP: a kind and a small JSON payload."""
     return [kind, orjson.dumps(payload or {})]
 
 

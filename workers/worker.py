@@ -4,6 +4,8 @@ Started by the gateway's supervisor as `python -m workers ...`. It imports the
 runtime named by `implementation`, calls `load()`, announces READY (or FAILED
 with the reason) and then answers one message at a time: the gateway sends
 the next request only when this worker is idle, so there is no queue here.
+Input tensors are numpy views of the input arena (valid during the call);
+outputs are written to the output arena.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from gateway import transport
 from gateway.errors import BadRequest, GatewayError, RuntimeFailure
 from gateway.model import MLModel
 from gateway.settings import ModelSettings
+from gateway.shm import Arena
 from gateway.tensors import InferRequest, RequestedOutput, Tensor, array_from_output
 from gateway.types import Datatype, InferenceRequest, InferenceResponse, Parameters, RequestInput, RequestOutput
 
@@ -110,7 +113,7 @@ async def run(runtime: MLModel, kind: bytes, request: InferRequest) -> tuple[lis
     return select_outputs(response, request.outputs)
 
 
-async def serve(settings: ModelSettings, endpoint: str, identity: bytes) -> int:
+async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_arena: Arena, out_arena: Arena) -> int:
     context = zmq.asyncio.Context()
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.IDENTITY, identity)
@@ -137,10 +140,13 @@ async def serve(settings: ModelSettings, endpoint: str, identity: bytes) -> int:
             kind = frames[0].bytes
             if kind == transport.STOP:
                 break
-            seq, request = transport.parse_request(frames, settings.name, settings.version)
+            if kind == transport.PING:
+                await socket.send_multipart(transport.control_frames(transport.PONG))
+                continue
+            seq, request = transport.parse_request(frames, in_arena, settings.name, settings.version)
             try:
                 outputs, parameters = await run(runtime, kind, request)
-                reply = transport.reply_frames(seq, outputs, parameters)
+                reply = transport.reply_frames(seq, outputs, parameters, out_arena)
             except GatewayError as exc:
                 reply = transport.error_frames(seq, exc)
             except Exception as exc:
@@ -168,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", required=True, type=Path, help="the model's model-settings.json")
     parser.add_argument("--endpoint", required=True, help="the gateway's ZeroMQ endpoint")
     parser.add_argument("--identity", required=True, help="this worker's ZeroMQ identity")
+    parser.add_argument("--in-fd", required=True, type=int, help="inherited shared-memory arena the gateway writes inputs to")
+    parser.add_argument("--out-fd", required=True, type=int, help="inherited shared-memory arena this worker writes outputs to")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     _die_with_parent()
@@ -176,4 +184,5 @@ def main(argv: list[str] | None = None) -> None:
     settings = ModelSettings.from_file(args.settings)
     import uvloop
 
-    sys.exit(uvloop.run(serve(settings, args.endpoint, args.identity.encode())))
+    in_arena, out_arena = Arena.attach(args.in_fd), Arena.attach(args.out_fd)
+    sys.exit(uvloop.run(serve(settings, args.endpoint, args.identity.encode(), in_arena, out_arena)))

@@ -1,0 +1,43 @@
+"""Shared-memory arenas for tensor bytes between the gateway and a worker.
+
+An arena is an anonymous memory file (`memfd_create`) that the gateway creates
+and the worker inherits as a file descriptor, both mapping it. It never has a
+name in /dev/shm, so nothing can be left behind: the kernel frees it when the
+last process holding it closes it or dies. Its size is a ceiling, not a cost:
+pages are allocated only when first written.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+
+ALIGNMENT = 64  # so numpy views of placed tensors are aligned
+
+
+class Arena:
+    def __init__(self, size: int, name: str = "gateway", fd: int | None = None):
+        if fd is None:
+            fd = os.memfd_create(name)  # close-on-exec: only the worker it is passed to inherits it
+            os.ftruncate(fd, size)
+        self.fd = fd
+        self.size = size
+        self._map = mmap.mmap(fd, size)
+        self.buf = memoryview(self._map)
+
+    @classmethod
+    def attach(cls, fd: int) -> "Arena":
+        """The worker side: map an inherited arena."""
+        return cls(os.fstat(fd).st_size, fd=fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+        try:
+            self.buf.release()
+            self._map.close()
+        except BufferError:
+            pass  # a numpy view of it still exists; the mapping goes with the last one
+
+
+def aligned(offset: int) -> int:
+    return (offset + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
