@@ -1,13 +1,16 @@
 """Content type "pd": a whole request or response as a pandas DataFrame, one
 tensor per column.
 
-pandas is optional. Without it the codec stays registered, so "pd" remains a
-known content type, but using it raises NotSupported saying what to install.
+pandas is optional, and imported only when the codec is used (it costs a
+worker process a few tenths of a second and tens of MiB). Without it the codec
+stays registered, so "pd" remains a known content type, but using it raises
+NotSupported saying what to install.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Optional
 
 import numpy as np
@@ -17,10 +20,13 @@ from ..types import InferenceRequest, InferenceResponse, Parameters, RequestInpu
 from .base import RequestCodec, content_type_of, find_input_codec, register_request_codec
 from .numpy import NumpyCodec
 
-try:
-    import pandas as pd
-except ImportError:
-    pd = None
+
+def _pandas() -> Any:
+    try:
+        import pandas
+    except ImportError:
+        raise NotSupported("content type 'pd' (PandasCodec) needs pandas, which is not installed: pip install pandas") from None
+    return pandas
 
 
 @register_request_codec
@@ -29,10 +35,12 @@ class PandasCodec(RequestCodec):
     bytes columns as "base64"; decoding honours each tensor's own content type."""
 
     ContentType = "pd"
-    TypeHint = pd.DataFrame if pd is not None else Any
+    TypeHint = "pandas.DataFrame"
 
     @classmethod
     def can_encode(cls, payload: Any) -> bool:
+        # a DataFrame can exist only if pandas was imported already
+        pd = sys.modules.get("pandas")
         return pd is not None and isinstance(payload, pd.DataFrame)
 
     @classmethod
@@ -62,13 +70,8 @@ class PandasCodec(RequestCodec):
         return _decode_columns(request.inputs)
 
 
-def _require_pandas() -> None:
-    if pd is None:
-        raise NotSupported("content type 'pd' (PandasCodec) needs pandas, which is not installed: pip install pandas")
-
-
 def _encode_columns(frame: Any, as_input: bool) -> list:
-    _require_pandas()
+    pd = _pandas()
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"PandasCodec encodes a pandas DataFrame, got {type(frame).__name__}")
     tensors = []
@@ -95,7 +98,7 @@ def _column_payload(series: Any) -> Any:
 
 
 def _decode_columns(tensors: list[RequestInput] | list[ResponseOutput]) -> Any:
-    _require_pandas()
+    pd = _pandas()
     columns = {}
     for tensor in tensors:
         # a tensor without a (known) content type is a plain array
