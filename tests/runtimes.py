@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import time
 
 from gateway import MLModel
 from gateway.types import InferenceRequest, InferenceResponse, ResponseOutput
@@ -39,11 +40,39 @@ class FalseLoad(MLModel):
 
 
 class Sleepy(MLModel):
-    """Sleeps for the number of seconds in its input, then answers with its process id."""
+    """Sleeps for the number of seconds in its input; answers with its process id and when it ran."""
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        started = time.time()
+        print(f"sleepy {os.getpid()} predict started", flush=True)
         await asyncio.sleep(float(payload.inputs[0].data.ravel()[0]))
-        return InferenceResponse(model_name=self.name, outputs=[ResponseOutput(name="pid", shape=[1], datatype="INT64", data=[os.getpid()])])
+        return InferenceResponse(
+            model_name=self.name,
+            outputs=[
+                ResponseOutput(name="pid", shape=[1], datatype="INT64", data=[os.getpid()]),
+                ResponseOutput(name="interval", shape=[2], datatype="FP64", data=[started, time.time()]),
+            ],
+        )
+
+    async def unload(self) -> bool:
+        print(f"sleepy {os.getpid()} unload() called", flush=True)
+        return True
+
+
+class SlowLoad(MLModel):
+    """Takes parameters.extra.load_seconds to load."""
+
+    async def load(self) -> bool:
+        await asyncio.sleep(float(self.settings.parameters.extra.get("load_seconds", 5)))
+        return True
+
+
+class Configured(MLModel):
+    """Answers with parameters.extra.answer, read from model-settings.json at load."""
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        answer = str(self.settings.parameters.extra["answer"])
+        return InferenceResponse(model_name=self.name, outputs=[ResponseOutput(name="answer", shape=[1], datatype="BYTES", data=[answer])])
 
 
 class Versioned(MLModel):

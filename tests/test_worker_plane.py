@@ -1,0 +1,290 @@
+"""The worker plane through real processes: shared memory, parallel workers,
+crashes, hangs, the model repository API and graceful shutdown."""
+
+import json
+import os
+import shutil
+import signal
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import tritonclient.http as httpclient
+
+from tests.conftest import ROOT
+
+MODELS = {
+    "echo": {"implementation": "tests.runtimes.Echo"},
+    "sleepy": {"implementation": "tests.runtimes.Sleepy", "parallel_workers": 2},
+    "sleepy1": {"implementation": "tests.runtimes.Sleepy"},
+    "configured": {"implementation": "tests.runtimes.Configured", "parameters": {"extra": {"answer": "one"}}},
+    "slowload": {"implementation": "tests.runtimes.SlowLoad", "parameters": {"extra": {"load_seconds": 30}}},
+}
+
+
+def write_repository(folder: Path, models: dict) -> Path:
+    for name, settings in models.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        (folder / name / "model-settings.json").write_text(json.dumps({"name": name, **settings}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory):
+    return write_repository(tmp_path_factory.mktemp("repository"), MODELS)
+
+
+@pytest.fixture(scope="module")
+def gateway(start_gateway, repository):
+    gateway = start_gateway(repository, heartbeat_interval=0.2, heartbeat_timeout=1.5, restart_backoff=0.1, request_timeout=20)
+    return gateway.wait_ready(["echo", "sleepy", "sleepy1", "configured"])
+
+
+def children(pid: int) -> dict[int, str]:
+    """Process id -> command line of the direct children of `pid`."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found[int(entry)] = cmdline
+    return found
+
+
+def workers_of(gateway, model: str) -> list[int]:
+    return sorted(pid for pid, cmd in children(gateway.process.pid).items() if f"--identity {model}:" in cmd)
+
+
+def memfds(pid: int) -> set[str]:
+    """The gateway arenas a process holds (mmap keeps its own descriptor of each, so a set)."""
+    links = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("/memfd:gateway:"):
+            links.add(target)
+    return links
+
+
+def our_shm_segments() -> list[str]:
+    return [name for name in os.listdir("/dev/shm") if name.startswith("gateway")]
+
+
+def started_in(gateway, worker: int):
+    """A condition: the worker has started one more prediction than it had when this was called."""
+    line = f"sleepy {worker} predict started"
+    before = gateway.log_text().count(line)
+    return lambda: gateway.log_text().count(line) > before
+
+
+def sleep_request(gateway, model: str, seconds: float, results: list) -> threading.Thread:
+    def call():
+        response = requests.post(
+            f"{gateway.url}/v2/models/{model}/infer",
+            json={"inputs": [{"name": "seconds", "datatype": "FP32", "shape": [1], "data": [seconds]}]},
+            timeout=60,
+        )
+        results.append(response)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    return thread
+
+
+def infer_echo(gateway, value: int = 1) -> dict:
+    body = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [1], "data": [value]}]}
+    return requests.post(f"{gateway.url}/v2/models/echo/infer", json=body, timeout=30).json()
+
+
+# --- shared memory
+
+
+def test_large_tensors_travel_through_shared_memory(gateway):
+    client = httpclient.InferenceServerClient(gateway.url.removeprefix("http://"))
+    array = np.arange(4 * 1024 * 1024, dtype=np.float32)  # 16 MiB
+    tensor = httpclient.InferInput("x", [array.size], "FP32")
+    tensor.set_data_from_numpy(array)
+    result = client.infer("echo", [tensor], outputs=[httpclient.InferRequestedOutput("x", binary_data=True)])
+    np.testing.assert_array_equal(result.as_numpy("x"), array)
+    client.close()
+    (worker,) = workers_of(gateway, "echo")
+    # the worker maps its two arenas, and the 16 MiB went through both of them
+    assert sorted(Path(link).name.rsplit(":", 1)[1].split()[0] for link in memfds(worker)) == ["in", "out"]
+    shared_kib = int(next(line.split()[1] for line in Path(f"/proc/{worker}/status").read_text().splitlines() if line.startswith("RssShmem")))
+    assert shared_kib >= 2 * 16 * 1024
+    assert our_shm_segments() == []
+
+
+# --- parallel inference
+
+
+def test_two_workers_serve_two_requests_at_the_same_time(gateway):
+    results: list = []
+    threads = [sleep_request(gateway, "sleepy", 1.0, results) for _ in range(2)]
+    for thread in threads:
+        thread.join()
+    answers = [{o["name"]: o["data"] for o in r.json()["outputs"]} for r in results]
+    assert {a["pid"][0] for a in answers} == set(workers_of(gateway, "sleepy"))
+    (start_a, end_a), (start_b, end_b) = (a["interval"] for a in answers)
+    assert start_a < end_b and start_b < end_a  # the two predictions overlapped in time
+
+
+# --- crashes and hangs
+
+
+def test_kill_9_during_a_request_fails_it_at_once_and_the_worker_comes_back(gateway):
+    (victim,) = workers_of(gateway, "sleepy1")
+    results: list = []
+    started = started_in(gateway, victim)
+    thread = sleep_request(gateway, "sleepy1", 15.0, results)
+    gateway.wait_for(started, what="the request to reach the worker")
+    os.kill(victim, signal.SIGKILL)
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the request hung after its worker died"
+    (response,) = results
+    assert response.status_code == 503
+    assert "stopped during the request" in response.json()["error"]
+    assert infer_echo(gateway, 5)["outputs"][0]["data"] == [5]  # other models kept serving
+    gateway.wait_ready(["sleepy1"], timeout=30)
+    (replacement,) = workers_of(gateway, "sleepy1")
+    assert replacement != victim
+    results.clear()
+    sleep_request(gateway, "sleepy1", 0.01, results).join()
+    assert results[0].json()["outputs"][0]["data"] == [replacement]
+
+
+def test_a_hung_worker_is_killed_and_replaced(gateway):
+    (frozen,) = workers_of(gateway, "echo")
+    os.kill(frozen, signal.SIGSTOP)
+    gateway.wait_for(lambda: workers_of(gateway, "echo") not in ([], [frozen]), timeout=30, what="a new echo worker")
+    gateway.wait_ready(["echo"], timeout=30)
+    assert infer_echo(gateway, 8)["outputs"][0]["data"] == [8]
+    assert "is hung; killing it" in gateway.log_text()
+
+
+def test_no_arena_outlives_its_worker(gateway):
+    live_workers = [pid for pid, cmd in children(gateway.process.pid).items() if "-m workers" in cmd]
+    assert len(memfds(gateway.process.pid)) == 2 * len(live_workers)
+    assert our_shm_segments() == []
+
+
+# --- model repository extension
+
+
+def index(gateway, **body) -> dict:
+    return {(i["name"], i["version"]): i for i in requests.post(f"{gateway.url}/v2/repository/index", json=body).json()}
+
+
+def test_repository_index_lists_states(gateway):
+    items = index(gateway)
+    assert items[("echo", "")] == {"name": "echo", "version": "", "state": "READY", "reason": ""}
+    assert items[("slowload", "")]["state"] in ("LOADING", "UNAVAILABLE")
+    assert ("slowload", "") not in index(gateway, ready=True)
+    assert "model_repository" in requests.get(f"{gateway.url}/v2").json()["extensions"]
+
+
+def test_unload_during_load_stops_the_loading_worker(gateway):
+    # slowload takes 30 s to load; unloading it must not wait for that
+    assert index(gateway)[("slowload", "")]["state"] == "LOADING"
+    assert workers_of(gateway, "slowload")
+    response = requests.post(f"{gateway.url}/v2/repository/models/slowload/unload", timeout=10)
+    assert response.status_code == 200, response.text
+    assert index(gateway)[("slowload", "")] == {"name": "slowload", "version": "", "state": "UNAVAILABLE", "reason": "unloaded"}
+    gateway.wait_for(lambda: workers_of(gateway, "slowload") == [], what="slowload's worker to go")
+    # with nothing else pending, the server is ready: an unloaded model is not expected to be
+    assert requests.get(f"{gateway.url}/v2/health/ready").status_code == 200
+
+
+def test_unload_drains_in_flight_requests_then_calls_unload(gateway):
+    (worker,) = workers_of(gateway, "sleepy1")
+    results: list = []
+    started = started_in(gateway, worker)
+    thread = sleep_request(gateway, "sleepy1", 1.0, results)
+    gateway.wait_for(started, what="the request to reach the worker")
+    unload = requests.post(f"{gateway.url}/v2/repository/models/sleepy1/unload", timeout=30)
+    thread.join()
+    assert unload.status_code == 200
+    assert results[0].status_code == 200  # the in-flight request finished
+    assert results[0].json()["outputs"][0]["data"] == [worker]
+    assert f"sleepy {worker} unload() called" in gateway.log_text()
+    assert workers_of(gateway, "sleepy1") == []
+    ready = requests.get(f"{gateway.url}/v2/models/sleepy1/ready")
+    assert ready.status_code == 503 and ready.json()["reason"] == "unloaded"
+    late: list = []
+    sleep_request(gateway, "sleepy1", 0.0, late).join()
+    assert late[0].status_code == 503
+
+
+def test_load_rereads_model_settings(gateway, repository):
+    answer = lambda: requests.post(  # noqa: E731
+        f"{gateway.url}/v2/models/configured/infer", json={"inputs": [{"name": "x", "datatype": "INT8", "shape": [1], "data": [0]}]}
+    ).json()["outputs"][0]["data"]
+    assert answer() == ["one"]
+    write_repository(repository, {"configured": {"implementation": "tests.runtimes.Configured", "parameters": {"extra": {"answer": "two"}}}})
+    response = requests.post(f"{gateway.url}/v2/repository/models/configured/load", timeout=60)
+    assert response.status_code == 200, response.text
+    assert answer() == ["two"]
+    # a model that was unloaded loads again
+    assert requests.post(f"{gateway.url}/v2/repository/models/sleepy1/load", timeout=60).status_code == 200
+    assert index(gateway)[("sleepy1", "")]["state"] == "READY"
+
+
+def test_load_of_a_new_model_and_of_a_broken_one(gateway, repository):
+    write_repository(repository, {"newcomer": {"implementation": "tests.runtimes.Echo"}})
+    assert requests.post(f"{gateway.url}/v2/repository/models/newcomer/load", timeout=60).status_code == 200
+    assert requests.get(f"{gateway.url}/v2/models/newcomer/ready").json()["ready"] is True
+    write_repository(repository, {"broken": {"implementation": "tests.runtimes.BrokenLoad"}})
+    response = requests.post(f"{gateway.url}/v2/repository/models/broken/load", timeout=60)
+    assert response.status_code == 400
+    assert "weights.bin is missing" in response.json()["error"]
+    shutil.rmtree(repository / "broken")
+
+
+@pytest.mark.parametrize(
+    "path, status, message",
+    [
+        ("/v2/repository/models/%2E%2E/load", 400, "invalid model name"),
+        ("/v2/repository/models/..%2Fconfig/load", 400, "invalid model name"),
+        ("/v2/repository/models/.hidden/load", 400, "invalid model name"),
+        ("/v2/repository/models/not-there/load", 404, "not in the model repository"),
+        ("/v2/repository/models/not-there/unload", 404, "not found"),
+    ],
+)
+def test_repository_refuses_bad_and_unknown_names(gateway, path, status, message):
+    session = requests.Session()
+    prepared = requests.Request("POST", f"{gateway.url}{path}").prepare()
+    prepared.url = f"{gateway.url}{path}"  # keep the escapes as written
+    response = session.send(prepared, timeout=10)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+
+
+# --- graceful shutdown
+
+
+def test_sigterm_finishes_in_flight_requests_unloads_and_exits_0(start_gateway, tmp_path):
+    repository = write_repository(tmp_path, {"sleepy": {"implementation": "tests.runtimes.Sleepy"}})
+    gateway = start_gateway(repository).wait_ready()
+    workers = workers_of(gateway, "sleepy")
+    results: list = []
+    started = started_in(gateway, workers[0])
+    thread = sleep_request(gateway, "sleepy", 1.5, results)
+    gateway.wait_for(started, what="the request to reach the worker")
+    gateway.process.send_signal(signal.SIGTERM)
+    thread.join()
+    assert results[0].status_code == 200
+    assert gateway.process.wait(timeout=30) == 0
+    log = gateway.log_text()
+    assert f"sleepy {workers[0]} unload() called" in log
+    assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
+    assert our_shm_segments() == []
+
