@@ -16,7 +16,14 @@ from sanic.response import HTTPResponse
 
 from .dataplane import DataPlane
 from .errors import BadRequest, GatewayError
-from .restbody import HEADER_LENGTH, parse_infer_dict, parse_infer_request, parse_raw_request, render_infer_response
+from .restbody import (
+    HEADER_LENGTH,
+    RenderedResponse,
+    parse_infer_dict,
+    parse_infer_request,
+    parse_raw_request,
+    render_infer_response,
+)
 
 log = logging.getLogger("gateway.rest")
 
@@ -44,6 +51,8 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     app.config.REQUEST_MAX_SIZE = settings.max_request_bytes
     app.config.RESPONSE_TIMEOUT = settings.request_timeout + 30
     app.config.KEEP_ALIVE_TIMEOUT = 75
+    # Sanic pauses reading a body every REQUEST_BUFFER_SIZE bytes (64 KiB by default): too often for tensors
+    app.config.REQUEST_BUFFER_SIZE = 1024 * 1024
 
     def route(handler, uri: str, methods: tuple[str, ...], versioned: bool = True) -> None:
         app.add_route(handler, uri, methods=methods, name=f"{handler.__name__}")
@@ -80,24 +89,32 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
             return parse_raw_request(request.body, model, version, declared, settings.max_tensor_bytes)
         return parse_infer_request(request.body, header_length, model, version, settings.max_tensor_bytes)
 
-    def _respond(response, parsed) -> HTTPResponse:
-        body, header_length = render_infer_response(response, parsed)
-        if header_length is None:
-            return HTTPResponse(body, content_type="application/json")
-        return HTTPResponse(body, content_type="application/octet-stream", headers={HEADER_LENGTH: str(header_length)})
+    async def _send(request: Request, rendered: RenderedResponse) -> Optional[HTTPResponse]:
+        if rendered.json_length is None:
+            return HTTPResponse(rendered.body, content_type="application/json")
+        headers = {HEADER_LENGTH: str(rendered.json_length)}
+        if not rendered.chunks:
+            return HTTPResponse(rendered.body, content_type="application/octet-stream", headers=headers)
+        # large: the header and each tensor go out as writes of their own
+        response = await request.respond(headers={**headers, "content-length": str(rendered.size)}, content_type="application/octet-stream")
+        await response.send(rendered.body)
+        for chunk in rendered.chunks:
+            await response.send(chunk)
+        await response.eof()
+        return None
 
-    async def infer(request: Request, model: str, version: Optional[str] = None) -> HTTPResponse:
+    async def infer(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
         parsed = _parse(request, model, version)
-        return await dataplane.infer(parsed, lambda response: _respond(response, parsed))
+        return await _send(request, await dataplane.infer(parsed, lambda response: render_infer_response(response, parsed)))
 
-    async def explain(request: Request, model: str, version: Optional[str] = None) -> HTTPResponse:
+    async def explain(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
         parsed = _parse(request, model, version)
-        return await dataplane.explain(parsed, lambda response: _respond(response, parsed))
+        return await _send(request, await dataplane.explain(parsed, lambda response: render_infer_response(response, parsed)))
 
-    async def infer_dict(request: Request, model: str, version: Optional[str] = None) -> HTTPResponse:
+    async def infer_dict(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
         declared = dataplane.declared_inputs(model, version)
         parsed = parse_infer_dict(request.body, model, version, declared, settings.max_tensor_bytes)
-        return await dataplane.infer(parsed, lambda response: _respond(response, parsed))
+        return await _send(request, await dataplane.infer(parsed, lambda response: render_infer_response(response, parsed)))
 
     async def repository_index(request: Request) -> HTTPResponse:
         body = _json_body(request)

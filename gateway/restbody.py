@@ -7,6 +7,7 @@ of the request body (no copy); every size is checked before use.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -226,8 +227,26 @@ def parse_infer_dict(
     )
 
 
-def render_infer_response(response: InferResponse, request: InferRequest) -> tuple[bytes, Optional[int]]:
-    """The response body, and the JSON header's length when binary outputs follow it."""
+# Binary bodies at least this large are sent as header and body writes of their
+# own, sparing the copy of the whole body into the HTTP header's buffer.
+STREAM_ABOVE = 1024 * 1024
+
+
+@dataclass(slots=True)
+class RenderedResponse:
+    """A response body that owns its bytes: it outlives the worker's shared memory."""
+
+    body: bytes  # what is sent first: the JSON document, with small binary outputs joined to it
+    chunks: list[bytes]  # large binary outputs, sent after `body`
+    json_length: Optional[int]  # the JSON document's length when binary data follows; None: a JSON body
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + sum(len(c) for c in self.chunks)
+
+
+def render_infer_response(response: InferResponse, request: InferRequest) -> RenderedResponse:
+    """Render outputs (which may view shared memory) into bytes the response owns."""
     binary_default = bool(request.parameters.get("binary_data_output", False))
     per_output = {o.name: o.parameters for o in request.outputs or ()}
     outputs, chunks = [], []
@@ -252,5 +271,7 @@ def render_infer_response(response: InferResponse, request: InferRequest) -> tup
     document["outputs"] = outputs
     header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
-        return header, None
-    return b"".join([header, *chunks]), len(header)
+        return RenderedResponse(header, [], None)
+    if sum(len(c) for c in chunks) < STREAM_ABOVE:
+        return RenderedResponse(b"".join([header, *chunks]), [], len(header))  # one copy, one write
+    return RenderedResponse(header, [bytes(c) for c in chunks], len(header))
