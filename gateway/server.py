@@ -8,6 +8,7 @@ import logging
 from sanic import Sanic
 
 from .dataplane import DataPlane
+from .grpc import server as grpc_server
 from .rest import create_app
 from .settings import ServerSettings
 from .supervisor import Supervisor
@@ -24,6 +25,15 @@ def build(settings: ServerSettings) -> Sanic:
     async def start_models(app: Sanic) -> None:
         # load in the background: the server answers live (and ready: false) while models load
         app.add_task(supervisor.start(), name="load-models")
+
+    @app.before_server_start
+    async def start_grpc(app: Sanic) -> None:
+        # the gRPC front door runs on Sanic's loop, in this process (see gateway/grpc/__init__.py)
+        app.ctx.grpc = await grpc_server.start(dataplane, settings)
+
+    @app.before_server_stop
+    async def stop_grpc(app: Sanic) -> None:
+        await grpc_server.stop(app.ctx.grpc)
 
     @app.after_server_stop
     async def stop_models(app: Sanic) -> None:

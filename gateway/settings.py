@@ -35,6 +35,7 @@ class ServerSettings(BaseSettings):
     host: str = "0.0.0.0"
     http_port: int = 8080
     grpc_port: int = 8081
+    grpc_max_message_bytes: int = Field(256 * MIB, gt=0, le=2**31 - 1, description="largest gRPC message received or sent (a 64 MiB tensor fits with room to spare); larger ones get RESOURCE_EXHAUSTED")
     metrics_port: int = 8082
     model_repository: Optional[Path] = Field(None, description="folder searched for model-settings.json; default: the config folder")
     parallel_workers: int = Field(1, ge=1, description="worker processes per model unless its model-settings.json says otherwise")

@@ -1,0 +1,30 @@
+"""The V2 gRPC front door (package `inference`, service `GRPCInferenceService`).
+
+Process layout: `gateway start` runs ONE front-door process. Sanic owns its
+event loop (uvloop); the REST server and this gRPC server (`grpc.aio`) both
+run on that loop, started in a `before_server_start` listener and stopped
+gracefully in a `before_server_stop` listener (gateway/server.py). Both call
+the same `DataPlane`, which hands requests to the model worker processes;
+nothing about models is decided here.
+
+    clients --V2 REST--> Sanic  \\
+                                  DataPlane --ZeroMQ + shared memory--> worker processes
+    clients --V2 gRPC--> grpc.aio /
+    (one process, one uvloop loop)
+
+With several Sanic workers each would bind the gRPC port; the gateway runs
+Sanic in a single process, and the port is bound without SO_REUSEPORT so a
+second gateway on the same port fails loudly instead of sharing it.
+
+Modules: `convert` (ModelInferRequest <-> tensors.InferRequest/InferResponse),
+`server` (the servicer, start/stop). The message and stub modules in
+`generated/` come from protos/inference.proto at install time (setup.py).
+"""
+
+try:
+    from .generated import inference_pb2, inference_pb2_grpc  # noqa: F401
+except ImportError as exc:  # pragma: no cover - an install problem, not a code path
+    raise ImportError(
+        "the gRPC stubs (gateway/grpc/generated/) are missing: they are generated from protos/inference.proto "
+        "when the package is installed; run `pip install -e .` (or `pip install .`)"
+    ) from exc

@@ -1,0 +1,182 @@
+"""ModelInferRequest -> tensors.InferRequest, and tensors.InferResponse -> ModelInferResponse.
+
+Inputs arrive either all in `raw_input_contents` (one entry per input, in
+order; BYTES elements 4-byte little-endian length-prefixed) or all as typed
+`contents`. Raw inputs become numpy views of the received bytes (no copy).
+Outputs always go back in `raw_output_contents`, as Triton does and as
+tritonclient expects. Sizes are checked before anything is allocated, with
+the same helpers as REST.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ..errors import BadRequest
+from ..tensors import (
+    InferRequest,
+    InferResponse,
+    RequestedOutput,
+    Tensor,
+    array_from_json,
+    array_from_raw,
+    check_datatype,
+    check_size,
+    element_count,
+    raw_bytes,
+)
+from .generated import inference_pb2 as pb
+
+# the typed-contents field of each datatype; FP16 (and BF16) travel raw only
+CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+# --- parameters: InferParameter oneof bool/int64/string/double/uint64 <-> Python values
+
+
+def parameters_from_pb(parameters) -> dict[str, Any]:
+    out = {}
+    for key, value in parameters.items():
+        which = value.WhichOneof("parameter_choice")
+        if which is not None:
+            out[key] = getattr(value, which)
+    return out
+
+
+def parameters_to_pb(target, parameters: dict[str, Any]) -> None:
+    """Fill a map<string, InferParameter>. None is left out; lists and dicts go as JSON strings."""
+    for key, value in parameters.items():
+        if value is None:
+            continue
+        param = target[key]
+        if isinstance(value, (bool, np.bool_)):
+            param.bool_param = bool(value)
+        elif isinstance(value, (int, np.integer)):
+            value = int(value)
+            if _INT64[0] <= value <= _INT64[1]:
+                param.int64_param = value
+            elif 0 <= value < 2**64:
+                param.uint64_param = value
+            else:
+                param.string_param = str(value)
+        elif isinstance(value, (float, np.floating)):
+            param.double_param = float(value)
+        elif isinstance(value, str):
+            param.string_param = value
+        elif isinstance(value, bytes):
+            param.string_param = value.decode(errors="replace")
+        else:
+            param.string_param = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+# --- requests
+
+
+def parse_infer_request(message: pb.ModelInferRequest, max_tensor_bytes: int) -> InferRequest:
+    if not message.model_name:
+        raise BadRequest("model_name is required")
+    if not message.inputs:
+        raise BadRequest("inputs must be a non-empty list")
+    raw = message.raw_input_contents
+    if raw and len(raw) != len(message.inputs):
+        raise BadRequest(
+            f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs: it needs one per input, in order"
+        )
+    tensors = []
+    for i, item in enumerate(message.inputs):
+        if not item.name:
+            raise BadRequest(f"input {i} needs a name")
+        where = f"input {item.name!r}"
+        datatype = check_datatype(item.datatype, where)
+        shape = list(item.shape)
+        check_size(datatype, element_count(shape, where), max_tensor_bytes, where)
+        if raw:
+            if item.HasField("contents"):
+                raise BadRequest(f"{where} has contents, but the request uses raw_input_contents: use one or the other for every input")
+            data = array_from_raw(datatype, shape, raw[i], where)
+        else:
+            data = _from_contents(item, datatype, shape, where)
+        tensors.append(Tensor(item.name, datatype, shape, data, parameters_from_pb(item.parameters)))
+    if len({t.name for t in tensors}) != len(tensors):
+        raise BadRequest("input names must be unique")
+    outputs = [RequestedOutput(o.name, parameters_from_pb(o.parameters)) for o in message.outputs]
+    return InferRequest(
+        model_name=message.model_name,
+        model_version=message.model_version or None,
+        id=message.id,
+        inputs=tensors,
+        parameters=parameters_from_pb(message.parameters),
+        outputs=outputs or None,
+    )
+
+
+def _from_contents(item, datatype: str, shape: list[int], where: str) -> np.ndarray:
+    field = CONTENTS_FIELD.get(datatype)
+    if field is None:
+        raise BadRequest(f"{where}: {datatype} has no typed contents field; send it in raw_input_contents")
+    used = [descriptor.name for descriptor, _ in item.contents.ListFields()]
+    if any(name != field for name in used):
+        raise BadRequest(f"{where}: {datatype} data goes in contents.{field}, got contents.{', contents.'.join(used)}")
+    if not used and element_count(shape, where):
+        raise BadRequest(f"{where} has no data: send contents.{field} or raw_input_contents")
+    # same conversion as JSON numbers: count checked, integers range-checked, no silent wrap-around
+    return array_from_json(datatype, shape, list(getattr(item.contents, field)), where)
+
+
+# --- responses
+
+
+def render_infer_response(response: InferResponse) -> pb.ModelInferResponse:
+    """Called while the outputs may still view a worker's shared memory: copies each once, into the message."""
+    message = pb.ModelInferResponse(model_name=response.model_name, model_version=response.model_version or "", id=response.id)
+    parameters_to_pb(message.parameters, response.parameters)
+    for tensor in response.outputs:
+        output = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=[int(d) for d in tensor.shape])
+        parameters_to_pb(output.parameters, tensor.parameters)
+        message.raw_output_contents.append(bytes(raw_bytes(tensor)))
+    return message
+
+
+def render_metadata(metadata: dict) -> pb.ModelMetadataResponse:
+    def tensors(items) -> list:
+        return [pb.ModelMetadataResponse.TensorMetadata(name=t["name"], datatype=t["datatype"], shape=t["shape"]) for t in items or ()]
+
+    return pb.ModelMetadataResponse(
+        name=metadata.get("name", ""),
+        versions=[str(v) for v in metadata.get("versions") or ()],
+        platform=metadata.get("platform") or "",
+        inputs=tensors(metadata.get("inputs")),
+        outputs=tensors(metadata.get("outputs")),
+    )
+
+
+def render_config(metadata: dict) -> pb.ModelConfig:
+    """Triton's ModelConfig from V2 metadata. max_batch_size 0: dims are the full shapes (batch included)."""
+
+    def data_type(datatype: str) -> int:
+        return pb.DataType.Value("TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}")
+
+    return pb.ModelConfig(
+        name=metadata.get("name", ""),
+        platform=metadata.get("platform") or "",
+        max_batch_size=0,
+        input=[pb.ModelInput(name=t["name"], data_type=data_type(t["datatype"]), dims=t["shape"]) for t in metadata.get("inputs") or ()],
+        output=[pb.ModelOutput(name=t["name"], data_type=data_type(t["datatype"]), dims=t["shape"]) for t in metadata.get("outputs") or ()],
+    )

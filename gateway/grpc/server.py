@@ -1,0 +1,201 @@
+"""The gRPC servicer and its server (grpc.aio, on Sanic's event loop; see the package docstring).
+
+Every RPC translates to a `DataPlane` call and back. A `GatewayError` leaves
+with its status code (`.grpc_code`) and message: NOT_FOUND unknown model or
+version, INVALID_ARGUMENT bad input, UNAVAILABLE not ready, INTERNAL runtime
+error. Messages over `grpc_max_message_bytes` are refused by gRPC itself with
+RESOURCE_EXHAUSTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import AsyncIterator
+
+import grpc
+
+from ..dataplane import DataPlane
+from ..errors import GatewayError
+from ..settings import ServerSettings
+from . import convert
+from .generated import inference_pb2 as pb
+from .generated import inference_pb2_grpc as pb_grpc
+
+log = logging.getLogger("gateway.grpc")
+
+# requests of one ModelStreamInfer stream being answered at once; the stream stops being read beyond that
+STREAM_IN_FLIGHT = 64
+STOP_GRACE_SECONDS = 5.0
+
+
+def _internal(exc: Exception) -> str:
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
+def unary(method):
+    """Turn a GatewayError into its status code and message, anything else into INTERNAL."""
+
+    @functools.wraps(method)
+    async def wrapper(self, request, context: grpc.aio.ServicerContext):
+        try:
+            return await method(self, request, context)
+        except GatewayError as exc:
+            await context.abort(getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL), exc.message)
+        except Exception as exc:
+            log.exception("unexpected error in %s", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, _internal(exc))
+
+    return wrapper
+
+
+async def _unimplemented(context: grpc.aio.ServicerContext, what: str) -> None:
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not supported by this gateway yet")
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, dataplane: DataPlane):
+        self.dataplane = dataplane
+        self.max_tensor_bytes = dataplane.settings.max_tensor_bytes
+
+    # --- health and metadata ------------------------------------------
+
+    @unary
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    @unary
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=self.dataplane.server_ready())
+
+    @unary
+    async def ModelReady(self, request, context):
+        state, _ = self.dataplane.model_state(request.name, request.version or None)  # NotFound for unknown models
+        return pb.ModelReadyResponse(ready=state == "READY")
+
+    @unary
+    async def ServerMetadata(self, request, context):
+        metadata = self.dataplane.server_metadata()
+        return pb.ServerMetadataResponse(name=metadata["name"], version=metadata["version"], extensions=metadata["extensions"])
+
+    @unary
+    async def ModelMetadata(self, request, context):
+        return convert.render_metadata(self.dataplane.model_metadata(request.name, request.version or None))
+
+    @unary
+    async def ModelConfig(self, request, context):
+        metadata = self.dataplane.model_metadata(request.name, request.version or None)
+        return pb.ModelConfigResponse(config=convert.render_config(metadata))
+
+    # --- inference ----------------------------------------------------
+
+    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        parsed = convert.parse_infer_request(request, self.max_tensor_bytes)
+        return await self.dataplane.infer(parsed, convert.render_infer_response)
+
+    @unary
+    async def ModelInfer(self, request, context):
+        return await self._infer(request)
+
+    async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Answer each request as soon as it is done (match replies by id); a failed one answers with error_message."""
+        replies: asyncio.Queue = asyncio.Queue()
+        slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
+        tasks: set[asyncio.Task] = set()
+
+        async def answer(request: pb.ModelInferRequest) -> None:
+            try:
+                reply = pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+            except Exception as exc:
+                if not isinstance(exc, GatewayError):
+                    log.exception("unexpected error in ModelStreamInfer")
+                message = exc.message if isinstance(exc, GatewayError) else _internal(exc)
+                echo = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version, id=request.id)
+                reply = pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
+            finally:
+                slots.release()
+            replies.put_nowait(reply)
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await slots.acquire()
+                    task = asyncio.create_task(answer(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.wait(set(tasks))
+            finally:
+                replies.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (reply := await replies.get()) is not None:
+                yield reply
+            await reader  # the client's side of the stream failed: let grpc see it
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    # --- model repository extension -----------------------------------
+
+    @unary
+    async def RepositoryIndex(self, request, context):
+        models = [pb.RepositoryIndexResponse.ModelIndex(**item) for item in self.dataplane.repository_index(request.ready)]
+        return pb.RepositoryIndexResponse(models=models)
+
+    @unary
+    async def RepositoryModelLoad(self, request, context):
+        await self.dataplane.load_model(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @unary
+    async def RepositoryModelUnload(self, request, context):
+        await self.dataplane.unload_model(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    # --- not (yet) in the data plane ------------------------------------
+
+    async def ModelStatistics(self, request, context):
+        await _unimplemented(context, "ModelStatistics (the statistics extension)")
+
+    async def SystemSharedMemoryStatus(self, request, context):
+        await _unimplemented(context, "SystemSharedMemoryStatus (the system shared-memory extension)")
+
+    async def SystemSharedMemoryRegister(self, request, context):
+        await _unimplemented(context, "SystemSharedMemoryRegister (the system shared-memory extension)")
+
+    async def SystemSharedMemoryUnregister(self, request, context):
+        await _unimplemented(context, "SystemSharedMemoryUnregister (the system shared-memory extension)")
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def start(dataplane: DataPlane, settings: ServerSettings) -> grpc.aio.Server:
+    """Start serving on the running loop (call it from a Sanic listener)."""
+    limit = settings.grpc_max_message_bytes
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
+    address = _address(settings.host, settings.grpc_port)
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise RuntimeError(f"gRPC cannot listen on {address}: {exc}") from None
+    await server.start()
+    log.info("gRPC on %s (messages up to %d bytes)", address, limit)
+    return server
+
+
+async def stop(server: grpc.aio.Server, grace: float = STOP_GRACE_SECONDS) -> None:
+    """Refuse new calls, give in-flight ones `grace` seconds, then cancel the rest."""
+    await server.stop(grace)
