@@ -34,7 +34,7 @@ PONG = b"pong"
 
 # Below this size a tensor is copied into the ZeroMQ message instead of shared
 # memory: one small copy is cheaper than the bookkeeping (see docs/PERFORMANCE.md).
-INLINE_BELOW = 64 * 1024
+INLINE_BELOW = 16 * 1024
 
 
 def _place(tensors: list[Tensor], arena: Arena | None) -> tuple[list[dict], list]:
