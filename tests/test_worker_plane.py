@@ -288,3 +288,42 @@ def test_sigterm_finishes_in_flight_requests_unloads_and_exits_0(start_gateway, 
     assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
     assert our_shm_segments() == []
 
+
+
+# --- every path gives the worker's shared memory back
+
+
+def test_client_gone_mid_request_releases_the_worker(gateway):
+    import socket
+
+    array = np.ones(4 * 1024 * 1024, dtype=np.float32)  # 16 MiB: its output lies in shared memory
+    header = json.dumps(
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [array.size], "parameters": {"binary_data_size": array.nbytes}}],
+         "parameters": {"binary_data_output": True}}
+    ).encode()
+    body = header + array.tobytes()
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", gateway.http_port)) as raw:
+            raw.sendall(
+                b"POST /v2/models/echo/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nInference-Header-Content-Length: %d\r\n\r\n"
+                % (len(body), len(header))
+                + body
+            )
+        # closed before reading the answer
+    # echo has one worker: had its output arena stayed lent, this would wait for request_timeout
+    assert infer_echo(gateway, 3)["outputs"][0]["data"] == [3]
+
+
+def test_a_timed_out_request_is_504_and_the_model_recovers(start_gateway, tmp_path):
+    repository = write_repository(tmp_path, {"sleepy": {"implementation": "tests.runtimes.Sleepy"}})
+    gateway = start_gateway(repository, request_timeout=0.5, heartbeat_interval=0.2, restart_backoff=0.1).wait_ready()
+    results: list = []
+    sleep_request(gateway, "sleepy", 3.0, results).join()
+    assert results[0].status_code == 504
+    assert "did not answer within 0.5 s" in results[0].json()["error"]
+    # the worker held the request past the timeout: it is taken for hung and replaced
+    gateway.wait_for(lambda: "is hung; killing it" in gateway.log_text())
+    gateway.wait_ready(["sleepy"], timeout=30)
+    results.clear()
+    sleep_request(gateway, "sleepy", 0.0, results).join()
+    assert results[0].status_code == 200
