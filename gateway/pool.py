@@ -21,12 +21,13 @@ import itertools
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Hashable, Optional, TypeVar
 
 import zmq
 import zmq.asyncio
 
 from . import transport
+from .batching import batch_key, merge, split
 from .errors import GatewayError, Timeout, Unavailable
 from .shm import Arena
 from .tensors import InferRequest, Tensor
@@ -42,6 +43,8 @@ class _Waiting:
     kind: bytes
     request: InferRequest
     reply: asyncio.Future
+    batch_key: Optional[Hashable]  # None: runs alone
+    arrived: float
 
 
 @dataclass(eq=False)
@@ -52,9 +55,9 @@ class Worker:
     out_arena: Arena
     loaded: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     ready: bool = False
-    inflight: tuple[int, _Waiting] | None = None
+    inflight: tuple[int, list[_Waiting]] | None = None  # the call it runs: one request or a batch
     busy_since: float = 0.0
-    lent: bool = False  # its output arena is still being read by a request
+    lent: int = 0  # how many requests are still reading its output arena
     last_seen: float = field(default_factory=lambda: asyncio.get_running_loop().time())
 
     @property
@@ -106,10 +109,14 @@ class Router:
 class ModelPool:
     """The queue and the workers of one model version."""
 
-    def __init__(self, name: str, router: Router, request_timeout: float, arena_bytes: int):
+    def __init__(
+        self, name: str, router: Router, request_timeout: float, arena_bytes: int, max_batch_size: int = 0, max_batch_time: float = 0.0
+    ):
         self.name = name
         self.request_timeout = request_timeout
         self.arena_bytes = arena_bytes
+        self.max_batch_size = max_batch_size
+        self.max_batch_time = max_batch_time
         self.workers: list[Worker] = []
         self.on_worker_lost: Callable[[Worker, str], None] = lambda worker, why: None
         self._router = router
@@ -118,6 +125,7 @@ class ModelPool:
         self._seq = itertools.count()
         self._quiet = asyncio.Event()
         self._quiet.set()
+        self._batch_timer: Optional[asyncio.TimerHandle] = None
 
     def add_worker(self, identity: str) -> Worker:
         worker = Worker(
@@ -143,7 +151,9 @@ class ModelPool:
         inside `render`, which must copy what it keeps."""
         if not self.ready_workers:
             raise Unavailable(f"model {self.name!r} has no running worker")
-        waiting = _Waiting(kind, request, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        key = batch_key(request) if self.max_batch_size > 1 and kind == transport.INFER else None
+        waiting = _Waiting(kind, request, loop.create_future(), key, loop.time())
         self._waiting.append(waiting)
         self._quiet.clear()
         self._dispatch()
@@ -163,23 +173,65 @@ class ModelPool:
 
     def _dispatch(self) -> None:
         while self._waiting and self._idle:
+            first = self._waiting.popleft()
+            if first.reply.done():
+                continue  # timed out or cancelled while queued
+            batch = self._take_batch(first)
+            if self._should_wait_for_more(batch):
+                self._waiting.extendleft(reversed(batch))
+                break
+            self._send(self._idle.pop(), batch)
+        self._check_quiet()
+
+    def _take_batch(self, first: _Waiting) -> list[_Waiting]:
+        """`first` and the waiting requests that can join it, oldest first, up to max_batch_size."""
+        batch = [first]
+        if first.batch_key is None:
+            return batch
+        kept: deque[_Waiting] = deque()
+        while self._waiting and len(batch) < self.max_batch_size:
             waiting = self._waiting.popleft()
             if waiting.reply.done():
-                continue  # timed out or cancelled while queued
-            worker = self._idle.pop()
-            seq = next(self._seq)
-            worker.inflight = (seq, waiting)
-            worker.busy_since = asyncio.get_running_loop().time()
-            try:
-                self._router.send(worker, transport.request_frames(waiting.kind, seq, waiting.request, worker.in_arena))
-            except zmq.ZMQError as exc:
-                self.worker_exited(worker, f"unreachable: {exc}")
-        self._check_quiet()
+                continue
+            (batch if waiting.batch_key == first.batch_key else kept).append(waiting)
+        kept.extend(self._waiting)
+        self._waiting = kept
+        return batch
+
+    def _should_wait_for_more(self, batch: list[_Waiting]) -> bool:
+        """Hold a partial batch up to max_batch_time, but only while another worker is busy:
+        with the model idle, a lone request leaves at once."""
+        if batch[0].batch_key is None or len(batch) >= self.max_batch_size or self.max_batch_time <= 0:
+            return False
+        if not any(w.inflight is not None for w in self.workers):
+            return False
+        loop = asyncio.get_running_loop()
+        deadline = batch[0].arrived + self.max_batch_time
+        if loop.time() >= deadline:
+            return False
+        if self._batch_timer is None:
+            self._batch_timer = loop.call_at(deadline, self._batch_time_up)
+        return True
+
+    def _batch_time_up(self) -> None:
+        self._batch_timer = None
+        self._dispatch()
+
+    def _send(self, worker: Worker, batch: list[_Waiting]) -> None:
+        seq = next(self._seq)
+        request = batch[0].request if len(batch) == 1 else merge([w.request for w in batch])
+        worker.inflight = (seq, batch)
+        worker.busy_since = asyncio.get_running_loop().time()
+        try:
+            self._router.send(worker, transport.request_frames(batch[0].kind, seq, request, worker.in_arena))
+        except zmq.ZMQError as exc:
+            self.worker_exited(worker, f"unreachable: {exc}")
 
     def _release(self, worker: Worker | None) -> None:
         if worker is not None and worker.lent:
-            worker.lent = False
-            self._make_idle(worker)
+            worker.lent -= 1
+            if not worker.lent:
+                self._make_idle(worker)
 
     def _make_idle(self, worker: Worker) -> None:
         if worker in self.workers and worker.idle and worker not in self._idle:
@@ -219,14 +271,23 @@ class ModelPool:
         if worker.inflight is None or worker.inflight[0] != seq:
             log.warning("worker %s answered a request it was not given", worker.identity.decode())
             return
-        waiting = worker.inflight[1]
+        batch = worker.inflight[1]
         worker.inflight = None
+        if not isinstance(result, GatewayError) and len(batch) > 1:
+            try:
+                answers = split(result[0], [w.request for w in batch])
+            except GatewayError as exc:
+                result = exc
         if isinstance(result, GatewayError):
-            if not waiting.reply.done():
-                waiting.reply.set_exception(result)
-        elif not waiting.reply.done():
-            worker.lent = in_arena
-            waiting.reply.set_result((*result, worker if in_arena else None))
+            for waiting in batch:
+                if not waiting.reply.done():
+                    waiting.reply.set_exception(result)
+        else:
+            outputs, parameters = result
+            for i, waiting in enumerate(batch):
+                if not waiting.reply.done():  # else: timed out or gone; nobody will read
+                    worker.lent += in_arena
+                    waiting.reply.set_result((answers[i] if len(batch) > 1 else outputs, parameters, worker if in_arena else None))
         self._make_idle(worker)
 
     # --- liveness ----------------------------------------------------------
@@ -259,8 +320,9 @@ class ModelPool:
             self._idle.remove(worker)
         if not worker.loaded.done():
             worker.loaded.set_exception(RuntimeError(f"worker exited during load ({why})"))
-        if worker.inflight is not None and not worker.inflight[1].reply.done():
-            worker.inflight[1].reply.set_exception(Unavailable(f"model {self.name!r}: its worker stopped during the request ({why})"))
+        for waiting in worker.inflight[1] if worker.inflight is not None else ():
+            if not waiting.reply.done():
+                waiting.reply.set_exception(Unavailable(f"model {self.name!r}: its worker stopped during the request ({why})"))
         worker.inflight = None
         worker.in_arena.close()
         worker.out_arena.close()  # a render still reading keeps its mapping alive until it is done
