@@ -797,6 +797,8 @@ def run(
             event_loop.run_until_complete(_grpc_run(opts, payload, stats, times))
         else:
             event_loop.run_until_complete(_rest_run(opts, head, body, stats, times))
+    except (asyncio.TimeoutError, TimeoutError):
+        raise LoadgenError(f"first request got no answer within --timeout {timeout:g} s") from None
     except OSError as exc:
         raise LoadgenError(f"cannot connect: {exc}") from None
     finally:
