@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Optional, TypeVar
 
 import zmq
-import zmq.asyncio
 
 from . import transport
 from .batching import batch_key, merge, split
 from .errors import GatewayError, Timeout, Unavailable
 from .shm import Arena
 from .tensors import InferRequest, Tensor
+from .zmqio import LoopSocket
 
 log = logging.getLogger("gateway.pool")
 
@@ -70,11 +70,11 @@ class Router:
 
     def __init__(self, endpoint: str):
         self.endpoint = endpoint
-        self._context = zmq.asyncio.Context()
-        self._socket = self._context.socket(zmq.ROUTER)
-        self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a gone worker raises, never drops silently
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.bind(endpoint)
+        self._context = zmq.Context()
+        socket = self._context.socket(zmq.ROUTER)
+        socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a gone worker raises, never drops silently
+        socket.bind(endpoint)
+        self._socket = LoopSocket(socket)
         self._workers: dict[bytes, Worker] = {}
         self._loop = asyncio.get_running_loop()
         self._reader = self._loop.create_task(self._read())
@@ -86,11 +86,11 @@ class Router:
         self._workers.pop(worker.identity, None)
 
     def send(self, worker: Worker, frames: list) -> None:
-        self._socket.send_multipart([worker.identity, *frames], copy=False)
+        self._socket.send([worker.identity, *frames])
 
     async def _read(self) -> None:
         while True:
-            frames = await self._socket.recv_multipart(copy=False)
+            frames = await self._socket.recv()
             worker = self._workers.get(frames[0].bytes)
             if worker is None:
                 continue  # a worker we have already let go of
