@@ -157,19 +157,24 @@ class ModelPool:
         self._waiting.append(waiting)
         self._quiet.clear()
         self._dispatch()
+        deadline = loop.call_later(self.request_timeout, self._expire, waiting.reply)
         try:
-            outputs, parameters, lender = await asyncio.wait_for(waiting.reply, self.request_timeout)
-        except asyncio.TimeoutError:
-            raise Timeout(f"model {self.name!r} did not answer within {self.request_timeout} s") from None
+            outputs, parameters, lender = await waiting.reply
         except asyncio.CancelledError:
             # the client went away; if the reply had already arrived, give its lease back
             if waiting.reply.done() and not waiting.reply.cancelled() and waiting.reply.exception() is None:
                 self._release(waiting.reply.result()[2])
             raise
+        finally:
+            deadline.cancel()
         try:
             return render(outputs, parameters)
         finally:
             self._release(lender)
+
+    def _expire(self, reply: asyncio.Future) -> None:
+        if not reply.done():  # a late answer finds it done and is dropped
+            reply.set_exception(Timeout(f"model {self.name!r} did not answer within {self.request_timeout} s"))
 
     def _dispatch(self) -> None:
         while self._waiting and self._idle:
