@@ -64,6 +64,7 @@ VENV_ROOT = Path(os.environ.get("GATEWAY_BENCH_HOME", Path.home() / ".cache" / "
 GRPC_MAX_MESSAGE = 512 * 1024 * 1024
 BLAS_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 MIB_FLOATS = 1024 * 1024 // 4
+NOISY_OTHER_PCT = 25.0  # % of one core used by other processes during a run
 
 # --------------------------------------------------------------------------- cases
 
@@ -537,6 +538,28 @@ def start_server(server: Server, prepared: dict[str, Any], group: str, workdir: 
 # --------------------------------------------------------------------------- running cases
 
 
+def wait_for_quiet(threshold: float, max_wait: float) -> Optional[float]:
+    """Wait (up to max_wait s) until the machine's busy CPU over 1 s is under threshold % of a core.
+
+    Called between runs, when the server under test is idle, so what is busy is someone else.
+    Returns the last load seen."""
+    deadline = time.monotonic() + max_wait
+    announced = False
+    while True:
+        before = loadgen.machine_busy_cpu()
+        if before is None:
+            return None
+        time.sleep(1.0)
+        load = 100.0 * (loadgen.machine_busy_cpu() - before)
+        if load <= threshold or time.monotonic() >= deadline:
+            if announced:
+                print(f"    (machine load now {load:.0f}% of a core, going ahead)", flush=True)
+            return load
+        if not announced:
+            print(f"    waiting for a quieter machine: other processes use {load:.0f}% of a core", flush=True)
+            announced = True
+
+
 def _loadgen_in_child(kwargs: dict[str, Any]) -> dict[str, Any]:
     for key, value in BLAS_ENV.items():
         os.environ[key] = value
@@ -597,7 +620,12 @@ def run_case(case: Case, running: RunningServer, args) -> dict[str, Any]:
     runs, errors = [], []
     for _ in range(args.repeats):
         bound = args.warmup + args.duration + 2 * case.timeout + 60
+        record["other_load_before_pct"] = wait_for_quiet(args.quiet_threshold, args.quiet_wait)
         outcome = run_loadgen_isolated(kwargs, bound)
+        if outcome["ok"] and not outcome["result"]["requests"]:
+            result = outcome["result"]
+            errors.append(f"no request completed within {case.timeout:g} s: {result['errors']} {'; '.join(result['error_samples'])}".strip())
+            break
         if outcome["ok"]:
             runs.append(outcome["result"])
         else:
@@ -628,6 +656,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "client_cpu_pct": med([r["client_cpu_pct"] for r in runs]),
         "server_cpu_pct": med([r.get("server_cpu_pct") for r in runs]),
         "server_cpu_ms_per_request": med([r.get("server_cpu_ms_per_request") for r in runs]),
+        "other_cpu_pct": med([r.get("other_cpu_pct") for r in runs]),
         "error_count": sum(r["error_count"] for r in runs),
         "binary_response": runs[0].get("binary_response"),
     }
@@ -657,7 +686,9 @@ def _cell(record: Optional[dict[str, Any]]) -> tuple[str, str, str]:
     errors = f", {record['error_count']} errors" if record["error_count"] else ""
     throughput = f"{_fmt(record['infer_per_s'])} ({proto}{errors})"
     latency = f"{_fmt(record['p50_ms'], 2)} / {_fmt(record['p99_ms'], 2)}"
-    cpu = f"{_fmt(record['client_cpu_pct'], 0)}% / {_fmt(record['server_cpu_pct'], 0)}%"
+    cpu = f"{_fmt(record['client_cpu_pct'], 0)}% / {_fmt(record['server_cpu_pct'], 0)}% / {_fmt(record.get('other_cpu_pct'), 0)}%"
+    if (record.get("other_cpu_pct") or 0) > NOISY_OTHER_PCT:
+        throughput += " !"
     return throughput, latency, cpu
 
 
@@ -705,7 +736,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",
-        "## CPU during the measured window: client / server, % of one core (2 cores = 200%)",
+        f"## CPU during the measured window: client / server / everything else on the machine, % of one core ({report['machine']['cpus']} cores = {100 * (report['machine']['cpus'] or 1)}%)",
+        "",
+        f"A throughput cell marked `!` ran while other processes took more than {NOISY_OTHER_PCT}% of a core: treat it as noisy.",
         "",
         "| case | " + " | ".join(servers) + " |",
         "|---|" + "---|" * len(servers),
@@ -819,6 +852,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--mlserver-tuned-workers", type=int, default=0, help="parallel_workers for mlserver-tuned")
     parser.add_argument("--gateway-python", default=None, help="interpreter with our gateway installed (default: this one)")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
+    parser.add_argument("--quiet-threshold", type=float, default=NOISY_OTHER_PCT, help="before each run, wait while other processes use more than this %% of a core")
+    parser.add_argument("--quiet-wait", type=float, default=60.0, help="longest wait for a quiet machine before each run (s); the run then goes ahead and is marked noisy if it was")
     parser.add_argument("--plot-only", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--png", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -897,7 +932,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                         if running.proc.poll() is not None:
                             record = {"case": case.name, "server": name, "series": case.series, "concurrency": case.concurrency, "protocol": protocol_for(case, server), "error": f"server had exited ({running.proc.returncode})"}
                         else:
-                            record = run_case(case, running, args)
+                            try:
+                                record = run_case(case, running, args)
+                            except Exception as exc:  # one broken case must not end the whole benchmark
+                                record = {"case": case.name, "server": name, "series": case.series, "concurrency": case.concurrency, "protocol": protocol_for(case, server), "error": f"benchmark error: {exc!r}"}
                         report["results"].append(record)
                         print(f"  {name:<15} {case.name:<24} {_summary_line(record)}", flush=True)
                         save()
@@ -925,12 +963,14 @@ def _summary_line(record: dict[str, Any]) -> str:
     if "skipped" in record:
         return f"skipped: {record['skipped']}"
     if not record.get("runs"):
-        return "FAILED: " + (record.get("error") or "").splitlines()[0][:150]
-    cpu = f"client CPU {record['client_cpu_pct']:.0f}%"
+        return "FAILED: " + ((record.get("error") or "failed").splitlines() or ["failed"])[0][:150]
+    cpu = f"client CPU {_fmt(record['client_cpu_pct'], 0)}%"
     if record.get("server_cpu_pct") is not None:
-        cpu += f", server CPU {record['server_cpu_pct']:.0f}%"
+        cpu += f", server CPU {_fmt(record['server_cpu_pct'], 0)}%"
+    if record.get("other_cpu_pct") is not None:
+        cpu += f", other {_fmt(record['other_cpu_pct'], 0)}%" + (" NOISY" if record["other_cpu_pct"] > NOISY_OTHER_PCT else "")
     errors = f", {record['error_count']} errors" if record["error_count"] else ""
-    return f"{record['infer_per_s']:10.1f} infer/s  p50 {record['p50_ms']:.2f} ms  p99 {record['p99_ms']:.2f} ms  ({record['protocol']}, {cpu}{errors})"
+    return f"{_fmt(record['infer_per_s']):>10} infer/s  p50 {_fmt(record['p50_ms'], 2)} ms  p99 {_fmt(record['p99_ms'], 2)} ms  ({record['protocol']}, {cpu}{errors})"
 
 
 if __name__ == "__main__":

@@ -479,6 +479,18 @@ def process_group_cpu(pgids) -> Optional[float]:
     return total / _TICKS
 
 
+def machine_busy_cpu() -> Optional[float]:
+    """CPU seconds the whole machine has spent busy (all cores, /proc/stat), or None off Linux."""
+    try:
+        with open("/proc/stat", "rb") as handle:
+            fields = handle.readline().split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal ...
+    values = [int(v) for v in fields[1:9]]
+    return (sum(values) - values[3] - values[4]) / _TICKS
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -488,6 +500,7 @@ class _Stats:
         self.errors: dict[str, int] = {}
         self.error_samples: list[str] = []
         self.last_done = 0.0
+        self.first_start = math.inf
 
     def error(self, kind: str, detail: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -509,11 +522,16 @@ async def _rest_run(opts: dict[str, Any], head: bytes, body: bytes, stats: _Stat
 
     async def worker() -> None:
         conn = await _http_connect(host, port)
+        measured = False  # every worker makes at least one measured request, even when requests outlast the window
         try:
             while True:
                 start = clock()
-                if start >= end:
+                if start >= end and measured:
                     return
+                if start >= measure_start:
+                    measured = True
+                    if start < stats.first_start:
+                        stats.first_start = start
                 if conn.closed:
                     conn = await _http_connect(host, port)
                 try:
@@ -551,10 +569,15 @@ async def _grpc_run(opts: dict[str, Any], payload: bytes, stats: _Stats, times: 
 
     async def worker() -> None:
         call = calls[next(counter) % len(calls)]
+        measured = False
         while True:
             start = clock()
-            if start >= end:
+            if start >= end and measured:
                 return
+            if start >= measure_start:
+                measured = True
+                if start < stats.first_start:
+                    stats.first_start = start
             try:
                 await call(payload, timeout=timeout)
             except grpc.aio.AioRpcError as exc:
@@ -603,6 +626,9 @@ def _snapshot(times: dict[str, float], opts: dict[str, Any], label: str) -> None
     server = process_group_cpu(opts["server_pgids"])
     if server is not None:
         times[f"server_cpu_{label}"] = server
+    machine = machine_busy_cpu()
+    if machine is not None:
+        times[f"machine_cpu_{label}"] = machine
 
 
 def _grpc_channel(target: str):
@@ -805,8 +831,9 @@ def run(
         asyncio.set_event_loop(None)
         event_loop.close()
 
-    # the window is from its start to the last completed request (>= duration when requests are slow)
-    window = max(stats.last_done, times["end"]) - times["measure_start"]
+    # the window runs from the first measured request's start (the window's opening unless requests
+    # are slower than the warm-up) to the last completion (past the window's end when requests are slow)
+    window = max(stats.last_done, times["end"]) - min(stats.first_start, times["end"])
     if not stats.latencies:
         window = times.get("wall_end", times["end"]) - times["measure_start"]
     cpu_wall = times.get("wall_end", times["end"]) - times.get("wall_start", times["measure_start"])
@@ -853,6 +880,11 @@ def run(
         result["server_cpu_s"] = round(server_cpu, 4)
         result["server_cpu_pct"] = 100.0 * server_cpu / cpu_wall if cpu_wall > 0 else 0.0
         result["server_cpu_ms_per_request"] = 1e3 * server_cpu / count if count else None
+    if "machine_cpu_end" in times and "machine_cpu_start" in times and cpu_wall > 0:
+        # everything else running on the machine meanwhile: a busy neighbour makes numbers noisy
+        machine = 100.0 * (times["machine_cpu_end"] - times["machine_cpu_start"]) / cpu_wall
+        result["machine_cpu_pct"] = machine
+        result["other_cpu_pct"] = max(0.0, machine - result["client_cpu_pct"] - result.get("server_cpu_pct", 0.0))
     return result
 
 
@@ -876,6 +908,11 @@ def format_result(result: dict[str, Any]) -> str:
         lines.append(
             f"  server CPU: {result['server_cpu_s']:.2f} s = {result['server_cpu_pct']:.0f}% of one core"
             + (f" ({per:.3f} ms/request)" if per is not None else "")
+        )
+    if "machine_cpu_pct" in result:
+        lines.append(
+            f"  machine CPU: {result['machine_cpu_pct']:.0f}% of one core ({os.cpu_count()} cores), "
+            f"{result['other_cpu_pct']:.0f}% of it neither this client" + (" nor the server" if "server_cpu_s" in result else "")
         )
     lines.append(f"  request {result['request_bytes']} B, response {result['response_bytes']} B")
     for sample in result["error_samples"]:
