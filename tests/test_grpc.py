@@ -428,6 +428,11 @@ def test_repository_index_unload_and_load(client):
         client.unload_model("no-such-model")
     assert caught.value.status() == "StatusCode.NOT_FOUND"
 
+    with pytest.raises(InferenceServerException) as caught:
+        client.load_model("failing", config='{"max_batch_size": 8}')
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT" and "config" in caught.value.message()
+    assert client.is_model_ready("failing") is False
+
     client.load_model("failing")
     assert client.is_model_ready("failing") is True
 
