@@ -618,10 +618,16 @@ def run_case(case: Case, running: RunningServer, args) -> dict[str, Any]:
         server_pgids=(running.pgid,),
     )
     runs, errors = [], []
+    record["noisy_retries"] = 0
     for _ in range(args.repeats):
         bound = args.warmup + args.duration + 2 * case.timeout + 60
-        record["other_load_before_pct"] = wait_for_quiet(args.quiet_threshold, args.quiet_wait)
-        outcome = run_loadgen_isolated(kwargs, bound)
+        for attempt in range(args.noisy_retries + 1):
+            record["other_load_before_pct"] = wait_for_quiet(args.quiet_threshold, args.quiet_wait)
+            outcome = run_loadgen_isolated(kwargs, bound)
+            other = outcome.get("result", {}).get("other_cpu_pct") if outcome["ok"] else None
+            if other is None or other <= args.quiet_threshold or attempt == args.noisy_retries:
+                break
+            record["noisy_retries"] += 1  # someone else took CPU during the run: run it again
         if outcome["ok"] and not outcome["result"]["requests"]:
             result = outcome["result"]
             errors.append(f"no request completed within {case.timeout:g} s: {result['errors']} {'; '.join(result['error_samples'])}".strip())
@@ -853,6 +859,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--gateway-python", default=None, help="interpreter with our gateway installed (default: this one)")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     parser.add_argument("--quiet-threshold", type=float, default=NOISY_OTHER_PCT, help="before each run, wait while other processes use more than this %% of a core")
+    parser.add_argument("--noisy-retries", type=int, default=2, help="run a run again (at most this often) when other processes took more than --quiet-threshold during it")
     parser.add_argument("--quiet-wait", type=float, default=60.0, help="longest wait for a quiet machine before each run (s); the run then goes ahead and is marked noisy if it was")
     parser.add_argument("--plot-only", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--png", type=Path, default=None, help=argparse.SUPPRESS)
