@@ -720,13 +720,16 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Throughput (infer/s; json = REST JSON, bin = REST binary extension, grpc)",
         "",
-        "| case | " + " | ".join(servers) + "".join(f" | ours/{p}" for p in peers if "gateway" in servers) + " |",
-        "|---|" + "---|" * len(servers) + ("---|" * len(peers) if "gateway" in servers else ""),
+        "| case | " + " | ".join(servers) + ("".join(f" | ours/{p}" for p in peers) + " | ours/best peer" if "gateway" in servers and peers else "") + " |",
+        "|---|" + "---|" * len(servers) + ("---|" * (len(peers) + 1) if "gateway" in servers and peers else ""),
     ]
     for name in case_names:
         row = [name] + [_cell(records.get((name, s)))[0] for s in servers]
-        if "gateway" in servers:
+        if "gateway" in servers and peers:
             row += [_ratio(records.get((name, "gateway")), records.get((name, p)), "infer_per_s") for p in peers]
+            measured = [records[(name, p)] for p in peers if records.get((name, p), {}).get("infer_per_s")]
+            best = max(measured, key=lambda r: r["infer_per_s"], default=None)
+            row.append(_ratio(records.get((name, "gateway")), best, "infer_per_s") + (f" ({best['server']})" if best else ""))
         lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",
@@ -861,12 +864,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--quiet-threshold", type=float, default=NOISY_OTHER_PCT, help="before each run, wait while other processes use more than this %% of a core")
     parser.add_argument("--noisy-retries", type=int, default=2, help="run a run again (at most this often) when other processes took more than --quiet-threshold during it")
     parser.add_argument("--quiet-wait", type=float, default=60.0, help="longest wait for a quiet machine before each run (s); the run then goes ahead and is marked noisy if it was")
+    parser.add_argument("--report-only", type=Path, default=None, help="rewrite results.md and throughput.png next to this results.json, and print the table")
     parser.add_argument("--plot-only", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--png", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.plot_only:
         plot(json.loads(args.plot_only.read_text()), args.png)
+        return 0
+    if args.report_only:
+        report = json.loads(args.report_only.read_text())
+        (args.report_only.parent / "results.md").write_text(render_markdown(report))
+        problem = make_plot(args.report_only, args.report_only.parent / "throughput.png", not args.no_install)
+        print(render_console(report))
+        if problem:
+            print(f"plot failed: {problem}")
         return 0
     if args.quick:
         args.duration, args.warmup, args.repeats = 3.0, 1.0, 1
