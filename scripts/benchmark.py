@@ -766,7 +766,7 @@ def render_console(report: dict[str, Any]) -> str:
     width = 22
     header = f"{'case':<24}" + "".join(f"{s:>{width}}" for s in servers)
     if "gateway" in servers:
-        header += "".join(f"{'ours/' + p:>{16}}" for p in servers if p != "gateway")
+        header += "".join(f"  {'ours/' + p:>{max(8, len(p) + 5)}}" for p in servers if p != "gateway")
     out = ["infer/s (p99 ms) [client CPU %]", header]
     for case in report["cases"]:
         name = case["name"]
@@ -785,7 +785,7 @@ def render_console(report: dict[str, Any]) -> str:
         if "gateway" in servers:
             for p in servers:
                 if p != "gateway":
-                    row += f"{_ratio(records.get((name, 'gateway')), records.get((name, p)), 'infer_per_s'):>16}"
+                    row += f"  {_ratio(records.get((name, 'gateway')), records.get((name, p)), 'infer_per_s'):>{max(8, len(p) + 5)}}"
         out.append(row)
     return "\n".join(out)
 
