@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
@@ -26,7 +27,7 @@ from typing import Any, Callable, TypeVar
 import zmq
 import zmq.asyncio
 
-from . import transport
+from . import observability, transport
 from .errors import GatewayError, Timeout, Unavailable
 from .shm import Arena
 from .tensors import InferRequest, Tensor
@@ -42,6 +43,7 @@ class _Waiting:
     kind: bytes
     request: InferRequest
     reply: asyncio.Future
+    queued: int = field(default_factory=time.perf_counter_ns)  # for the queue-time metric
 
 
 @dataclass(eq=False)
@@ -106,8 +108,9 @@ class Router:
 class ModelPool:
     """The queue and the workers of one model version."""
 
-    def __init__(self, name: str, router: Router, request_timeout: float, arena_bytes: int):
+    def __init__(self, name: str, router: Router, request_timeout: float, arena_bytes: int, version: str | None = None):
         self.name = name
+        self.stats = observability.model_stats(name, version)  # told of each call sent and each worker report
         self.request_timeout = request_timeout
         self.arena_bytes = arena_bytes
         self.workers: list[Worker] = []
@@ -170,6 +173,7 @@ class ModelPool:
             seq = next(self._seq)
             worker.inflight = (seq, waiting)
             worker.busy_since = asyncio.get_running_loop().time()
+            self.stats.dispatched([waiting.queued])
             try:
                 self._router.send(worker, transport.request_frames(waiting.kind, seq, waiting.request, worker.in_arena))
             except zmq.ZMQError as exc:
@@ -206,16 +210,20 @@ class ModelPool:
             self._on_reply(worker, frames)
         elif kind == transport.READY:
             worker.ready = True
+            payload = transport.parse_control(frames)
+            self.stats.worker_report(payload["report"])
             if not worker.loaded.done():
-                worker.loaded.set_result(transport.parse_control(frames))
+                worker.loaded.set_result(payload)
             self._make_idle(worker)
         elif kind == transport.FAILED:
             if not worker.loaded.done():
                 worker.loaded.set_exception(RuntimeError(transport.parse_control(frames)["reason"]))
-        # PONG: receiving it was the point (last_seen)
+        elif kind == transport.PONG:  # receiving it was the point (last_seen), and what it reports
+            self.stats.worker_report(transport.parse_control(frames)["report"])
 
     def _on_reply(self, worker: Worker, frames: list[Any]) -> None:
-        seq, result, in_arena = transport.parse_reply(frames, worker.out_arena)
+        seq, result, in_arena, report = transport.parse_reply(frames, worker.out_arena)
+        self.stats.worker_report(report, requests=1)
         if worker.inflight is None or worker.inflight[0] != seq:
             log.warning("worker %s answered a request it was not given", worker.identity.decode())
             return

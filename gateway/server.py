@@ -1,5 +1,6 @@
 """Wires the gateway together and runs it: one front-door process serving REST
-(Sanic on uvloop), with the model workers in processes of their own."""
+(Sanic on uvloop), gRPC and /metrics on its event loop, with the model workers
+in processes of their own."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import logging
 
 from sanic import Sanic
 
+from . import observability
 from .dataplane import DataPlane
 from .grpc import server as grpc_server
-from .rest import create_app
+from .rest import create_app, metrics
 from .settings import ServerSettings
 from .supervisor import Supervisor
 
@@ -19,6 +21,7 @@ log = logging.getLogger("gateway")
 def build(settings: ServerSettings) -> Sanic:
     supervisor = Supervisor(settings)
     dataplane = DataPlane(settings, supervisor)
+    observability.watch(supervisor)
     app = create_app(dataplane)
 
     @app.before_server_start
@@ -43,14 +46,26 @@ def build(settings: ServerSettings) -> Sanic:
     return app
 
 
+def metrics_app(app: Sanic) -> Sanic:
+    """The metrics port: a second Sanic app served by the same process and loop as `app`."""
+    metrics_only = Sanic(f"{app.name}-metrics", configure_logging=False)
+    metrics_only.add_route(metrics, "/metrics", methods=("GET",))
+
+    @app.after_server_start
+    async def check_metrics_port(app: Sanic) -> None:
+        # Sanic only warns when a second app cannot bind its port: fail loudly instead
+        if metrics_only.state.server_info[0].server is None:
+            raise RuntimeError("the metrics port could not be bound (see the error above)")
+
+    return metrics_only
+
+
 def run(settings: ServerSettings) -> None:
     app = build(settings)
+    options = {"host": settings.host, "single_process": True, "access_log": False, "motd": False, "debug": False}
     log.info("REST on http://%s:%d", settings.host, settings.http_port)
-    app.run(
-        host=settings.host,
-        port=settings.http_port,
-        single_process=True,
-        access_log=False,
-        motd=False,
-        debug=False,
-    )
+    app.prepare(port=settings.http_port, **options)
+    if settings.metrics_port:
+        log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
+        metrics_app(app).prepare(port=settings.metrics_port, **options)
+    Sanic.serve_single(app)

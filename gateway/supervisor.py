@@ -101,7 +101,7 @@ class Supervisor:
         await asyncio.gather(*(self._start_loading(entry) for entry in self.entries()), return_exceptions=True)
 
     def _add(self, model_settings: ModelSettings) -> ModelEntry:
-        pool = ModelPool(model_settings.name, self.router, self.settings.request_timeout, self.settings.shm_arena_bytes)
+        pool = ModelPool(model_settings.name, self.router, self.settings.request_timeout, self.settings.shm_arena_bytes, model_settings.version)
         entry = ModelEntry(model_settings, pool)
         pool.on_worker_lost = lambda worker, why: self._worker_lost(entry, worker, why)
         self.models.setdefault(model_settings.name, {})[model_settings.version] = entry
@@ -164,6 +164,7 @@ class Supervisor:
             "--in-fd", str(worker.in_arena.fd),
             "--out-fd", str(worker.out_arena.fd),
             "--log-level", self.settings.log_level,
+            "--log-format", self.settings.log_format,
             env=env,
             pass_fds=(worker.in_arena.fd, worker.out_arena.fd),
         )
@@ -201,6 +202,7 @@ class Supervisor:
             if not entry.wanted or self._stopping:
                 return
             worker = await self._spawn(entry)
+            entry.pool.stats.worker_restarted()
             try:
                 payload = await asyncio.wait_for(worker.loaded, self.settings.load_timeout)
             except Exception as exc:
