@@ -35,8 +35,8 @@ MODEL = ["model", "version"]
 PROTOCOLS = ("rest", "grpc")
 OUTCOMES = ("success", "client_error", "server_error")
 MODEL_STATES = [state for state in State if state is not State.UNKNOWN]  # UNKNOWN is never a model's state
-# from half a millisecond (a small request) to a minute (request_timeout's default)
-SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# from 0.1 ms (a short wait in a queue) to a minute (request_timeout's default)
+SECONDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 REQUESTS = Counter(
     "gateway_requests",

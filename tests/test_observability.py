@@ -202,8 +202,18 @@ def test_a_taken_metrics_port_stops_the_gateway(start_gateway, tmp_path):
         taken.listen()
         repository = write_repository(tmp_path, {"echo": ECHO})
         gateway = start_gateway(repository, metrics_port=taken.getsockname()[1])
-        assert gateway.process.wait(timeout=30) != 0
+        assert gateway.process.wait(timeout=30) == 1
     assert "the metrics port could not be bound" in gateway.log_text()
+    # it stopped in order: its workers were stopped too
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and str(repository).encode() in read_cmdline(pid)]
+
+
+def read_cmdline(pid: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read()
+    except OSError:
+        return b""
 
 
 # --- custom metrics from runtimes
