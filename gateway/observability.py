@@ -89,7 +89,7 @@ def _custom_family(name: str, description: str) -> Optional[Histogram]:
     return _custom[name]
 
 
-def outcome(http_status: int) -> str:
+def _outcome(http_status: int) -> str:
     return OUTCOMES[0] if http_status < 400 else OUTCOMES[1] if http_status < 500 else OUTCOMES[2]
 
 
@@ -134,7 +134,7 @@ class ModelStats:
     # --- front doors: one call per inference request, whatever its fate ---
 
     def request_done(self, protocol: str, http_status: int, ns: int) -> None:
-        self._requests[protocol, outcome(http_status)].inc()
+        self._requests[protocol, _outcome(http_status)].inc()
         self._request_seconds[protocol].observe(ns / 1e9)
 
     # --- data plane: a request that reached the model's queue ---
