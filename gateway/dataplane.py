@@ -8,6 +8,7 @@ happens here, once.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from typing import Callable, Optional, TypeVar
 
@@ -21,6 +22,10 @@ from .types import MetadataTensor, State
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
 
 T = TypeVar("T")
+
+# ids for requests that come without one: unique per gateway process, cheaper than a uuid4 each
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_ids = itertools.count(1)
 
 
 class DataPlane:
@@ -66,23 +71,23 @@ class DataPlane:
 
     # --- inference ----------------------------------------------------
 
-    async def infer(self, request: InferRequest, render: Optional[Callable[[InferResponse], T]] = None) -> T | InferResponse:
-        """Run a request; return `render(response)`, or the response itself.
+    async def infer(self, request: InferRequest, render: Callable[[InferResponse], T]) -> T:
+        """Run a request and return `render(response)`.
 
-        Outputs may view a worker's shared memory, valid only during `render`:
-        a front door renders its answer there, straight from shared memory.
-        Without `render`, the outputs are copied out first."""
-        return await self._run(transport.INFER, request, render or _detached)
+        The outputs may view a worker's shared memory and are valid only
+        during `render`: a front door renders its answer there, straight from
+        shared memory, into bytes it owns."""
+        return await self._run(transport.INFER, request, render)
 
-    async def explain(self, request: InferRequest, render: Optional[Callable[[InferResponse], T]] = None) -> T | InferResponse:
-        return await self._run(transport.EXPLAIN, request, render or _detached)
+    async def explain(self, request: InferRequest, render: Callable[[InferResponse], T]) -> T:
+        return await self._run(transport.EXPLAIN, request, render)
 
     async def _run(self, kind: bytes, request: InferRequest, render: Callable[[InferResponse], T]) -> T:
         entry = self._ready_entry(request.model_name, request.model_version)
         if kind == transport.EXPLAIN and not entry.has_explain:
             raise NotSupported(f"model {entry.name!r} has no explainer")
         if not request.id:
-            request.id = str(uuid.uuid4())
+            request.id = f"{_ID_PREFIX}-{next(_ids)}"
         logs.REQUEST_ID.set(request.id)
         _check_against_metadata(entry, request)
         stats = entry.pool.stats
@@ -135,12 +140,6 @@ class DataPlane:
             why = f": {entry.reason}" if entry.reason else ""
             raise Unavailable(f"model {name!r} is not ready ({entry.state.value}{why})")
         return entry
-
-
-def _detached(response: InferResponse) -> InferResponse:
-    for tensor in response.outputs:
-        tensor.data = tensor.data.copy()
-    return response
 
 
 def _shape_matches(declared: list[int], shape: list[int]) -> bool:

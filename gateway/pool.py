@@ -22,15 +22,16 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Hashable, Optional, TypeVar
 
 import zmq
-import zmq.asyncio
 
 from . import observability, transport
+from .batching import batch_key, merge, split
 from .errors import GatewayError, Timeout, Unavailable
 from .shm import Arena
 from .tensors import InferRequest, Tensor
+from .zmqio import LoopSocket
 
 log = logging.getLogger("gateway.pool")
 
@@ -43,7 +44,10 @@ class _Waiting:
     kind: bytes
     request: InferRequest
     reply: asyncio.Future
-    queued: int = field(default_factory=time.perf_counter_ns)  # for the queue-time metric
+    batch_key: Optional[Hashable]  # None: runs alone
+    arrived: float
+    # for the queue-time metric: loop.time() is uvloop's per-iteration clock, in whole milliseconds
+    queued: int = field(default_factory=time.perf_counter_ns)
 
 
 @dataclass(eq=False)
@@ -54,9 +58,9 @@ class Worker:
     out_arena: Arena
     loaded: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     ready: bool = False
-    inflight: tuple[int, _Waiting] | None = None
+    inflight: tuple[int, list[_Waiting]] | None = None  # the call it runs: one request or a batch
     busy_since: float = 0.0
-    lent: bool = False  # its output arena is still being read by a request
+    lent: int = 0  # how many requests are still reading its output arena
     last_seen: float = field(default_factory=lambda: asyncio.get_running_loop().time())
 
     @property
@@ -69,11 +73,11 @@ class Router:
 
     def __init__(self, endpoint: str):
         self.endpoint = endpoint
-        self._context = zmq.asyncio.Context()
-        self._socket = self._context.socket(zmq.ROUTER)
-        self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a gone worker raises, never drops silently
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.bind(endpoint)
+        self._context = zmq.Context()
+        socket = self._context.socket(zmq.ROUTER)
+        socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a gone worker raises, never drops silently
+        socket.bind(endpoint)
+        self._socket = LoopSocket(socket)
         self._workers: dict[bytes, Worker] = {}
         self._loop = asyncio.get_running_loop()
         self._reader = self._loop.create_task(self._read())
@@ -85,11 +89,11 @@ class Router:
         self._workers.pop(worker.identity, None)
 
     def send(self, worker: Worker, frames: list) -> None:
-        self._socket.send_multipart([worker.identity, *frames], copy=False)
+        self._socket.send([worker.identity, *frames])
 
     async def _read(self) -> None:
         while True:
-            frames = await self._socket.recv_multipart(copy=False)
+            frames = await self._socket.recv()
             worker = self._workers.get(frames[0].bytes)
             if worker is None:
                 continue  # a worker we have already let go of
@@ -108,11 +112,22 @@ class Router:
 class ModelPool:
     """The queue and the workers of one model version."""
 
-    def __init__(self, name: str, router: Router, request_timeout: float, arena_bytes: int, version: str | None = None):
+    def __init__(
+        self,
+        name: str,
+        router: Router,
+        request_timeout: float,
+        arena_bytes: int,
+        max_batch_size: int = 0,
+        max_batch_time: float = 0.0,
+        version: str | None = None,
+    ):
         self.name = name
         self.stats = observability.model_stats(name, version)  # told of each call sent and each worker report
         self.request_timeout = request_timeout
         self.arena_bytes = arena_bytes
+        self.max_batch_size = max_batch_size
+        self.max_batch_time = max_batch_time
         self.workers: list[Worker] = []
         self.on_worker_lost: Callable[[Worker, str], None] = lambda worker, why: None
         self._router = router
@@ -121,6 +136,7 @@ class ModelPool:
         self._seq = itertools.count()
         self._quiet = asyncio.Event()
         self._quiet.set()
+        self._batch_timer: Optional[asyncio.TimerHandle] = None
 
     def add_worker(self, identity: str) -> Worker:
         worker = Worker(
@@ -146,44 +162,93 @@ class ModelPool:
         inside `render`, which must copy what it keeps."""
         if not self.ready_workers:
             raise Unavailable(f"model {self.name!r} has no running worker")
-        waiting = _Waiting(kind, request, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        key = batch_key(request) if self.max_batch_size > 1 and kind == transport.INFER else None
+        waiting = _Waiting(kind, request, loop.create_future(), key, loop.time())
         self._waiting.append(waiting)
         self._quiet.clear()
         self._dispatch()
+        deadline = loop.call_later(self.request_timeout, self._expire, waiting.reply)
         try:
-            outputs, parameters, lender = await asyncio.wait_for(waiting.reply, self.request_timeout)
-        except asyncio.TimeoutError:
-            raise Timeout(f"model {self.name!r} did not answer within {self.request_timeout} s") from None
+            outputs, parameters, lender = await waiting.reply
         except asyncio.CancelledError:
             # the client went away; if the reply had already arrived, give its lease back
             if waiting.reply.done() and not waiting.reply.cancelled() and waiting.reply.exception() is None:
                 self._release(waiting.reply.result()[2])
             raise
+        finally:
+            deadline.cancel()
         try:
             return render(outputs, parameters)
         finally:
             self._release(lender)
 
+    def _expire(self, reply: asyncio.Future) -> None:
+        if not reply.done():  # a late answer finds it done and is dropped
+            reply.set_exception(Timeout(f"model {self.name!r} did not answer within {self.request_timeout} s"))
+
     def _dispatch(self) -> None:
         while self._waiting and self._idle:
+            first = self._waiting.popleft()
+            if first.reply.done():
+                continue  # timed out or cancelled while queued
+            batch = self._take_batch(first)
+            if self._should_wait_for_more(batch):
+                self._waiting.extendleft(reversed(batch))
+                break
+            self._send(self._idle.pop(), batch)
+        self._check_quiet()
+
+    def _take_batch(self, first: _Waiting) -> list[_Waiting]:
+        """`first` and the waiting requests that can join it, oldest first, up to max_batch_size."""
+        batch = [first]
+        if first.batch_key is None:
+            return batch
+        kept: deque[_Waiting] = deque()
+        while self._waiting and len(batch) < self.max_batch_size:
             waiting = self._waiting.popleft()
             if waiting.reply.done():
-                continue  # timed out or cancelled while queued
-            worker = self._idle.pop()
-            seq = next(self._seq)
-            worker.inflight = (seq, waiting)
-            worker.busy_since = asyncio.get_running_loop().time()
-            self.stats.dispatched([waiting.queued])
-            try:
-                self._router.send(worker, transport.request_frames(waiting.kind, seq, waiting.request, worker.in_arena))
-            except zmq.ZMQError as exc:
-                self.worker_exited(worker, f"unreachable: {exc}")
-        self._check_quiet()
+                continue
+            (batch if waiting.batch_key == first.batch_key else kept).append(waiting)
+        kept.extend(self._waiting)
+        self._waiting = kept
+        return batch
+
+    def _should_wait_for_more(self, batch: list[_Waiting]) -> bool:
+        """Hold a partial batch up to max_batch_time, but only while another worker is busy:
+        with the model idle, a lone request leaves at once."""
+        if batch[0].batch_key is None or len(batch) >= self.max_batch_size or self.max_batch_time <= 0:
+            return False
+        if not any(w.inflight is not None for w in self.workers):
+            return False
+        loop = asyncio.get_running_loop()
+        deadline = batch[0].arrived + self.max_batch_time
+        if loop.time() >= deadline:
+            return False
+        if self._batch_timer is None:
+            self._batch_timer = loop.call_at(deadline, self._batch_time_up)
+        return True
+
+    def _batch_time_up(self) -> None:
+        self._batch_timer = None
+        self._dispatch()
+
+    def _send(self, worker: Worker, batch: list[_Waiting]) -> None:
+        seq = next(self._seq)
+        request = batch[0].request if len(batch) == 1 else merge([w.request for w in batch])
+        worker.inflight = (seq, batch)
+        worker.busy_since = asyncio.get_running_loop().time()
+        self.stats.dispatched([w.queued for w in batch])
+        try:
+            self._router.send(worker, transport.request_frames(batch[0].kind, seq, request, worker.in_arena))
+        except zmq.ZMQError as exc:
+            self.worker_exited(worker, f"unreachable: {exc}")
 
     def _release(self, worker: Worker | None) -> None:
         if worker is not None and worker.lent:
-            worker.lent = False
-            self._make_idle(worker)
+            worker.lent -= 1
+            if not worker.lent:
+                self._make_idle(worker)
 
     def _make_idle(self, worker: Worker) -> None:
         if worker in self.workers and worker.idle and worker not in self._idle:
@@ -223,18 +288,27 @@ class ModelPool:
 
     def _on_reply(self, worker: Worker, frames: list[Any]) -> None:
         seq, result, in_arena, report = transport.parse_reply(frames, worker.out_arena)
-        self.stats.worker_report(report, requests=1)
         if worker.inflight is None or worker.inflight[0] != seq:
             log.warning("worker %s answered a request it was not given", worker.identity.decode())
             return
-        waiting = worker.inflight[1]
+        batch = worker.inflight[1]
         worker.inflight = None
+        self.stats.worker_report(report, requests=len(batch))
+        if not isinstance(result, GatewayError) and len(batch) > 1:
+            try:
+                answers = split(result[0], [w.request for w in batch])
+            except GatewayError as exc:
+                result = exc
         if isinstance(result, GatewayError):
-            if not waiting.reply.done():
-                waiting.reply.set_exception(result)
-        elif not waiting.reply.done():
-            worker.lent = in_arena
-            waiting.reply.set_result((*result, worker if in_arena else None))
+            for waiting in batch:
+                if not waiting.reply.done():
+                    waiting.reply.set_exception(result)
+        else:
+            outputs, parameters = result
+            for i, waiting in enumerate(batch):
+                if not waiting.reply.done():  # else: timed out or gone; nobody will read
+                    worker.lent += in_arena
+                    waiting.reply.set_result((answers[i] if len(batch) > 1 else outputs, parameters, worker if in_arena else None))
         self._make_idle(worker)
 
     # --- liveness ----------------------------------------------------------
@@ -267,8 +341,9 @@ class ModelPool:
             self._idle.remove(worker)
         if not worker.loaded.done():
             worker.loaded.set_exception(RuntimeError(f"worker exited during load ({why})"))
-        if worker.inflight is not None and not worker.inflight[1].reply.done():
-            worker.inflight[1].reply.set_exception(Unavailable(f"model {self.name!r}: its worker stopped during the request ({why})"))
+        for waiting in worker.inflight[1] if worker.inflight is not None else ():
+            if not waiting.reply.done():
+                waiting.reply.set_exception(Unavailable(f"model {self.name!r}: its worker stopped during the request ({why})"))
         worker.inflight = None
         worker.in_arena.close()
         worker.out_arena.close()  # a render still reading keeps its mapping alive until it is done

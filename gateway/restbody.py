@@ -75,6 +75,18 @@ def _requested_outputs(document: dict) -> Optional[list[RequestedOutput]]:
     return requested
 
 
+def _request(document: dict, model_name: str, model_version: Optional[str], tensors: list[Tensor]) -> InferRequest:
+    """The request around parsed input tensors: id, parameters and requested outputs from the document."""
+    return InferRequest(
+        model_name=model_name,
+        model_version=model_version,
+        id=_request_id(document),
+        inputs=tensors,
+        parameters=_dict(document.get("parameters"), "parameters"),
+        outputs=_requested_outputs(document),
+    )
+
+
 def parse_infer_request(
     body: bytes,
     header_length: Optional[str],
@@ -128,14 +140,7 @@ def parse_infer_request(
     if len({t.name for t in tensors}) != len(tensors):
         raise BadRequest("input names must be unique")
 
-    return InferRequest(
-        model_name=model_name,
-        model_version=model_version,
-        id=_request_id(document),
-        inputs=tensors,
-        parameters=_dict(document.get("parameters"), "parameters"),
-        outputs=_requested_outputs(document),
-    )
+    return _request(document, model_name, model_version, tensors)
 
 
 def _header_length(value: str, body_length: int) -> int:
@@ -217,14 +222,7 @@ def parse_infer_dict(
         where = f"input {spec.name!r}"
         check_size(spec.datatype.value, element_count(shape, where), max_tensor_bytes, where)
         tensors.append(Tensor(spec.name, spec.datatype.value, shape, array_from_json(spec.datatype.value, shape, column, where), {}))
-    return InferRequest(
-        model_name=model_name,
-        model_version=model_version,
-        id=_request_id(document),
-        inputs=tensors,
-        parameters=_dict(document.get("parameters"), "parameters"),
-        outputs=_requested_outputs(document),
-    )
+    return _request(document, model_name, model_version, tensors)
 
 
 # Binary bodies at least this large are sent as header and body writes of their

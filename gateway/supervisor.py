@@ -101,7 +101,15 @@ class Supervisor:
         await asyncio.gather(*(self._start_loading(entry) for entry in self.entries()), return_exceptions=True)
 
     def _add(self, model_settings: ModelSettings) -> ModelEntry:
-        pool = ModelPool(model_settings.name, self.router, self.settings.request_timeout, self.settings.shm_arena_bytes, model_settings.version)
+        pool = ModelPool(
+            model_settings.name,
+            self.router,
+            self.settings.request_timeout,
+            self.settings.shm_arena_bytes,
+            model_settings.max_batch_size,
+            model_settings.max_batch_time,
+            version=model_settings.version,
+        )
         entry = ModelEntry(model_settings, pool)
         pool.on_worker_lost = lambda worker, why: self._worker_lost(entry, worker, why)
         self.models.setdefault(model_settings.name, {})[model_settings.version] = entry

@@ -84,6 +84,41 @@ class Versioned(MLModel):
         )
 
 
+class BatchProbe(MLModel):
+    """Doubles `x`; tells each row which call of predict it ran in and how many rows that call had.
+
+    The request parameter `delay` (seconds) makes the call slow; a negative input raises."""
+
+    async def load(self) -> bool:
+        self.calls = 0
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        self.calls += 1
+        x = payload.inputs[0].data
+        print(f"probe call {self.calls} started with {x.shape[0]} rows", flush=True)
+        await asyncio.sleep(float((payload.parameters.model_extra or {}).get("delay", 0)) if payload.parameters else 0)
+        if (x < 0).any():
+            raise ValueError("negative input")
+        rows = x.shape[0]
+        return InferenceResponse(
+            model_name=self.name,
+            outputs=[
+                ResponseOutput(name="y", shape=list(x.shape), datatype="FP32", data=x * 2),
+                ResponseOutput(name="call", shape=[rows], datatype="INT64", data=[self.calls] * rows),
+                ResponseOutput(name="rows", shape=[rows], datatype="INT64", data=[rows] * rows),
+            ],
+        )
+
+
+class Summary(MLModel):
+    """Returns one number for the whole call: its outputs do not follow the batch axis."""
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        await asyncio.sleep(0.2)
+        return InferenceResponse(model_name=self.name, outputs=[ResponseOutput(name="sum", shape=[1], datatype="FP64", data=[float(payload.inputs[0].data.sum())])])
+
+
 class Scored(MLModel):
     """Custom metrics: one logged in load() (outside any request), one per request; a negative input fails after logging."""
 

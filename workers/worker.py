@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-import zmq.asyncio
 
 from gateway import logs, metrics, transport
 from gateway.errors import BadRequest, GatewayError, RuntimeFailure
 from gateway.model import MLModel
 from gateway.settings import ModelSettings
 from gateway.shm import Arena
+from gateway.zmqio import LoopSocket
 from gateway.tensors import InferRequest, RequestedOutput, Tensor, array_from_output
 from gateway.types import Datatype, InferenceRequest, InferenceResponse, Parameters, RequestInput, RequestOutput
 
@@ -121,11 +121,11 @@ async def run(runtime: MLModel, kind: bytes, request: InferRequest, received: in
 
 
 async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_arena: Arena, out_arena: Arena) -> int:
-    context = zmq.asyncio.Context()
-    socket = context.socket(zmq.DEALER)
-    socket.setsockopt(zmq.IDENTITY, identity)
-    socket.setsockopt(zmq.LINGER, 1000)
-    socket.connect(endpoint)
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.IDENTITY, identity)
+    dealer.connect(endpoint)
+    socket = LoopSocket(dealer)
     try:
         try:
             runtime = load_runtime(settings)
@@ -137,20 +137,20 @@ async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_aren
         else:
             reason = "load() returned False"
         if loaded is False:
-            await socket.send_multipart(transport.control_frames(transport.FAILED, {"reason": reason}))
+            socket.send(transport.control_frames(transport.FAILED, {"reason": reason}))
             return 1
         has_explain = type(runtime).explain is not MLModel.explain
         ready = {"metadata": metadata, "explain": has_explain, "report": metrics.take_report()}
-        await socket.send_multipart(transport.control_frames(transport.READY, ready))
+        socket.send(transport.control_frames(transport.READY, ready))
         log.info("model %s loaded, serving", settings.name)
         while True:
-            frames = await socket.recv_multipart(copy=False)
+            frames = await socket.recv()
             received = time.perf_counter_ns()
             kind = frames[0].bytes
             if kind == transport.STOP:
                 break
             if kind == transport.PING:
-                await socket.send_multipart(transport.control_frames(transport.PONG, {"report": metrics.take_report()}))
+                socket.send(transport.control_frames(transport.PONG, {"report": metrics.take_report()}))
                 continue
             seq, request = transport.parse_request(frames, in_arena, settings.name, settings.version)
             logs.REQUEST_ID.set(request.id)  # every line logged until the reply carries it
@@ -162,13 +162,13 @@ async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_aren
             except Exception as exc:
                 log.exception("the runtime raised")
                 reply = transport.error_frames(seq, RuntimeFailure(f"{type(exc).__name__}: {exc}"), metrics.take_report())
-            await socket.send_multipart(reply, copy=False)
+            socket.send(reply)
             logs.REQUEST_ID.set(None)
         await runtime.unload()
         log.info("model %s unloaded", settings.name)
         return 0
     finally:
-        socket.close()
+        socket.close(linger=1000)  # let a last FAILED reach the gateway
         context.term()
 
 

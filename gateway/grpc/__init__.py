@@ -21,6 +21,13 @@ Modules: `convert` (ModelInferRequest <-> tensors.InferRequest/InferResponse),
 `generated/` come from protos/inference.proto at install time (setup.py).
 """
 
+import os
+
+# The gateway forks only to exec model workers; gRPC's fork handlers are not needed there, and with
+# them every worker spawn logs "Other threads are currently calling into gRPC, skipping fork() handlers".
+# (Read when grpc is first imported; set GRPC_ENABLE_FORK_SUPPORT yourself to override.)
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 try:
     from .generated import inference_pb2, inference_pb2_grpc  # noqa: F401
 except ImportError as exc:  # pragma: no cover - an install problem, not a code path

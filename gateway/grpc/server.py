@@ -19,7 +19,7 @@ import grpc
 
 from .. import logs
 from ..dataplane import DataPlane
-from ..errors import GatewayError
+from ..errors import BadRequest, GatewayError
 from ..settings import ServerSettings
 from . import convert
 from .generated import inference_pb2 as pb
@@ -172,11 +172,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @unary
     async def RepositoryModelLoad(self, request, context):
+        _no_repository_parameters(request)
         await self.dataplane.load_model(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
     @unary
     async def RepositoryModelUnload(self, request, context):
+        _no_repository_parameters(request, allowed=frozenset({"unload_dependents"}))
         await self.dataplane.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
@@ -197,6 +199,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def SystemSharedMemoryUnregister(self, request, context):
         await _unimplemented(context, "SystemSharedMemoryUnregister (the system shared-memory extension)")
+
+
+def _no_repository_parameters(request, allowed: frozenset = frozenset()) -> None:
+    """Triton's load parameters (a config override, model files) are not supported: refuse rather than ignore them.
+
+    `unload_dependents` (which tritonclient always sends) has nothing to act on: there are no ensembles."""
+    unsupported = sorted(set(request.parameters) - allowed)
+    if unsupported:
+        raise BadRequest(f"repository parameters {unsupported} are not supported; edit the model's model-settings.json instead")
 
 
 def _address(host: str, port: int) -> str:

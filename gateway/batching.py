@@ -1,0 +1,77 @@
+"""Adaptive batching: which requests may share one call of the runtime, how
+they are merged along the batch axis (axis 0), and how the outputs are split
+back so that each caller gets exactly its own rows.
+
+The pool (gateway/pool.py) decides when a batch leaves; this module only
+knows tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Hashable, Optional
+
+import numpy as np
+
+from .errors import RuntimeFailure
+from .tensors import InferRequest, RequestedOutput, Tensor
+
+# request parameters that only tell the front door how to write the answer
+_FRONT_DOOR_PARAMETERS = frozenset({"binary_data_output"})
+
+
+def _frozen(parameters: dict) -> Hashable:
+    return tuple(sorted((k, repr(v)) for k, v in parameters.items() if k not in _FRONT_DOOR_PARAMETERS))
+
+
+def batch_key(request: InferRequest) -> Optional[Hashable]:
+    """Requests with equal keys can be concatenated; None: this one runs alone.
+
+    Equal keys mean the same inputs (names, datatypes, dimensions after the
+    first, parameters) and the same request parameters."""
+    rows = None
+    described = []
+    for tensor in request.inputs:
+        if not tensor.shape or (rows is not None and tensor.shape[0] != rows):
+            return None  # no batch axis, or inputs disagree on it
+        rows = tensor.shape[0]
+        described.append((tensor.name, tensor.datatype, tuple(tensor.shape[1:]), _frozen(tensor.parameters)))
+    return (tuple(described), _frozen(request.parameters))
+
+
+def rows_of(request: InferRequest) -> int:
+    return request.inputs[0].shape[0]
+
+
+def merge(requests: list[InferRequest]) -> InferRequest:
+    """One request holding every request's rows, in order."""
+    first = requests[0]
+    inputs = []
+    for i, tensor in enumerate(first.inputs):
+        parts = [r.inputs[i].data for r in requests]
+        data = np.concatenate(parts, axis=0)
+        inputs.append(Tensor(tensor.name, tensor.datatype, [data.shape[0], *tensor.shape[1:]], data, tensor.parameters))
+    if any(r.outputs is None for r in requests):
+        outputs = None
+    else:  # the union, in first-asked order; each caller then gets its own selection
+        names = dict.fromkeys(o.name for r in requests for o in r.outputs)
+        outputs = [RequestedOutput(name) for name in names]
+    return InferRequest(first.model_name, first.model_version, first.id, inputs, first.parameters, outputs)
+
+
+def split(outputs: list[Tensor], requests: list[InferRequest]) -> list[list[Tensor]]:
+    """Each request's rows of each output (views, no copies), in the order it asked for."""
+    total = sum(rows_of(r) for r in requests)
+    for tensor in outputs:
+        if not tensor.shape or tensor.shape[0] != total:
+            raise RuntimeFailure(
+                f"output {tensor.name!r} has shape {tensor.shape}, but the batch had {total} rows: "
+                "this model's outputs do not follow the batch axis; set max_batch_size to 0 or 1"
+            )
+    by_name = {t.name: t for t in outputs}
+    answers, start = [], 0
+    for request in requests:
+        stop = start + rows_of(request)
+        chosen = outputs if request.outputs is None else [by_name[o.name] for o in request.outputs]
+        answers.append([Tensor(t.name, t.datatype, [stop - start, *t.shape[1:]], t.data[start:stop], t.parameters) for t in chosen])
+        start = stop
+    return answers

@@ -1,0 +1,121 @@
+"""Adaptive batching through a real gateway: merging, splitting, and what must not merge."""
+
+import json
+import threading
+
+import pytest
+import requests
+
+from tests.conftest import ROOT
+from tests.test_worker_plane import write_repository
+
+MODELS = {
+    "probe": {"implementation": "tests.runtimes.BatchProbe", "max_batch_size": 8, "max_batch_time": 0.05},
+    "patient": {"implementation": "tests.runtimes.BatchProbe", "max_batch_size": 8, "max_batch_time": 60},
+    "summary": {"implementation": "tests.runtimes.Summary", "max_batch_size": 8},
+}
+
+
+@pytest.fixture(scope="module")
+def gateway(start_gateway, tmp_path_factory):
+    return start_gateway(write_repository(tmp_path_factory.mktemp("batching"), MODELS)).wait_ready()
+
+
+def body(values, request_id, delay=0.0, width=2, outputs=None):
+    document = {
+        "id": request_id,
+        "parameters": {"delay": delay},
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [len(values), width], "data": [[v] * width for v in values]}],
+    }
+    if outputs is not None:
+        document["outputs"] = [{"name": name} for name in outputs]
+    return document
+
+
+def call(gateway, model, document, results, key):
+    response = requests.post(f"{gateway.url}/v2/models/{model}/infer", data=json.dumps(document), timeout=30)
+    results[key] = response
+
+
+def burst_behind_a_busy_worker(gateway, model, documents):
+    """Occupy the model's only worker, send `documents` meanwhile, and return every answer."""
+    log_line = "probe call"
+    before = gateway.log_text().count(log_line)
+    results: dict = {}
+    blocker = threading.Thread(target=call, args=(gateway, model, body([0], "blocker", delay=1.0), results, "blocker"))
+    blocker.start()
+    gateway.wait_for(lambda: gateway.log_text().count(log_line) > before, what="the blocking call to start")
+    threads = [threading.Thread(target=call, args=(gateway, model, d, results, d["id"])) for d in documents]
+    for thread in threads:
+        thread.start()
+    for thread in [blocker, *threads]:
+        thread.join()
+    return results
+
+
+def outputs_of(response):
+    assert response.status_code == 200, response.text
+    return {o["name"]: o["data"] for o in response.json()["outputs"]}
+
+
+def test_concurrent_requests_share_one_call_and_each_gets_its_own_rows(gateway):
+    documents = [body([float(i), float(i) + 0.5], f"req-{i}") for i in range(6)]
+    results = burst_behind_a_busy_worker(gateway, "probe", documents)
+    calls = set()
+    for i in range(6):
+        response = results[f"req-{i}"]
+        assert response.json()["id"] == f"req-{i}"
+        out = outputs_of(response)
+        assert out["y"] == [2 * i, 2 * i, 2 * i + 1, 2 * i + 1]  # its own two rows, doubled
+        assert out["rows"] == [12, 12]  # 6 requests x 2 rows in one call
+        calls.add(out["call"][0])
+    assert len(calls) == 1
+
+
+def test_each_caller_gets_the_outputs_it_asked_for(gateway):
+    documents = [body([1.0], "only-y", outputs=["y"]), body([2.0], "only-call", outputs=["call"]), body([3.0], "all")]
+    results = burst_behind_a_busy_worker(gateway, "probe", documents)
+    assert outputs_of(results["only-y"]) .keys() == {"y"}
+    assert outputs_of(results["only-call"]).keys() == {"call"}
+    assert outputs_of(results["all"]).keys() == {"y", "call", "rows"}
+    assert outputs_of(results["only-call"])["call"] == outputs_of(results["all"])["call"]
+
+
+def test_requests_that_cannot_merge_still_succeed_apart(gateway):
+    documents = [body([1.0], "narrow-a", width=2), body([2.0], "wide", width=3), body([3.0], "narrow-b", width=2)]
+    results = burst_behind_a_busy_worker(gateway, "probe", documents)
+    narrow_a, wide, narrow_b = (outputs_of(results[k]) for k in ("narrow-a", "wide", "narrow-b"))
+    assert wide["y"] == [4.0, 4.0, 4.0] and narrow_a["y"] == [2.0, 2.0] and narrow_b["y"] == [6.0, 6.0]
+    assert narrow_a["call"] == narrow_b["call"] != wide["call"]
+    assert narrow_a["rows"] == [2]
+
+
+def test_a_runtime_error_fails_its_batch_and_nothing_else(gateway):
+    documents = [body([1.0], "good-1"), body([-1.0], "bad"), body([2.0], "good-2"), body([5.0], "other-shape", width=3)]
+    results = burst_behind_a_busy_worker(gateway, "probe", documents)
+    for key in ("good-1", "bad", "good-2"):
+        assert results[key].status_code == 500
+        assert results[key].json() == {"error": "ValueError: negative input"}
+    assert outputs_of(results["other-shape"])["y"] == [10.0, 10.0, 10.0]
+    assert outputs_of(results["blocker"])["y"] == [0.0, 0.0]
+
+
+def test_a_lone_request_does_not_wait_for_max_batch_time(gateway):
+    # max_batch_time is 60 s here: had the request waited for company, the client would time out
+    response = requests.post(f"{gateway.url}/v2/models/patient/infer", data=json.dumps(body([4.0], "alone")), timeout=10)
+    assert outputs_of(response)["rows"] == [1]
+
+
+def test_outputs_that_ignore_the_batch_axis_are_a_clear_error(gateway):
+    results: dict = {}
+    document = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]}
+    threads = [threading.Thread(target=call, args=(gateway, "summary", document, results, i)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = sorted(r.status_code for r in results.values())
+    # the first call ran alone and is fine; the others queued behind it and were merged
+    assert statuses[0] == 200
+    merged = [r for r in results.values() if r.status_code != 200]
+    assert merged and all("do not follow the batch axis" in r.json()["error"] for r in merged)

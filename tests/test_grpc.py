@@ -1,0 +1,442 @@
+"""The V2 gRPC front door, end to end: tritonclient (sync and asyncio) and our own generated stubs
+(for typed contents, which tritonclient never sends) against one gateway on tests/repository."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as tc
+import tritonclient.grpc.aio as tca
+from tritonclient.utils import InferenceServerException, deserialize_bytes_tensor, serialize_byte_tensor
+
+from gateway.grpc.convert import parameters_from_pb, parameters_to_pb
+from gateway.grpc.generated import inference_pb2 as pb
+from gateway.grpc.generated import inference_pb2_grpc as pb_grpc
+from gateway.settings import MIB, ServerSettings
+
+from .conftest import ROOT
+
+# small enough to test cheaply, large enough for a 64 MiB tensor plus its message
+LIMIT = 80 * MIB
+CHANNEL_OPTIONS = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1)]
+
+DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"]
+NUMPY = {
+    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_,
+}  # fmt: skip
+CONTENTS = {
+    "BOOL": "bool_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+    "UINT64": "uint64_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+}  # fmt: skip
+
+
+def sample(datatype: str) -> np.ndarray:
+    """A [2, 3] tensor with the datatype's edge values."""
+    dtype = NUMPY[datatype]
+    if datatype == "BOOL":
+        values = [True, False, True, False, False, True]
+    elif datatype == "BYTES":
+        values = [b"", b"a", b"\x00\xff\xfe", "é€".encode(), b"x" * 1000, b"end"]
+    elif np.dtype(dtype).kind in "iu":
+        info = np.iinfo(dtype)
+        values = [int(info.min), 0, 1, int(info.max), int(info.max) - 1, 7]
+    else:
+        info = np.finfo(dtype)
+        values = [0.0, -0.0, 1.5, float(info.max), -np.inf, np.nan]
+    return np.array(values, dtype=dtype).reshape(2, 3)
+
+
+def assert_exact(actual: np.ndarray, expected: np.ndarray) -> None:
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    if expected.dtype == object:
+        assert [bytes(x) for x in actual.ravel()] == list(expected.ravel())
+    else:  # bit for bit: -0.0, NaN and extreme values included
+        assert actual.tobytes() == expected.tobytes()
+
+
+def decode(response: pb.ModelInferResponse, index: int) -> np.ndarray:
+    """An output of our raw stub's response, decoded with tritonclient's helpers (not the gateway's)."""
+    output, raw = response.outputs[index], response.raw_output_contents[index]
+    if output.datatype == "BYTES":
+        return deserialize_bytes_tensor(raw).reshape(list(output.shape))
+    return np.frombuffer(raw, dtype=NUMPY[output.datatype]).reshape(list(output.shape))
+
+
+def code_of(exc: grpc.RpcError | InferenceServerException):
+    return exc.code() if isinstance(exc, grpc.RpcError) else exc.status()
+
+
+@pytest.fixture(scope="module")
+def gateway(start_gateway):
+    return start_gateway(ROOT / "tests/repository", grpc_max_message_bytes=LIMIT).wait_ready()
+
+
+@pytest.fixture(scope="module")
+def client(gateway):
+    with tc.InferenceServerClient(gateway.grpc_url) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def stub(gateway):
+    with grpc.insecure_channel(gateway.grpc_url, options=CHANNEL_OPTIONS) as channel:
+        yield pb_grpc.GRPCInferenceServiceStub(channel)
+
+
+def fp32_input(name: str, array: np.ndarray) -> tc.InferInput:
+    tensor = tc.InferInput(name, list(array.shape), "FP32")
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+# --- health, metadata, config ---------------------------------------------------------
+
+
+def test_health_and_metadata(client):
+    assert client.is_server_live() is True
+    assert client.is_server_ready() is True
+    assert client.is_model_ready("echo") is True
+    assert client.is_model_ready("versioned", "2") is True
+    metadata = client.get_server_metadata(as_json=True)
+    assert metadata["name"] == "inference-gateway" and "binary_tensor_data" in metadata["extensions"]
+    sleepy = client.get_model_metadata("sleepy")
+    assert sleepy.name == "sleepy"
+    assert [(t.name, t.datatype, list(t.shape)) for t in sleepy.inputs] == [("seconds", "FP32", [1])]
+    assert ("pid", "INT64", [1]) in [(t.name, t.datatype, list(t.shape)) for t in sleepy.outputs]
+
+
+def test_model_config(client, stub):
+    config = client.get_model_config("sleepy").config
+    assert config.name == "sleepy" and config.max_batch_size == 0
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [("seconds", tc.model_config_pb2.TYPE_FP32, [1])]
+    assert ("pid", tc.model_config_pb2.TYPE_INT64, [1]) in [(o.name, o.data_type, list(o.dims)) for o in config.output]
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelConfig(pb.ModelConfigRequest(name="no-such-model"))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_unknown_model_is_not_found(client, stub):
+    for call in (lambda: client.is_model_ready("no-such-model"), lambda: client.get_model_metadata("no-such-model")):
+        with pytest.raises(InferenceServerException) as caught:
+            call()
+        assert caught.value.status() == "StatusCode.NOT_FOUND"
+        assert "no-such-model" in caught.value.message()
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelReady(pb.ModelReadyRequest(name="versioned", version="9"))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert stub.ModelReady(pb.ModelReadyRequest(name="versioned", version="1")).ready is True
+
+
+# --- inference: raw (tritonclient) and typed contents (our stubs) ----------------------
+
+
+@pytest.mark.parametrize("datatype", DATATYPES)
+def test_every_datatype_raw_through_tritonclient(client, datatype):
+    array = sample(datatype)
+    tensor = tc.InferInput("x", [2, 3], datatype)
+    tensor.set_data_from_numpy(array)
+    result = client.infer("echo", [tensor], request_id=f"raw-{datatype}")
+    assert result.get_response().id == f"raw-{datatype}"
+    output = result.get_output("x")
+    assert output.datatype == datatype and list(output.shape) == [2, 3]
+    assert_exact(result.as_numpy("x"), array)
+
+
+@pytest.mark.parametrize("datatype", [d for d in DATATYPES if d != "FP16"])
+def test_every_datatype_typed_contents(stub, datatype):
+    array = sample(datatype)
+    request = pb.ModelInferRequest(model_name="echo", id=f"typed-{datatype}")
+    tensor = request.inputs.add(name="x", datatype=datatype, shape=[2, 3])
+    getattr(tensor.contents, CONTENTS[datatype]).extend(array.ravel().tolist())
+    response = stub.ModelInfer(request)
+    assert response.model_name == "echo" and response.id == f"typed-{datatype}"
+    # answers come back raw, whatever the request used
+    assert len(response.raw_output_contents) == 1 and not response.outputs[0].HasField("contents")
+    assert_exact(decode(response, 0), array)
+
+
+def test_several_inputs_raw_in_order(stub):
+    a, b, c = sample("INT16"), sample("BYTES"), sample("FP16")
+    request = pb.ModelInferRequest(model_name="echo")
+    for name, array, datatype in (("a", a, "INT16"), ("b", b, "BYTES"), ("c", c, "FP16")):
+        request.inputs.add(name=name, datatype=datatype, shape=list(array.shape))
+    request.raw_input_contents.extend([a.tobytes(), serialize_byte_tensor(b).item(), c.tobytes()])
+    response = stub.ModelInfer(request)
+    assert [o.name for o in response.outputs] == ["a", "b", "c"]
+    assert response.id  # the gateway names requests that come without an id
+    assert_exact(decode(response, 0), a)
+    assert_exact(decode(response, 1), b)
+    assert_exact(decode(response, 2), c)
+
+
+def test_parameters_round_trip(stub, client):
+    request = pb.ModelInferRequest(model_name="echo", id="params")
+    request.parameters["request_flag"].bool_param = True
+    tensor = request.inputs.add(name="x", datatype="INT32", shape=[1])
+    tensor.contents.int_contents.append(5)
+    values = {"b": True, "i": -(2**62), "s": "text é", "d": 0.25, "u": 2**64 - 1}
+    tensor.parameters["b"].bool_param = values["b"]
+    tensor.parameters["i"].int64_param = values["i"]
+    tensor.parameters["s"].string_param = values["s"]
+    tensor.parameters["d"].double_param = values["d"]
+    tensor.parameters["u"].uint64_param = values["u"]
+    response = stub.ModelInfer(request)
+    # the echo model returns each input's parameters on its output, and {"echoed": number of inputs}
+    assert parameters_from_pb(response.outputs[0].parameters) == values
+    assert response.outputs[0].parameters["u"].WhichOneof("parameter_choice") == "uint64_param"
+    assert response.outputs[0].parameters["d"].WhichOneof("parameter_choice") == "double_param"
+    assert response.parameters["echoed"].int64_param == 1
+    # tritonclient's request parameters are accepted too
+    result = client.infer("echo", [fp32_input("x", np.ones((1, 2), np.float32))], parameters={"k": "v", "n": 3, "f": False})
+    assert result.get_response().parameters["echoed"].int64_param == 1
+
+
+def test_parameter_conversion():
+    message = pb.ModelInferResponse()
+    parameters_to_pb(message.parameters, {"none": None, "big": 2**64 - 1, "np": np.int8(-3), "list": [1, "a"], "f": np.float32(0.5)})
+    assert "none" not in message.parameters
+    assert parameters_from_pb(message.parameters) == {"big": 2**64 - 1, "np": -3, "list": '[1,"a"]', "f": 0.5}
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+def test_unknown_model_infer_is_not_found(client):
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("no-such-model", [fp32_input("x", np.zeros((1, 1), np.float32))])
+    assert caught.value.status() == "StatusCode.NOT_FOUND"
+    assert caught.value.message() == "model 'no-such-model' not found"
+
+
+def test_bad_shape_is_invalid_argument(client, stub):
+    # the model declares seconds: FP32 [1]
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("sleepy", [fp32_input("seconds", np.zeros((2,), np.float32))])
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "shape" in caught.value.message() and "[2]" in caught.value.message()
+    # raw bytes that do not fill the declared shape
+    request = pb.ModelInferRequest(model_name="echo")
+    request.inputs.add(name="x", datatype="FP32", shape=[3])
+    request.raw_input_contents.append(np.zeros(2, np.float32).tobytes())
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "8 bytes" in caught.value.details() and "12" in caught.value.details()
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        # typed contents: count, range, wrong field, FP16 not typed
+        (lambda r: r.inputs.add(name="x", datatype="INT32", shape=[3]).contents.int_contents.extend([1, 2]), "needs 3"),
+        (lambda r: r.inputs.add(name="x", datatype="INT8", shape=[1]).contents.int_contents.append(300), "out of range"),
+        (lambda r: r.inputs.add(name="x", datatype="INT64", shape=[1]).contents.int_contents.append(1), "int64_contents"),
+        (lambda r: r.inputs.add(name="x", datatype="FP16", shape=[1]).contents.fp32_contents.append(1.0), "raw_input_contents"),
+        (lambda r: r.inputs.add(name="x", datatype="FP32", shape=[2]), "no data"),
+        (lambda r: r.inputs.add(name="x", datatype="BF16", shape=[1]), "BF16"),
+        (lambda r: r.inputs.add(name="x", datatype="fp32", shape=[1]), "unknown datatype"),
+        (lambda r: r.inputs.add(name="x", datatype="FP32", shape=[-1]), "non-negative"),
+        # raw: one entry per input, and never mixed with contents
+        (lambda r: (r.inputs.add(name="x", datatype="UINT8", shape=[1]), r.inputs.add(name="y", datatype="UINT8", shape=[1]),
+                    r.raw_input_contents.append(b"\x01")), "one per input"),
+        (lambda r: (r.inputs.add(name="x", datatype="UINT8", shape=[1]).contents.uint_contents.append(1),
+                    r.inputs.add(name="y", datatype="UINT8", shape=[1]), r.raw_input_contents.extend([b"\x01", b"\x02"])),
+         "one or the other"),
+        (lambda r: (r.inputs.add(name="x", datatype="BYTES", shape=[1]), r.raw_input_contents.append(b"\x09\x00\x00\x00ab")),
+         "overruns"),
+        (lambda r: (r.inputs.add(name="x", datatype="UINT8", shape=[1]), r.inputs.add(name="x", datatype="UINT8", shape=[1]),
+                    r.raw_input_contents.extend([b"\x01", b"\x02"])), "unique"),
+        (lambda r: None, "inputs"),
+    ],
+)  # fmt: skip
+def test_bad_requests_are_invalid_argument(stub, build, message):
+    request = pb.ModelInferRequest(model_name="echo")
+    build(request)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in caught.value.details()
+
+
+def test_failing_model_is_internal_with_its_message(client):
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("failing", [fp32_input("x", np.zeros((1, 1), np.float32))])
+    assert caught.value.status() == "StatusCode.INTERNAL"
+    assert "this model always fails: bad luck" in caught.value.message()
+
+
+def test_unimplemented_extensions_say_so(client):
+    for call, what in (
+        (client.get_system_shared_memory_status, "SystemSharedMemoryStatus"),
+        (lambda: client.register_system_shared_memory("r", "/k", 16), "SystemSharedMemoryRegister"),
+        (client.unregister_system_shared_memory, "SystemSharedMemoryUnregister"),
+    ):
+        with pytest.raises(InferenceServerException) as caught:
+            call()
+        assert caught.value.status() == "StatusCode.UNIMPLEMENTED"
+        assert what in caught.value.message() and "not supported" in caught.value.message()
+
+
+# --- streaming and concurrency --------------------------------------------------------------
+
+
+def test_stream_of_100_matched_by_id(client):
+    replies: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: replies.put((result, error)))
+    try:
+        for k in range(100):
+            client.async_stream_infer("echo", [fp32_input("x", np.full((1, 4), k, np.float32))], request_id=f"s{k}")
+        got = {}
+        for _ in range(100):
+            result, error = replies.get(timeout=30)
+            assert error is None
+            got[result.get_response().id] = result.as_numpy("x")
+    finally:
+        client.stop_stream()
+    assert sorted(got) == sorted(f"s{k}" for k in range(100))
+    for k in range(100):
+        np.testing.assert_array_equal(got[f"s{k}"], np.full((1, 4), k, np.float32))
+
+
+def test_stream_error_answers_in_the_stream_and_the_stream_goes_on(stub):
+    def requests():
+        for k, model in enumerate(["echo", "failing", "no-such-model", "echo"]):
+            request = pb.ModelInferRequest(model_name=model, id=f"e{k}")
+            request.inputs.add(name="x", datatype="INT64", shape=[1]).contents.int64_contents.append(k)
+            yield request
+
+    replies = {r.infer_response.id: r for r in stub.ModelStreamInfer(requests(), timeout=30)}
+    assert sorted(replies) == ["e0", "e1", "e2", "e3"]
+    assert replies["e0"].error_message == "" and decode(replies["e0"].infer_response, 0).tolist() == [0]
+    assert replies["e3"].error_message == "" and decode(replies["e3"].infer_response, 0).tolist() == [3]
+    assert "this model always fails: bad luck" in replies["e1"].error_message
+    assert replies["e2"].error_message == "model 'no-such-model' not found"
+
+
+def test_aio_client_rpcs_stream_and_64_concurrent_calls(gateway):
+    async def main():
+        async with tca.InferenceServerClient(gateway.grpc_url) as client:
+            assert await client.is_server_live() and await client.is_server_ready()
+            assert await client.is_model_ready("echo")
+            assert (await client.get_server_metadata()).name == "inference-gateway"
+            assert (await client.get_model_metadata("sleepy")).inputs[0].name == "seconds"
+            assert (await client.get_model_config("sleepy")).config.name == "sleepy"
+            with pytest.raises(InferenceServerException) as caught:
+                await client.is_model_ready("no-such-model")
+            assert caught.value.status() == "StatusCode.NOT_FOUND"
+            with pytest.raises(InferenceServerException) as caught:
+                await client.infer("failing", [fp32_input("x", np.zeros((1, 1), np.float32))])
+            assert caught.value.status() == "StatusCode.INTERNAL" and "bad luck" in caught.value.message()
+
+            # every datatype, raw
+            for datatype in DATATYPES:
+                tensor = tca.InferInput("x", [2, 3], datatype)
+                tensor.set_data_from_numpy(sample(datatype))
+                assert_exact((await client.infer("echo", [tensor])).as_numpy("x"), sample(datatype))
+
+            # 64 concurrent calls, each answered with its own data
+            async def one(k: int):
+                result = await client.infer("echo", [fp32_input("x", np.full((1, 16), k, np.float32))], request_id=f"c{k}")
+                return k, result
+
+            for k, result in await asyncio.gather(*(one(k) for k in range(64))):
+                assert result.get_response().id == f"c{k}"
+                np.testing.assert_array_equal(result.as_numpy("x"), np.full((1, 16), k, np.float32))
+
+            # a stream of 100 through the asyncio client
+            async def requests():
+                for k in range(100):
+                    yield {"model_name": "echo", "inputs": [fp32_input("x", np.full((2,), k, np.float32))], "request_id": f"a{k}"}
+
+            got = {}
+            async for result, error in client.stream_infer(requests()):
+                assert error is None
+                got[result.get_response().id] = result.as_numpy("x")
+            assert sorted(got) == sorted(f"a{k}" for k in range(100))
+            for k in range(100):
+                np.testing.assert_array_equal(got[f"a{k}"], np.full((2,), k, np.float32))
+
+    asyncio.run(asyncio.wait_for(main(), 120))
+
+
+def test_client_deadline_and_cancelled_stream_leave_the_server_serving(stub, client, gateway):
+    def sleepy(seconds: float, request_id: str) -> pb.ModelInferRequest:
+        request = pb.ModelInferRequest(model_name="sleepy", id=request_id)
+        request.inputs.add(name="seconds", datatype="FP32", shape=[1]).contents.fp32_contents.append(seconds)
+        return request
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(sleepy(1.0, "late"), timeout=0.2)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+    stream = stub.ModelStreamInfer(iter([sleepy(0.0, "quick"), sleepy(1.0, "slow")]))
+    assert next(stream).infer_response.id == "quick"
+    stream.cancel()
+    with pytest.raises(grpc.RpcError) as caught:
+        next(stream)
+    assert caught.value.code() == grpc.StatusCode.CANCELLED
+
+    assert decode(stub.ModelInfer(sleepy(0.0, "after")), 0).shape == (1,)
+    assert client.is_model_ready("sleepy") and gateway.process.poll() is None
+
+
+# --- message size ------------------------------------------------------------------------------
+
+
+def test_default_limit_carries_a_64_mib_tensor():
+    assert ServerSettings.model_fields["grpc_max_message_bytes"].default >= 64 * MIB + MIB
+
+
+def test_64_mib_tensor_then_over_the_limit_is_resource_exhausted(client, gateway):
+    big = np.arange(16 * MIB, dtype=np.float32)  # 64 MiB
+    result = client.infer("echo", [fp32_input("x", big)])
+    assert result.as_numpy("x").tobytes() == big.tobytes()
+    del result
+
+    too_big = np.zeros(LIMIT // 4 + 1, dtype=np.float32)  # one element over the limit, before any overhead
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("echo", [fp32_input("x", too_big)])
+    assert caught.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+    # and the server goes on serving
+    assert client.is_server_live()
+    small = client.infer("echo", [fp32_input("x", np.ones((1, 3), np.float32))])
+    np.testing.assert_array_equal(small.as_numpy("x"), np.ones((1, 3), np.float32))
+    assert gateway.process.poll() is None
+
+
+# --- model repository (runs last: it unloads and reloads a model) --------------------------------
+
+
+def test_repository_index_unload_and_load(client):
+    index = client.get_model_repository_index(as_json=True)["models"]
+    assert {"name": "echo", "state": "READY"}.items() <= next(m for m in index if m["name"] == "echo").items()
+    assert sorted(m["version"] for m in index if m["name"] == "versioned") == ["1", "2"]
+
+    client.unload_model("failing")
+    assert client.is_model_ready("failing") is False
+    ready = [m["name"] for m in client.get_model_repository_index(as_json=True)["models"] if m.get("state") == "READY"]
+    assert "failing" not in ready and "echo" in ready
+    with pytest.raises(InferenceServerException) as caught:
+        client.unload_model("no-such-model")
+    assert caught.value.status() == "StatusCode.NOT_FOUND"
+
+    with pytest.raises(InferenceServerException) as caught:
+        client.load_model("failing", config='{"max_batch_size": 8}')
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT" and "config" in caught.value.message()
+    assert client.is_model_ready("failing") is False
+
+    client.load_model("failing")
+    assert client.is_model_ready("failing") is True
+
+
+def test_gateway_log_has_no_unexpected_errors(gateway):
+    log = gateway.log_text()
+    assert "gRPC on 127.0.0.1:" in log
+    assert "unexpected error" not in log and "fork_posix" not in log and "Task exception was never retrieved" not in log
