@@ -24,15 +24,15 @@ ECHO = {"implementation": "tests.runtimes.Echo"}
 MODELS = {
     "echo": ECHO,
     "failing": {"implementation": "tests.runtimes.Failing"},
-    # batching settings: once the pool batches, one call carries several of the burst's requests
-    "burst": {**ECHO, "max_batch_size": 4, "max_batch_time": 0.02},
+    "burst": {"implementation": "tests.runtimes.BatchProbe", "max_batch_size": 4, "max_batch_time": 0.02},
     "scored": {"implementation": "tests.runtimes.Scored"},
     "stats-echo": ECHO,
     "logged": {"implementation": "tests.runtimes.Failing"},
+    "logged-batch": {"implementation": "tests.runtimes.BatchProbe", "max_batch_size": 4},
     "versioned-1": {"name": "versioned", "implementation": "tests.runtimes.Versioned", "parameters": {"version": "1"}},
     "versioned-2": {"name": "versioned", "implementation": "tests.runtimes.Versioned", "parameters": {"version": "2"}},
 }
-LOADED = [("echo", ""), ("failing", ""), ("burst", ""), ("scored", ""), ("stats-echo", ""), ("logged", ""), ("versioned", "1"), ("versioned", "2")]
+LOADED = [("echo", ""), ("failing", ""), ("burst", ""), ("scored", ""), ("stats-echo", ""), ("logged", ""), ("logged-batch", ""), ("versioned", "1"), ("versioned", "2")]
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +106,10 @@ def test_metrics_after_a_known_sequence(gateway):
     assert len(answers) == 2 and all(isinstance(a, grpcclient.InferResult) for a in answers)
     client.close()
 
-    # a burst of 8 concurrent requests to one worker
+    # a burst of 8 concurrent requests to one worker: while the first one runs (0.3 s), the others queue and leave in batches
     with ThreadPoolExecutor(8) as pool:
-        assert [r.status_code for r in pool.map(lambda v: infer(gateway, "burst", [v]), range(8))] == [200] * 8
+        burst = pool.map(lambda v: infer(gateway, "burst", [v], parameters={"delay": 0.3}), range(8))
+        assert [r.status_code for r in burst] == [200] * 8
 
     # a worker restart, then a request whose tensors go through shared memory (64 KiB in, 64 KiB out)
     (worker,) = workers_of(gateway, "echo")
@@ -166,7 +167,8 @@ def test_metrics_after_a_known_sequence(gateway):
     }
     statistics = {s["name"]: s for s in requests.get(f"{gateway.url}/v2/models/stats", timeout=10).json()["model_stats"]}
     burst_calls = statistics["burst"]["execution_count"]
-    assert 2 <= burst_calls <= 8  # one call per request today; fewer once the pool batches
+    assert 3 <= burst_calls < 8  # batches of up to 4 formed
+    assert sum(b["batch_size"] * b["compute_infer"]["count"] for b in statistics["burst"]["batch_stats"]) == 8
     assert nonzero(only_models(found["gateway_batch_size_count"], ours)) == {model_key("echo"): 8, model_key("failing"): 3, model_key("burst"): burst_calls}
     assert nonzero(only_models(found["gateway_batch_size_sum"], ours)) == {model_key("echo"): 8, model_key("failing"): 3, model_key("burst"): 8}
     assert nonzero(only_models(found["gateway_inference_duration_seconds_count"], ours)) == {model_key("echo"): 8, model_key("burst"): burst_calls}
@@ -331,6 +333,22 @@ def test_access_lines_and_the_request_id_across_processes(gateway):
     # requests that are not inferences get access lines too, without a request id
     requests.get(f"{gateway.url}/v2/health/live", timeout=10)
     gateway.wait_for(lambda: any(line.get("path") == "/v2/health/live" and "request_id" not in line for line in log_lines(gateway)))
+
+
+def test_a_batched_call_logs_every_request_id(gateway):
+    started = "probe call 1 started"  # this model's worker's first call (the burst's worker prints the same)
+    before = gateway.log_text().count(started)
+    with ThreadPoolExecutor(3) as pool:
+        # b0 holds the worker for 0.5 s; b1 and b2 arrive meanwhile and leave together, and fail together
+        first = pool.submit(infer, gateway, "logged-batch", [1], "b0", parameters={"delay": 0.5})
+        gateway.wait_for(lambda: gateway.log_text().count(started) > before, what="the first call")
+        batched = [pool.submit(infer, gateway, "logged-batch", [-1], rid, parameters={"delay": 0.5}) for rid in ("b1", "b2")]
+        assert first.result().status_code == 200 and [f.result().status_code for f in batched] == [500, 500]
+    (raised,) = [line for line in log_lines(gateway) if line["logger"] == "gateway.worker" and "b1" in line.get("request_id", "")]
+    assert sorted(raised["request_id"].split(",")) == ["b1", "b2"] and raised["message"] == "the runtime raised"
+    # each caller still has its own access line
+    access = {line["request_id"]: line["status"] for line in log_lines(gateway) if line["logger"] == "gateway.access" and line.get("path") == "/v2/models/logged-batch/infer"}
+    assert access == {"b0": 200, "b1": 500, "b2": 500}
 
 
 def test_log_settings():
