@@ -160,7 +160,7 @@ class ModelStats:
             self._queue_seconds.observe((now - started) / 1e9)
             self.stages["queue"].add(1, now - started)
 
-    def worker_report(self, report: Optional[dict], requests: int = 0) -> None:
+    def worker_report(self, report: dict, requests: int = 0) -> None:
         """The report a worker message carries: custom metrics, and for a reply
         (a successful call carrying `requests` requests) its stage times in ns."""
         if not report:

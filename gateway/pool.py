@@ -113,14 +113,7 @@ class ModelPool:
     """The queue and the workers of one model version."""
 
     def __init__(
-        self,
-        name: str,
-        router: Router,
-        request_timeout: float,
-        arena_bytes: int,
-        max_batch_size: int = 0,
-        max_batch_time: float = 0.0,
-        version: str | None = None,
+        self, name: str, router: Router, request_timeout: float, arena_bytes: int, max_batch_size: int = 0, max_batch_time: float = 0.0, version: str | None = None
     ):
         self.name = name
         self.stats = observability.model_stats(name, version)  # told of each call sent and each worker report

@@ -11,10 +11,10 @@ Kinds, gateway -> worker: INFER, EXPLAIN, PING, STOP.
 Kinds, worker -> gateway: READY (loaded; header has metadata), FAILED (load
 failed; header has the reason), REPLY (outputs), ERROR (status and message), PONG.
 
-READY, REPLY, ERROR and PONG headers may carry a "report" for the gateway's
+READY, REPLY, ERROR and PONG headers carry a "report" for the gateway's
 metrics (gateway/observability.py): "times", a reply's [input, infer, output]
 stage times in ns; "register" and "log", the runtime's custom metrics
-(gateway/metrics.py).
+(gateway/metrics.py) noted since the worker's previous message.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def error_frames(seq: int, error: GatewayError, report: dict) -> list:
     return [ERROR, orjson.dumps({"seq": seq, "status": error.http_status, "message": error.message, "report": report})]
 
 
-def parse_reply(frames: Sequence[Any], arena: Arena | None) -> tuple[int, tuple[list[Tensor], dict] | GatewayError, bool, dict | None]:
+def parse_reply(frames: Sequence[Any], arena: Arena | None) -> tuple[int, tuple[list[Tensor], dict] | GatewayError, bool, dict]:
     """(seq, (outputs, parameters) or error, whether the outputs view the arena, the worker's report)."""
     header = orjson.loads(_buffer(frames[1]))
     if bytes(_buffer(frames[0])) == ERROR:
