@@ -25,7 +25,7 @@ MODELS = {
     "echo": ECHO,
     "failing": {"implementation": "tests.runtimes.Failing"},
     "burst": {"implementation": "tests.runtimes.BatchProbe", "max_batch_size": 4, "max_batch_time": 0.02},
-    "scored": {"implementation": "tests.runtimes.Scored"},
+    "scored": {"implementation": "tests.runtimes.Scored", "parallel_workers": 2},
     "stats-echo": ECHO,
     "logged": {"implementation": "tests.runtimes.Failing"},
     "logged-batch": {"implementation": "tests.runtimes.BatchProbe", "max_batch_size": 4},
@@ -235,8 +235,8 @@ def test_custom_metrics_from_a_runtime(gateway):
     assert found["test_input_elements_count"] == {scored: 3}
     assert found["test_input_elements_sum"] == {scored: 10}
     assert found["test_input_elements_bucket"][labels(model="scored", version="", le="2.5")] == 1
-    # logged in load(), outside any request: it came with the worker's READY
-    assert found["test_loads_count"] == {scored: 1}
+    # logged in load(), outside any request, by each of the two worker processes: each came with its READY
+    assert found["test_loads_count"] == {scored: 2}
 
 
 def test_the_metrics_sdk_checks_names_and_values():
