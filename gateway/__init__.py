@@ -1,7 +1,7 @@
 """An Open Inference Protocol (KServe V2) model server.
 
-Custom runtimes subclass `MLModel`; `gateway.types` has the protocol types and
-`gateway.codecs` the codecs.
+Custom runtimes subclass `MLModel`; `gateway.types` has the protocol types,
+`gateway.codecs` the codecs and `gateway.metrics` the runtimes' custom metrics.
 """
 
 from .model import MLModel

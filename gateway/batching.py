@@ -55,7 +55,9 @@ def merge(requests: list[InferRequest]) -> InferRequest:
     else:  # the union, in first-asked order; each caller then gets its own selection
         names = dict.fromkeys(o.name for r in requests for o in r.outputs)
         outputs = [RequestedOutput(name) for name in names]
-    return InferRequest(first.model_name, first.model_version, first.id, inputs, first.parameters, outputs)
+    # every caller's id, so that the worker's log lines of the call name each of them
+    merged_id = ",".join(r.id for r in requests)
+    return InferRequest(first.model_name, first.model_version, merged_id, inputs, first.parameters, outputs)
 
 
 def split(outputs: list[Tensor], requests: list[InferRequest]) -> list[list[Tensor]]:

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from . import logs
 from .settings import ConfigError, ServerSettings
 
 
@@ -24,7 +25,9 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         sys.exit(2)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
+    if not settings.access_log:
+        logs.access_log.setLevel(logging.WARNING)
 
     from .server import run
 

@@ -12,14 +12,14 @@ import itertools
 import uuid
 from typing import Callable, Optional, TypeVar
 
-from . import transport
-from .errors import BadRequest, NotSupported, Unavailable
+from . import logs, observability, transport
+from .errors import BadRequest, NotFound, NotSupported, Unavailable
 from .settings import ServerSettings
 from .supervisor import ModelEntry, Supervisor
 from .tensors import InferRequest, InferResponse
 from .types import MetadataTensor, State
 
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
 
 T = TypeVar("T")
 
@@ -88,10 +88,40 @@ class DataPlane:
             raise NotSupported(f"model {entry.name!r} has no explainer")
         if not request.id:
             request.id = f"{_ID_PREFIX}-{next(_ids)}"
+        logs.REQUEST_ID.set(request.id)
         _check_against_metadata(entry, request)
-        return await entry.pool.submit(
-            kind, request, lambda outputs, parameters: render(InferResponse(entry.name, entry.version, request.id, outputs, parameters))
-        )
+        stats = entry.pool.stats
+        started = stats.request_started()
+        try:
+            result = await entry.pool.submit(
+                kind, request, lambda outputs, parameters: render(InferResponse(entry.name, entry.version, request.id, outputs, parameters))
+            )
+        except BaseException:  # an error, a timeout, or the client gone (cancelled)
+            stats.request_finished(started, ok=False)
+            raise
+        stats.request_finished(started, ok=True)
+        return result
+
+    # --- statistics extension -------------------------------------------
+
+    def model_stats(self, name: str, version: Optional[str] = None) -> observability.ModelStats:
+        """The measurements of the model version a request names; those of model "" for an unknown one
+        (so that clients cannot create label values)."""
+        try:
+            return self.supervisor.get(name, version).pool.stats
+        except NotFound:
+            return observability.model_stats("", None)
+
+    def statistics(self, name: Optional[str] = None, version: Optional[str] = None) -> list[dict]:
+        """The statistics extension: every model version, every version of `name`, or one version."""
+        if version is not None:
+            entries = [self.supervisor.get(name, version)]
+        elif name is not None:
+            self.supervisor.get(name)  # NotFound for an unknown model
+            entries = list(self.supervisor.models[name].values())
+        else:
+            entries = self.supervisor.entries()
+        return [entry.pool.stats.document() for entry in entries]
 
     # --- model repository extension -------------------------------------
 

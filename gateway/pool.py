@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Optional, TypeVar
 
 import zmq
 
-from . import transport
+from . import observability, transport
 from .batching import batch_key, merge, split
 from .errors import GatewayError, Timeout, Unavailable
 from .shm import Arena
@@ -45,6 +46,8 @@ class _Waiting:
     reply: asyncio.Future
     batch_key: Optional[Hashable]  # None: runs alone
     arrived: float
+    # for the queue-time metric: loop.time() is uvloop's per-iteration clock, in whole milliseconds
+    queued: int = field(default_factory=time.perf_counter_ns)
 
 
 @dataclass(eq=False)
@@ -110,9 +113,10 @@ class ModelPool:
     """The queue and the workers of one model version."""
 
     def __init__(
-        self, name: str, router: Router, request_timeout: float, arena_bytes: int, max_batch_size: int = 0, max_batch_time: float = 0.0
+        self, name: str, router: Router, request_timeout: float, arena_bytes: int, max_batch_size: int = 0, max_batch_time: float = 0.0, version: str | None = None
     ):
         self.name = name
+        self.stats = observability.model_stats(name, version)  # told of each call sent and each worker report
         self.request_timeout = request_timeout
         self.arena_bytes = arena_bytes
         self.max_batch_size = max_batch_size
@@ -227,6 +231,7 @@ class ModelPool:
         request = batch[0].request if len(batch) == 1 else merge([w.request for w in batch])
         worker.inflight = (seq, batch)
         worker.busy_since = asyncio.get_running_loop().time()
+        self.stats.dispatched([w.queued for w in batch])
         try:
             self._router.send(worker, transport.request_frames(batch[0].kind, seq, request, worker.in_arena))
         except zmq.ZMQError as exc:
@@ -263,21 +268,25 @@ class ModelPool:
             self._on_reply(worker, frames)
         elif kind == transport.READY:
             worker.ready = True
+            payload = transport.parse_control(frames)
+            self.stats.worker_report(payload["report"])
             if not worker.loaded.done():
-                worker.loaded.set_result(transport.parse_control(frames))
+                worker.loaded.set_result(payload)
             self._make_idle(worker)
         elif kind == transport.FAILED:
             if not worker.loaded.done():
                 worker.loaded.set_exception(RuntimeError(transport.parse_control(frames)["reason"]))
-        # PONG: receiving it was the point (last_seen)
+        elif kind == transport.PONG:  # receiving it was the point (last_seen), and what it reports
+            self.stats.worker_report(transport.parse_control(frames)["report"])
 
     def _on_reply(self, worker: Worker, frames: list[Any]) -> None:
-        seq, result, in_arena = transport.parse_reply(frames, worker.out_arena)
+        seq, result, in_arena, report = transport.parse_reply(frames, worker.out_arena)
         if worker.inflight is None or worker.inflight[0] != seq:
             log.warning("worker %s answered a request it was not given", worker.identity.decode())
             return
         batch = worker.inflight[1]
         worker.inflight = None
+        self.stats.worker_report(report, requests=len(batch))
         if not isinstance(result, GatewayError) and len(batch) > 1:
             try:
                 answers = split(result[0], [w.request for w in batch])

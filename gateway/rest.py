@@ -7,13 +7,16 @@ as `{"error": "..."}` with its status, never as a framework page.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Optional
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
 from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse
 
+from . import logs, observability
 from .dataplane import DataPlane
 from .errors import BadRequest, GatewayError
 from .restbody import (
@@ -43,6 +46,11 @@ def _json_body(request: Request) -> dict:
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
     return body
+
+
+async def metrics_endpoint(request: Request) -> HTTPResponse:
+    """GET /metrics: the Prometheus exposition (on the metrics port, and on the REST port if configured)."""
+    return HTTPResponse(observability.exposition(), content_type=CONTENT_TYPE_LATEST)
 
 
 def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
@@ -116,6 +124,9 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
         parsed = parse_infer_dict(request.body, model, version, declared, settings.max_tensor_bytes)
         return await _send(request, await dataplane.infer(parsed, lambda response: render_infer_response(response, parsed)))
 
+    async def statistics(request: Request, model: Optional[str] = None, version: Optional[str] = None) -> HTTPResponse:
+        return _json({"model_stats": dataplane.statistics(model, version)})
+
     async def repository_index(request: Request) -> HTTPResponse:
         body = _json_body(request)
         ready = body.get("ready", False)
@@ -141,10 +152,28 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     route(infer, "/v2/models/<model>/infer", ("POST",))
     route(explain, "/v2/models/<model>/explain", ("POST",))
     route(infer_dict, "/v2/models/<model>/infer_dict", ("POST",))
+    route(statistics, "/v2/models/<model>/stats", ("GET",))
+    app.add_route(statistics, "/v2/models/stats", methods=("GET",), name="statistics_all")
 
     route(repository_index, "/v2/repository/index", ("POST",), versioned=False)
     route(repository_load, "/v2/repository/models/<model>/load", ("POST",), versioned=False)
     route(repository_unload, "/v2/repository/models/<model>/unload", ("POST",), versioned=False)
+    if settings.metrics_on_http:
+        route(metrics_endpoint, "/metrics", ("GET",), versioned=False)
+
+    # inference routes: counted in the request metrics of their model
+    counted = {f"{app.name}.{handler}{suffix}" for handler in ("infer", "explain", "infer_dict") for suffix in ("", "_version")}
+
+    @app.on_response
+    def answered(request: Request, response: HTTPResponse) -> None:
+        # Sanic stamps perft0 once a request's headers are read, before its body: so the latency
+        # includes receiving the body (a request middleware would run after it), at no extra cost
+        elapsed = int((time.perf_counter() - request.stream.perft0) * 1e9)
+        model, version = request.match_info.get("model"), request.match_info.get("version")
+        if request.route is not None and request.route.name in counted:
+            dataplane.model_stats(model, version).request_done("rest", response.status, elapsed)
+        logs.access("rest", request.method, request.path, response.status, elapsed, model, version)
+        logs.REQUEST_ID.set(None)  # the requests of a keep-alive connection share a task, and so a context
 
     @app.exception(Exception)
     async def on_error(request: Request, exc: Exception) -> HTTPResponse:

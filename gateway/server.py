@@ -1,15 +1,18 @@
 """Wires the gateway together and runs it: one front-door process serving REST
-(Sanic on uvloop), with the model workers in processes of their own."""
+(Sanic on uvloop), gRPC and /metrics on its event loop, with the model workers
+in processes of their own."""
 
 from __future__ import annotations
 
 import logging
+import sys
 
 from sanic import Sanic
 
+from . import observability
 from .dataplane import DataPlane
 from .grpc import server as grpc_server
-from .rest import create_app
+from .rest import create_app, metrics_endpoint
 from .settings import ServerSettings
 from .supervisor import Supervisor
 
@@ -19,6 +22,7 @@ log = logging.getLogger("gateway")
 def build(settings: ServerSettings) -> Sanic:
     supervisor = Supervisor(settings)
     dataplane = DataPlane(settings, supervisor)
+    observability.watch(supervisor)
     app = create_app(dataplane)
 
     @app.before_server_start
@@ -43,14 +47,32 @@ def build(settings: ServerSettings) -> Sanic:
     return app
 
 
+def metrics_app(app: Sanic) -> Sanic:
+    """The metrics port: a second Sanic app served by the same process and loop as `app`."""
+    metrics_only = Sanic(f"{app.name}-metrics", configure_logging=False)
+    metrics_only.add_route(metrics_endpoint, "/metrics", methods=("GET",))
+    metrics_only.ctx.unbound = False
+
+    @app.after_server_start
+    async def check_metrics_port(app: Sanic) -> None:
+        # Sanic only warns when a second app cannot bind its port: stop in order instead (workers too)
+        if metrics_only.state.server_info[0].server is None:
+            log.error("the metrics port could not be bound (see the error above); stopping")
+            metrics_only.ctx.unbound = True
+            app.stop()
+
+    return metrics_only
+
+
 def run(settings: ServerSettings) -> None:
     app = build(settings)
+    options = {"host": settings.host, "single_process": True, "access_log": False, "motd": False, "debug": False}
     log.info("REST on http://%s:%d", settings.host, settings.http_port)
-    app.run(
-        host=settings.host,
-        port=settings.http_port,
-        single_process=True,
-        access_log=False,
-        motd=False,
-        debug=False,
-    )
+    app.prepare(port=settings.http_port, **options)
+    metrics = metrics_app(app) if settings.metrics_port else None
+    if metrics is not None:
+        log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
+        metrics.prepare(port=settings.metrics_port, **options)
+    Sanic.serve_single(app)
+    if metrics is not None and metrics.ctx.unbound:
+        sys.exit(1)

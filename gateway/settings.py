@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .types import MetadataTensor
@@ -36,7 +36,8 @@ class ServerSettings(BaseSettings):
     http_port: int = 8080
     grpc_port: int = 8081
     grpc_max_message_bytes: int = Field(256 * MIB, gt=0, le=2**31 - 1, description="largest gRPC message received or sent (a 64 MiB tensor fits with room to spare); larger ones get RESOURCE_EXHAUSTED")
-    metrics_port: int = 8082
+    metrics_port: int = Field(8082, ge=0, le=65535, description="Prometheus /metrics on a port of its own; 0: none")
+    metrics_on_http: bool = Field(False, description="also serve /metrics on the REST port")
     model_repository: Optional[Path] = Field(None, description="folder searched for model-settings.json; default: the config folder")
     parallel_workers: int = Field(1, ge=1, description="worker processes per model unless its model-settings.json says otherwise")
     worker_blas_threads: int = Field(1, ge=1, description="OMP/OpenBLAS/MKL threads in each worker process")
@@ -50,6 +51,15 @@ class ServerSettings(BaseSettings):
     restart_backoff: float = Field(0.5, ge=0, description="first restart delay after a worker crash; doubles per crash in a row, up to 30 s")
     worker_stop_grace: float = Field(10.0, gt=0, description="seconds a worker may take to unload() before it is killed")
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field("text", description="log lines of the gateway and its workers: text, or one JSON object per line")
+    access_log: bool = Field(True, description="one log line per request (logger gateway.access)")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in logging.getLevelNamesMapping():
+            raise ValueError(f"unknown log level {value!r}; use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value.upper()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

@@ -30,6 +30,10 @@ class Arena:
         """The worker side: map an inherited arena."""
         return cls(os.fstat(fd).st_size, fd=fd)
 
+    def resident_bytes(self) -> int:
+        """Memory the arena holds: the pages written at least once (they stay allocated)."""
+        return os.fstat(self.fd).st_blocks * 512
+
     def close(self) -> None:
         os.close(self.fd)
         try:

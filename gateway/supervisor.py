@@ -108,6 +108,7 @@ class Supervisor:
             self.settings.shm_arena_bytes,
             model_settings.max_batch_size,
             model_settings.max_batch_time,
+            version=model_settings.version,
         )
         entry = ModelEntry(model_settings, pool)
         pool.on_worker_lost = lambda worker, why: self._worker_lost(entry, worker, why)
@@ -171,6 +172,7 @@ class Supervisor:
             "--in-fd", str(worker.in_arena.fd),
             "--out-fd", str(worker.out_arena.fd),
             "--log-level", self.settings.log_level,
+            "--log-format", self.settings.log_format,
             env=env,
             pass_fds=(worker.in_arena.fd, worker.out_arena.fd),
         )
@@ -208,6 +210,7 @@ class Supervisor:
             if not entry.wanted or self._stopping:
                 return
             worker = await self._spawn(entry)
+            entry.pool.stats.worker_restarted()
             try:
                 payload = await asyncio.wait_for(worker.loaded, self.settings.load_timeout)
             except Exception as exc:

@@ -10,6 +10,11 @@ time, so placement is a bump from offset 0. Both sides use only these functions.
 Kinds, gateway -> worker: INFER, EXPLAIN, PING, STOP.
 Kinds, worker -> gateway: READY (loaded; header has metadata), FAILED (load
 failed; header has the reason), REPLY (outputs), ERROR (status and message), PONG.
+
+READY, REPLY, ERROR and PONG headers carry a "report" for the gateway's
+metrics (gateway/observability.py): "times", a reply's [input, infer, output]
+stage times in ns; "register" and "log", the runtime's custom metrics
+(gateway/metrics.py) noted since the worker's previous message.
 """
 
 from __future__ import annotations
@@ -99,24 +104,24 @@ def parse_request(frames: Sequence[Any], arena: Arena | None, model_name: str, m
     return header["seq"], request
 
 
-def reply_frames(seq: int, outputs: list[Tensor], parameters: dict, arena: Arena | None) -> list:
+def reply_frames(seq: int, outputs: list[Tensor], parameters: dict, arena: Arena | None, report: dict) -> list:
     descriptions, frames = _place(outputs, arena)
-    header = {"seq": seq, "parameters": parameters, "outputs": descriptions}
+    header = {"seq": seq, "parameters": parameters, "outputs": descriptions, "report": report}
     return [REPLY, orjson.dumps(header), *frames]
 
 
-def error_frames(seq: int, error: GatewayError) -> list:
-    return [ERROR, orjson.dumps({"seq": seq, "status": error.http_status, "message": error.message})]
+def error_frames(seq: int, error: GatewayError, report: dict) -> list:
+    return [ERROR, orjson.dumps({"seq": seq, "status": error.http_status, "message": error.message, "report": report})]
 
 
-def parse_reply(frames: Sequence[Any], arena: Arena | None) -> tuple[int, tuple[list[Tensor], dict] | GatewayError, bool]:
-    """(seq, (outputs, parameters) or error, whether the outputs view the arena)."""
+def parse_reply(frames: Sequence[Any], arena: Arena | None) -> tuple[int, tuple[list[Tensor], dict] | GatewayError, bool, dict]:
+    """(seq, (outputs, parameters) or error, whether the outputs view the arena, the worker's report)."""
     header = orjson.loads(_buffer(frames[1]))
     if bytes(_buffer(frames[0])) == ERROR:
-        return header["seq"], from_status(header["status"], header["message"]), False
+        return header["seq"], from_status(header["status"], header["message"]), False, header["report"]
     descriptions = header["outputs"]
     in_arena = any("shm" in d for d in descriptions)
-    return header["seq"], (_views(descriptions, frames[2:], arena), header["parameters"]), in_arena
+    return header["seq"], (_views(descriptions, frames[2:], arena), header["parameters"]), in_arena, header["report"]
 
 
 def control_frames(kind: bytes, payload: dict | None = None) -> list:

@@ -4,7 +4,7 @@ import asyncio
 import os
 import time
 
-from gateway import MLModel
+from gateway import MLModel, metrics
 from gateway.types import InferenceRequest, InferenceResponse, ResponseOutput
 
 
@@ -117,3 +117,19 @@ class Summary(MLModel):
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         await asyncio.sleep(0.2)
         return InferenceResponse(model_name=self.name, outputs=[ResponseOutput(name="sum", shape=[1], datatype="FP64", data=[float(payload.inputs[0].data.sum())])])
+
+
+class Scored(MLModel):
+    """Custom metrics: one logged in load() (outside any request), one per request; a negative input fails after logging."""
+
+    async def load(self) -> bool:
+        metrics.register("test_input_elements", "Elements in the request's first input")
+        metrics.log(test_loads=1)
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        data = payload.inputs[0].data
+        metrics.log(test_input_elements=data.size)
+        if data.sum() < 0:
+            raise ValueError("negative input")
+        return InferenceResponse(model_name=self.name, outputs=[ResponseOutput(name="n", shape=[1], datatype="INT64", data=[data.size])])

@@ -274,7 +274,6 @@ def test_failing_model_is_internal_with_its_message(client):
 
 def test_unimplemented_extensions_say_so(client):
     for call, what in (
-        (client.get_inference_statistics, "ModelStatistics"),
         (client.get_system_shared_memory_status, "SystemSharedMemoryStatus"),
         (lambda: client.register_system_shared_memory("r", "/k", 16), "SystemSharedMemoryRegister"),
         (client.unregister_system_shared_memory, "SystemSharedMemoryUnregister"),

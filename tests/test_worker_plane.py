@@ -323,7 +323,8 @@ def test_a_timed_out_request_is_504_and_the_model_recovers(start_gateway, tmp_pa
     assert "did not answer within 0.5 s" in results[0].json()["error"]
     # the worker held the request past the timeout: it is taken for hung and replaced
     gateway.wait_for(lambda: "is hung; killing it" in gateway.log_text())
-    gateway.wait_ready(["sleepy"], timeout=30)
+    # not wait_ready: until the killed worker is reaped the model still reads ready, and a request would fail with it
+    gateway.wait_for(lambda: "model sleepy has a new worker" in gateway.log_text(), timeout=30, what="the replacement worker")
     results.clear()
     sleep_request(gateway, "sleepy", 0.0, results).join()
     assert results[0].status_code == 200

@@ -18,12 +18,13 @@ import inspect
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from gateway import transport
+from gateway import logs, metrics, transport
 from gateway.errors import BadRequest, GatewayError, RuntimeFailure
 from gateway.model import MLModel
 from gateway.settings import ModelSettings
@@ -102,15 +103,21 @@ async def _call(method, payload):
     return await result if inspect.isawaitable(result) else result
 
 
-async def run(runtime: MLModel, kind: bytes, request: InferRequest) -> tuple[list[Tensor], dict]:
+async def run(runtime: MLModel, kind: bytes, request: InferRequest, received: int) -> tuple[list[Tensor], dict, list[int]]:
+    """(outputs, parameters, [input, infer, output] stage times in ns since `received`, for the statistics)."""
     payload = to_inference_request(request)
     if kind == transport.EXPLAIN:
+        inputs_ready = time.perf_counter_ns()
         response = await _call(runtime.explain, payload)
+        inferred = time.perf_counter_ns()
     else:
         payload = await _call(runtime.preprocess, payload)
+        inputs_ready = time.perf_counter_ns()
         response = await _call(runtime.predict, payload)
+        inferred = time.perf_counter_ns()
         response = await _call(runtime.postprocess, response)
-    return select_outputs(response, request.outputs)
+    outputs, parameters = select_outputs(response, request.outputs)
+    return outputs, parameters, [inputs_ready - received, inferred - inputs_ready, time.perf_counter_ns() - inferred]
 
 
 async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_arena: Arena, out_arena: Arena) -> int:
@@ -133,26 +140,30 @@ async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_aren
             socket.send(transport.control_frames(transport.FAILED, {"reason": reason}))
             return 1
         has_explain = type(runtime).explain is not MLModel.explain
-        socket.send(transport.control_frames(transport.READY, {"metadata": metadata, "explain": has_explain}))
+        ready = {"metadata": metadata, "explain": has_explain, "report": metrics.take_report()}
+        socket.send(transport.control_frames(transport.READY, ready))
         log.info("model %s loaded, serving", settings.name)
         while True:
             frames = await socket.recv()
+            received = time.perf_counter_ns()
             kind = frames[0].bytes
             if kind == transport.STOP:
                 break
             if kind == transport.PING:
-                socket.send(transport.control_frames(transport.PONG))
+                socket.send(transport.control_frames(transport.PONG, {"report": metrics.take_report()}))
                 continue
             seq, request = transport.parse_request(frames, in_arena, settings.name, settings.version)
+            logs.REQUEST_ID.set(request.id)  # every line logged until the reply carries it
             try:
-                outputs, parameters = await run(runtime, kind, request)
-                reply = transport.reply_frames(seq, outputs, parameters, out_arena)
+                outputs, parameters, times = await run(runtime, kind, request, received)
+                reply = transport.reply_frames(seq, outputs, parameters, out_arena, {**metrics.take_report(), "times": times})
             except GatewayError as exc:
-                reply = transport.error_frames(seq, exc)
+                reply = transport.error_frames(seq, exc, metrics.take_report())
             except Exception as exc:
-                log.exception("request %s: the runtime raised", request.id)
-                reply = transport.error_frames(seq, RuntimeFailure(f"{type(exc).__name__}: {exc}"))
+                log.exception("the runtime raised")
+                reply = transport.error_frames(seq, RuntimeFailure(f"{type(exc).__name__}: {exc}"), metrics.take_report())
             socket.send(reply)
+            logs.REQUEST_ID.set(None)
         await runtime.unload()
         log.info("model %s unloaded", settings.name)
         return 0
@@ -177,10 +188,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--in-fd", required=True, type=int, help="inherited shared-memory arena the gateway writes inputs to")
     parser.add_argument("--out-fd", required=True, type=int, help="inherited shared-memory arena this worker writes outputs to")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-format", default="text", choices=("text", "json"))
     args = parser.parse_args(argv)
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the gateway, which stops us in order
-    logging.basicConfig(level=args.log_level.upper(), format=f"%(asctime)s %(levelname)s [worker {args.identity}] %(message)s")
+    logs.configure(args.log_level, args.log_format, worker=args.identity)
     settings = ModelSettings.from_file(args.settings)
     import uvloop
 

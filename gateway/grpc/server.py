@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from typing import AsyncIterator
 
 import grpc
 
+from .. import logs
 from ..dataplane import DataPlane
 from ..errors import BadRequest, GatewayError
 from ..settings import ServerSettings
@@ -28,6 +30,8 @@ log = logging.getLogger("gateway.grpc")
 # requests of one ModelStreamInfer stream being answered at once; the stream stops being read beyond that
 STREAM_IN_FLIGHT = 64
 STOP_GRACE_SECONDS = 5.0
+SERVICE_PATH = "/inference.GRPCInferenceService/"
+INFERENCE_RPCS = ("ModelInfer", "ModelStreamInfer")  # counted in the request metrics of their model
 
 
 def _internal(exc: Exception) -> str:
@@ -35,17 +39,23 @@ def _internal(exc: Exception) -> str:
 
 
 def unary(method):
-    """Turn a GatewayError into its status code and message, anything else into INTERNAL."""
+    """Turn a GatewayError into its status code and message, anything else into INTERNAL;
+    then count and log the call (`answered`)."""
 
     @functools.wraps(method)
     async def wrapper(self, request, context: grpc.aio.ServicerContext):
+        started, http_status, code = time.perf_counter_ns(), 200, grpc.StatusCode.OK
         try:
             return await method(self, request, context)
         except GatewayError as exc:
-            await context.abort(getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL), exc.message)
+            http_status, code = exc.http_status, getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
+            await context.abort(code, exc.message)
         except Exception as exc:
+            http_status, code = 500, grpc.StatusCode.INTERNAL
             log.exception("unexpected error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, _internal(exc))
+            await context.abort(code, _internal(exc))
+        finally:
+            self.answered(method.__name__, request, http_status, code, started)
 
     return wrapper
 
@@ -58,6 +68,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, dataplane: DataPlane):
         self.dataplane = dataplane
         self.max_tensor_bytes = dataplane.settings.max_tensor_bytes
+
+    def answered(self, rpc: str, request, http_status: int, code: grpc.StatusCode, started: int) -> None:
+        """Count an inference request in its model's metrics (`http_status`: the REST status of the same
+        outcome) and write the access line. Each call, and each stream message, runs in a task (so a
+        request-id context) of its own."""
+        elapsed = time.perf_counter_ns() - started
+        model = getattr(request, "model_name", "") or getattr(request, "name", "")
+        version = getattr(request, "model_version", "") or getattr(request, "version", "")
+        if rpc in INFERENCE_RPCS:
+            self.dataplane.model_stats(model, version or None).request_done("grpc", http_status, elapsed)
+        logs.access("grpc", rpc, SERVICE_PATH + rpc, code.name, elapsed, model or None, version or None)
 
     # --- health and metadata ------------------------------------------
 
@@ -105,16 +126,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         tasks: set[asyncio.Task] = set()
 
         async def answer(request: pb.ModelInferRequest) -> None:
+            started, http_status, code = time.perf_counter_ns(), 200, grpc.StatusCode.OK
             try:
                 reply = pb.ModelStreamInferResponse(infer_response=await self._infer(request))
             except Exception as exc:
                 if not isinstance(exc, GatewayError):
                     log.exception("unexpected error in ModelStreamInfer")
-                message = exc.message if isinstance(exc, GatewayError) else _internal(exc)
+                    exc = GatewayError(_internal(exc))
+                http_status, code = exc.http_status, getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
                 echo = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version, id=request.id)
-                reply = pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
+                reply = pb.ModelStreamInferResponse(error_message=exc.message, infer_response=echo)
             finally:
                 slots.release()
+            self.answered("ModelStreamInfer", request, http_status, code, started)
             replies.put_nowait(reply)
 
         async def read() -> None:
@@ -158,10 +182,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         await self.dataplane.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
-    # --- not (yet) in the data plane ------------------------------------
+    # --- statistics extension ------------------------------------------
 
+    @unary
     async def ModelStatistics(self, request, context):
-        await _unimplemented(context, "ModelStatistics (the statistics extension)")
+        documents = self.dataplane.statistics(request.name or None, request.version or None)
+        return pb.ModelStatisticsResponse(model_stats=[pb.ModelStatistics(**document) for document in documents])
+
+    # --- not (yet) in the data plane ------------------------------------
 
     async def SystemSharedMemoryStatus(self, request, context):
         await _unimplemented(context, "SystemSharedMemoryStatus (the system shared-memory extension)")

@@ -1,0 +1,108 @@
+"""Per-request cost of a small request: start a gateway from this tree on tests/repository,
+send sequential binary REST echoes of 16 FP32 and print p50/p90 latency and the server's
+CPU time per call (the gateway process and its workers, from /proc).
+
+    python scripts/small_echo_cost.py --calls 10000 [--env GATEWAY_ACCESS_LOG=false]
+
+To compare two commits, run it in a checkout of each, interleaved, several times.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system time of a process and its direct children (the workers)."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    ticks = 0
+    for process in [str(pid), *children]:
+        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def connect(port: int, timeout: float = 60.0) -> http.client.HTTPConnection:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port)
+            connection.request("GET", "/v2/health/ready")
+            response = connection.getresponse()
+            response.read()
+            if response.status == 200:
+                return connection
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("the gateway did not become ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=10000)
+    parser.add_argument("--port", type=int, default=18480, help="REST port; the next two are gRPC and metrics")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the gateway, e.g. GATEWAY_ACCESS_LOG=false")
+    args = parser.parse_args()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_HTTP_PORT": str(args.port),
+        "GATEWAY_GRPC_PORT": str(args.port + 1),
+        "GATEWAY_METRICS_PORT": str(args.port + 2),
+        **dict(item.split("=", 1) for item in args.env),
+    }
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "start", "--config", str(ROOT / "tests" / "repository")],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        connection = connect(args.port)
+        header = json.dumps(
+            {
+                "inputs": [{"name": "x", "datatype": "FP32", "shape": [16], "parameters": {"binary_data_size": 64}}],
+                "outputs": [{"name": "x", "parameters": {"binary_data": True}}],
+            }
+        ).encode()
+        body = header + np.arange(16, dtype=np.float32).tobytes()
+        headers = {HEADER_LENGTH: str(len(header))}
+
+        def call() -> None:
+            connection.request("POST", "/v2/models/echo/infer", body=body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            if response.status != 200:
+                raise SystemExit(f"HTTP {response.status}")
+
+        for _ in range(300):  # warm-up
+            call()
+        cpu_before, timings = cpu_seconds(gateway.pid), []
+        for _ in range(args.calls):
+            started = time.perf_counter()
+            call()
+            timings.append(time.perf_counter() - started)
+        cpu_per_call = (cpu_seconds(gateway.pid) - cpu_before) / args.calls
+    finally:
+        gateway.terminate()
+        gateway.wait()
+    timings.sort()
+    print(
+        f"p50 {statistics.median(timings) * 1e6:.0f} us  p90 {timings[int(0.9 * (len(timings) - 1))] * 1e6:.0f} us"
+        f"  server CPU {cpu_per_call * 1e6:.0f} us/call"
+    )
+
+
+if __name__ == "__main__":
+    main()
