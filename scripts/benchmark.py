@@ -806,11 +806,24 @@ def plot(report: dict[str, Any], path: Path) -> None:
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    colors = {server: f"C{i}" for i, server in enumerate(report["servers"])}
     for ax, name in zip(axes.flat, names):
+        concurrencies = {c for points in series[name].values() for c, _ in points}
+        if len(concurrencies) == 1:
+            # one concurrency only (the 64 MiB cases): bars per server, log scale to show 0.2 next to 8
+            servers = [s for s in report["servers"] if series[name].get(s)]
+            values = [series[name][s][0][1] for s in servers]
+            ax.bar(servers, values, color=[colors[s] for s in servers])
+            ax.set_yscale("log")
+            ax.set_title(f"{name} (concurrency {concurrencies.pop()})")
+            ax.set_ylabel("infer/s (log)")
+            ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+            ax.grid(alpha=0.3, axis="y")
+            continue
         for server in report["servers"]:
             points = sorted(series[name].get(server, []))
             if points:
-                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=server)
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=server, color=colors[server])
         ax.set_title(name)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrency")
@@ -821,7 +834,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.suptitle(f"Throughput against concurrency ({report['started']})")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
