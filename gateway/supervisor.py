@@ -169,6 +169,7 @@ class Supervisor:
             "--settings", str(entry.settings.folder / MODEL_SETTINGS_FILE),
             "--endpoint", self.router.endpoint,
             "--identity", identity,
+            "--parent", str(os.getpid()),
             "--in-fd", str(worker.in_arena.fd),
             "--out-fd", str(worker.out_arena.fd),
             "--log-level", self.settings.log_level,

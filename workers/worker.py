@@ -16,6 +16,7 @@ import ctypes
 import importlib
 import inspect
 import logging
+import os
 import signal
 import sys
 import time
@@ -172,12 +173,17 @@ async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_aren
         context.term()
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM us when the gateway dies, so no worker outlives it."""
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGTERM us when the gateway dies, so no worker outlives it.
+
+    The request covers only deaths after it is made: a gateway that died
+    while this process started has already been replaced as our parent."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+    if os.getppid() != parent:
+        sys.exit(f"the gateway (process {parent}) is gone; not starting")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -187,10 +193,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--identity", required=True, help="this worker's ZeroMQ identity")
     parser.add_argument("--in-fd", required=True, type=int, help="inherited shared-memory arena the gateway writes inputs to")
     parser.add_argument("--out-fd", required=True, type=int, help="inherited shared-memory arena this worker writes outputs to")
+    parser.add_argument("--parent", required=True, type=int, help="the gateway's process id")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-format", default="text", choices=("text", "json"))
     args = parser.parse_args(argv)
-    _die_with_parent()
+    _die_with_parent(args.parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the gateway, which stops us in order
     logs.configure(args.log_level, args.log_format, worker=args.identity)
     settings = ModelSettings.from_file(args.settings)
