@@ -91,8 +91,10 @@ def element_count(shape: Any, where: str) -> int:
 
 
 def check_size(datatype: str, count: int, max_bytes: int, where: str) -> None:
-    """Refuse a declared tensor larger than the limit, before anything is allocated."""
-    itemsize = NUMPY_DTYPES[datatype].itemsize if datatype != "BYTES" else 1
+    """Refuse a declared tensor larger than the limit, before anything is allocated.
+
+    A BYTES element counts as its 4-byte length prefix, the least it takes."""
+    itemsize = _LENGTH.size if datatype == "BYTES" else NUMPY_DTYPES[datatype].itemsize
     if count * itemsize > max_bytes:
         raise BadRequest(
             f"{where}: declared shape holds {count} elements ({count * itemsize} bytes), "
@@ -115,9 +117,12 @@ def pack_bytes(array: np.ndarray) -> bytes:
 
 
 def unpack_bytes(buf: memoryview | bytes, count: int, where: str) -> np.ndarray:
-    out = np.empty(count, dtype=object)
     view = memoryview(buf)
     end = len(view)
+    # each element has a 4-byte length prefix: a declared count the buffer cannot hold is refused unallocated
+    if count * _LENGTH.size > end:
+        raise BadRequest(f"{where}: {end} bytes of BYTES data cannot hold the {count} elements the shape declares (4 bytes each at least)")
+    out = np.empty(count, dtype=object)
     pos = 0
     for i in range(count):
         if pos + 4 > end:

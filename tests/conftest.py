@@ -75,6 +75,13 @@ class Gateway:
                 )
         return self
 
+    def peak_memory(self) -> int:
+        """The front door's peak resident memory in bytes (VmHWM): whether a request made it allocate."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmHWM in /proc/<pid>/status")
+
     def stop(self, timeout: float = 30.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

@@ -265,6 +265,35 @@ def test_bad_requests_are_invalid_argument(stub, build, message):
     assert message in caught.value.details()
 
 
+def test_huge_declared_shapes_are_invalid_argument_before_allocating(stub, gateway):
+    """Shapes over max_tensor_bytes (a BYTES element counts its 4-byte length prefix), or that their data
+    cannot fill, are refused before anything is allocated for them: the front door's peak memory does not move."""
+    peak = gateway.peak_memory()
+    tiny = b"\x01\x00\x00\x00a"  # one BYTES element, "a"
+    cases = [
+        ("FP32", [2**40, 2**40], b"", "(4835703278458516698824704 bytes), over the limit"),
+        ("BYTES", [10**9], tiny, "holds 1000000000 elements (4000000000 bytes), over the limit"),
+        ("BYTES", [10**8], tiny, "holds 100000000 elements (400000000 bytes), over the limit"),
+        ("BYTES", [5 * 10**7], tiny, "5 bytes of BYTES data cannot hold the 50000000 elements"),
+        ("BYTES", [5 * 10**7], None, "data holds 1 elements, shape [50000000] needs 50000000"),  # typed contents
+    ]
+    for datatype, shape, raw, message in cases:
+        request = pb.ModelInferRequest(model_name="echo")
+        tensor = request.inputs.add(name="x", datatype=datatype, shape=shape)
+        if raw is None:
+            tensor.contents.bytes_contents.append(b"a")
+        else:
+            request.raw_input_contents.append(raw)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(request)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert message in caught.value.details()
+    assert gateway.peak_memory() - peak < 50 * MIB
+    request = pb.ModelInferRequest(model_name="echo")
+    request.inputs.add(name="x", datatype="BYTES", shape=[1]).contents.bytes_contents.append(b"still here")
+    assert decode(stub.ModelInfer(request), 0).tolist() == [b"still here"]
+
+
 def test_failing_model_is_internal_with_its_message(client):
     with pytest.raises(InferenceServerException) as caught:
         client.infer("failing", [fp32_input("x", np.zeros((1, 1), np.float32))])

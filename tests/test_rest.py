@@ -275,7 +275,8 @@ def test_malformed_json_gets_400(gateway):
         (None, {"inputs": [{"name": "x", "datatype": "FP32", "shape": [4], "parameters": {"binary_data_size": 8}}]}, [b"\0" * 8], "needs 16"),
         (None, {"inputs": [{"name": "x", "datatype": "INT8", "shape": [2], "parameters": {"binary_data_size": 2}}]}, [b"\0" * 5], "no input claims"),
         (None, {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 6}}]}, [struct.pack("<I", 50) + b"ab"], "overruns"),
-        (None, {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": 6}}]}, [struct.pack("<I", 2) + b"ab"], "holds 1 elements"),
+        (None, {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": 8}}]}, [struct.pack("<I", 4) + b"abcd"], "holds 1 elements"),
+        (None, {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [3], "parameters": {"binary_data_size": 6}}]}, [struct.pack("<I", 2) + b"ab"], "6 bytes of BYTES data cannot hold the 3 elements"),
         ("99999", {"inputs": []}, [], "body has"),
         ("abc", {"inputs": []}, [], "must be an integer"),
     ],
@@ -287,6 +288,29 @@ def test_bad_binary_requests_get_400(gateway, header_length, header, chunks, mes
     response = post(gateway, "/v2/models/echo/infer", data=body, headers=headers)
     assert response.status_code == 400, response.text
     assert message in response.json()["error"]
+
+
+def test_huge_declared_bytes_shape_is_refused_before_allocating(gateway):
+    """A BYTES element takes at least its 4-byte length prefix: a shape its data cannot fill is refused
+    before anything is allocated for it (the front door's peak memory does not move)."""
+    peak = gateway.peak_memory()
+    tiny = struct.pack("<I", 1) + b"a"
+    for shape, message in [
+        ([10**9], "holds 1000000000 elements (4000000000 bytes), over the limit"),
+        ([10**8], "holds 100000000 elements (400000000 bytes), over the limit"),  # 4 bytes each count against max_tensor_bytes
+        ([5 * 10**7], "5 bytes of BYTES data cannot hold the 50000000 elements"),  # under the limit: the data is too short
+    ]:
+        header = {"inputs": [{"name": "s", "datatype": "BYTES", "shape": shape, "parameters": {"binary_data_size": len(tiny)}}]}
+        body, headers = binary_body(header, tiny)
+        response = post(gateway, "/v2/models/echo/infer", data=body, headers=headers)
+        assert response.status_code == 400, response.text
+        assert message in response.json()["error"]
+    response = infer_json(gateway, "echo", {"inputs": [echo_input("s", "BYTES", [5 * 10**7], ["a"])]})
+    assert response.status_code == 400
+    assert response.json()["error"] == "input 's': data holds 1 elements, shape [50000000] needs 50000000"
+    assert gateway.peak_memory() - peak < 50 * 2**20
+    ok = infer_json(gateway, "echo", {"inputs": [echo_input("s", "BYTES", [1], ["still here"])]})
+    assert ok.status_code == 200 and ok.json()["outputs"][0]["data"] == ["still here"]
 
 
 def test_inputs_are_checked_against_declared_metadata(gateway):
