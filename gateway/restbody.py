@@ -23,6 +23,7 @@ from .tensors import (
     array_from_json,
     array_from_raw,
     check_datatype,
+    check_parameters,
     check_size,
     element_count,
     json_data,
@@ -44,12 +45,13 @@ def _load_json(body: bytes | memoryview) -> dict:
     return document
 
 
-def _dict(value: Any, what: str) -> dict:
+def _parameters(value: Any, where: str) -> dict:
+    """A parameters object (absent: empty), its values checked."""
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise BadRequest(f"{what} must be a JSON object")
-    return value
+        raise BadRequest(f"parameters of {where} must be a JSON object")
+    return check_parameters(value, where)
 
 
 def _request_id(document: dict) -> str:
@@ -71,7 +73,7 @@ def _requested_outputs(document: dict) -> Optional[list[RequestedOutput]]:
     for item in outputs:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise BadRequest("each requested output needs a name")
-        requested.append(RequestedOutput(item["name"], _dict(item.get("parameters"), f"parameters of output {item['name']!r}")))
+        requested.append(RequestedOutput(item["name"], _parameters(item.get("parameters"), f"output {item['name']!r}")))
     return requested
 
 
@@ -82,7 +84,7 @@ def _request(document: dict, model_name: str, model_version: Optional[str], tens
         model_version=model_version,
         id=_request_id(document),
         inputs=tensors,
-        parameters=_dict(document.get("parameters"), "parameters"),
+        parameters=_parameters(document.get("parameters"), "the request"),
         outputs=_requested_outputs(document),
     )
 
@@ -116,12 +118,12 @@ def parse_infer_request(
         shape = item.get("shape")
         count = element_count(shape, where)
         check_size(datatype, count, max_tensor_bytes, where)
-        parameters = dict(_dict(item.get("parameters"), f"parameters of {where}"))
+        parameters = _parameters(item.get("parameters"), where)
         size = parameters.pop("binary_data_size", None)
         if size is not None:
             if "data" in item:
                 raise BadRequest(f"{where} has both data and binary_data_size")
-            if type(size) is not int or size < 0:
+            if size < 0:
                 raise BadRequest(f"{where}: binary_data_size must be a non-negative integer")
             if offset + size > len(binary):
                 raise BadRequest(

@@ -102,6 +102,31 @@ def check_size(datatype: str, count: int, max_bytes: int, where: str) -> None:
         )
 
 
+# Parameters with a meaning, and the type that meaning needs: the binary tensor extension's, and the
+# fields of gateway.types.Parameters, which the worker builds from every parameters map.
+_PARAMETER_TYPES = {"content_type": str, "binary_data": bool, "binary_data_output": bool, "binary_data_size": int}
+_TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer"}
+
+
+def check_parameters(parameters: dict, where: str) -> dict:
+    """Parameter values are strings, numbers or booleans (V2), and a known key has its own type.
+
+    A null value counts as absent (pydantic-based clients write unset fields as null)."""
+    checked = {}
+    for key, value in parameters.items():
+        if value is None:
+            continue
+        if key == "headers":  # gateway.types.Parameters.headers: a server's record of HTTP headers, never a scalar
+            raise BadRequest(f"parameter 'headers' of {where} is reserved and cannot be sent")
+        if type(value) not in (str, int, float, bool):
+            raise BadRequest(f"parameter {key!r} of {where} must be a string, number or boolean, got {value!r}")
+        expected = _PARAMETER_TYPES.get(key)
+        if expected is not None and type(value) is not expected:
+            raise BadRequest(f"parameter {key!r} of {where} must be {_TYPE_NAMES[expected]}, got {value!r}")
+        checked[key] = value
+    return checked
+
+
 # --- BYTES on the wire: each element is a 4-byte little-endian length, then its bytes.
 
 def pack_bytes(array: np.ndarray) -> bytes:

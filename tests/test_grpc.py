@@ -254,6 +254,16 @@ def test_bad_shape_is_invalid_argument(client, stub):
         (lambda r: (r.inputs.add(name="x", datatype="UINT8", shape=[1]), r.inputs.add(name="x", datatype="UINT8", shape=[1]),
                     r.raw_input_contents.extend([b"\x01", b"\x02"])), "unique"),
         (lambda r: None, "inputs"),
+        # known parameters of another type
+        (lambda r: (r.inputs.add(name="x", datatype="UINT8", shape=[1]).contents.uint_contents.append(1),
+                    r.parameters["content_type"].CopyFrom(pb.InferParameter(int64_param=5))),
+         "parameter 'content_type' of the request must be a string, got 5"),
+        (lambda r: r.inputs.add(name="x", datatype="UINT8", shape=[1],
+                                parameters={"content_type": pb.InferParameter(bool_param=True)}).contents.uint_contents.append(1),
+         "parameter 'content_type' of input 'x' must be a string, got True"),
+        (lambda r: (r.inputs.add(name="x", datatype="UINT8", shape=[1]).contents.uint_contents.append(1),
+                    r.outputs.add(name="x", parameters={"binary_data": pb.InferParameter(string_param="yes")})),
+         "parameter 'binary_data' of output 'x' must be true or false, got 'yes'"),
     ],
 )  # fmt: skip
 def test_bad_requests_are_invalid_argument(stub, build, message):

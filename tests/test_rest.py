@@ -253,12 +253,38 @@ def test_raw_binary_request_of_a_single_input_model(gateway):
         ({"inputs": [echo_input("x", "INT8", [1], [1]), echo_input("x", "INT8", [1], [1])]}, "unique"),
         ({"inputs": [echo_input("x", "FP32", [2**40, 2**40], [1])]}, "over the limit"),
         ({"id": 5, "inputs": [echo_input("x", "INT8", [1], [1])]}, "id must be a string"),
+        # parameters: strings, numbers or booleans; the known ones of their own type
+        ({"parameters": {"content_type": 5}, "inputs": [echo_input("x", "INT8", [1], [1])]},
+         "parameter 'content_type' of the request must be a string, got 5"),
+        ({"inputs": [echo_input("x", "INT8", [1], [1], parameters={"content_type": 5})]},
+         "parameter 'content_type' of input 'x' must be a string, got 5"),
+        ({"inputs": [echo_input("x", "INT8", [1], [1])], "outputs": [{"name": "x", "parameters": {"binary_data": "yes"}}]},
+         "parameter 'binary_data' of output 'x' must be true or false, got 'yes'"),
+        ({"parameters": {"binary_data_output": 1}, "inputs": [echo_input("x", "INT8", [1], [1])]},
+         "parameter 'binary_data_output' of the request must be true or false, got 1"),
+        ({"inputs": [{"name": "x", "datatype": "INT8", "shape": [1], "parameters": {"binary_data_size": "1"}}]},
+         "parameter 'binary_data_size' of input 'x' must be an integer, got '1'"),
+        ({"parameters": {"tags": ["a"]}, "inputs": [echo_input("x", "INT8", [1], [1])]},
+         "parameter 'tags' of the request must be a string, number or boolean, got ['a']"),
+        ({"inputs": [echo_input("x", "INT8", [1], [1], parameters={"extra": {"a": 1}})]},
+         "parameter 'extra' of input 'x' must be a string, number or boolean"),
+        ({"parameters": {"headers": "x"}, "inputs": [echo_input("x", "INT8", [1], [1])]},
+         "parameter 'headers' of the request is reserved"),
+        ({"parameters": [1], "inputs": [echo_input("x", "INT8", [1], [1])]}, "parameters of the request must be a JSON object"),
     ],
-)
+)  # fmt: skip
 def test_bad_json_requests_get_400(gateway, body, message):
     response = infer_json(gateway, "echo", body)
     assert response.status_code == 400, response.text
     assert message in response.json()["error"]
+
+
+def test_parameters_reach_the_runtime_and_null_is_absent(gateway):
+    parameters = {"content_type": "np", "note": "x", "n": -2, "f": 0.5, "flag": True, "unset": None}
+    response = infer_json(gateway, "echo", {"inputs": [echo_input("x", "INT8", [1], [1], parameters=parameters)]})
+    assert response.status_code == 200, response.text
+    # the echo model returns each input's parameters on its output
+    assert response.json()["outputs"][0]["parameters"] == {"content_type": "np", "note": "x", "n": -2, "f": 0.5, "flag": True}
 
 
 def test_malformed_json_gets_400(gateway):

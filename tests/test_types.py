@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from gateway.errors import BadRequest
+from gateway.tensors import InferRequest, RequestedOutput, Tensor
 from gateway.types import (
     Datatype,
     InferenceRequest,
@@ -14,6 +16,7 @@ from gateway.types import (
     RequestInput,
     State,
 )
+from workers.worker import to_inference_request
 
 REQUEST = {
     "id": "r1",
@@ -92,3 +95,13 @@ def test_metadata_and_repository_types():
     assert index.root[0].reason == ""
     with pytest.raises(ValidationError):
         RepositoryIndexResponse.model_validate([{"name": "m", "state": "SLEEPING"}])
+
+
+def test_the_worker_turns_parameters_pydantic_refuses_into_a_400():
+    # the front doors refuse these first; the worker's own check is the backstop
+    tensor = Tensor("x", "INT8", [1], np.zeros(1, np.int8), {"content_type": 5})
+    with pytest.raises(BadRequest, match=r"^invalid parameters: content_type: Input should be a valid string$"):
+        to_inference_request(InferRequest("m", None, "r", [tensor]))
+    outputs = [RequestedOutput("y", {"headers": "h"})]
+    with pytest.raises(BadRequest, match=r"^invalid parameters: headers: Input should be a valid dictionary$"):
+        to_inference_request(InferRequest("m", None, "r", [Tensor("x", "INT8", [1], np.zeros(1, np.int8))], outputs=outputs))

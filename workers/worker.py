@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from pydantic import ValidationError
 
 from gateway import logs, metrics, transport
 from gateway.errors import BadRequest, GatewayError, RuntimeFailure
@@ -54,21 +55,33 @@ def to_inference_request(request: InferRequest) -> InferenceRequest:
     """The SDK's request type around numpy views of the tensors (no copy, no validation pass)."""
     return InferenceRequest.model_construct(
         id=request.id,
-        parameters=Parameters(**request.parameters) if request.parameters else None,
+        parameters=_sdk_parameters(request.parameters),
         inputs=[
             RequestInput.model_construct(
                 name=t.name,
                 shape=t.shape,
                 datatype=Datatype(t.datatype),
-                parameters=Parameters(**t.parameters) if t.parameters else None,
+                parameters=_sdk_parameters(t.parameters),
                 data=t.data,
             )
             for t in request.inputs
         ],
         outputs=None
         if request.outputs is None
-        else [RequestOutput.model_construct(name=o.name, parameters=Parameters(**o.parameters) if o.parameters else None) for o in request.outputs],
+        else [RequestOutput.model_construct(name=o.name, parameters=_sdk_parameters(o.parameters)) for o in request.outputs],
     )
+
+
+def _sdk_parameters(parameters: dict) -> Parameters | None:
+    """The one part of the request pydantic validates. The front doors check parameters first,
+    so a refusal here is still the request's fault: a 400, not a runtime error."""
+    if not parameters:
+        return None
+    try:
+        return Parameters(**parameters)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise BadRequest(f"invalid parameters: {problems}") from None
 
 
 def _parameters(parameters: Parameters | dict | None) -> dict:

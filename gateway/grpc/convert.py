@@ -24,6 +24,7 @@ from ..tensors import (
     array_from_json,
     array_from_raw,
     check_datatype,
+    check_parameters,
     check_size,
     element_count,
     raw_bytes,
@@ -89,6 +90,10 @@ def parameters_to_pb(target, parameters: dict[str, Any]) -> None:
 # --- requests
 
 
+def _checked_parameters(parameters, where: str) -> dict[str, Any]:
+    return check_parameters(parameters_from_pb(parameters), where)
+
+
 def parse_infer_request(message: pb.ModelInferRequest, max_tensor_bytes: int) -> InferRequest:
     if not message.model_name:
         raise BadRequest("model_name is required")
@@ -113,16 +118,16 @@ def parse_infer_request(message: pb.ModelInferRequest, max_tensor_bytes: int) ->
             data = array_from_raw(datatype, shape, raw[i], where)
         else:
             data = _from_contents(item, datatype, shape, where)
-        tensors.append(Tensor(item.name, datatype, shape, data, parameters_from_pb(item.parameters)))
+        tensors.append(Tensor(item.name, datatype, shape, data, _checked_parameters(item.parameters, where)))
     if len({t.name for t in tensors}) != len(tensors):
         raise BadRequest("input names must be unique")
-    outputs = [RequestedOutput(o.name, parameters_from_pb(o.parameters)) for o in message.outputs]
+    outputs = [RequestedOutput(o.name, _checked_parameters(o.parameters, f"output {o.name!r}")) for o in message.outputs]
     return InferRequest(
         model_name=message.model_name,
         model_version=message.model_version or None,
         id=message.id,
         inputs=tensors,
-        parameters=parameters_from_pb(message.parameters),
+        parameters=_checked_parameters(message.parameters, "the request"),
         outputs=outputs or None,
     )
 
