@@ -239,9 +239,18 @@ def _convert(parsed: np.ndarray, datatype: str, where: str) -> np.ndarray:
             return parsed.astype(target)
         raise BadRequest(f"{where}: BOOL data must be true/false")
     if target.kind == "f":
-        if kind in "iuf":
-            return parsed.astype(target)
-        raise BadRequest(f"{where}: {datatype} data must be numbers")
+        if kind not in "iuf":
+            raise BadRequest(f"{where}: {datatype} data must be numbers")
+        with np.errstate(over="ignore"):
+            converted = parsed.astype(target)
+        # a number beyond the type's range would silently become infinity
+        overflow = np.isinf(converted) & np.isfinite(parsed)
+        if overflow.any():
+            raise BadRequest(
+                f"{where}: {datatype} data out of range: {parsed[overflow][0]} would become infinity "
+                f"(the largest {datatype} is {np.finfo(target).max})"
+            )
+        return converted
     # integer targets
     if kind not in "iu":
         what = "fractional numbers" if kind == "f" else "non-integers"
@@ -253,17 +262,21 @@ def _convert(parsed: np.ndarray, datatype: str, where: str) -> np.ndarray:
 
 
 def json_data(tensor: Tensor) -> Any:
-    """Tensor contents for a JSON body: a flat list (or flat array orjson writes)."""
+    """Tensor contents for a JSON body: a flat list (or flat array orjson writes).
+
+    What JSON cannot carry (bytes that are not UTF-8, NaN, infinities) is refused, never
+    changed: the client asked for a form that cannot hold the output, and binary can."""
+    binary_please = "request it as binary data (output parameter binary_data: true)"
     if tensor.datatype == "BYTES":
         flat = tensor.data.ravel().tolist()
         try:
             return [item.decode() if isinstance(item, (bytes, bytearray)) else str(item) for item in flat]
         except UnicodeDecodeError:
-            raise RuntimeFailure(
-                f"output {tensor.name!r} holds bytes that are not UTF-8 and cannot be written as JSON; "
-                "request it with binary_data"
-            ) from None
-    return np.ascontiguousarray(tensor.data).ravel()
+            raise BadRequest(f"output {tensor.name!r} holds bytes that are not UTF-8, which JSON cannot carry; {binary_please}") from None
+    flat = np.ascontiguousarray(tensor.data).ravel()
+    if flat.dtype.kind == "f" and not np.isfinite(flat).all():
+        raise BadRequest(f"output {tensor.name!r} holds NaN or infinity, which JSON cannot carry; {binary_please}")
+    return flat
 
 
 def array_from_output(name: str, datatype: str, shape: list[int], data: Any) -> np.ndarray:

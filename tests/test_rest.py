@@ -244,6 +244,9 @@ def test_raw_binary_request_of_a_single_input_model(gateway):
         ({"inputs": [echo_input("x", "BF16", [1], [1])]}, "BF16 is not supported"),
         ({"inputs": [echo_input("x", "INT32", [1], [1.5])]}, "must be integers"),
         ({"inputs": [echo_input("x", "UINT8", [1], [256])]}, "out of range"),
+        ({"inputs": [echo_input("x", "FP16", [2], [1, 1e6])]},
+         "input 'x': FP16 data out of range: 1000000.0 would become infinity (the largest FP16 is 65504.0)"),
+        ({"inputs": [echo_input("x", "FP32", [1], [-1e39])]}, "FP32 data out of range: -1e+39 would become infinity"),
         ({"inputs": [echo_input("x", "FP32", [-1], [])]}, "non-negative"),
         ({"inputs": [echo_input("x", "FP32", "3", [1, 2, 3])]}, "shape must be a list"),
         ({"inputs": [echo_input("x", "FP32", [2], [[1], [2, 3]])]}, "ragged"),
@@ -337,6 +340,30 @@ def test_huge_declared_bytes_shape_is_refused_before_allocating(gateway):
     assert gateway.peak_memory() - peak < 50 * 2**20
     ok = infer_json(gateway, "echo", {"inputs": [echo_input("s", "BYTES", [1], ["still here"])]})
     assert ok.status_code == 200 and ok.json()["outputs"][0]["data"] == ["still here"]
+
+
+@pytest.mark.parametrize(
+    "datatype, array, what",
+    [
+        ("FP32", np.array([1, np.nan], np.float32), "NaN or infinity"),
+        ("FP16", np.array([-np.inf], np.float16), "NaN or infinity"),
+        ("BYTES", np.array([b"ok", b"\xff\xfe"], dtype=object), "bytes that are not UTF-8"),
+    ],
+)
+def test_outputs_json_cannot_carry_are_400_and_travel_as_binary(client, datatype, array, what):
+    tensor = httpclient.InferInput("x", list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("echo", [tensor], outputs=[httpclient.InferRequestedOutput("x", binary_data=False)])
+    assert caught.value.status() == "400"
+    assert caught.value.message() == (
+        f"output 'x' holds {what}, which JSON cannot carry; request it as binary data (output parameter binary_data: true)"
+    )
+    result = client.infer("echo", [tensor], outputs=[httpclient.InferRequestedOutput("x", binary_data=True)])
+    if datatype == "BYTES":
+        assert result.as_numpy("x").tolist() == array.tolist()
+    else:
+        assert result.as_numpy("x").tobytes() == array.tobytes()
 
 
 def test_inputs_are_checked_against_declared_metadata(gateway):
