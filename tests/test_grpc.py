@@ -208,11 +208,24 @@ def test_parameter_conversion():
 # --- errors ------------------------------------------------------------------------------
 
 
-def test_unknown_model_infer_is_not_found(client):
+def test_unknown_model_infer_is_not_found(client, stub):
     with pytest.raises(InferenceServerException) as caught:
         client.infer("no-such-model", [fp32_input("x", np.zeros((1, 1), np.float32))])
     assert caught.value.status() == "StatusCode.NOT_FOUND"
     assert caught.value.message() == "model 'no-such-model' not found"
+    # the model is looked up before the inputs, as over REST: a malformed input does not hide it
+    for model, version, message in [
+        ("no-such-model", "", "model 'no-such-model' not found"),
+        ("versioned", "9", "model 'versioned' has no version '9'; it has ['1', '2']"),
+    ]:
+        request = pb.ModelInferRequest(model_name=model, model_version=version)
+        request.inputs.add(name="x", datatype="FP33", shape=[-1])
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(request)
+        assert (caught.value.code(), caught.value.details()) == (grpc.StatusCode.NOT_FOUND, message)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(pb.ModelInferRequest(inputs=[pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP33")]))
+    assert (caught.value.code(), caught.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "model_name is required")
 
 
 def test_bad_shape_is_invalid_argument(client, stub):

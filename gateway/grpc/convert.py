@@ -95,8 +95,6 @@ def _checked_parameters(parameters, where: str) -> dict[str, Any]:
 
 
 def parse_infer_request(message: pb.ModelInferRequest, max_tensor_bytes: int) -> InferRequest:
-    if not message.model_name:
-        raise BadRequest("model_name is required")
     if not message.inputs:
         raise BadRequest("inputs must be a non-empty list")
     raw = message.raw_input_contents

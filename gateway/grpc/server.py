@@ -112,6 +112,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # --- inference ----------------------------------------------------
 
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        if not request.model_name:
+            raise BadRequest("model_name is required")
+        # an unknown model or version is NOT_FOUND whatever its inputs, as over REST
+        self.dataplane.check_model_exists(request.model_name, request.model_version or None)
         parsed = convert.parse_infer_request(request, self.max_tensor_bytes)
         return await self.dataplane.infer(parsed, convert.render_infer_response)
 
