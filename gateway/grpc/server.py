@@ -50,6 +50,11 @@ def unary(method):
         except GatewayError as exc:
             http_status, code = exc.http_status, getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
             await context.abort(code, exc.message)
+        except asyncio.CancelledError:
+            # the client cancelled or its deadline passed: unanswered, and the client's doing
+            # (499: "client closed request", a 4xx for the metrics), not a success
+            http_status, code = 499, grpc.StatusCode.CANCELLED
+            raise
         except Exception as exc:
             http_status, code = 500, grpc.StatusCode.INTERNAL
             log.exception("unexpected error in %s", method.__name__)
