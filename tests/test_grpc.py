@@ -493,6 +493,10 @@ def test_repository_index_unload_and_load(client):
 
     client.unload_model("failing")
     assert client.is_model_ready("failing") is False
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("failing", [fp32_input("x", np.zeros((1, 1), np.float32))])
+    assert caught.value.status() == "StatusCode.UNAVAILABLE"
+    assert caught.value.message() == "model 'failing' is not ready (UNAVAILABLE: unloaded)"
     ready = [m["name"] for m in client.get_model_repository_index(as_json=True)["models"] if m.get("state") == "READY"]
     assert "failing" not in ready and "echo" in ready
     with pytest.raises(InferenceServerException) as caught:
