@@ -22,6 +22,7 @@ from .errors import BadRequest, GatewayError
 from .restbody import (
     HEADER_LENGTH,
     RenderedResponse,
+    parse_header_length,
     parse_infer_dict,
     parse_infer_request,
     parse_raw_request,
@@ -91,8 +92,9 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
 
     def _parse(request: Request, model: str, version: Optional[str]):
         dataplane.check_model_exists(model, version)
-        header_length = request.headers.get(HEADER_LENGTH)
-        if header_length is not None and header_length.strip() == "0":
+        value = request.headers.get(HEADER_LENGTH)
+        header_length = None if value is None else parse_header_length(value)
+        if header_length == 0:
             declared = dataplane.declared_inputs(model, version)
             return parse_raw_request(request.body, model, version, declared, settings.max_tensor_bytes)
         return parse_infer_request(request.body, header_length, model, version, settings.max_tensor_bytes)

@@ -89,9 +89,16 @@ def _request(document: dict, model_name: str, model_version: Optional[str], tens
     )
 
 
+def parse_header_length(value: str) -> int:
+    """Inference-Header-Content-Length: plain decimal digits only (int() would take "+5", "1_0" and "5 " too)."""
+    if not (value.isascii() and value.isdigit()):
+        raise BadRequest(f"{HEADER_LENGTH} must be a non-negative decimal integer, got {value!r}")
+    return int(value)
+
+
 def parse_infer_request(
     body: bytes,
-    header_length: Optional[str],
+    header_length: Optional[int],
     model_name: str,
     model_version: Optional[str],
     max_tensor_bytes: int,
@@ -100,9 +107,10 @@ def parse_infer_request(
     if header_length is None:
         document, binary = _load_json(body), memoryview(b"")
     else:
-        length = _header_length(header_length, len(body))
+        if header_length > len(body):
+            raise BadRequest(f"{HEADER_LENGTH} is {header_length}, but the body has {len(body)} bytes")
         view = memoryview(body)
-        document, binary = _load_json(view[:length]), view[length:]
+        document, binary = _load_json(view[:header_length]), view[header_length:]
 
     inputs = document.get("inputs")
     if not isinstance(inputs, list) or not inputs:
@@ -143,16 +151,6 @@ def parse_infer_request(
         raise BadRequest("input names must be unique")
 
     return _request(document, model_name, model_version, tensors)
-
-
-def _header_length(value: str, body_length: int) -> int:
-    try:
-        length = int(value)
-    except ValueError:
-        raise BadRequest(f"{HEADER_LENGTH} must be an integer, got {value!r}") from None
-    if length < 0 or length > body_length:
-        raise BadRequest(f"{HEADER_LENGTH} is {length}, but the body has {body_length} bytes")
-    return length
 
 
 def parse_raw_request(

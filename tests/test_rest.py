@@ -307,7 +307,7 @@ def test_malformed_json_gets_400(gateway):
         (None, {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": 8}}]}, [struct.pack("<I", 4) + b"abcd"], "holds 1 elements"),
         (None, {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [3], "parameters": {"binary_data_size": 6}}]}, [struct.pack("<I", 2) + b"ab"], "6 bytes of BYTES data cannot hold the 3 elements"),
         ("99999", {"inputs": []}, [], "body has"),
-        ("abc", {"inputs": []}, [], "must be an integer"),
+        ("abc", {"inputs": []}, [], "must be a non-negative decimal integer, got 'abc'"),
     ],
 )
 def test_bad_binary_requests_get_400(gateway, header_length, header, chunks, message):
@@ -364,6 +364,17 @@ def test_outputs_json_cannot_carry_are_400_and_travel_as_binary(client, datatype
         assert result.as_numpy("x").tolist() == array.tolist()
     else:
         assert result.as_numpy("x").tobytes() == array.tobytes()
+
+
+def test_header_length_is_plain_decimal_digits(gateway):
+    body, headers = binary_body({"inputs": [echo_input("x", "INT8", [1], [1])]})
+    length = headers["Inference-Header-Content-Length"]
+    assert post(gateway, "/v2/models/echo/infer", data=body, headers=headers).status_code == 200
+    # each of these is a number to Python's int(), and "0 " used to be taken for a raw request
+    for value in (f"+{length}", f"{length[0]}_{length[1:]}", f"{length} ", "-0", "0 "):
+        response = post(gateway, "/v2/models/echo/infer", data=body, headers={"Inference-Header-Content-Length": value})
+        assert response.status_code == 400, value
+        assert response.json()["error"] == f"Inference-Header-Content-Length must be a non-negative decimal integer, got {value!r}"
 
 
 def test_inputs_are_checked_against_declared_metadata(gateway):
