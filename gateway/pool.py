@@ -105,6 +105,7 @@ class Router:
 
     async def close(self) -> None:
         self._reader.cancel()
+        await asyncio.wait([self._reader])  # gone before the loop closes
         self._socket.close()
         self._context.term()
 

@@ -87,6 +87,7 @@ class Supervisor:
         self._runtime_dir = ""
         self._stopping = False
         self._heartbeat: Optional[asyncio.Task] = None
+        self._tasks: set[asyncio.Task] = set()
 
     # --- start, lookup, state ---------------------------------------------
 
@@ -97,8 +98,15 @@ class Supervisor:
         for model_settings in find_model_settings(self.settings.model_repository):
             self._add(model_settings)
         log.info("loading %d model(s) from %s", len(self.entries()), self.settings.model_repository)
-        self._heartbeat = asyncio.get_running_loop().create_task(self._watch_heartbeats())
+        self._heartbeat = self._background(self._watch_heartbeats())
         await asyncio.gather(*(self._start_loading(entry) for entry in self.entries()), return_exceptions=True)
+
+    def _background(self, coroutine) -> asyncio.Task:
+        """A task that stop() cancels and waits for, so that none is left pending when the loop closes."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def _add(self, model_settings: ModelSettings) -> ModelEntry:
         pool = ModelPool(
@@ -178,7 +186,7 @@ class Supervisor:
             pass_fds=(worker.in_arena.fd, worker.out_arena.fd),
         )
         self._processes[worker] = process
-        asyncio.get_running_loop().create_task(self._watch(entry, worker, process))
+        self._background(self._watch(entry, worker, process))
         return worker
 
     # --- crashes, hangs, restarts ------------------------------------------
@@ -328,6 +336,9 @@ class Supervisor:
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+        for task in self._tasks:  # watchers of exited workers, restarts waiting out their back-off
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.router is not None:
             await self.router.close()
         shutil.rmtree(self._runtime_dir, ignore_errors=True)

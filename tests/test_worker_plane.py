@@ -91,6 +91,8 @@ def sleep_request(gateway, model: str, seconds: float, results: list) -> threadi
         response = requests.post(
             f"{gateway.url}/v2/models/{model}/infer",
             json={"inputs": [{"name": "seconds", "datatype": "FP32", "shape": [1], "data": [seconds]}]},
+            # else the response object keeps the connection open, and a stopping gateway waits for it
+            headers={"Connection": "close"},
             timeout=60,
         )
         results.append(response)
@@ -271,20 +273,22 @@ def test_repository_refuses_bad_and_unknown_names(gateway, path, status, message
 # --- graceful shutdown
 
 
-def test_sigterm_finishes_in_flight_requests_unloads_and_exits_0(start_gateway, tmp_path):
+def test_sigterm_to_the_process_group_finishes_in_flight_requests_unloads_and_exits_0(start_gateway, tmp_path):
+    # as a shell or Kubernetes signals: the workers get SIGTERM too, and must leave stopping to the gateway
     repository = write_repository(tmp_path, {"sleepy": {"implementation": "tests.runtimes.Sleepy"}})
-    gateway = start_gateway(repository).wait_ready()
+    gateway = start_gateway(repository, new_session=True).wait_ready()
     workers = workers_of(gateway, "sleepy")
     results: list = []
     started = started_in(gateway, workers[0])
     thread = sleep_request(gateway, "sleepy", 1.5, results)
     gateway.wait_for(started, what="the request to reach the worker")
-    gateway.process.send_signal(signal.SIGTERM)
+    os.killpg(gateway.process.pid, signal.SIGTERM)
     thread.join()
     assert results[0].status_code == 200
     assert gateway.process.wait(timeout=30) == 0
     log = gateway.log_text()
     assert f"sleepy {workers[0]} unload() called" in log
+    assert "Task was destroyed" not in log and "Traceback" not in log
     assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
     assert our_shm_segments() == []
 

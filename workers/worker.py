@@ -174,12 +174,13 @@ async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_aren
 
 
 def _die_with_parent(parent: int) -> None:
-    """Ask Linux to SIGTERM us when the gateway dies, so no worker outlives it.
+    """Ask Linux to SIGKILL us when the gateway dies, so no worker outlives it
+    (SIGKILL: this process ignores SIGTERM).
 
     The request covers only deaths after it is made: a gateway that died
     while this process started has already been replaced as our parent."""
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
     if os.getppid() != parent:
@@ -198,7 +199,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-format", default="text", choices=("text", "json"))
     args = parser.parse_args(argv)
     _die_with_parent(args.parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the gateway, which stops us in order
+    # Ctrl-C, or a SIGTERM to the process group (a shell, Kubernetes), also reaches the
+    # gateway, which stops us in order: our runtime's unload() must get to run
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, signal.SIG_IGN)
     logs.configure(args.log_level, args.log_format, worker=args.identity)
     settings = ModelSettings.from_file(args.settings)
     import uvloop
