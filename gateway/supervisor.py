@@ -303,7 +303,7 @@ class Supervisor:
         if entry.loading is not None and not entry.loading.done():
             entry.loading.cancel()  # unload during load: stop loading now
         entry.state, entry.reason = State.UNLOADING, ""
-        if not await entry.pool.drain(self.settings.request_timeout):
+        if not await entry.pool.drain(self.settings.shutdown_grace):
             log.warning("model %s: in-flight requests did not finish in time; stopping anyway", entry.name)
         workers = list(entry.pool.workers)
         for worker in workers:

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from tests.conftest import ROOT
 
@@ -273,25 +275,45 @@ def test_repository_refuses_bad_and_unknown_names(gateway, path, status, message
 # --- graceful shutdown
 
 
-def test_sigterm_to_the_process_group_finishes_in_flight_requests_unloads_and_exits_0(start_gateway, tmp_path):
+def test_sigterm_to_the_process_group_lets_requests_finish_within_the_grace_unloads_and_exits_0(start_gateway, tmp_path):
     # as a shell or Kubernetes signals: the workers get SIGTERM too, and must leave stopping to the gateway
-    repository = write_repository(tmp_path, {"sleepy": {"implementation": "tests.runtimes.Sleepy"}})
-    gateway = start_gateway(repository, new_session=True).wait_ready()
+    repository = write_repository(tmp_path, {"sleepy": {"implementation": "tests.runtimes.Sleepy", "parallel_workers": 2}})
+    gateway = start_gateway(repository, new_session=True, shutdown_grace=20).wait_ready()
     workers = workers_of(gateway, "sleepy")
-    results: list = []
-    started = started_in(gateway, workers[0])
-    thread = sleep_request(gateway, "sleepy", 1.5, results)
-    gateway.wait_for(started, what="the request to reach the worker")
+    started = [started_in(gateway, worker) for worker in workers]
+    rest: list = []
+    rest_call = sleep_request(gateway, "sleepy", 1.5, rest)
+    grpc: list = []
+    grpc_call = grpc_sleep_request(gateway, 6.0, grpc)  # longer than gRPC's former fixed grace of 5 s
+    gateway.wait_for(lambda: all(s() for s in started), what="both requests to reach a worker")
     os.killpg(gateway.process.pid, signal.SIGTERM)
-    thread.join()
-    assert results[0].status_code == 200
+    rest_call.join()
+    grpc_call.join()
+    assert rest[0].status_code == 200, rest[0].text
+    assert grpc[0] in workers, grpc[0]
     assert gateway.process.wait(timeout=30) == 0
     log = gateway.log_text()
-    assert f"sleepy {workers[0]} unload() called" in log
+    assert all(f"sleepy {worker} unload() called" in log for worker in workers)
     assert "Task was destroyed" not in log and "Traceback" not in log
     assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
     assert our_shm_segments() == []
 
+
+def grpc_sleep_request(gateway, seconds: float, results: list) -> threading.Thread:
+    """sleep_request over gRPC; the result is the answering worker's process id, or the error."""
+
+    def call():
+        seconds_input = grpcclient.InferInput("seconds", [1], "FP32")
+        seconds_input.set_data_from_numpy(np.array([seconds], dtype=np.float32))
+        with grpcclient.InferenceServerClient(gateway.grpc_url) as client:
+            try:
+                results.append(int(client.infer("sleepy", [seconds_input]).as_numpy("pid")[0]))
+            except InferenceServerException as exc:
+                results.append(f"gRPC error {exc.status()}: {exc.message()}")
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    return thread
 
 
 # --- every path gives the worker's shared memory back
