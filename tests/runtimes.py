@@ -67,6 +67,15 @@ class SlowLoad(MLModel):
         return True
 
 
+class SlowUnload(MLModel):
+    """Takes parameters.extra.unload_seconds in unload(), and says when it is done."""
+
+    async def unload(self) -> bool:
+        await asyncio.sleep(float(self.settings.parameters.extra.get("unload_seconds", 3)))
+        print(f"{self.name} {os.getpid()} unload() finished", flush=True)
+        return True
+
+
 class Configured(MLModel):
     """Answers with parameters.extra.answer, read from model-settings.json at load."""
 

@@ -23,6 +23,7 @@ MODELS = {
     "sleepy1": {"implementation": "tests.runtimes.Sleepy"},
     "configured": {"implementation": "tests.runtimes.Configured", "parameters": {"extra": {"answer": "one"}}},
     "slowload": {"implementation": "tests.runtimes.SlowLoad", "parameters": {"extra": {"load_seconds": 30}}},
+    "slowunload": {"implementation": "tests.runtimes.SlowUnload", "parameters": {"extra": {"unload_seconds": 3}}},
 }
 
 
@@ -226,6 +227,17 @@ def test_unload_drains_in_flight_requests_then_calls_unload(gateway):
     late: list = []
     sleep_request(gateway, "sleepy1", 0.0, late).join()
     assert late[0].status_code == 503
+
+
+def test_a_worker_slow_to_unload_is_not_taken_for_hung(gateway):
+    # its unload() takes 3 s, twice heartbeat_timeout: a stopping worker must not be pinged
+    gateway.wait_ready(["slowunload"])
+    (worker,) = workers_of(gateway, "slowunload")
+    assert requests.post(f"{gateway.url}/v2/repository/models/slowunload/unload", timeout=30).status_code == 200
+    log = gateway.log_text()
+    assert f"slowunload {worker} unload() finished" in log
+    assert "of model slowunload is hung" not in log
+    assert workers_of(gateway, "slowunload") == []
 
 
 def test_load_rereads_model_settings(gateway, repository):
