@@ -265,6 +265,66 @@ def test_load_of_a_new_model_and_of_a_broken_one(gateway, repository):
     shutil.rmtree(repository / "broken")
 
 
+def repository_call(gateway, model: str, action: str, results: list) -> threading.Thread:
+    """POST /v2/repository/models/{model}/{action} in a thread of its own."""
+    url = f"{gateway.url}/v2/repository/models/{model}/{action}"
+    thread = threading.Thread(target=lambda: results.append(requests.post(url, timeout=60)))
+    thread.start()
+    return thread
+
+
+def test_repository_operations_on_one_model_run_in_turn_and_orphan_no_worker(gateway, repository):
+    def contested(load_seconds: float) -> None:
+        settings = {"implementation": "tests.runtimes.SlowLoad", "parallel_workers": 2, "parameters": {"extra": {"load_seconds": load_seconds}}}
+        write_repository(repository, {"contested": settings})
+
+    def settled(state: str, workers: int) -> None:
+        assert index(gateway)[("contested", "")]["state"] == state
+        assert len(workers_of(gateway, "contested")) == workers
+        live_workers = [pid for pid, cmd in children(gateway.process.pid).items() if "-m workers" in cmd]
+        assert len(memfds(gateway.process.pid)) == 2 * len(live_workers)  # the arenas of none left behind
+
+    contested(load_seconds=1)
+    assert requests.post(f"{gateway.url}/v2/repository/models/contested/load", timeout=60).status_code == 200
+    # two reloads at once: each unloads what runs, then loads
+    loads: list = []
+    for thread in [repository_call(gateway, "contested", "load", loads) for _ in range(2)]:
+        thread.join()
+    assert [r.status_code for r in loads] == [200, 200], [r.text for r in loads]
+    settled("READY", 2)
+
+    # load, unload during that load, load again: each asked for once the one before is under way
+    contested(load_seconds=30)
+    first: list = []
+    first_load = repository_call(gateway, "contested", "load", first)
+    gateway.wait_for(lambda: index(gateway)[("contested", "")]["state"] == "LOADING", what="the load to begin")
+    unload: list = []
+    unload_call = repository_call(gateway, "contested", "unload", unload)
+    first_load.join()  # the unload stops it at once: no waiting 30 s
+    assert first[0].status_code == 400 and "unloaded meanwhile" in first[0].text, first[0].text
+    contested(load_seconds=1)
+    last: list = []
+    repository_call(gateway, "contested", "load", last).join()
+    unload_call.join()
+    assert unload[0].status_code == 200, unload[0].text
+    assert last[0].status_code == 200, last[0].text
+    settled("READY", 2)
+
+    assert requests.post(f"{gateway.url}/v2/repository/models/contested/unload", timeout=60).status_code == 200
+    settled("UNAVAILABLE", 0)
+
+
+def test_a_load_goes_on_when_its_client_goes_away(gateway, repository):
+    settings = {"implementation": "tests.runtimes.SlowLoad", "parallel_workers": 2, "parameters": {"extra": {"load_seconds": 2}}}
+    write_repository(repository, {"abandoned": settings})
+    with pytest.raises(requests.Timeout):
+        requests.post(f"{gateway.url}/v2/repository/models/abandoned/load", timeout=0.5)
+    gateway.wait_ready(["abandoned"], timeout=30)
+    assert len(workers_of(gateway, "abandoned")) == 2
+    assert requests.post(f"{gateway.url}/v2/repository/models/abandoned/unload", timeout=60).status_code == 200
+    assert workers_of(gateway, "abandoned") == []
+
+
 @pytest.mark.parametrize(
     "path, status, message",
     [
