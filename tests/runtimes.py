@@ -22,6 +22,15 @@ class Echo(MLModel):
         )
 
 
+class InPlace(MLModel):
+    """Adds 1 to its input in place, which it must not do: the input views shared memory."""
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        x = payload.inputs[0].data
+        x += 1
+        return InferenceResponse(model_name=self.name, outputs=[ResponseOutput(name="x", shape=list(x.shape), datatype="FP32", data=x)])
+
+
 class Failing(MLModel):
     """Raises inside predict, with a message the client must see."""
 

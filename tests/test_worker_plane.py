@@ -19,6 +19,7 @@ from tests.conftest import ROOT
 
 MODELS = {
     "echo": {"implementation": "tests.runtimes.Echo"},
+    "inplace": {"implementation": "tests.runtimes.InPlace"},
     "sleepy": {"implementation": "tests.runtimes.Sleepy", "parallel_workers": 2},
     "sleepy1": {"implementation": "tests.runtimes.Sleepy"},
     "configured": {"implementation": "tests.runtimes.Configured", "parameters": {"extra": {"answer": "one"}}},
@@ -42,7 +43,7 @@ def repository(tmp_path_factory):
 @pytest.fixture(scope="module")
 def gateway(start_gateway, repository):
     gateway = start_gateway(repository, heartbeat_interval=0.2, heartbeat_timeout=1.5, restart_backoff=0.1, request_timeout=20)
-    return gateway.wait_ready(["echo", "sleepy", "sleepy1", "configured"])
+    return gateway.wait_ready(["echo", "inplace", "sleepy", "sleepy1", "configured"])
 
 
 def children(pid: int) -> dict[int, str]:
@@ -127,6 +128,20 @@ def test_large_tensors_travel_through_shared_memory(gateway):
     shared_kib = int(next(line.split()[1] for line in Path(f"/proc/{worker}/status").read_text().splitlines() if line.startswith("RssShmem")))
     assert shared_kib >= 2 * 16 * 1024
     assert our_shm_segments() == []
+
+
+@pytest.mark.parametrize("elements", [4, 1024 * 1024])  # inline in the message; in shared memory
+def test_inputs_are_read_only_for_the_runtime(gateway, elements):
+    (worker,) = workers_of(gateway, "inplace")
+    array = np.zeros(elements, dtype=np.float32)
+    header = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [elements], "parameters": {"binary_data_size": array.nbytes}}]}).encode()
+    response = requests.post(
+        f"{gateway.url}/v2/models/inplace/infer", data=header + array.tobytes(), headers={"Inference-Header-Content-Length": str(len(header))}
+    )
+    assert response.status_code == 500
+    assert "ValueError: output array is read-only" in response.json()["error"]
+    assert workers_of(gateway, "inplace") == [worker]  # the worker lives on
+    assert infer_echo(gateway, 4)["outputs"][0]["data"] == [4]
 
 
 # --- parallel inference
