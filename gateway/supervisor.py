@@ -19,6 +19,7 @@ reader (REST, gRPC) sees it directly: no cross-process state is needed.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import itertools
 import logging
 import os
@@ -39,6 +40,8 @@ log = logging.getLogger("gateway.supervisor")
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 STABLE_AFTER = 30.0  # a worker that lived this long resets the crash back-off
+SOCKET_FOLDER_PREFIX = "gateway-ipc-"
+SOCKET_NAME = "workers.sock"
 
 
 @dataclass(eq=False)
@@ -80,6 +83,36 @@ def _version_key(version: Optional[str]) -> tuple:
     return (1, int(version), "") if version.isdigit() else (1, -1, version)
 
 
+def _socket_folder() -> tuple[str, int]:
+    """A private folder for the workers' socket, and a lock on it (flock) held while this gateway lives.
+
+    A gateway killed with SIGKILL cannot remove its folder, but the kernel lets go
+    of its lock: a folder whose socket exists while nobody holds its lock was left
+    by a dead gateway (a live one locks its folder before it binds the socket), and
+    is removed here. (Linux's abstract sockets, ipc://@name, leave nothing behind
+    but have no permissions: any local user could connect as a worker.)"""
+    for socket_file in Path(tempfile.gettempdir()).glob(f"{SOCKET_FOLDER_PREFIX}*/{SOCKET_NAME}"):
+        _remove_if_abandoned(socket_file.parent)
+    folder = tempfile.mkdtemp(prefix=SOCKET_FOLDER_PREFIX)
+    lock = os.open(folder, os.O_RDONLY)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return folder, lock
+
+
+def _remove_if_abandoned(folder: Path) -> None:
+    try:
+        lock = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # removed meanwhile, or another user's
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        shutil.rmtree(folder, ignore_errors=True)
+    except BlockingIOError:
+        pass  # its gateway lives
+    finally:
+        os.close(lock)
+
+
 class Supervisor:
     def __init__(self, settings: ServerSettings):
         self.settings = settings
@@ -87,7 +120,7 @@ class Supervisor:
         self.router: Router | None = None
         self._processes: dict[Worker, asyncio.subprocess.Process] = {}
         self._identities = itertools.count()
-        self._runtime_dir = ""
+        self._socket_folder, self._socket_folder_lock = "", -1
         self._stopping = False
         self._heartbeat: Optional[asyncio.Task] = None
         self._tasks: set[asyncio.Task] = set()
@@ -97,8 +130,8 @@ class Supervisor:
 
     async def start(self) -> None:
         """Bind the worker socket and load every model of the repository (concurrently)."""
-        self._runtime_dir = tempfile.mkdtemp(prefix="gateway-")
-        self.router = Router(f"ipc://{self._runtime_dir}/workers.sock")
+        self._socket_folder, self._socket_folder_lock = _socket_folder()
+        self.router = Router(f"ipc://{self._socket_folder}/{SOCKET_NAME}")
         for model_settings in find_model_settings(self.settings.model_repository):
             self._add(model_settings)
         log.info("loading %d model(s) from %s", len(self.entries()), self.settings.model_repository)
@@ -376,4 +409,5 @@ class Supervisor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.router is not None:
             await self.router.close()
-        shutil.rmtree(self._runtime_dir, ignore_errors=True)
+            shutil.rmtree(self._socket_folder, ignore_errors=True)
+            os.close(self._socket_folder_lock)  # only now: a starting gateway would take the folder for abandoned

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -401,6 +402,36 @@ def grpc_sleep_request(gateway, seconds: float, results: list) -> threading.Thre
     thread = threading.Thread(target=call)
     thread.start()
     return thread
+
+
+def wait_until(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not after {timeout} s"
+        time.sleep(0.05)
+
+
+def gone(pid: int) -> bool:
+    """Exited: reaped, or a zombie whose new parent does not reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_after_a_sigkill_the_workers_die_and_the_next_gateway_removes_the_socket_folder(start_gateway, tmp_path):
+    repository = write_repository(tmp_path, {"echo": {"implementation": "tests.runtimes.Echo"}})
+    killed = start_gateway(repository).wait_ready()
+    (worker,) = workers_of(killed, "echo")
+    command = Path(f"/proc/{worker}/cmdline").read_bytes().split(b"\0")
+    socket_folder = Path(command[command.index(b"--endpoint") + 1].decode().removeprefix("ipc://")).parent
+    assert socket_folder.is_dir()
+    killed.process.kill()
+    killed.process.wait()
+    wait_until(lambda: gone(worker), "the worker to die with its gateway")
+    assert socket_folder.is_dir()  # nobody could remove it
+    start_gateway(repository).wait_ready()
+    assert not socket_folder.exists()
 
 
 # --- every path gives the worker's shared memory back
