@@ -69,14 +69,17 @@ def workers_of(gateway, model: str) -> list[int]:
 
 def memfds(pid: int) -> set[str]:
     """The gateway arenas a process holds (mmap keeps its own descriptor of each, so a set)."""
+    return {link for link in fd_links(pid) if link.startswith("/memfd:gateway:")}
+
+
+def fd_links(pid: int) -> set[str]:
+    """What the process's file descriptors point at."""
     links = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            links.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
         except OSError:
             continue
-        if target.startswith("/memfd:gateway:"):
-            links.add(target)
     return links
 
 
@@ -196,6 +199,14 @@ def test_no_arena_outlives_its_worker(gateway):
     live_workers = [pid for pid, cmd in children(gateway.process.pid).items() if "-m workers" in cmd]
     assert len(memfds(gateway.process.pid)) == 2 * len(live_workers)
     assert our_shm_segments() == []
+
+
+def test_a_worker_holds_no_tcp_socket(gateway):
+    # such as the REST listening socket: held by a worker, the port would accept connections nobody serves
+    tcp = {f"socket:[{line.split()[9]}]" for table in ("/proc/net/tcp", "/proc/net/tcp6") for line in Path(table).read_text().splitlines()[1:]}
+    assert fd_links(gateway.process.pid) & tcp  # the check sees the gateway's own
+    workers = [pid for pid, cmd in children(gateway.process.pid).items() if "-m workers" in cmd]
+    assert workers and all(not fd_links(pid) & tcp for pid in workers)
 
 
 # --- model repository extension

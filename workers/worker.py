@@ -187,6 +187,17 @@ def _die_with_parent(parent: int) -> None:
         sys.exit(f"the gateway (process {parent}) is gone; not starting")
 
 
+def _close_inherited(keep: set[int]) -> None:
+    """Close every descriptor but stdio and `keep`. uvloop starts processes without
+    closing inheritable descriptors, and Sanic's listening socket is one: held here,
+    it kept the REST port accepting connections after the gateway closed it."""
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m workers", description="a gateway model worker (started by the gateway)")
     parser.add_argument("--settings", required=True, type=Path, help="the model's model-settings.json")
@@ -199,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-format", default="text", choices=("text", "json"))
     args = parser.parse_args(argv)
     _die_with_parent(args.parent)
+    _close_inherited({args.in_fd, args.out_fd})
     # Ctrl-C, or a SIGTERM to the process group (a shell, Kubernetes), also reaches the
     # gateway, which stops us in order: our runtime's unload() must get to run
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
