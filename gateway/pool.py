@@ -58,6 +58,7 @@ class Worker:
     out_arena: Arena
     loaded: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     ready: bool = False
+    stopping: bool = False  # told to stop: it gets no more requests and is not pinged while it unloads
     inflight: tuple[int, list[_Waiting]] | None = None  # the call it runs: one request or a batch
     busy_since: float = 0.0
     lent: int = 0  # how many requests are still reading its output arena
@@ -65,7 +66,7 @@ class Worker:
 
     @property
     def idle(self) -> bool:
-        return self.ready and self.inflight is None and not self.lent
+        return self.ready and not self.stopping and self.inflight is None and not self.lent
 
 
 class Router:
@@ -105,6 +106,7 @@ class Router:
 
     async def close(self) -> None:
         self._reader.cancel()
+        await asyncio.wait([self._reader])  # gone before the loop closes
         self._socket.close()
         self._context.term()
 
@@ -310,7 +312,7 @@ class ModelPool:
         """Ping idle workers; name those silent too long, or busy on one request past the timeout."""
         hung = []
         for worker in self.workers:
-            if not worker.ready:
+            if not worker.ready or worker.stopping:
                 continue
             if worker.inflight is not None:
                 if now - worker.busy_since > self.request_timeout:
@@ -354,6 +356,10 @@ class ModelPool:
         self._check_quiet()
 
     def stop_worker(self, worker: Worker) -> None:
+        """Tell the worker to unload and exit (its unload() may take a while: it is not hung)."""
+        worker.stopping = True
+        if worker in self._idle:
+            self._idle.remove(worker)
         try:
             self._router.send(worker, transport.control_frames(transport.STOP))
         except zmq.ZMQError:

@@ -59,6 +59,7 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     settings = dataplane.settings
     app.config.REQUEST_MAX_SIZE = settings.max_request_bytes
     app.config.RESPONSE_TIMEOUT = settings.request_timeout + 30
+    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_grace
     app.config.KEEP_ALIVE_TIMEOUT = 75
     # Sanic pauses reading a body every REQUEST_BUFFER_SIZE bytes (64 KiB by default): too often for tensors
     app.config.REQUEST_BUFFER_SIZE = 1024 * 1024

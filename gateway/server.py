@@ -4,6 +4,7 @@ in processes of their own."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
@@ -37,10 +38,12 @@ def build(settings: ServerSettings) -> Sanic:
 
     @app.before_server_stop
     async def stop_grpc(app: Sanic) -> None:
-        await grpc_server.stop(app.ctx.grpc)
+        # not awaited here: in-flight gRPC calls finish while Sanic drains REST, within one shutdown_grace
+        app.ctx.grpc_stopped = asyncio.get_running_loop().create_task(grpc_server.stop(app.ctx.grpc, settings.shutdown_grace))
 
     @app.after_server_stop
     async def stop_models(app: Sanic) -> None:
+        await app.ctx.grpc_stopped
         await supervisor.stop()
         log.info("gateway stopped")
 

@@ -49,6 +49,7 @@ class ServerSettings(BaseSettings):
     heartbeat_interval: float = Field(2.0, gt=0, description="seconds between pings of an idle worker")
     heartbeat_timeout: float = Field(10.0, gt=0, description="an idle worker silent this long is hung: killed and restarted")
     restart_backoff: float = Field(0.5, ge=0, description="first restart delay after a worker crash; doubles per crash in a row, up to 30 s")
+    shutdown_grace: float = Field(15.0, gt=0, description="seconds in-flight requests get to finish when the gateway stops (REST and gRPC alike) or a model is unloaded")
     worker_stop_grace: float = Field(10.0, gt=0, description="seconds a worker may take to unload() before it is killed")
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = Field("text", description="log lines of the gateway and its workers: text, or one JSON object per line")

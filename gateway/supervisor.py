@@ -8,6 +8,9 @@ each model's state: the table that readiness and the repository index answer fro
   each crash in a row; the model's other workers keep serving meanwhile.
 - A worker is hung when it stays silent to pings while idle, or holds one
   request longer than request_timeout: it is killed, then replaced.
+- Repository operations (load, unload) on one model run one at a time, in
+  the order asked; an unload cancels the tasks starting that model's workers
+  and waits for them, so no worker it started is left running.
 
 The front door is one process, so this table lives in its memory and every
 reader (REST, gRPC) sees it directly: no cross-process state is needed.
@@ -16,6 +19,7 @@ reader (REST, gRPC) sees it directly: no cross-process state is needed.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import itertools
 import logging
 import os
@@ -25,7 +29,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Awaitable, Callable, Optional
 
 from .errors import BadRequest, NotFound
 from .pool import ModelPool, Router, Worker
@@ -36,6 +40,8 @@ log = logging.getLogger("gateway.supervisor")
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 STABLE_AFTER = 30.0  # a worker that lived this long resets the crash back-off
+SOCKET_FOLDER_PREFIX = "gateway-ipc-"
+SOCKET_NAME = "workers.sock"
 
 
 @dataclass(eq=False)
@@ -50,7 +56,7 @@ class ModelEntry:
     inputs: dict[str, MetadataTensor] = field(default_factory=dict)
     outputs: dict[str, MetadataTensor] = field(default_factory=dict)
     crashes: int = 0  # in a row, for the restart back-off
-    loading: Optional[asyncio.Task] = None
+    starting: set[asyncio.Task] = field(default_factory=set)  # its load, restarts of its workers: an unload cancels them
 
     @property
     def name(self) -> str:
@@ -77,6 +83,36 @@ def _version_key(version: Optional[str]) -> tuple:
     return (1, int(version), "") if version.isdigit() else (1, -1, version)
 
 
+def _socket_folder() -> tuple[str, int]:
+    """A private folder for the workers' socket, and a lock on it (flock) held while this gateway lives.
+
+    A gateway killed with SIGKILL cannot remove its folder, but the kernel lets go
+    of its lock: a folder whose socket exists while nobody holds its lock was left
+    by a dead gateway (a live one locks its folder before it binds the socket), and
+    is removed here. (Linux's abstract sockets, ipc://@name, leave nothing behind
+    but have no permissions: any local user could connect as a worker.)"""
+    for socket_file in Path(tempfile.gettempdir()).glob(f"{SOCKET_FOLDER_PREFIX}*/{SOCKET_NAME}"):
+        _remove_if_abandoned(socket_file.parent)
+    folder = tempfile.mkdtemp(prefix=SOCKET_FOLDER_PREFIX)
+    lock = os.open(folder, os.O_RDONLY)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return folder, lock
+
+
+def _remove_if_abandoned(folder: Path) -> None:
+    try:
+        lock = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # removed meanwhile, or another user's
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        shutil.rmtree(folder, ignore_errors=True)
+    except BlockingIOError:
+        pass  # its gateway lives
+    finally:
+        os.close(lock)
+
+
 class Supervisor:
     def __init__(self, settings: ServerSettings):
         self.settings = settings
@@ -84,21 +120,30 @@ class Supervisor:
         self.router: Router | None = None
         self._processes: dict[Worker, asyncio.subprocess.Process] = {}
         self._identities = itertools.count()
-        self._runtime_dir = ""
+        self._socket_folder, self._socket_folder_lock = "", -1
         self._stopping = False
         self._heartbeat: Optional[asyncio.Task] = None
+        self._tasks: set[asyncio.Task] = set()
+        self._locks: dict[str, asyncio.Lock] = {}  # per model name: repository operations run one at a time
 
     # --- start, lookup, state ---------------------------------------------
 
     async def start(self) -> None:
         """Bind the worker socket and load every model of the repository (concurrently)."""
-        self._runtime_dir = tempfile.mkdtemp(prefix="gateway-")
-        self.router = Router(f"ipc://{self._runtime_dir}/workers.sock")
+        self._socket_folder, self._socket_folder_lock = _socket_folder()
+        self.router = Router(f"ipc://{self._socket_folder}/{SOCKET_NAME}")
         for model_settings in find_model_settings(self.settings.model_repository):
             self._add(model_settings)
         log.info("loading %d model(s) from %s", len(self.entries()), self.settings.model_repository)
-        self._heartbeat = asyncio.get_running_loop().create_task(self._watch_heartbeats())
+        self._heartbeat = self._background(self._watch_heartbeats())
         await asyncio.gather(*(self._start_loading(entry) for entry in self.entries()), return_exceptions=True)
+
+    def _background(self, coroutine) -> asyncio.Task:
+        """A task that stop() cancels and waits for, so that none is left pending when the loop closes."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def _add(self, model_settings: ModelSettings) -> ModelEntry:
         pool = ModelPool(
@@ -136,8 +181,19 @@ class Supervisor:
     # --- loading ------------------------------------------------------------
 
     def _start_loading(self, entry: ModelEntry) -> asyncio.Task:
-        entry.loading = asyncio.get_running_loop().create_task(self._load(entry))
-        return entry.loading
+        return self._starting(entry, self._load(entry))
+
+    def _starting(self, entry: ModelEntry, coroutine) -> asyncio.Task:
+        """A task that starts workers of the entry; unloading the entry cancels it and waits for it."""
+        task = self._background(coroutine)
+        entry.starting.add(task)
+        task.add_done_callback(entry.starting.discard)
+        return task
+
+    def _stop_starting(self, entry: ModelEntry) -> None:
+        entry.wanted = False
+        for task in entry.starting:
+            task.cancel()
 
     async def _load(self, entry: ModelEntry) -> None:
         count = entry.settings.parallel_workers or self.settings.parallel_workers
@@ -164,21 +220,25 @@ class Supervisor:
         worker = entry.pool.add_worker(identity)
         threads = str(self.settings.worker_blas_threads)
         env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "workers",
-            "--settings", str(entry.settings.folder / MODEL_SETTINGS_FILE),
-            "--endpoint", self.router.endpoint,
-            "--identity", identity,
-            "--parent", str(os.getpid()),
-            "--in-fd", str(worker.in_arena.fd),
-            "--out-fd", str(worker.out_arena.fd),
-            "--log-level", self.settings.log_level,
-            "--log-format", self.settings.log_format,
-            env=env,
-            pass_fds=(worker.in_arena.fd, worker.out_arena.fd),
-        )
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "workers",
+                "--settings", str(entry.settings.folder / MODEL_SETTINGS_FILE),
+                "--endpoint", self.router.endpoint,
+                "--identity", identity,
+                "--parent", str(os.getpid()),
+                "--in-fd", str(worker.in_arena.fd),
+                "--out-fd", str(worker.out_arena.fd),
+                "--log-level", self.settings.log_level,
+                "--log-format", self.settings.log_format,
+                env=env,
+                pass_fds=(worker.in_arena.fd, worker.out_arena.fd),
+            )
+        except BaseException:  # also cancelled by an unload: the loop has killed the process if it had started
+            entry.pool.worker_exited(worker, "it could not be started")
+            raise
         self._processes[worker] = process
-        asyncio.get_running_loop().create_task(self._watch(entry, worker, process))
+        self._background(self._watch(entry, worker, process))
         return worker
 
     # --- crashes, hangs, restarts ------------------------------------------
@@ -193,7 +253,7 @@ class Supervisor:
             if asyncio.get_running_loop().time() - started > STABLE_AFTER:
                 entry.crashes = 0
             log.warning("worker %s of model %s exited with code %s", worker.identity.decode(), entry.name, code)
-            await self._replace(entry)
+            self._starting(entry, self._replace(entry))
 
     def _worker_lost(self, entry: ModelEntry, worker: Worker, why: str) -> None:
         self._kill(worker)  # it may still run, e.g. if it stopped answering
@@ -202,14 +262,14 @@ class Supervisor:
             log.error("model %s is unavailable until its worker is restarted (%s)", entry.name, why)
 
     async def _replace(self, entry: ModelEntry) -> None:
-        """Start a worker in place of a dead one, backing off (0.5 s, 1 s, 2 s ... 30 s) while it keeps failing."""
-        while entry.wanted and not self._stopping:
+        """Start a worker in place of a dead one, backing off (0.5 s, 1 s, 2 s ... 30 s) while it keeps failing.
+
+        An unload (or the gateway's stop) cancels it."""
+        while True:
             delay = min(self.settings.restart_backoff * 2**entry.crashes, 30.0)
             entry.crashes += 1
             log.info("restarting a worker of model %s in %.1f s", entry.name, delay)
             await asyncio.sleep(delay)
-            if not entry.wanted or self._stopping:
-                return
             worker = await self._spawn(entry)
             entry.pool.stats.worker_restarted()
             try:
@@ -219,9 +279,6 @@ class Supervisor:
                 entry.reason = f"restart failed: {exc}"
                 self._kill(worker)
                 continue
-            if not entry.wanted or self._stopping:
-                self._kill(worker)  # unloaded meanwhile
-                return
             entry.take_ready(payload)
             log.info("model %s has a new worker (%d ready)", entry.name, entry.pool.ready_workers)
             return
@@ -251,18 +308,32 @@ class Supervisor:
         ]
         return [i for i in items if i["state"] == State.READY.value] if ready_only else items
 
+    async def _in_turn(self, name: str, operation: Callable[[], Awaitable[None]]) -> None:
+        """Run a repository operation on the model once those asked for before it are done.
+
+        It runs to its end even if its client goes away: half of one would leave workers behind."""
+        lock = self._locks.setdefault(name, asyncio.Lock())
+
+        async def in_turn() -> None:
+            async with lock:
+                await operation()
+
+        await asyncio.shield(self._background(in_turn()))
+
     async def load_model(self, name: str) -> None:
         """(Re)read the model's model-settings.json file(s) and load it; unload the running one first."""
         found = self._find_in_repository(name)
-        if name in self.models:
-            await self.unload_model(name)
+        await self._in_turn(name, lambda: self._reload(name, found))
+
+    async def _reload(self, name: str, found: list[ModelSettings]) -> None:
+        await self._unload_versions(name)
         self.models.pop(name, None)
         entries = [self._add(model_settings) for model_settings in found]
-        # an unload during this load cancels it: that shows as a failed load
+        # an unload asked for meanwhile cancels the load: that shows as a failed load
         await asyncio.gather(*(self._start_loading(entry) for entry in entries), return_exceptions=True)
         failed = [entry for entry in entries if entry.state != State.READY]
         if failed:
-            raise BadRequest(f"model {name!r} failed to load: {failed[0].reason}")
+            raise BadRequest(f"model {name!r} failed to load: {failed[0].reason or 'it was unloaded meanwhile'}")
 
     def _find_in_repository(self, name: str) -> list[ModelSettings]:
         if not MODEL_NAME.match(name):
@@ -288,14 +359,19 @@ class Supervisor:
         """Refuse new requests, let in-flight ones finish, then stop the workers (calling unload())."""
         if name not in self.models:
             raise NotFound(f"model {name!r} not found")
-        await asyncio.gather(*(self._unload(entry) for entry in self.models[name].values()))
+        for entry in self.models[name].values():
+            self._stop_starting(entry)  # a load in progress stops now, not once it is done
+        await self._in_turn(name, lambda: self._unload_versions(name))
+
+    async def _unload_versions(self, name: str) -> None:
+        await asyncio.gather(*(self._unload(entry) for entry in self.models.get(name, {}).values()))
 
     async def _unload(self, entry: ModelEntry, reason: str = "unloaded") -> None:
-        entry.wanted = False
-        if entry.loading is not None and not entry.loading.done():
-            entry.loading.cancel()  # unload during load: stop loading now
+        self._stop_starting(entry)
+        if entry.starting:
+            await asyncio.wait(entry.starting)  # so that every worker they started is in the pool, or gone
         entry.state, entry.reason = State.UNLOADING, ""
-        if not await entry.pool.drain(self.settings.request_timeout):
+        if not await entry.pool.drain(self.settings.shutdown_grace):
             log.warning("model %s: in-flight requests did not finish in time; stopping anyway", entry.name)
         workers = list(entry.pool.workers)
         for worker in workers:
@@ -328,6 +404,10 @@ class Supervisor:
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+        for task in self._tasks:  # watchers of exited workers, restarts waiting out their back-off
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.router is not None:
             await self.router.close()
-        shutil.rmtree(self._runtime_dir, ignore_errors=True)
+            shutil.rmtree(self._socket_folder, ignore_errors=True)
+            os.close(self._socket_folder_lock)  # only now: a starting gateway would take the folder for abandoned

@@ -61,7 +61,8 @@ def _place(tensors: list[Tensor], arena: Arena | None) -> tuple[list[dict], list
 
 
 def _views(descriptions: list[dict], frames: Sequence[Any], arena: Arena | None) -> list[Tensor]:
-    """Tensors over the placed bytes: numpy views, no copies."""
+    """Tensors over the placed bytes: read-only numpy views, no copies (a runtime
+    writing in place would change the sender's shared memory)."""
     tensors = []
     for d in descriptions:
         if "shm" in d:
@@ -69,7 +70,8 @@ def _views(descriptions: list[dict], frames: Sequence[Any], arena: Arena | None)
             buf = arena.buf[offset : offset + size]
         else:
             buf = _buffer(frames[d["frame"]])
-        tensors.append(Tensor(d["name"], d["datatype"], d["shape"], array_from_raw(d["datatype"], d["shape"], buf, d["name"]), d["parameters"]))
+        array = array_from_raw(d["datatype"], d["shape"], buf.toreadonly(), d["name"])
+        tensors.append(Tensor(d["name"], d["datatype"], d["shape"], array, d["parameters"]))
     return tensors
 
 

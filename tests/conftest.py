@@ -24,9 +24,12 @@ def free_port() -> int:
 
 
 class Gateway:
-    """A `gateway start` subprocess on free ports; its log is printed when a test fails to start it."""
+    """A `gateway start` subprocess on free ports; its log is printed when a test fails to start it.
 
-    def __init__(self, config: Path, **settings):
+    With `new_session`, the gateway leads a process group of its own (as under a shell or
+    Kubernetes), so a test can signal the whole group without signalling itself."""
+
+    def __init__(self, config: Path, new_session: bool = False, **settings):
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
@@ -46,6 +49,7 @@ class Gateway:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
+            start_new_session=new_session,
         )
 
     def log_text(self) -> str:
@@ -99,8 +103,8 @@ def start_gateway():
     """Start gateways for a module; all are stopped when the module ends."""
     started: list[Gateway] = []
 
-    def start(config: Path, **settings) -> Gateway:
-        gateway = Gateway(config, **settings)
+    def start(config: Path, new_session: bool = False, **settings) -> Gateway:
+        gateway = Gateway(config, new_session, **settings)
         started.append(gateway)
         return gateway
 

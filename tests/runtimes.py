@@ -22,6 +22,15 @@ class Echo(MLModel):
         )
 
 
+class InPlace(MLModel):
+    """Adds 1 to its input in place, which it must not do: the input views shared memory."""
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        x = payload.inputs[0].data
+        x += 1
+        return InferenceResponse(model_name=self.name, outputs=[ResponseOutput(name="x", shape=list(x.shape), datatype="FP32", data=x)])
+
+
 class Failing(MLModel):
     """Raises inside predict, with a message the client must see."""
 
@@ -64,6 +73,15 @@ class SlowLoad(MLModel):
 
     async def load(self) -> bool:
         await asyncio.sleep(float(self.settings.parameters.extra.get("load_seconds", 5)))
+        return True
+
+
+class SlowUnload(MLModel):
+    """Takes parameters.extra.unload_seconds in unload(), and says when it is done."""
+
+    async def unload(self) -> bool:
+        await asyncio.sleep(float(self.settings.parameters.extra.get("unload_seconds", 3)))
+        print(f"{self.name} {os.getpid()} unload() finished", flush=True)
         return True
 
 

@@ -6,21 +6,26 @@ import os
 import shutil
 import signal
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from tests.conftest import ROOT
 
 MODELS = {
     "echo": {"implementation": "tests.runtimes.Echo"},
+    "inplace": {"implementation": "tests.runtimes.InPlace"},
     "sleepy": {"implementation": "tests.runtimes.Sleepy", "parallel_workers": 2},
     "sleepy1": {"implementation": "tests.runtimes.Sleepy"},
     "configured": {"implementation": "tests.runtimes.Configured", "parameters": {"extra": {"answer": "one"}}},
     "slowload": {"implementation": "tests.runtimes.SlowLoad", "parameters": {"extra": {"load_seconds": 30}}},
+    "slowunload": {"implementation": "tests.runtimes.SlowUnload", "parameters": {"extra": {"unload_seconds": 3}}},
 }
 
 
@@ -39,7 +44,7 @@ def repository(tmp_path_factory):
 @pytest.fixture(scope="module")
 def gateway(start_gateway, repository):
     gateway = start_gateway(repository, heartbeat_interval=0.2, heartbeat_timeout=1.5, restart_backoff=0.1, request_timeout=20)
-    return gateway.wait_ready(["echo", "sleepy", "sleepy1", "configured"])
+    return gateway.wait_ready(["echo", "inplace", "sleepy", "sleepy1", "configured"])
 
 
 def children(pid: int) -> dict[int, str]:
@@ -64,14 +69,17 @@ def workers_of(gateway, model: str) -> list[int]:
 
 def memfds(pid: int) -> set[str]:
     """The gateway arenas a process holds (mmap keeps its own descriptor of each, so a set)."""
+    return {link for link in fd_links(pid) if link.startswith("/memfd:gateway:")}
+
+
+def fd_links(pid: int) -> set[str]:
+    """What the process's file descriptors point at."""
     links = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            links.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
         except OSError:
             continue
-        if target.startswith("/memfd:gateway:"):
-            links.add(target)
     return links
 
 
@@ -91,6 +99,8 @@ def sleep_request(gateway, model: str, seconds: float, results: list) -> threadi
         response = requests.post(
             f"{gateway.url}/v2/models/{model}/infer",
             json={"inputs": [{"name": "seconds", "datatype": "FP32", "shape": [1], "data": [seconds]}]},
+            # else the response object keeps the connection open, and a stopping gateway waits for it
+            headers={"Connection": "close"},
             timeout=60,
         )
         results.append(response)
@@ -122,6 +132,20 @@ def test_large_tensors_travel_through_shared_memory(gateway):
     shared_kib = int(next(line.split()[1] for line in Path(f"/proc/{worker}/status").read_text().splitlines() if line.startswith("RssShmem")))
     assert shared_kib >= 2 * 16 * 1024
     assert our_shm_segments() == []
+
+
+@pytest.mark.parametrize("elements", [4, 1024 * 1024])  # inline in the message; in shared memory
+def test_inputs_are_read_only_for_the_runtime(gateway, elements):
+    (worker,) = workers_of(gateway, "inplace")
+    array = np.zeros(elements, dtype=np.float32)
+    header = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [elements], "parameters": {"binary_data_size": array.nbytes}}]}).encode()
+    response = requests.post(
+        f"{gateway.url}/v2/models/inplace/infer", data=header + array.tobytes(), headers={"Inference-Header-Content-Length": str(len(header))}
+    )
+    assert response.status_code == 500
+    assert "ValueError: output array is read-only" in response.json()["error"]
+    assert workers_of(gateway, "inplace") == [worker]  # the worker lives on
+    assert infer_echo(gateway, 4)["outputs"][0]["data"] == [4]
 
 
 # --- parallel inference
@@ -177,6 +201,14 @@ def test_no_arena_outlives_its_worker(gateway):
     assert our_shm_segments() == []
 
 
+def test_a_worker_holds_no_tcp_socket(gateway):
+    # such as the REST listening socket: held by a worker, the port would accept connections nobody serves
+    tcp = {f"socket:[{line.split()[9]}]" for table in ("/proc/net/tcp", "/proc/net/tcp6") for line in Path(table).read_text().splitlines()[1:]}
+    assert fd_links(gateway.process.pid) & tcp  # the check sees the gateway's own
+    workers = [pid for pid, cmd in children(gateway.process.pid).items() if "-m workers" in cmd]
+    assert workers and all(not fd_links(pid) & tcp for pid in workers)
+
+
 # --- model repository extension
 
 
@@ -224,6 +256,17 @@ def test_unload_drains_in_flight_requests_then_calls_unload(gateway):
     assert late[0].status_code == 503
 
 
+def test_a_worker_slow_to_unload_is_not_taken_for_hung(gateway):
+    # its unload() takes 3 s, twice heartbeat_timeout: a stopping worker must not be pinged
+    gateway.wait_ready(["slowunload"])
+    (worker,) = workers_of(gateway, "slowunload")
+    assert requests.post(f"{gateway.url}/v2/repository/models/slowunload/unload", timeout=30).status_code == 200
+    log = gateway.log_text()
+    assert f"slowunload {worker} unload() finished" in log
+    assert "of model slowunload is hung" not in log
+    assert workers_of(gateway, "slowunload") == []
+
+
 def test_load_rereads_model_settings(gateway, repository):
     answer = lambda: requests.post(  # noqa: E731
         f"{gateway.url}/v2/models/configured/infer", json={"inputs": [{"name": "x", "datatype": "INT8", "shape": [1], "data": [0]}]}
@@ -249,6 +292,66 @@ def test_load_of_a_new_model_and_of_a_broken_one(gateway, repository):
     shutil.rmtree(repository / "broken")
 
 
+def repository_call(gateway, model: str, action: str, results: list) -> threading.Thread:
+    """POST /v2/repository/models/{model}/{action} in a thread of its own."""
+    url = f"{gateway.url}/v2/repository/models/{model}/{action}"
+    thread = threading.Thread(target=lambda: results.append(requests.post(url, timeout=60)))
+    thread.start()
+    return thread
+
+
+def test_repository_operations_on_one_model_run_in_turn_and_orphan_no_worker(gateway, repository):
+    def contested(load_seconds: float) -> None:
+        settings = {"implementation": "tests.runtimes.SlowLoad", "parallel_workers": 2, "parameters": {"extra": {"load_seconds": load_seconds}}}
+        write_repository(repository, {"contested": settings})
+
+    def settled(state: str, workers: int) -> None:
+        assert index(gateway)[("contested", "")]["state"] == state
+        assert len(workers_of(gateway, "contested")) == workers
+        live_workers = [pid for pid, cmd in children(gateway.process.pid).items() if "-m workers" in cmd]
+        assert len(memfds(gateway.process.pid)) == 2 * len(live_workers)  # the arenas of none left behind
+
+    contested(load_seconds=1)
+    assert requests.post(f"{gateway.url}/v2/repository/models/contested/load", timeout=60).status_code == 200
+    # two reloads at once: each unloads what runs, then loads
+    loads: list = []
+    for thread in [repository_call(gateway, "contested", "load", loads) for _ in range(2)]:
+        thread.join()
+    assert [r.status_code for r in loads] == [200, 200], [r.text for r in loads]
+    settled("READY", 2)
+
+    # load, unload during that load, load again: each asked for once the one before is under way
+    contested(load_seconds=30)
+    first: list = []
+    first_load = repository_call(gateway, "contested", "load", first)
+    gateway.wait_for(lambda: index(gateway)[("contested", "")]["state"] == "LOADING", what="the load to begin")
+    unload: list = []
+    unload_call = repository_call(gateway, "contested", "unload", unload)
+    first_load.join()  # the unload stops it at once: no waiting 30 s
+    assert first[0].status_code == 400 and "unloaded meanwhile" in first[0].text, first[0].text
+    contested(load_seconds=1)
+    last: list = []
+    repository_call(gateway, "contested", "load", last).join()
+    unload_call.join()
+    assert unload[0].status_code == 200, unload[0].text
+    assert last[0].status_code == 200, last[0].text
+    settled("READY", 2)
+
+    assert requests.post(f"{gateway.url}/v2/repository/models/contested/unload", timeout=60).status_code == 200
+    settled("UNAVAILABLE", 0)
+
+
+def test_a_load_goes_on_when_its_client_goes_away(gateway, repository):
+    settings = {"implementation": "tests.runtimes.SlowLoad", "parallel_workers": 2, "parameters": {"extra": {"load_seconds": 2}}}
+    write_repository(repository, {"abandoned": settings})
+    with pytest.raises(requests.Timeout):
+        requests.post(f"{gateway.url}/v2/repository/models/abandoned/load", timeout=0.5)
+    gateway.wait_ready(["abandoned"], timeout=30)
+    assert len(workers_of(gateway, "abandoned")) == 2
+    assert requests.post(f"{gateway.url}/v2/repository/models/abandoned/unload", timeout=60).status_code == 200
+    assert workers_of(gateway, "abandoned") == []
+
+
 @pytest.mark.parametrize(
     "path, status, message",
     [
@@ -271,23 +374,75 @@ def test_repository_refuses_bad_and_unknown_names(gateway, path, status, message
 # --- graceful shutdown
 
 
-def test_sigterm_finishes_in_flight_requests_unloads_and_exits_0(start_gateway, tmp_path):
-    repository = write_repository(tmp_path, {"sleepy": {"implementation": "tests.runtimes.Sleepy"}})
-    gateway = start_gateway(repository).wait_ready()
+def test_sigterm_to_the_process_group_lets_requests_finish_within_the_grace_unloads_and_exits_0(start_gateway, tmp_path):
+    # as a shell or Kubernetes signals: the workers get SIGTERM too, and must leave stopping to the gateway
+    repository = write_repository(tmp_path, {"sleepy": {"implementation": "tests.runtimes.Sleepy", "parallel_workers": 2}})
+    gateway = start_gateway(repository, new_session=True, shutdown_grace=20).wait_ready()
     workers = workers_of(gateway, "sleepy")
-    results: list = []
-    started = started_in(gateway, workers[0])
-    thread = sleep_request(gateway, "sleepy", 1.5, results)
-    gateway.wait_for(started, what="the request to reach the worker")
-    gateway.process.send_signal(signal.SIGTERM)
-    thread.join()
-    assert results[0].status_code == 200
+    started = [started_in(gateway, worker) for worker in workers]
+    rest: list = []
+    rest_call = sleep_request(gateway, "sleepy", 1.5, rest)
+    grpc: list = []
+    grpc_call = grpc_sleep_request(gateway, 6.0, grpc)  # longer than gRPC's former fixed grace of 5 s
+    gateway.wait_for(lambda: all(s() for s in started), what="both requests to reach a worker")
+    os.killpg(gateway.process.pid, signal.SIGTERM)
+    rest_call.join()
+    grpc_call.join()
+    assert rest[0].status_code == 200, rest[0].text
+    assert grpc[0] in workers, grpc[0]
     assert gateway.process.wait(timeout=30) == 0
     log = gateway.log_text()
-    assert f"sleepy {workers[0]} unload() called" in log
+    assert all(f"sleepy {worker} unload() called" in log for worker in workers)
+    assert "Task was destroyed" not in log and "Traceback" not in log
     assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
     assert our_shm_segments() == []
 
+
+def grpc_sleep_request(gateway, seconds: float, results: list) -> threading.Thread:
+    """sleep_request over gRPC; the result is the answering worker's process id, or the error."""
+
+    def call():
+        seconds_input = grpcclient.InferInput("seconds", [1], "FP32")
+        seconds_input.set_data_from_numpy(np.array([seconds], dtype=np.float32))
+        with grpcclient.InferenceServerClient(gateway.grpc_url) as client:
+            try:
+                results.append(int(client.infer("sleepy", [seconds_input]).as_numpy("pid")[0]))
+            except InferenceServerException as exc:
+                results.append(f"gRPC error {exc.status()}: {exc.message()}")
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    return thread
+
+
+def wait_until(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not after {timeout} s"
+        time.sleep(0.05)
+
+
+def gone(pid: int) -> bool:
+    """Exited: reaped, or a zombie whose new parent does not reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_after_a_sigkill_the_workers_die_and_the_next_gateway_removes_the_socket_folder(start_gateway, tmp_path):
+    repository = write_repository(tmp_path, {"echo": {"implementation": "tests.runtimes.Echo"}})
+    killed = start_gateway(repository).wait_ready()
+    (worker,) = workers_of(killed, "echo")
+    command = Path(f"/proc/{worker}/cmdline").read_bytes().split(b"\0")
+    socket_folder = Path(command[command.index(b"--endpoint") + 1].decode().removeprefix("ipc://")).parent
+    assert socket_folder.is_dir()
+    killed.process.kill()
+    killed.process.wait()
+    wait_until(lambda: gone(worker), "the worker to die with its gateway")
+    assert socket_folder.is_dir()  # nobody could remove it
+    start_gateway(repository).wait_ready()
+    assert not socket_folder.exists()
 
 
 # --- every path gives the worker's shared memory back

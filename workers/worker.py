@@ -187,16 +187,28 @@ async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_aren
 
 
 def _die_with_parent(parent: int) -> None:
-    """Ask Linux to SIGTERM us when the gateway dies, so no worker outlives it.
+    """Ask Linux to SIGKILL us when the gateway dies, so no worker outlives it
+    (SIGKILL: this process ignores SIGTERM).
 
     The request covers only deaths after it is made: a gateway that died
     while this process started has already been replaced as our parent."""
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
     if os.getppid() != parent:
         sys.exit(f"the gateway (process {parent}) is gone; not starting")
+
+
+def _close_inherited(keep: set[int]) -> None:
+    """Close every descriptor but stdio and `keep`. uvloop starts processes without
+    closing inheritable descriptors, and Sanic's listening socket is one: held here,
+    it kept the REST port accepting connections after the gateway closed it."""
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -211,7 +223,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-format", default="text", choices=("text", "json"))
     args = parser.parse_args(argv)
     _die_with_parent(args.parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the gateway, which stops us in order
+    _close_inherited({args.in_fd, args.out_fd})
+    # Ctrl-C, or a SIGTERM to the process group (a shell, Kubernetes), also reaches the
+    # gateway, which stops us in order: our runtime's unload() must get to run
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, signal.SIG_IGN)
     logs.configure(args.log_level, args.log_format, worker=args.identity)
     settings = ModelSettings.from_file(args.settings)
     import uvloop

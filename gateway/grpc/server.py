@@ -29,7 +29,6 @@ log = logging.getLogger("gateway.grpc")
 
 # requests of one ModelStreamInfer stream being answered at once; the stream stops being read beyond that
 STREAM_IN_FLIGHT = 64
-STOP_GRACE_SECONDS = 5.0
 SERVICE_PATH = "/inference.GRPCInferenceService/"
 INFERENCE_RPCS = ("ModelInfer", "ModelStreamInfer")  # counted in the request metrics of their model
 
@@ -244,6 +243,6 @@ async def start(dataplane: DataPlane, settings: ServerSettings) -> grpc.aio.Serv
     return server
 
 
-async def stop(server: grpc.aio.Server, grace: float = STOP_GRACE_SECONDS) -> None:
+async def stop(server: grpc.aio.Server, grace: float) -> None:
     """Refuse new calls, give in-flight ones `grace` seconds, then cancel the rest."""
     await server.stop(grace)
