@@ -28,7 +28,7 @@ import zmq
 
 from . import observability, transport
 from .batching import batch_key, merge, split
-from .errors import GatewayError, Timeout, Unavailable
+from .errors import GatewayError, RuntimeFailure, Timeout, Unavailable
 from .shm import Arena
 from .tensors import InferRequest, Tensor
 from .zmqio import LoopSocket
@@ -286,12 +286,21 @@ class ModelPool:
             return
         batch = worker.inflight[1]
         worker.inflight = None
-        self.stats.worker_report(report, requests=len(batch))
+        try:
+            self.stats.worker_report(report, requests=len(batch))
+            self._answer(worker, batch, result, in_arena)
+        finally:
+            self._make_idle(worker)  # whatever went wrong above, the worker takes the next request
+
+    def _answer(self, worker: Worker, batch: list[_Waiting], result: Any, in_arena: bool) -> None:
         if not isinstance(result, GatewayError) and len(batch) > 1:
             try:
                 answers = split(result[0], [w.request for w in batch])
             except GatewayError as exc:
                 result = exc
+            except Exception as exc:  # a bug of ours: fail this batch's requests, not every later one
+                log.exception("could not split the outputs of a batched call of model %r", self.name)
+                result = RuntimeFailure(f"the gateway could not split the batched call's outputs among its requests ({type(exc).__name__}: {exc})")
         if isinstance(result, GatewayError):
             for waiting in batch:
                 if not waiting.reply.done():
@@ -302,7 +311,6 @@ class ModelPool:
                 if not waiting.reply.done():  # else: timed out or gone; nobody will read
                     worker.lent += in_arena
                     waiting.reply.set_result((answers[i] if len(batch) > 1 else outputs, parameters, worker if in_arena else None))
-        self._make_idle(worker)
 
     # --- liveness ----------------------------------------------------------
 
