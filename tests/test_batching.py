@@ -14,6 +14,7 @@ MODELS = {
     "probe": {"implementation": "tests.runtimes.BatchProbe", "max_batch_size": 8, "max_batch_time": 0.05},
     "patient": {"implementation": "tests.runtimes.BatchProbe", "max_batch_size": 8, "max_batch_time": 60},
     "summary": {"implementation": "tests.runtimes.Summary", "max_batch_size": 8},
+    "pair": {"implementation": "tests.runtimes.BatchProbe", "parallel_workers": 2, "max_batch_size": 8, "max_batch_time": 60},
 }
 
 
@@ -22,10 +23,10 @@ def gateway(start_gateway, tmp_path_factory):
     return start_gateway(write_repository(tmp_path_factory.mktemp("batching"), MODELS)).wait_ready()
 
 
-def body(values, request_id, delay=0.0, width=2, outputs=None):
+def body(values, request_id, delay=0.0, width=2, outputs=None, **parameters):
     document = {
         "id": request_id,
-        "parameters": {"delay": delay},
+        "parameters": {"delay": delay, **parameters},
         "inputs": [{"name": "x", "datatype": "FP32", "shape": [len(values), width], "data": [[v] * width for v in values]}],
     }
     if outputs is not None:  # each a name, or a whole requested-output object
@@ -125,6 +126,21 @@ def test_a_lone_request_does_not_wait_for_max_batch_time(gateway):
     # max_batch_time is 60 s here: had the request waited for company, the client would time out
     response = requests.post(f"{gateway.url}/v2/models/patient/infer", data=json.dumps(body([4.0], "alone")), timeout=10)
     assert outputs_of(response)["rows"] == [1]
+
+
+def test_a_lone_request_goes_to_an_idle_worker_while_its_sibling_is_busy(gateway, tmp_path):
+    # the first call holds its worker until the second call has started: had the lone second
+    # request waited for company (up to max_batch_time, 60 s here) the first would give up and fail
+    started = tmp_path / "second-call-started"
+    before = gateway.log_text().count("probe call")
+    results: dict = {}
+    first = threading.Thread(target=call, args=(gateway, "pair", body([1.0], "first", await_file=str(started)), results, "first"))
+    first.start()
+    gateway.wait_for(lambda: gateway.log_text().count("probe call") > before, what="the first call to start")
+    call(gateway, "pair", body([2.0], "second", create_file=str(started)), results, "second")
+    first.join()
+    assert outputs_of(results["first"]) == {"y": [2.0, 2.0], "call": [1], "rows": [1]}
+    assert outputs_of(results["second"]) == {"y": [4.0, 4.0], "call": [1], "rows": [1]}  # the other worker's first call, alone
 
 
 def test_outputs_that_ignore_the_batch_axis_are_a_clear_error(gateway):
