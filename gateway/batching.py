@@ -13,21 +13,25 @@ from typing import Hashable, Optional
 import numpy as np
 
 from .errors import RuntimeFailure
-from .tensors import InferRequest, RequestedOutput, Tensor
+from .tensors import InferRequest, Tensor
 
-# request parameters that only tell the front door how to write the answer
+# parameters that only tell the front door how to write the answer
 _FRONT_DOOR_PARAMETERS = frozenset({"binary_data_output"})
+_FRONT_DOOR_OUTPUT_PARAMETERS = frozenset({"binary_data"})
 
 
-def _frozen(parameters: dict) -> Hashable:
-    return tuple(sorted((k, repr(v)) for k, v in parameters.items() if k not in _FRONT_DOOR_PARAMETERS))
+def _frozen(parameters: dict, ignored: frozenset = _FRONT_DOOR_PARAMETERS) -> Hashable:
+    return tuple(sorted((k, repr(v)) for k, v in parameters.items() if k not in ignored))
 
 
 def batch_key(request: InferRequest) -> Optional[Hashable]:
     """Requests with equal keys can be concatenated; None: this one runs alone.
 
     Equal keys mean the same inputs (names, datatypes, dimensions after the
-    first, parameters) and the same request parameters."""
+    first, parameters), the same request parameters and the same requested
+    outputs (names and parameters, in order): one call then answers every
+    request with exactly the outputs it asked for, and a wrong output name
+    fails only the requests that asked for it."""
     rows = None
     described = []
     for tensor in request.inputs:
@@ -35,7 +39,8 @@ def batch_key(request: InferRequest) -> Optional[Hashable]:
             return None  # no batch axis, or inputs disagree on it
         rows = tensor.shape[0]
         described.append((tensor.name, tensor.datatype, tuple(tensor.shape[1:]), _frozen(tensor.parameters)))
-    return (tuple(described), _frozen(request.parameters))
+    outputs = None if request.outputs is None else tuple((o.name, _frozen(o.parameters, _FRONT_DOOR_OUTPUT_PARAMETERS)) for o in request.outputs)
+    return (tuple(described), _frozen(request.parameters), outputs)
 
 
 def rows_of(request: InferRequest) -> int:
@@ -50,18 +55,15 @@ def merge(requests: list[InferRequest]) -> InferRequest:
         parts = [r.inputs[i].data for r in requests]
         data = np.concatenate(parts, axis=0)
         inputs.append(Tensor(tensor.name, tensor.datatype, [data.shape[0], *tensor.shape[1:]], data, tensor.parameters))
-    if any(r.outputs is None for r in requests):
-        outputs = None
-    else:  # the union, in first-asked order; each caller then gets its own selection
-        names = dict.fromkeys(o.name for r in requests for o in r.outputs)
-        outputs = [RequestedOutput(name) for name in names]
     # every caller's id, so that the worker's log lines of the call name each of them
     merged_id = ",".join(r.id for r in requests)
-    return InferRequest(first.model_name, first.model_version, merged_id, inputs, first.parameters, outputs)
+    # batch-mates asked for the same outputs (batch_key): they differ at most in how the front door writes them
+    return InferRequest(first.model_name, first.model_version, merged_id, inputs, first.parameters, first.outputs)
 
 
 def split(outputs: list[Tensor], requests: list[InferRequest]) -> list[list[Tensor]]:
-    """Each request's rows of each output (views, no copies), in the order it asked for."""
+    """Each request's rows of each output (views, no copies). Batch-mates asked for the
+    same outputs, so every output of the call is one each of them asked for."""
     total = sum(rows_of(r) for r in requests)
     for tensor in outputs:
         if not tensor.shape or tensor.shape[0] != total:
@@ -69,11 +71,9 @@ def split(outputs: list[Tensor], requests: list[InferRequest]) -> list[list[Tens
                 f"output {tensor.name!r} has shape {tensor.shape}, but the batch had {total} rows: "
                 "this model's outputs do not follow the batch axis; set max_batch_size to 0 or 1"
             )
-    by_name = {t.name: t for t in outputs}
     answers, start = [], 0
     for request in requests:
         stop = start + rows_of(request)
-        chosen = outputs if request.outputs is None else [by_name[o.name] for o in request.outputs]
-        answers.append([Tensor(t.name, t.datatype, [stop - start, *t.shape[1:]], t.data[start:stop], t.parameters) for t in chosen])
+        answers.append([Tensor(t.name, t.datatype, [stop - start, *t.shape[1:]], t.data[start:stop], t.parameters) for t in outputs])
         start = stop
     return answers

@@ -28,7 +28,7 @@ import zmq
 
 from . import observability, transport
 from .batching import batch_key, merge, split
-from .errors import GatewayError, Timeout, Unavailable
+from .errors import GatewayError, RuntimeFailure, Timeout, Unavailable
 from .shm import Arena
 from .tensors import InferRequest, Tensor
 from .zmqio import LoopSocket
@@ -45,7 +45,6 @@ class _Waiting:
     request: InferRequest
     reply: asyncio.Future
     batch_key: Optional[Hashable]  # None: runs alone
-    arrived: float
     # for the queue-time metric: loop.time() is uvloop's per-iteration clock, in whole milliseconds
     queued: int = field(default_factory=time.perf_counter_ns)
 
@@ -115,14 +114,13 @@ class ModelPool:
     """The queue and the workers of one model version."""
 
     def __init__(
-        self, name: str, router: Router, request_timeout: float, arena_bytes: int, max_batch_size: int = 0, max_batch_time: float = 0.0, version: str | None = None
+        self, name: str, router: Router, request_timeout: float, arena_bytes: int, max_batch_size: int = 0, version: str | None = None
     ):
         self.name = name
         self.stats = observability.model_stats(name, version)  # told of each call sent and each worker report
         self.request_timeout = request_timeout
         self.arena_bytes = arena_bytes
         self.max_batch_size = max_batch_size
-        self.max_batch_time = max_batch_time
         self.workers: list[Worker] = []
         self.on_worker_lost: Callable[[Worker, str], None] = lambda worker, why: None
         self._router = router
@@ -131,7 +129,6 @@ class ModelPool:
         self._seq = itertools.count()
         self._quiet = asyncio.Event()
         self._quiet.set()
-        self._batch_timer: Optional[asyncio.TimerHandle] = None
 
     def add_worker(self, identity: str) -> Worker:
         worker = Worker(
@@ -159,7 +156,7 @@ class ModelPool:
             raise Unavailable(f"model {self.name!r} has no running worker")
         loop = asyncio.get_running_loop()
         key = batch_key(request) if self.max_batch_size > 1 and kind == transport.INFER else None
-        waiting = _Waiting(kind, request, loop.create_future(), key, loop.time())
+        waiting = _Waiting(kind, request, loop.create_future(), key)
         self._waiting.append(waiting)
         self._quiet.clear()
         self._dispatch()
@@ -183,15 +180,15 @@ class ModelPool:
             reply.set_exception(Timeout(f"model {self.name!r} did not answer within {self.request_timeout} s"))
 
     def _dispatch(self) -> None:
+        """Each idle worker takes the oldest waiting request and those waiting that can join it.
+
+        Nothing waits for company while a worker is idle: batches form from the
+        requests that queue while every worker is busy."""
         while self._waiting and self._idle:
             first = self._waiting.popleft()
             if first.reply.done():
                 continue  # timed out or cancelled while queued
-            batch = self._take_batch(first)
-            if self._should_wait_for_more(batch):
-                self._waiting.extendleft(reversed(batch))
-                break
-            self._send(self._idle.pop(), batch)
+            self._send(self._idle.pop(), self._take_batch(first))
         self._check_quiet()
 
     def _take_batch(self, first: _Waiting) -> list[_Waiting]:
@@ -208,25 +205,6 @@ class ModelPool:
         kept.extend(self._waiting)
         self._waiting = kept
         return batch
-
-    def _should_wait_for_more(self, batch: list[_Waiting]) -> bool:
-        """Hold a partial batch up to max_batch_time, but only while another worker is busy:
-        with the model idle, a lone request leaves at once."""
-        if batch[0].batch_key is None or len(batch) >= self.max_batch_size or self.max_batch_time <= 0:
-            return False
-        if not any(w.inflight is not None for w in self.workers):
-            return False
-        loop = asyncio.get_running_loop()
-        deadline = batch[0].arrived + self.max_batch_time
-        if loop.time() >= deadline:
-            return False
-        if self._batch_timer is None:
-            self._batch_timer = loop.call_at(deadline, self._batch_time_up)
-        return True
-
-    def _batch_time_up(self) -> None:
-        self._batch_timer = None
-        self._dispatch()
 
     def _send(self, worker: Worker, batch: list[_Waiting]) -> None:
         seq = next(self._seq)
@@ -288,12 +266,21 @@ class ModelPool:
             return
         batch = worker.inflight[1]
         worker.inflight = None
-        self.stats.worker_report(report, requests=len(batch))
+        try:
+            self.stats.worker_report(report, requests=len(batch))
+            self._answer(worker, batch, result, in_arena)
+        finally:
+            self._make_idle(worker)  # whatever went wrong above, the worker takes the next request
+
+    def _answer(self, worker: Worker, batch: list[_Waiting], result: Any, in_arena: bool) -> None:
         if not isinstance(result, GatewayError) and len(batch) > 1:
             try:
                 answers = split(result[0], [w.request for w in batch])
             except GatewayError as exc:
                 result = exc
+            except Exception as exc:  # a bug of ours: fail this batch's requests, not every later one
+                log.exception("could not split the outputs of a batched call of model %r", self.name)
+                result = RuntimeFailure(f"the gateway could not split the batched call's outputs among its requests ({type(exc).__name__}: {exc})")
         if isinstance(result, GatewayError):
             for waiting in batch:
                 if not waiting.reply.done():
@@ -304,7 +291,6 @@ class ModelPool:
                 if not waiting.reply.done():  # else: timed out or gone; nobody will read
                     worker.lent += in_arena
                     waiting.reply.set_result((answers[i] if len(batch) > 1 else outputs, parameters, worker if in_arena else None))
-        self._make_idle(worker)
 
     # --- liveness ----------------------------------------------------------
 

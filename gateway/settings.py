@@ -104,7 +104,6 @@ class ModelSettings(BaseModel):
     outputs: list[MetadataTensor] = Field(default_factory=list)
     parameters: ModelParameters = Field(default_factory=ModelParameters)
     max_batch_size: int = Field(0, ge=0)
-    max_batch_time: float = Field(0.0, ge=0)
     parallel_workers: Optional[int] = Field(None, ge=1)
     # where model-settings.json was found; relative URIs resolve against it
     folder: Optional[Path] = None

@@ -152,7 +152,6 @@ class Supervisor:
             self.settings.request_timeout,
             self.settings.shm_arena_bytes,
             model_settings.max_batch_size,
-            model_settings.max_batch_time,
             version=model_settings.version,
         )
         entry = ModelEntry(model_settings, pool)

@@ -3,6 +3,7 @@
 import asyncio
 import os
 import time
+from pathlib import Path
 
 from gateway import MLModel, metrics
 from gateway.types import InferenceRequest, InferenceResponse, ResponseOutput
@@ -105,7 +106,9 @@ class Versioned(MLModel):
 class BatchProbe(MLModel):
     """Doubles `x`; tells each row which call of predict it ran in and how many rows that call had.
 
-    The request parameter `delay` (seconds) makes the call slow; a negative input raises."""
+    Request parameters: `delay` (seconds) makes the call slow; `create_file` (a path) is
+    created when the call starts; `await_file` (a path) holds the call until that file
+    exists, and fails it after 20 s without. A negative input raises."""
 
     async def load(self) -> bool:
         self.calls = 0
@@ -115,7 +118,16 @@ class BatchProbe(MLModel):
         self.calls += 1
         x = payload.inputs[0].data
         print(f"probe call {self.calls} started with {x.shape[0]} rows", flush=True)
-        await asyncio.sleep(float((payload.parameters.model_extra or {}).get("delay", 0)) if payload.parameters else 0)
+        parameters = (payload.parameters.model_extra or {}) if payload.parameters else {}
+        if "create_file" in parameters:
+            Path(parameters["create_file"]).touch()
+        if "await_file" in parameters:
+            deadline = time.monotonic() + 20
+            while not Path(parameters["await_file"]).exists():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{parameters['await_file']} did not appear within 20 s")
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(float(parameters.get("delay", 0)))
         if (x < 0).any():
             raise ValueError("negative input")
         rows = x.shape[0]

@@ -3,6 +3,7 @@
 import json
 import threading
 
+import numpy as np
 import pytest
 import requests
 
@@ -13,6 +14,7 @@ MODELS = {
     "probe": {"implementation": "tests.runtimes.BatchProbe", "max_batch_size": 8, "max_batch_time": 0.05},
     "patient": {"implementation": "tests.runtimes.BatchProbe", "max_batch_size": 8, "max_batch_time": 60},
     "summary": {"implementation": "tests.runtimes.Summary", "max_batch_size": 8},
+    "pair": {"implementation": "tests.runtimes.BatchProbe", "parallel_workers": 2, "max_batch_size": 8, "max_batch_time": 60},
 }
 
 
@@ -21,14 +23,14 @@ def gateway(start_gateway, tmp_path_factory):
     return start_gateway(write_repository(tmp_path_factory.mktemp("batching"), MODELS)).wait_ready()
 
 
-def body(values, request_id, delay=0.0, width=2, outputs=None):
+def body(values, request_id, delay=0.0, width=2, outputs=None, **parameters):
     document = {
         "id": request_id,
-        "parameters": {"delay": delay},
+        "parameters": {"delay": delay, **parameters},
         "inputs": [{"name": "x", "datatype": "FP32", "shape": [len(values), width], "data": [[v] * width for v in values]}],
     }
-    if outputs is not None:
-        document["outputs"] = [{"name": name} for name in outputs]
+    if outputs is not None:  # each a name, or a whole requested-output object
+        document["outputs"] = [{"name": o} if isinstance(o, str) else o for o in outputs]
     return document
 
 
@@ -72,13 +74,33 @@ def test_concurrent_requests_share_one_call_and_each_gets_its_own_rows(gateway):
     assert len(calls) == 1
 
 
-def test_each_caller_gets_the_outputs_it_asked_for(gateway):
-    documents = [body([1.0], "only-y", outputs=["y"]), body([2.0], "only-call", outputs=["call"]), body([3.0], "all")]
+def test_callers_asking_different_outputs_each_get_theirs_and_the_model_keeps_serving(gateway):
+    # the probe declares no outputs, so only its worker can tell that "bogus" does not exist
+    documents = [
+        body([1.0], "all"),
+        body([2.0], "only-call", outputs=["call"]),
+        body([3.0], "bogus", outputs=["y", "bogus"]),
+        body([4.0], "y-json", outputs=["y", "rows"]),
+        body([5.0], "y-binary", outputs=[{"name": "y", "parameters": {"binary_data": True}}, "rows"]),
+        body([6.0], "y-scaled", outputs=[{"name": "y", "parameters": {"scale": 3}}, "rows"]),
+    ]
     results = burst_behind_a_busy_worker(gateway, "probe", documents)
-    assert outputs_of(results["only-y"]) .keys() == {"y"}
+    everything = outputs_of(results["all"])
+    assert everything.keys() == {"y", "call", "rows"} and everything["y"] == [2.0, 2.0] and everything["rows"] == [1]
     assert outputs_of(results["only-call"]).keys() == {"call"}
-    assert outputs_of(results["all"]).keys() == {"y", "call", "rows"}
-    assert outputs_of(results["only-call"])["call"] == outputs_of(results["all"])["call"]
+    assert results["bogus"].status_code == 400 and "no output named 'bogus'" in results["bogus"].json()["error"]
+    # binary_data only changes how the answer is written: those two ran in one call, each written its own way
+    assert outputs_of(results["y-json"]) == {"y": [8.0, 8.0], "rows": [2]}
+    binary = results["y-binary"]
+    assert binary.status_code == 200, binary.text
+    json_length = int(binary.headers["Inference-Header-Content-Length"])
+    y, rows = json.loads(binary.content[:json_length])["outputs"]
+    assert y["parameters"] == {"binary_data_size": 8} and np.frombuffer(binary.content[json_length:], "<f4").tolist() == [10.0, 10.0]
+    assert rows["data"] == [2]
+    # another output parameter may change what the runtime computes: that request ran apart
+    assert outputs_of(results["y-scaled"]) == {"y": [12.0, 12.0], "rows": [1]}
+    after = requests.post(f"{gateway.url}/v2/models/probe/infer", data=json.dumps(body([7.0], "after")), timeout=30)
+    assert outputs_of(after)["y"] == [14.0, 14.0]
 
 
 def test_requests_that_cannot_merge_still_succeed_apart(gateway):
@@ -104,6 +126,21 @@ def test_a_lone_request_does_not_wait_for_max_batch_time(gateway):
     # max_batch_time is 60 s here: had the request waited for company, the client would time out
     response = requests.post(f"{gateway.url}/v2/models/patient/infer", data=json.dumps(body([4.0], "alone")), timeout=10)
     assert outputs_of(response)["rows"] == [1]
+
+
+def test_a_lone_request_goes_to_an_idle_worker_while_its_sibling_is_busy(gateway, tmp_path):
+    # the first call holds its worker until the second call has started: had the lone second
+    # request waited for company (up to max_batch_time, 60 s here) the first would give up and fail
+    started = tmp_path / "second-call-started"
+    before = gateway.log_text().count("probe call")
+    results: dict = {}
+    first = threading.Thread(target=call, args=(gateway, "pair", body([1.0], "first", await_file=str(started)), results, "first"))
+    first.start()
+    gateway.wait_for(lambda: gateway.log_text().count("probe call") > before, what="the first call to start")
+    call(gateway, "pair", body([2.0], "second", create_file=str(started)), results, "second")
+    first.join()
+    assert outputs_of(results["first"]) == {"y": [2.0, 2.0], "call": [1], "rows": [1]}
+    assert outputs_of(results["second"]) == {"y": [4.0, 4.0], "call": [1], "rows": [1]}  # the other worker's first call, alone
 
 
 def test_outputs_that_ignore_the_batch_axis_are_a_clear_error(gateway):

@@ -46,7 +46,9 @@ def test_model_settings_mlserver_style(tmp_path):
     assert settings.uri == str(folder / "weights.bin")
     assert settings.parameters.extra == {"k": 1}
     assert settings.inputs[0].shape == [-1, 2]
-    assert (settings.max_batch_size, settings.max_batch_time) == (8, 0.01)
+    assert settings.max_batch_size == 8
+    # batches never wait for company (README, adaptive batching), so this MLServer setting is ignored, as warm_workers
+    assert settings.model_extra == {"max_batch_time": 0.01, "warm_workers": True}
 
 
 def test_same_model_version_twice_is_an_error(tmp_path):
