@@ -9,7 +9,8 @@ server starts. Peers are installed by the script into their own virtualenvs unde
 
 Models:  rowsum  16 FP32 features -> their sum               (input "input" [-1,16])
          mlp     numpy MLP 256 -> 1024 -> 10, ReLU, seed 0   (input "input" [-1,256])
-         mlp-batched  the same with max_batch_size 32, max_batch_time 0.005
+         rowsum-batched, mlp-batched  the same with max_batch_size 32, max_batch_time 0.005
+                 (KServe has no adaptive batcher: it serves those cases with the plain model)
          echo    returns its FP32 input                      (input "input" [-1,-1])
 
 Server variants (--servers):
@@ -89,6 +90,12 @@ def all_cases() -> list[Case]:
     for transport in ("rest", "grpc"):
         for c in (1, 8, 64):
             cases.append(Case(f"rowsum-{transport}-c{c}", "small", "rowsum", [16], 1, c, transport, f"rowsum {transport}"))
+    # the same small requests with adaptive batching on, where the server has it: what its users would turn on under load
+    for transport in ("rest", "grpc"):
+        for c in (8, 64):
+            cases.append(
+                Case(f"rowsum-batch-{transport}-c{c}", "small", "rowsum-batched", [16], 1, c, transport, f"rowsum {transport} batching", needs_batching=True)
+            )
     for batch in (1, 32):
         for batching in (False, True):
             for c in (1, 64):
@@ -224,10 +231,11 @@ MODEL_DECLS = {
     # name: (class, input shape, output shape, batching)
     "rowsum": ("RowSum", [-1, 16], [-1, 1], False),
     "mlp": ("MLP", [-1, 256], [-1, 10], False),
+    "rowsum-batched": ("RowSum", [-1, 16], [-1, 1], True),
     "mlp-batched": ("MLP", [-1, 256], [-1, 10], True),
     "echo": ("Echo", [-1, -1], [-1, -1], False),
 }
-GROUP_MODELS = {"small": ["rowsum", "mlp", "mlp-batched"], "large": ["echo"]}
+GROUP_MODELS = {"small": ["rowsum", "rowsum-batched", "mlp", "mlp-batched"], "large": ["echo"]}
 
 
 def write_mlmodel_repository(root: Path, pkg: str, models: list[str], server_settings: dict[str, Any]) -> None:
@@ -505,8 +513,8 @@ def start_server(server: Server, prepared: dict[str, Any], group: str, workdir: 
         repo.mkdir(parents=True)
         script = repo / "kserve_models.py"
         script.write_text(KSERVE_SOURCE.format(math=MODEL_MATH))
-        # the KServe server has no adaptive batcher; mlp-batched is served as plain mlp and its cases are skipped
-        names = sorted({m if m != "mlp-batched" else "mlp" for m in models})
+        # the KServe server has no adaptive batcher: its batching cases run on the plain models
+        names = sorted({m.removesuffix("-batched") for m in models})
         command = [
             str(prepared["python"]),
             str(script),
@@ -597,13 +605,12 @@ def run_case(case: Case, running: RunningServer, args) -> dict[str, Any]:
     protocol = protocol_for(case, server)
     record: dict[str, Any] = {"case": case.name, "server": server.name, "series": case.series, "concurrency": case.concurrency, "protocol": protocol}
     if case.needs_batching and not server.supports_batching:
-        record["skipped"] = "no adaptive batching in this server"
-        return record
+        record["unbatched"] = True  # the same requests, served as this server's users would: without batching
     if protocol == "grpc" and not getattr(running, "grpc_available", False):
         record["skipped"] = "no gRPC listener"
         return record
     kwargs = dict(
-        model=case.model if not (server.kind == "kserve" and case.model == "mlp-batched") else "mlp",
+        model=case.model.removesuffix("-batched") if record.get("unbatched") else case.model,
         url=running.url,
         grpc_url=running.grpc_url,
         protocol=protocol,
@@ -690,7 +697,8 @@ def _cell(record: Optional[dict[str, Any]]) -> tuple[str, str, str]:
         return f"FAILED: {reason[:90]}", "", ""
     proto = {"rest-json": "json", "rest-binary": "bin", "grpc": "grpc"}[record["protocol"]]
     errors = f", {record['error_count']} errors" if record["error_count"] else ""
-    throughput = f"{_fmt(record['infer_per_s'])} ({proto}{errors})"
+    unbatched = ", no batcher" if record.get("unbatched") else ""
+    throughput = f"{_fmt(record['infer_per_s'])} ({proto}{unbatched}{errors})"
     latency = f"{_fmt(record['p50_ms'], 2)} / {_fmt(record['p99_ms'], 2)}"
     cpu = f"{_fmt(record['client_cpu_pct'], 0)}% / {_fmt(record['server_cpu_pct'], 0)}% / {_fmt(record.get('other_cpu_pct'), 0)}%"
     if (record.get("other_cpu_pct") or 0) > NOISY_OTHER_PCT:
