@@ -21,6 +21,8 @@ _FRONT_DOOR_OUTPUT_PARAMETERS = frozenset({"binary_data"})
 
 
 def _frozen(parameters: dict, ignored: frozenset = _FRONT_DOOR_PARAMETERS) -> Hashable:
+    if not parameters:
+        return ()  # the usual case, on every request of a batching model
     return tuple(sorted((k, repr(v)) for k, v in parameters.items() if k not in ignored))
 
 

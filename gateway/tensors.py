@@ -241,16 +241,18 @@ def _convert(parsed: np.ndarray, datatype: str, where: str) -> np.ndarray:
     if target.kind == "f":
         if kind not in "iuf":
             raise BadRequest(f"{where}: {datatype} data must be numbers")
-        with np.errstate(over="ignore"):
-            converted = parsed.astype(target)
-        # a number beyond the type's range would silently become infinity
-        overflow = np.isinf(converted) & np.isfinite(parsed)
-        if overflow.any():
-            raise BadRequest(
-                f"{where}: {datatype} data out of range: {parsed[overflow][0]} would become infinity "
-                f"(the largest {datatype} is {np.finfo(target).max})"
-            )
-        return converted
+        # a number beyond a narrower type's range would silently become infinity; JSON has no NaN
+        # nor infinity, so two reductions tell whether any value is near enough to look closer
+        largest = float(np.finfo(target).max)
+        if target.itemsize < 8 and (float(parsed.max()) > largest or float(parsed.min()) < -largest):
+            with np.errstate(over="ignore"):
+                overflow = np.isinf(parsed.astype(target))
+            if overflow.any():
+                raise BadRequest(
+                    f"{where}: {datatype} data out of range: {parsed[overflow][0]} would become infinity "
+                    f"(the largest {datatype} is {largest})"
+                )
+        return parsed.astype(target)
     # integer targets
     if kind not in "iu":
         what = "fractional numbers" if kind == "f" else "non-integers"
