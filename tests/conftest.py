@@ -24,7 +24,8 @@ def free_port() -> int:
 
 
 class Gateway:
-    """A `gateway start` subprocess on free ports; its log is printed when a test fails to start it.
+    """A `gateway start` subprocess on free ports; its log (a temporary file, removed when the
+    module's gateways stop) is printed when a test fails to start it.
 
     With `new_session`, the gateway leads a process group of its own (as under a shell or
     Kubernetes), so a test can signal the whole group without signalling itself."""
@@ -111,3 +112,4 @@ def start_gateway():
     yield start
     for gateway in started:
         gateway.stop()
+        Path(gateway.log.name).unlink(missing_ok=True)
