@@ -4,6 +4,8 @@
     python examples/train.py              writes examples/iris-sklearn/model.joblib
     python examples/train.py --iris-mlp   also retrains config/iris-mlp/weights.npz (committed, so
                                           that config/ serves with numpy alone)
+    python examples/train.py --sklearn-out DIR   writes DIR/model.joblib instead (scripts/benchmark.py
+                                          trains it so with each server's own scikit-learn)
 
 Both are deterministic: the same scikit-learn gives the same models.
 """
@@ -52,10 +54,11 @@ def train_iris_mlp(path: Path = HERE.parent / "config" / "iris-mlp" / "weights.n
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iris-mlp", action="store_true", help="also retrain config/iris-mlp/weights.npz")
+    parser.add_argument("--sklearn-out", type=Path, default=HERE / "iris-sklearn", help="folder for the scikit-learn model.joblib")
     args = parser.parse_args()
-    model = train_iris_sklearn()
+    model = train_iris_sklearn(args.sklearn_out)
     features, names = iris_named()
-    print(f"examples/iris-sklearn/model.joblib: accuracy on iris {np.mean(model.predict(features) == names):.3f}")
+    print(f"{args.sklearn_out / 'model.joblib'}: accuracy on iris {np.mean(model.predict(features) == names):.3f}")
     if args.iris_mlp:
         mlp = train_iris_mlp()
         print(f"config/iris-mlp/weights.npz: accuracy on iris {mlp.score(features, load_iris().target):.3f}")

@@ -352,7 +352,7 @@ def test_mlserver_model_folder_starts_unchanged(gateway, trained):
 def test_sklearn_refuses_what_it_cannot_answer_and_keeps_serving(gateway, trained):
     classifier = trained["sk-iris"]
     assert_refused(
-        gateway, "sk-iris", IRIS_ROWS, "SKLearnModel only supports 'predict', 'predict_proba', 'transform' as outputs ('decision_function' was requested)", outputs=["decision_function"]
+        gateway, "sk-iris", IRIS_ROWS, "SKLearnModel only supports 'predict', 'predict_proba' and 'transform' as outputs ('decision_function' was requested)", outputs=["decision_function"]
     )
     assert_refused(gateway, "sk-iris", IRIS_ROWS, "LogisticRegression models do not support 'transform'", outputs=["transform"])
     assert_refused(gateway, "mlserver-sklearn", IRIS_ROWS, "SVC models do not support 'predict_proba'", outputs=["predict_proba"])

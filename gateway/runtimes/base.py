@@ -126,7 +126,9 @@ class EstimatorModel(MLModel):
         methods = [o.name for o in payload.outputs]
         for method in methods:
             if method not in allowed:
-                raise BadRequest(f"{type(self).__name__} only supports {', '.join(map(repr, allowed))} as outputs ({method!r} was requested)")
+                quoted = [repr(name) for name in allowed]
+                listed = " and ".join([", ".join(quoted[:-1]), quoted[-1]]) if len(quoted) > 1 else quoted[0]
+                raise BadRequest(f"{type(self).__name__} only supports {listed} as outputs ({method!r} was requested)")
             if not callable(getattr(self._model, method, None)):
                 raise BadRequest(f"{type(self._model).__name__} models do not support {method!r}")
         return methods
