@@ -53,6 +53,12 @@ IRIS_ROWS = np.tile(IRIS.data, (4, 1))
 FEW_ROWS = IRIS.data[[0, 75, 149]]
 DIABETES_ROWS = DIABETES.data
 PROTOCOLS = ["rest-json", "rest-binary", "grpc"]
+# model folders whose load must fail: their parameters, and the reason their ready answer gives
+UNLOADABLE = {
+    "sk-no-file": ({}, "FileNotFoundError: no model file in {folder}: expected one of model.joblib, model.pickle, model.pkl, or parameters.uri naming the file"),
+    "sk-remote": ({"uri": "s3://models/iris.joblib"}, "ValueError: parameters.uri 's3://models/iris.joblib': only local files are supported; put the model file in the model's folder"),
+    "sk-bad-predict-fn": ({"uri": "../sk-iris/classifier.joblib", "extra": {"predict_fn": "explode"}}, "ValueError: parameters.extra.predict_fn is 'explode': LogisticRegression has no such method"),
+}
 # model folder -> (module the runtime imports, its package's name, the extra that installs it)
 FRAMEWORKS = {
     "no-sklearn": ("sklearn", "scikit-learn", "sklearn", "mlserver_sklearn.SKLearnModel"),
@@ -186,6 +192,9 @@ def build_repository(root: Path) -> dict:
 
     trained["iris-sklearn"] = train_shipped_example(root / "iris-sklearn")
 
+    for name, (parameters, _) in UNLOADABLE.items():
+        folder(root, name, {"implementation": sk, "parameters": parameters})
+
     # a machine without the framework: the model's folder comes first on the worker's sys.path,
     # so a module of the framework's name there fails its import as a missing package does
     for name, (module, _, _, implementation) in FRAMEWORKS.items():
@@ -204,10 +213,13 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gateway(start_gateway, trained):
+    """One gateway serving every folder; fails at once, with the reasons, if a model did not load as expected."""
     gateway = start_gateway(trained["repository"])
-    gateway.wait_ready([name for name in trained if name != "repository"], timeout=120)
-    for model in FRAMEWORKS:
-        gateway.wait_for(lambda: requests.get(f"{gateway.url}/v2/models/{model}/ready").json().get("state") == "UNAVAILABLE", what=model)
+    index = lambda: requests.post(f"{gateway.url}/v2/repository/index", json={}).json()  # noqa: E731
+    gateway.wait_for(lambda: all(model["state"] not in ("LOADING", "UNKNOWN") for model in index()), timeout=120, what="every model's load")
+    states = {model["name"]: (model["state"], model["reason"]) for model in index()}
+    expected = {path.name: "UNAVAILABLE" if path.name in {*FRAMEWORKS, *UNLOADABLE} else "READY" for path in trained["repository"].iterdir()}
+    assert {name: state for name, (state, _) in states.items()} == expected, states
     return gateway
 
 
@@ -508,6 +520,13 @@ def test_a_missing_framework_fails_the_load_naming_the_extra(gateway, trained, m
     assert any(requirement.startswith(distribution) for requirement in extras[extra])
     # other models of the same runtimes, in their own workers, serve
     assert_answers(gateway, "sk-iris", IRIS_ROWS, [("predict", "BYTES", names(trained["sk-iris"].predict(IRIS_ROWS)))])
+
+
+@pytest.mark.parametrize("model", sorted(UNLOADABLE))
+def test_a_model_that_cannot_load_says_why(gateway, trained, model):
+    reason = UNLOADABLE[model][1].format(folder=trained["repository"] / model)
+    ready = requests.get(f"{gateway.url}/v2/models/{model}/ready")
+    assert (ready.status_code, ready.json()) == (503, {"name": model, "ready": False, "state": "UNAVAILABLE", "reason": reason})
 
 
 def test_the_base_install_imports_no_framework():
