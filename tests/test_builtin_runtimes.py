@@ -361,7 +361,7 @@ def test_mlserver_model_folder_starts_unchanged(gateway, trained):
     assert "mlserver_sklearn.SKLearnModel is served by the built-in gateway.runtimes.sklearn.SKLearnModel" in gateway.log_text()
 
 
-def test_sklearn_refuses_what_it_cannot_answer_and_keeps_serving(gateway, trained):
+def test_refused_outputs_and_inputs_and_the_models_keep_serving(gateway, trained):
     classifier = trained["sk-iris"]
     assert_refused(
         gateway, "sk-iris", IRIS_ROWS, "SKLearnModel only supports 'predict', 'predict_proba' and 'transform' as outputs ('decision_function' was requested)", outputs=["decision_function"]
@@ -370,6 +370,12 @@ def test_sklearn_refuses_what_it_cannot_answer_and_keeps_serving(gateway, traine
     assert_refused(gateway, "mlserver-sklearn", IRIS_ROWS, "SVC models do not support 'predict_proba'", outputs=["predict_proba"])
     two_tensors = {"a": IRIS_ROWS, "b": IRIS_ROWS}
     assert_refused(gateway, "sk-iris", two_tensors, "takes exactly one tensor, got 2 inputs")
+    five_features = np.ones((3, 5))
+    assert_refused(gateway, "sk-iris", five_features, "LogisticRegression.predict refused the input: X has 5 features, but LogisticRegression is expecting 4 features")
+    assert_refused(gateway, "xgb-iris", five_features, "XGBClassifier.predict refused the input: Feature shape mismatch, expected: 4, got 5")
+    assert_refused(gateway, "lgb-iris", five_features, "Booster.predict refused the input: The number of features in data (5) is not the same as it was in training data (4)")
+    assert_answers(gateway, "xgb-iris", IRIS_ROWS, [("predict", "INT64", column(trained["xgb-iris"].predict(IRIS_ROWS)))])
+    assert_answers(gateway, "lgb-iris", IRIS_ROWS, [("predict", "FP64", trained["lgb-iris"].predict(IRIS_ROWS))])
     assert_answers(gateway, "sk-iris", IRIS_ROWS, [("predict", "BYTES", names(classifier.predict(IRIS_ROWS)))])
 
 

@@ -93,6 +93,8 @@ class EstimatorModel(MLModel):
 
     model_files: ClassVar[tuple[str, ...]] = ()  # well-known file names in a folder uri
     output_methods: ClassVar[tuple[str, ...]] = ("predict",)
+    # what the model raises when it checks the rows it is given (feature count, NaN, strings): the request's fault
+    input_errors: ClassVar[tuple[type[Exception], ...]] = (ValueError,)
 
     def load_model(self, path: Path) -> Any:
         raise NotImplementedError
@@ -112,7 +114,11 @@ class EstimatorModel(MLModel):
         features = self.decode_request(payload, default_codec=NumpyRequestCodec)
         outputs: list[ResponseOutput] = []
         for method in methods:
-            outputs += self.encode_result(method, getattr(self._model, method)(features), len(methods))
+            try:
+                result = getattr(self._model, method)(features)
+            except self.input_errors as exc:
+                raise BadRequest(f"{type(self._model).__name__}.{method} refused the input: {exc}") from None
+            outputs += self.encode_result(method, result, len(methods))
         return InferenceResponse(model_name=self.name, model_version=self.version, outputs=outputs)
 
     def encode_result(self, method: str, result: Any, methods_requested: int) -> list[ResponseOutput]:

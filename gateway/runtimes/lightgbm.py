@@ -16,6 +16,7 @@ lightgbm = import_framework("lightgbm", "lightgbm", "LightGBM")
 
 class LightGBMModel(EstimatorModel):
     model_files = ("model.bst", "model.txt")
+    input_errors = (ValueError, lightgbm.basic.LightGBMError)  # the latter for a wrong feature count
 
     def load_model(self, path: Path) -> Any:
         return lightgbm.Booster(model_file=str(path))
