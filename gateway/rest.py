@@ -31,7 +31,6 @@ from .restbody import (
 
 log = logging.getLogger("gateway.rest")
 
-CUT_OFF_MARGIN = 1.0  # seconds, past shutdown_grace, for the answers of requests cut off at its end to leave
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer; gRPC counts a cancelled call the same
 
 
@@ -62,13 +61,9 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     settings = dataplane.settings
     app.config.REQUEST_MAX_SIZE = settings.max_request_bytes
     app.config.RESPONSE_TIMEOUT = settings.request_timeout + 30
-    # read by connection.TimedHttp; Sanic's REQUEST_TIMEOUT restarts with every byte, so it alone would
-    # not stop a client that trickles its headers (it still closes a connection silent that long)
-    app.config.HEADER_TIMEOUT = app.config.REQUEST_TIMEOUT = settings.header_timeout
+    # read by connection.TimedHttp (Sanic's REQUEST_TIMEOUT restarts with every byte: see there)
+    app.config.HEADER_TIMEOUT = settings.header_timeout
     app.config.BODY_TIMEOUT = settings.body_timeout
-    # how long Sanic waits for busy connections once its listener closed, before it cuts them: the
-    # grace, plus a second in which requests cut off at its end are answered 503 (server.py)
-    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_grace + CUT_OFF_MARGIN
     app.config.KEEP_ALIVE_TIMEOUT = 75
     # Sanic pauses reading a body every REQUEST_BUFFER_SIZE bytes (64 KiB by default): too often for tensors
     app.config.REQUEST_BUFFER_SIZE = 1024 * 1024

@@ -32,11 +32,13 @@ from . import observability
 from .connection import GatewayProtocol
 from .dataplane import DataPlane
 from .grpc import server as grpc_server
-from .rest import CUT_OFF_MARGIN, create_app, metrics_endpoint
+from .rest import create_app, metrics_endpoint
 from .settings import ServerSettings
 from .supervisor import Supervisor
 
 log = logging.getLogger("gateway")
+
+CUT_OFF_MARGIN = 1.0  # seconds past shutdown_grace for the answers of the requests cut off at its end to leave
 
 
 class PortUnavailable(Exception):
@@ -50,7 +52,7 @@ class Stopping:
         self.app, self.dataplane, self.supervisor, self.settings = app, dataplane, supervisor, settings
         self.closing = False  # the listeners are closed (or closing): in-flight requests have their grace
         self._skip_delay = asyncio.Event()
-        self._drain_task: Optional[asyncio.Task] = None
+        self._drain_task: Optional[asyncio.Task] = None  # held: the loop keeps only a weak reference to a task
         self._cut_off: Optional[asyncio.TimerHandle] = None
 
     def take_signals(self) -> None:
@@ -62,8 +64,8 @@ class Stopping:
         name = signal.Signals(signum).name
         if self.closing:
             if signum == signal.SIGINT:
-                log.warning("%s: stopping at once; in-flight requests get 503", name)
-                self.cut_off()
+                log.warning("%s: stopping at once", name)
+                self.cut_off(f"the gateway was told to stop at once ({name})")
             else:
                 log.info("%s: already stopping", name)
         elif self.dataplane.draining:
@@ -73,11 +75,11 @@ class Stopping:
             else:
                 log.info("%s: already draining", name)
         else:
+            self.dataplane.draining = True
             delay = self.settings.drain_delay if signum == signal.SIGTERM else 0.0
             self._drain_task = asyncio.get_running_loop().create_task(self._drain(name, delay))
 
     async def _drain(self, name: str, delay: float) -> None:
-        self.dataplane.draining = True
         if delay:
             log.info("%s: draining; ready answers 503 for %g s while requests are served, then the listeners close", name, delay)
             try:
@@ -92,12 +94,14 @@ class Stopping:
         self.closing = True
         self.dataplane.draining = True
         self.take_signals()  # Sanic has put the default handlers back: a second SIGINT must not raise in the middle
-        self._cut_off = asyncio.get_running_loop().call_later(self.settings.shutdown_grace, self.cut_off)
+        grace = self.settings.shutdown_grace
+        why = f"the gateway is stopping: the request did not finish within shutdown_grace, {grace} s"
+        self._cut_off = asyncio.get_running_loop().call_later(grace, self.cut_off, why)
 
-    def cut_off(self) -> None:
+    def cut_off(self, why: str) -> None:
         if self._cut_off is not None:
             self._cut_off.cancel()
-        self.supervisor.cut_off()
+        self.supervisor.cut_off(why)
 
 
 def build(settings: ServerSettings) -> Sanic:
@@ -105,6 +109,8 @@ def build(settings: ServerSettings) -> Sanic:
     dataplane = DataPlane(settings, supervisor)
     observability.watch(supervisor)
     app = create_app(dataplane)
+    # how long Sanic waits for busy connections once its listener closed, before it cuts them
+    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_grace + CUT_OFF_MARGIN
     stopping = Stopping(app, dataplane, supervisor, settings)
 
     async def load_models() -> None:
@@ -128,7 +134,7 @@ def build(settings: ServerSettings) -> Sanic:
         stopping.take_signals()  # in place of Sanic's, which would close the listeners at once
 
     @app.before_server_stop
-    async def stop_grpc(app: Sanic) -> None:
+    async def listeners_closing(app: Sanic) -> None:
         stopping.listeners_closing()
         # not awaited here: gRPC calls go on while Sanic waits for its REST connections. Its grace ends
         # after the cut-off, so that the calls cut off are answered UNAVAILABLE, not cancelled
@@ -147,7 +153,7 @@ def build(settings: ServerSettings) -> Sanic:
 def metrics_app(app: Sanic) -> Sanic:
     """The metrics port: a second Sanic app served by the same process and loop as `app`."""
     metrics_only = Sanic(f"{app.name}-metrics", configure_logging=False)
-    metrics_only.config.update({key: app.config[key] for key in ("HEADER_TIMEOUT", "REQUEST_TIMEOUT", "BODY_TIMEOUT")})
+    metrics_only.config.update({key: app.config[key] for key in ("HEADER_TIMEOUT", "BODY_TIMEOUT")})  # for TimedHttp
     metrics_only.add_route(metrics_endpoint, "/metrics", methods=("GET",))
     return metrics_only
 

@@ -398,7 +398,7 @@ class Supervisor:
         entry.state, entry.reason = State.UNLOADING, ""
         if not await entry.pool.drain(grace):
             log.warning("model %s: in-flight requests did not finish within %s s; failing them", entry.name, grace)
-            self._abandon_requests(entry, f"model {entry.name!r} was unloaded and the request did not finish within shutdown_grace ({grace} s)")
+            self._abandon_requests(entry, f"model {entry.name!r} was unloaded: the request did not finish within shutdown_grace, {grace} s")
         workers = list(entry.pool.workers)
         for worker in workers:
             if worker.ready:
@@ -430,20 +430,19 @@ class Supervisor:
 
     # --- shutdown ---------------------------------------------------------------
 
-    def cut_off(self) -> None:
-        """The gateway stops and the requests' grace is over: fail those still queued or running (the
-        front doors answer them 503 / UNAVAILABLE) and kill the workers running them."""
+    def cut_off(self, why: str) -> None:
+        """The gateway stops and the requests' time is up: fail those still queued or running (the front
+        doors answer them 503 / UNAVAILABLE, saying why) and kill the workers running them."""
         self._stopping = True  # no restart of the workers killed here
-        why = f"the gateway is stopping and the request did not finish within shutdown_grace ({self.settings.shutdown_grace} s)"
         failed = sum(self._abandon_requests(entry, why) for entry in self.entries())
         if failed:
-            log.warning("shutdown_grace (%s s) is over: %d request(s) still queued or running get 503 / UNAVAILABLE", self.settings.shutdown_grace, failed)
+            log.warning("%d request(s) still queued or running get 503 / UNAVAILABLE: %s", failed, why)
 
     async def stop(self) -> None:
         """Stop every model's workers (an idle worker calls unload() first), then close the socket.
 
         The front doors have given in-flight requests their grace already: what still runs is cut off."""
-        self.cut_off()
+        self.cut_off("the gateway stopped")
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         await asyncio.gather(*(self._unload(entry, "the gateway stopped", grace=0) for entry in self.entries()))

@@ -81,16 +81,16 @@ class Timeline:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.events: dict[str, float] = {}
-        self.outcomes: list[tuple[str, str, float, float, str]] = []  # protocol, kind, sent, done, outcome
+        self.outcomes: list[tuple[str, str, float, float, str, str]] = []  # protocol, kind, sent, done, outcome, detail
         self.t0 = float("inf")  # when SIGTERM was sent (perf_counter)
 
     def first(self, name: str) -> None:
         with self.lock:
             self.events.setdefault(name, time.perf_counter())
 
-    def record(self, protocol: str, kind: str, sent: float, outcome: str) -> None:
+    def record(self, protocol: str, kind: str, sent: float, outcome: str, detail: str = "") -> None:
         with self.lock:
-            self.outcomes.append((protocol, kind, sent, time.perf_counter(), outcome))
+            self.outcomes.append((protocol, kind, sent, time.perf_counter(), outcome, detail))
 
 
 def start_gateway(args, repository: Path, log) -> tuple[subprocess.Popen, dict]:
@@ -168,10 +168,10 @@ def sleep_rest(url: str, seconds: float, timeline: Timeline) -> None:
     sent = time.perf_counter()
     try:
         response = requests.post(f"{url}/v2/models/sleepy/infer", json=body, timeout=seconds + 60)
-        status = str(response.status_code)
+        status, detail = str(response.status_code), response.json().get("error", "")
     except requests.RequestException as exc:
-        status = connection_failure(exc)
-    timeline.record("rest", f"sleep {seconds:g} s", sent, status)
+        status, detail = connection_failure(exc), repr(exc)
+    timeline.record("rest", f"sleep {seconds:g} s", sent, status, detail)
 
 
 def sleep_grpc(address: str, seconds: float, timeline: Timeline) -> None:
@@ -180,10 +180,10 @@ def sleep_grpc(address: str, seconds: float, timeline: Timeline) -> None:
     sent = time.perf_counter()
     try:
         grpcclient.InferenceServerClient(address).infer("sleepy", [tensor], client_timeout=seconds + 60)
-        status = "OK"
+        status, detail = "OK", ""
     except InferenceServerException as exc:
-        status = str(exc.status()).removeprefix("StatusCode.")
-    timeline.record("grpc", f"sleep {seconds:g} s", sent, status)
+        status, detail = str(exc.status()).removeprefix("StatusCode."), exc.message()
+    timeline.record("grpc", f"sleep {seconds:g} s", sent, status, detail)
 
 
 def probe(ports: dict, timeline: Timeline, stop: threading.Event) -> None:
@@ -220,9 +220,9 @@ def report(timeline: Timeline, exited: float) -> dict:
     closed = timeline.events.get("REST listener closed (connection refused)", float("inf"))
     phases: dict[str, Counter] = {}
     long_requests = {}
-    for protocol, kind, sent, done, outcome in timeline.outcomes:
+    for protocol, kind, sent, done, outcome, detail in timeline.outcomes:
         if kind != "echo":
-            long_requests[f"{protocol} {kind}"] = {"outcome": outcome, "answered_at": round(done - t0, 3)}
+            long_requests[f"{protocol} {kind}"] = {"outcome": outcome, "answered_at": round(done - t0, 3), "detail": detail}
             continue
         phase = "before SIGTERM" if done < t0 else "SIGTERM .. REST listener closed" if done < closed else "after the REST listener closed"
         phases.setdefault(f"{protocol}: {phase}", Counter())[outcome] += 1
@@ -296,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {phase}: {counts}")
     print("long requests:")
     for name, outcome in result["long_requests"].items():
-        print(f"  {name}: {outcome['outcome']} at {outcome['answered_at']} s")
+        detail = f" ({outcome['detail']})" if outcome["detail"] else ""
+        print(f"  {name}: {outcome['outcome']} at {outcome['answered_at']} s{detail}")
     print(f"tracebacks in the gateway's log: {result['gateway_log_tracebacks']}")
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=2))

@@ -328,7 +328,7 @@ def test_sigterm_drains_then_closes_the_listeners_and_answers_503_at_the_end_of_
         call.join()
     assert within[0].status_code == 200, within[0].text
     assert past_rest[0].status_code == 503
-    assert f"did not finish within shutdown_grace ({grace} s)" in past_rest[0].json()["error"]
+    assert f"the gateway is stopping: the request did not finish within shutdown_grace, {grace} s" in past_rest[0].json()["error"]
     assert past_grpc[0].startswith("gRPC error StatusCode.UNAVAILABLE") and "shutdown_grace" in past_grpc[0], past_grpc[0]
     assert gateway.process.wait(timeout=60) == 0
     # well before the 60 s requests would have ended (generous: a loaded machine)
