@@ -21,7 +21,7 @@ from tests.test_worker_plane import grpc_sleep_request, our_shm_segments, sleep_
 
 ECHO = {"implementation": "tests.runtimes.Echo"}
 SLEEPY = {"implementation": "tests.runtimes.Sleepy"}
-HEADER_TIMEOUT, BODY_TIMEOUT = 1.0, 2.0
+HEADER_TIMEOUT, BODY_TIMEOUT, GRACE = 1.0, 2.0, 2.0
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def repository(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gateway(start_gateway, repository):
-    gateway = start_gateway(repository, header_timeout=HEADER_TIMEOUT, body_timeout=BODY_TIMEOUT, drain_delay=600)
+    gateway = start_gateway(repository, header_timeout=HEADER_TIMEOUT, body_timeout=BODY_TIMEOUT, shutdown_grace=GRACE, drain_delay=600)
     return gateway.wait_ready(["echo", "sleepy", "spare"])
 
 
@@ -196,6 +196,24 @@ def test_a_connection_dropped_before_its_headers_are_complete_logs_one_line(gate
 
 
 # --- the model repository and the readiness rule
+
+
+def test_an_unload_fails_a_request_that_outlasts_the_grace_and_kills_its_worker(gateway):
+    (worker,) = workers_of(gateway, "sleepy")
+    results: list = []
+    started = gateway.log_text().count(f"sleepy {worker} predict started")
+    call = sleep_request(gateway, "sleepy", 60, results)
+    gateway.wait_for(lambda: gateway.log_text().count(f"sleepy {worker} predict started") > started, what="the request to reach its worker")
+    assert unload(gateway, "sleepy").status_code == 200
+    call.join()
+    assert results[0].status_code == 503
+    assert f"model 'sleepy' was unloaded: the request did not finish within shutdown_grace, {GRACE} s" in results[0].json()["error"]
+    gateway.wait_for(lambda: worker not in workers_of(gateway, "sleepy"), what="the worker to go")
+    assert load(gateway, "sleepy").status_code == 200
+    results.clear()
+    sleep_request(gateway, "sleepy", 0, results).join()
+    assert results[0].status_code == 200, results[0].text
+    echo_through_shared_memory(gateway)
 
 
 def test_readiness_rule_start_up_failures_unloads_and_failed_loads(gateway, repository):
