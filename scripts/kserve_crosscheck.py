@@ -1,8 +1,7 @@
 """Compare gateway.kserve's wire bytes and decoded objects with KServe 0.21's (not part of the tests).
 
-KServe cannot be installed beside the gateway (its dependencies pin other versions, protobuf
-among them), so the same cases run twice, each in an interpreter of its own, and the results
-are compared here:
+KServe stays out of the gateway's environment (its many dependencies would move the gateway's),
+so the same cases run twice, each in an interpreter of its own, and the results are compared here:
 
     python -m venv /tmp/ksvenv && /tmp/ksvenv/bin/pip install kserve==0.21.0
     python scripts/kserve_crosscheck.py --kserve-python /tmp/ksvenv/bin/python
