@@ -43,8 +43,6 @@ _LATENCY_METRICS = {
     "explain": ("request_explain_seconds", "explain request latency"),
     "postprocess": ("request_postprocess_seconds", "post-process request latency"),
 }
-for _name, _description in _LATENCY_METRICS.values():
-    metrics.register(_name, _description)
 
 
 class BaseKServeModel(ABC):
@@ -246,4 +244,6 @@ def _record(latency_ms: Dict[str, float], step: str, started: float) -> None:
     """Note a hook's latency for the trace line and KServe's histogram."""
     seconds = time.perf_counter() - started
     latency_ms[step] = get_latency_ms(0, seconds)
-    metrics.log(**{_LATENCY_METRICS[step][0]: seconds})
+    name, description = _LATENCY_METRICS[step]
+    metrics.register(name, description)  # once: later registrations are no-ops
+    metrics.log(**{name: seconds})
