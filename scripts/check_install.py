@@ -302,10 +302,15 @@ def main() -> int:
                 raise AssertionError(f"HEALTHCHECK failed ({healthcheck.returncode}): {healthcheck.stderr}")
             print("exit 0")
 
+            step("memory, idle")
+            for pid in [gateway_pid, *descendants(gateway_pid)]:
+                print(memory_line(pid))
+
             step("a tensor larger than /dev/shm")
             large_infer(url, rows=6 * 1024 * 1024)  # 96 MiB of FP32 features
             arenas = [line for line in requests.get(f"http://127.0.0.1:{run_env['GATEWAY_METRICS_PORT']}/metrics", timeout=5).text.splitlines() if line.startswith("gateway_shared_memory_bytes")]
             print("\n".join(arenas))
+            print("memory after it:")
             for pid in [gateway_pid, *descendants(gateway_pid)]:
                 print(memory_line(pid))
 
