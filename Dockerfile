@@ -19,8 +19,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 WORKDIR /src
 COPY . .
-# `pip install .` of the checkout, as the README installs it (not editable: the image keeps no
-# checkout); setup.py generates the gRPC stubs into the installed package.
+# `pip install .` of the checkout, as the README installs it (not editable: the image keeps no checkout)
 RUN python -m venv /opt/gateway \
     && /opt/gateway/bin/pip install ".${EXTRAS:+[$EXTRAS]}"
 
