@@ -27,6 +27,7 @@ import zmq
 from pydantic import ValidationError
 
 from gateway import logs, metrics, transport
+from gateway.codecs.utils import tensor_data
 from gateway.errors import BadRequest, GatewayError, RuntimeFailure
 from gateway.model import MLModel
 from gateway.settings import ModelSettings
@@ -107,7 +108,7 @@ def select_outputs(response: Any, requested: list[RequestedOutput] | None) -> tu
     tensors = []
     for out in chosen:
         datatype = getattr(out.datatype, "value", out.datatype)
-        array = array_from_output(out.name, datatype, list(out.shape), out.data)
+        array = array_from_output(out.name, datatype, list(out.shape), tensor_data(out))
         tensors.append(Tensor(out.name, datatype, list(out.shape), array, _parameters(out.parameters)))
     return tensors, _parameters(response.parameters)
 
