@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, signal.SIG_IGN)
     logs.configure(args.log_level, args.log_format, worker=args.identity)
+    # a runtime's print() reaches the log line by line, not when a block fills (or the worker exits)
+    sys.stdout.reconfigure(line_buffering=True)
     settings = ModelSettings.from_file(args.settings)
     import uvloop
 
