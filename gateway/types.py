@@ -81,18 +81,22 @@ class TensorData(RootModel[Union[List, Any]]):
 
     @classmethod
     def deferred(cls, array: np.ndarray, make_list: Callable[[np.ndarray], list]) -> "TensorData":
-        data = cls.model_construct(None)
-        del data.__dict__["root"]  # made by __getattr__ when first read
-        data._array, data._make_list = array, make_list
+        # what model_construct builds, without its per-field work (this runs for every output),
+        # and without "root": __getattr__ makes it when first read
+        data = cls.__new__(cls)
+        object.__setattr__(data, "__pydantic_fields_set__", {"root"})
+        object.__setattr__(data, "__pydantic_extra__", None)
+        object.__setattr__(data, "__pydantic_private__", {"_array": array, "_make_list": make_list})
         return data
 
     def deferred_array(self) -> Optional[np.ndarray]:
         """The array the list is to be made from, while nothing has read (and so perhaps changed) the list."""
-        return None if "root" in self.__dict__ else self._array
+        return None if "root" in self.__dict__ else self.__pydantic_private__["_array"]
 
     def __getattr__(self, name: str) -> Any:
-        if name == "root" and self._make_list is not None:
-            root = self.__dict__["root"] = self._make_list(self._array)
+        private = self.__pydantic_private__
+        if name == "root" and private["_make_list"] is not None:
+            root = self.__dict__["root"] = private["_make_list"](private["_array"])
             return root
         return super().__getattr__(name)
 

@@ -17,8 +17,7 @@ from .string import encode_str
 from .utils import InputOrOutput, SingleInputRequestCodec, inject_batch_dimension, tensor_data, tensor_label
 
 _FLOATS = frozenset({"FP16", "FP32", "FP64"})
-# little-endian dtype strings (numpy's '<f4', '|u1', ...) -> datatype
-_DATATYPE_OF_DTYPE = {dtype.str: name for name, dtype in NUMPY_DTYPES.items() if name != "BYTES"}
+_DATATYPE_OF_DTYPE = {dtype: Datatype(name) for name, dtype in NUMPY_DTYPES.items() if name != "BYTES"}
 
 
 def to_dtype(input_or_output: InputOrOutput) -> np.dtype:
@@ -35,10 +34,10 @@ def to_datatype(dtype: np.dtype) -> Datatype:
     dtype = np.dtype(dtype)
     if dtype.kind in "OSU":
         return Datatype.BYTES
-    name = _DATATYPE_OF_DTYPE.get(dtype.newbyteorder("<").str)
-    if name is None:
+    datatype = _DATATYPE_OF_DTYPE.get(dtype) or _DATATYPE_OF_DTYPE.get(dtype.newbyteorder("<"))  # big-endian too
+    if datatype is None:
         raise TypeError(f"numpy dtype {dtype} has no V2 datatype")
-    return Datatype(name)
+    return datatype
 
 
 def convert_nan(val: Any) -> Any:
