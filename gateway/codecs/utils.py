@@ -6,7 +6,7 @@ decodes a whole request: the request's content type, else the model's
 (`parameters.content_type` in model-settings.json). A content type no codec is
 registered for decodes nothing. Each decoded value is kept on the object it
 came from (`parameters._decoded_payload`), so that request codecs such as
-pandas' reuse what the input codecs made, and nothing is decoded twice.
+pandas' build on what the input codecs made.
 """
 
 from __future__ import annotations
