@@ -42,6 +42,7 @@ import numpy as np
 import orjson
 
 from ...codecs.pandas import _pandas
+from ...codecs.utils import tensor_data
 from ...errors import BadRequest
 from ...grpc.generated.inference_pb2 import (
     InferParameter,
@@ -591,14 +592,15 @@ class InferRequest:
         InferenceRequest model). `data` is kept as given: a list, or a numpy array."""
         infer_inputs = []
         for tensor in request.inputs:
+            data = tensor_data(tensor)  # a TensorData's list (or array), a worker's array
             infer_input = InferInput(
                 name=tensor.name,
                 shape=list(tensor.shape),
                 datatype=str(getattr(tensor.datatype, "value", tensor.datatype)),
-                data=tensor.data,
+                data=data,
                 parameters=_plain_parameters(tensor.parameters) or {},
             )
-            if isinstance(tensor.data, list):
+            if isinstance(data, list):
                 _no_fp16_json(infer_input, "Sending")
             infer_inputs.append(infer_input)
         requested_outputs = None
