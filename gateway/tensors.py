@@ -32,7 +32,6 @@ NUMPY_DTYPES: dict[str, np.dtype] = {
     "BYTES": np.dtype(object),
 }
 DATATYPES = frozenset(NUMPY_DTYPES)
-_DATATYPE_OF_KIND = {np.dtype(v).str: k for k, v in NUMPY_DTYPES.items() if k not in ("BYTES",)}
 _LENGTH = struct.Struct("<I")
 
 
@@ -167,7 +166,8 @@ def raw_bytes(tensor: Tensor) -> memoryview | bytes:
     """The tensor's bytes as they travel raw (binary extension, gRPC raw contents, workers)."""
     if tensor.datatype == "BYTES":
         return pack_bytes(tensor.data)
-    return memoryview(np.ascontiguousarray(tensor.data)).cast("B")
+    # a flat byte view: memoryview.cast refuses shapes with a zero in them
+    return memoryview(np.ascontiguousarray(tensor.data).reshape(-1).view(np.uint8))
 
 
 def array_from_raw(datatype: str, shape: list[int], buf: memoryview | bytes, where: str) -> np.ndarray:
@@ -301,12 +301,3 @@ def array_from_output(name: str, datatype: str, shape: list[int], data: Any) -> 
         raise RuntimeFailure(f"{where} holds {array.size} elements, its shape {shape} needs {count}")
     return array.reshape(shape)
 
-
-def datatype_of(array: np.ndarray) -> str:
-    """The V2 datatype of a numpy array (object and string arrays are BYTES)."""
-    if array.dtype.kind in "OSU":
-        return "BYTES"
-    try:
-        return _DATATYPE_OF_KIND[array.dtype.newbyteorder("<").str]
-    except KeyError:
-        raise BadRequest(f"numpy dtype {array.dtype} has no V2 datatype") from None

@@ -38,7 +38,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC
 from tritonclient.utils import InferenceServerException
 
-from gateway.tensors import NUMPY_DTYPES, datatype_of
+from gateway.codecs.numpy import to_datatype
+from gateway.tensors import NUMPY_DTYPES
 
 from .conftest import ROOT
 from .test_observability import labels, metrics_of
@@ -229,7 +230,7 @@ def gateway(start_gateway, trained):
 def infer(gateway, protocol: str, model: str, inputs: dict[str, np.ndarray], outputs=None, parameters=None) -> list[tuple]:
     """The answer as [(name, datatype, shape, array)], in the order the gateway gave them."""
     if protocol == "rest-json":
-        body = {"inputs": [{"name": n, "datatype": datatype_of(a), "shape": list(a.shape), "data": json_data(a)} for n, a in inputs.items()]}
+        body = {"inputs": [{"name": n, "datatype": to_datatype(a.dtype).value, "shape": list(a.shape), "data": json_data(a)} for n, a in inputs.items()]}
         if outputs is not None:
             body["outputs"] = [{"name": o} for o in outputs]
         if parameters:
@@ -244,7 +245,7 @@ def infer(gateway, protocol: str, model: str, inputs: dict[str, np.ndarray], out
     try:
         tensors = []
         for name, array in inputs.items():
-            tensor = module.InferInput(name, list(array.shape), datatype_of(array))
+            tensor = module.InferInput(name, list(array.shape), to_datatype(array.dtype).value)
             tensor.set_data_from_numpy(array)
             tensors.append(tensor)
         requested = None if outputs is None else [module.InferRequestedOutput(o) for o in outputs]
@@ -369,7 +370,7 @@ def test_refused_outputs_and_inputs_and_the_models_keep_serving(gateway, trained
     assert_refused(gateway, "sk-iris", IRIS_ROWS, "LogisticRegression models do not support 'transform'", outputs=["transform"])
     assert_refused(gateway, "mlserver-sklearn", IRIS_ROWS, "SVC models do not support 'predict_proba'", outputs=["predict_proba"])
     two_tensors = {"a": IRIS_ROWS, "b": IRIS_ROWS}
-    assert_refused(gateway, "sk-iris", two_tensors, "takes exactly one tensor, got 2 inputs")
+    assert_refused(gateway, "sk-iris", two_tensors, "The 'np' codec only supports a single input tensor (2 were received)")
     five_features = np.ones((3, 5))
     assert_refused(gateway, "sk-iris", five_features, "LogisticRegression.predict refused the input: X has 5 features, but LogisticRegression is expecting 4 features")
     assert_refused(gateway, "xgb-iris", five_features, "XGBClassifier.predict refused the input: Feature shape mismatch, expected: 4, got 5")
@@ -424,6 +425,7 @@ def test_onnx_metadata_comes_from_the_graph(gateway):
     metadata = requests.get(f"{gateway.url}/v2/models/onnx-iris").json()
     assert metadata == {
         "name": "onnx-iris",
+        "versions": [],
         "platform": "onnxruntime_onnx",
         "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 4]}],
         # the ZipMap output (a sequence of maps) has no V2 form
@@ -482,7 +484,7 @@ def test_concurrent_requests_are_merged_and_each_gets_its_own_rows(gateway, trai
         before = merged_calls(gateway, "sk-iris-batched")
         answers: dict = {}
         blocker = threading.Thread(
-            target=lambda: answers.update(big=infer(gateway, "rest-binary", "sk-iris-batched", {"x": big}, outputs=["predict_proba"]))
+            target=lambda: answers.update(big=infer(gateway, "grpc", "sk-iris-batched", {"x": big}, outputs=["predict_proba"]))
         )
         blocker.start()
         gateway.wait_for(lambda: inflight(gateway, "sk-iris-batched") >= 1, what="the large request")

@@ -38,7 +38,7 @@ def test_iris_mlp_over_json(gateway):
     outputs = {o["name"]: o for o in answer["outputs"]}
     probabilities = np.array(outputs["probabilities"]["data"], dtype=np.float32).reshape(2, 3)
     np.testing.assert_allclose(probabilities, expected_probabilities(IRIS), rtol=1e-5)
-    assert (outputs["label"]["datatype"], outputs["label"]["shape"]) == ("BYTES", [2])
+    assert (outputs["label"]["datatype"], outputs["label"]["shape"]) == ("BYTES", [2, 1])
     assert outputs["label"]["data"] == ["setosa", "virginica"]
 
 
@@ -50,7 +50,8 @@ def test_iris_mlp_is_trained(gateway):
     features.set_data_from_numpy(iris.data.astype(np.float32))
     labels = client.infer("iris-mlp", [features]).as_numpy("label")
     client.close()
-    assert np.mean(labels.astype(str) == iris.target_names[iris.target]) > 0.95
+    assert labels.shape == (150, 1)
+    assert np.mean(labels.ravel().astype(str) == iris.target_names[iris.target]) > 0.95
 
 
 def test_iris_mlp_with_tritonclient_binary(gateway):
@@ -88,6 +89,7 @@ def test_text_sentiment_with_tritonclient(gateway):
     text = httpclient.InferInput("text", [1], "BYTES")
     text.set_data_from_numpy(np.array([b"what a great day"], dtype=object))
     result = client.infer("text-sentiment", [text])
-    assert result.as_numpy("label").tolist() == [b"positive"]
-    assert result.as_numpy("score").tolist() == [2.0]
+    # the codecs give 1-D outputs shape [N, 1], as MLServer's do
+    assert result.as_numpy("label").tolist() == [[b"positive"]]
+    assert result.as_numpy("score").tolist() == [[2.0]]
     client.close()

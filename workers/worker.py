@@ -27,6 +27,7 @@ import zmq
 from pydantic import ValidationError
 
 from gateway import logs, metrics, transport
+from gateway.codecs.utils import tensor_data
 from gateway.errors import BadRequest, GatewayError, RuntimeFailure
 from gateway.model import MLModel
 from gateway.runtimes import resolve_implementation
@@ -113,7 +114,7 @@ def select_outputs(response: Any, requested: list[RequestedOutput] | None) -> tu
     tensors = []
     for out in chosen:
         datatype = getattr(out.datatype, "value", out.datatype)
-        array = array_from_output(out.name, datatype, list(out.shape), out.data)
+        array = array_from_output(out.name, datatype, list(out.shape), tensor_data(out))
         tensors.append(Tensor(out.name, datatype, list(out.shape), array, _parameters(out.parameters)))
     return tensors, _parameters(response.parameters)
 
@@ -172,14 +173,16 @@ async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_aren
             if kind == transport.PING:
                 socket.send(transport.control_frames(transport.PONG, {"report": metrics.take_report()}))
                 continue
-            seq, request = transport.parse_request(frames, in_arena, settings.name, settings.version)
-            logs.REQUEST_ID.set(request.id)  # every line logged until the reply carries it
+            header = transport.request_header(frames)
+            seq = header["seq"]
+            logs.REQUEST_ID.set(header["id"])  # every line logged until the reply carries it
             try:
+                request = transport.parse_request(header, frames, in_arena, settings.name, settings.version)
                 outputs, parameters, times = await run(runtime, kind, request, received)
                 reply = transport.reply_frames(seq, outputs, parameters, out_arena, {**metrics.take_report(), "times": times})
             except GatewayError as exc:
                 reply = transport.error_frames(seq, exc, metrics.take_report())
-            except Exception as exc:
+            except Exception as exc:  # this call fails; the worker goes on
                 log.exception("the runtime raised")
                 reply = transport.error_frames(seq, RuntimeFailure(f"{type(exc).__name__}: {exc}"), metrics.take_report())
             socket.send(reply)
@@ -235,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, signal.SIG_IGN)
     logs.configure(args.log_level, args.log_format, worker=args.identity)
+    # a runtime's print() reaches the log line by line, not when a block fills (or the worker exits)
+    sys.stdout.reconfigure(line_buffering=True)
     settings = ModelSettings.from_file(args.settings)
     import uvloop
 

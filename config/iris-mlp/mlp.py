@@ -27,12 +27,12 @@ class MLPClassifier(MLModel):
         logits = hidden @ self.w2 + self.b2
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         probabilities = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
-        labels = self.classes[probabilities.argmax(axis=1)]
+        labels = self.classes[probabilities.argmax(axis=1)].reshape(-1, 1)  # one column, as the metadata says
         return InferenceResponse(
             model_name=self.name,
             model_version=self.version,
             outputs=[
                 NumpyCodec.encode_output("probabilities", probabilities),
-                ResponseOutput(name="label", datatype="BYTES", shape=[len(labels)], data=labels),
+                ResponseOutput(name="label", datatype="BYTES", shape=list(labels.shape), data=labels),
             ],
         )

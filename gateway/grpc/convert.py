@@ -132,12 +132,14 @@ def parse_infer_request(message: pb.ModelInferRequest, max_tensor_bytes: int) ->
 
 def _from_contents(item, datatype: str, shape: list[int], where: str) -> np.ndarray:
     field = CONTENTS_FIELD.get(datatype)
+    used = [descriptor.name for descriptor, _ in item.contents.ListFields()]
+    if not used and element_count(shape, where) == 0:
+        return array_from_json(datatype, shape, [], where)  # no elements need no data, whatever the datatype
     if field is None:
         raise BadRequest(f"{where}: {datatype} has no typed contents field; send it in raw_input_contents")
-    used = [descriptor.name for descriptor, _ in item.contents.ListFields()]
     if any(name != field for name in used):
         raise BadRequest(f"{where}: {datatype} data goes in contents.{field}, got contents.{', contents.'.join(used)}")
-    if not used and element_count(shape, where):
+    if not used:
         raise BadRequest(f"{where} has no data: send contents.{field} or raw_input_contents")
     # same conversion as JSON numbers: count checked, integers range-checked, no silent wrap-around
     return array_from_json(datatype, shape, list(getattr(item.contents, field)), where)

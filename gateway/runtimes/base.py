@@ -1,6 +1,6 @@
 """What the built-in runtimes share: importing their framework, finding the model
 file, and answering with outputs named after the model's methods, as MLServer's
-scikit-learn, XGBoost and LightGBM runtimes answer."""
+scikit-learn, XGBoost and LightGBM runtimes answer (through the same codecs)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ from ..codecs import NumpyCodec, NumpyRequestCodec
 from ..errors import BadRequest
 from ..model import MLModel
 from ..settings import ModelSettings
-from ..tensors import datatype_of
-from ..types import InferenceRequest, InferenceResponse, Parameters, ResponseOutput
+from ..types import InferenceRequest, InferenceResponse, RequestOutput, ResponseOutput
 
 log = logging.getLogger("gateway.runtimes")
 
@@ -68,21 +67,6 @@ def model_path(settings: ModelSettings, wellknown: Sequence[str]) -> Path:
     raise FileNotFoundError(f"parameters.uri: {path} does not exist")
 
 
-def prediction_output(name: str, prediction: Any) -> ResponseOutput:
-    """A prediction as MLServer's NumpyCodec encodes it: the datatype of its dtype, and a
-    1-D result as one column ([n] -> [n, 1]). The array itself is the data (no list)."""
-    # a sparse matrix (e.g. a OneHotEncoder's transform) has no V2 form but the dense one
-    array = prediction.toarray() if hasattr(prediction, "toarray") else np.asarray(prediction)
-    shape = list(array.shape) if array.ndim > 1 else [*array.shape, 1]
-    return ResponseOutput(
-        name=name,
-        datatype=datatype_of(array),
-        shape=shape,
-        data=array.reshape(shape),
-        parameters=Parameters(content_type=NumpyCodec.ContentType),
-    )
-
-
 class EstimatorModel(MLModel):
     """A loaded model whose outputs are its methods, each run on the whole input.
 
@@ -110,31 +94,36 @@ class EstimatorModel(MLModel):
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        methods = self._requested_methods(payload)
+        requested = self._requested_outputs(payload)
         features = self.decode_request(payload, default_codec=NumpyRequestCodec)
         outputs: list[ResponseOutput] = []
-        for method in methods:
+        for request_output in requested:
+            method = request_output.name
             try:
                 result = getattr(self._model, method)(features)
             except self.input_errors as exc:
                 raise BadRequest(f"{type(self._model).__name__}.{method} refused the input: {exc}") from None
-            outputs += self.encode_result(method, result, len(methods))
+            outputs += self.encode_result(result, request_output, len(requested))
         return InferenceResponse(model_name=self.name, model_version=self.version, outputs=outputs)
 
-    def encode_result(self, method: str, result: Any, methods_requested: int) -> list[ResponseOutput]:
-        """The outputs of one method's result."""
-        return [prediction_output(method, result)]
+    def encode_result(self, result: Any, request_output: RequestOutput, outputs_requested: int) -> list[ResponseOutput]:
+        """The outputs of one method's result: by the output's content type, else as a numpy array
+        (MLServer's NumpyCodec: a 1-D result is one column, [n, 1])."""
+        # a sparse matrix (e.g. a OneHotEncoder's transform) has no V2 form but the dense one
+        if hasattr(result, "toarray"):
+            result = result.toarray()
+        return [self.encode(result, request_output, default_codec=NumpyCodec)]
 
-    def _requested_methods(self, payload: InferenceRequest) -> list[str]:
+    def _requested_outputs(self, payload: InferenceRequest) -> list[RequestOutput]:
         if not payload.outputs:
-            return [self._default_output]
+            return [RequestOutput(name=self._default_output)]
         allowed = list(dict.fromkeys((*self.output_methods, self._default_output)))
-        methods = [o.name for o in payload.outputs]
-        for method in methods:
+        for request_output in payload.outputs:
+            method = request_output.name
             if method not in allowed:
                 quoted = [repr(name) for name in allowed]
                 listed = " and ".join([", ".join(quoted[:-1]), quoted[-1]]) if len(quoted) > 1 else quoted[0]
                 raise BadRequest(f"{type(self).__name__} only supports {listed} as outputs ({method!r} was requested)")
             if not callable(getattr(self._model, method, None)):
                 raise BadRequest(f"{type(self._model).__name__} models do not support {method!r}")
-        return methods
+        return payload.outputs

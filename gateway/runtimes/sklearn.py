@@ -6,14 +6,12 @@ Loading a pickle runs code from it: serve only model files you trust.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
+from ..codecs import PandasCodec
 from ..errors import BadRequest
-from ..tensors import datatype_of
-from ..codecs import StringCodec
-from ..types import Parameters, ResponseOutput
+from ..types import RequestOutput, ResponseOutput
 from .base import EstimatorModel, import_framework
 
 import_framework("sklearn", "sklearn", "scikit-learn")  # what unpickling the model imports
@@ -27,22 +25,10 @@ class SKLearnModel(EstimatorModel):
     def load_model(self, path: Path) -> Any:
         return joblib.load(path)  # reads plain pickles too
 
-    def encode_result(self, method: str, result: Any, methods_requested: int) -> list[ResponseOutput]:
+    def encode_result(self, result: Any, request_output: RequestOutput, outputs_requested: int) -> list[ResponseOutput]:
         # a DataFrame (a transform with set_output(transform="pandas")) answers one output per column, as in MLServer
-        pandas = sys.modules.get("pandas")
-        if pandas is None or not isinstance(result, pandas.DataFrame):
-            return super().encode_result(method, result, methods_requested)
-        if methods_requested > 1:
-            raise BadRequest(f"{method!r} returns a DataFrame, whose columns become the outputs: request it alone")
-        return [_column_output(str(column), series) for column, series in result.items()]
-
-
-def _column_output(name: str, series: Any) -> ResponseOutput:
-    """One DataFrame column as MLServer's PandasCodec encodes it: [n, 1], strings as BYTES of content type str."""
-    values = series.to_numpy()
-    shape = [len(values), 1]
-    if values.dtype.kind in "biuf":
-        return ResponseOutput(name=name, datatype=datatype_of(values), shape=shape, data=values.reshape(shape))
-    if not all(isinstance(value, (str, bytes)) for value in values):
-        raise TypeError(f"column {name!r} of dtype {series.dtype} holds values that are neither numbers nor strings")
-    return ResponseOutput(name=name, datatype="BYTES", shape=shape, data=list(values), parameters=Parameters(content_type=StringCodec.ContentType))
+        if not PandasCodec.can_encode(result):
+            return super().encode_result(result, request_output, outputs_requested)
+        if outputs_requested > 1:
+            raise BadRequest(f"{request_output.name!r} returns a DataFrame, whose columns become the outputs: request it alone")
+        return PandasCodec.encode_outputs(result)
