@@ -221,10 +221,24 @@ def gateway(start_gateway, trained):
     states = {model["name"]: (model["state"], model["reason"]) for model in index()}
     expected = {path.name: "UNAVAILABLE" if path.name in {*FRAMEWORKS, *UNLOADABLE} else "READY" for path in trained["repository"].iterdir()}
     assert {name: state for name, (state, _) in states.items()} == expected, states
-    return gateway
+    yield gateway
+    while CLIENTS:  # closed and dropped here, in this thread, while grpc and gevent still stand
+        CLIENTS.popitem()[1].close()
 
 
 # --------------------------------------------------------------------------- calling the gateway three ways
+
+# one tritonclient per protocol for the module, closed with its gateway: a tritonclient.http client
+# garbage-collected in another thread (the batching test's) fails in gevent
+CLIENTS: dict = {}
+
+
+def client(gateway, protocol: str):
+    if protocol not in CLIENTS:
+        CLIENTS[protocol] = (
+            httpclient.InferenceServerClient(gateway.url.removeprefix("http://")) if protocol == "rest-binary" else grpcclient.InferenceServerClient(gateway.grpc_url)
+        )
+    return CLIENTS[protocol]
 
 
 def infer(gateway, protocol: str, model: str, inputs: dict[str, np.ndarray], outputs=None, parameters=None) -> list[tuple]:
@@ -240,18 +254,13 @@ def infer(gateway, protocol: str, model: str, inputs: dict[str, np.ndarray], out
             raise InferenceServerException(response.json()["error"], status=str(response.status_code))
         return [(o["name"], o["datatype"], o["shape"], from_json(o)) for o in response.json()["outputs"]]
     module = httpclient if protocol == "rest-binary" else grpcclient
-    url = gateway.url.removeprefix("http://") if protocol == "rest-binary" else gateway.grpc_url
-    client = module.InferenceServerClient(url)
-    try:
-        tensors = []
-        for name, array in inputs.items():
-            tensor = module.InferInput(name, list(array.shape), to_datatype(array.dtype).value)
-            tensor.set_data_from_numpy(array)
-            tensors.append(tensor)
-        requested = None if outputs is None else [module.InferRequestedOutput(o) for o in outputs]
-        result = client.infer(model, tensors, outputs=requested, parameters=parameters)
-    finally:
-        client.close()
+    tensors = []
+    for name, array in inputs.items():
+        tensor = module.InferInput(name, list(array.shape), to_datatype(array.dtype).value)
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    requested = None if outputs is None else [module.InferRequestedOutput(o) for o in outputs]
+    result = client(gateway, protocol).infer(model, tensors, outputs=requested, parameters=parameters)
     if protocol == "rest-binary":
         described = [(o["name"], o["datatype"], o["shape"]) for o in result.get_response()["outputs"]]
     else:
