@@ -14,7 +14,8 @@ Models:  rowsum  16 FP32 features -> their sum               (input "input" [-1,
          echo    returns its FP32 input                      (input "input" [-1,-1])
          iris-sklearn  examples/iris-sklearn (scikit-learn scaler + logistic regression, 4 features ->
                  class name), served by the built-in runtime (ours) and by mlserver-sklearn (MLServer)
-                 from the same model folder; KServe's sklearnserver is not on PyPI, so KServe sits it out
+                 from the same model folder; iris-sklearn-batched the same with max_batch_size 32,
+                 max_batch_time 0.005. KServe's sklearnserver is not on PyPI, so KServe sits them out
 
 Server variants (--servers):
   gateway         ours, its defaults
@@ -123,10 +124,15 @@ def all_cases() -> list[Case]:
         cases.append(
             Case(f"echo-64mib-{label}-c1", "large", "echo", [64 * MIB_FLOATS], 1, 1, transport, f"echo 64MiB {label}", timeout=60.0)
         )
-    # a saved scikit-learn model, served by each server's own runtime for it
+    # a saved scikit-learn model, served by each server's own runtime for it; then with adaptive batching on
     for transport in ("rest", "grpc"):
         for c in (1, 8, 64):
             cases.append(Case(f"sklearn-iris-{transport}-c{c}", "sklearn", "iris-sklearn", [4], 1, c, transport, f"sklearn iris {transport}"))
+    for transport in ("rest", "grpc"):
+        for c in (8, 64):
+            cases.append(
+                Case(f"sklearn-iris-batch-{transport}-c{c}", "sklearn", "iris-sklearn-batched", [4], 1, c, transport, f"sklearn iris {transport} batching", needs_batching=True)
+            )
     return cases
 
 
@@ -242,9 +248,18 @@ MODEL_DECLS = {
     "mlp-batched": ("MLP", [-1, 256], [-1, 10], True),
     "echo": ("Echo", [-1, -1], [-1, -1], False),
 }
-GROUP_MODELS = {"small": ["rowsum", "rowsum-batched", "mlp", "mlp-batched"], "large": ["echo"], "sklearn": ["iris-sklearn"]}
-# the scikit-learn model folder, as MLServer's docs write one: both servers load it unchanged
-SKLEARN_SETTINGS = {"name": "iris-sklearn", "implementation": "mlserver_sklearn.SKLearnModel", "parameters": {"uri": "./model.joblib", "version": "1"}}
+GROUP_MODELS = {"small": ["rowsum", "rowsum-batched", "mlp", "mlp-batched"], "large": ["echo"], "sklearn": ["iris-sklearn", "iris-sklearn-batched"]}
+# the scikit-learn model folders, as MLServer's docs write one: both servers load them unchanged
+SKLEARN_SETTINGS = {
+    "iris-sklearn": {"name": "iris-sklearn", "implementation": "mlserver_sklearn.SKLearnModel", "parameters": {"uri": "./model.joblib", "version": "1"}},
+    "iris-sklearn-batched": {
+        "name": "iris-sklearn-batched",
+        "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib", "version": "1"},
+        "max_batch_size": 32,
+        "max_batch_time": 0.005,
+    },
+}
 
 
 def write_mlmodel_repository(root: Path, pkg: str, models: list[str], server_settings: dict[str, Any]) -> None:
@@ -272,13 +287,16 @@ def write_mlmodel_repository(root: Path, pkg: str, models: list[str], server_set
 def write_sklearn_repository(root: Path, python: Path, server_settings: dict[str, Any]) -> None:
     """The iris model, trained by examples/train.py with the server's own interpreter, so that the
     pickle matches the scikit-learn that loads it (the same data and settings give the same model)."""
-    folder = root / "iris-sklearn"
-    folder.mkdir(parents=True)
+    root.mkdir(parents=True)
     (root / "settings.json").write_text(json.dumps(server_settings, indent=2))
-    (folder / "model-settings.json").write_text(json.dumps(SKLEARN_SETTINGS, indent=2))
-    trained = subprocess.run([str(python), str(REPO / "examples" / "train.py"), "--sklearn-out", str(folder)], capture_output=True, text=True, timeout=300)
+    trained = subprocess.run([str(python), str(REPO / "examples" / "train.py"), "--sklearn-out", str(root)], capture_output=True, text=True, timeout=300)
     if trained.returncode != 0:
         raise RuntimeError(f"training the iris model with {python} failed (does it have scikit-learn? pip install -e '.[sklearn]'):\n{trained.stderr[-1500:]}")
+    for name, settings in SKLEARN_SETTINGS.items():
+        (root / name).mkdir()
+        shutil.copy(root / "model.joblib", root / name / "model.joblib")
+        (root / name / "model-settings.json").write_text(json.dumps(settings, indent=2))
+    (root / "model.joblib").unlink()
 
 
 # --------------------------------------------------------------------------- servers
