@@ -111,7 +111,7 @@ def test_numpy_decodes_bytes_from_unicode_array():
     assert out.tolist() == [b"a", b"b"]
 
 
-@pytest.mark.parametrize("data", [[1, 2], np.arange(2, dtype=np.float32), [[1, 2], [3]]])
+@pytest.mark.parametrize("data", [[1, 2], np.arange(2, dtype=np.float32), [[1, 2], [3, 4]]])
 def test_numpy_wrong_element_count_is_bad_request(data):
     with pytest.raises(BadRequest, match="input 'x'"):
         NumpyCodec.decode_input(tensor(shape=[3], datatype="FP32", data=data))

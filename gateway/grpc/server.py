@@ -120,7 +120,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise BadRequest("model_name is required")
         # an unknown model or version is NOT_FOUND whatever its inputs, as over REST
         self.dataplane.check_model_exists(request.model_name, request.model_version or None)
-        parsed = convert.parse_infer_request(request, self.max_tensor_bytes)
+        parsed, pending = convert.parse_infer_request(request, self.max_tensor_bytes)
+        if pending:  # many typed contents: checked against the model first, then converted in steps
+            self.dataplane.check_request(parsed)
+            await convert.convert_contents(request, pending, self.max_tensor_bytes)
         return await self.dataplane.infer(parsed, convert.render_infer_response)
 
     @unary
