@@ -39,10 +39,21 @@ def batch_key(request: InferRequest) -> Optional[Hashable]:
     for tensor in request.inputs:
         if not tensor.shape or (rows is not None and tensor.shape[0] != rows):
             return None  # no batch axis, or inputs disagree on it
+        if type(tensor.data) is PackedBytes and not _framing_known(tensor.data):
+            return None  # the worker refuses it, and must not fail the batch-mates with it
         rows = tensor.shape[0]
         described.append((tensor.name, tensor.datatype, tuple(tensor.shape[1:]), _frozen(tensor.parameters)))
     outputs = None if request.outputs is None else tuple((o.name, _frozen(o.parameters, _FRONT_DOOR_OUTPUT_PARAMETERS)) for o in request.outputs)
     return (tuple(described), _frozen(request.parameters), outputs)
+
+
+# raw BYTES (binary extension, gRPC raw contents) of up to this many elements are checked here before
+# they may join a batch (the worker checks a lone request's); larger ones run alone
+CHECK_FRAMING_UP_TO = 65536
+
+
+def _framing_known(packed: PackedBytes) -> bool:
+    return packed.framed or (packed.count <= CHECK_FRAMING_UP_TO and packed.check_framing())
 
 
 def rows_of(request: InferRequest) -> int:

@@ -144,7 +144,7 @@ def _malformed(why: str) -> BadRequest:
 
 async def scan(body: bytes, limit: int) -> LargeDocument:
     """Find the data values of body[:limit] and parse the rest (steps 1 and 2 of the module's docstring)."""
-    spans, pos = [], 0
+    spans, pos, unread = [], 0, None  # unread: where a data value starts that is no clean array
     while True:
         key = body.find(b'"data"', pos, limit)
         if key < 0:
@@ -167,6 +167,8 @@ async def scan(body: bytes, limit: int) -> LargeDocument:
         if span is not None:
             spans.append(span)
             pos = span.end
+        elif unread is None:
+            unread = value
     token = secrets.token_hex(8)
     pieces, previous = [], 0
     for i, span in enumerate(spans):
@@ -175,6 +177,8 @@ async def scan(body: bytes, limit: int) -> LargeDocument:
     pieces.append(body[previous:limit])
     rest = b"".join(pieces)
     if len(rest) > HEADER_LIMIT:
+        if unread is not None:
+            raise BadRequest(f"malformed JSON, or data that is no array of numbers, booleans or strings, from byte {unread}")
         raise BadRequest(
             f"the JSON body holds {len(rest)} bytes besides its inputs' data arrays, over the {HEADER_LIMIT} a body of "
             f"{LARGE_JSON} bytes or more may hold (names, shapes, parameters): send large values as tensor data"

@@ -151,12 +151,24 @@ class PackedBytes:
     Only the worker unpacks it (`unpack_bytes`, which checks the framing) into the object
     array a runtime sees, and only a JSON answer decodes it: every other hop (the binary
     extension, gRPC raw contents, shared memory, batching) moves the buffer as it is.
-    `count` is the number of elements the tensor's shape declares. `bounds`, on a batched
+    `count` is the number of elements the tensor's shape declares; `framed`: whether the
+    framing is known to hold exactly those (packed here, or checked). `bounds`, on a batched
     call's output: the byte offsets where each batch-mate's rows start, and the end."""
 
     buffer: bytes | bytearray | memoryview
     count: int
     bounds: list[int] | None = None
+    framed: bool = False
+
+    def check_framing(self) -> bool:
+        """Whether the buffer holds exactly `count` elements (walking their lengths once)."""
+        if not self.framed:
+            walked, end = count_bytes_elements(self.buffer, 0, self.count + 1)
+            self.framed = walked == self.count and end == len(self.buffer)
+        return self.framed
+
+
+_PACK_BLOCK = 65536  # elements packed at a time: the temporary arrays stay small
 
 
 def pack_bytes(items: list, bounds_at: list[int] | None = None) -> PackedBytes:
@@ -164,21 +176,33 @@ def pack_bytes(items: list, bounds_at: list[int] | None = None) -> PackedBytes:
     keep as `bounds`. Vectorised: the per-element work is taking each length."""
     if set(map(type, items)) - {bytes}:
         items = [item.encode() if isinstance(item, str) else bytes(item) for item in items]
-    count = len(items)
+    count, size = len(items), _LENGTH.size
     lengths = np.fromiter(map(len, items), dtype=np.int64, count=count)
-    ends = np.cumsum(lengths + _LENGTH.size)
+    ends = np.cumsum(lengths + size)  # where each element ends in the buffer
     out = np.empty(int(ends[-1]) if count else 0, dtype=np.uint8)
-    prefix = ends - lengths - _LENGTH.size
-    is_content = np.ones(out.size, dtype=bool)
-    for i, byte in enumerate(lengths.astype("<u4").view(np.uint8).reshape(count, _LENGTH.size).T):
-        out[prefix + i] = byte
-        is_content[prefix + i] = False
-    out[is_content] = np.frombuffer(b"".join(items), dtype=np.uint8)
+    for first in range(0, count, _PACK_BLOCK):
+        last = min(first + _PACK_BLOCK, count)
+        block_lengths = lengths[first:last]
+        start = int(ends[first] - lengths[first]) - size
+        region = out[start : int(ends[last - 1])]
+        prefixes = block_lengths.astype("<u4").view(np.uint8).reshape(-1, size)
+        content = np.frombuffer(b"".join(items[first:last]), dtype=np.uint8)
+        if block_lengths.min() == block_lengths.max():  # equal lengths: a table of rows
+            rows = region.reshape(last - first, -1)
+            rows[:, :size] = prefixes
+            rows[:, size:] = content.reshape(last - first, -1)
+            continue
+        prefix_at = ends[first:last] - block_lengths - size - start
+        is_content = np.ones(region.size, dtype=bool)
+        for i in range(size):
+            region[prefix_at + i] = prefixes[:, i]
+            is_content[prefix_at + i] = False
+        region[is_content] = content
     bounds = None
     if bounds_at is not None:
         starts = np.concatenate(([0], ends))
         bounds = [int(starts[i]) for i in bounds_at]
-    return PackedBytes(out.data.cast("B"), count, bounds)
+    return PackedBytes(out.data.cast("B"), count, bounds, framed=True)
 
 
 def unpack_bytes(packed: PackedBytes, where: str) -> np.ndarray:
@@ -417,7 +441,7 @@ class DataBuilder:
             raise BadRequest(f"{self.where}: data holds {self.filled} elements, shape {self.shape} needs {self.count}")
         if self._out is not None:
             return self._out.reshape(self.shape)
-        return PackedBytes(b"".join(self._parts), self.count)
+        return PackedBytes(b"".join(self._parts), self.count, framed=True)
 
 
 BINARY_PLEASE = "request it as binary data (output parameter binary_data: true)"

@@ -163,3 +163,21 @@ class Scored(MLModel):
         if data.sum() < 0:
             raise ValueError("negative input")
         return InferenceResponse(model_name=self.name, outputs=[ResponseOutput(name="n", shape=[1], datatype="INT64", data=[data.size])])
+
+
+class SlowEcho(MLModel):
+    """Echo that first sleeps for the request parameter `delay` (seconds), and adds output `rows`:
+    how many rows the call had (more than a request's own when batched)."""
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        rows = payload.inputs[0].shape[0]
+        print(f"slow echo call with {rows} rows", flush=True)
+        parameters = (payload.parameters.model_extra or {}) if payload.parameters else {}
+        await asyncio.sleep(float(parameters.get("delay", 0)))
+        return InferenceResponse(
+            model_name=self.name,
+            outputs=[
+                *(ResponseOutput(name=i.name, shape=i.shape, datatype=i.datatype, data=i.data) for i in payload.inputs),
+                ResponseOutput(name="rows", shape=[rows], datatype="INT64", data=[rows] * rows),
+            ],
+        )
