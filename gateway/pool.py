@@ -191,7 +191,9 @@ class ModelPool:
             first = self._waiting.popleft()
             if first.reply.done():
                 continue  # timed out or cancelled while queued
-            self._send(self._idle.pop(), self._take_batch(first))
+            worker = self._idle.pop()
+            if not self._send(worker, self._take_batch(first)):
+                self._idle.append(worker)  # the call never left: the worker is still free
         self._check_quiet()
 
     def _take_batch(self, first: _Waiting) -> list[_Waiting]:
@@ -209,17 +211,31 @@ class ModelPool:
         self._waiting = kept
         return batch
 
-    def _send(self, worker: Worker, batch: list[_Waiting]) -> None:
+    def _send(self, worker: Worker, batch: list[_Waiting]) -> bool:
+        """Give the batch to the worker; False if its message could not be built (the batch
+        has failed then, and the worker is untouched)."""
         seq = next(self._seq)
-        request = batch[0].request if len(batch) == 1 else merge([w.request for w in batch])
+        try:
+            request = batch[0].request if len(batch) == 1 else merge([w.request for w in batch])
+            rows = None if len(batch) == 1 else [rows_of(w.request) for w in batch]
+            frames = transport.request_frames(batch[0].kind, seq, request, worker.in_arena, rows)
+        except Exception as exc:
+            self._fail(batch, _request_error(exc, f"could not send a call of model {self.name!r} to its worker"))
+            return False
         worker.inflight = (seq, batch)
         worker.busy_since = asyncio.get_running_loop().time()
         self.stats.dispatched([w.queued for w in batch])
         try:
-            rows = None if len(batch) == 1 else [rows_of(w.request) for w in batch]
-            self._router.send(worker, transport.request_frames(batch[0].kind, seq, request, worker.in_arena, rows))
+            self._router.send(worker, frames)
         except zmq.ZMQError as exc:
             self.worker_exited(worker, f"unreachable: {exc}")
+        return True
+
+    @staticmethod
+    def _fail(batch: list[_Waiting], error: GatewayError) -> None:
+        for waiting in batch:
+            if not waiting.reply.done():
+                waiting.reply.set_exception(error)
 
     def _release(self, worker: Worker | None) -> None:
         if worker is not None and worker.lent:
@@ -264,37 +280,33 @@ class ModelPool:
             self.stats.worker_report(transport.parse_control(frames)["report"])
 
     def _on_reply(self, worker: Worker, frames: list[Any]) -> None:
-        seq, result, in_arena, report = transport.parse_reply(frames, worker.out_arena)
-        if worker.inflight is None or worker.inflight[0] != seq:
+        if worker.inflight is None:
             log.warning("worker %s answered a request it was not given", worker.identity.decode())
             return
-        batch = worker.inflight[1]
+        seq, batch = worker.inflight
         worker.inflight = None
         try:
+            # a worker holds one call at a time, so a reply answers the call in flight
+            reply_seq, result, in_arena, report = transport.parse_reply(frames, worker.out_arena)
+            if reply_seq != seq:
+                raise RuntimeError(f"the reply is to call {reply_seq}, the worker was given call {seq}")
             self.stats.worker_report(report, requests=len(batch))
             self._answer(worker, batch, result, in_arena)
+        except Exception as exc:
+            self._fail(batch, _request_error(exc, f"could not read the answer of model {self.name!r}"))
         finally:
             self._make_idle(worker)  # whatever went wrong above, the worker takes the next request
 
     def _answer(self, worker: Worker, batch: list[_Waiting], result: Any, in_arena: bool) -> None:
-        if not isinstance(result, GatewayError) and len(batch) > 1:
-            try:
-                answers = split(result[0], [w.request for w in batch])
-            except GatewayError as exc:
-                result = exc
-            except Exception as exc:  # a bug of ours: fail this batch's requests, not every later one
-                log.exception("could not split the outputs of a batched call of model %r", self.name)
-                result = RuntimeFailure(f"the gateway could not split the batched call's outputs among its requests ({type(exc).__name__}: {exc})")
         if isinstance(result, GatewayError):
-            for waiting in batch:
-                if not waiting.reply.done():
-                    waiting.reply.set_exception(result)
-        else:
-            outputs, parameters = result
-            for i, waiting in enumerate(batch):
-                if not waiting.reply.done():  # else: timed out or gone; nobody will read
-                    worker.lent += in_arena
-                    waiting.reply.set_result((answers[i] if len(batch) > 1 else outputs, parameters, worker if in_arena else None))
+            self._fail(batch, result)
+            return
+        outputs, parameters = result
+        answers = split(outputs, [w.request for w in batch]) if len(batch) > 1 else [outputs]
+        for waiting, answer in zip(batch, answers):
+            if not waiting.reply.done():  # else: timed out or gone; nobody will read
+                worker.lent += in_arena
+                waiting.reply.set_result((answer, parameters, worker if in_arena else None))
 
     # --- liveness ----------------------------------------------------------
 
@@ -354,3 +366,13 @@ class ModelPool:
             self._router.send(worker, transport.control_frames(transport.STOP))
         except zmq.ZMQError:
             pass  # already gone
+
+
+def _request_error(exc: Exception, what: str) -> GatewayError:
+    """The error a request fails with when a step of its dispatch raised: a GatewayError keeps its
+    status (e.g. an output the client asked for in a form that cannot hold it); anything else is a
+    bug of ours, logged, and a 500 for this call only."""
+    if isinstance(exc, GatewayError):
+        return exc
+    log.error("%s", what, exc_info=exc)
+    return RuntimeFailure(f"{what}: {type(exc).__name__}: {exc}")

@@ -268,7 +268,8 @@ def raw_bytes(tensor: Tensor) -> memoryview | bytes:
     """The tensor's bytes as they travel raw (binary extension, gRPC raw contents, workers)."""
     if tensor.datatype == "BYTES":
         return tensor.data.buffer
-    return memoryview(np.ascontiguousarray(tensor.data)).cast("B")
+    # a flat byte view: memoryview.cast refuses shapes with a zero in them
+    return memoryview(np.ascontiguousarray(tensor.data).reshape(-1).view(np.uint8))
 
 
 def array_from_raw(datatype: str, shape: list[int], buf: memoryview | bytes, where: str) -> np.ndarray | PackedBytes:

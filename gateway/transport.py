@@ -99,13 +99,15 @@ def request_frames(kind: bytes, seq: int, request: InferRequest, arena: Arena | 
     return [kind, orjson.dumps(header), *frames]
 
 
-def parse_request(
-    frames: Sequence[Any], arena: Arena | None, model_name: str, model_version: str | None
-) -> tuple[int, InferRequest, list[int] | None]:
-    """(seq, request, the batch's rows per request or None)."""
-    header = orjson.loads(_buffer(frames[1]))
+def request_header(frames: Sequence[Any]) -> dict:
+    """An INFER or EXPLAIN message's header; its "seq" names the call a reply answers, its
+    "batch" the rows of each request a batched call holds (None: one request)."""
+    return orjson.loads(_buffer(frames[1]))
+
+
+def parse_request(header: dict, frames: Sequence[Any], arena: Arena | None, model_name: str, model_version: str | None) -> InferRequest:
     outputs = header["outputs"]
-    request = InferRequest(
+    return InferRequest(
         model_name=model_name,
         model_version=model_version,
         id=header["id"],
@@ -113,7 +115,6 @@ def parse_request(
         parameters=header["parameters"],
         outputs=None if outputs is None else [RequestedOutput(o["name"], o["parameters"]) for o in outputs],
     )
-    return header["seq"], request, header["batch"]
 
 
 def reply_frames(seq: int, outputs: list[Tensor], parameters: dict, arena: Arena | None, report: dict) -> list:

@@ -103,6 +103,26 @@ def test_callers_asking_different_outputs_each_get_theirs_and_the_model_keeps_se
     assert outputs_of(after)["y"] == [14.0, 14.0]
 
 
+def test_a_batch_never_holds_more_requests_than_max_batch_size(gateway):
+    documents = [body([float(i)], f"req-{i}") for i in range(11)]  # max_batch_size is 8
+    results = burst_behind_a_busy_worker(gateway, "probe", documents)
+    calls: dict[int, int] = {}
+    for i in range(11):
+        out = outputs_of(results[f"req-{i}"])
+        assert out["y"] == [2 * i, 2 * i]
+        calls[out["call"][0]] = out["rows"][0]
+    assert sorted(calls.values()) == [3, 8]  # 11 one-row requests: a full batch, then the rest
+
+
+def test_a_request_of_zero_rows_joins_a_batch_and_gets_zero_rows(gateway):
+    documents = [body([1.0], "one"), body([], "none"), body([2.0, 3.0], "two")]
+    results = burst_behind_a_busy_worker(gateway, "probe", documents)
+    assert outputs_of(results["none"]) == {"y": [], "call": [], "rows": []}
+    one, two = outputs_of(results["one"]), outputs_of(results["two"])
+    assert one["y"] == [2.0, 2.0] and two["y"] == [4.0, 4.0, 6.0, 6.0]
+    assert one["call"] == [two["call"][0]] and one["rows"] == [3]  # the three requests ran as one call
+
+
 def test_requests_that_cannot_merge_still_succeed_apart(gateway):
     documents = [body([1.0], "narrow-a", width=2), body([2.0], "wide", width=3), body([3.0], "narrow-b", width=2)]
     results = burst_behind_a_busy_worker(gateway, "probe", documents)

@@ -267,6 +267,8 @@ def test_raw_binary_request_of_a_single_input_model(gateway):
          "parameter 'binary_data_output' of the request must be true or false, got 1"),
         ({"inputs": [{"name": "x", "datatype": "INT8", "shape": [1], "parameters": {"binary_data_size": "1"}}]},
          "parameter 'binary_data_size' of input 'x' must be an integer, got '1'"),
+        ({"inputs": [{"name": "x", "datatype": "INT8", "shape": [1], "parameters": {"binary_data_size": True}}]},
+         "parameter 'binary_data_size' of input 'x' must be an integer, got True"),
         ({"parameters": {"tags": ["a"]}, "inputs": [echo_input("x", "INT8", [1], [1])]},
          "parameter 'tags' of the request must be a string, number or boolean, got ['a']"),
         ({"inputs": [echo_input("x", "INT8", [1], [1], parameters={"extra": {"a": 1}})]},
@@ -383,6 +385,9 @@ def test_inputs_are_checked_against_declared_metadata(gateway):
         ([echo_input("minutes", "FP32", [1], [1])], "unknown input 'minutes'"),
         ([echo_input("seconds", "FP64", [1], [1])], "must be FP32"),
         ([echo_input("seconds", "FP32", [2], [1, 2])], "must have shape [1]"),
+        # the rank counts too: a scalar or an extra axis is another shape, whatever the element count
+        ([echo_input("seconds", "FP32", [], 1)], "must have shape [1]"),
+        ([echo_input("seconds", "FP32", [1, 1], [[1]])], "must have shape [1]"),
     ]
     for inputs, message in cases:
         response = infer_json(gateway, "sleepy", {"inputs": inputs})

@@ -191,14 +191,16 @@ async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_aren
             if kind == transport.PING:
                 socket.send(transport.control_frames(transport.PONG, {"report": metrics.take_report()}))
                 continue
-            seq, request, batch = transport.parse_request(frames, in_arena, settings.name, settings.version)
-            logs.REQUEST_ID.set(request.id)  # every line logged until the reply carries it
+            header = transport.request_header(frames)
+            seq = header["seq"]
+            logs.REQUEST_ID.set(header["id"])  # every line logged until the reply carries it
             try:
-                outputs, parameters, times = await run(runtime, kind, request, received, batch)
+                request = transport.parse_request(header, frames, in_arena, settings.name, settings.version)
+                outputs, parameters, times = await run(runtime, kind, request, received, header["batch"])
                 reply = transport.reply_frames(seq, outputs, parameters, out_arena, {**metrics.take_report(), "times": times})
             except GatewayError as exc:
                 reply = transport.error_frames(seq, exc, metrics.take_report())
-            except Exception as exc:
+            except Exception as exc:  # this call fails; the worker goes on
                 log.exception("the runtime raised")
                 reply = transport.error_frames(seq, RuntimeFailure(f"{type(exc).__name__}: {exc}"), metrics.take_report())
             socket.send(reply)

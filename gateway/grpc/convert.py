@@ -156,12 +156,14 @@ async def convert_contents(message: pb.ModelInferRequest, pending: list[Tensor],
 
 def _from_contents(item, datatype: str, shape: list[int], where: str, max_tensor_bytes: int) -> np.ndarray | PackedBytes | None:
     field = CONTENTS_FIELD.get(datatype)
+    used = [descriptor.name for descriptor, _ in item.contents.ListFields()]
+    if not used and element_count(shape, where) == 0:
+        return data_from_json(datatype, shape, [], where, max_tensor_bytes)  # no elements need no data, whatever the datatype
     if field is None:
         raise BadRequest(f"{where}: {datatype} has no typed contents field; send it in raw_input_contents")
-    used = [descriptor.name for descriptor, _ in item.contents.ListFields()]
     if any(name != field for name in used):
         raise BadRequest(f"{where}: {datatype} data goes in contents.{field}, got contents.{', contents.'.join(used)}")
-    if not used and element_count(shape, where):
+    if not used:
         raise BadRequest(f"{where} has no data: send contents.{field} or raw_input_contents")
     contents = getattr(item.contents, field)
     count = element_count(shape, where)
