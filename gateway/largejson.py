@@ -48,6 +48,7 @@ _SCALARS = rb"[-+.0-9a-zA-Z \t\n\r\[\]]"  # numbers, true, false, null, brackets
 # an array's contents, as far as they are scalars; group 1: the last string matched
 _SCAN = re.compile(rb"(?:" + _SCALARS + rb"++|,|(" + _STRING + rb"))*+")
 _STRING_RE = re.compile(_STRING)
+_STRING_BODY = re.compile(rb'(?:[^"\\]++|\\.)*+')  # a string's characters, escapes whole
 # elements, each with the comma after it (commas inside strings are no separators)
 _ELEMENTS = re.compile(rb"(?:(?:" + _SCALARS + rb"++|" + _STRING + rb")*+,)*+")
 _ONE_ELEMENT = re.compile(rb"(?:" + _SCALARS + rb"++|" + _STRING + rb")*+,")
@@ -160,8 +161,8 @@ async def scan(body: bytes, limit: int) -> LargeDocument:
         if first == b"[":
             span = await _array(body, value, limit)
         elif first == b'"':
-            string = _STRING_RE.match(body, value, limit)
-            span = None if string is None else Span(value, string.end(), True)
+            end = await _string_end(body, value, limit)
+            span = None if end is None else Span(value, end, True)
         else:
             continue
         if span is not None:
@@ -200,6 +201,19 @@ def _starts_member(body: bytes, key: int) -> bool:
     return mark >= 0 and not body[mark + 1 : key].strip(_WHITESPACE)
 
 
+async def _string_end(body: bytes, start: int, limit: int) -> int | None:
+    """The end of the string at `start` (after its closing quote), scanned a window at a time; None if it never ends."""
+    pos = start + 1
+    while True:
+        stop = min(pos + WINDOW, limit)
+        pos = _STRING_BODY.match(body, pos, stop).end()
+        if body[pos : pos + 1] == b'"':
+            return pos + 1
+        if stop == limit or pos < stop - 1 or (pos == stop - 1 and body[pos] != ord("\\")):
+            return None  # the body ends first, or a character no string holds (a raw line break, say)
+        await asyncio.sleep(0)  # the window ended inside the string (or between a backslash and what it escapes)
+
+
 async def _array(body: bytes, start: int, limit: int) -> Span | None:
     """The array of scalars at `start`, or None when it holds something else (an object) or is no
     clean array: it then stays in the document."""
@@ -212,10 +226,9 @@ async def _array(body: bytes, start: int, limit: int) -> Span | None:
             first_string = body.find(b'"', pos, stop) if first_string is None else first_string
         pos = match.end()
         if pos < stop and body[pos : pos + 1] == b'"':  # a string running past the window
-            string = _STRING_RE.match(body, pos, limit)
-            if string is None:
+            last_string, pos = pos, await _string_end(body, pos, limit)
+            if pos is None:
                 return None
-            last_string, pos = pos, string.end()
             first_string = last_string if first_string is None else first_string
         elif pos < stop or stop == limit:
             break
