@@ -105,8 +105,11 @@ class LargeDocument:
                     raise _malformed("a comma with no element after it")
             cut = self._cut(pos, end, span.has_strings)
             chunk = body[pos:cut]
-            structure = _STRING_RE.sub(b'""', chunk) if span.has_strings else chunk  # brackets in strings are no structure
-            after = depth + structure.count(b"[") - structure.count(b"]")
+            opened, closed = chunk.count(b"["), chunk.count(b"]")
+            if span.has_strings and (opened or closed):  # brackets inside strings are no structure
+                structure = _STRING_RE.sub(b'""', chunk)
+                opened, closed = structure.count(b"["), structure.count(b"]")
+            after = depth + opened - closed
             if cut < end:
                 if after < 1:
                     raise _malformed("the array closes before its end")
