@@ -173,35 +173,35 @@ _PACK_BLOCK = 65536  # elements packed at a time: the temporary arrays stay smal
 
 def pack_bytes(items: list, bounds_at: list[int] | None = None) -> PackedBytes:
     """Pack bytes (or str, UTF-8 encoded) elements; `bounds_at`: element indices whose byte offsets to
-    keep as `bounds`. Vectorised: the per-element work is taking each length."""
+    keep as `bounds` (the count itself: the end). Vectorised, a block at a time: the per-element work
+    is taking each length, and no temporary array is longer than a block."""
     if set(map(type, items)) - {bytes}:
         items = [item.encode() if isinstance(item, str) else bytes(item) for item in items]
     count, size = len(items), _LENGTH.size
-    lengths = np.fromiter(map(len, items), dtype=np.int64, count=count)
-    ends = np.cumsum(lengths + size)  # where each element ends in the buffer
-    out = np.empty(int(ends[-1]) if count else 0, dtype=np.uint8)
+    out = np.empty(sum(map(len, items)) + size * count, dtype=np.uint8)
+    wanted = sorted(set(bounds_at or ()))
+    offsets = {count: out.size}
+    pos = 0
     for first in range(0, count, _PACK_BLOCK):
-        last = min(first + _PACK_BLOCK, count)
-        block_lengths = lengths[first:last]
-        start = int(ends[first] - lengths[first]) - size
-        region = out[start : int(ends[last - 1])]
-        prefixes = block_lengths.astype("<u4").view(np.uint8).reshape(-1, size)
-        content = np.frombuffer(b"".join(items[first:last]), dtype=np.uint8)
-        if block_lengths.min() == block_lengths.max():  # equal lengths: a table of rows
-            rows = region.reshape(last - first, -1)
+        block = items[first : first + _PACK_BLOCK]
+        lengths = np.fromiter(map(len, block), dtype=np.int64, count=len(block))
+        starts = np.cumsum(lengths + size) - lengths - size  # of each element, in the block's region
+        region = out[pos : pos + int(starts[-1] + lengths[-1]) + size]
+        prefixes = lengths.astype("<u4").view(np.uint8).reshape(-1, size)
+        content = np.frombuffer(b"".join(block), dtype=np.uint8)
+        if lengths.min() == lengths.max():  # equal lengths: a table of rows
+            rows = region.reshape(len(block), -1)
             rows[:, :size] = prefixes
-            rows[:, size:] = content.reshape(last - first, -1)
-            continue
-        prefix_at = ends[first:last] - block_lengths - size - start
-        is_content = np.ones(region.size, dtype=bool)
-        for i in range(size):
-            region[prefix_at + i] = prefixes[:, i]
-            is_content[prefix_at + i] = False
-        region[is_content] = content
-    bounds = None
-    if bounds_at is not None:
-        starts = np.concatenate(([0], ends))
-        bounds = [int(starts[i]) for i in bounds_at]
+            rows[:, size:] = content.reshape(len(block), -1)
+        else:
+            is_content = np.ones(region.size, dtype=bool)
+            for i in range(size):
+                region[starts + i] = prefixes[:, i]
+                is_content[starts + i] = False
+            region[is_content] = content
+        offsets.update((i, pos + int(starts[i - first])) for i in wanted if first <= i < first + len(block))
+        pos += region.size
+    bounds = None if bounds_at is None else [offsets[i] for i in bounds_at]
     return PackedBytes(out.data.cast("B"), count, bounds, framed=True)
 
 
