@@ -65,8 +65,8 @@ class Span:
 class LargeDocument:
     """A large JSON body, parsed but for its data values."""
 
-    def __init__(self, body: bytes, limit: int, spans: list[Span], document: dict, token: str):
-        self.body, self.limit, self.spans, self.document, self._token = body, limit, spans, document, token
+    def __init__(self, body: bytes, spans: list[Span], document: dict, token: str):
+        self.body, self.spans, self.document, self._token = body, spans, document, token
 
     def span_of(self, value: Any) -> int | None:
         """Which data value a placeholder stands for (None: `value` is no placeholder)."""
@@ -83,7 +83,7 @@ class LargeDocument:
         builder = DataBuilder(datatype, shape, where, max_tensor_bytes)
         if builder.count > (span.end - span.start - 1) // 2:  # each element takes a character and a separator at least
             raise BadRequest(f"{where}: data of {span.end - span.start} bytes cannot hold the {builder.count} elements of shape {shape}")
-        async for values in self._chunks(span):
+        async for values in self._chunks(span, where):
             builder.add(values)
         return builder.finish()
 
@@ -94,7 +94,7 @@ class LargeDocument:
                 async for _ in self._chunks(span):
                     pass
 
-    async def _chunks(self, span: Span) -> AsyncIterator[list]:
+    async def _chunks(self, span: Span, where: str = "data") -> AsyncIterator[list]:
         """The scalars of an array value, row-major, in chunks of about CHUNK bytes."""
         body, end = self.body, span.end
         pos, depth = span.start, 0
@@ -122,7 +122,7 @@ class LargeDocument:
             except orjson.JSONDecodeError as exc:
                 raise _malformed(str(exc)) from None
             depth, pos = after, cut + 1
-            yield flatten(parsed)
+            yield flatten(parsed, where)
             await asyncio.sleep(0)
 
     def _cut(self, pos: int, end: int, has_strings: bool) -> int:
@@ -193,7 +193,7 @@ async def scan(body: bytes, limit: int) -> LargeDocument:
         raise BadRequest(f"malformed JSON: {exc}") from None
     if not isinstance(document, dict):
         raise BadRequest("the request body must be a JSON object")
-    return LargeDocument(body, limit, spans, document, token)
+    return LargeDocument(body, spans, document, token)
 
 
 def _starts_member(body: bytes, key: int) -> bool:

@@ -290,32 +290,48 @@ def array_from_raw(datatype: str, shape: list[int], buf: memoryview | bytes, whe
 
 # --- JSON data: flat or nested lists, read in row-major order; only the element count must match
 # the shape (as Triton reads them). The rules for each element are the same whatever part of the
-# data a call converts, so a large body converted in chunks (gateway/bigjson.py) gets the same
+# data a call converts, so a large body converted in chunks (gateway/largejson.py) gets the same
 # arrays, and the same refusals, as the whole data at once.
 
 _BOOL_IDS = frozenset((id(True), id(False)))
 
 
-def flatten(data: list) -> list:
-    """The scalars of nested lists, in row-major order (no recursion: any depth)."""
-    while data:
+MAX_NESTING = 64  # levels of lists JSON data may have: more than any tensor's rank
+
+
+def flatten(data: list, where: str) -> list:
+    """The scalars of nested lists, in row-major order (no recursion: any depth up to MAX_NESTING)."""
+    depth = 1  # of the lists in `data`'s elements' level
+    while True:
         kinds = set(map(type, data))
         if list not in kinds:
             return data
-        if kinds == {list}:
-            data = list(itertools.chain.from_iterable(data))  # one level at a time, in C
-            continue
-        flat, stack = [], [iter(data)]  # lists beside scalars
-        while stack:
-            for item in stack[-1]:
-                if type(item) is list:
-                    stack.append(iter(item))
-                    break
-                flat.append(item)
-            else:
-                stack.pop()
-        return flat
-    return data
+        if depth == MAX_NESTING:
+            raise _too_deep(where)
+        if kinds != {list}:
+            return _flatten_mixed(data, depth, where)
+        data = list(itertools.chain.from_iterable(data))  # one level at a time, in C
+        depth += 1
+
+
+def _flatten_mixed(data: list, depth: int, where: str) -> list:
+    """flatten() for lists beside scalars on one level."""
+    flat, stack = [], [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if type(item) is list:
+                if depth + len(stack) > MAX_NESTING:
+                    raise _too_deep(where)
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat
+
+
+def _too_deep(where: str) -> BadRequest:
+    return BadRequest(f"{where}: data nested more than {MAX_NESTING} lists deep")
 
 
 def json_bytes_elements(values: list, where: str) -> list[bytes]:
@@ -377,7 +393,7 @@ def json_numbers(values: list, datatype: str, where: str) -> np.ndarray:
 
 def _json_values(datatype: str, shape: list[int], data: Any, where: str) -> tuple[int, list]:
     count = element_count(shape, where)
-    values = flatten(data if isinstance(data, list) else [data])
+    values = flatten(data if isinstance(data, list) else [data], where)
     if len(values) != count:
         raise BadRequest(f"{where}: data holds {len(values)} elements, shape {shape} needs {count}")
     return count, values
@@ -467,7 +483,7 @@ def array_from_output(name: str, datatype: str, shape: list[int], data: Any, bou
     where = f"output {name!r}"
     count = element_count(shape, where)
     if datatype == "BYTES":
-        flat = data.ravel().tolist() if isinstance(data, np.ndarray) else flatten(data if isinstance(data, list) else [data])
+        flat = data.ravel().tolist() if isinstance(data, np.ndarray) else flatten(data if isinstance(data, list) else [data], where)
         if len(flat) != count:
             raise RuntimeFailure(f"{where} holds {len(flat)} elements, its shape {shape} needs {count}")
         return pack_bytes(flat, bounds_at)

@@ -114,6 +114,10 @@ def _leaves(data):
         b'{"inputs": [{"name": "x", "datatype": "INT32", "shape": [2], "data": [{"a": 1}, 2]}]}',
         b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1e400]}]}',
         b'{"inputs": [{"name": "x", "datatype": "UINT64", "shape": [3], "data": [18446744073709551615, 0, 9223372036854775808]}]}',
+        # nested 64 lists deep (accepted), 65 (refused, as 1,000 is: no recursion either way)
+        b'{"inputs": [{"name": "x", "datatype": "INT32", "shape": [2], "data": ' + b"[" * 63 + b"[1, 2]" + b"]" * 63 + b"}]}",
+        b'{"inputs": [{"name": "x", "datatype": "INT32", "shape": [2], "data": ' + b"[" * 64 + b"[1, 2]" + b"]" * 64 + b"}]}",
+        b'{"inputs": [{"name": "x", "datatype": "BYTES", "shape": [2], "data": ["a", ' + b"[" * 999 + b'"b"' + b"]" * 999 + b"]}]}",
     ],
 )
 def test_edge_bodies_parse_as_small_ones(small_steps, text):
