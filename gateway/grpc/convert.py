@@ -178,15 +178,47 @@ def _from_contents(item, datatype: str, shape: list[int], where: str, max_tensor
 # --- responses
 
 
-def render_infer_response(response: InferResponse) -> pb.ModelInferResponse:
-    """Called while the outputs may still view a worker's shared memory: copies each once, into the message."""
+# A protobuf message may be written in pieces: these fields are appended to a serialized message as
+# (tag, length, bytes), each tag being the field's number and wire type 2 (length-delimited).
+_RAW_OUTPUT_CONTENTS = bytes([pb.ModelInferResponse.RAW_OUTPUT_CONTENTS_FIELD_NUMBER << 3 | 2])
+_INFER_RESPONSE = bytes([pb.ModelStreamInferResponse.INFER_RESPONSE_FIELD_NUMBER << 3 | 2])
+
+
+def _length(value: int) -> bytes:
+    """A protobuf varint."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def render_infer_response(response: InferResponse) -> bytes:
+    """The serialized ModelInferResponse, rendered while the outputs may still view a worker's shared
+    memory: the message without its raw outputs, then each output's bytes as a raw_output_contents
+    field, so that they are copied once, into the answer (a message, then its serialization, would
+    copy them twice more)."""
     message = pb.ModelInferResponse(model_name=response.model_name, model_version=response.model_version or "", id=response.id)
     parameters_to_pb(message.parameters, response.parameters)
+    parts = [b""]
     for tensor in response.outputs:
         output = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=[int(d) for d in tensor.shape])
         parameters_to_pb(output.parameters, tensor.parameters)
-        message.raw_output_contents.append(bytes(raw_bytes(tensor)))
-    return message
+        raw = raw_bytes(tensor)
+        parts += [_RAW_OUTPUT_CONTENTS, _length(len(raw)), raw]
+    parts[0] = message.SerializeToString()
+    return b"".join(parts)
+
+
+def stream_reply(serialized_response: bytes) -> bytes:
+    """The serialized ModelStreamInferResponse around a serialized ModelInferResponse."""
+    return b"".join([_INFER_RESPONSE, _length(len(serialized_response)), serialized_response])
+
+
+def serialize(message: Any) -> bytes:
+    """The inference RPCs' answer serializer: answers rendered above are serialized already."""
+    return message if type(message) is bytes else message.SerializeToString()
 
 
 def render_metadata(metadata: dict) -> pb.ModelMetadataResponse:
