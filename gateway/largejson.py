@@ -153,9 +153,9 @@ async def scan(body: bytes, limit: int) -> LargeDocument:
         key = body.find(b'"data"', pos, limit)
         if key < 0:
             break
+        # a quoted "data" and a colon: the key of a member (inside a string, a quote ends the string);
+        # should its first quote be an escaped one, the key is another, whose value no input claims
         pos = key + len(b'"data"')
-        if not _starts_member(body, key):
-            continue  # inside a string, or no key
         colon = _SPACE.match(body, pos, limit).end()
         if body[colon : colon + 1] != b":":
             continue
@@ -194,14 +194,6 @@ async def scan(body: bytes, limit: int) -> LargeDocument:
     if not isinstance(document, dict):
         raise BadRequest("the request body must be a JSON object")
     return LargeDocument(body, spans, document, token)
-
-
-def _starts_member(body: bytes, key: int) -> bool:
-    """Whether the quote at `key` opens an object's key: after "{" or "," (and whitespace). A quote
-    inside a string is escaped (after a backslash), so this never takes one for a key."""
-    before = body.rfind(b"{", max(0, key - 4096), key), body.rfind(b",", max(0, key - 4096), key)
-    mark = max(before)
-    return mark >= 0 and not body[mark + 1 : key].strip(_WHITESPACE)
 
 
 async def _string_end(body: bytes, start: int, limit: int) -> int | None:
