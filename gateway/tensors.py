@@ -160,6 +160,10 @@ class PackedBytes:
     bounds: list[int] | None = None
     framed: bool = False
 
+    @property
+    def nbytes(self) -> int:  # as a numpy array's
+        return len(self.buffer)
+
     def check_framing(self) -> bool:
         """Whether the buffer holds exactly `count` elements (walking their lengths once)."""
         if not self.framed:

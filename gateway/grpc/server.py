@@ -27,6 +27,8 @@ from .generated import inference_pb2_grpc as pb_grpc
 
 log = logging.getLogger("gateway.grpc")
 
+# a message whose tensors hold this many bytes lets other calls in between its copies
+LARGE_MESSAGE = 1024 * 1024
 # requests of one ModelStreamInfer stream being answered at once; the stream stops being read beyond that
 STREAM_IN_FLIGHT = 64
 SERVICE = "inference.GRPCInferenceService"
@@ -126,6 +128,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if pending:  # many typed contents: checked against the model first, then converted in steps
             self.dataplane.check_request(parsed)
             await convert.convert_contents(request, pending, self.max_tensor_bytes)
+        elif sum(t.data.nbytes for t in parsed.inputs) >= LARGE_MESSAGE:
+            await asyncio.sleep(0)  # its raw contents were just copied out of the message: let others in before the next copy
         return await self.dataplane.infer(parsed, convert.render_infer_response)
 
     @unary
