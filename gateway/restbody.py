@@ -302,7 +302,7 @@ def render_infer_response(response: InferResponse, request: InferRequest) -> Ren
     binary_default = bool(request.parameters.get("binary_data_output", False))
     per_output = {o.name: o.parameters for o in request.outputs or ()}
     plan = [(tensor, bool(per_output.get(tensor.name, {}).get("binary_data", binary_default))) for tensor in response.outputs]
-    copied = sum(len(raw_bytes(t)) for t, binary in plan if binary)
+    copied = sum(t.data.nbytes for t, binary in plan if binary)
     written = sum(_elements(t) for t, binary in plan if not binary)
     if copied > COPY_STEP or written > JSON_STEP:
         return _render_in_steps(response, plan)
