@@ -11,6 +11,7 @@ checked against the data (and against the size limit) first.
 from __future__ import annotations
 
 import itertools
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -298,6 +299,7 @@ def array_from_raw(datatype: str, shape: list[int], buf: memoryview | bytes, whe
 # arrays, and the same refusals, as the whole data at once.
 
 _BOOL_IDS = frozenset((id(True), id(False)))
+_LARGEST = {datatype: float(np.finfo(dtype).max) for datatype, dtype in NUMPY_DTYPES.items() if dtype.kind == "f"}
 
 
 MAX_NESTING = 64  # levels of lists JSON data may have: more than any tensor's rank
@@ -354,26 +356,28 @@ def json_numbers(values: list, datatype: str, where: str) -> np.ndarray:
     true/false (and 0/1), integer types integers within their range, float types numbers that
     their type can hold (not overflowing to infinity). A boolean is not a number."""
     target = NUMPY_DTYPES[datatype]
-    parsed = np.array(values)
-    kind = parsed.dtype.kind
     if not values:
         return np.empty(0, dtype=target)
+    parsed = np.array(values)
+    kind = parsed.dtype.kind
     if datatype == "BOOL":
         if kind == "b" or (kind in "iu" and np.isin(parsed, (0, 1)).all()):
             return parsed.astype(target)
         raise BadRequest(f"{where}: BOOL data must be true/false")
     if kind == "b" or (kind in "iuf" and not _BOOL_IDS.isdisjoint(map(id, values))):
         raise BadRequest(f"{where}: {datatype} data must be numbers, got true/false")
-    exact_ints = kind in "fO" and set(map(type, values)) == {int}  # integers numpy read as floats or objects
+    # integers beyond 64 bits, which numpy reads as floats or objects: the exact Python ints are used
+    # (a float datatype needs them only where numpy could not read them at all)
+    exact = (kind == "O" or (kind == "f" and target.kind != "f")) and set(map(type, values)) == {int}
     if target.kind == "f":
-        if exact_ints:
-            parsed = np.array([float(v) if abs(v) < 2**1024 else float("inf") * (1 if v > 0 else -1) for v in values])
+        if exact:
+            parsed = np.array([float(v) if abs(v) < 2**1024 else math.copysign(math.inf, v) for v in values])
         elif kind not in "iuf":
             raise BadRequest(f"{where}: {datatype} data must be numbers")
-        # a number beyond a narrower type's range would silently become infinity; JSON has no NaN
-        # nor infinity, so two reductions tell whether any value is near enough to look closer
-        largest = float(np.finfo(target).max)
-        if float(parsed.max()) > largest or float(parsed.min()) < -largest:
+        # a number beyond the type's range would silently become infinity; JSON has no NaN nor
+        # infinity, so two reductions tell whether any value is near enough to look closer
+        largest = _LARGEST[datatype]
+        if (target.itemsize < 8 or exact) and (float(parsed.max()) > largest or float(parsed.min()) < -largest):
             with np.errstate(over="ignore"):
                 overflow = np.isinf(parsed.astype(target))
             if overflow.any():
@@ -383,7 +387,7 @@ def json_numbers(values: list, datatype: str, where: str) -> np.ndarray:
                 )
         return parsed.astype(target)
     info = np.iinfo(target)
-    if exact_ints:  # beyond int64: compare the exact Python ints
+    if exact:
         if min(values) < info.min or max(values) > info.max:
             raise BadRequest(f"{where}: {datatype} data out of range [{info.min}, {info.max}]")
         return np.array(values, dtype=target)
