@@ -32,6 +32,9 @@ class DataPlane:
     def __init__(self, settings: ServerSettings, supervisor: Supervisor):
         self.settings = settings
         self.supervisor = supervisor
+        # the gateway is stopping: it answers not ready (so that load balancers stop sending), and REST
+        # answers close their connections; requests are still served
+        self.draining = False
 
     # --- server and model state ---------------------------------------
 
@@ -39,7 +42,7 @@ class DataPlane:
         return {"name": self.settings.server_name, "version": self.settings.server_version, "extensions": EXTENSIONS}
 
     def server_ready(self) -> bool:
-        return self.supervisor.ready
+        return not self.draining and self.supervisor.ready
 
     def check_model_exists(self, name: str, version: Optional[str] = None) -> None:
         """Raise NotFound for an unknown model or version (before a body is parsed)."""
@@ -149,6 +152,12 @@ class DataPlane:
 
 
 def _shape_matches(declared: list[int], shape: list[int]) -> bool:
+    # MLServer's rule [N] == [N, 1] for a batch of any size: its codecs send a 1-D tensor as
+    # [N, 1], so a model declaring [-1] takes it (and one declaring [-1, 1] a client's [N])
+    if declared == [-1] and len(shape) == 2 and shape[1] == 1:
+        shape = shape[:1]
+    elif declared == [-1, 1] and len(shape) == 1:
+        declared = declared[:1]
     return len(declared) == len(shape) and all(d == -1 or d == s for d, s in zip(declared, shape))
 
 

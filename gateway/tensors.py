@@ -36,7 +36,6 @@ NUMPY_DTYPES: dict[str, np.dtype] = {
     "BYTES": np.dtype(object),
 }
 DATATYPES = frozenset(NUMPY_DTYPES)
-_DATATYPE_OF_KIND = {np.dtype(v).str: k for k, v in NUMPY_DTYPES.items() if k not in ("BYTES",)}
 _LENGTH = struct.Struct("<I")
 # What one BYTES element costs where it is unpacked, besides its own length: its 4-byte length prefix,
 # and, in the object array of bytes a worker hands its runtime, a Python bytes object (a 33-byte
@@ -177,11 +176,11 @@ _PACK_BLOCK = 65536  # elements packed at a time: the temporary arrays stay smal
 
 
 def pack_bytes(items: list, bounds_at: list[int] | None = None) -> PackedBytes:
-    """Pack bytes (or str, UTF-8 encoded) elements; `bounds_at`: element indices whose byte offsets to
+    """Pack bytes (or str, UTF-8 encoded; anything else as its str()) elements; `bounds_at`: element indices whose byte offsets to
     keep as `bounds` (the count itself: the end). Vectorised, a block at a time: the per-element work
     is taking each length, and no temporary array is longer than a block."""
-    if set(map(type, items)) - {bytes}:
-        items = [item.encode() if isinstance(item, str) else bytes(item) for item in items]
+    if set(map(type, items)) - {bytes}:  # anything but bytes-like elements is written as its UTF-8 str()
+        items = [bytes(item) if isinstance(item, (bytes, bytearray, memoryview)) else str(item).encode() for item in items]
     count, size = len(items), _LENGTH.size
     out = np.empty(sum(map(len, items)) + size * count, dtype=np.uint8)
     wanted = sorted(set(bounds_at or ()))
@@ -500,12 +499,3 @@ def array_from_output(name: str, datatype: str, shape: list[int], data: Any, bou
         raise RuntimeFailure(f"{where} holds {array.size} elements, its shape {shape} needs {count}")
     return array.reshape(shape)
 
-
-def datatype_of(array: np.ndarray) -> str:
-    """The V2 datatype of a numpy array (object and string arrays are BYTES)."""
-    if array.dtype.kind in "OSU":
-        return "BYTES"
-    try:
-        return _DATATYPE_OF_KIND[array.dtype.newbyteorder("<").str]
-    except KeyError:
-        raise BadRequest(f"numpy dtype {array.dtype} has no V2 datatype") from None
