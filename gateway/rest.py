@@ -20,7 +20,6 @@ from sanic.response import HTTPResponse
 from . import logs, observability
 from .dataplane import DataPlane
 from .errors import BadRequest, GatewayError
-from .tensors import InferRequest
 from .largejson import LARGE_JSON
 from .restbody import (
     HEADER_LENGTH,
@@ -32,6 +31,7 @@ from .restbody import (
     parse_raw_request,
     render_infer_response,
 )
+from .tensors import InferRequest
 
 log = logging.getLogger("gateway.rest")
 
