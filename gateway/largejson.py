@@ -68,10 +68,10 @@ class LargeDocument:
     def __init__(self, body: bytes, spans: list[Span], document: dict, token: str):
         self.body, self.spans, self.document, self._token = body, spans, document, token
 
-    def span_of(self, value: Any) -> int | None:
-        """Which data value a placeholder stands for (None: `value` is no placeholder)."""
-        if type(value) is dict and len(value) == 1 and self._token in value:
-            return value[self._token]
+    def value_of(self, placeholder: Any) -> int | None:
+        """Which data value a placeholder stands for (None: it is no placeholder)."""
+        if type(placeholder) is dict and len(placeholder) == 1 and self._token in placeholder:
+            return placeholder[self._token]
         return None
 
     async def read(self, index: int, datatype: str, shape: list[int], where: str, max_tensor_bytes: int) -> np.ndarray | PackedBytes:

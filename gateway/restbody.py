@@ -130,9 +130,9 @@ async def parse_large_infer_request(
     large = await largejson.scan(body, json_end)
     request, pending = _build_request(large.document, memoryview(body)[json_end:], model_name, model_version, max_tensor_bytes, large)
     check(request)
-    for tensor, span in pending:
-        tensor.data = await large.read(span, tensor.datatype, tensor.shape, f"input {tensor.name!r}", max_tensor_bytes)
-    await large.check_unclaimed({span for _, span in pending})
+    for tensor, value in pending:
+        tensor.data = await large.read(value, tensor.datatype, tensor.shape, f"input {tensor.name!r}", max_tensor_bytes)
+    await large.check_unclaimed({value for _, value in pending})
     return request
 
 
@@ -171,7 +171,7 @@ def _build_request(
         check_size(datatype, count, max_tensor_bytes, where)
         parameters = _parameters(item.get("parameters"), where)
         size = parameters.pop("binary_data_size", None)
-        span = None
+        value = None  # which of a large document's data values this input's data is, to read later
         if size is not None:
             if "data" in item:
                 raise BadRequest(f"{where} has both data and binary_data_size")
@@ -185,13 +185,13 @@ def _build_request(
             data = data_from_raw(datatype, shape, binary[offset : offset + size], where, max_tensor_bytes)
             offset += size
         elif "data" in item:
-            span = None if large is None else large.span_of(item["data"])
-            data = None if span is not None else data_from_json(datatype, shape, item["data"], where, max_tensor_bytes)
+            value = None if large is None else large.value_of(item["data"])
+            data = None if value is not None else data_from_json(datatype, shape, item["data"], where, max_tensor_bytes)
         else:
             raise BadRequest(f"{where} has neither data nor binary_data_size")
         tensors.append(Tensor(name, datatype, list(shape), data, parameters))
-        if span is not None:
-            pending.append((tensors[-1], span))
+        if value is not None:
+            pending.append((tensors[-1], value))
     if offset != len(binary):
         raise BadRequest(f"{len(binary) - offset} bytes of binary data follow the inputs that no input claims")
     if len({t.name for t in tensors}) != len(tensors):
