@@ -301,9 +301,14 @@ def render_infer_response(response: InferResponse, request: InferRequest) -> Ren
     A large answer is rendered in steps: then this returns an awaitable."""
     binary_default = bool(request.parameters.get("binary_data_output", False))
     per_output = {o.name: o.parameters for o in request.outputs or ()}
-    plan = [(tensor, bool(per_output.get(tensor.name, {}).get("binary_data", binary_default))) for tensor in response.outputs]
-    copied = sum(t.data.nbytes for t, binary in plan if binary)
-    written = sum(_elements(t) for t, binary in plan if not binary)
+    plan, copied, written = [], 0, 0
+    for tensor in response.outputs:
+        binary = bool(per_output.get(tensor.name, {}).get("binary_data", binary_default))
+        plan.append((tensor, binary))
+        if binary:
+            copied += tensor.data.nbytes
+        else:
+            written += tensor.data.size
     if copied > COPY_STEP or written > JSON_STEP:
         return _render_in_steps(response, plan)
     outputs, chunks = [], []
@@ -322,10 +327,6 @@ def render_infer_response(response: InferResponse, request: InferRequest) -> Ren
     if sum(len(c) for c in chunks) < STREAM_ABOVE:
         return RenderedResponse(b"".join([header, *chunks]), [], len(header))  # one copy, one write
     return RenderedResponse(header, [bytes(c) for c in chunks], len(header))
-
-
-def _elements(tensor: Tensor) -> int:
-    return tensor.data.count if tensor.datatype == "BYTES" else tensor.data.size
 
 
 def _description(tensor: Tensor) -> dict[str, Any]:

@@ -164,6 +164,10 @@ class PackedBytes:
     def nbytes(self) -> int:  # as a numpy array's
         return len(self.buffer)
 
+    @property
+    def size(self) -> int:  # as a numpy array's: its elements
+        return self.count
+
     def check_framing(self) -> bool:
         """Whether the buffer holds exactly `count` elements (walking their lengths once)."""
         if not self.framed:
@@ -297,7 +301,6 @@ def array_from_raw(datatype: str, shape: list[int], buf: memoryview | bytes, whe
 # data a call converts, so a large body converted in chunks (gateway/largejson.py) gets the same
 # arrays, and the same refusals, as the whole data at once.
 
-_BOOL_IDS = frozenset((id(True), id(False)))
 _LARGEST = {datatype: float(np.finfo(dtype).max) for datatype, dtype in NUMPY_DTYPES.items() if dtype.kind == "f"}
 
 
@@ -306,15 +309,21 @@ MAX_NESTING = 64  # levels of lists JSON data may have: more than any tensor's r
 
 def flatten(data: list, where: str) -> list:
     """The scalars of nested lists, in row-major order (no recursion: any depth up to MAX_NESTING)."""
+    return _scalars(data, where)[0]
+
+
+def _scalars(data: list, where: str) -> tuple[list, set]:
+    """flatten(), and the types of the scalars (found on the way)."""
     depth = 1  # of the lists in `data`'s elements' level
     while True:
         kinds = set(map(type, data))
         if list not in kinds:
-            return data
+            return data, kinds
         if depth == MAX_NESTING:
             raise _too_deep(where)
         if kinds != {list}:
-            return _flatten_mixed(data, depth, where)
+            flat = _flatten_mixed(data, depth, where)
+            return flat, set(map(type, flat))
         data = list(itertools.chain.from_iterable(data))  # one level at a time, in C
         depth += 1
 
@@ -339,9 +348,10 @@ def _too_deep(where: str) -> BadRequest:
     return BadRequest(f"{where}: data nested more than {MAX_NESTING} lists deep")
 
 
-def json_bytes_elements(values: list, where: str) -> list[bytes]:
-    """Flat JSON BYTES values: strings, UTF-8 encoded (bytes pass: runtimes and codecs give them)."""
-    kinds = set(map(type, values))
+def json_bytes_elements(values: list, where: str, kinds: set | None = None) -> list[bytes]:
+    """Flat JSON BYTES values: strings, UTF-8 encoded (bytes pass: runtimes and codecs give them).
+    `kinds`: the values' types, if known."""
+    kinds = set(map(type, values)) if kinds is None else kinds
     if kinds <= {str}:
         return list(map(str.encode, values))
     if kinds <= {str, bytes}:
@@ -350,10 +360,11 @@ def json_bytes_elements(values: list, where: str) -> list[bytes]:
     raise BadRequest(f"{where}: BYTES data must be strings, got {type(wrong).__name__}")
 
 
-def json_numbers(values: list, datatype: str, where: str) -> np.ndarray:
+def json_numbers(values: list, datatype: str, where: str, kinds: set | None = None) -> np.ndarray:
     """Flat JSON numbers as a 1-D array of `datatype`, never silently changing a value: BOOL takes
     true/false (and 0/1), integer types integers within their range, float types numbers that
-    their type can hold (not overflowing to infinity). A boolean is not a number."""
+    their type can hold (not overflowing to infinity). A boolean is not a number. `kinds`: the
+    values' types, if known."""
     target = NUMPY_DTYPES[datatype]
     if not values:
         return np.empty(0, dtype=target)
@@ -363,11 +374,12 @@ def json_numbers(values: list, datatype: str, where: str) -> np.ndarray:
         if kind == "b" or (kind in "iu" and np.isin(parsed, (0, 1)).all()):
             return parsed.astype(target)
         raise BadRequest(f"{where}: BOOL data must be true/false")
-    if kind == "b" or (kind in "iuf" and not _BOOL_IDS.isdisjoint(map(id, values))):
+    kinds = set(map(type, values)) if kinds is None else kinds
+    if bool in kinds:
         raise BadRequest(f"{where}: {datatype} data must be numbers, got true/false")
     # integers beyond 64 bits, which numpy reads as floats or objects: the exact Python ints are used
     # (a float datatype needs them only where numpy could not read them at all)
-    exact = (kind == "O" or (kind == "f" and target.kind != "f")) and set(map(type, values)) == {int}
+    exact = (kind == "O" or (kind == "f" and target.kind != "f")) and kinds == {int}
     if target.kind == "f":
         if exact:
             parsed = np.array([float(v) if abs(v) < 2**1024 else math.copysign(math.inf, v) for v in values])
@@ -398,30 +410,31 @@ def json_numbers(values: list, datatype: str, where: str) -> np.ndarray:
     return parsed.astype(target)
 
 
-def _json_values(datatype: str, shape: list[int], data: Any, where: str) -> tuple[int, list]:
+def _json_values(datatype: str, shape: list[int], data: Any, where: str) -> tuple[int, list, set]:
+    """(the shape's element count, the scalars of the data, their types)."""
     count = element_count(shape, where)
-    values = flatten(data if isinstance(data, list) else [data], where)
+    values, kinds = _scalars(data if isinstance(data, list) else [data], where)
     if len(values) != count:
         raise BadRequest(f"{where}: data holds {len(values)} elements, shape {shape} needs {count}")
-    return count, values
+    return count, values, kinds
 
 
 def array_from_json(datatype: str, shape: list[int], data: Any, where: str) -> np.ndarray:
     """JSON data (or a list a runtime or codec gives) as an array of the shape; BYTES: an object array of bytes."""
-    count, values = _json_values(datatype, shape, data, where)
+    count, values, kinds = _json_values(datatype, shape, data, where)
     if datatype == "BYTES":
         array = np.empty(count, dtype=object)
-        array[:] = json_bytes_elements(values, where)
+        array[:] = json_bytes_elements(values, where, kinds)
         return array.reshape(shape)
-    return json_numbers(values, datatype, where).reshape(shape)
+    return json_numbers(values, datatype, where, kinds).reshape(shape)
 
 
 def data_from_json(datatype: str, shape: list[int], data: Any, where: str, max_bytes: int) -> np.ndarray | PackedBytes:
     """A front door's tensor data from JSON (or gRPC typed contents): BYTES packed at once, as they then travel."""
     if datatype != "BYTES":
         return array_from_json(datatype, shape, data, where)
-    count, values = _json_values(datatype, shape, data, where)
-    packed = pack_bytes(json_bytes_elements(values, where))
+    count, values, kinds = _json_values(datatype, shape, data, where)
+    packed = pack_bytes(json_bytes_elements(values, where, kinds))
     check_size(datatype, count, max_bytes, where, content=len(packed.buffer) - _LENGTH.size * count)
     return packed
 
