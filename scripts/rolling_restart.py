@@ -348,6 +348,7 @@ def run(
     rise: int = 2,
     retry_on: str = "conn-failure",
     grpc_balancing: str = "http",
+    grpc_max_connection_age: float = 0.0,
     settle: float = 3.0,
     haproxy: str = "haproxy",
     request_timeout: float = 30.0,
@@ -365,7 +366,10 @@ def run(
     notice_bound = (checks["inter"] + (fall - 1) * checks["fastinter"] + checks["check_timeout"]) / 1000
     if notice_bound >= drain_delay:
         log(f"warning: HAProxy may take up to {notice_bound:g} s to see a draining replica, drain_delay is {drain_delay:g} s: expect failures")
-    settings = {"drain_delay": drain_delay, "shutdown_grace": shutdown_grace}
+    if grpc_balancing == "tcp" and notice_bound + 1.1 * grpc_max_connection_age >= drain_delay:
+        log("warning: gRPC connections may still be on a draining replica when its listeners close "
+            f"(drain_delay {drain_delay:g} s, HAProxy notices within {notice_bound:g} s, grpc_max_connection_age {grpc_max_connection_age:g} s + 10 %)")
+    settings = {"drain_delay": drain_delay, "shutdown_grace": shutdown_grace, "grpc_max_connection_age": grpc_max_connection_age}
     with tempfile.TemporaryDirectory(prefix="rolling-restart-") as folder_name:
         folder = Path(folder_name)
         group = [Replica(f"r{index}", config, settings, folder) for index in range(replicas)]
@@ -382,6 +386,7 @@ def run(
                     raise RuntimeError(f"{replica.name} exited with {replica.process.returncode}:\n{replica.log_path.read_text(errors='replace')}")
             balancer.start(haproxy)
             t0 = time.perf_counter()
+            load_average = [os.getloadavg()[0]]  # the machine is shared: how busy it was, for reading the latencies
             watch = Watch(balancer, t0)
             watch.thread.start()
             wait_until(lambda: all(watch.status(r.name) == "UP" for r in group), 30, "every replica in rotation")
@@ -417,6 +422,7 @@ def run(
             for thread in load_threads:
                 thread.join(request_timeout + 10)
             load_ended = time.perf_counter() - t0
+            load_average.append(os.getloadavg()[0])
             stats = balancer.stats()
         finally:
             stop_load.set()
@@ -441,11 +447,12 @@ def run(
     return {
         "settings": {
             "replicas": replicas, "model": model, "drain_delay_s": drain_delay, "shutdown_grace_s": shutdown_grace,
-            "rest_rate": rest_rate, "grpc_rate": grpc_rate, "concurrency": concurrency,
+            "grpc_max_connection_age_s": grpc_max_connection_age, "rest_rate": rest_rate, "grpc_rate": grpc_rate, "concurrency": concurrency,
             "haproxy_checks_ms": checks, "retry_on": retry_on, "grpc_balancing": grpc_balancing, "notice_bound_s": notice_bound,
             "haproxy_version": subprocess.run([haproxy, "-v"], capture_output=True, text=True).stdout.split("\n")[0],
         },
         "load_s": [round(load_began, 3), round(load_ended, 3)],
+        "load_average_1min": [round(value, 1) for value in load_average],
         "summary": {protocol: summarize(protocol, traces[protocol], t0) for protocol in ("rest", "grpc")},
         "restarts": restarts,
         "haproxy_changes": watch.changes,
@@ -457,7 +464,7 @@ def run(
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    """Three panels on one time axis: requests answered per 250 ms, each request's latency, each replica's state."""
+    """Three panels on one time axis: requests answered per 500 ms, each request's latency, each replica's state."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -469,7 +476,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         3, 1, sharex=True, figsize=(11, 7.5), gridspec_kw={"height_ratios": [2, 2, 0.5 + 0.45 * len(names)]}
     )
     end = result["load_s"][1]
-    bucket = 0.25
+    bucket = 0.5
     for protocol, trace in result["trace"].items():
         label = "REST" if protocol == "rest" else "gRPC"
         counts = Counter(int(done // bucket) for _, done, outcome in trace if outcome == "ok")
@@ -480,7 +487,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
             rate_axis.plot(failed, [0] * len(failed), "x", color="red", ms=7, label=f"{label} failed ({len(failed)})")
         latency_axis.plot([start for start, _, _ in trace], [(done - start) * 1e3 for start, done, _ in trace], ".",
                           color=colours[protocol], ms=1.5, alpha=0.5, label=label)
-    rate_axis.set_ylabel("answered / s\n(250 ms bins)")
+    rate_axis.set_ylabel("answered / s\n(500 ms bins)")
     rate_axis.legend(loc="lower left", fontsize=8, ncol=4)
     rate_axis.set_ylim(bottom=-5)
     latency_axis.set_yscale("log")
@@ -526,12 +533,12 @@ def report(result: dict[str, Any]) -> str:
     checks = settings["haproxy_checks_ms"]
     lines = [
         f"{settings['replicas']} replicas of {settings['model']}, drain_delay {settings['drain_delay_s']:g} s, "
-        f"shutdown_grace {settings['shutdown_grace_s']:g} s; {settings['haproxy_version']}",
+        f"shutdown_grace {settings['shutdown_grace_s']:g} s, grpc_max_connection_age {settings['grpc_max_connection_age_s']:g} s; {settings['haproxy_version']}",
         f"checks every {checks['inter']} ms ({checks['fastinter']} ms once one failed), fall {checks['fall']}, rise {checks['rise']}, "
         f"timeout {checks['check_timeout']} ms: a draining replica is seen within {settings['notice_bound_s']:g} s; retry-on {settings['retry_on']}; "
         f"gRPC balanced per {'call (HTTP/2)' if settings['grpc_balancing'] == 'http' else 'connection (TCP)'}",
         f"load {result['load_s'][0]:.1f}-{result['load_s'][1]:.1f} s: REST at most {settings['rest_rate']:g}/s, gRPC at most {settings['grpc_rate']:g}/s, "
-        f"{settings['concurrency']} workers each",
+        f"{settings['concurrency']} workers each; machine load average {result['load_average_1min'][0]:g} at the start, {result['load_average_1min'][1]:g} at the end",
     ]
     for protocol, summary in result["summary"].items():
         latency = summary["latency_ms"]
@@ -557,6 +564,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--model", default="iris-mlp", help="the model the load calls")
     parser.add_argument("--drain-delay", type=float, default=5.0, help="GATEWAY_DRAIN_DELAY")
     parser.add_argument("--shutdown-grace", type=float, default=15.0, help="GATEWAY_SHUTDOWN_GRACE")
+    parser.add_argument("--grpc-max-connection-age", type=float, default=0.0, help="GATEWAY_GRPC_MAX_CONNECTION_AGE (0: never)")
     parser.add_argument("--rest-rate", type=float, default=150.0, help="REST requests/s through HAProxy")
     parser.add_argument("--grpc-rate", type=float, default=100.0, help="gRPC calls/s through HAProxy")
     parser.add_argument("--concurrency", type=int, default=8, help="loadgen workers per protocol")
@@ -575,7 +583,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         replicas=args.replicas, config=args.config.resolve(), model=args.model, drain_delay=args.drain_delay,
         shutdown_grace=args.shutdown_grace, rest_rate=args.rest_rate, grpc_rate=args.grpc_rate, concurrency=args.concurrency,
         check_interval=args.check_interval, fall=args.fall, rise=args.rise, retry_on=args.retry_on,
-        grpc_balancing=args.grpc_balancing, settle=args.settle,
+        grpc_balancing=args.grpc_balancing, grpc_max_connection_age=args.grpc_max_connection_age, settle=args.settle,
         haproxy=args.haproxy,
     )
     print(report(result))
