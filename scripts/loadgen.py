@@ -648,9 +648,11 @@ async def _run_workers(worker, opts: dict[str, Any], times: dict[str, float]) ->
     loop.call_at(times["measure_start"] - offset, _snapshot, times, opts, "start")
     stopper = asyncio.ensure_future(_end_on(opts["stop"], times)) if opts["stop"] is not None else None
     tasks = [asyncio.ensure_future(worker()) for _ in range(opts["concurrency"])]
-    # everything stops by itself: in-flight requests get `timeout` seconds after the window
-    hard_stop = times["end"] + opts["timeout"] - time.perf_counter()
-    done, pending = await asyncio.wait(tasks, timeout=max(0.0, hard_stop))
+    # everything stops by itself: in-flight requests get `timeout` seconds after the window (which `stop` may end early)
+    pending = set(tasks)
+    while pending and (left := times["end"] + opts["timeout"] - time.perf_counter()) > 0:
+        _, pending = await asyncio.wait(pending, timeout=min(left, 0.5))
+    done = [task for task in tasks if task not in pending]
     if stopper is not None:
         stopper.cancel()
     times["stopped_in_flight"] = len(pending)

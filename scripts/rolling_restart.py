@@ -175,7 +175,6 @@ class Balancer:
     """HAProxy in front of the replicas, with an admin socket to read and change its servers."""
 
     def __init__(self, folder: Path, replicas: list[Replica], checks: dict[str, Any], retry_on: str, grpc_balancing: str):
-        self.folder, self.replicas = folder, replicas
         self.rest_port, self.grpc_port = free_port(), free_port()
         self.socket_path = folder / "haproxy.sock"
         self.log_path = folder / "haproxy.log"
@@ -239,7 +238,6 @@ class Watch:
         self.balancer, self.t0 = balancer, clock_zero
         self.state: dict[str, str] = {}
         self.changes: list[tuple[float, str, str]] = []  # (seconds, replica, HAProxy status: UP, "UP 1/2", DOWN, "DOWN 1/2")
-        self.errors = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="haproxy-watch", daemon=True)
 
@@ -247,8 +245,7 @@ class Watch:
         while not self.stop.is_set():
             try:
                 rows = self.balancer.stats()
-            except (OSError, ValueError):
-                self.errors += 1
+            except (OSError, ValueError):  # HAProxy busy or stopping: read it again
                 time.sleep(0.1)
                 continue
             now = time.perf_counter() - self.t0
@@ -262,13 +259,15 @@ class Watch:
         return self.state.get(replica, "")
 
 
-def summarize(protocol: str, trace: list[tuple[float, float, str]], t0: float) -> dict[str, Any]:
+def summarize(protocol: str, trace: list[tuple[float, float, str]], stopped_in_flight: int, t0: float) -> dict[str, Any]:
     latencies = sorted(done - start for start, done, _ in trace)
     outcomes = Counter(outcome for _, _, outcome in trace)
+    if stopped_in_flight:  # no answer within the request timeout once the load stopped: hung
+        outcomes["stopped in flight"] = stopped_in_flight
     slowest = max(trace, key=lambda item: item[1] - item[0]) if trace else None
     return {
         "protocol": protocol,
-        "requests": len(trace),
+        "requests": len(trace) + stopped_in_flight,
         "ok": outcomes.pop("ok", 0),
         "failures": dict(outcomes),
         "latency_ms": {
@@ -434,9 +433,10 @@ def run(
             for thread in load_threads:
                 thread.join(request_timeout + 10)
 
-        for protocol, result in results.items():
+        for protocol in ("rest", "grpc"):
+            result = results.get(protocol, {"error": "it did not stop in time"})
             if "error" in result:
-                raise RuntimeError(f"the {protocol} load could not run: {result['error']}")
+                raise RuntimeError(f"the {protocol} load failed: {result['error']}")
         tracebacks = {r.name: r.log_path.read_text(errors="replace").count("Traceback") for r in group}
         backend_counters = {
             backend: {name: int(stats[(backend, "BACKEND")][key] or 0) for name, key in
@@ -453,7 +453,10 @@ def run(
         },
         "load_s": [round(load_began, 3), round(load_ended, 3)],
         "load_average_1min": [round(value, 1) for value in load_average],
-        "summary": {protocol: summarize(protocol, traces[protocol], t0) for protocol in ("rest", "grpc")},
+        "summary": {
+            protocol: summarize(protocol, traces[protocol], results[protocol]["errors"].get("stopped in flight", 0), t0)
+            for protocol in ("rest", "grpc")
+        },
         "restarts": restarts,
         "haproxy_changes": watch.changes,
         "haproxy_counters": backend_counters,
