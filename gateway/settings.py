@@ -41,15 +41,6 @@ class Layer:
         self.sources[key] = source
 
 
-def _one_worker_for_none(value: int, what: str) -> int:
-    # MLServer's 0 runs inference in its main process; here a model always runs in a worker
-    # process of its own (a crash or a hang never takes the server down): 0 means one worker
-    if value == 0:
-        log.info("%s is 0 (MLServer: inference in the main process): the gateway runs 1 worker process", what)
-        return 1
-    return value
-
-
 class ServerSettings(BaseModel):
     """The gateway's settings; MLServer's settings are accepted too (gateway/mlserver_settings.py)."""
 
@@ -102,7 +93,12 @@ class ServerSettings(BaseModel):
     @field_validator("parallel_workers")
     @classmethod
     def _parallel_workers(cls, value: int) -> int:
-        return _one_worker_for_none(value, "parallel_workers")
+        # MLServer's 0 runs inference in its main process; here a model always runs in a worker
+        # process of its own (its crash or hang never takes the server down): 0 means one worker
+        if value == 0:
+            log.info("parallel_workers is 0 (MLServer: inference in the main process): the gateway runs 1 worker process")
+            return 1
+        return value
 
     @classmethod
     def from_folder(cls, folder: Path, flags: Optional[Layer] = None) -> "ServerSettings":
@@ -197,7 +193,7 @@ class ModelSettings(BaseModel):
     @field_validator("parallel_workers")
     @classmethod
     def _parallel_workers(cls, value: Optional[int]) -> Optional[int]:
-        return None if value is None else _one_worker_for_none(value, "the model's parallel_workers")
+        return 1 if value == 0 else value  # MLServer's "no parallel inference", as the server's 0
 
     @property
     def version(self) -> Optional[str]:

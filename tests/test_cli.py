@@ -14,7 +14,7 @@ import requests
 from gateway.cli import FLAGS
 from gateway.version import __version__
 from tests.conftest import ROOT
-from tests.test_openapi import iris_rows
+from tests.test_examples import iris_rows
 
 
 def gateway_command(*args: str, cwd=ROOT, **env: str) -> subprocess.CompletedProcess:

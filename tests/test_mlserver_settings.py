@@ -11,7 +11,6 @@ import json
 import logging
 import shutil
 
-import grpc
 import numpy as np
 import pytest
 import requests

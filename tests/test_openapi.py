@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 
-import numpy as np
 import pytest
 import requests
 import schemathesis
@@ -21,7 +20,7 @@ from gateway.rest import create_app
 from gateway.settings import ServerSettings
 from gateway.supervisor import Supervisor
 from tests.conftest import ROOT
-from tests.test_examples import expected_probabilities
+from tests.test_examples import iris_rows
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # every combination of the settings that add or remove routes
@@ -57,16 +56,6 @@ def test_the_document_describes_every_route_and_only_those(variant, tmp_path):
 @pytest.fixture(scope="module")
 def gateway(start_gateway):
     return start_gateway(ROOT / "config", enable_docs_url=True, metrics_on_http=True).wait_ready()
-
-
-def iris_rows(gateway, rows: int = 2048) -> None:
-    """A correct answer from iris-mlp for a tensor of 32 KiB (through shared memory)."""
-    features = np.random.default_rng(rows).uniform(0, 8, size=(rows, 4)).astype(np.float32)
-    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [rows, 4], "data": features.ravel().tolist()}]}
-    answer = requests.post(f"{gateway.url}/v2/models/iris-mlp/infer", json=body, timeout=30)
-    assert answer.status_code == 200, answer.text
-    probabilities = np.array(answer.json()["outputs"][0]["data"], dtype=np.float32).reshape(rows, 3)
-    np.testing.assert_allclose(probabilities, expected_probabilities(features), rtol=1e-4, atol=1e-6)
 
 
 def test_the_gateway_serves_the_document_of_its_settings(gateway):

@@ -182,28 +182,7 @@ INFER_RESPONSES = {
         {**json_content(ref("InferenceResponse")), "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
         BINARY_HEADER,
     ),
-    **ERRORS,
 }
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    name: str  # the operationId (with "_version" for the versioned twin), as the route's name
-    method: str
-    path: str  # a versioned endpoint is also served at .../models/{model}/versions/{version}/...
-    summary: str
-    tag: str
-    responses: dict
-    body: Optional[dict] = None
-    versioned: bool = False
-    headers: tuple[str, ...] = ()  # request headers it reads (described in HEADERS)
-    model: dict = field(default_factory=lambda: MODEL)  # its {model} path parameter
-    served: Callable[["ServerSettings"], bool] = field(default=lambda settings: True)
-
-    def paths(self) -> list[str]:
-        if not self.versioned:
-            return [self.path]
-        return [self.path, self.path.replace("{model}", "{model}/versions/{version}", 1)]
 
 
 HEADERS = {
@@ -221,6 +200,27 @@ REPOSITORY_MODEL = {**MODEL, "description": "model name: letters, digits, '.', '
 VERSION = {"name": "version", "in": "path", "required": True, "description": "model version (default: the newest)", "schema": {"type": "string"}}
 ASSET = {"name": "asset", "in": "path", "required": True, "description": "a file of the documentation page", "schema": {"type": "string"}}
 
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str  # the operationId (with "_version" for the versioned twin), as the route's name
+    method: str
+    path: str  # a versioned endpoint is also served at .../models/{model}/versions/{version}/...
+    summary: str
+    tag: str
+    responses: dict  # success, and the errors whose body is not ERRORS'
+    body: Optional[dict] = None
+    versioned: bool = False
+    headers: tuple[str, ...] = ()  # request headers it reads (described in HEADERS)
+    model: dict = field(default_factory=lambda: MODEL)  # its {model} path parameter
+    served: Callable[["ServerSettings"], bool] = field(default=lambda settings: True)
+
+    def paths(self) -> list[str]:
+        if not self.versioned:
+            return [self.path]
+        return [self.path, self.path.replace("{model}", "{model}/versions/{version}", 1)]
+
+
 ENDPOINTS = [
     Endpoint("server_metadata", "GET", "/", "Server metadata", "Server", {"200": response("name, version, extensions", json_content(ref("ServerMetadata")))}),
     Endpoint("server_metadata_v2", "GET", "/v2", "Server metadata", "Server", {"200": response("name, version, extensions", json_content(ref("ServerMetadata")))}),
@@ -235,7 +235,7 @@ ENDPOINTS = [
     ),
     Endpoint("list_models", "GET", "/v2/models", "Names of the models", "Models", {"200": response("The model names", json_content(ref("ModelList")))}),
     Endpoint(
-        "model_metadata", "GET", "/v2/models/{model}", "Model metadata", "Models", {"200": response("The model's metadata", json_content(ref("ModelMetadata"))), **ERRORS}, versioned=True
+        "model_metadata", "GET", "/v2/models/{model}", "Model metadata", "Models", {"200": response("The model's metadata", json_content(ref("ModelMetadata")))}, versioned=True
     ),
     Endpoint(
         "model_ready",
@@ -246,7 +246,6 @@ ENDPOINTS = [
         {
             "200": response("Ready", json_content(ref("ModelReady"))),
             "503": response("Not ready: its state and the reason", json_content(ref("ModelReady"))),
-            "4XX": ERRORS["4XX"],
         },
         versioned=True,
     ),
@@ -271,7 +270,7 @@ ENDPOINTS = [
         "/v2/models/{model}/stats",
         "Statistics of a model's versions, or of one",
         "Statistics",
-        {"200": response("Statistics", json_content(ref("Statistics"))), **ERRORS},
+        {"200": response("Statistics", json_content(ref("Statistics")))},
         versioned=True,
     ),
     Endpoint(
@@ -280,7 +279,7 @@ ENDPOINTS = [
         "/v2/repository/index",
         "Every model version and its state",
         "Model repository",
-        {"200": response("The index", json_content(ref("RepositoryIndex"))), **ERRORS},
+        {"200": response("The index", json_content(ref("RepositoryIndex")))},
         {"required": False, "content": json_content(ref("RepositoryIndexRequest"))},
     ),
     Endpoint(
@@ -289,7 +288,7 @@ ENDPOINTS = [
         "/v2/repository/models/{model}/load",
         "(Re)load a model from its model-settings.json",
         "Model repository",
-        {"200": response("Loaded", json_content({"type": "object"})), **ERRORS},
+        {"200": response("Loaded", json_content({"type": "object"}))},
         model=REPOSITORY_MODEL,
     ),
     Endpoint(
@@ -298,7 +297,7 @@ ENDPOINTS = [
         "/v2/repository/models/{model}/unload",
         "Unload a model once its requests are done",
         "Model repository",
-        {"200": response("Unloaded", json_content({"type": "object"})), **ERRORS},
+        {"200": response("Unloaded", json_content({"type": "object"}))},
         model=REPOSITORY_MODEL,
     ),
     Endpoint(
@@ -346,7 +345,8 @@ def _operation(endpoint: Endpoint, path: str) -> dict:
         operation["parameters"] = parameters
     if endpoint.body is not None:
         operation["requestBody"] = endpoint.body
-    operation["responses"] = endpoint.responses
+    # any request may fail (a body too large or too slow, a server stopping): ERRORS, unless the endpoint says otherwise
+    operation["responses"] = {**endpoint.responses, **{code: answer for code, answer in ERRORS.items() if code not in endpoint.responses}}
     return operation
 
 
