@@ -32,8 +32,8 @@ def _object(required: list[str], **properties: dict) -> dict:
 SCHEMAS: dict[str, dict] = {
     "Error": _object(["error"], error={"type": "string", "description": "what went wrong, for a person to read"}),
     "Parameters": {
-        "type": "object",
-        "description": "Strings, numbers or booleans; null counts as absent. Known ones must have their type (README, REST API).",
+        "type": ["object", "null"],
+        "description": "Strings, numbers or booleans; null (here or as a value) counts as absent. Known ones must have their type (README, REST API).",
         "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
     },
     "TensorData": {
@@ -55,12 +55,13 @@ SCHEMAS: dict[str, dict] = {
         "description": "`data`, or `parameters.binary_data_size` with the bytes after the JSON header (binary tensor data extension).",
     },
     "RequestOutput": _object(["name"], name={"type": "string"}, parameters=ref("Parameters")),
+    # null counts as absent, for a request's optional fields as for parameters
     "InferenceRequest": _object(
         ["inputs"],
-        id={"type": "string"},
+        id={"type": ["string", "null"]},
         parameters=ref("Parameters"),
         inputs={"type": "array", "minItems": 1, "items": ref("RequestInput")},
-        outputs={"type": "array", "items": ref("RequestOutput")},
+        outputs={"type": ["array", "null"], "items": ref("RequestOutput")},
     ),
     "ResponseOutput": _object(
         ["name", "shape", "datatype"],
@@ -80,7 +81,7 @@ SCHEMAS: dict[str, dict] = {
     ),
     "InferDictRequest": _object(
         ["inputs"],
-        id={"type": "string"},
+        id={"type": ["string", "null"]},
         parameters=ref("Parameters"),
         inputs={
             "type": "array",
@@ -88,7 +89,7 @@ SCHEMAS: dict[str, dict] = {
             "description": "One object per row: each declared input's name and its value for that row.",
             "items": {"type": "object"},
         },
-        outputs={"type": "array", "items": ref("RequestOutput")},
+        outputs={"type": ["array", "null"], "items": ref("RequestOutput")},
     ),
     "ServerMetadata": _object(
         ["name", "version", "extensions"], name={"type": "string"}, version={"type": "string"}, extensions={"type": "array", "items": {"type": "string"}}
@@ -152,8 +153,21 @@ SCHEMAS: dict[str, dict] = {
 }
 
 
-def json_content(schema: dict) -> dict:
-    return {"application/json": {"schema": schema}}
+def json_content(schema: dict, example: Any = None) -> dict:
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"application/json": media}
+
+
+# what "Try it out" starts from: the iris-mlp model of the README
+EXAMPLE_REQUEST = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]}
+EXAMPLE_RESPONSE = {
+    "model_name": "iris-mlp",
+    "model_version": "1",
+    "id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+    "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [1, 3], "data": [0.97, 0.02, 0.01]}],
+}
 
 
 def response(description: str, content: Optional[dict] = None, headers: Optional[dict] = None) -> dict:
@@ -174,12 +188,12 @@ INFER_BODY = {
     "required": False,  # a raw body may be empty: a zero-size input (README, Inference details)
     "description": f"An InferenceRequest as JSON; or, with the binary tensor data extension, a JSON InferenceRequest of "
     f"{HEADER_LENGTH} bytes followed by the inputs' bytes; or, with {HEADER_LENGTH}: 0, the bytes of a single-input model's input.",
-    "content": {**json_content(ref("InferenceRequest")), "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    "content": {**json_content(ref("InferenceRequest"), EXAMPLE_REQUEST), "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
 }
 INFER_RESPONSES = {
     "200": response(
         "The outputs: JSON, or with binary outputs (requested by binary_data / binary_data_output) a JSON header and the outputs' bytes",
-        {**json_content(ref("InferenceResponse")), "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        {**json_content(ref("InferenceResponse"), EXAMPLE_RESPONSE), "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
         BINARY_HEADER,
     ),
 }
@@ -260,7 +274,7 @@ ENDPOINTS = [
         "Inference on rows of named features (MLRun)",
         "Inference",
         INFER_RESPONSES,
-        {"required": True, "content": json_content(ref("InferDictRequest"))},
+        {"required": True, "content": json_content(ref("InferDictRequest"), {"inputs": [{"features": [5.1, 3.5, 1.4, 0.2]}]})},
         versioned=True,
     ),
     Endpoint("statistics_all", "GET", "/v2/models/stats", "Statistics of every model version", "Statistics", {"200": response("Statistics", json_content(ref("Statistics")))}),
