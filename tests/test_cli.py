@@ -61,7 +61,8 @@ def gateway(start_gateway, folder):
         "GATEWAY_PARALLEL_WORKERS": "3",
         "GATEWAY_ENABLE_DOCS_URL": "false",
     }
-    args = [folder, "--workers", "2", "--enable-docs-url"]  # the folder as mlserver's: positional
+    # the folder as mlserver's: positional; --model-repository relative to where the command runs
+    args = [folder, "--workers", "2", "--enable-docs-url", "--model-repository", os.path.relpath(folder, ROOT)]
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("GATEWAY_ACCESS_LOG", raising=False)
         return start_gateway(folder, args=args, env=env).wait_ready()
