@@ -52,6 +52,7 @@ class ServerSettings(BaseModel):
     http_port: int = Field(8080, ge=0, le=65535, description="REST port")
     grpc_port: int = Field(8081, ge=0, le=65535, description="gRPC port")
     grpc_max_message_bytes: int = Field(256 * MIB, gt=0, le=2**31 - 1, description="largest gRPC message received or sent (a 64 MiB tensor fits with room to spare); larger ones get RESOURCE_EXHAUSTED")
+    grpc_max_connection_age: float = Field(0.0, ge=0, description="seconds after which a gRPC client connection is asked to reconnect (HTTP/2 GOAWAY while serving; its calls finish first), so that clients behind a connection-level balancer move between replicas; 0: never")
     metrics_port: int = Field(8082, ge=0, le=65535, description="Prometheus /metrics on a port of its own; 0: none")
     metrics_on_http: bool = Field(False, description="also serve /metrics on the REST port")
     enable_docs_url: bool = Field(False, description="serve the API's documentation page (Swagger UI) at /docs")
