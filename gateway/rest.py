@@ -17,7 +17,7 @@ from sanic import Request, Sanic
 from sanic.exceptions import RequestCancelled, SanicException
 from sanic.response import HTTPResponse
 
-from . import logs, observability
+from . import apidoc, logs, observability
 from .dataplane import DataPlane
 from .errors import BadRequest, GatewayError
 from .largejson import LARGE_JSON
@@ -38,8 +38,8 @@ log = logging.getLogger("gateway.rest")
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer; gRPC counts a cancelled call the same
 
 
-def _json(document, status: int = 200) -> HTTPResponse:
-    return HTTPResponse(orjson.dumps(document), status=status, content_type="application/json")
+def _json(document, status: int = 200, headers: Optional[dict] = None) -> HTTPResponse:
+    return HTTPResponse(orjson.dumps(document), status=status, headers=headers, content_type="application/json")
 
 
 def _json_body(request: Request) -> dict:
@@ -176,6 +176,7 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     route(repository_unload, "/v2/repository/models/<model>/unload", ("POST",), versioned=False)
     if settings.metrics_on_http:
         route(metrics_endpoint, "/metrics", ("GET",), versioned=False)
+    apidoc.register(app, settings)  # /openapi.json, /docs: a route added above must be described there
 
     # inference routes: counted in the request metrics of their model
     counted = {f"{app.name}.{handler}{suffix}" for handler in ("infer", "explain", "infer_dict") for suffix in ("", "_version")}
@@ -205,8 +206,8 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     async def on_error(request: Request, exc: Exception) -> HTTPResponse:
         if isinstance(exc, GatewayError):
             return _json({"error": exc.message}, exc.http_status)
-        if isinstance(exc, SanicException):
-            return _json({"error": str(exc)}, exc.status_code)
+        if isinstance(exc, SanicException):  # its headers: Allow for a 405, as RFC 9110 asks
+            return _json({"error": str(exc)}, exc.status_code, exc.headers)
         log.exception("unexpected error on %s %s", request.method, request.path)
         return _json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
 

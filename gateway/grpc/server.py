@@ -250,13 +250,16 @@ def _address(host: str, port: int) -> str:
 async def start(dataplane: DataPlane, settings: ServerSettings) -> grpc.aio.Server:
     """Start serving on the running loop (call it from a Sanic listener)."""
     limit = settings.grpc_max_message_bytes
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-            ("grpc.so_reuseport", 0),
-        ]
-    )
+    options = [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.so_reuseport", 0),
+    ]
+    if settings.grpc_max_connection_age:
+        # grpc sends GOAWAY (give or take 10 %) while it still serves: the client reconnects, and no call is
+        # lost, unlike at stop(), which cancels the calls that cross its GOAWAY
+        options.append(("grpc.max_connection_age_ms", max(1, round(settings.grpc_max_connection_age * 1000))))
+    server = grpc.aio.server(options=options)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, _handlers(InferenceServicer(dataplane))),))
     address = _address(settings.host, settings.grpc_port)
     try:
