@@ -5,13 +5,17 @@ For each case group, each server is started alone on free loopback ports with a 
 repository this script writes (the same three models for everyone), loaded with the same
 client (scripts/loadgen.py, run in a fresh process per run), and stopped before the next
 server starts. Peers are installed by the script into their own virtualenvs under
-~/.cache/gateway-bench/ (MLServer with uvloop<0.22, which it needs to start).
+~/.cache/gateway-bench/ (MLServer with uvloop<0.22, which it needs to start, and mlserver-sklearn).
 
 Models:  rowsum  16 FP32 features -> their sum               (input "input" [-1,16])
          mlp     numpy MLP 256 -> 1024 -> 10, ReLU, seed 0   (input "input" [-1,256])
          rowsum-batched, mlp-batched  the same with max_batch_size 32, max_batch_time 0.005
                  (KServe has no adaptive batcher: it serves those cases with the plain model)
          echo    returns its FP32 input                      (input "input" [-1,-1])
+         iris-sklearn  examples/iris-sklearn (scikit-learn scaler + logistic regression, 4 features ->
+                 class name), served by the built-in runtime (ours) and by mlserver-sklearn (MLServer)
+                 from the same model folder; iris-sklearn-batched the same with max_batch_size 32,
+                 max_batch_time 0.005. KServe's sklearnserver is not on PyPI, so KServe sits them out
 
 Server variants (--servers):
   gateway         ours, its defaults
@@ -120,6 +124,15 @@ def all_cases() -> list[Case]:
         cases.append(
             Case(f"echo-64mib-{label}-c1", "large", "echo", [64 * MIB_FLOATS], 1, 1, transport, f"echo 64MiB {label}", timeout=60.0)
         )
+    # a saved scikit-learn model, served by each server's own runtime for it; then with adaptive batching on
+    for transport in ("rest", "grpc"):
+        for c in (1, 8, 64):
+            cases.append(Case(f"sklearn-iris-{transport}-c{c}", "sklearn", "iris-sklearn", [4], 1, c, transport, f"sklearn iris {transport}"))
+    for transport in ("rest", "grpc"):
+        for c in (8, 64):
+            cases.append(
+                Case(f"sklearn-iris-batch-{transport}-c{c}", "sklearn", "iris-sklearn-batched", [4], 1, c, transport, f"sklearn iris {transport} batching", needs_batching=True)
+            )
     return cases
 
 
@@ -235,7 +248,18 @@ MODEL_DECLS = {
     "mlp-batched": ("MLP", [-1, 256], [-1, 10], True),
     "echo": ("Echo", [-1, -1], [-1, -1], False),
 }
-GROUP_MODELS = {"small": ["rowsum", "rowsum-batched", "mlp", "mlp-batched"], "large": ["echo"]}
+GROUP_MODELS = {"small": ["rowsum", "rowsum-batched", "mlp", "mlp-batched"], "large": ["echo"], "sklearn": ["iris-sklearn", "iris-sklearn-batched"]}
+# the scikit-learn model folders, as MLServer's docs write one: both servers load them unchanged
+SKLEARN_SETTINGS = {
+    "iris-sklearn": {"name": "iris-sklearn", "implementation": "mlserver_sklearn.SKLearnModel", "parameters": {"uri": "./model.joblib", "version": "1"}},
+    "iris-sklearn-batched": {
+        "name": "iris-sklearn-batched",
+        "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib", "version": "1"},
+        "max_batch_size": 32,
+        "max_batch_time": 0.005,
+    },
+}
 
 
 def write_mlmodel_repository(root: Path, pkg: str, models: list[str], server_settings: dict[str, Any]) -> None:
@@ -258,6 +282,21 @@ def write_mlmodel_repository(root: Path, pkg: str, models: list[str], server_set
             settings["max_batch_size"] = 32
             settings["max_batch_time"] = 0.005
         (folder / "model-settings.json").write_text(json.dumps(settings, indent=2))
+
+
+def write_sklearn_repository(root: Path, python: Path, server_settings: dict[str, Any]) -> None:
+    """The iris model, trained by examples/train.py with the server's own interpreter, so that the
+    pickle matches the scikit-learn that loads it (the same data and settings give the same model)."""
+    root.mkdir(parents=True)
+    (root / "settings.json").write_text(json.dumps(server_settings, indent=2))
+    trained = subprocess.run([str(python), str(REPO / "examples" / "train.py"), "--sklearn-out", str(root)], capture_output=True, text=True, timeout=300)
+    if trained.returncode != 0:
+        raise RuntimeError(f"training the iris model with {python} failed (does it have scikit-learn? pip install -e '.[sklearn]'):\n{trained.stderr[-1500:]}")
+    for name, settings in SKLEARN_SETTINGS.items():
+        (root / name).mkdir()
+        shutil.copy(root / "model.joblib", root / name / "model.joblib")
+        (root / name / "model-settings.json").write_text(json.dumps(settings, indent=2))
+    (root / "model.joblib").unlink()
 
 
 # --------------------------------------------------------------------------- servers
@@ -286,6 +325,10 @@ class Server:
     supports_batching: bool
     kind: str  # gateway | mlserver | kserve
     tuned: bool = False
+
+    @property
+    def serves_sklearn(self) -> bool:
+        return self.kind != "kserve"  # KServe's sklearnserver is not published on PyPI
 
 
 SERVERS = {
@@ -473,15 +516,21 @@ def prepare_server(server: Server, args) -> dict[str, Any]:
     """Install what the server needs; returns how to start it."""
     if server.kind == "gateway":
         python = Path(args.gateway_python or sys.executable)
-        check = subprocess.run([str(python), "-c", "import gateway, sys; print(gateway.__file__)"], capture_output=True, text=True, cwd="/")
+        check = subprocess.run([str(python), "-c", "import gateway, sys; print(gateway.__file__)"], capture_output=True, text=True, cwd="/", env=gateway_env(os.environ))
         if check.returncode != 0:
             raise RuntimeError(f"`import gateway` fails in {python}: install the project (pip install -e {REPO})")
         return {"python": python, "version": installed_version(python, "inference-gateway") or "?"}
     if server.kind == "mlserver":
-        path = ensure_venv(f"mlserver-{MLSERVER_VERSION}", [f"mlserver=={MLSERVER_VERSION}", "uvloop<0.22"], "mlserver", MLSERVER_VERSION, not args.no_install)
+        requirements = [f"mlserver=={MLSERVER_VERSION}", f"mlserver-sklearn=={MLSERVER_VERSION}", "uvloop<0.22"]
+        path = ensure_venv(f"mlserver-{MLSERVER_VERSION}", requirements, "mlserver-sklearn", MLSERVER_VERSION, not args.no_install)
         return {"python": venv_python(path), "bin": path / "bin" / "mlserver", "version": MLSERVER_VERSION}
     path = ensure_venv(f"kserve-{args.kserve_version}", [f"kserve=={args.kserve_version}"], "kserve", args.kserve_version, not args.no_install)
     return {"python": venv_python(path), "version": args.kserve_version}
+
+
+def gateway_env(env) -> dict[str, str]:
+    """The gateway runs from this checkout (as the tests run it), not from whatever copy is installed."""
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))}
 
 
 def start_server(server: Server, prepared: dict[str, Any], group: str, workdir: Path, logdir: Path, args) -> RunningServer:
@@ -495,8 +544,13 @@ def start_server(server: Server, prepared: dict[str, Any], group: str, workdir: 
     env["PYTHONUNBUFFERED"] = "1"
     log_path = logdir / f"{server.name}-{group}.log"
     if server.kind == "gateway":
-        write_mlmodel_repository(repo, "gateway", models, {"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port, "host": "127.0.0.1"})
+        settings = {"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port, "host": "127.0.0.1"}
+        if group == "sklearn":
+            write_sklearn_repository(repo, prepared["python"], settings)
+        else:
+            write_mlmodel_repository(repo, "gateway", models, settings)
         command = [str(prepared["python"]), "-m", "gateway", "start", "--config", str(repo)]
+        env = gateway_env(env)
     elif server.kind == "mlserver":
         settings: dict[str, Any] = {
             "http_port": http_port,
@@ -507,7 +561,10 @@ def start_server(server: Server, prepared: dict[str, Any], group: str, workdir: 
         }
         if server.tuned:
             settings.update({"parallel_workers": args.mlserver_tuned_workers, "debug": False})
-        write_mlmodel_repository(repo, "mlserver", models, settings)
+        if group == "sklearn":
+            write_sklearn_repository(repo, prepared["python"], settings)
+        else:
+            write_mlmodel_repository(repo, "mlserver", models, settings)
         command = [str(prepared["bin"]), "start", str(repo)]
     else:
         repo.mkdir(parents=True)
@@ -957,6 +1014,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                 if name not in prepared:
                     for case in group_cases:
                         report["results"].append({"case": case.name, "server": name, "series": case.series, "concurrency": case.concurrency, "protocol": protocol_for(case, server), "error": "server not installed: " + report["server_info"][name].get("error", "")})
+                    continue
+                if group == "sklearn" and not server.serves_sklearn:
+                    for case in group_cases:
+                        report["results"].append({"case": case.name, "server": name, "series": case.series, "concurrency": case.concurrency, "protocol": protocol_for(case, server), "skipped": "no scikit-learn server on PyPI"})
                     continue
                 print(f"[{name}] starting for the {group} cases ...", flush=True)
                 try:

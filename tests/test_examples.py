@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import requests
 import tritonclient.http as httpclient
+from sklearn.datasets import load_iris
 
 from tests.conftest import ROOT
 
@@ -47,7 +48,20 @@ def test_iris_mlp_over_json(gateway):
     outputs = {o["name"]: o for o in answer["outputs"]}
     probabilities = np.array(outputs["probabilities"]["data"], dtype=np.float32).reshape(2, 3)
     np.testing.assert_allclose(probabilities, expected_probabilities(IRIS), rtol=1e-5)
-    assert outputs["label"]["data"] == probabilities.argmax(axis=1).tolist()
+    assert (outputs["label"]["datatype"], outputs["label"]["shape"]) == ("BYTES", [2, 1])
+    assert outputs["label"]["data"] == ["setosa", "virginica"]
+
+
+def test_iris_mlp_is_trained(gateway):
+    """Its weights classify scikit-learn's iris data set, and the labels are the class names extra.classes gives."""
+    iris = load_iris()
+    client = httpclient.InferenceServerClient(gateway.url.removeprefix("http://"))
+    features = httpclient.InferInput("features", list(iris.data.shape), "FP32")
+    features.set_data_from_numpy(iris.data.astype(np.float32))
+    labels = client.infer("iris-mlp", [features]).as_numpy("label")
+    client.close()
+    assert labels.shape == (150, 1)
+    assert np.mean(labels.ravel().astype(str) == iris.target_names[iris.target]) > 0.95
 
 
 def test_iris_mlp_with_tritonclient_binary(gateway):

@@ -31,6 +31,7 @@ from gateway import logs, metrics, transport
 from gateway.codecs.utils import tensor_data
 from gateway.errors import BadRequest, GatewayError, RuntimeFailure
 from gateway.model import MLModel
+from gateway.runtimes import resolve_implementation
 from gateway.settings import ModelSettings
 from gateway.shm import Arena
 from gateway.zmqio import LoopSocket
@@ -41,8 +42,13 @@ log = logging.getLogger("gateway.worker")
 
 
 def load_runtime(settings: ModelSettings) -> MLModel:
-    """Import `module.Class` (the model's folder first on sys.path, as MLServer does) and build it."""
-    module_name, _, class_name = settings.implementation.rpartition(".")
+    """Import `module.Class` (the model's folder first on sys.path, as MLServer does) and build it.
+
+    MLServer's names of the built-in runtimes (`mlserver_sklearn.SKLearnModel`, ...) mean ours."""
+    implementation = resolve_implementation(settings.implementation)
+    if implementation != settings.implementation:
+        log.info("model %s: %s is served by the built-in %s", settings.name, settings.implementation, implementation)
+    module_name, _, class_name = implementation.rpartition(".")
     if not module_name:
         raise ImportError(f"implementation {settings.implementation!r} must be 'module.Class'")
     if settings.folder is not None:
