@@ -8,13 +8,14 @@ checked against the data (and against the size limit) first.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .errors import BadRequest, RuntimeFailure
+from .errors import BadRequest, RuntimeFailure, shown
 
 NUMPY_DTYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
@@ -34,6 +35,10 @@ NUMPY_DTYPES: dict[str, np.dtype] = {
 DATATYPES = frozenset(NUMPY_DTYPES)
 _DATATYPE_OF_KIND = {np.dtype(v).str: k for k, v in NUMPY_DTYPES.items() if k not in ("BYTES",)}
 _LENGTH = struct.Struct("<I")
+# Shapes numpy can describe: at most 32 dimensions (numpy 1's limit; numpy 2 allows 64), and even
+# an empty tensor's other dimensions may hold no more elements than numpy can count in bytes.
+MAX_RANK = 32
+MAX_EXTENT = 2**60
 
 
 @dataclass(slots=True)
@@ -71,22 +76,27 @@ class InferResponse:
 
 
 def check_datatype(datatype: Any, where: str) -> str:
-    if datatype in DATATYPES:
+    if isinstance(datatype, str) and datatype in DATATYPES:
         return datatype
     if datatype == "BF16":
         raise BadRequest(f"{where}: datatype BF16 is not supported (numpy has no bfloat16); send FP32 or FP16")
-    raise BadRequest(f"{where}: unknown datatype {datatype!r}; expected one of {', '.join(sorted(DATATYPES))}")
+    raise BadRequest(f"{where}: unknown datatype {shown(datatype)}; expected one of {', '.join(sorted(DATATYPES))}")
 
 
 def element_count(shape: Any, where: str) -> int:
     """Number of elements of a declared shape; Python ints, so no overflow."""
     if not isinstance(shape, (list, tuple)):
-        raise BadRequest(f"{where}: shape must be a list of integers, got {shape!r}")
-    count = 1
+        raise BadRequest(f"{where}: shape must be a list of integers, got {shown(shape)}")
+    if len(shape) > MAX_RANK:
+        raise BadRequest(f"{where}: shape has {len(shape)} dimensions, more than the {MAX_RANK} a tensor may have")
+    count = extent = 1
     for dim in shape:
         if type(dim) is not int or dim < 0:
-            raise BadRequest(f"{where}: shape must be a list of non-negative integers, got {list(shape)!r}")
+            raise BadRequest(f"{where}: shape must be a list of non-negative integers, got {shown(list(shape))}")
         count *= dim
+        extent *= max(dim, 1)
+    if count == 0 and extent > MAX_EXTENT:  # else the size limit refuses it, with a better reason
+        raise BadRequest(f"{where}: shape {list(shape)} has no elements, but its other dimensions are too large for any tensor")
     return count
 
 
@@ -119,10 +129,10 @@ def check_parameters(parameters: dict, where: str) -> dict:
         if key == "headers":  # gateway.types.Parameters.headers: a server's record of HTTP headers, never a scalar
             raise BadRequest(f"parameter 'headers' of {where} is reserved and cannot be sent")
         if type(value) not in (str, int, float, bool):
-            raise BadRequest(f"parameter {key!r} of {where} must be a string, number or boolean, got {value!r}")
+            raise BadRequest(f"parameter {shown(key)} of {where} must be a string, number or boolean, got {shown(value)}")
         expected = _PARAMETER_TYPES.get(key)
         if expected is not None and type(value) is not expected:
-            raise BadRequest(f"parameter {key!r} of {where} must be {_TYPE_NAMES[expected]}, got {value!r}")
+            raise BadRequest(f"parameter {key!r} of {where} must be {_TYPE_NAMES[expected]}, got {shown(value)}")
         checked[key] = value
     return checked
 
@@ -187,11 +197,27 @@ def array_from_raw(datatype: str, shape: list[int], buf: memoryview | bytes, whe
 # --- JSON data: flat or nested row-major lists.
 
 def _flatten(data: Any, out: list) -> None:
-    for item in data:
-        if isinstance(item, list):
-            _flatten(item, out)
-        else:
+    """Append the leaves of nested lists, row-major; iterative, so that no depth can exhaust the stack."""
+    pending = [iter(data)]
+    while pending:
+        for item in pending[-1]:
+            if isinstance(item, list):
+                pending.append(iter(item))
+                break
             out.append(item)
+        else:
+            pending.pop()
+
+
+def _leaf_types(data: list) -> set[type]:
+    """The types of the elements of nested lists (with `list` among them if they are ragged), one
+    level at a time at C speed: no Python loop per element."""
+    level = data
+    while True:
+        types = set(map(type, level))
+        if types != {list}:
+            return types
+        level = list(itertools.chain.from_iterable(level))
 
 
 def array_from_json(datatype: str, shape: list[int], data: Any, where: str) -> np.ndarray:
@@ -212,10 +238,13 @@ def array_from_json(datatype: str, shape: list[int], data: Any, where: str) -> n
             else:
                 raise BadRequest(f"{where}: BYTES data must be strings, got {type(item).__name__}")
         return array.reshape(shape)
+    if str in _leaf_types(data):
+        # numpy would make every element a string as long as the longest: a few KiB of JSON, GiBs of memory
+        raise BadRequest(f"{where}: {datatype} data must be numbers, got strings")
     try:
         parsed = np.array(data)
     except ValueError:
-        raise BadRequest(f"{where}: data is a ragged nested list") from None
+        raise BadRequest(f"{where}: data is a ragged nested list, or nested deeper than {MAX_RANK} levels") from None
     if parsed.size != count:
         raise BadRequest(f"{where}: data holds {parsed.size} elements, shape {shape} needs {count}")
     if count == 0:
@@ -275,10 +304,10 @@ def json_data(tensor: Tensor) -> Any:
         try:
             return [item.decode() if isinstance(item, (bytes, bytearray)) else str(item) for item in flat]
         except UnicodeDecodeError:
-            raise BadRequest(f"output {tensor.name!r} holds bytes that are not UTF-8, which JSON cannot carry; {binary_please}") from None
+            raise BadRequest(f"output {shown(tensor.name)} holds bytes that are not UTF-8, which JSON cannot carry; {binary_please}") from None
     flat = np.ascontiguousarray(tensor.data).ravel()
     if flat.dtype.kind == "f" and not np.isfinite(flat).all():
-        raise BadRequest(f"output {tensor.name!r} holds NaN or infinity, which JSON cannot carry; {binary_please}")
+        raise BadRequest(f"output {shown(tensor.name)} holds NaN or infinity, which JSON cannot carry; {binary_please}")
     return flat
 
 

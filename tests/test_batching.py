@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.conftest import ROOT
+from tests.conftest import assert_serves_large
 from tests.test_worker_plane import write_repository
 
 MODELS = {
@@ -88,7 +88,7 @@ def test_callers_asking_different_outputs_each_get_theirs_and_the_model_keeps_se
     everything = outputs_of(results["all"])
     assert everything.keys() == {"y", "call", "rows"} and everything["y"] == [2.0, 2.0] and everything["rows"] == [1]
     assert outputs_of(results["only-call"]).keys() == {"call"}
-    assert results["bogus"].status_code == 400 and "no output named 'bogus'" in results["bogus"].json()["error"]
+    assert results["bogus"].status_code == 400 and "no output named ['bogus']" in results["bogus"].json()["error"]
     # binary_data only changes how the answer is written: those two ran in one call, each written its own way
     assert outputs_of(results["y-json"]) == {"y": [8.0, 8.0], "rows": [2]}
     binary = results["y-binary"]
@@ -101,6 +101,11 @@ def test_callers_asking_different_outputs_each_get_theirs_and_the_model_keeps_se
     assert outputs_of(results["y-scaled"]) == {"y": [12.0, 12.0], "rows": [1]}
     after = requests.post(f"{gateway.url}/v2/models/probe/infer", data=json.dumps(body([7.0], "after")), timeout=30)
     assert outputs_of(after)["y"] == [14.0, 14.0]
+    assert_probe_serves_large(gateway, "probe")
+
+
+def assert_probe_serves_large(gateway, model: str) -> None:
+    assert_serves_large(gateway, model, expect=lambda inputs: {"y": inputs["x"] * 2})
 
 
 def test_a_batch_never_holds_more_requests_than_max_batch_size(gateway):
@@ -140,6 +145,7 @@ def test_a_runtime_error_fails_its_batch_and_nothing_else(gateway):
         assert results[key].json() == {"error": "ValueError: negative input"}
     assert outputs_of(results["other-shape"])["y"] == [10.0, 10.0, 10.0]
     assert outputs_of(results["blocker"])["y"] == [0.0, 0.0]
+    assert_probe_serves_large(gateway, "probe")
 
 
 def test_a_lone_request_does_not_wait_for_max_batch_time(gateway):
@@ -176,3 +182,5 @@ def test_outputs_that_ignore_the_batch_axis_are_a_clear_error(gateway):
     assert statuses[0] == 200
     merged = [r for r in results.values() if r.status_code != 200]
     assert merged and all("do not follow the batch axis" in r.json()["error"] for r in merged)
+    # alone, it is fine: one number, the sum of its input
+    assert_serves_large(gateway, "summary", expect=lambda inputs: {"sum": np.array([inputs["x"].sum()], dtype=np.float64)})

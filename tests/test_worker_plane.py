@@ -16,7 +16,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SHARED_MEMORY_BYTES, assert_serves_large
 
 MODELS = {
     "echo": {"implementation": "tests.runtimes.Echo"},
@@ -110,6 +110,12 @@ def sleep_request(gateway, model: str, seconds: float, results: list) -> threadi
     return thread
 
 
+def assert_sleepy_serves_large(gateway, model: str, worker: int) -> None:
+    """The model (a Sleepy runtime) answers a large request at once (it sleeps its first element's seconds: 0), from `worker`."""
+    seconds = np.zeros(SHARED_MEMORY_BYTES // 4, dtype=np.float32)
+    assert_serves_large(gateway, model, {"seconds": seconds}, expect=lambda inputs: {"pid": np.array([worker], dtype=np.int64)})
+
+
 def infer_echo(gateway, value: int = 1) -> dict:
     body = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [1], "data": [value]}]}
     return requests.post(f"{gateway.url}/v2/models/echo/infer", json=body, timeout=30).json()
@@ -146,6 +152,8 @@ def test_inputs_are_read_only_for_the_runtime(gateway, elements):
     assert "ValueError: output array is read-only" in response.json()["error"]
     assert workers_of(gateway, "inplace") == [worker]  # the worker lives on
     assert infer_echo(gateway, 4)["outputs"][0]["data"] == [4]
+    large = {"x": np.zeros(SHARED_MEMORY_BYTES // 4, dtype=np.float32)}
+    assert_serves_large(gateway, "inplace", large, expect=lambda inputs: {"x": inputs["x"] + 1}, parameters={"copy": True})
 
 
 # --- parallel inference
@@ -184,6 +192,7 @@ def test_kill_9_during_a_request_fails_it_at_once_and_the_worker_comes_back(gate
     results.clear()
     sleep_request(gateway, "sleepy1", 0.01, results).join()
     assert results[0].json()["outputs"][0]["data"] == [replacement]
+    assert_sleepy_serves_large(gateway, "sleepy1", replacement)
 
 
 def test_a_hung_worker_is_killed_and_replaced(gateway):
@@ -193,6 +202,7 @@ def test_a_hung_worker_is_killed_and_replaced(gateway):
     gateway.wait_ready(["echo"], timeout=30)
     assert infer_echo(gateway, 8)["outputs"][0]["data"] == [8]
     assert "is hung; killing it" in gateway.log_text()
+    assert_serves_large(gateway, "echo")
 
 
 def test_no_arena_outlives_its_worker(gateway):
@@ -467,6 +477,7 @@ def test_client_gone_mid_request_releases_the_worker(gateway):
         # closed before reading the answer
     # echo has one worker: had its output arena stayed lent, this would wait for request_timeout
     assert infer_echo(gateway, 3)["outputs"][0]["data"] == [3]
+    assert_serves_large(gateway, "echo")
 
 
 def test_a_timed_out_request_is_504_and_the_model_recovers(start_gateway, tmp_path):
@@ -483,3 +494,5 @@ def test_a_timed_out_request_is_504_and_the_model_recovers(start_gateway, tmp_pa
     results.clear()
     sleep_request(gateway, "sleepy", 0.0, results).join()
     assert results[0].status_code == 200
+    (worker,) = workers_of(gateway, "sleepy")
+    assert_sleepy_serves_large(gateway, "sleepy", worker)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ..errors import BadRequest
+from ..errors import BadRequest, shown
 from ..tensors import (
     InferRequest,
     InferResponse,
@@ -106,7 +106,7 @@ def parse_infer_request(message: pb.ModelInferRequest, max_tensor_bytes: int) ->
     for i, item in enumerate(message.inputs):
         if not item.name:
             raise BadRequest(f"input {i} needs a name")
-        where = f"input {item.name!r}"
+        where = f"input {shown(item.name)}"
         datatype = check_datatype(item.datatype, where)
         shape = list(item.shape)
         check_size(datatype, element_count(shape, where), max_tensor_bytes, where)
@@ -119,7 +119,7 @@ def parse_infer_request(message: pb.ModelInferRequest, max_tensor_bytes: int) ->
         tensors.append(Tensor(item.name, datatype, shape, data, _checked_parameters(item.parameters, where)))
     if len({t.name for t in tensors}) != len(tensors):
         raise BadRequest("input names must be unique")
-    outputs = [RequestedOutput(o.name, _checked_parameters(o.parameters, f"output {o.name!r}")) for o in message.outputs]
+    outputs = [RequestedOutput(o.name, _checked_parameters(o.parameters, f"output {shown(o.name)}")) for o in message.outputs]
     return InferRequest(
         model_name=message.model_name,
         model_version=message.model_version or None,
