@@ -271,12 +271,13 @@ def _convert(parsed: np.ndarray, datatype: str, where: str) -> np.ndarray:
     if target.kind == "f":
         if kind not in "iuf":
             raise BadRequest(f"{where}: {datatype} data must be numbers")
-        # a number beyond a narrower type's range would silently become infinity; JSON has no NaN
-        # nor infinity, so two reductions tell whether any value is near enough to look closer
+        # a number beyond a narrower type's range would silently become infinity: two reductions tell
+        # whether any value is near enough to look closer (gRPC's typed contents may hold infinities
+        # and NaN, which stay what they are)
         largest = float(np.finfo(target).max)
         if target.itemsize < 8 and (float(parsed.max()) > largest or float(parsed.min()) < -largest):
             with np.errstate(over="ignore"):
-                overflow = np.isinf(parsed.astype(target))
+                overflow = np.isinf(parsed.astype(target)) & np.isfinite(parsed)
             if overflow.any():
                 raise BadRequest(
                     f"{where}: {datatype} data out of range: {parsed[overflow][0]} would become infinity "
