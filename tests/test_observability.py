@@ -225,6 +225,9 @@ def read_cmdline(pid: str) -> bytes:
 
 def test_custom_metrics_from_a_runtime(gateway):
     assert infer(gateway, "scored", [1, 2, 3]).status_code == 200
+    # a successful call's custom metrics come with its reply: counted before its answer leaves, not at
+    # the next heartbeat (0.2 s later here) or with a later error
+    assert metrics_of(gateway)["test_input_elements_count"] == {labels(model="scored", version=""): 1}
     assert infer(gateway, "scored", [1, 2, 3, 4, 5]).status_code == 200
     assert infer(gateway, "scored", [-1, -2]).status_code == 500  # logged, then failed: still counted
     response = requests.get(f"http://127.0.0.1:{gateway.metrics_port}/metrics", timeout=10)
