@@ -94,7 +94,10 @@ def parse_header_length(value: str) -> int:
     """Inference-Header-Content-Length: plain decimal digits only (int() would take "+5", "1_0" and "5 " too)."""
     if not (value.isascii() and value.isdigit()):
         raise BadRequest(f"{HEADER_LENGTH} must be a non-negative decimal integer, got {shown(value)}")
-    return int(value)
+    digits = value.lstrip("0") or "0"
+    if len(digits) > 20:  # longer than any body; int() refuses past 4,300 digits
+        raise BadRequest(f"{HEADER_LENGTH} is {shown(value)}, longer than any body")
+    return int(digits)
 
 
 def parse_infer_request(

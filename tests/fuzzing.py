@@ -368,7 +368,7 @@ def rest_binary_case(rng: random.Random) -> RestCase:
     payload = b"".join(chunks)
     length = str(len(header))
     if operation == "length":
-        length = rng.choice([str(len(header) + rng.choice([-2, -1, 1, 5])), "0", str(10**30), "-1", "abc", "", "+5", "0x10", "1_0", str(len(header) + len(payload) + 1)])
+        length = rng.choice([str(len(header) + rng.choice([-2, -1, 1, 5])), "0", str(10**30), "-1", "abc", "", "+5", "0x10", "1_0", "9" * 5000, "0" * 5000 + "1", str(len(header) + len(payload) + 1)])
     body = header + payload
     if operation == "body":
         body = header + _damage_binary(rng, payload, "") if rng.random() < 0.7 else _damage_binary(rng, body, "")

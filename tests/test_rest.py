@@ -373,6 +373,9 @@ def test_malformed_json_gets_400(gateway):
         (None, {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [3], "parameters": {"binary_data_size": 6}}]}, [struct.pack("<I", 2) + b"ab"], "6 bytes of BYTES data cannot hold the 3 elements"),
         ("99999", {"inputs": []}, [], "body has"),
         ("abc", {"inputs": []}, [], "must be a non-negative decimal integer, got 'abc'"),
+        # Python's int() refuses strings of more than 4,300 digits
+        ("9" * 5000, {"inputs": []}, [], "Inference-Header-Content-Length is '99999"),
+        ("0" * 5000 + "1", {"inputs": []}, [], "malformed JSON"),  # 1, read as such
     ],
 )
 def test_bad_binary_requests_get_400(gateway, header_length, header, chunks, message):
