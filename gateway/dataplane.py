@@ -143,6 +143,12 @@ class DataPlane:
 
 
 def _shape_matches(declared: list[int], shape: list[int]) -> bool:
+    # MLServer's rule [N] == [N, 1] for a batch of any size: its codecs send a 1-D tensor as
+    # [N, 1], so a model declaring [-1] takes it (and one declaring [-1, 1] a client's [N])
+    if declared == [-1] and len(shape) == 2 and shape[1] == 1:
+        shape = shape[:1]
+    elif declared == [-1, 1] and len(shape) == 1:
+        declared = declared[:1]
     return len(declared) == len(shape) and all(d == -1 or d == s for d, s in zip(declared, shape))
 
 

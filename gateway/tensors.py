@@ -33,7 +33,6 @@ NUMPY_DTYPES: dict[str, np.dtype] = {
     "BYTES": np.dtype(object),
 }
 DATATYPES = frozenset(NUMPY_DTYPES)
-_DATATYPE_OF_KIND = {np.dtype(v).str: k for k, v in NUMPY_DTYPES.items() if k not in ("BYTES",)}
 _LENGTH = struct.Struct("<I")
 # Shapes numpy can describe: at most 32 dimensions (numpy 1's limit; numpy 2 allows 64), and even
 # an empty tensor's other dimensions may hold no more elements than numpy can count in bytes.
@@ -332,12 +331,3 @@ def array_from_output(name: str, datatype: str, shape: list[int], data: Any) -> 
         raise RuntimeFailure(f"{where} holds {array.size} elements, its shape {shape} needs {count}")
     return array.reshape(shape)
 
-
-def datatype_of(array: np.ndarray) -> str:
-    """The V2 datatype of a numpy array (object and string arrays are BYTES)."""
-    if array.dtype.kind in "OSU":
-        return "BYTES"
-    try:
-        return _DATATYPE_OF_KIND[array.dtype.newbyteorder("<").str]
-    except KeyError:
-        raise BadRequest(f"numpy dtype {array.dtype} has no V2 datatype") from None

@@ -1,27 +1,42 @@
-"""Pydantic models of the Open Inference Protocol (KServe V2).
+"""Pydantic models of the Open Inference Protocol (KServe V2), as `mlserver.types`.
 
 These are the types a custom runtime sees: `predict` receives an
-`InferenceRequest` and returns an `InferenceResponse`. Field names follow the
-V2 specification (and MLServer's types, so runtimes port over unchanged).
+`InferenceRequest` and returns an `InferenceResponse`. Names, fields and
+behaviour follow MLServer's types, so runtimes port over unchanged: `data` is a
+`TensorData`, and `model_dump()` / `model_dump_json()` leave out unset and None
+fields unless told otherwise.
 
-Inside a worker, `RequestInput.data` is usually a read-only numpy array viewing
-the tensor bytes (not a list): the codecs accept both. `ResponseOutput.data`
-may be a list (flat or nested) or a numpy array.
+Inside a worker, `RequestInput.data` is not a `TensorData` but a read-only
+numpy array viewing the tensor bytes (BYTES: an object array of `bytes`); the
+codecs accept both. `ResponseOutput.data` may also be a numpy array, which the
+worker sends without ever turning it into a list.
 """
 
 from __future__ import annotations
 
-from enum import Enum
-from typing import Any, Dict, List, Optional
+from enum import StrEnum
+from typing import Annotated, Any, Callable, Dict, List, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, RootModel
+import numpy as np
+import pydantic
+from pydantic import ConfigDict, Field, PlainSerializer, PrivateAttr, RootModel, field_serializer
 
 
-class _Base(BaseModel):
+class BaseModel(pydantic.BaseModel):
+    """MLServer's base: dumps leave out unset and None fields by default."""
+
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
+    def model_dump(self, exclude_unset=True, exclude_none=True, **kwargs):
+        return super().model_dump(exclude_unset=exclude_unset, exclude_none=exclude_none, **kwargs)
 
-class Datatype(str, Enum):
+    def model_dump_json(self, exclude_unset=True, exclude_none=True, **kwargs):
+        return super().model_dump_json(exclude_unset=exclude_unset, exclude_none=exclude_none, **kwargs)
+
+
+# StrEnum, so that a member is also its string: `datatype == "FP32"`, f"{datatype}" and
+# dict lookups by name work as with MLServer's fields (which hold plain strings).
+class Datatype(StrEnum):
     BOOL = "BOOL"
     UINT8 = "UINT8"
     UINT16 = "UINT16"
@@ -37,7 +52,11 @@ class Datatype(str, Enum):
     BYTES = "BYTES"
 
 
-class Parameters(_Base):
+# a member dumps as its plain string, as MLServer's fields do (they hold enum values)
+DatatypeField = Annotated[Datatype, PlainSerializer(str, return_type=str)]
+
+
+class Parameters(BaseModel):
     """Free-form parameters; `content_type` and `headers` are the known keys."""
 
     model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
@@ -46,39 +65,114 @@ class Parameters(_Base):
     headers: Optional[Dict[str, Any]] = None
 
 
-class TensorData(RootModel[Any]):
-    """Tensor contents as sent over JSON: a flat or nested list."""
+class TensorData(RootModel[Union[List, Any]]):
+    """A tensor's contents: a flat or nested list (or whatever was given), as MLServer's.
+
+    A codec can hand over a numpy array instead, with the function that makes
+    MLServer's list of it (`TensorData.deferred`). The list is then made the
+    first time anything reads it (`root`, iteration, `==`, `model_dump`, repr),
+    so it looks exactly like the list it stands for; until then the worker sends
+    the array itself, and a large output never becomes Python objects.
+    """
+
+    root: Union[List, Any] = Field(..., title="TensorData")
+    _array: Optional[np.ndarray] = PrivateAttr(None)
+    _make_list: Optional[Callable[[np.ndarray], list]] = PrivateAttr(None)
+
+    @classmethod
+    def deferred(cls, array: np.ndarray, make_list: Callable[[np.ndarray], list]) -> "TensorData":
+        # what model_construct builds, without its per-field work (this runs for every output),
+        # and without "root": __getattr__ makes it when first read
+        data = cls.__new__(cls)
+        object.__setattr__(data, "__pydantic_fields_set__", {"root"})
+        object.__setattr__(data, "__pydantic_extra__", None)
+        object.__setattr__(data, "__pydantic_private__", {"_array": array, "_make_list": make_list})
+        return data
+
+    def deferred_array(self) -> Optional[np.ndarray]:
+        """The array the list is to be made from, while nothing has read (and so perhaps changed) the list."""
+        return None if "root" in self.__dict__ else self.__pydantic_private__["_array"]
+
+    def __getattr__(self, name: str) -> Any:
+        private = self.__pydantic_private__
+        if name == "root" and private["_make_list"] is not None:
+            root = self.__dict__["root"] = private["_make_list"](private["_array"])
+            return root
+        return super().__getattr__(name)
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, TensorData):
+            return NotImplemented
+        return self.root == other.root
+
+    def __iter__(self):
+        return iter(self.root)
+
+    def __getitem__(self, idx):
+        return self.root[idx]
+
+    def __len__(self):
+        return len(self.root)
 
 
-class RequestInput(_Base):
+def _dump_data(data: Any) -> Any:
+    """How `model_dump` writes a tensor's data. A worker's input array becomes the flat
+    list MLServer holds after reading V2 JSON (BYTES as str where they are UTF-8), so
+    that a runtime can log or forward its request as MLServer runtimes do."""
+    if not isinstance(data, np.ndarray):
+        return data
+    flat = data.ravel().tolist()
+    if data.dtype.kind in "OS":
+        return [_text_if_utf8(item) for item in flat]
+    return flat
+
+
+def _text_if_utf8(item: Any) -> Any:
+    if isinstance(item, bytes):
+        try:
+            return item.decode()
+        except UnicodeDecodeError:
+            return item
+    return item
+
+
+class RequestInput(BaseModel):
     name: str
     shape: List[int]
-    datatype: Datatype
+    datatype: DatatypeField
     parameters: Optional[Parameters] = None
-    data: Any = None
+    data: TensorData
+
+    @field_serializer("data")
+    def _serialise_data(self, data: Any) -> Any:
+        return _dump_data(data)
 
 
-class RequestOutput(_Base):
+class RequestOutput(BaseModel):
     name: str
     parameters: Optional[Parameters] = None
 
 
-class InferenceRequest(_Base):
+class InferenceRequest(BaseModel):
     id: Optional[str] = None
     parameters: Optional[Parameters] = None
     inputs: List[RequestInput]
     outputs: Optional[List[RequestOutput]] = None
 
 
-class ResponseOutput(_Base):
+class ResponseOutput(BaseModel):
     name: str
     shape: List[int]
-    datatype: Datatype
+    datatype: DatatypeField
     parameters: Optional[Parameters] = None
-    data: Any = None
+    data: TensorData
+
+    @field_serializer("data")
+    def _serialise_data(self, data: Any) -> Any:
+        return _dump_data(data)
 
 
-class InferenceResponse(_Base):
+class InferenceResponse(BaseModel):
     model_name: str = ""
     model_version: Optional[str] = None
     id: Optional[str] = None
@@ -86,24 +180,28 @@ class InferenceResponse(_Base):
     outputs: List[ResponseOutput]
 
 
-class MetadataTensor(_Base):
+class InferenceErrorResponse(BaseModel):
+    error: Optional[str] = None
+
+
+class MetadataTensor(BaseModel):
     name: str
-    datatype: Datatype
+    datatype: DatatypeField
     shape: List[int]
     parameters: Optional[Parameters] = None
 
 
-class MetadataServerResponse(_Base):
+class MetadataServerResponse(BaseModel):
     name: str
     version: str
     extensions: List[str]
 
 
-class MetadataServerErrorResponse(_Base):
+class MetadataServerErrorResponse(BaseModel):
     error: str
 
 
-class MetadataModelResponse(_Base):
+class MetadataModelResponse(BaseModel):
     name: str
     versions: Optional[List[str]] = None
     platform: str = ""
@@ -112,15 +210,11 @@ class MetadataModelResponse(_Base):
     parameters: Optional[Parameters] = None
 
 
-class MetadataModelErrorResponse(_Base):
+class MetadataModelErrorResponse(BaseModel):
     error: str
 
 
-class InferenceErrorResponse(_Base):
-    error: Optional[str] = None
-
-
-class State(str, Enum):
+class State(StrEnum):
     UNKNOWN = "UNKNOWN"
     READY = "READY"
     UNAVAILABLE = "UNAVAILABLE"
@@ -128,24 +222,60 @@ class State(str, Enum):
     UNLOADING = "UNLOADING"
 
 
-class RepositoryIndexRequest(_Base):
+StateField = Annotated[State, PlainSerializer(str, return_type=str)]
+
+
+class RepositoryIndexRequest(BaseModel):
     ready: Optional[bool] = None
 
 
-class RepositoryIndexResponseItem(_Base):
+class RepositoryIndexResponseItem(BaseModel):
     name: str
     version: Optional[str] = None
-    state: State
+    state: StateField
     reason: str = ""
 
 
 class RepositoryIndexResponse(RootModel[List[RepositoryIndexResponseItem]]):
-    pass
+    root: List[RepositoryIndexResponseItem] = Field(..., title="RepositoryIndexResponse")
+
+    def __iter__(self):
+        return iter(self.root)
+
+    def __getitem__(self, idx):
+        return self.root[idx]
+
+    def __len__(self):
+        return len(self.root)
 
 
-class RepositoryLoadErrorResponse(_Base):
+class RepositoryLoadErrorResponse(BaseModel):
     error: Optional[str] = None
 
 
-class RepositoryUnloadErrorResponse(_Base):
+class RepositoryUnloadErrorResponse(BaseModel):
     error: Optional[str] = None
+
+
+__all__ = [
+    "MetadataServerResponse",
+    "MetadataServerErrorResponse",
+    "Datatype",
+    "MetadataTensor",
+    "MetadataModelErrorResponse",
+    "Parameters",
+    "TensorData",
+    "RequestOutput",
+    "ResponseOutput",
+    "InferenceResponse",
+    "InferenceErrorResponse",
+    "MetadataModelResponse",
+    "RequestInput",
+    "InferenceRequest",
+    "RepositoryIndexRequest",
+    "RepositoryIndexResponseItem",
+    "State",
+    "RepositoryIndexResponse",
+    "RepositoryLoadErrorResponse",
+    "RepositoryUnloadErrorResponse",
+]

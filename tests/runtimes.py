@@ -5,7 +5,10 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 from gateway import MLModel, metrics
+from gateway.codecs import NumpyCodec
 from gateway.types import InferenceRequest, InferenceResponse, ResponseOutput
 
 
@@ -177,3 +180,15 @@ class Scored(MLModel):
         if data.sum() < 0:
             raise ValueError("negative input")
         return InferenceResponse(model_name=self.name, outputs=[ResponseOutput(name="n", shape=[1], datatype="INT64", data=[data.size])])
+
+
+class CodecOutputs(MLModel):
+    """Doubles its FP32 input through NumpyCodec, NaN for negative values. With the request
+    parameter `edit`, it reads the encoded output's list and sets its first element to 42."""
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        x = self.decode(payload.inputs[0], default_codec=NumpyCodec)
+        output = NumpyCodec.encode_output("y", np.where(x < 0, np.nan, x * 2).astype(np.float32))
+        if payload.parameters is not None and (payload.parameters.model_extra or {}).get("edit"):
+            output.data.root[0] = 42.0
+        return InferenceResponse(model_name=self.name, outputs=[output])

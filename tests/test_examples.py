@@ -95,6 +95,7 @@ def test_text_sentiment_with_tritonclient(gateway):
     text = httpclient.InferInput("text", [1], "BYTES")
     text.set_data_from_numpy(np.array([b"what a great day"], dtype=object))
     result = client.infer("text-sentiment", [text])
-    assert result.as_numpy("label").tolist() == [b"positive"]
-    assert result.as_numpy("score").tolist() == [2.0]
+    # the codecs give 1-D outputs shape [N, 1], as MLServer's do
+    assert result.as_numpy("label").tolist() == [[b"positive"]]
+    assert result.as_numpy("score").tolist() == [[2.0]]
     client.close()

@@ -1,4 +1,7 @@
-"""Pydantic validation of the V2 protocol types."""
+"""The V2 protocol types: pydantic validation, and MLServer's behaviour (dumps, TensorData)."""
+
+import copy
+import json
 
 import numpy as np
 import pytest
@@ -14,7 +17,9 @@ from gateway.types import (
     Parameters,
     RepositoryIndexResponse,
     RequestInput,
+    ResponseOutput,
     State,
+    TensorData,
 )
 from workers.worker import to_inference_request
 
@@ -54,7 +59,9 @@ def test_every_v2_datatype_is_accepted():
     names = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"]
     assert [d.value for d in Datatype] == names
     for name in names:
-        assert RequestInput(name="a", shape=[1], datatype=name).datatype == Datatype(name)
+        datatype = RequestInput(name="a", shape=[1], datatype=name, data=[0]).datatype
+        # a member is its string, as MLServer's field (which holds the enum's value) is
+        assert datatype == Datatype(name) and datatype == name and f"{datatype}" == name and {name: 1}[datatype] == 1
 
 
 @pytest.mark.parametrize("shape", [["a"], 3, [1.5]])
@@ -70,19 +77,68 @@ def test_missing_required_fields_are_rejected():
         RequestInput.model_validate({"name": "a", "datatype": "FP32"})
 
 
-def test_data_may_be_an_ndarray_kept_as_is():
+def test_data_is_tensor_data_and_keeps_an_ndarray_as_is():
     array = np.frombuffer(np.arange(4, dtype=np.float32).tobytes(), dtype=np.float32)
     request_input = RequestInput(name="a", shape=[4], datatype="FP32", data=array)
-    assert request_input.data is array
+    assert isinstance(request_input.data, TensorData) and request_input.data.root is array
+    # MLServer's TensorData: a list (or whatever was given), iterable and indexable
+    data = RequestInput(name="a", shape=[2], datatype="INT8", data=[3, 4]).data
+    assert data == TensorData(root=[3, 4]) and list(data) == [3, 4] and data[1] == 4 and len(data) == 2
+    assert RequestInput(name="a", shape=[1], datatype="BYTES", data="one").data.root == "one"
 
 
-def test_response_defaults_and_dump():
-    response = InferenceResponse(outputs=[{"name": "y", "shape": [1], "datatype": "INT64", "data": [7]}])
-    assert response.model_name == ""
+def test_data_is_required():
+    with pytest.raises(ValidationError, match="data"):
+        RequestInput(name="a", shape=[1], datatype="FP32")
+
+
+def test_dumps_leave_out_unset_and_none_fields_as_mlserver():
+    response = InferenceResponse(model_name="m", outputs=[{"name": "y", "shape": [1], "datatype": "INT64", "data": [7]}])
     assert response.model_version is None
-    dumped = response.model_dump(mode="json", exclude_none=True)
-    assert dumped == {"model_name": "", "outputs": [{"name": "y", "shape": [1], "datatype": "INT64", "data": [7]}]}
-    assert InferenceResponse.model_validate(dumped) == response
+    expected = {"model_name": "m", "outputs": [{"name": "y", "shape": [1], "datatype": "INT64", "data": [7]}]}
+    assert response.model_dump() == expected
+    assert type(response.model_dump()["outputs"][0]["datatype"]) is str
+    assert response.model_dump_json() == '{"model_name":"m","outputs":[{"name":"y","shape":[1],"datatype":"INT64","data":[7]}]}'
+    assert InferenceResponse.model_validate(response.model_dump()) == response
+    # asked for, they are there
+    assert response.model_dump(exclude_none=False, exclude_unset=False)["id"] is None
+    assert InferenceResponse(outputs=[]).model_dump(exclude_unset=False) == {"model_name": "", "outputs": []}
+
+
+def test_deferred_tensor_data_is_the_list_it_stands_for():
+    data = TensorData.deferred(np.array([1.5, np.nan]), lambda array: [None if x != x else x for x in array.tolist()])
+    output = ResponseOutput(name="y", shape=[2], datatype="FP64", data=data)
+    assert output.data is data and data.deferred_array() is not None
+    assert output.model_dump_json() == '{"name":"y","shape":[2],"datatype":"FP64","data":[1.5,null]}'
+    assert output == ResponseOutput(name="y", shape=[2], datatype="FP64", data=[1.5, None])
+    assert repr(data) == "TensorData(root=[1.5, None])"
+    assert data.deferred_array() is None  # read: from now on the list is the data
+    copied = copy.deepcopy(ResponseOutput(name="y", shape=[1], datatype="FP64", data=TensorData.deferred(np.ones(1), list)))
+    assert copied.data.deferred_array() is not None and copied.data.root == [1.0]
+
+
+def test_a_worker_input_dumps_as_mlserver_holds_v2_json():
+    # what a worker builds around shared memory; a runtime that logs or forwards its request
+    # (json.dumps(request.dict()), requests.post(json=request.model_dump())) gets V2 JSON values
+    texts = np.empty((2, 1), dtype=object)
+    texts[:, 0] = [b"hello world \xf0\x9f\x98\x81", b"\xff"]
+    numbers = np.frombuffer(np.array([1.5, np.nan], dtype=np.float32).tobytes(), dtype=np.float32)
+    request = InferenceRequest.model_construct(
+        id=None,
+        parameters=None,
+        inputs=[
+            RequestInput.model_construct(name="t", shape=[2, 1], datatype=Datatype.BYTES, parameters=None, data=texts),
+            RequestInput.model_construct(name="n", shape=[2], datatype=Datatype.FP32, parameters=None, data=numbers),
+        ],
+        outputs=None,
+    )
+    assert request.model_dump() == {
+        "inputs": [
+            {"name": "t", "shape": [2, 1], "datatype": "BYTES", "data": ["hello world 😁", b"\xff"]},
+            {"name": "n", "shape": [2], "datatype": "FP32", "data": [1.5, pytest.approx(np.nan, nan_ok=True)]},
+        ]
+    }
+    assert json.loads(request.inputs[1].model_dump_json()) == {"name": "n", "shape": [2], "datatype": "FP32", "data": [1.5, None]}
 
 
 def test_metadata_and_repository_types():
@@ -91,7 +147,7 @@ def test_metadata_and_repository_types():
     )
     assert metadata.inputs[0].shape == [-1, 3]
     index = RepositoryIndexResponse.model_validate([{"name": "m", "state": "READY"}])
-    assert index.root[0].state is State.READY
+    assert index.root[0].state is State.READY and index[0].state == "READY" and len(index) == 1
     assert index.root[0].reason == ""
     with pytest.raises(ValidationError):
         RepositoryIndexResponse.model_validate([{"name": "m", "state": "SLEEPING"}])

@@ -27,6 +27,7 @@ import zmq
 from pydantic import ValidationError
 
 from gateway import logs, metrics, transport
+from gateway.codecs.utils import tensor_data
 from gateway.errors import BadRequest, GatewayError, RuntimeFailure, shown
 from gateway.model import MLModel
 from gateway.settings import ModelSettings
@@ -107,7 +108,7 @@ def select_outputs(response: Any, requested: list[RequestedOutput] | None) -> tu
     tensors = []
     for out in chosen:
         datatype = getattr(out.datatype, "value", out.datatype)
-        array = array_from_output(out.name, datatype, list(out.shape), out.data)
+        array = array_from_output(out.name, datatype, list(out.shape), tensor_data(out))
         tensors.append(Tensor(out.name, datatype, list(out.shape), array, _parameters(out.parameters)))
     return tensors, _parameters(response.parameters)
 
@@ -231,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, signal.SIG_IGN)
     logs.configure(args.log_level, args.log_format, worker=args.identity)
+    # a runtime's print() reaches the log line by line, not when a block fills (or the worker exits)
+    sys.stdout.reconfigure(line_buffering=True)
     settings = ModelSettings.from_file(args.settings)
     import uvloop
 

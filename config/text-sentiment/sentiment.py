@@ -8,8 +8,8 @@ import re
 import numpy as np
 
 from gateway import MLModel
-from gateway.codecs import StringCodec
-from gateway.types import InferenceRequest, InferenceResponse, ResponseOutput
+from gateway.codecs import NumpyCodec, StringCodec
+from gateway.types import InferenceRequest, InferenceResponse
 
 WORD = re.compile(r"[a-z']+")
 
@@ -32,7 +32,7 @@ class LexiconSentiment(MLModel):
             model_name=self.name,
             outputs=[
                 StringCodec.encode_output("label", labels),
-                ResponseOutput(name="score", datatype="FP32", shape=[len(texts)], data=scores),
+                NumpyCodec.encode_output("score", scores),
             ],
         )
 

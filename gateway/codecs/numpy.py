@@ -1,54 +1,131 @@
-"""Content type "np": a tensor as a numpy array of its own datatype and shape."""
+"""Content type "np": a tensor as a numpy array of its datatype and shape (as `mlserver.codecs.numpy`)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from ..errors import BadRequest
-from ..tensors import NUMPY_DTYPES, array_from_json, datatype_of, element_count
-from ..types import Datatype, Parameters, RequestInput, ResponseOutput
-from .base import InputCodec, SingleInputRequestCodec, register_input_codec, register_request_codec, tensor_label
+from ..tensors import NUMPY_DTYPES, array_from_json, element_count
+from ..types import Datatype, Parameters, RequestInput, ResponseOutput, TensorData
+from .base import InputCodec, register_input_codec, register_request_codec
+from .errors import CodecError
+from .lists import as_list, is_list_of
+from .string import encode_str
+from .utils import InputOrOutput, SingleInputRequestCodec, inject_batch_dimension, tensor_data, tensor_label
+
+_FLOATS = frozenset({"FP16", "FP32", "FP64"})
+_DATATYPE_OF_DTYPE = {dtype: Datatype(name) for name, dtype in NUMPY_DTYPES.items() if name != "BYTES"}
 
 
-def to_ndarray(tensor: RequestInput | ResponseOutput) -> np.ndarray:
-    """The tensor's data as an array of its declared datatype and shape.
+def to_dtype(input_or_output: InputOrOutput) -> np.dtype:
+    """The numpy dtype a tensor decodes to. BYTES: str for a list of str (as JSON sends
+    them), else object (an array of `bytes`)."""
+    datatype = Datatype(input_or_output.datatype)
+    if datatype is Datatype.BYTES:
+        return np.dtype(str) if is_list_of(tensor_data(input_or_output), str) else np.dtype(object)
+    return NUMPY_DTYPES[datatype]
 
-    An array already of that datatype (what workers hold: a read-only view of
-    the tensor bytes) is only reshaped, never copied. Anything else goes through
-    the JSON validation, which refuses values the datatype cannot hold exactly.
-    BYTES become an object array of `bytes`.
+
+def to_datatype(dtype: np.dtype) -> Datatype:
+    """The V2 datatype of a numpy dtype: object, bytes and str arrays are BYTES."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "OSU":
+        return Datatype.BYTES
+    datatype = _DATATYPE_OF_DTYPE.get(dtype) or _DATATYPE_OF_DTYPE.get(dtype.newbyteorder("<"))  # big-endian too
+    if datatype is None:
+        raise TypeError(f"numpy dtype {dtype} has no V2 datatype")
+    return datatype
+
+
+def convert_nan(val: Any) -> Any:
+    """None for a float NaN (JSON's null), anything else unchanged."""
+    if isinstance(val, float) and math.isnan(val):
+        return None
+    return val
+
+
+def _numeric_list(array: np.ndarray) -> list:
+    """MLServer's data of a numeric array: flat, Python numbers, NaN as None."""
+    flat = array.ravel().tolist()
+    if array.dtype.kind == "f" and np.isnan(array).any():
+        return [convert_nan(value) for value in flat]
+    return flat
+
+
+def _encode_data(array: np.ndarray) -> Any:
+    """The `data` of an encoded array. A numeric array's list is made only if something reads it
+    (TensorData.deferred); until then the worker sends the array itself. Not a copy: copying a
+    64 MiB output cost the worker 20-50 ms (docs/MLSERVER.md)."""
+    if array.dtype.kind in "biuf":
+        return TensorData.deferred(array, _numeric_list)
+    flat = array.ravel().tolist()
+    if array.dtype.kind == "U":
+        return [encode_str(item) for item in flat]
+    # "S" and "O": one element per entry (MLServer packs an "S" array into a single
+    # bytes element, which no V2 client can read back as that many elements)
+    return flat
+
+
+def to_ndarray(input_or_output: InputOrOutput) -> np.ndarray:
+    """The tensor as an array of its datatype and shape.
+
+    An array already of that dtype (what a worker holds: a read-only view of the
+    tensor bytes) is only reshaped, never copied; BYTES arrays are taken as they
+    are. A list goes through the same checks as JSON data, so a value the
+    datatype cannot hold (1.5 for INT32, 300 for UINT8) is refused rather than
+    changed; null in FP16/FP32/FP64 data is NaN, as MLServer reads it.
     """
-    datatype = Datatype(tensor.datatype).value
-    where = tensor_label(tensor)
-    data = tensor.data
-    if isinstance(data, np.ndarray):
-        if data.dtype == NUMPY_DTYPES[datatype] and (datatype != "BYTES" or _all_bytes(data)):
-            count = element_count(tensor.shape, where)
-            if data.size != count:
-                raise BadRequest(f"{where}: data holds {data.size} elements, shape {tensor.shape} needs {count}")
-            return data.reshape(tensor.shape)
-        data = data.tolist()
-    return array_from_json(datatype, tensor.shape, data, where)
+    datatype = Datatype(input_or_output.datatype)
+    data = tensor_data(input_or_output)
+    where = tensor_label(input_or_output)
+    try:
+        count = element_count(input_or_output.shape, where)
+        if datatype is Datatype.BYTES:
+            array = data if isinstance(data, np.ndarray) else _bytes_array(data, where)
+        elif isinstance(data, np.ndarray) and data.dtype == NUMPY_DTYPES[datatype]:
+            array = data
+        else:
+            if isinstance(data, np.ndarray):
+                data = data.tolist()
+            if datatype in _FLOATS:
+                data = _nulls_as_nan(data)
+            return array_from_json(datatype.value, input_or_output.shape, data, where)
+    except BadRequest as exc:
+        raise CodecError(exc.message) from None
+    if array.size != count:
+        raise CodecError(f"{where}: data holds {array.size} elements, shape {input_or_output.shape} needs {count}")
+    return array.reshape(input_or_output.shape)
 
 
-def _all_bytes(array: np.ndarray) -> bool:
-    return all(isinstance(item, bytes) for item in array.flat)
+def _bytes_array(data: Any, where: str) -> np.ndarray:
+    """BYTES data from a list: all str gives a str array (as MLServer decodes JSON strings),
+    anything else an object array of bytes (str as UTF-8; None stays None)."""
+    flat = list(as_list(data))
+    if is_list_of(flat, str):
+        return np.array(flat, dtype=str)
+    array = np.empty(len(flat), dtype=object)
+    for index, item in enumerate(flat):
+        if isinstance(item, str):
+            item = encode_str(item)
+        elif item is not None and not isinstance(item, bytes):
+            raise CodecError(f"{where}: BYTES data must be str or bytes, got {type(item).__name__}")
+        array[index] = item
+    return array
 
 
-def bytes_elements(tensor: RequestInput | ResponseOutput, content_type: str) -> list[bytes]:
-    """The flat elements of a BYTES tensor, for codecs that only make sense on BYTES."""
-    if Datatype(tensor.datatype) is not Datatype.BYTES:
-        raise BadRequest(
-            f"{tensor_label(tensor)}: content type {content_type!r} needs datatype BYTES, "
-            f"got {Datatype(tensor.datatype).value}"
-        )
-    return to_ndarray(tensor).ravel().tolist()
+def _nulls_as_nan(data: Any) -> Any:
+    if isinstance(data, (list, tuple)):
+        return [_nulls_as_nan(item) for item in data]
+    return math.nan if data is None else data
 
 
 @register_input_codec
 class NumpyCodec(InputCodec):
+    """A tensor as a numpy array. Encoding a 1-D array gives shape [N, 1]."""
+
     ContentType = "np"
     TypeHint = np.ndarray
 
@@ -58,13 +135,27 @@ class NumpyCodec(InputCodec):
 
     @classmethod
     def encode_output(cls, name: str, payload: np.ndarray, **kwargs) -> ResponseOutput:
-        # data stays an array: the server serialises arrays directly, which is
-        # what keeps large tensors fast (a .tolist() would box every element)
+        payload = np.asarray(payload)
         return ResponseOutput(
             name=name,
-            datatype=datatype_of(payload),
-            shape=list(payload.shape),
-            data=payload,
+            datatype=to_datatype(payload.dtype),
+            shape=inject_batch_dimension(list(payload.shape)),
+            data=_encode_data(payload),
+            parameters=Parameters(content_type=cls.ContentType),
+        )
+
+    @classmethod
+    def decode_output(cls, response_output: ResponseOutput) -> np.ndarray:
+        return to_ndarray(response_output)
+
+    @classmethod
+    def encode_input(cls, name: str, payload: np.ndarray, **kwargs) -> RequestInput:
+        output = cls.encode_output(name=name, payload=payload)
+        return RequestInput(
+            name=output.name,
+            datatype=output.datatype,
+            shape=output.shape,
+            data=output.data,
             parameters=Parameters(content_type=cls.ContentType),
         )
 
@@ -75,6 +166,7 @@ class NumpyCodec(InputCodec):
 
 @register_request_codec
 class NumpyRequestCodec(SingleInputRequestCodec):
-    ContentType = NumpyCodec.ContentType
-    TypeHint = np.ndarray
+    """The request's (or response's) single tensor as a numpy array."""
+
     InputCodec = NumpyCodec
+    ContentType = NumpyCodec.ContentType

@@ -19,7 +19,8 @@ second gateway on the same port fails loudly instead of sharing it.
 
 Modules: `convert` (ModelInferRequest <-> tensors.InferRequest/InferResponse),
 `server` (the servicer, start/stop). The message and stub modules in
-`generated/` come from protos/inference.proto at install time (setup.py).
+`generated/` are generated from protos/inference.proto by scripts/generate_stubs.py
+and committed.
 """
 
 import os
@@ -28,11 +29,3 @@ import os
 # them every worker spawn logs "Other threads are currently calling into gRPC, skipping fork() handlers".
 # (Read when grpc is first imported; set GRPC_ENABLE_FORK_SUPPORT yourself to override.)
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
-
-try:
-    from .generated import inference_pb2, inference_pb2_grpc  # noqa: F401
-except ImportError as exc:  # pragma: no cover - an install problem, not a code path
-    raise ImportError(
-        "the gRPC stubs (gateway/grpc/generated/) are missing: they are generated from protos/inference.proto "
-        "when the package is installed; run `pip install -e .` (or `pip install .`)"
-    ) from exc
