@@ -61,7 +61,7 @@ def test_iris_mlp_infer_dict_rows(gateway):
     assert bad.status_code == 400 and "the model takes ['features']" in bad.json()["error"]
     # 4,096 rows (64 KiB): the two rows above, over and over, so the labels are known
     rows = np.tile(np.array(IRIS, dtype=np.float32), (2048, 1))
-    labels = np.tile(expected_probabilities(IRIS).argmax(axis=1), 2048).astype(np.int64)
+    labels = np.tile(expected_probabilities(IRIS).argmax(axis=1), 2048).astype(np.int64).reshape(-1, 1)
     assert_serves_large(gateway, "iris-mlp", {"features": rows}, expect=lambda inputs: {"label": labels})
 
 
@@ -84,7 +84,7 @@ def test_text_sentiment_takes_a_raw_body_of_length_prefixed_strings(gateway):
     assert response.status_code == 200, response.text
     length = int(response.headers["Inference-Header-Content-Length"])
     label, score = json.loads(response.content[:length])["outputs"]
-    assert (label["name"], label["shape"], score["name"], score["shape"]) == ("label", [3], "score", [3])
+    assert (label["name"], label["shape"], score["name"], score["shape"]) == ("label", [3, 1], "score", [3, 1])
     labels = response.content[length : length + label["parameters"]["binary_data_size"]]
     assert labels == b"".join(struct.pack("<I", len(x)) + x for x in (b"positive", b"neutral", b"negative"))
     assert np.frombuffer(response.content[length + len(labels) :], dtype=np.float32).tolist() == [4.0, 0.0, -3.0]

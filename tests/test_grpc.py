@@ -235,9 +235,9 @@ def test_unknown_model_infer_is_not_found(client, stub, gateway):
 def test_bad_shape_is_invalid_argument(client, stub, gateway):
     # the model declares seconds: FP32 [-1]
     with pytest.raises(InferenceServerException) as caught:
-        client.infer("sleepy", [fp32_input("seconds", np.zeros((2, 1), np.float32))])
+        client.infer("sleepy", [fp32_input("seconds", np.zeros((2, 2), np.float32))])
     assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
-    assert "shape" in caught.value.message() and "[2, 1]" in caught.value.message()
+    assert "shape" in caught.value.message() and "[2, 2]" in caught.value.message()
     # raw bytes that do not fill the declared shape
     request = pb.ModelInferRequest(model_name="echo")
     request.inputs.add(name="x", datatype="FP32", shape=[3])

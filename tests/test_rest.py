@@ -460,9 +460,10 @@ def test_inputs_are_checked_against_declared_metadata(gateway):
         ([echo_input("minutes", "FP32", [1], [1])], "unknown input 'minutes'"),
         ([echo_input("seconds", "FP64", [1], [1])], "must be FP32"),
         # the rank counts: a scalar or an extra axis is another shape, whatever the element count
+        # (but for MLServer's rule: [N, 1] is taken for [-1])
         ([echo_input("seconds", "FP32", [], 1)], "must have shape [-1]"),
-        ([echo_input("seconds", "FP32", [1, 1], [[1]])], "must have shape [-1]"),
-        ([echo_input("seconds", "FP32", [2, 1], [[1], [2]])], "must have shape [-1]"),
+        ([echo_input("seconds", "FP32", [1, 2], [[1, 2]])], "must have shape [-1]"),
+        ([echo_input("seconds", "FP32", [1, 1, 1], [[[1]]])], "must have shape [-1]"),
     ]
     for inputs, message in cases:
         response = infer_json(gateway, "sleepy", {"inputs": inputs})
