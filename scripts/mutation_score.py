@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # each core module, and the test files that guard it (the most focused first: -x stops at the first failure)
 GUARDS = {
-    "gateway/tensors.py": ["test_properties.py", "test_rest.py", "test_grpc.py", "test_zero_size.py", "test_fuzz.py", "test_worker_plane.py"],
+    "gateway/tensors.py": ["test_properties.py", "test_codecs.py", "test_rest.py", "test_grpc.py", "test_zero_size.py", "test_fuzz.py", "test_worker_plane.py"],
     "gateway/restbody.py": ["test_rest.py", "test_properties.py", "test_zero_size.py", "test_examples.py", "test_batching.py", "test_fuzz.py"],
     "gateway/grpc/convert.py": ["test_grpc.py", "test_properties.py", "test_zero_size.py", "test_fuzz.py"],
     "gateway/batching.py": ["test_batching.py", "test_pool_faults.py", "test_zero_size.py", "test_observability.py"],

@@ -339,6 +339,13 @@ def test_what_once_was_a_500_is_a_400(gateway, model, route, text, message):
         assert_serves_sleepy(gateway)
 
 
+def test_infer_dict_needs_a_model_that_declares_its_inputs(gateway):
+    response = post(gateway, "/v2/models/echo/infer_dict", json={"inputs": [{"x": 1}]})
+    assert response.status_code == 400
+    assert response.json()["error"] == "model 'echo' declares no inputs, so infer_dict cannot order the row fields"
+    assert_serves_large(gateway, "echo")
+
+
 def test_bytes_nested_deeper_than_the_stack_is_read_row_major(gateway):
     text = '{"inputs": [{"name": "s", "datatype": "BYTES", "shape": [1], "data": %s"a"%s}]}' % ("[" * DEEP, "]" * DEEP)
     response = post(gateway, "/v2/models/echo/infer", data=text.encode())
@@ -371,6 +378,8 @@ def test_malformed_json_gets_400(gateway):
         (None, {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 6}}]}, [struct.pack("<I", 50) + b"ab"], "overruns"),
         (None, {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": 8}}]}, [struct.pack("<I", 4) + b"abcd"], "holds 1 elements"),
         (None, {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [3], "parameters": {"binary_data_size": 6}}]}, [struct.pack("<I", 2) + b"ab"], "6 bytes of BYTES data cannot hold the 3 elements"),
+        (None, {"inputs": [{"name": "x", "datatype": "INT8", "shape": [1], "data": [1], "parameters": {"binary_data_size": 1}}]}, [b"\x01"],
+         "input 'x' has both data and binary_data_size"),
         ("99999", {"inputs": []}, [], "body has"),
         ("abc", {"inputs": []}, [], "must be a non-negative decimal integer, got 'abc'"),
         # Python's int() refuses strings of more than 4,300 digits
