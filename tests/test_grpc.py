@@ -165,6 +165,15 @@ def test_every_datatype_typed_contents(stub, datatype):
     assert_exact(decode(response, 0), array)
 
 
+def test_the_answer_names_the_version_that_answered(stub):
+    for asked, answered in (("", "2"), ("1", "1")):  # without a version, the newest answers
+        request = pb.ModelInferRequest(model_name="versioned", model_version=asked)
+        request.inputs.add(name="x", datatype="INT8", shape=[1]).contents.int_contents.append(0)
+        response = stub.ModelInfer(request)
+        assert (response.model_name, response.model_version) == ("versioned", answered)
+        assert decode(response, 0).tolist() == [answered.encode()]
+
+
 def test_several_inputs_raw_in_order(stub):
     a, b, c = sample("INT16"), sample("BYTES"), sample("FP16")
     request = pb.ModelInferRequest(model_name="echo")
