@@ -332,11 +332,10 @@ def rest_json_case(rng: random.Random) -> RestCase:
     else:
         document, _ = json_document(seed)
         path = _odd_path(rng, seed.model)
-    if rng.random() < 0.9:
-        document = mutate_tree(rng, document)
-    body = to_json(document).encode()
-    if rng.random() < 0.15:
-        body = mutate_text(rng, body)
+    valid = to_json(document).encode()
+    body = valid
+    while body == valid:  # a mutation may happen to change nothing (a list of one item reordered)
+        body = to_json(mutate_tree(rng, document)).encode() if rng.random() < 0.85 else mutate_text(rng, valid)
     return RestCase(path, body)
 
 
@@ -345,25 +344,24 @@ def rest_binary_case(rng: random.Random) -> RestCase:
     if seed.model in ("declared", "text") and rng.random() < 0.15:
         # a raw body: the single declared input's bytes alone
         name, datatype, shape, values = seed.tensors[0]
-        body = _raw(rng, datatype, values)
-        if rng.random() < 0.8:
-            body = _damage_binary(rng, body, datatype)
+        body = _damage_binary(rng, _raw(rng, datatype, values), datatype)
         return RestCase(f"/v2/models/{seed.model}/infer", body, {HEADER_LENGTH: "0"})
     binary = {t[0] for t in seed.tensors if rng.random() < 0.8}
     document, chunks = json_document(seed, binary)
     if rng.random() < 0.5:
         document.setdefault("parameters", {})["binary_data_output"] = True
-    operation = rng.choice(["header", "header", "length", "size", "body", "body", "bytes-prefix", "none"])
+    operation = rng.choice(["header", "header", "length", "size", "body", "body", "bytes-prefix"])
     if operation == "header":
-        document = mutate_tree(rng, document)
+        valid = to_json(document)
+        while to_json(document) == valid:
+            document = mutate_tree(rng, document)
     elif operation == "size":
-        binary_inputs = [i for i in document["inputs"] if "binary_data_size" in i.get("parameters", {})]
-        if binary_inputs:
-            target = rng.choice(binary_inputs)
-            size = target["parameters"]["binary_data_size"]
-            target["parameters"]["binary_data_size"] = rng.choice([size + 1, size - 1, 0, -size - 1, size * 2, 2**62, size + 4])
-    elif operation == "bytes-prefix":
-        chunks = [_damage_binary(rng, c, "BYTES") if rng.random() < 0.5 else c for c in chunks]
+        target = rng.choice(document["inputs"])
+        size = target.setdefault("parameters", {}).get("binary_data_size", 0)
+        target["parameters"]["binary_data_size"] = rng.choice([size + 1, size - 1, -size - 1, size * 2 + 1, 2**62, size + 4])
+    elif operation == "bytes-prefix" and chunks:
+        damaged = rng.randrange(len(chunks))
+        chunks[damaged] = _damage_binary(rng, chunks[damaged], "BYTES")
     header = to_json(document).encode()
     payload = b"".join(chunks)
     length = str(len(header))
@@ -542,7 +540,8 @@ def grpc_case(rng: random.Random) -> GrpcCase:
         return GrpcCase(rpc, [rng.randbytes(rng.choice([1, 3, 10, 100, 1000]))])
     seed = valid_seed(rng)
     message = infer_message(seed, typed=rng.random() < 0.5)
-    if rng.random() < 0.9:
+    valid = message.SerializeToString()
+    while message.SerializeToString() == valid:
         mutate_message(rng, message)
     raw = message.SerializeToString()
     if choice < 0.25:
