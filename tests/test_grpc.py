@@ -117,7 +117,8 @@ def test_health_and_metadata(client):
 
 def test_model_config(client, stub):
     config = client.get_model_config("sleepy").config
-    assert config.name == "sleepy" and config.max_batch_size == 0
+    assert (config.name, config.platform, config.max_batch_size) == ("sleepy", "asyncio", 0)
+    assert client.get_model_metadata("sleepy").platform == "asyncio"
     assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [("seconds", tc.model_config_pb2.TYPE_FP32, [-1])]
     assert ("pid", tc.model_config_pb2.TYPE_INT64, [1]) in [(o.name, o.data_type, list(o.dims)) for o in config.output]
     with pytest.raises(grpc.RpcError) as caught:
