@@ -32,6 +32,9 @@ class DataPlane:
     def __init__(self, settings: ServerSettings, supervisor: Supervisor):
         self.settings = settings
         self.supervisor = supervisor
+        # the gateway is stopping: it answers not ready (so that load balancers stop sending), and REST
+        # answers close their connections; requests are still served
+        self.draining = False
 
     # --- server and model state ---------------------------------------
 
@@ -39,7 +42,7 @@ class DataPlane:
         return {"name": self.settings.server_name, "version": self.settings.server_version, "extensions": EXTENSIONS}
 
     def server_ready(self) -> bool:
-        return self.supervisor.ready
+        return not self.draining and self.supervisor.ready
 
     def check_model_exists(self, name: str, version: Optional[str] = None) -> None:
         """Raise NotFound for an unknown model or version (before a body is parsed)."""

@@ -251,6 +251,8 @@ class ModelPool:
 
     async def drain(self, timeout: float) -> bool:
         """Wait until nothing is queued, running or being read; False on timeout."""
+        if self._quiet.is_set():
+            return True  # also with no time to wait (wait_for with 0 s times out even on what is done)
         try:
             await asyncio.wait_for(self._quiet.wait(), timeout)
             return True
@@ -346,12 +348,16 @@ class ModelPool:
             self.fail_waiting(f"model {self.name!r} has no running worker")
         self._check_quiet()
 
-    def fail_waiting(self, why: str) -> None:
+    def fail_waiting(self, why: str) -> int:
+        """Fail every queued request (503 / UNAVAILABLE); returns how many."""
+        failed = 0
         while self._waiting:
             waiting = self._waiting.popleft()
             if not waiting.reply.done():
                 waiting.reply.set_exception(Unavailable(why))
+                failed += 1
         self._check_quiet()
+        return failed
 
     def stop_worker(self, worker: Worker) -> None:
         """Tell the worker to unload and exit (its unload() may take a while: it is not hung)."""

@@ -13,7 +13,7 @@ from typing import Optional
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 from sanic import Request, Sanic
-from sanic.exceptions import SanicException
+from sanic.exceptions import RequestCancelled, SanicException
 from sanic.response import HTTPResponse
 
 from . import logs, observability
@@ -30,6 +30,8 @@ from .restbody import (
 )
 
 log = logging.getLogger("gateway.rest")
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer; gRPC counts a cancelled call the same
 
 
 def _json(document, status: int = 200) -> HTTPResponse:
@@ -59,7 +61,9 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     settings = dataplane.settings
     app.config.REQUEST_MAX_SIZE = settings.max_request_bytes
     app.config.RESPONSE_TIMEOUT = settings.request_timeout + 30
-    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_grace
+    # read by connection.TimedHttp (Sanic's REQUEST_TIMEOUT restarts with every byte: see there)
+    app.config.HEADER_TIMEOUT = settings.header_timeout
+    app.config.BODY_TIMEOUT = settings.body_timeout
     app.config.KEEP_ALIVE_TIMEOUT = 75
     # Sanic pauses reading a body every REQUEST_BUFFER_SIZE bytes (64 KiB by default): too often for tensors
     app.config.REQUEST_BUFFER_SIZE = 1024 * 1024
@@ -170,13 +174,23 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     @app.on_response
     def answered(request: Request, response: HTTPResponse) -> None:
         # Sanic stamps perft0 once a request's headers are read, before its body: so the latency
-        # includes receiving the body (a request middleware would run after it), at no extra cost
-        elapsed = int((time.perf_counter() - request.stream.perft0) * 1e9)
+        # includes receiving the body (a request middleware would run after it), at no extra cost.
+        # A request whose headers never all came (timed out, or the client left) counts from the first wait for them.
+        stream = request.stream
+        elapsed = int((time.perf_counter() - stream.began()) * 1e9)
         model, version = request.match_info.get("model"), request.match_info.get("version")
         if request.route is not None and request.route.name in counted:
             dataplane.model_stats(model, version).request_done("rest", response.status, elapsed)
         logs.access("rest", request.method, request.path, response.status, elapsed, model, version)
         logs.REQUEST_ID.set(None)  # the requests of a keep-alive connection share a task, and so a context
+        if dataplane.draining:
+            stream.keep_alive = False  # Connection: close, so that a kept-alive client moves to another server
+
+    @app.exception(RequestCancelled)
+    async def on_client_gone(request: Request, exc: RequestCancelled) -> HTTPResponse:
+        # the client closed its connection before its answer: nothing can be sent, but the access line
+        # and the metrics (answered) count it as the client's doing
+        return _json({"error": "the client closed the connection before its answer"}, CLIENT_CLOSED_REQUEST)
 
     @app.exception(Exception)
     async def on_error(request: Request, exc: Exception) -> HTTPResponse:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -49,6 +51,9 @@ class ServerSettings(BaseSettings):
     heartbeat_interval: float = Field(2.0, gt=0, description="seconds between pings of an idle worker")
     heartbeat_timeout: float = Field(10.0, gt=0, description="an idle worker silent this long is hung: killed and restarted")
     restart_backoff: float = Field(0.5, ge=0, description="first restart delay after a worker crash; doubles per crash in a row, up to 30 s")
+    header_timeout: float = Field(10.0, gt=0, description="seconds a REST request's headers may take to arrive, from its first byte (408 and close beyond)")
+    body_timeout: float = Field(60.0, gt=0, description="seconds a REST request's body may take to arrive, once its headers are in (408 and close beyond)")
+    drain_delay: float = Field(5.0, ge=0, description="on SIGTERM: seconds during which ready answers 503 while requests are still served, before the listeners close")
     shutdown_grace: float = Field(15.0, gt=0, description="seconds in-flight requests get to finish when the gateway stops (REST and gRPC alike) or a model is unloaded")
     worker_stop_grace: float = Field(10.0, gt=0, description="seconds a worker may take to unload() before it is killed")
     log_level: str = "INFO"
@@ -71,15 +76,27 @@ class ServerSettings(BaseSettings):
     def from_folder(cls, folder: Path) -> "ServerSettings":
         path = folder / SERVER_SETTINGS_FILE
         values = _read_json(path) if path.exists() else {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a JSON object")
         try:
             settings = cls(**values)
         except ValidationError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+            raise ConfigError("; ".join(_blame(error, path) for error in exc.errors())) from None
         if settings.model_repository is None:
             settings.model_repository = folder
         elif not settings.model_repository.is_absolute():
             settings.model_repository = (folder / settings.model_repository).resolve()
         return settings
+
+
+def _blame(error: dict, path: Path) -> str:
+    """One validation error, blamed on where its value came from: an environment variable (which
+    wins over the file) or settings.json."""
+    field = str(error["loc"][0]) if error["loc"] else ""
+    variable = ENV_PREFIX + field.upper()
+    # pydantic-settings matches variable names in any case
+    source = f"environment variable {variable}" if variable in {name.upper() for name in os.environ} else str(path)
+    return f"{source}: {field}: {error['msg']} (got {error['input']!r})"
 
 
 class ModelParameters(BaseModel):
@@ -137,22 +154,59 @@ class ModelSettings(BaseModel):
         return settings
 
 
-def find_model_settings(repository: Path) -> list[ModelSettings]:
-    """Every model-settings.json under the repository, sorted by path."""
-    found = [ModelSettings.from_file(p) for p in sorted(repository.rglob(MODEL_SETTINGS_FILE))]
-    seen: dict[tuple[str, Optional[str]], Path] = {}
-    for settings in found:
-        key = (settings.name, settings.version)
-        if key in seen:
-            raise ConfigError(
-                f"model {settings.name!r} version {settings.version!r} is defined twice: in {seen[key]} and {settings.folder}"
-            )
-        seen[key] = settings.folder
-    return found
+@dataclass
+class UnusableSettings:
+    """A model version that cannot be served because of its settings file(s): a file that does not
+    parse or validate, or two files declaring the same name and version. It is named as far as its
+    file can be read (else after its folder), so that it can be listed, and fixed."""
+
+    name: str
+    version: Optional[str]
+    paths: list[Path]
+    reason: str
+
+
+def scan_model_settings(repository: Path) -> tuple[list[ModelSettings], list[UnusableSettings]]:
+    """Every model-settings.json under the repository (sorted by path): the model versions that
+    can be served, and those that cannot, with the reason. One bad file spoils only its own."""
+    candidates: dict[tuple[str, Optional[str]], list[tuple[Path, ModelSettings | ConfigError]]] = {}
+    for path in sorted(path.resolve() for path in repository.rglob(MODEL_SETTINGS_FILE)):
+        try:
+            settings: ModelSettings | ConfigError = ModelSettings.from_file(path)
+            key = (settings.name, settings.version)
+        except ConfigError as exc:
+            settings, key = exc, _declared_name(path)
+        candidates.setdefault(key, []).append((path, settings))
+    usable, unusable = [], []
+    for (name, version), found in candidates.items():
+        paths = [path for path, _ in found]
+        errors = [str(settings) for _, settings in found if isinstance(settings, ConfigError)]
+        if len(found) == 1 and not errors:
+            usable.append(found[0][1])
+            continue
+        if len(found) > 1:
+            errors.insert(0, f"model {name!r} version {version!r} is defined more than once: in {', '.join(str(p) for p in paths)}")
+        unusable.append(UnusableSettings(name, version, paths, "; ".join(errors)))
+    return usable, unusable
+
+
+def _declared_name(path: Path) -> tuple[str, Optional[str]]:
+    """The name and version a settings file that does not validate declares, as far as they can be
+    read; the folder's name otherwise."""
+    try:
+        values = _read_json(path)
+    except ConfigError:
+        values = None
+    if not isinstance(values, dict):
+        return path.parent.name, None
+    name = values.get("name")
+    parameters = values.get("parameters")
+    version = parameters.get("version") if isinstance(parameters, dict) else None
+    return (name if isinstance(name, str) and name else path.parent.name), (version if isinstance(version, str) else None)
 
 
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
         raise ConfigError(f"{path}: {exc}") from None

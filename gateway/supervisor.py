@@ -11,6 +11,11 @@ each model's state: the table that readiness and the repository index answer fro
 - Repository operations (load, unload) on one model run one at a time, in
   the order asked; an unload cancels the tasks starting that model's workers
   and waits for them, so no worker it started is left running.
+- A settings file that cannot be used (it does not parse or validate, or two
+  files declare one model version) fails that model alone: it is listed as
+  UNAVAILABLE with the reason, and the others load.
+- Readiness: every model that should be served is READY. A model unloaded on
+  purpose is not expected; one that failed (at start, or in a live load) is.
 
 The front door is one process, so this table lives in its memory and every
 reader (REST, gRPC) sees it directly: no cross-process state is needed.
@@ -33,7 +38,7 @@ from typing import Awaitable, Callable, Optional
 
 from .errors import BadRequest, NotFound, shown
 from .pool import ModelPool, Router, Worker
-from .settings import MODEL_SETTINGS_FILE, ConfigError, ModelSettings, ServerSettings, find_model_settings
+from .settings import MODEL_SETTINGS_FILE, ModelParameters, ModelSettings, ServerSettings, UnusableSettings, scan_model_settings
 from .types import MetadataModelResponse, MetadataTensor, State
 
 log = logging.getLogger("gateway.supervisor")
@@ -56,6 +61,7 @@ class ModelEntry:
     inputs: dict[str, MetadataTensor] = field(default_factory=dict)
     outputs: dict[str, MetadataTensor] = field(default_factory=dict)
     crashes: int = 0  # in a row, for the restart back-off
+    unusable: Optional[UnusableSettings] = None  # its settings file(s) could not be used: nothing to start
     starting: set[asyncio.Task] = field(default_factory=set)  # its load, restarts of its workers: an unload cancels them
 
     @property
@@ -125,6 +131,7 @@ class Supervisor:
         self._heartbeat: Optional[asyncio.Task] = None
         self._tasks: set[asyncio.Task] = set()
         self._locks: dict[str, asyncio.Lock] = {}  # per model name: repository operations run one at a time
+        self._scanned = False  # the repository has been read: before, no model is known, and the server is not ready
 
     # --- start, lookup, state ---------------------------------------------
 
@@ -132,11 +139,14 @@ class Supervisor:
         """Bind the worker socket and load every model of the repository (concurrently)."""
         self._socket_folder, self._socket_folder_lock = _socket_folder()
         self.router = Router(f"ipc://{self._socket_folder}/{SOCKET_NAME}")
-        for model_settings in find_model_settings(self.settings.model_repository):
-            self._add(model_settings)
-        log.info("loading %d model(s) from %s", len(self.entries()), self.settings.model_repository)
+        usable, unusable = scan_model_settings(self.settings.model_repository)
+        loading = [self._add(model_settings) for model_settings in usable]
+        for failure in unusable:
+            self._add_unusable(failure)
+        self._scanned = True
+        log.info("loading %d model(s) from %s", len(loading), self.settings.model_repository)
         self._heartbeat = self._background(self._watch_heartbeats())
-        await asyncio.gather(*(self._start_loading(entry) for entry in self.entries()), return_exceptions=True)
+        await asyncio.gather(*(self._start_loading(entry) for entry in loading), return_exceptions=True)
 
     def _background(self, coroutine) -> asyncio.Task:
         """A task that stop() cancels and waits for, so that none is left pending when the loop closes."""
@@ -159,6 +169,14 @@ class Supervisor:
         self.models.setdefault(model_settings.name, {})[model_settings.version] = entry
         return entry
 
+    def _add_unusable(self, failure: UnusableSettings) -> None:
+        """List a model version whose settings cannot be used as failed, so that the index shows it and
+        the server is not ready until it is fixed (and loaded) or unloaded."""
+        placeholder = ModelSettings(name=failure.name, implementation="", parameters=ModelParameters(version=failure.version))
+        entry = self._add(placeholder)
+        entry.state, entry.reason, entry.unusable = State.UNAVAILABLE, failure.reason, failure
+        log.error("model %s (version %s) cannot be served: %s", failure.name, failure.version, failure.reason)
+
     def entries(self) -> list[ModelEntry]:
         return [entry for versions in self.models.values() for entry in versions.values()]
 
@@ -174,8 +192,8 @@ class Supervisor:
 
     @property
     def ready(self) -> bool:
-        """Every model that should be loaded is ready."""
-        return all(entry.state == State.READY for entry in self.entries() if entry.wanted)
+        """The repository has been read and every model that should be served is READY."""
+        return self._scanned and all(entry.state == State.READY for entry in self.entries() if entry.wanted)
 
     # --- loading ------------------------------------------------------------
 
@@ -256,7 +274,7 @@ class Supervisor:
 
     def _worker_lost(self, entry: ModelEntry, worker: Worker, why: str) -> None:
         self._kill(worker)  # it may still run, e.g. if it stopped answering
-        if entry.pool.ready_workers == 0 and entry.state == State.READY:
+        if entry.pool.ready_workers == 0 and entry.state == State.READY and not self._stopping:
             entry.state, entry.reason = State.UNAVAILABLE, f"its worker stopped ({why}); restarting it"
             log.error("model %s is unavailable until its worker is restarted (%s)", entry.name, why)
 
@@ -333,23 +351,27 @@ class Supervisor:
         failed = [entry for entry in entries if entry.state != State.READY]
         if failed:
             raise BadRequest(f"model {name!r} failed to load: {failed[0].reason or 'it was unloaded meanwhile'}")
+        self._forget_unusable({entry.settings.folder / MODEL_SETTINGS_FILE for entry in entries})
+
+    def _forget_unusable(self, loaded: set[Path]) -> None:
+        """A file that failed at start and now loaded (perhaps under another name than it was listed by)
+        is no longer a failure."""
+        for name, versions in list(self.models.items()):
+            for version, entry in list(versions.items()):
+                if entry.unusable is not None and loaded & set(entry.unusable.paths):
+                    del versions[version]
+            if not versions:
+                del self.models[name]
 
     def _find_in_repository(self, name: str) -> list[ModelSettings]:
         if not MODEL_NAME.match(name):
             raise BadRequest(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-'")
-        found, errors = [], []
         # match by the name inside each file, never by joining the name into a path
-        for path in sorted(Path(self.settings.model_repository).rglob(MODEL_SETTINGS_FILE)):
-            try:
-                model_settings = ModelSettings.from_file(path)
-            except ConfigError as exc:
-                if path.parent.name == name:
-                    errors.append(str(exc))
-                continue
-            if model_settings.name == name:
-                found.append(model_settings)
+        usable, unusable = scan_model_settings(Path(self.settings.model_repository))
+        errors = [failure.reason for failure in unusable if failure.name == name]
         if errors:
             raise BadRequest(f"cannot load model {name!r}: {errors[0]}")
+        found = [model_settings for model_settings in usable if model_settings.name == name]
         if not found:
             raise NotFound(f"model {name!r} is not in the model repository")
         return found
@@ -365,13 +387,18 @@ class Supervisor:
     async def _unload_versions(self, name: str) -> None:
         await asyncio.gather(*(self._unload(entry) for entry in self.models.get(name, {}).values()))
 
-    async def _unload(self, entry: ModelEntry, reason: str = "unloaded") -> None:
+    async def _unload(self, entry: ModelEntry, reason: str = "unloaded", grace: Optional[float] = None) -> None:
+        """Refuse new requests, give in-flight ones `grace` (default shutdown_grace) to finish, fail
+        those still running, then stop the workers: an idle worker calls unload() and exits (killed
+        after worker_stop_grace), one still running a request is killed at once."""
+        grace = self.settings.shutdown_grace if grace is None else grace
         self._stop_starting(entry)
         if entry.starting:
             await asyncio.wait(entry.starting)  # so that every worker they started is in the pool, or gone
         entry.state, entry.reason = State.UNLOADING, ""
-        if not await entry.pool.drain(self.settings.shutdown_grace):
-            log.warning("model %s: in-flight requests did not finish in time; stopping anyway", entry.name)
+        if not await entry.pool.drain(grace):
+            log.warning("model %s: in-flight requests did not finish within %s s; failing them", entry.name, grace)
+            self._abandon_requests(entry, f"model {entry.name!r} was unloaded: the request did not finish within shutdown_grace, {grace} s")
         workers = list(entry.pool.workers)
         for worker in workers:
             if worker.ready:
@@ -391,14 +418,34 @@ class Supervisor:
         entry.state, entry.reason = State.UNAVAILABLE, reason
         log.info("model %s (version %s) %s", entry.name, entry.version, reason)
 
+    def _abandon_requests(self, entry: ModelEntry, why: str) -> int:
+        """Fail the entry's queued and running requests at once (503 / UNAVAILABLE, saying why) and kill
+        the workers running them: a worker would read STOP only once its request ends. Returns how many failed."""
+        running = [worker for worker in entry.pool.workers if worker.inflight is not None]
+        failed = sum(not waiting.reply.done() for worker in running for waiting in worker.inflight[1])
+        for worker in running:
+            entry.pool.worker_exited(worker, why)
+            self._kill(worker)
+        return failed + entry.pool.fail_waiting(why)
+
     # --- shutdown ---------------------------------------------------------------
 
+    def cut_off(self, why: str) -> None:
+        """The gateway stops and the requests' time is up: fail those still queued or running (the front
+        doors answer them 503 / UNAVAILABLE, saying why) and kill the workers running them."""
+        self._stopping = True  # no restart of the workers killed here
+        failed = sum(self._abandon_requests(entry, why) for entry in self.entries())
+        if failed:
+            log.warning("%d request(s) still queued or running get 503 / UNAVAILABLE: %s", failed, why)
+
     async def stop(self) -> None:
-        """Unload every model (draining in-flight requests, calling unload()), then close the socket."""
-        self._stopping = True
+        """Stop every model's workers (an idle worker calls unload() first), then close the socket.
+
+        The front doors have given in-flight requests their grace already: what still runs is cut off."""
+        self.cut_off("the gateway stopped")
         if self._heartbeat is not None:
             self._heartbeat.cancel()
-        await asyncio.gather(*(self._unload(entry, "the gateway stopped") for entry in self.entries()))
+        await asyncio.gather(*(self._unload(entry, "the gateway stopped", grace=0) for entry in self.entries()))
         for process in list(self._processes.values()):  # e.g. a replacement still loading
             if process.returncode is None:
                 process.kill()

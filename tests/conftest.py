@@ -37,6 +37,11 @@ class Gateway:
     Kubernetes), so a test can signal the whole group without signalling itself."""
 
     def __init__(self, config: Path, new_session: bool = False, **settings):
+        self.config, self.new_session, self.settings = config, new_session, settings
+        self.log = tempfile.NamedTemporaryFile(prefix="gateway-test-", suffix=".log", delete=False)
+        self._spawn()
+
+    def _spawn(self) -> None:
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
@@ -47,17 +52,27 @@ class Gateway:
             "GATEWAY_HTTP_PORT": str(self.http_port),
             "GATEWAY_GRPC_PORT": str(self.grpc_port),
             "GATEWAY_METRICS_PORT": str(self.metrics_port),
-            **{f"GATEWAY_{k.upper()}": str(v) for k, v in settings.items()},
+            **{f"GATEWAY_{k.upper()}": str(v) for k, v in self.settings.items()},
         }
-        self.log = tempfile.NamedTemporaryFile(prefix="gateway-test-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "start", "--config", str(config)],
+            [sys.executable, "-m", "gateway", "start", "--config", str(self.config)],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
-            start_new_session=new_session,
+            start_new_session=self.new_session,
         )
+
+    def _respawned(self) -> bool:
+        """Start again on other ports if a free port was taken before the gateway could listen on it
+        (another process on the machine may take it meanwhile, even as a client's own port)."""
+        chosen_by_us = not {"http_port", "grpc_port", "metrics_port"} & self.settings.keys()
+        if not (chosen_by_us and self.process.returncode == 1 and "cannot listen on" in self.log_text()):
+            return False
+        self.log.seek(0)
+        self.log.truncate()
+        self._spawn()
+        return True
 
     def log_text(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
@@ -65,7 +80,7 @@ class Gateway:
     def wait_for(self, condition, timeout: float = 60.0, what: str = "the gateway") -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if self.process.poll() is not None and not self._respawned():
                 raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.log_text()}")
             try:
                 if condition():
@@ -94,8 +109,9 @@ class Gateway:
         raise RuntimeError("no VmHWM in /proc/<pid>/status")
 
     def stop(self, timeout: float = 30.0) -> int:
+        """Stop it with SIGINT (Ctrl-C), which skips SIGTERM's drain delay; kill it after `timeout`."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signal.SIGINT)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -69,6 +69,7 @@ def test_concurrent_requests_share_one_call_and_each_gets_its_own_rows(gateway):
         assert response.json()["id"] == f"req-{i}"
         out = outputs_of(response)
         assert out["y"] == [2 * i, 2 * i, 2 * i + 1, 2 * i + 1]  # its own two rows, doubled
+        assert {o["name"]: o["shape"] for o in response.json()["outputs"]} == {"y": [2, 2], "call": [2], "rows": [2]}
         assert out["rows"] == [12, 12]  # 6 requests x 2 rows in one call
         calls.add(out["call"][0])
     assert len(calls) == 1

@@ -32,8 +32,8 @@ DEPLOY = ROOT / "deploy"
 DOCKERFILE = ROOT / "Dockerfile"
 # Kubernetes releases whose schemas the manifests must pass: the oldest and newest kubernetes-validate bundles
 KUBERNETES_VERSIONS = sorted({kubernetes_validate.utils.all_versions()[0], kubernetes_validate.utils.latest_version()})
-# the gateway's settings the manifests may set; drain_delay is being added beside this work (issue 19)
-SETTINGS = set(ServerSettings.model_fields) | {"drain_delay"}
+# the gateway's settings the manifests may set
+SETTINGS = set(ServerSettings.model_fields)
 SHUTDOWN_SETTINGS = ("drain_delay", "shutdown_grace", "worker_stop_grace")
 BUILT_IN_FORMATS = {"sklearn", "xgboost", "lightgbm", "onnx"}
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from gateway.settings import ConfigError, ModelSettings, ServerSettings, find_model_settings
+from gateway.settings import ConfigError, ModelSettings, ServerSettings, scan_model_settings
 
 
 def test_defaults_file_and_environment(tmp_path, monkeypatch):
@@ -40,7 +40,8 @@ def test_model_settings_mlserver_style(tmp_path):
             }
         )
     )
-    (settings,) = find_model_settings(tmp_path)
+    (settings,), unusable = scan_model_settings(tmp_path)
+    assert unusable == []
     assert settings.name == "my-model"  # from the folder
     assert settings.version == "3"
     assert settings.uri == str(folder / "weights.bin")
@@ -51,12 +52,26 @@ def test_model_settings_mlserver_style(tmp_path):
     assert settings.model_extra == {"max_batch_time": 0.01, "warm_workers": True}
 
 
-def test_same_model_version_twice_is_an_error(tmp_path):
-    for folder in ("a", "b"):
+def test_a_bad_settings_file_spoils_only_its_own_model(tmp_path):
+    def write(folder: str, text: str | bytes) -> None:
         (tmp_path / folder).mkdir()
-        (tmp_path / folder / "model-settings.json").write_text(json.dumps({"name": "m", "implementation": "x.Y"}))
-    with pytest.raises(ConfigError, match="defined twice"):
-        find_model_settings(tmp_path)
+        (tmp_path / folder / "model-settings.json").write_bytes(text.encode() if isinstance(text, str) else text)
+
+    write("a", json.dumps({"name": "twin", "implementation": "x.Y"}))
+    write("b", json.dumps({"name": "twin", "implementation": "x.Y"}))
+    write("c", json.dumps({"name": "twin", "implementation": "x.Y", "parameters": {"version": "2"}}))
+    write("not-json", '{"name": "named", "implementation": ')
+    write("invalid", json.dumps({"name": "no-runtime", "parameters": {"version": "7"}}))
+    write("binary", b'{"name": "\xff"}')  # not UTF-8
+    write("good", json.dumps({"implementation": "x.Y"}))
+    usable, unusable = scan_model_settings(tmp_path)
+    assert sorted((s.name, s.version) for s in usable) == [("good", None), ("twin", "2")]
+    failures = {(u.name, u.version): u for u in unusable}
+    assert sorted(failures) == [("binary", None), ("no-runtime", "7"), ("not-json", None), ("twin", None)]
+    assert failures["twin", None].paths == [tmp_path / "a" / "model-settings.json", tmp_path / "b" / "model-settings.json"]
+    assert "defined more than once" in failures["twin", None].reason
+    assert str(tmp_path / "not-json" / "model-settings.json") in failures["not-json", None].reason  # unreadable name: the folder's
+    assert "implementation" in failures["no-runtime", "7"].reason
 
 
 def test_model_settings_need_an_implementation(tmp_path):

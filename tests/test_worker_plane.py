@@ -234,6 +234,17 @@ def test_repository_index_lists_states(gateway):
     assert "model_repository" in requests.get(f"{gateway.url}/v2").json()["extensions"]
 
 
+def test_a_loading_model_is_not_ready_over_rest_or_grpc(gateway):
+    assert index(gateway)[("slowload", "")]["state"] == "LOADING"
+    response = requests.get(f"{gateway.url}/v2/models/slowload/ready", timeout=10)
+    assert response.status_code == 503 and response.json()["state"] == "LOADING"
+    assert requests.get(f"{gateway.url}/v2/health/ready", timeout=10).status_code == 503
+    with grpcclient.InferenceServerClient(gateway.grpc_url) as client:
+        assert client.is_model_ready("slowload") is False
+        assert client.is_model_ready("echo") is True
+        assert client.is_server_ready() is False
+
+
 def test_unload_during_load_stops_the_loading_worker(gateway):
     # slowload takes 30 s to load; unloading it must not wait for that
     assert index(gateway)[("slowload", "")]["state"] == "LOADING"
@@ -389,7 +400,7 @@ def test_repository_refuses_bad_and_unknown_names(gateway, path, status, message
 def test_sigterm_to_the_process_group_lets_requests_finish_within_the_grace_unloads_and_exits_0(start_gateway, tmp_path):
     # as a shell or Kubernetes signals: the workers get SIGTERM too, and must leave stopping to the gateway
     repository = write_repository(tmp_path, {"sleepy": {"implementation": "tests.runtimes.Sleepy", "parallel_workers": 2}})
-    gateway = start_gateway(repository, new_session=True, shutdown_grace=20).wait_ready()
+    gateway = start_gateway(repository, new_session=True, shutdown_grace=20, drain_delay=0.5).wait_ready()
     workers = workers_of(gateway, "sleepy")
     started = [started_in(gateway, worker) for worker in workers]
     rest: list = []
