@@ -126,7 +126,7 @@ def test_model_config(client, stub):
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_unknown_model_is_not_found(client, stub):
+def test_unknown_model_is_not_found(client, stub, gateway):
     for call in (lambda: client.is_model_ready("no-such-model"), lambda: client.get_model_metadata("no-such-model")):
         with pytest.raises(InferenceServerException) as caught:
             call()
@@ -136,6 +136,7 @@ def test_unknown_model_is_not_found(client, stub):
         stub.ModelReady(pb.ModelReadyRequest(name="versioned", version="9"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert stub.ModelReady(pb.ModelReadyRequest(name="versioned", version="1")).ready is True
+    assert_serves_large(gateway, "versioned", version="1", expect=lambda inputs: {"version": np.array([b"1"], dtype=object)})
 
 
 # --- inference: raw (tritonclient) and typed contents (our stubs) ----------------------
