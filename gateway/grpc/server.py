@@ -267,6 +267,7 @@ def _add_service(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
     handlers = {}
     for method in service.methods:
         request_type, response_type = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
+        # unary RPCs, and one stream both ways (ModelStreamInfer)
         kind = grpc.stream_stream_rpc_method_handler if method.client_streaming else grpc.unary_unary_rpc_method_handler
         handlers[method.name] = kind(
             getattr(servicer, method.name),
