@@ -138,6 +138,22 @@ def test_requests_that_cannot_merge_still_succeed_apart(gateway):
     assert narrow_a["rows"] == [2]
 
 
+def test_requests_of_several_inputs_merge_when_their_first_dimensions_agree(gateway):
+    def two_inputs(request_id: str, value: float, z_rows: int) -> dict:
+        document = body([value], request_id)
+        document["inputs"].append({"name": "z", "datatype": "INT8", "shape": [z_rows, 1], "data": [[0]] * z_rows})
+        return document
+
+    # the probe reads x; z comes along. "apart" has one row of x but two of z: no batch axis to merge on
+    documents = [two_inputs("a", 1.0, 1), two_inputs("b", 2.0, 1), two_inputs("apart", 3.0, 2), two_inputs("c", 4.0, 1)]
+    results = burst_behind_a_busy_worker(gateway, "probe", documents)
+    merged = {key: outputs_of(results[key]) for key in ("a", "b", "c")}
+    assert [merged[key]["y"] for key in ("a", "b", "c")] == [[2.0, 2.0], [4.0, 4.0], [8.0, 8.0]]
+    assert {merged[key]["call"][0] for key in merged} == {merged["a"]["call"][0]} and merged["a"]["rows"] == [3]
+    apart = outputs_of(results["apart"])
+    assert apart["y"] == [6.0, 6.0] and apart["rows"] == [1] and apart["call"] != merged["a"]["call"]
+
+
 def test_a_runtime_error_fails_its_batch_and_nothing_else(gateway):
     documents = [body([1.0], "good-1"), body([-1.0], "bad"), body([2.0], "good-2"), body([5.0], "other-shape", width=3)]
     results = burst_behind_a_busy_worker(gateway, "probe", documents)
