@@ -258,16 +258,22 @@ def test_unload_during_load_stops_the_loading_worker(gateway):
 
 
 def test_unload_drains_in_flight_requests_then_calls_unload(gateway):
+    from tests.test_observability import labels, metrics_of  # here: that module imports this one
+
     (worker,) = workers_of(gateway, "sleepy1")
     results: list = []
     started = started_in(gateway, worker)
-    thread = sleep_request(gateway, "sleepy1", 1.0, results)
+    threads = [sleep_request(gateway, "sleepy1", 1.0, results)]
     gateway.wait_for(started, what="the request to reach the worker")
+    threads.append(sleep_request(gateway, "sleepy1", 0.0, results))  # queued behind the first: the only worker is busy
+    in_flight = lambda: metrics_of(gateway)["gateway_inflight_requests"][labels(model="sleepy1", version="")]  # noqa: E731
+    gateway.wait_for(lambda: in_flight() == 2, what="the second request to queue")
     unload = requests.post(f"{gateway.url}/v2/repository/models/sleepy1/unload", timeout=30)
-    thread.join()
+    for thread in threads:
+        thread.join()
     assert unload.status_code == 200
-    assert results[0].status_code == 200  # the in-flight request finished
-    assert results[0].json()["outputs"][0]["data"] == [worker]
+    # the running request and the one queued behind it both finished
+    assert [(r.status_code, r.json()["outputs"][0]["data"]) for r in results] == [(200, [worker])] * 2
     assert f"sleepy {worker} unload() called" in gateway.log_text()
     assert workers_of(gateway, "sleepy1") == []
     ready = requests.get(f"{gateway.url}/v2/models/sleepy1/ready")
