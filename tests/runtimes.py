@@ -9,7 +9,7 @@ import numpy as np
 
 from gateway import MLModel, metrics
 from gateway.codecs import NumpyCodec
-from gateway.types import InferenceRequest, InferenceResponse, ResponseOutput
+from gateway.types import InferenceRequest, InferenceResponse, MetadataModelResponse, ResponseOutput
 
 
 def echoed(model: MLModel, payload: InferenceRequest) -> InferenceResponse:
@@ -32,6 +32,15 @@ class Echo(MLModel):
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         return echoed(self, payload)
+
+
+class Described(Echo):
+    """An echo whose metadata() says more than its model-settings.json."""
+
+    async def metadata(self) -> MetadataModelResponse:
+        metadata = await super().metadata()
+        metadata.platform, metadata.versions = "described-by-its-runtime", ["7"]
+        return metadata
 
 
 class InPlace(MLModel):

@@ -24,6 +24,7 @@ MODELS = {
     "sleepy": {"implementation": "tests.runtimes.Sleepy", "parallel_workers": 2},
     "sleepy1": {"implementation": "tests.runtimes.Sleepy"},
     "configured": {"implementation": "tests.runtimes.Configured", "parameters": {"extra": {"answer": "one"}}},
+    "described": {"implementation": "tests.runtimes.Described", "platform": "from-settings"},
     "slowload": {"implementation": "tests.runtimes.SlowLoad", "parameters": {"extra": {"load_seconds": 30}}},
     "slowunload": {"implementation": "tests.runtimes.SlowUnload", "parameters": {"extra": {"unload_seconds": 3}}},
 }
@@ -44,7 +45,7 @@ def repository(tmp_path_factory):
 @pytest.fixture(scope="module")
 def gateway(start_gateway, repository):
     gateway = start_gateway(repository, heartbeat_interval=0.2, heartbeat_timeout=1.5, restart_backoff=0.1, request_timeout=20)
-    return gateway.wait_ready(["echo", "inplace", "sleepy", "sleepy1", "configured"])
+    return gateway.wait_ready(["echo", "inplace", "sleepy", "sleepy1", "configured", "described"])
 
 
 def children(pid: int) -> dict[int, str]:
@@ -124,6 +125,14 @@ def infer_echo(gateway, value: int = 1) -> dict:
 # --- shared memory
 
 
+def test_model_metadata_is_the_runtimes_own(gateway):
+    # the runtime's metadata() answers, not model-settings.json (which says platform "from-settings")
+    metadata = requests.get(f"{gateway.url}/v2/models/described", timeout=10).json()
+    assert (metadata["platform"], metadata["versions"]) == ("described-by-its-runtime", ["7"])
+    with grpcclient.InferenceServerClient(gateway.grpc_url) as client:
+        assert client.get_model_metadata("described").platform == "described-by-its-runtime"
+
+
 def test_large_tensors_travel_through_shared_memory(gateway):
     client = httpclient.InferenceServerClient(gateway.url.removeprefix("http://"))
     array = np.arange(4 * 1024 * 1024, dtype=np.float32)  # 16 MiB
@@ -175,16 +184,23 @@ def test_two_workers_serve_two_requests_at_the_same_time(gateway):
 
 def test_kill_9_during_a_request_fails_it_at_once_and_the_worker_comes_back(gateway):
     (victim,) = workers_of(gateway, "sleepy1")
+    from tests.test_observability import labels, metrics_of  # here: that module imports this one
+
     results: list = []
     started = started_in(gateway, victim)
-    thread = sleep_request(gateway, "sleepy1", 15.0, results)
+    running = sleep_request(gateway, "sleepy1", 15.0, results)
     gateway.wait_for(started, what="the request to reach the worker")
+    queued: list = []
+    waiting = sleep_request(gateway, "sleepy1", 0.0, queued)  # behind the running one: the only worker is busy
+    gateway.wait_for(lambda: metrics_of(gateway)["gateway_inflight_requests"][labels(model="sleepy1", version="")] == 2)
     os.kill(victim, signal.SIGKILL)
-    thread.join(timeout=10)
-    assert not thread.is_alive(), "the request hung after its worker died"
+    for thread in (running, waiting):
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "a request hung after its worker died"
     (response,) = results
     assert response.status_code == 503
     assert "stopped during the request" in response.json()["error"]
+    assert queued[0].status_code == 503 and "has no running worker" in queued[0].json()["error"]
     assert infer_echo(gateway, 5)["outputs"][0]["data"] == [5]  # other models kept serving
     gateway.wait_ready(["sleepy1"], timeout=30)
     (replacement,) = workers_of(gateway, "sleepy1")
