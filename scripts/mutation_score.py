@@ -44,7 +44,7 @@ GUARDS = {
     "gateway/grpc/convert.py": ["test_grpc.py", "test_properties.py", "test_zero_size.py", "test_fuzz.py"],
     "gateway/batching.py": ["test_batching.py", "test_pool_faults.py", "test_zero_size.py", "test_observability.py"],
     "gateway/pool.py": ["test_pool_faults.py", "test_batching.py", "test_worker_plane.py", "test_rest.py", "test_observability.py"],
-    "gateway/dataplane.py": ["test_rest.py", "test_grpc.py", "test_load_failures.py", "test_batching.py", "test_observability.py", "test_zero_size.py", "test_worker_plane.py"],
+    "gateway/dataplane.py": ["test_rest.py", "test_grpc.py", "test_load_failures.py", "test_mlserver_examples.py", "test_batching.py", "test_observability.py", "test_zero_size.py", "test_worker_plane.py"],
     "gateway/transport.py": ["test_worker_plane.py", "test_pool_faults.py", "test_rest.py", "test_grpc.py", "test_zero_size.py"],
 }
 

@@ -205,6 +205,8 @@ def test_dataframe_runtime_refuses_ragged_columns_and_keeps_serving(gateway):
     response = infer(gateway, "dataframe", ragged)
     assert response.status_code == 400
     assert "columns of different lengths: 'First Name' has 2 rows, 'Age' has 3" in response.json()["error"]
+    response = infer(gateway, "dataframe", {"inputs": ragged["inputs"][1:]})
+    assert response.status_code == 400 and response.json()["error"] == "model 'dataframe' needs input(s) ['First Name']"
     rows = 5000  # 20 KiB of INT32: through shared memory
     body = {"inputs": [
         {"name": "First Name", "datatype": "BYTES", "shape": [rows], "data": ["x"] * rows},

@@ -149,6 +149,16 @@ def test_large_tensors_travel_through_shared_memory(gateway):
     assert our_shm_segments() == []
 
 
+def test_several_large_tensors_of_one_request_lie_side_by_side_in_shared_memory(gateway):
+    rng = np.random.default_rng(3)
+    inputs = {
+        "a": rng.random(SHARED_MEMORY_BYTES // 4, dtype=np.float32),
+        "b": rng.integers(0, 2**62, SHARED_MEMORY_BYTES // 8 + 3, dtype=np.int64),  # an odd size: the next one is aligned
+        "c": np.array([b"%d" % i * 7 for i in range(5000)], dtype=object),
+    }
+    assert_serves_large(gateway, "echo", inputs)
+
+
 @pytest.mark.parametrize("elements", [4, 1024 * 1024])  # inline in the message; in shared memory
 def test_inputs_are_read_only_for_the_runtime(gateway, elements):
     (worker,) = workers_of(gateway, "inplace")
