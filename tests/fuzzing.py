@@ -119,7 +119,7 @@ FIELD_VALUES: dict[str, Callable[[random.Random], Any]] = {
     "datatype": lambda r: r.choice(DATATYPES + ["BF16", "fp32", "FP 32", "STRING", "TYPE_FP32", "", "INT128", "FP32 "]),
     "shape": lambda r: r.choice(
         [[], [0], [-1], [1, -1], [2**31, 2**31], [2147483648, 4611686018427387904, 0], [2**63 - 1, 0], [1] * 40,
-         [1] * 33, [1.0], ["1"], [True], [None], [[1]], [10**9], [0, 10**18], [3, 0, 5]]
+         [1] * 33, [1.0], ["1"], [True], [None], [[1]], [10**9], [0, 10**18], [10**18, 0], [2**40, 0, 3], [3, 0, 5]]
     ),  # fmt: skip
     "data": lambda r: r.choice(
         [[], [1], [1.5], [True], ["a"], [[1, 2], [3]], [None], [1e39], [-1], [2**64], [float(2**63)], ["1"], [{}], "abc", 5,
@@ -497,7 +497,8 @@ def mutate_message(rng: random.Random, message: pb.ModelInferRequest) -> None:
         elif operation == "shape" and item is not None:
             del item.shape[:]
             item.shape.extend(rng.choice(
-                [[], [0], [-1], [2**62, 2**62], [2147483648, 4611686018427387904, 0], [1] * 40, [2**63 - 1], [-(2**63)], [3, 0, 5], [10**9]]
+                [[], [0], [-1], [2**62, 2**62], [2147483648, 4611686018427387904, 0], [1] * 40, [2**63 - 1], [-(2**63)], [3, 0, 5], [10**9],
+                 [2**40, 0]]
             ))  # fmt: skip
         elif operation == "contents" and item is not None:
             contents = item.contents
