@@ -13,7 +13,7 @@ from typing import Hashable, Optional
 import numpy as np
 
 from .errors import RuntimeFailure
-from .tensors import InferRequest, Tensor
+from .tensors import InferRequest, PackedBytes, Tensor
 
 # parameters that only tell the front door how to write the answer
 _FRONT_DOOR_PARAMETERS = frozenset({"binary_data_output"})
@@ -39,10 +39,21 @@ def batch_key(request: InferRequest) -> Optional[Hashable]:
     for tensor in request.inputs:
         if not tensor.shape or (rows is not None and tensor.shape[0] != rows):
             return None  # no batch axis, or inputs disagree on it
+        if type(tensor.data) is PackedBytes and not _framing_known(tensor.data):
+            return None  # the worker refuses it, and must not fail the batch-mates with it
         rows = tensor.shape[0]
         described.append((tensor.name, tensor.datatype, tuple(tensor.shape[1:]), _frozen(tensor.parameters)))
     outputs = None if request.outputs is None else tuple((o.name, _frozen(o.parameters, _FRONT_DOOR_OUTPUT_PARAMETERS)) for o in request.outputs)
     return (tuple(described), _frozen(request.parameters), outputs)
+
+
+# raw BYTES (binary extension, gRPC raw contents) of up to this many elements are checked here before
+# they may join a batch (the worker checks a lone request's); larger ones run alone
+CHECK_FRAMING_UP_TO = 65536
+
+
+def _framing_known(packed: PackedBytes) -> bool:
+    return packed.framed or (packed.count <= CHECK_FRAMING_UP_TO and packed.check_framing())
 
 
 def rows_of(request: InferRequest) -> int:
@@ -55,8 +66,12 @@ def merge(requests: list[InferRequest]) -> InferRequest:
     inputs = []
     for i, tensor in enumerate(first.inputs):
         parts = [r.inputs[i].data for r in requests]
-        data = np.concatenate(parts, axis=0)
-        inputs.append(Tensor(tensor.name, tensor.datatype, [data.shape[0], *tensor.shape[1:]], data, tensor.parameters))
+        if tensor.datatype == "BYTES":  # row-major: the rows of each request follow the previous one's
+            data = PackedBytes(b"".join(p.buffer for p in parts), sum(p.count for p in parts))
+        else:
+            data = np.concatenate(parts, axis=0)
+        rows = sum(r.inputs[i].shape[0] for r in requests)
+        inputs.append(Tensor(tensor.name, tensor.datatype, [rows, *tensor.shape[1:]], data, tensor.parameters))
     # every caller's id, so that the worker's log lines of the call name each of them
     merged_id = ",".join(r.id for r in requests)
     # batch-mates asked for the same outputs (batch_key): they differ at most in how the front door writes them
@@ -73,9 +88,21 @@ def split(outputs: list[Tensor], requests: list[InferRequest]) -> list[list[Tens
                 f"output {tensor.name!r} has shape {tensor.shape}, but the batch had {total} rows: "
                 "this model's outputs do not follow the batch axis; set max_batch_size to 0 or 1"
             )
+        if type(tensor.data) is PackedBytes and (tensor.data.bounds is None or len(tensor.data.bounds) != len(requests) + 1):
+            raise RuntimeFailure(f"output {tensor.name!r}: the worker did not say where each request's BYTES rows start")
     answers, start = [], 0
-    for request in requests:
+    for i, request in enumerate(requests):
         stop = start + rows_of(request)
-        answers.append([Tensor(t.name, t.datatype, [stop - start, *t.shape[1:]], t.data[start:stop], t.parameters) for t in outputs])
+        answers.append([Tensor(t.name, t.datatype, [stop - start, *t.shape[1:]], _rows(t, i, start, stop), t.parameters) for t in outputs])
         start = stop
     return answers
+
+
+def _rows(tensor: Tensor, i: int, start: int, stop: int) -> "np.ndarray | PackedBytes":
+    """Rows start:stop of an output, which are batch-mate i's."""
+    data = tensor.data
+    if type(data) is not PackedBytes:
+        return data[start:stop]
+    # the worker marked where each batch-mate's elements start (transport.request_frames' batch)
+    per_row = data.count // tensor.shape[0] if tensor.shape[0] else 0
+    return PackedBytes(data.buffer[data.bounds[i] : data.bounds[i + 1]], (stop - start) * per_row)

@@ -1,4 +1,4 @@
-"""`gateway start --config DIR`"""
+"""`gateway start [FOLDER]`, `gateway --version`."""
 
 from __future__ import annotations
 
@@ -8,26 +8,79 @@ import sys
 from pathlib import Path
 
 from . import logs
-from .settings import ConfigError, ServerSettings
+from .settings import ConfigError, Layer, ServerSettings
+from .version import __version__
+
+# the settings users reach for, as flags of `gateway start` (every setting can be given in
+# settings.json and the environment too): setting -> flag, metavar (None: an on/off switch)
+FLAGS = {
+    "host": ("--host", "ADDRESS"),
+    "http_port": ("--http-port", "PORT"),
+    "grpc_port": ("--grpc-port", "PORT"),
+    "metrics_port": ("--metrics-port", "PORT"),
+    "parallel_workers": ("--workers", "N"),
+    "model_repository": ("--model-repository", "DIR"),
+    "request_timeout": ("--request-timeout", "SECONDS"),
+    "log_level": ("--log-level", "LEVEL"),
+    "log_format": ("--log-format", "FORMAT"),
+    "access_log": ("--access-log", None),
+    "metrics_on_http": ("--metrics-on-http", None),
+    "enable_docs_url": ("--enable-docs-url", None),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="Open Inference Protocol (KServe V2) model server")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser(
+        "start",
+        help="serve the models of a folder",
+        description="Serve the models of FOLDER (model-settings.json files below it) with the settings of FOLDER/settings.json.",
+        epilog="Each setting is taken from the first of: these flags, GATEWAY_<SETTING> environment variables, "
+        "settings.json, MLSERVER_<SETTING> environment variables, the default (README, Configuration).",
+    )
+    start.add_argument("folder", nargs="?", type=Path, help="folder with settings.json and the model folders, as `mlserver start FOLDER` (default: .)")
+    start.add_argument("--config", type=Path, metavar="FOLDER", help="the same folder, as a flag")
+    for setting, (flag, metavar) in FLAGS.items():
+        field = ServerSettings.model_fields[setting]
+        default = "the config folder" if field.default is None else field.default
+        help_text = f"{field.description} (default: {default})"
+        if metavar is None:
+            start.add_argument(flag, dest=setting, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            start.add_argument(flag, dest=setting, metavar=metavar, help=help_text)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="gateway", description="Open Inference Protocol (KServe V2) model server")
-    commands = parser.add_subparsers(dest="command", required=True)
-    start = commands.add_parser("start", help="serve the models of a config folder")
-    start.add_argument("--config", type=Path, default=Path("."), help="folder with settings.json and model folders (default: .)")
+    parser = _parser()
     args = parser.parse_args(argv)
 
-    if not args.config.is_dir():
-        parser.error(f"--config {args.config}: not a folder")
+    if args.folder and args.config and args.folder.resolve() != args.config.resolve():
+        parser.error(f"two folders given: {args.folder} and --config {args.config}")
+    folder = args.folder or args.config or Path(".")
+    if not folder.is_dir():
+        parser.error(f"{folder}: not a folder")
+    flags = Layer()
+    for setting, (flag, _) in FLAGS.items():
+        value = getattr(args, setting)
+        if value is not None:
+            if setting == "model_repository":
+                value = Path(value).resolve()  # a path typed in a shell is relative to where it is typed
+            flags.set(setting, value, f"command-line flag {flag}")
+    held = logs.hold()  # loading the settings may warn, before the logging they set up exists
     try:
-        settings = ServerSettings.from_folder(args.config.resolve())
+        settings = ServerSettings.from_folder(folder.resolve(), flags)
     except ConfigError as exc:
+        logs.configure("INFO", "text")
+        logs.release(held)
         print(f"gateway: {exc}", file=sys.stderr)
         sys.exit(2)
     logs.configure(settings.log_level, settings.log_format)
     if not settings.access_log:
         logs.access_log.setLevel(logging.WARNING)
+    logs.release(held)
 
     from .server import run
 

@@ -74,12 +74,18 @@ class DataPlane:
 
     # --- inference ----------------------------------------------------
 
+    def check_request(self, request: InferRequest) -> None:
+        """What `infer` checks before running a request (the model ready, the inputs it declares):
+        for a front door that reads a large request's data only once it passes."""
+        _check_against_metadata(self._ready_entry(request.model_name, request.model_version), request)
+
     async def infer(self, request: InferRequest, render: Callable[[InferResponse], T]) -> T:
         """Run a request and return `render(response)`.
 
         The outputs may view a worker's shared memory and are valid only
         during `render`: a front door renders its answer there, straight from
-        shared memory, into bytes it owns."""
+        shared memory, into bytes it owns. `render` may return a coroutine (a
+        large answer rendered in steps): it is awaited, the outputs valid meanwhile."""
         return await self._run(transport.INFER, request, render)
 
     async def explain(self, request: InferRequest, render: Callable[[InferResponse], T]) -> T:

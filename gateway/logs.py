@@ -130,6 +130,39 @@ def configure(level: str, style: str, worker: Optional[str] = None) -> None:
     _access_lines = None if worker else _AccessLines(handler)
 
 
+class Held(logging.Handler):
+    """What the gateway logs from `hold()` to `release()`: loading the settings that configure
+    logging may say things, before that logging exists."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.logger = logging.getLogger("gateway")
+        self.saved = self.logger.level, self.logger.propagate
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def hold() -> Held:
+    held = Held()
+    held.logger.addHandler(held)
+    held.logger.setLevel(logging.DEBUG)
+    held.logger.propagate = False
+    return held
+
+
+def release(held: Held) -> None:
+    """Log what was held, as far as the levels configured since let it through."""
+    held.logger.removeHandler(held)
+    held.logger.setLevel(held.saved[0])
+    held.logger.propagate = held.saved[1]
+    for record in held.records:
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+
+
 def access(protocol: str, method: str, path: str, status: int | str, ns: int, model: Optional[str], version: Optional[str]) -> None:
     """The access line of one request (REST: HTTP method and status; gRPC: the RPC and its status code)."""
     if not access_log.isEnabledFor(logging.INFO):

@@ -22,12 +22,12 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Optional, TypeVar
+from typing import Any, Callable, Coroutine, Hashable, Optional, TypeVar
 
 import zmq
 
 from . import observability, transport
-from .batching import batch_key, merge, split
+from .batching import batch_key, merge, rows_of, split
 from .errors import GatewayError, RuntimeFailure, Timeout, Unavailable
 from .shm import Arena
 from .tensors import InferRequest, Tensor
@@ -36,7 +36,7 @@ from .zmqio import LoopSocket
 log = logging.getLogger("gateway.pool")
 
 T = TypeVar("T")
-Render = Callable[[list[Tensor], dict], T]
+Render = Callable[[list[Tensor], dict], "T | Coroutine[Any, Any, T]"]
 
 
 @dataclass(eq=False)
@@ -171,7 +171,10 @@ class ModelPool:
         finally:
             deadline.cancel()
         try:
-            return render(outputs, parameters)
+            rendered = render(outputs, parameters)
+            if asyncio.iscoroutine(rendered):  # a large answer, rendered in steps: the outputs stay lent until it is done
+                rendered = await rendered
+            return rendered
         finally:
             self._release(lender)
 
@@ -214,7 +217,8 @@ class ModelPool:
         seq = next(self._seq)
         try:
             request = batch[0].request if len(batch) == 1 else merge([w.request for w in batch])
-            frames = transport.request_frames(batch[0].kind, seq, request, worker.in_arena)
+            rows = None if len(batch) == 1 else [rows_of(w.request) for w in batch]
+            frames = transport.request_frames(batch[0].kind, seq, request, worker.in_arena, rows)
         except Exception as exc:
             self._fail(batch, _request_error(exc, f"could not send a call of model {self.name!r} to its worker"))
             return False

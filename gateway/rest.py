@@ -6,6 +6,7 @@ as `{"error": "..."}` with its status, never as a framework page.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Optional
@@ -16,26 +17,29 @@ from sanic import Request, Sanic
 from sanic.exceptions import RequestCancelled, SanicException
 from sanic.response import HTTPResponse
 
-from . import logs, observability
+from . import apidoc, logs, observability
 from .dataplane import DataPlane
 from .errors import BadRequest, GatewayError
+from .largejson import LARGE_JSON
 from .restbody import (
     HEADER_LENGTH,
     RenderedResponse,
     parse_header_length,
     parse_infer_dict,
     parse_infer_request,
+    parse_large_infer_request,
     parse_raw_request,
     render_infer_response,
 )
+from .tensors import InferRequest
 
 log = logging.getLogger("gateway.rest")
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer; gRPC counts a cancelled call the same
 
 
-def _json(document, status: int = 200) -> HTTPResponse:
-    return HTTPResponse(orjson.dumps(document), status=status, content_type="application/json")
+def _json(document, status: int = 200, headers: Optional[dict] = None) -> HTTPResponse:
+    return HTTPResponse(orjson.dumps(document), status=status, headers=headers, content_type="application/json")
 
 
 def _json_body(request: Request) -> dict:
@@ -95,23 +99,28 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
             return _json({"name": model, "ready": True})
         return _json({"name": model, "ready": False, "state": state, "reason": reason}, 503)
 
-    def _parse(request: Request, model: str, version: Optional[str]):
+    async def _parse(request: Request, model: str, version: Optional[str]) -> InferRequest:
         dataplane.check_model_exists(model, version)
         value = request.headers.get(HEADER_LENGTH)
         header_length = None if value is None else parse_header_length(value)
+        body = request.body
+        if len(body) >= LARGE_JSON:
+            await asyncio.sleep(0)  # Sanic has just joined the body in one step: let others in before the next
         if header_length == 0:
             declared = dataplane.declared_inputs(model, version)
-            return parse_raw_request(request.body, model, version, declared, settings.max_tensor_bytes)
-        return parse_infer_request(request.body, header_length, model, version, settings.max_tensor_bytes)
+            return await parse_raw_request(body, model, version, declared, settings.max_tensor_bytes)
+        if (len(body) if header_length is None else header_length) >= LARGE_JSON:
+            return await parse_large_infer_request(body, header_length, model, version, settings.max_tensor_bytes, dataplane.check_request)
+        return parse_infer_request(body, header_length, model, version, settings.max_tensor_bytes)
 
     async def _send(request: Request, rendered: RenderedResponse) -> Optional[HTTPResponse]:
-        if rendered.json_length is None:
-            return HTTPResponse(rendered.body, content_type="application/json")
-        headers = {HEADER_LENGTH: str(rendered.json_length)}
+        json_body = rendered.json_length is None
+        content_type = "application/json" if json_body else "application/octet-stream"
+        headers = {} if json_body else {HEADER_LENGTH: str(rendered.json_length)}
         if not rendered.chunks:
-            return HTTPResponse(rendered.body, content_type="application/octet-stream", headers=headers)
-        # large: the header and each tensor go out as writes of their own
-        response = await request.respond(headers={**headers, "content-length": str(rendered.size)}, content_type="application/octet-stream")
+            return HTTPResponse(rendered.body, content_type=content_type, headers=headers)
+        # large: the parts go out as writes of their own
+        response = await request.respond(headers={**headers, "content-length": str(rendered.size)}, content_type=content_type)
         await response.send(rendered.body)
         for chunk in rendered.chunks:
             await response.send(chunk)
@@ -119,11 +128,11 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
         return None
 
     async def infer(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
-        parsed = _parse(request, model, version)
+        parsed = await _parse(request, model, version)
         return await _send(request, await dataplane.infer(parsed, lambda response: render_infer_response(response, parsed)))
 
     async def explain(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
-        parsed = _parse(request, model, version)
+        parsed = await _parse(request, model, version)
         return await _send(request, await dataplane.explain(parsed, lambda response: render_infer_response(response, parsed)))
 
     async def infer_dict(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
@@ -167,6 +176,7 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     route(repository_unload, "/v2/repository/models/<model>/unload", ("POST",), versioned=False)
     if settings.metrics_on_http:
         route(metrics_endpoint, "/metrics", ("GET",), versioned=False)
+    apidoc.register(app, settings)  # /openapi.json, /docs: a route added above must be described there
 
     # inference routes: counted in the request metrics of their model
     counted = {f"{app.name}.{handler}{suffix}" for handler in ("infer", "explain", "infer_dict") for suffix in ("", "_version")}
@@ -196,8 +206,8 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     async def on_error(request: Request, exc: Exception) -> HTTPResponse:
         if isinstance(exc, GatewayError):
             return _json({"error": exc.message}, exc.http_status)
-        if isinstance(exc, SanicException):
-            return _json({"error": str(exc)}, exc.status_code)
+        if isinstance(exc, SanicException):  # its headers: Allow for a 405, as RFC 9110 asks
+            return _json({"error": str(exc)}, exc.status_code, exc.headers)
         log.exception("unexpected error on %s %s", request.method, request.path)
         return _json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
 

@@ -7,29 +7,33 @@ of the request body (no copy); every size is checked before use.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 import numpy as np
 import orjson
 
+from . import largejson
 from .errors import BadRequest, shown
 from .tensors import (
+    BYTES_ELEMENT_COST,
     MAX_RANK,
     NUMPY_DTYPES,
     InferRequest,
     InferResponse,
     RequestedOutput,
     Tensor,
-    array_from_json,
-    array_from_raw,
     check_datatype,
     check_parameters,
     check_size,
+    count_bytes_elements,
+    data_from_json,
+    data_from_raw,
+    decode_bytes_in_steps,
     element_count,
     json_data,
     raw_bytes,
-    unpack_bytes,
 )
 from .types import MetadataTensor
 
@@ -107,19 +111,58 @@ def parse_infer_request(
     model_version: Optional[str],
     max_tensor_bytes: int,
 ) -> InferRequest:
-    """Parse a JSON or binary-extension inference body (not the raw single-input form)."""
-    if header_length is None:
-        document, binary = _load_json(body), memoryview(b"")
-    else:
-        if header_length > len(body):
-            raise BadRequest(f"{HEADER_LENGTH} is {header_length}, but the body has {len(body)} bytes")
-        view = memoryview(body)
-        document, binary = _load_json(view[:header_length]), view[header_length:]
+    """Parse a JSON or binary-extension inference body (not the raw single-input form) of
+    less than LARGE_JSON bytes of JSON."""
+    json_end = _json_end(body, header_length)
+    document = _load_json(body if header_length is None else memoryview(body)[:json_end])
+    request, _ = _build_request(document, memoryview(body)[json_end:], model_name, model_version, max_tensor_bytes, None)
+    return request
 
+
+async def parse_large_infer_request(
+    body: bytes,
+    header_length: Optional[int],
+    model_name: str,
+    model_version: Optional[str],
+    max_tensor_bytes: int,
+    check: Callable[[InferRequest], None],
+) -> InferRequest:
+    """The same for LARGE_JSON bytes of JSON or more (gateway/largejson.py): everything but the
+    data is read and checked first, `check` included (the model's declared inputs), then the
+    data is converted in chunks, yielding to the event loop between them."""
+    json_end = _json_end(body, header_length)
+    large = await largejson.scan(body, json_end)
+    request, pending = _build_request(large.document, memoryview(body)[json_end:], model_name, model_version, max_tensor_bytes, large)
+    check(request)
+    for tensor, value in pending:
+        tensor.data = await large.read(value, tensor.datatype, tensor.shape, f"input {shown(tensor.name)}", max_tensor_bytes)
+    await large.check_unclaimed({value for _, value in pending})
+    return request
+
+
+def _json_end(body: bytes, header_length: Optional[int]) -> int:
+    if header_length is None:
+        return len(body)
+    if header_length > len(body):
+        raise BadRequest(f"{HEADER_LENGTH} is {header_length}, but the body has {len(body)} bytes")
+    return header_length
+
+
+def _build_request(
+    document: dict,
+    binary: memoryview,
+    model_name: str,
+    model_version: Optional[str],
+    max_tensor_bytes: int,
+    large: Optional[largejson.LargeDocument],
+) -> tuple[InferRequest, list[tuple[Tensor, int]]]:
+    """The request a parsed document describes; with `large`, the data values it left out are
+    returned to be read (their tensors' data is None until then)."""
     inputs = document.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest("inputs must be a non-empty list")
     tensors: list[Tensor] = []
+    pending: list[tuple[Tensor, int]] = []
     offset = 0
     for item in inputs:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
@@ -132,6 +175,7 @@ def parse_infer_request(
         check_size(datatype, count, max_tensor_bytes, where)
         parameters = _parameters(item.get("parameters"), where)
         size = parameters.pop("binary_data_size", None)
+        value = None  # which of a large document's data values this input's data is, to read later
         if size is not None:
             if "data" in item:
                 raise BadRequest(f"{where} has both data and binary_data_size")
@@ -142,22 +186,28 @@ def parse_infer_request(
                     f"{where}: binary_data_size {size} runs past the end of the body "
                     f"({len(binary) - offset} bytes left): truncated body?"
                 )
-            data = array_from_raw(datatype, shape, binary[offset : offset + size], where)
+            data = data_from_raw(datatype, shape, binary[offset : offset + size], where, max_tensor_bytes)
             offset += size
         elif "data" in item:
-            data = array_from_json(datatype, shape, item["data"], where)
+            value = None if large is None else large.value_of(item["data"])
+            data = None if value is not None else data_from_json(datatype, shape, item["data"], where, max_tensor_bytes)
         else:
             raise BadRequest(f"{where} has neither data nor binary_data_size")
         tensors.append(Tensor(name, datatype, list(shape), data, parameters))
+        if value is not None:
+            pending.append((tensors[-1], value))
     if offset != len(binary):
         raise BadRequest(f"{len(binary) - offset} bytes of binary data follow the inputs that no input claims")
     if len({t.name for t in tensors}) != len(tensors):
         raise BadRequest("input names must be unique")
+    return _request(document, model_name, model_version, tensors), pending
 
-    return _request(document, model_name, model_version, tensors)
+
+# raw BYTES bodies have their elements counted (for the shape) this many at a time between yields
+COUNT_STEP = 65536
 
 
-def parse_raw_request(
+async def parse_raw_request(
     body: bytes, model_name: str, model_version: Optional[str], declared: list[MetadataTensor], max_tensor_bytes: int
 ) -> InferRequest:
     """`Inference-Header-Content-Length: 0`: the body is the bytes of the model's single input."""
@@ -165,31 +215,29 @@ def parse_raw_request(
         raise BadRequest("a raw binary request needs a model that declares exactly one input")
     spec = declared[0]
     datatype = spec.datatype.value
+    where = f"input {spec.name!r}"
     if len(body) > max_tensor_bytes:
         raise BadRequest(f"raw input of {len(body)} bytes is over the limit of {max_tensor_bytes} bytes")
     if datatype == "BYTES":
-        count = _count_bytes_elements(body)
-        data = unpack_bytes(body, count, f"input {spec.name!r}")
+        # the shape needs the element count: walk the length prefixes (the worker checks the framing),
+        # a step at a time, never further than the elements the size limit lets through
+        most = max_tensor_bytes // BYTES_ELEMENT_COST + 1
+        count, pos = 0, 0
+        while pos < len(body) and count < most:
+            walked, pos = count_bytes_elements(body, pos, min(COUNT_STEP, most - count))
+            if not walked:
+                break
+            count += walked
+            if pos < len(body):
+                await asyncio.sleep(0)
     else:
         itemsize = NUMPY_DTYPES[datatype].itemsize
         if len(body) % itemsize:
             raise BadRequest(f"raw input of {len(body)} bytes is not a whole number of {datatype} elements")
         count = len(body) // itemsize
-        data = None
     shape = _resolve_shape(spec.shape, count, spec.name)
-    if data is None:
-        data = array_from_raw(datatype, shape, memoryview(body), f"input {spec.name!r}")
-    else:
-        data = data.reshape(shape)
+    data = data_from_raw(datatype, shape, memoryview(body), where, max_tensor_bytes)
     return InferRequest(model_name, model_version, "", [Tensor(spec.name, datatype, shape, data, {})], {"binary_data_output": True})
-
-
-def _count_bytes_elements(body: bytes) -> int:
-    view, pos, count = memoryview(body), 0, 0
-    while pos + 4 <= len(view):
-        pos += 4 + int.from_bytes(view[pos : pos + 4], "little")
-        count += 1
-    return count
 
 
 def _resolve_shape(declared: list[int], count: int, name: str) -> list[int]:
@@ -225,7 +273,7 @@ def parse_infer_dict(
         column = [row[spec.name] for row in rows]
         shape = [len(rows), *_row_shape(column, where)]
         check_size(spec.datatype.value, element_count(shape, where), max_tensor_bytes, where)
-        tensors.append(Tensor(spec.name, spec.datatype.value, shape, array_from_json(spec.datatype.value, shape, column, where), {}))
+        tensors.append(Tensor(spec.name, spec.datatype.value, shape, data_from_json(spec.datatype.value, shape, column, where, max_tensor_bytes), {}))
     return _request(document, model_name, model_version, tensors)
 
 
@@ -258,6 +306,10 @@ def _nested_shape(value: Any, where: str) -> tuple[int, ...]:
 # Binary bodies at least this large are sent as header and body writes of their
 # own, sparing the copy of the whole body into the HTTP header's buffer.
 STREAM_ABOVE = 1024 * 1024
+# A response is rendered in steps, yielding to the event loop between them, when it has more
+# than this many elements to write as JSON, or bytes to copy out of shared memory.
+JSON_STEP = 65536
+COPY_STEP = 16 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -265,7 +317,7 @@ class RenderedResponse:
     """A response body that owns its bytes: it outlives the worker's shared memory."""
 
     body: bytes  # what is sent first: the JSON document, with small binary outputs joined to it
-    chunks: list[bytes]  # large binary outputs, sent after `body`
+    chunks: list[bytes | bytearray]  # what is sent after `body`, a write each: large binary outputs, or a large JSON's parts
     json_length: Optional[int]  # the JSON document's length when binary data follows; None: a JSON body
 
     @property
@@ -273,23 +325,48 @@ class RenderedResponse:
         return len(self.body) + sum(len(c) for c in self.chunks)
 
 
-def render_infer_response(response: InferResponse, request: InferRequest) -> RenderedResponse:
-    """Render outputs (which may view shared memory) into bytes the response owns."""
+def render_infer_response(response: InferResponse, request: InferRequest) -> RenderedResponse | Awaitable[RenderedResponse]:
+    """Render outputs (which may view shared memory) into bytes the response owns.
+
+    A large answer is rendered in steps: then this returns an awaitable."""
     binary_default = bool(request.parameters.get("binary_data_output", False))
     per_output = {o.name: o.parameters for o in request.outputs or ()}
-    outputs, chunks = [], []
+    plan, copied, written = [], 0, 0
     for tensor in response.outputs:
-        wanted = per_output.get(tensor.name, {})
-        description: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape}
-        if wanted.get("binary_data", binary_default):
+        binary = bool(per_output.get(tensor.name, {}).get("binary_data", binary_default))
+        plan.append((tensor, binary))
+        if binary:
+            copied += tensor.data.nbytes
+        else:
+            written += tensor.data.size
+    if copied > COPY_STEP or written > JSON_STEP:
+        return _render_in_steps(response, plan)
+    outputs, chunks = [], []
+    for tensor, binary in plan:
+        description = _description(tensor)
+        if binary:
             raw = raw_bytes(tensor)
             description["parameters"] = {**tensor.parameters, "binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            if tensor.parameters:
-                description["parameters"] = tensor.parameters
             description["data"] = json_data(tensor)
         outputs.append(description)
+    header = orjson.dumps(_document(response, outputs), option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return RenderedResponse(header, [], None)
+    if sum(len(c) for c in chunks) < STREAM_ABOVE:
+        return RenderedResponse(b"".join([header, *chunks]), [], len(header))  # one copy, one write
+    return RenderedResponse(header, [bytes(c) for c in chunks], len(header))
+
+
+def _description(tensor: Tensor) -> dict[str, Any]:
+    description: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape}
+    if tensor.parameters:
+        description["parameters"] = tensor.parameters
+    return description
+
+
+def _document(response: InferResponse, outputs: list) -> dict[str, Any]:
     document: dict[str, Any] = {"model_name": response.model_name}
     if response.model_version is not None:
         document["model_version"] = response.model_version
@@ -297,9 +374,49 @@ def render_infer_response(response: InferResponse, request: InferRequest) -> Ren
     if response.parameters:
         document["parameters"] = response.parameters
     document["outputs"] = outputs
-    header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
-    if not chunks:
-        return RenderedResponse(header, [], None)
-    if sum(len(c) for c in chunks) < STREAM_ABOVE:
-        return RenderedResponse(b"".join([header, *chunks]), [], len(header))  # one copy, one write
-    return RenderedResponse(header, [bytes(c) for c in chunks], len(header))
+    return document
+
+
+async def _render_in_steps(response: InferResponse, plan: list[tuple[Tensor, bool]]) -> RenderedResponse:
+    """The same bytes as render_infer_response's one step: the JSON written as orjson writes it,
+    each JSON output's data spliced in, JSON_STEP elements at a time; each part a write of its own."""
+    parts = [orjson.dumps(_document(response, []))[: -len(b"]}")]]  # ends with "outputs":[
+    binary: list[bytearray] = []
+    for i, (tensor, as_binary) in enumerate(plan):
+        description = _description(tensor)
+        if i:
+            parts.append(b",")
+        if as_binary:
+            raw = raw_bytes(tensor)
+            description["parameters"] = {**tensor.parameters, "binary_data_size": len(raw)}
+            parts.append(orjson.dumps(description))
+            binary.append(await _copy(raw))
+        else:
+            parts += [orjson.dumps(description)[:-1], b',"data":', *await _json_text(tensor), b"}"]
+    parts.append(b"]}")
+    return RenderedResponse(parts[0], [*parts[1:], *binary], sum(map(len, parts)) if binary else None)
+
+
+async def _copy(raw: memoryview | bytes) -> bytearray:
+    out = bytearray(len(raw))
+    for start in range(0, len(raw), COPY_STEP):
+        out[start : start + COPY_STEP] = raw[start : start + COPY_STEP]
+        await asyncio.sleep(0)
+    return out
+
+
+async def _json_text(tensor: Tensor) -> list[bytes]:
+    """The data of an output as a JSON array, in parts of JSON_STEP elements."""
+    if tensor.datatype == "BYTES":
+        pieces = decode_bytes_in_steps(tensor.data, JSON_STEP, f"output {shown(tensor.name)}")
+    else:
+        flat = np.ascontiguousarray(tensor.data).ravel()
+        pieces = (json_data(Tensor(tensor.name, tensor.datatype, [], flat[i : i + JSON_STEP])) for i in range(0, flat.size, JSON_STEP))
+    parts = [b"["]
+    for piece in pieces:
+        if len(parts) > 1:
+            parts.append(b",")
+        parts.append(orjson.dumps(piece, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1])
+        await asyncio.sleep(0)
+    parts.append(b"]")
+    return parts

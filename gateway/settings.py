@@ -1,19 +1,21 @@
-"""Server settings (`settings.json` + GATEWAY_* environment) and model settings
-(`model-settings.json`, MLServer-compatible)."""
+"""Server settings (defaults < MLSERVER_* environment < `settings.json` < GATEWAY_* environment <
+command-line flags) and model settings (`model-settings.json`), both MLServer-compatible."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from . import mlserver_settings
 from .types import MetadataTensor
+from .version import __version__
 
 log = logging.getLogger("gateway")
 
@@ -27,21 +29,35 @@ class ConfigError(Exception):
     """A settings file or value is wrong; the message says which and why."""
 
 
-class ServerSettings(BaseSettings):
-    """Every field can be set in `settings.json` or as GATEWAY_<FIELD> (environment wins)."""
+@dataclass
+class Layer:
+    """Settings from one source, and where each came from (for the messages about them)."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", protected_namespaces=())
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def set(self, key: str, value: Any, source: str) -> None:
+        self.values[key] = value
+        self.sources[key] = source
+
+
+class ServerSettings(BaseModel):
+    """The gateway's settings; MLServer's settings are accepted too (gateway/mlserver_settings.py)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     server_name: str = "inference-gateway"
-    server_version: str = "0.1.0"
-    host: str = "0.0.0.0"
-    http_port: int = 8080
-    grpc_port: int = 8081
+    server_version: str = __version__
+    host: str = Field("0.0.0.0", description="address to listen on")
+    http_port: int = Field(8080, ge=0, le=65535, description="REST port")
+    grpc_port: int = Field(8081, ge=0, le=65535, description="gRPC port")
     grpc_max_message_bytes: int = Field(256 * MIB, gt=0, le=2**31 - 1, description="largest gRPC message received or sent (a 64 MiB tensor fits with room to spare); larger ones get RESOURCE_EXHAUSTED")
+    grpc_max_connection_age: float = Field(0.0, ge=0, description="seconds after which a gRPC client connection is asked to reconnect (HTTP/2 GOAWAY while serving; its calls finish first), so that clients behind a connection-level balancer move between replicas; 0: never")
     metrics_port: int = Field(8082, ge=0, le=65535, description="Prometheus /metrics on a port of its own; 0: none")
     metrics_on_http: bool = Field(False, description="also serve /metrics on the REST port")
-    model_repository: Optional[Path] = Field(None, description="folder searched for model-settings.json; default: the config folder")
-    parallel_workers: int = Field(1, ge=1, description="worker processes per model unless its model-settings.json says otherwise")
+    enable_docs_url: bool = Field(False, description="serve the API's documentation page (Swagger UI) at /docs")
+    model_repository: Optional[Path] = Field(None, description="folder searched for model-settings.json files, relative to the config folder")
+    parallel_workers: int = Field(1, ge=0, description="worker processes per model unless its model-settings.json says otherwise (0: 1, as MLServer's 0)")
     worker_blas_threads: int = Field(1, ge=1, description="OMP/OpenBLAS/MKL threads in each worker process")
     max_request_bytes: int = Field(256 * MIB, gt=0, description="largest REST request body")
     max_tensor_bytes: int = Field(256 * MIB, gt=0, description="largest tensor a request may declare")
@@ -56,9 +72,17 @@ class ServerSettings(BaseSettings):
     drain_delay: float = Field(5.0, ge=0, description="on SIGTERM: seconds during which ready answers 503 while requests are still served, before the listeners close")
     shutdown_grace: float = Field(15.0, gt=0, description="seconds in-flight requests get to finish when the gateway stops (REST and gRPC alike) or a model is unloaded")
     worker_stop_grace: float = Field(10.0, gt=0, description="seconds a worker may take to unload() before it is killed")
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL, for the gateway and its workers")
     log_format: Literal["text", "json"] = Field("text", description="log lines of the gateway and its workers: text, or one JSON object per line")
     access_log: bool = Field(True, description="one log line per request (logger gateway.access)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mlserver_settings(cls, values: Any, info: ValidationInfo) -> Any:
+        if not isinstance(values, dict):
+            return values
+        sources = (info.context or {}).get("sources", {})
+        return mlserver_settings.translate(values, sources)
 
     @field_validator("log_level")
     @classmethod
@@ -67,21 +91,29 @@ class ServerSettings(BaseSettings):
             raise ValueError(f"unknown log level {value!r}; use DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return value.upper()
 
+    @field_validator("parallel_workers")
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
-        # the environment overrides settings.json (passed as init values)
-        return env_settings, init_settings
+    def _parallel_workers(cls, value: int) -> int:
+        # MLServer's 0 runs inference in its main process; here a model always runs in a worker
+        # process of its own (its crash or hang never takes the server down): 0 means one worker
+        if value == 0:
+            log.info("parallel_workers is 0 (MLServer: inference in the main process): the gateway runs 1 worker process")
+            return 1
+        return value
 
     @classmethod
-    def from_folder(cls, folder: Path) -> "ServerSettings":
+    def from_folder(cls, folder: Path, flags: Optional[Layer] = None) -> "ServerSettings":
+        """The settings of a config folder: each layer overrides the ones before it (README, Configuration)."""
         path = folder / SERVER_SETTINGS_FILE
-        values = _read_json(path) if path.exists() else {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: expected a JSON object")
+        layers = [_mlserver_environment(), _file_layer(path), _environment(), flags or Layer()]
+        values, sources = {}, {}
+        for layer in layers:
+            values.update(layer.values)
+            sources.update(layer.sources)
         try:
-            settings = cls(**values)
+            settings = cls.model_validate(values, context={"sources": sources})
         except ValidationError as exc:
-            raise ConfigError("; ".join(_blame(error, path) for error in exc.errors())) from None
+            raise ConfigError("; ".join(_blame(error, sources, path) for error in exc.errors())) from None
         if settings.model_repository is None:
             settings.model_repository = folder
         elif not settings.model_repository.is_absolute():
@@ -89,14 +121,42 @@ class ServerSettings(BaseSettings):
         return settings
 
 
-def _blame(error: dict, path: Path) -> str:
-    """One validation error, blamed on where its value came from: an environment variable (which
-    wins over the file) or settings.json."""
-    field = str(error["loc"][0]) if error["loc"] else ""
-    variable = ENV_PREFIX + field.upper()
-    # pydantic-settings matches variable names in any case
-    source = f"environment variable {variable}" if variable in {name.upper() for name in os.environ} else str(path)
-    return f"{source}: {field}: {error['msg']} (got {error['input']!r})"
+def _file_layer(path: Path) -> Layer:
+    layer = Layer()
+    if not path.exists():
+        return layer
+    values = _read_json(path)
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    for key, value in values.items():
+        layer.set(key, value, str(path))
+    return layer
+
+
+def _environment() -> Layer:
+    """GATEWAY_<SETTING> variables, matched in any case."""
+    layer = Layer()
+    variables = {name.upper(): name for name in os.environ}
+    for key in ServerSettings.model_fields:
+        name = variables.get(ENV_PREFIX + key.upper())
+        if name is not None:
+            layer.set(key, os.environ[name], f"environment variable {name}")
+    return layer
+
+
+def _mlserver_environment() -> Layer:
+    layer = Layer()
+    for key, (variable, value) in mlserver_settings.server_environment().items():
+        layer.set(key, value, f"environment variable {variable}")
+    return layer
+
+
+def _blame(error: dict, sources: dict[str, str], path: Path) -> str:
+    """One validation error, blamed on where its value came from."""
+    if not error["loc"]:  # from a validator of the whole settings: its message says where
+        return error["msg"].removeprefix("Value error, ")
+    setting = str(error["loc"][0])
+    return f"{sources.get(setting, path)}: {setting}: {error['msg']} (got {error['input']!r})"
 
 
 class ModelParameters(BaseModel):
@@ -121,9 +181,20 @@ class ModelSettings(BaseModel):
     outputs: list[MetadataTensor] = Field(default_factory=list)
     parameters: ModelParameters = Field(default_factory=ModelParameters)
     max_batch_size: int = Field(0, ge=0)
-    parallel_workers: Optional[int] = Field(None, ge=1)
+    parallel_workers: Optional[int] = Field(None, ge=0)
     # where model-settings.json was found; relative URIs resolve against it
     folder: Optional[Path] = None
+
+    @field_validator("implementation", mode="before")
+    @classmethod
+    def _import_path(cls, value: Any) -> Any:
+        # MLServer's ModelSettings(implementation=SomeRuntime): the class's import path
+        return f"{value.__module__}.{value.__name__}" if inspect.isclass(value) else value
+
+    @field_validator("parallel_workers")
+    @classmethod
+    def _parallel_workers(cls, value: Optional[int]) -> Optional[int]:
+        return 1 if value == 0 else value  # MLServer's "no parallel inference", as the server's 0
 
     @property
     def version(self) -> Optional[str]:
@@ -139,13 +210,22 @@ class ModelSettings(BaseModel):
 
     @classmethod
     def from_file(cls, path: Path) -> "ModelSettings":
+        """A model-settings.json file, with what it leaves out taken from MLSERVER_MODEL_* variables."""
         values = _read_json(path)
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a JSON object")
         try:
+            from_environment, parameters, variables = mlserver_settings.model_environment()
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        if parameters and isinstance(values.get("parameters", {}), dict):
+            values["parameters"] = {**parameters, **values.get("parameters", {})}
+        values = {**from_environment, **values}
+        try:
             settings = cls(**values)
         except ValidationError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+            also = f" (with the environment variables {', '.join(variables)})" if variables else ""
+            raise ConfigError(f"{path}{also}: {exc}") from None
         settings.folder = path.parent.resolve()
         if not settings.name:
             settings.name = path.parent.name

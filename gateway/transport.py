@@ -25,7 +25,7 @@ import orjson
 
 from .errors import GatewayError, from_status
 from .shm import Arena, aligned
-from .tensors import InferRequest, RequestedOutput, Tensor, array_from_raw, raw_bytes
+from .tensors import InferRequest, PackedBytes, RequestedOutput, Tensor, array_from_raw, raw_bytes
 
 INFER = b"infer"
 EXPLAIN = b"explain"
@@ -49,6 +49,8 @@ def _place(tensors: list[Tensor], arena: Arena | None) -> tuple[list[dict], list
         raw = raw_bytes(tensor)
         size = len(raw)
         description = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape, "parameters": tensor.parameters}
+        if type(tensor.data) is PackedBytes and tensor.data.bounds is not None:
+            description["bounds"] = tensor.data.bounds
         if arena is not None and size >= INLINE_BELOW and offset + size <= arena.size:
             arena.buf[offset : offset + size] = raw
             description["shm"] = [offset, size]
@@ -62,7 +64,7 @@ def _place(tensors: list[Tensor], arena: Arena | None) -> tuple[list[dict], list
 
 def _views(descriptions: list[dict], frames: Sequence[Any], arena: Arena | None) -> list[Tensor]:
     """Tensors over the placed bytes: read-only numpy views, no copies (a runtime
-    writing in place would change the sender's shared memory)."""
+    writing in place would change the sender's shared memory); BYTES stay packed."""
     tensors = []
     for d in descriptions:
         if "shm" in d:
@@ -71,6 +73,8 @@ def _views(descriptions: list[dict], frames: Sequence[Any], arena: Arena | None)
         else:
             buf = _buffer(frames[d["frame"]])
         array = array_from_raw(d["datatype"], d["shape"], buf.toreadonly(), d["name"])
+        if "bounds" in d:
+            array.bounds = d["bounds"]
         tensors.append(Tensor(d["name"], d["datatype"], d["shape"], array, d["parameters"]))
     return tensors
 
@@ -80,10 +84,13 @@ def _buffer(frame: Any) -> memoryview:
     return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
 
 
-def request_frames(kind: bytes, seq: int, request: InferRequest, arena: Arena | None) -> list:
+def request_frames(kind: bytes, seq: int, request: InferRequest, arena: Arena | None, batch: list[int] | None = None) -> list:
+    """`batch`: the rows of each request a merged request holds, so that the worker can mark
+    where each one's rows start in its BYTES outputs (`PackedBytes.bounds`)."""
     descriptions, frames = _place(request.inputs, arena)
     header = {
         "seq": seq,
+        "batch": batch,
         "id": request.id,
         "parameters": request.parameters,
         "inputs": descriptions,
@@ -93,7 +100,8 @@ def request_frames(kind: bytes, seq: int, request: InferRequest, arena: Arena | 
 
 
 def request_header(frames: Sequence[Any]) -> dict:
-    """An INFER or EXPLAIN message's header; its "seq" names the call a reply answers."""
+    """An INFER or EXPLAIN message's header; its "seq" names the call a reply answers, its
+    "batch" the rows of each request a batched call holds (None: one request)."""
     return orjson.loads(_buffer(frames[1]))
 
 

@@ -8,7 +8,8 @@ Protocols:
 
 `--concurrency N` workers each keep one request in flight on their own keep-alive
 connection (REST) or on a shared HTTP/2 channel (gRPC) for `--warmup` + `--duration`
-seconds, then stop. The request is built and encoded once; every worker sends the same
+seconds, then stop; `--rate R` spaces their requests so that at most R start per second
+(a steady load below capacity). The request is built and encoded once; every worker sends the same
 bytes. It prints infer/s (requests x batch per second), requests/s, p50/p90/p99 latency,
 the errors by kind, and the CPU this process used (resource.getrusage) during the
 measured window, so you can see how much of a shared machine the client itself took.
@@ -37,6 +38,7 @@ import os
 import resource
 import struct
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -495,17 +497,44 @@ def machine_busy_cpu() -> Optional[float]:
 
 
 class _Stats:
-    def __init__(self) -> None:
+    def __init__(self, trace: Optional[list] = None) -> None:
         self.latencies: list[float] = []
         self.errors: dict[str, int] = {}
         self.error_samples: list[str] = []
         self.last_done = 0.0
         self.first_start = math.inf
+        self.trace = trace  # if a list: (start, done, outcome) of every measured request is appended to it
 
-    def error(self, kind: str, detail: str) -> None:
+    def succeeded(self, start: float, done: float) -> None:
+        self.latencies.append(done - start)
+        if done > self.last_done:
+            self.last_done = done
+        if self.trace is not None:
+            self.trace.append((start, done, "ok"))
+
+    def error(self, kind: str, detail: str, start: float) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
         if len(self.error_samples) < 5:
             self.error_samples.append(f"{kind}: {detail[:300]}")
+        if self.trace is not None:
+            self.trace.append((start, time.perf_counter(), kind))
+
+
+class _Pacer:
+    """Starts one worker's requests at most every `interval` seconds (`rate`); no wait without a rate."""
+
+    def __init__(self, interval: float, offset: float) -> None:
+        self.interval = interval
+        self.next = time.perf_counter() + offset
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        delay = self.next - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        # a request that outlasts the interval delays the next one: the load never bursts to catch up
+        self.next = max(self.next, time.perf_counter()) + self.interval
 
 
 def _percentile(ordered: list[float], pct: float) -> float:
@@ -515,18 +544,29 @@ def _percentile(ordered: list[float], pct: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
+def _pacers(opts: dict[str, Any]):
+    """One `_Pacer` per worker, their starts spread evenly over one interval."""
+    concurrency, rate = opts["concurrency"], opts["rate"]
+    interval = concurrency / rate if rate else 0.0
+    for index in range(concurrency):
+        yield _Pacer(interval, interval * index / concurrency)
+
+
 async def _rest_run(opts: dict[str, Any], head: bytes, body: bytes, stats: _Stats, times: dict[str, float]) -> None:
     host, port = opts["host"], opts["port"]
-    measure_start, end = times["measure_start"], times["end"]
+    measure_start = times["measure_start"]
     clock = time.perf_counter
+    pacers = _pacers(opts)
 
     async def worker() -> None:
+        pacer = next(pacers)
         conn = await _http_connect(host, port)
         measured = False  # every worker makes at least one measured request, even when requests outlast the window
         try:
             while True:
+                await pacer.wait()
                 start = clock()
-                if start >= end and measured:
+                if start >= times["end"] and measured:
                     return
                 if start >= measure_start:
                     measured = True
@@ -538,18 +578,15 @@ async def _rest_run(opts: dict[str, Any], head: bytes, body: bytes, stats: _Stat
                     status, _, _, _ = await conn.request(head, body)
                 except (ConnectionError, OSError, ValueError) as exc:
                     if start >= measure_start:
-                        stats.error("connection", repr(exc))
+                        stats.error("connection", repr(exc), start)
                     conn.closed = True
                     continue
-                done = clock()
                 if start < measure_start:
                     continue
                 if status == 200:
-                    stats.latencies.append(done - start)
-                    if done > stats.last_done:
-                        stats.last_done = done
+                    stats.succeeded(start, clock())
                 else:
-                    stats.error(f"http {status}", "")
+                    stats.error(f"http {status}", "", start)
         finally:
             if conn.transport is not None:
                 conn.transport.close()
@@ -560,19 +597,22 @@ async def _rest_run(opts: dict[str, Any], head: bytes, body: bytes, stats: _Stat
 async def _grpc_run(opts: dict[str, Any], payload: bytes, stats: _Stats, times: dict[str, float]) -> None:
     import grpc
 
-    measure_start, end = times["measure_start"], times["end"]
+    measure_start = times["measure_start"]
     clock = time.perf_counter
     channels = [_grpc_channel(opts["grpc_target"]) for _ in range(max(1, opts["grpc_channels"]))]
     calls = [ch.unary_unary(GRPC_SERVICE + "ModelInfer", request_serializer=None, response_deserializer=None) for ch in channels]
     timeout = opts["timeout"]
     counter = iter(range(1 << 62))
+    pacers = _pacers(opts)
 
     async def worker() -> None:
         call = calls[next(counter) % len(calls)]
+        pacer = next(pacers)
         measured = False
         while True:
+            await pacer.wait()
             start = clock()
-            if start >= end and measured:
+            if start >= times["end"] and measured:
                 return
             if start >= measure_start:
                 measured = True
@@ -582,14 +622,10 @@ async def _grpc_run(opts: dict[str, Any], payload: bytes, stats: _Stats, times: 
                 await call(payload, timeout=timeout)
             except grpc.aio.AioRpcError as exc:
                 if start >= measure_start:
-                    stats.error(f"grpc {exc.code().name}", exc.details() or "")
+                    stats.error(f"grpc {exc.code().name}", exc.details() or "", start)
                 continue
-            done = clock()
-            if start < measure_start:
-                continue
-            stats.latencies.append(done - start)
-            if done > stats.last_done:
-                stats.last_done = done
+            if start >= measure_start:
+                stats.succeeded(start, clock())
 
     try:
         await _run_workers(worker, opts, times)
@@ -598,15 +634,27 @@ async def _grpc_run(opts: dict[str, Any], payload: bytes, stats: _Stats, times: 
             await channel.close()
 
 
+async def _end_on(stop, times: dict[str, float]) -> None:
+    """Close the window when `stop` (a threading.Event, set from another thread) is set."""
+    while not stop.is_set():
+        await asyncio.sleep(0.05)
+    times["end"] = min(times["end"], time.perf_counter())
+
+
 async def _run_workers(worker, opts: dict[str, Any], times: dict[str, float]) -> None:
     loop = asyncio.get_running_loop()
     # snapshot CPU exactly when the measured window opens
     offset = time.perf_counter() - loop.time()
     loop.call_at(times["measure_start"] - offset, _snapshot, times, opts, "start")
+    stopper = asyncio.ensure_future(_end_on(opts["stop"], times)) if opts["stop"] is not None else None
     tasks = [asyncio.ensure_future(worker()) for _ in range(opts["concurrency"])]
-    # everything stops by itself: in-flight requests get `timeout` seconds after the window
-    hard_stop = times["end"] + opts["timeout"] - time.perf_counter()
-    done, pending = await asyncio.wait(tasks, timeout=max(0.0, hard_stop))
+    # everything stops by itself: in-flight requests get `timeout` seconds after the window (which `stop` may end early)
+    pending = set(tasks)
+    while pending and (left := times["end"] + opts["timeout"] - time.perf_counter()) > 0:
+        _, pending = await asyncio.wait(pending, timeout=min(left, 0.5))
+    done = [task for task in tasks if task not in pending]
+    if stopper is not None:
+        stopper.cancel()
     times["stopped_in_flight"] = len(pending)
     for task in pending:
         task.cancel()
@@ -634,7 +682,12 @@ def _snapshot(times: dict[str, float], opts: dict[str, Any], label: str) -> None
 def _grpc_channel(target: str):
     import grpc
 
-    options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+    options = [
+        ("grpc.max_send_message_length", -1),
+        ("grpc.max_receive_message_length", -1),
+        # a connection of its own: channels with the same target and options share one otherwise
+        ("grpc.use_local_subchannel_pool", 1),
+    ]
     return grpc.aio.insecure_channel(target, options=options)
 
 
@@ -747,16 +800,23 @@ def run(
     loop: str = "auto",
     seed: int = 0,
     text: str = "the quick brown fox",
+    rate: Optional[float] = None,
+    trace: Optional[list] = None,
+    stop: Optional[threading.Event] = None,
 ) -> dict[str, Any]:
     """Run one bounded load test and return its result as a dict (see the module docstring).
 
     `shape` is one request's input shape without the batch dimension; the request's
     shape is [batch, *shape]. Name, shape and datatype default to the model's metadata.
+    `rate` caps the requests started per second (all workers together). `trace`, a list,
+    receives (start, done, outcome) for every measured request: perf_counter() times and
+    "ok" or the error's kind. `stop`, set from another thread, ends the window early
+    (`duration` stays the bound).
     """
     if protocol not in PROTOCOLS:
         raise LoadgenError(f"protocol must be one of {', '.join(PROTOCOLS)}")
-    if concurrency < 1 or batch < 1 or duration <= 0 or warmup < 0:
-        raise LoadgenError("concurrency and batch must be >= 1, duration > 0, warmup >= 0")
+    if concurrency < 1 or batch < 1 or duration <= 0 or warmup < 0 or (rate is not None and rate <= 0):
+        raise LoadgenError("concurrency and batch must be >= 1, duration and rate > 0, warmup >= 0")
     if protocol == "grpc" and not grpc_url:
         raise LoadgenError("--protocol grpc needs --grpc-url")
     if protocol != "grpc" and not url:
@@ -787,6 +847,8 @@ def run(
         "timeout": timeout,
         "server_pgids": tuple(server_pgids),
         "grpc_channels": grpc_channels,
+        "rate": rate,
+        "stop": stop,
     }
     if protocol == "grpc":
         opts["grpc_target"] = _grpc_target(grpc_url)
@@ -809,7 +871,7 @@ def run(
         request_bytes = len(head) + len(body)
     del data
 
-    stats = _Stats()
+    stats = _Stats(trace)
     event_loop = _new_loop(loop, protocol)
     try:
         asyncio.set_event_loop(event_loop)
@@ -850,6 +912,7 @@ def run(
         "input": {"name": input_name, "datatype": datatype, "shape": full_shape},
         "batch": batch,
         "concurrency": concurrency,
+        "rate": rate,
         "duration_s": round(window, 4),
         "warmup_s": warmup,
         "requests": count,
@@ -891,9 +954,10 @@ def run(
 def format_result(result: dict[str, Any]) -> str:
     lat = result["latency_ms"]
     shape = "x".join(str(d) for d in result["input"]["shape"])
+    load = f"concurrency {result['concurrency']}" + (f" at most {result['rate']:g} requests/s" if result["rate"] else "")
     lines = [
         f"{result['protocol']} {result['model']} {result['input']['datatype']}[{shape}] "
-        f"concurrency {result['concurrency']}, {result['duration_s']:.1f} s measured after {result['warmup_s']:g} s warm-up",
+        f"{load}, {result['duration_s']:.1f} s measured after {result['warmup_s']:g} s warm-up",
         f"  throughput: {result['infer_per_s']:.1f} infer/s ({result['requests_per_s']:.1f} requests/s, {result['requests']} requests)",
         f"  latency ms: p50 {lat['p50']:.3f}  p90 {lat['p90']:.3f}  p99 {lat['p99']:.3f}  (mean {lat['mean']:.3f}, max {lat['max']:.3f})",
         f"  errors: {result['error_count']} {result['errors']}" if result["error_count"] else "  errors: 0",
@@ -939,6 +1003,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--datatype", default=None, help="V2 datatype, e.g. FP32, INT64, BYTES (default: from metadata)")
     parser.add_argument("--batch", type=int, default=1, help="rows per request (the leading dimension)")
     parser.add_argument("--concurrency", type=int, default=1, help="requests in flight")
+    parser.add_argument("--rate", type=float, default=None, help="at most this many requests started per second, spread over the workers (default: as fast as answered)")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before the window")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds a request may take; also the grace after the window")
@@ -961,6 +1026,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             datatype=args.datatype,
             batch=args.batch,
             concurrency=args.concurrency,
+            rate=args.rate,
             duration=args.duration,
             warmup=args.warmup,
             timeout=args.timeout,

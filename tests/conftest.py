@@ -34,10 +34,16 @@ class Gateway:
     module's gateways stop) is printed when a test fails to start it.
 
     With `new_session`, the gateway leads a process group of its own (as under a shell or
-    Kubernetes), so a test can signal the whole group without signalling itself."""
+    Kubernetes), so a test can signal the whole group without signalling itself.
 
-    def __init__(self, config: Path, new_session: bool = False, **settings):
+    `args`: what follows `gateway start` (default: `--config CONFIG`); `env`: more environment
+    variables; `port_prefix`: the prefix of the host and port variables (MLSERVER_: as an MLServer
+    deployment gives them). `settings` are passed as GATEWAY_* variables."""
+
+    def __init__(self, config: Path, new_session: bool = False, args=None, env=None, port_prefix: str = "GATEWAY_", **settings):
         self.config, self.new_session, self.settings = config, new_session, settings
+        self.args = ["--config", str(config)] if args is None else [str(arg) for arg in args]
+        self.extra_env, self.port_prefix = env or {}, port_prefix
         self.log = tempfile.NamedTemporaryFile(prefix="gateway-test-", suffix=".log", delete=False)
         self._spawn()
 
@@ -48,14 +54,15 @@ class Gateway:
         env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
-            "GATEWAY_HOST": "127.0.0.1",
-            "GATEWAY_HTTP_PORT": str(self.http_port),
-            "GATEWAY_GRPC_PORT": str(self.grpc_port),
-            "GATEWAY_METRICS_PORT": str(self.metrics_port),
+            f"{self.port_prefix}HOST": "127.0.0.1",
+            f"{self.port_prefix}HTTP_PORT": str(self.http_port),
+            f"{self.port_prefix}GRPC_PORT": str(self.grpc_port),
+            f"{self.port_prefix}METRICS_PORT": str(self.metrics_port),
             **{f"GATEWAY_{k.upper()}": str(v) for k, v in self.settings.items()},
+            **self.extra_env,
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "start", "--config", str(self.config)],
+            [sys.executable, "-m", "gateway", "start", *self.args],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -107,6 +114,12 @@ class Gateway:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
         raise RuntimeError("no VmHWM in /proc/<pid>/status")
+
+    def reset_peak_memory(self) -> int:
+        """Lower the front door's peak resident memory to what it holds now (Linux: clear_refs 5), so
+        that `peak_memory()` then tells what the next requests made it allocate; returns that memory."""
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+        return self.peak_memory()
 
     def stop(self, timeout: float = 30.0) -> int:
         """Stop it with SIGINT (Ctrl-C), which skips SIGTERM's drain delay; kill it after `timeout`."""
@@ -171,8 +184,8 @@ def start_gateway():
     """Start gateways for a module; all are stopped when the module ends."""
     started: list[Gateway] = []
 
-    def start(config: Path, new_session: bool = False, **settings) -> Gateway:
-        gateway = Gateway(config, new_session, **settings)
+    def start(config: Path, new_session: bool = False, **options) -> Gateway:
+        gateway = Gateway(config, new_session, **options)
         started.append(gateway)
         return gateway
 

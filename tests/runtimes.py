@@ -201,3 +201,21 @@ class CodecOutputs(MLModel):
         if payload.parameters is not None and (payload.parameters.model_extra or {}).get("edit"):
             output.data.root[0] = 42.0
         return InferenceResponse(model_name=self.name, outputs=[output])
+
+
+class SlowEcho(MLModel):
+    """Echo that first sleeps for the request parameter `delay` (seconds), and adds output `rows`:
+    how many rows the call had (more than a request's own when batched)."""
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        rows = payload.inputs[0].shape[0]
+        print(f"slow echo call with {rows} rows", flush=True)
+        parameters = (payload.parameters.model_extra or {}) if payload.parameters else {}
+        await asyncio.sleep(float(parameters.get("delay", 0)))
+        return InferenceResponse(
+            model_name=self.name,
+            outputs=[
+                *(ResponseOutput(name=i.name, shape=i.shape, datatype=i.datatype, data=i.data) for i in payload.inputs),
+                ResponseOutput(name="rows", shape=[rows], datatype="INT64", data=[rows] * rows),
+            ],
+        )

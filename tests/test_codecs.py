@@ -201,7 +201,7 @@ def test_numpy_decodes_its_own_encoding_from_the_array():
     assert request_input.data.deferred_array() is not None  # no list was made on the way
 
 
-@pytest.mark.parametrize("data", [[1, 2], np.arange(2, dtype=np.float32), [[1, 2], [3]]])
+@pytest.mark.parametrize("data", [[1, 2], np.arange(2, dtype=np.float32), [[1, 2], [3, 4]]])
 def test_numpy_data_that_does_not_fill_the_shape_is_a_codec_error(data):
     # MLServer fails too (numpy's reshape ValueError); ours names the input
     with pytest.raises(CodecError, match=r"^There was an error encoding / decoding the payload: input 'x'"):

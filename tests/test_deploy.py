@@ -35,6 +35,7 @@ KUBERNETES_VERSIONS = sorted({kubernetes_validate.utils.all_versions()[0], kuber
 # the gateway's settings the manifests may set
 SETTINGS = set(ServerSettings.model_fields)
 SHUTDOWN_SETTINGS = ("drain_delay", "shutdown_grace", "worker_stop_grace")
+ENDPOINT_PROPAGATION = 2.0  # seconds for a terminating pod's removal from its Service to reach nodes and balancers
 BUILT_IN_FORMATS = {"sklearn", "xgboost", "lightgbm", "onnx"}
 
 
@@ -154,6 +155,9 @@ def test_termination_grace_covers_drain_and_grace():
         # the readiness probe sees the 503 of the drain before the listeners close
         probe = container["readinessProbe"]
         assert drain >= probe["periodSeconds"] * probe["failureThreshold"]
+        # every gRPC connection is asked to go (GOAWAY, the age + 10 %) while the gateway still serves, with a
+        # few seconds left for the pod's removal from the Service to reach every node first
+        assert 0 < 1.1 * float(env["grpc_max_connection_age"]) + ENDPOINT_PROPAGATION <= drain
 
 
 def test_ports_are_the_gateways():

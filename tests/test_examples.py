@@ -26,6 +26,16 @@ def expected_probabilities(features):
     return exp / exp.sum(axis=1, keepdims=True)
 
 
+def iris_rows(gateway, rows: int = 2048) -> None:
+    """A correct answer from iris-mlp for a tensor of 32 KiB (through shared memory)."""
+    features = np.random.default_rng(rows).uniform(0, 8, size=(rows, 4)).astype(np.float32)
+    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [rows, 4], "data": features.ravel().tolist()}]}
+    answer = requests.post(f"{gateway.url}/v2/models/iris-mlp/infer", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    probabilities = np.array(answer.json()["outputs"][0]["data"], dtype=np.float32).reshape(rows, 3)
+    np.testing.assert_allclose(probabilities, expected_probabilities(features), rtol=1e-4, atol=1e-6)
+
+
 def test_config_serves_both_examples(gateway):
     assert requests.get(f"{gateway.url}/v2/models").json() == {"models": ["iris-mlp", "text-sentiment"]}
     assert requests.get(f"{gateway.url}/v2/health/ready").json() == {"ready": True}

@@ -363,16 +363,16 @@ def test_status_messages_are_cut_to_fit_their_trailer():
 
 
 def test_huge_declared_shapes_are_invalid_argument_before_allocating(stub, gateway):
-    """Shapes over max_tensor_bytes (a BYTES element counts its 4-byte length prefix), or that their data
+    """Shapes over max_tensor_bytes (a BYTES element counts 64 bytes and its length), or that their data
     cannot fill, are refused before anything is allocated for them: the front door's peak memory does not move."""
     peak = gateway.peak_memory()
     tiny = b"\x01\x00\x00\x00a"  # one BYTES element, "a"
     cases = [
         ("FP32", [2**40, 2**40], b"", "(4835703278458516698824704 bytes), over the limit"),
-        ("BYTES", [10**9], tiny, "holds 1000000000 elements (4000000000 bytes), over the limit"),
-        ("BYTES", [10**8], tiny, "holds 100000000 elements (400000000 bytes), over the limit"),
-        ("BYTES", [5 * 10**7], tiny, "5 bytes of BYTES data cannot hold the 50000000 elements"),
-        ("BYTES", [5 * 10**7], None, "data holds 1 elements, shape [50000000] needs 50000000"),  # typed contents
+        ("BYTES", [10**9], tiny, "1000000000 BYTES elements count as 64000000000 bytes (64 bytes an element plus its length), over the limit"),
+        ("BYTES", [5 * 10**6], tiny, "5000000 BYTES elements count as 320000000 bytes"),
+        ("BYTES", [10**6], tiny, "5 bytes of BYTES data cannot hold the 1000000 elements"),
+        ("BYTES", [10**6], None, "data holds 1 elements, shape [1000000] needs 1000000"),  # typed contents
     ]
     for datatype, shape, raw, message in cases:
         request = pb.ModelInferRequest(model_name="echo")

@@ -15,6 +15,7 @@ import asyncio
 import ctypes
 import importlib
 import inspect
+import itertools
 import logging
 import os
 import signal
@@ -33,7 +34,7 @@ from gateway.model import MLModel
 from gateway.settings import ModelSettings
 from gateway.shm import Arena
 from gateway.zmqio import LoopSocket
-from gateway.tensors import InferRequest, RequestedOutput, Tensor, array_from_output
+from gateway.tensors import InferRequest, PackedBytes, RequestedOutput, Tensor, array_from_output, unpack_bytes
 from gateway.types import Datatype, InferenceRequest, InferenceResponse, Parameters, RequestInput, RequestOutput
 
 log = logging.getLogger("gateway.worker")
@@ -53,7 +54,8 @@ def load_runtime(settings: ModelSettings) -> MLModel:
 
 
 def to_inference_request(request: InferRequest) -> InferenceRequest:
-    """The SDK's request type around numpy views of the tensors (no copy, no validation pass)."""
+    """The SDK's request type around numpy views of the tensors (no copy, no validation pass);
+    BYTES are unpacked here, their framing checked (a malformed one is the client's: a 400)."""
     return InferenceRequest.model_construct(
         id=request.id,
         parameters=_sdk_parameters(request.parameters),
@@ -63,7 +65,7 @@ def to_inference_request(request: InferRequest) -> InferenceRequest:
                 shape=t.shape,
                 datatype=Datatype(t.datatype),
                 parameters=_sdk_parameters(t.parameters),
-                data=t.data,
+                data=_unpacked(t),
             )
             for t in request.inputs
         ],
@@ -71,6 +73,14 @@ def to_inference_request(request: InferRequest) -> InferenceRequest:
         if request.outputs is None
         else [RequestOutput.model_construct(name=o.name, parameters=_sdk_parameters(o.parameters)) for o in request.outputs],
     )
+
+
+def _unpacked(tensor: Tensor) -> Any:
+    if type(tensor.data) is not PackedBytes:
+        return tensor.data
+    array = unpack_bytes(tensor.data, f"input {tensor.name!r}").reshape(tensor.shape)
+    array.flags.writeable = False  # as every input: what the runtime gets is the request's, not its own
+    return array
 
 
 def _sdk_parameters(parameters: dict) -> Parameters | None:
@@ -93,8 +103,11 @@ def _parameters(parameters: Parameters | dict | None) -> dict:
     return parameters.model_dump(exclude_none=True)
 
 
-def select_outputs(response: Any, requested: list[RequestedOutput] | None) -> tuple[list[Tensor], dict]:
-    """The runtime's outputs as tensors, only those the request asked for, in its order."""
+def select_outputs(response: Any, requested: list[RequestedOutput] | None, batch: list[int] | None = None) -> tuple[list[Tensor], dict]:
+    """The runtime's outputs as tensors, only those the request asked for, in its order.
+
+    `batch`: the rows of each request of a batched call; a BYTES output then says where each
+    one's rows start, so that the gateway can split it without reading it (PackedBytes.bounds)."""
     if not isinstance(response, InferenceResponse):
         raise RuntimeFailure(f"the runtime returned {type(response).__name__}, not an InferenceResponse")
     produced = {o.name: o for o in response.outputs}
@@ -108,9 +121,20 @@ def select_outputs(response: Any, requested: list[RequestedOutput] | None) -> tu
     tensors = []
     for out in chosen:
         datatype = getattr(out.datatype, "value", out.datatype)
-        array = array_from_output(out.name, datatype, list(out.shape), tensor_data(out))
+        bounds_at = _bounds_at(list(out.shape), batch) if datatype == "BYTES" else None
+        array = array_from_output(out.name, datatype, list(out.shape), tensor_data(out), bounds_at)
         tensors.append(Tensor(out.name, datatype, list(out.shape), array, _parameters(out.parameters)))
     return tensors, _parameters(response.parameters)
+
+
+def _bounds_at(shape: list[int], batch: list[int] | None) -> list[int] | None:
+    """Element indices where each request's rows of a batched output start (and where the last ends)."""
+    if batch is None or not shape or shape[0] != sum(batch):
+        return None  # no batch, or an output that does not follow it (the gateway refuses to split that)
+    per_row = 1
+    for dim in shape[1:]:
+        per_row *= dim
+    return [rows * per_row for rows in itertools.accumulate(batch, initial=0)]
 
 
 async def _call(method, payload):
@@ -118,7 +142,9 @@ async def _call(method, payload):
     return await result if inspect.isawaitable(result) else result
 
 
-async def run(runtime: MLModel, kind: bytes, request: InferRequest, received: int) -> tuple[list[Tensor], dict, list[int]]:
+async def run(
+    runtime: MLModel, kind: bytes, request: InferRequest, received: int, batch: list[int] | None = None
+) -> tuple[list[Tensor], dict, list[int]]:
     """(outputs, parameters, [input, infer, output] stage times in ns since `received`, for the statistics)."""
     payload = to_inference_request(request)
     if kind == transport.EXPLAIN:
@@ -131,7 +157,7 @@ async def run(runtime: MLModel, kind: bytes, request: InferRequest, received: in
         response = await _call(runtime.predict, payload)
         inferred = time.perf_counter_ns()
         response = await _call(runtime.postprocess, response)
-    outputs, parameters = select_outputs(response, request.outputs)
+    outputs, parameters = select_outputs(response, request.outputs, batch)
     return outputs, parameters, [inputs_ready - received, inferred - inputs_ready, time.perf_counter_ns() - inferred]
 
 
@@ -172,7 +198,7 @@ async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_aren
             logs.REQUEST_ID.set(header["id"])  # every line logged until the reply carries it
             try:
                 request = transport.parse_request(header, frames, in_arena, settings.name, settings.version)
-                outputs, parameters, times = await run(runtime, kind, request, received)
+                outputs, parameters, times = await run(runtime, kind, request, received, header["batch"])
                 reply = transport.reply_frames(seq, outputs, parameters, out_arena, {**metrics.take_report(), "times": times})
             except GatewayError as exc:
                 reply = transport.error_frames(seq, exc, metrics.take_report())

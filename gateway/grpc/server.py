@@ -32,9 +32,12 @@ from .generated import inference_pb2_grpc as pb_grpc
 
 log = logging.getLogger("gateway.grpc")
 
+# a message whose tensors hold this many bytes lets other calls in between its copies
+LARGE_MESSAGE = 1024 * 1024
 # requests of one ModelStreamInfer stream being answered at once; the stream stops being read beyond that
 STREAM_IN_FLIGHT = 64
-SERVICE_PATH = "/inference.GRPCInferenceService/"
+SERVICE = "inference.GRPCInferenceService"
+SERVICE_PATH = f"/{SERVICE}/"
 INFERENCE_RPCS = ("ModelInfer", "ModelStreamInfer")  # counted in the request metrics of their model
 
 
@@ -155,20 +158,26 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # --- inference ----------------------------------------------------
 
-    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    async def _infer(self, request: pb.ModelInferRequest) -> bytes:
+        """The serialized answer (convert.render_infer_response)."""
         _check_parsed(request)  # a stream's message
         if not request.model_name:
             raise BadRequest("model_name is required")
         # an unknown model or version is NOT_FOUND whatever its inputs, as over REST
         self.dataplane.check_model_exists(request.model_name, request.model_version or None)
-        parsed = convert.parse_infer_request(request, self.max_tensor_bytes)
+        parsed, pending = convert.parse_infer_request(request, self.max_tensor_bytes)
+        if pending:  # many typed contents: checked against the model first, then converted in steps
+            self.dataplane.check_request(parsed)
+            await convert.convert_contents(request, pending, self.max_tensor_bytes)
+        elif sum(t.data.nbytes for t in parsed.inputs) >= LARGE_MESSAGE:
+            await asyncio.sleep(0)  # its raw contents were just copied out of the message: let others in before the next copy
         return await self.dataplane.infer(parsed, convert.render_infer_response)
 
     @unary
     async def ModelInfer(self, request, context):
         return await self._infer(request)
 
-    async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse | bytes]:
         """Answer each request as soon as it is done (match replies by id); a failed one answers with error_message."""
         replies: asyncio.Queue = asyncio.Queue()
         slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
@@ -177,7 +186,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async def answer(request: pb.ModelInferRequest) -> None:
             started, http_status, code = time.perf_counter_ns(), 200, grpc.StatusCode.OK
             try:
-                reply = pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+                reply = convert.stream_reply(await self._infer(request))
             except Exception as exc:
                 if not isinstance(exc, GatewayError):
                     log.exception("unexpected error in ModelStreamInfer")
@@ -261,21 +270,21 @@ def _no_repository_parameters(request, allowed: frozenset = frozenset()) -> None
         raise BadRequest(f"repository parameters {unsupported} are not supported; edit the model's model-settings.json instead")
 
 
-def _add_service(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
-    """What the generated add_GRPCInferenceServiceServicer_to_server does, with our deserializers."""
-    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+def _handlers(servicer: InferenceServicer) -> dict[str, grpc.RpcMethodHandler]:
+    """The service's method handlers, from its descriptor (as the generated registration builds them),
+    but for our deserializer (a message that does not parse is INVALID_ARGUMENT) and the inference
+    RPCs' answers: rendered serialized already (convert.render_infer_response)."""
     handlers = {}
-    for method in service.methods:
-        request_type, response_type = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
-        # unary RPCs, and one stream both ways (ModelStreamInfer)
-        kind = grpc.stream_stream_rpc_method_handler if method.client_streaming else grpc.unary_unary_rpc_method_handler
-        handlers[method.name] = kind(
+    for method in pb.DESCRIPTOR.services_by_name[SERVICE.rpartition(".")[2]].methods:
+        request, response = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
+        # unary calls, and one stream both ways (ModelStreamInfer)
+        handler = grpc.stream_stream_rpc_method_handler if method.client_streaming else grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = handler(
             getattr(servicer, method.name),
-            request_deserializer=_deserializer(request_type),
-            response_serializer=response_type.SerializeToString,
+            request_deserializer=_deserializer(request),
+            response_serializer=convert.serialize if method.name in INFERENCE_RPCS else response.SerializeToString,
         )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
-    server.add_registered_method_handlers(service.full_name, handlers)
+    return handlers
 
 
 def _address(host: str, port: int) -> str:
@@ -285,14 +294,17 @@ def _address(host: str, port: int) -> str:
 async def start(dataplane: DataPlane, settings: ServerSettings) -> grpc.aio.Server:
     """Start serving on the running loop (call it from a Sanic listener)."""
     limit = settings.grpc_max_message_bytes
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-            ("grpc.so_reuseport", 0),
-        ]
-    )
-    _add_service(InferenceServicer(dataplane), server)
+    options = [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.so_reuseport", 0),
+    ]
+    if settings.grpc_max_connection_age:
+        # grpc sends GOAWAY (give or take 10 %) while it still serves: the client reconnects, and no call is
+        # lost, unlike at stop(), which cancels the calls that cross its GOAWAY
+        options.append(("grpc.max_connection_age_ms", max(1, round(settings.grpc_max_connection_age * 1000))))
+    server = grpc.aio.server(options=options)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, _handlers(InferenceServicer(dataplane))),))
     address = _address(settings.host, settings.grpc_port)
     try:
         server.add_insecure_port(address)

@@ -50,7 +50,7 @@ from ...grpc.generated.inference_pb2 import (
     ModelInferRequest,
     ModelInferResponse,
 )
-from ...tensors import _flatten, array_from_raw, pack_bytes
+from ...tensors import PackedBytes, array_from_raw, flatten, pack_bytes, unpack_bytes
 from ...types import InferenceRequest
 from ..constants.constants import GRPC_CONTENT_DATATYPE_MAPPINGS
 from ..errors import InferenceError, InvalidInput
@@ -75,7 +75,7 @@ def serialize_byte_tensor(input_tensor: np.ndarray) -> np.ndarray:
         return np.empty([0], dtype=np.object_)
     if input_tensor.dtype.kind not in "OSU":
         raise InferenceError(f"cannot serialize bytes tensor: invalid datatype {input_tensor.dtype}")
-    return np.asarray(pack_bytes(input_tensor), dtype=np.object_)
+    return np.asarray(bytes(pack_bytes(input_tensor.ravel().tolist()).buffer), dtype=np.object_)
 
 
 def deserialize_bytes_tensor(encoded_tensor: bytes) -> np.ndarray:
@@ -232,7 +232,10 @@ class _Tensor:
             raise InvalidInput(f"invalid datatype {self._datatype} in the {self._where}")
         if self._raw_data is not None:
             try:
-                return array_from_raw(self._datatype, list(self._shape), self._raw_data, self._where)
+                data = array_from_raw(self._datatype, list(self._shape), self._raw_data, self._where)
+                if isinstance(data, PackedBytes):
+                    data = unpack_bytes(data, self._where).reshape(list(self._shape))
+                return data
             except BadRequest as exc:
                 raise InvalidInput(exc.message) from None
         if self._data is None:
@@ -273,7 +276,7 @@ class _Tensor:
                 self._data = input_tensor.ravel().tolist()
             return
         self._data = None
-        self._raw_data = pack_bytes(input_tensor) if self._datatype == "BYTES" else input_tensor.tobytes()
+        self._raw_data = bytes(pack_bytes(input_tensor.ravel().tolist()).buffer) if self._datatype == "BYTES" else input_tensor.tobytes()
         if self._parameters is None:
             self._parameters = {}
         self._parameters["binary_data_size"] = len(self._raw_data)
@@ -322,8 +325,7 @@ class InferInput(_Tensor):
         if self._raw_data is not None:
             items = self.as_numpy().ravel().tolist()
         else:
-            items = []
-            _flatten(self._data or [], items)
+            items = flatten(self._data or [], self._where)
         try:
             return [item.decode("utf-8") if isinstance(item, bytes) else item for item in items]
         except UnicodeDecodeError:
@@ -476,8 +478,7 @@ def _grpc_entries(tensors: List[_Tensor], all_raw: bool) -> Tuple[List[dict], Li
             field = GRPC_CONTENT_DATATYPE_MAPPINGS.get(tensor.datatype)
             if field is None:
                 raise InvalidInput(f"{tensor._where}: invalid datatype {tensor.datatype!r}")
-            flat: list = []
-            _flatten(tensor.data, flat)
+            flat = flatten(tensor.data, tensor._where)
             tensor._data = [item.encode("utf-8") if isinstance(item, str) else item for item in flat]
             entry["contents"] = {field: tensor.data}
         entries.append(entry)
