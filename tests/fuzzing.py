@@ -266,7 +266,8 @@ def mutate_tree(rng: random.Random, document: Any, rounds: Optional[int] = None)
         elif operation == "number" and isinstance(value, (int, float)) and not isinstance(value, bool):
             container[key] = rng.choice([-value, value + 1, value - 1, value * 2**40, -(2**63), 2**64, 1e300, 0.5, value * 1.0])
         elif operation == "string" and isinstance(value, str):
-            container[key] = rng.choice([value * 1000, value.lower(), value + "\x00", " " + value, value[:-1], value.encode().hex(), "é" + value])
+            longer = value * (1000 if len(value) <= 100 else 2)  # no case much over 1 MiB
+            container[key] = rng.choice([longer, value.lower(), value + "\x00", " " + value, value[:-1], value.encode().hex(), "é" + value])
         elif operation == "add" and isinstance(value, dict):
             new_key = rng.choice(["parameters", "data", "shape", "datatype", "name", "binary_data_size", "outputs", "inputs", "zz", ""])
             value[new_key] = odd_value(rng, new_key)
