@@ -39,13 +39,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # each core module, and the test files that guard it (the most focused first: -x stops at the first failure)
 GUARDS = {
-    "gateway/tensors.py": ["test_properties.py", "test_codecs.py", "test_rest.py", "test_grpc.py", "test_zero_size.py", "test_fuzz.py", "test_worker_plane.py"],
-    "gateway/restbody.py": ["test_rest.py", "test_properties.py", "test_zero_size.py", "test_examples.py", "test_batching.py", "test_fuzz.py"],
-    "gateway/grpc/convert.py": ["test_grpc.py", "test_properties.py", "test_zero_size.py", "test_fuzz.py"],
-    "gateway/batching.py": ["test_batching.py", "test_pool_faults.py", "test_zero_size.py", "test_observability.py"],
-    "gateway/pool.py": ["test_pool_faults.py", "test_batching.py", "test_worker_plane.py", "test_rest.py", "test_observability.py"],
-    "gateway/dataplane.py": ["test_rest.py", "test_grpc.py", "test_load_failures.py", "test_mlserver_examples.py", "test_batching.py", "test_observability.py", "test_zero_size.py", "test_worker_plane.py"],
-    "gateway/transport.py": ["test_worker_plane.py", "test_pool_faults.py", "test_rest.py", "test_grpc.py", "test_zero_size.py"],
+    "gateway/tensors.py": ["test_largejson.py", "test_properties.py", "test_codecs.py", "test_bytes_json.py", "test_rest.py", "test_grpc.py",
+                           "test_zero_size.py", "test_examples.py", "test_fuzz.py", "test_worker_plane.py"],
+    "gateway/restbody.py": ["test_rest.py", "test_largejson.py", "test_bytes_json.py", "test_properties.py", "test_zero_size.py", "test_examples.py",
+                            "test_batching.py", "test_fuzz.py"],
+    "gateway/grpc/convert.py": ["test_grpc.py", "test_bytes_json.py", "test_properties.py", "test_zero_size.py", "test_fuzz.py"],
+    "gateway/batching.py": ["test_batching.py", "test_bytes_json.py", "test_pool_faults.py", "test_zero_size.py", "test_observability.py"],
+    "gateway/pool.py": ["test_pool_faults.py", "test_batching.py", "test_worker_plane.py", "test_rest.py", "test_observability.py", "test_lifecycle.py"],
+    "gateway/dataplane.py": ["test_rest.py", "test_grpc.py", "test_load_failures.py", "test_mlserver_examples.py", "test_batching.py",
+                             "test_observability.py", "test_zero_size.py", "test_worker_plane.py"],
+    "gateway/transport.py": ["test_worker_plane.py", "test_pool_faults.py", "test_bytes_json.py", "test_rest.py", "test_grpc.py", "test_zero_size.py"],
 }
 
 COMPARISONS = {
