@@ -17,9 +17,11 @@ import requests
 import tritonclient.http as httpclient
 from tritonclient.utils import np_to_triton_dtype
 
+from gateway.transport import INLINE_BELOW
+
 ROOT = Path(__file__).resolve().parent.parent
-# a tensor this large travels through the workers' shared-memory arenas, not inline in the
-# ZeroMQ message (gateway/transport.py's INLINE_BELOW is 16 KiB)
+# a tensor of at least INLINE_BELOW (16 KiB) travels through the workers' shared-memory arenas, not
+# inline in the ZeroMQ message; the large requests of the tests are this large
 SHARED_MEMORY_BYTES = 64 * 1024
 
 
@@ -147,7 +149,7 @@ def assert_serves_large(
     input tensors go through its workers' shared memory (so a worker left busy, or an arena left lent
     to a failed request, shows here as a timeout or an error).
 
-    `inputs`: name -> array of at least SHARED_MEMORY_BYTES, by default one FP32 input `x` of 64 KiB;
+    `inputs`: name -> array of at least 16 KiB (INLINE_BELOW), by default one FP32 input `x` of 64 KiB;
     `expect(inputs)`: name -> the array each output must equal, by default the inputs (an echo, whose
     outputs then go through shared memory too); `parameters`: the request's."""
     if inputs is None:
@@ -157,7 +159,7 @@ def assert_serves_large(
     try:
         tensors = []
         for name, array in inputs.items():
-            assert _raw_size(array) >= SHARED_MEMORY_BYTES, f"input {name} is too small to go through shared memory"
+            assert _raw_size(array) >= INLINE_BELOW, f"input {name} is too small to go through shared memory"
             tensor = httpclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
             tensor.set_data_from_numpy(array, binary_data=True)
             tensors.append(tensor)
