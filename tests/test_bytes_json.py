@@ -146,7 +146,7 @@ def test_bytes_round_trip_over_grpc_typed_contents(stub, kind):
     assert response.raw_output_contents[0] == packed(ELEMENTS[kind])
 
 
-def test_many_typed_contents_are_converted_in_steps_and_arrive_exactly(stub):
+def test_many_typed_contents_are_converted_in_steps_and_arrive_exactly(gateway, stub):
     """More typed contents than one conversion step (65536) take the stepwise path."""
     elements = [str(i).encode() for i in range(100_000)]
     numbers = np.arange(-50_000, 50_000, dtype=np.int64)
@@ -161,6 +161,7 @@ def test_many_typed_contents_are_converted_in_steps_and_arrive_exactly(stub):
     with pytest.raises(grpc.RpcError) as caught:
         stub.ModelInfer(request)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "INT8 data out of range" in caught.value.details()
+    assert_shared_memory_answer(gateway)
 
 
 def test_bytes_outputs_of_a_batched_call_are_split_for_each_caller(gateway, stub):
