@@ -13,7 +13,7 @@ import uuid
 from typing import Callable, Optional, TypeVar
 
 from . import logs, observability, transport
-from .errors import BadRequest, NotFound, NotSupported, Unavailable
+from .errors import BadRequest, NotFound, NotSupported, Unavailable, shown
 from .settings import ServerSettings
 from .supervisor import ModelEntry, Supervisor
 from .tensors import InferRequest, InferResponse
@@ -167,7 +167,7 @@ def _check_against_metadata(entry: ModelEntry, request: InferRequest) -> None:
         for tensor in request.inputs:
             declared = entry.inputs.get(tensor.name)
             if declared is None:
-                raise BadRequest(f"unknown input {tensor.name!r} for model {entry.name!r}; it takes {sorted(entry.inputs)}")
+                raise BadRequest(f"unknown input {shown(tensor.name)} for model {entry.name!r}; it takes {sorted(entry.inputs)}")
             if declared.datatype.value != tensor.datatype:
                 raise BadRequest(f"input {tensor.name!r} must be {declared.datatype.value}, got {tensor.datatype}")
             if not _shape_matches(declared.shape, tensor.shape):
@@ -178,4 +178,4 @@ def _check_against_metadata(entry: ModelEntry, request: InferRequest) -> None:
     if entry.outputs and request.outputs:
         unknown = [o.name for o in request.outputs if o.name not in entry.outputs]
         if unknown:
-            raise BadRequest(f"unknown output(s) {unknown} for model {entry.name!r}; it returns {sorted(entry.outputs)}")
+            raise BadRequest(f"unknown output(s) {shown(unknown)} for model {entry.name!r}; it returns {sorted(entry.outputs)}")

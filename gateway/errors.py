@@ -3,7 +3,33 @@
 Raise one of these anywhere on the request path (parsing, dispatch, or inside a
 runtime) and each front door turns it into its own status: an HTTP status with
 `{"error": message}` over REST, the matching status code over gRPC.
+
+A message that quotes what the client sent (a name, a shape, a parameter)
+quotes it through `shown`, so that no request can make its own error message
+long.
 """
+
+import reprlib
+
+SHOWN_LIMIT = 100  # characters of a client's value that an error message quotes
+
+# containers are shown a few levels and items deep: a list nested 1,000 deep must not exhaust the stack
+_shortened = reprlib.Repr()
+_shortened.maxlevel = 3
+_shortened.maxlist = _shortened.maxtuple = _shortened.maxdict = _shortened.maxset = 8
+_shortened.maxstring = _shortened.maxother = SHOWN_LIMIT
+
+
+def shown(value: object) -> str:
+    """A value the client sent, as an error message quotes it: its repr, cut after SHOWN_LIMIT characters.
+
+    A message echoes the client's text to help it find its mistake, never in full: a 10,000-character
+    input name would make the answer that long, and a gRPC status message travels in a trailer
+    that clients refuse past 8 KiB (they would see RESOURCE_EXHAUSTED instead of the error)."""
+    if isinstance(value, str) and len(value) > SHOWN_LIMIT:
+        return f"{value[:SHOWN_LIMIT]!r}... ({len(value)} characters)"
+    text = _shortened.repr(value)
+    return text if len(text) <= SHOWN_LIMIT else text[:SHOWN_LIMIT] + "..."
 
 
 class GatewayError(Exception):

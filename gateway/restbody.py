@@ -15,9 +15,10 @@ import numpy as np
 import orjson
 
 from . import largejson
-from .errors import BadRequest
+from .errors import BadRequest, shown
 from .tensors import (
     BYTES_ELEMENT_COST,
+    MAX_RANK,
     NUMPY_DTYPES,
     InferRequest,
     InferResponse,
@@ -77,7 +78,7 @@ def _requested_outputs(document: dict) -> Optional[list[RequestedOutput]]:
     for item in outputs:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise BadRequest("each requested output needs a name")
-        requested.append(RequestedOutput(item["name"], _parameters(item.get("parameters"), f"output {item['name']!r}")))
+        requested.append(RequestedOutput(item["name"], _parameters(item.get("parameters"), f"output {shown(item['name'])}")))
     return requested
 
 
@@ -96,8 +97,11 @@ def _request(document: dict, model_name: str, model_version: Optional[str], tens
 def parse_header_length(value: str) -> int:
     """Inference-Header-Content-Length: plain decimal digits only (int() would take "+5", "1_0" and "5 " too)."""
     if not (value.isascii() and value.isdigit()):
-        raise BadRequest(f"{HEADER_LENGTH} must be a non-negative decimal integer, got {value!r}")
-    return int(value)
+        raise BadRequest(f"{HEADER_LENGTH} must be a non-negative decimal integer, got {shown(value)}")
+    digits = value.lstrip("0") or "0"
+    if len(digits) > 20:  # longer than any body; int() refuses past 4,300 digits
+        raise BadRequest(f"{HEADER_LENGTH} is {shown(value)}, longer than any body")
+    return int(digits)
 
 
 def parse_infer_request(
@@ -131,7 +135,7 @@ async def parse_large_infer_request(
     request, pending = _build_request(large.document, memoryview(body)[json_end:], model_name, model_version, max_tensor_bytes, large)
     check(request)
     for tensor, value in pending:
-        tensor.data = await large.read(value, tensor.datatype, tensor.shape, f"input {tensor.name!r}", max_tensor_bytes)
+        tensor.data = await large.read(value, tensor.datatype, tensor.shape, f"input {shown(tensor.name)}", max_tensor_bytes)
     await large.check_unclaimed({value for _, value in pending})
     return request
 
@@ -164,7 +168,7 @@ def _build_request(
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise BadRequest("each input needs a name")
         name = item["name"]
-        where = f"input {name!r}"
+        where = f"input {shown(name)}"
         datatype = check_datatype(item.get("datatype"), where)
         shape = item.get("shape")
         count = element_count(shape, where)
@@ -262,15 +266,41 @@ def parse_infer_dict(
     names = [spec.name for spec in declared]
     for i, row in enumerate(rows):
         if set(row) != set(names):
-            raise BadRequest(f"row {i} has fields {sorted(row)}, the model takes {names}")
+            raise BadRequest(f"row {i} has fields {shown(sorted(row))}, the model takes {names}")
     tensors = []
     for spec in declared:
-        column = [row[spec.name] for row in rows]
-        shape = [len(rows), *np.shape(column[0])]
         where = f"input {spec.name!r}"
+        column = [row[spec.name] for row in rows]
+        shape = [len(rows), *_row_shape(column, where)]
         check_size(spec.datatype.value, element_count(shape, where), max_tensor_bytes, where)
         tensors.append(Tensor(spec.name, spec.datatype.value, shape, data_from_json(spec.datatype.value, shape, column, where, max_tensor_bytes), {}))
     return _request(document, model_name, model_version, tensors)
+
+
+def _row_shape(column: list, where: str) -> tuple[int, ...]:
+    """The shape of each row's value, which must be the same for every row: rows that
+    disagree would fill the tensor with elements of other rows."""
+    shapes = {_nested_shape(value, where) for value in column}
+    if len(shapes) > 1:
+        raise BadRequest(f"{where}: the rows' values have different shapes {shown(sorted(shapes))}")
+    return shapes.pop()
+
+
+def _nested_shape(value: Any, where: str) -> tuple[int, ...]:
+    """The shape of nested lists of equal lengths (a scalar: ()), level by level, without numpy:
+    numpy would turn a list holding one long string into as many copies of its length."""
+    shape: list[int] = []
+    level = [value]
+    while level and isinstance(level[0], list):
+        if not all(isinstance(item, list) and len(item) == len(level[0]) for item in level):
+            raise BadRequest(f"{where}: a row's value is a ragged nested list")
+        if len(shape) == MAX_RANK - 1:
+            raise BadRequest(f"{where}: a row's value is nested deeper than a tensor's {MAX_RANK} dimensions")
+        shape.append(len(level[0]))
+        level = [item for items in level for item in items]
+    if any(isinstance(item, list) for item in level):
+        raise BadRequest(f"{where}: a row's value is a ragged nested list")
+    return tuple(shape)
 
 
 # Binary bodies at least this large are sent as header and body writes of their
@@ -378,7 +408,7 @@ async def _copy(raw: memoryview | bytes) -> bytearray:
 async def _json_text(tensor: Tensor) -> list[bytes]:
     """The data of an output as a JSON array, in parts of JSON_STEP elements."""
     if tensor.datatype == "BYTES":
-        pieces = decode_bytes_in_steps(tensor.data, JSON_STEP, f"output {tensor.name!r}")
+        pieces = decode_bytes_in_steps(tensor.data, JSON_STEP, f"output {shown(tensor.name)}")
     else:
         flat = np.ascontiguousarray(tensor.data).ravel()
         pieces = (json_data(Tensor(tensor.name, tensor.datatype, [], flat[i : i + JSON_STEP])) for i in range(0, flat.size, JSON_STEP))

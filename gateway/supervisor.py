@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable, Optional
 
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, NotFound, shown
 from .pool import ModelPool, Router, Worker
 from .settings import MODEL_SETTINGS_FILE, ModelParameters, ModelSettings, ServerSettings, UnusableSettings, scan_model_settings
 from .types import MetadataModelResponse, MetadataTensor, State
@@ -183,11 +183,11 @@ class Supervisor:
     def get(self, name: str, version: Optional[str] = None) -> ModelEntry:
         versions = self.models.get(name)
         if not versions:
-            raise NotFound(f"model {name!r} not found")
+            raise NotFound(f"model {shown(name)} not found")
         if version is None:
             return versions[max(versions, key=_version_key)]
         if version not in versions:
-            raise NotFound(f"model {name!r} has no version {version!r}; it has {sorted(v or '' for v in versions)}")
+            raise NotFound(f"model {shown(name)} has no version {shown(version)}; it has {sorted(v or '' for v in versions)}")
         return versions[version]
 
     @property

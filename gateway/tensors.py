@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .errors import BadRequest, RuntimeFailure
+from .errors import BadRequest, RuntimeFailure, shown
 
 NUMPY_DTYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
@@ -37,6 +37,10 @@ NUMPY_DTYPES: dict[str, np.dtype] = {
 }
 DATATYPES = frozenset(NUMPY_DTYPES)
 _LENGTH = struct.Struct("<I")
+# Shapes numpy can describe: at most 32 dimensions (numpy 1's limit; numpy 2 allows 64), and even
+# an empty tensor's other dimensions may hold no more elements than numpy can count in bytes.
+MAX_RANK = 32
+MAX_EXTENT = 2**60
 # What one BYTES element costs where it is unpacked, besides its own length: its 4-byte length prefix,
 # and, in the object array of bytes a worker hands its runtime, a Python bytes object (a 33-byte
 # header, rounded up by the allocator) and an 8-byte pointer: 45-56 bytes measured (docs/PERFORMANCE.md).
@@ -78,22 +82,27 @@ class InferResponse:
 
 
 def check_datatype(datatype: Any, where: str) -> str:
-    if datatype in DATATYPES:
+    if isinstance(datatype, str) and datatype in DATATYPES:
         return datatype
     if datatype == "BF16":
         raise BadRequest(f"{where}: datatype BF16 is not supported (numpy has no bfloat16); send FP32 or FP16")
-    raise BadRequest(f"{where}: unknown datatype {datatype!r}; expected one of {', '.join(sorted(DATATYPES))}")
+    raise BadRequest(f"{where}: unknown datatype {shown(datatype)}; expected one of {', '.join(sorted(DATATYPES))}")
 
 
 def element_count(shape: Any, where: str) -> int:
     """Number of elements of a declared shape; Python ints, so no overflow."""
     if not isinstance(shape, (list, tuple)):
-        raise BadRequest(f"{where}: shape must be a list of integers, got {shape!r}")
-    count = 1
+        raise BadRequest(f"{where}: shape must be a list of integers, got {shown(shape)}")
+    if len(shape) > MAX_RANK:
+        raise BadRequest(f"{where}: shape has {len(shape)} dimensions, more than the {MAX_RANK} a tensor may have")
+    count = extent = 1
     for dim in shape:
         if type(dim) is not int or dim < 0:
-            raise BadRequest(f"{where}: shape must be a list of non-negative integers, got {list(shape)!r}")
+            raise BadRequest(f"{where}: shape must be a list of non-negative integers, got {shown(list(shape))}")
         count *= dim
+        extent *= max(dim, 1)
+    if count == 0 and extent > MAX_EXTENT:  # else the size limit refuses it, with a better reason
+        raise BadRequest(f"{where}: shape {list(shape)} has no elements, but its other dimensions are too large for any tensor")
     return count
 
 
@@ -133,10 +142,10 @@ def check_parameters(parameters: dict, where: str) -> dict:
         if key == "headers":  # gateway.types.Parameters.headers: a server's record of HTTP headers, never a scalar
             raise BadRequest(f"parameter 'headers' of {where} is reserved and cannot be sent")
         if type(value) not in (str, int, float, bool):
-            raise BadRequest(f"parameter {key!r} of {where} must be a string, number or boolean, got {value!r}")
+            raise BadRequest(f"parameter {shown(key)} of {where} must be a string, number or boolean, got {shown(value)}")
         expected = _PARAMETER_TYPES.get(key)
         if expected is not None and type(value) is not expected:
-            raise BadRequest(f"parameter {key!r} of {where} must be {_TYPE_NAMES[expected]}, got {value!r}")
+            raise BadRequest(f"parameter {key!r} of {where} must be {_TYPE_NAMES[expected]}, got {shown(value)}")
         checked[key] = value
     return checked
 
@@ -368,13 +377,16 @@ def json_numbers(values: list, datatype: str, where: str, kinds: set | None = No
     target = NUMPY_DTYPES[datatype]
     if not values:
         return np.empty(0, dtype=target)
+    kinds = set(map(type, values)) if kinds is None else kinds
+    if str in kinds:
+        # numpy would make every element a string as long as the longest: a few KiB of JSON, GiBs of memory
+        raise BadRequest(f"{where}: {datatype} data must be {'true/false' if datatype == 'BOOL' else 'numbers'}, got strings")
     parsed = np.array(values)
     kind = parsed.dtype.kind
     if datatype == "BOOL":
         if kind == "b" or (kind in "iu" and np.isin(parsed, (0, 1)).all()):
             return parsed.astype(target)
         raise BadRequest(f"{where}: BOOL data must be true/false")
-    kinds = set(map(type, values)) if kinds is None else kinds
     if bool in kinds:
         raise BadRequest(f"{where}: {datatype} data must be numbers, got true/false")
     # integers beyond 64 bits, which numpy reads as floats or objects: the exact Python ints are used
@@ -385,12 +397,13 @@ def json_numbers(values: list, datatype: str, where: str, kinds: set | None = No
             parsed = np.array([float(v) if abs(v) < 2**1024 else math.copysign(math.inf, v) for v in values])
         elif kind not in "iuf":
             raise BadRequest(f"{where}: {datatype} data must be numbers")
-        # a number beyond the type's range would silently become infinity; JSON has no NaN nor
-        # infinity, so two reductions tell whether any value is near enough to look closer
+        # a number beyond the type's range would silently become infinity: two reductions tell whether
+        # any value is near enough to look closer (gRPC's typed contents may hold infinities and NaN,
+        # which stay what they are)
         largest = _LARGEST[datatype]
         if (target.itemsize < 8 or exact) and (float(parsed.max()) > largest or float(parsed.min()) < -largest):
             with np.errstate(over="ignore"):
-                overflow = np.isinf(parsed.astype(target))
+                overflow = np.isinf(parsed.astype(target)) & np.isfinite(parsed)
             if overflow.any():
                 raise BadRequest(
                     f"{where}: {datatype} data out of range: {values[int(np.argmax(overflow))]} would become infinity "
@@ -490,10 +503,10 @@ def json_data(tensor: Tensor) -> Any:
     What JSON cannot carry (bytes that are not UTF-8, NaN, infinities) is refused, never
     changed: the client asked for a form that cannot hold the output, and binary can."""
     if tensor.datatype == "BYTES":
-        return next(decode_bytes_in_steps(tensor.data, tensor.data.count or 1, f"output {tensor.name!r}"), [])
+        return next(decode_bytes_in_steps(tensor.data, tensor.data.count or 1, f"output {shown(tensor.name)}"), [])
     flat = np.ascontiguousarray(tensor.data).ravel()
     if flat.dtype.kind == "f" and not np.isfinite(flat).all():
-        raise BadRequest(f"output {tensor.name!r} holds NaN or infinity, which JSON cannot carry; {BINARY_PLEASE}")
+        raise BadRequest(f"output {shown(tensor.name)} holds NaN or infinity, which JSON cannot carry; {BINARY_PLEASE}")
     return flat
 
 

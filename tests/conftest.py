@@ -11,10 +11,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
+import tritonclient.http as httpclient
+from tritonclient.utils import np_to_triton_dtype
+
+from gateway.transport import INLINE_BELOW
 
 ROOT = Path(__file__).resolve().parent.parent
+# a tensor of at least INLINE_BELOW (16 KiB) travels through the workers' shared-memory arenas, not
+# inline in the ZeroMQ message; the large requests of the tests are this large
+SHARED_MEMORY_BYTES = 64 * 1024
 
 
 def free_port() -> int:
@@ -126,6 +134,51 @@ class Gateway:
                 self.process.wait()
         self.log.close()
         return self.process.returncode
+
+
+def assert_serves_large(
+    gateway: "Gateway",
+    model: str,
+    inputs: dict[str, np.ndarray] | None = None,
+    expect=None,
+    version: str = "",
+    parameters: dict | None = None,
+    timeout: float = 10.0,
+) -> None:
+    """How an error-path test ends: the same model still answers, exactly and at once, a request whose
+    input tensors go through its workers' shared memory (so a worker left busy, or an arena left lent
+    to a failed request, shows here as a timeout or an error).
+
+    `inputs`: name -> array of at least 16 KiB (INLINE_BELOW), by default one FP32 input `x` of 64 KiB;
+    `expect(inputs)`: name -> the array each output must equal, by default the inputs (an echo, whose
+    outputs then go through shared memory too); `parameters`: the request's."""
+    if inputs is None:
+        inputs = {"x": np.arange(SHARED_MEMORY_BYTES // 4, dtype=np.float32).reshape(16, -1)}
+    expected = expect(inputs) if expect is not None else inputs
+    client = httpclient.InferenceServerClient(gateway.url.removeprefix("http://"), network_timeout=timeout, connection_timeout=timeout)
+    try:
+        tensors = []
+        for name, array in inputs.items():
+            assert _raw_size(array) >= INLINE_BELOW, f"input {name} is too small to go through shared memory"
+            tensor = httpclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+            tensor.set_data_from_numpy(array, binary_data=True)
+            tensors.append(tensor)
+        outputs = [httpclient.InferRequestedOutput(name, binary_data=True) for name in expected]
+        result = client.infer(model, tensors, outputs=outputs, model_version=version, parameters=parameters)
+    finally:
+        client.close()
+    for name, array in expected.items():
+        answer = result.as_numpy(name)
+        assert (answer.shape, answer.dtype) == (array.shape, array.dtype), name
+        if array.dtype == object:
+            assert answer.tolist() == array.tolist(), name
+        else:
+            assert answer.tobytes() == array.tobytes(), name
+
+
+def _raw_size(array: np.ndarray) -> int:
+    """Bytes of the tensor on the wire (BYTES: each element and its 4-byte length prefix)."""
+    return sum(4 + len(item) for item in array.ravel()) if array.dtype == object else array.nbytes
 
 
 @pytest.fixture(scope="module")

@@ -9,36 +9,59 @@ import numpy as np
 
 from gateway import MLModel, metrics
 from gateway.codecs import NumpyCodec
-from gateway.types import InferenceRequest, InferenceResponse, ResponseOutput
+from gateway.types import InferenceRequest, InferenceResponse, MetadataModelResponse, ResponseOutput
+
+
+def echoed(model: MLModel, payload: InferenceRequest) -> InferenceResponse:
+    return InferenceResponse(
+        model_name=model.name,
+        parameters={"echoed": len(payload.inputs)},
+        outputs=[
+            ResponseOutput(name=i.name, shape=i.shape, datatype=i.datatype, parameters=i.parameters, data=i.data) for i in payload.inputs
+        ],
+    )
+
+
+def asked(payload: InferenceRequest, parameter: str) -> bool:
+    """Whether the request sets `parameter` to true."""
+    return payload.parameters is not None and (payload.parameters.model_extra or {}).get(parameter) is True
 
 
 class Echo(MLModel):
     """Returns every input unchanged, under the same name (any datatype, any shape)."""
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        return InferenceResponse(
-            model_name=self.name,
-            parameters={"echoed": len(payload.inputs)},
-            outputs=[
-                ResponseOutput(name=i.name, shape=i.shape, datatype=i.datatype, parameters=i.parameters, data=i.data)
-                for i in payload.inputs
-            ],
-        )
+        return echoed(self, payload)
+
+
+class Described(Echo):
+    """An echo whose metadata() says more than its model-settings.json."""
+
+    async def metadata(self) -> MetadataModelResponse:
+        metadata = await super().metadata()
+        metadata.platform, metadata.versions = "described-by-its-runtime", ["7"]
+        return metadata
 
 
 class InPlace(MLModel):
-    """Adds 1 to its input in place, which it must not do: the input views shared memory."""
+    """Adds 1 to its input in place, which it must not do: the input views shared memory.
+    With the request parameter `copy: true` it adds 1 to a copy, as a runtime should."""
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         x = payload.inputs[0].data
+        if asked(payload, "copy"):
+            x = x.copy()
         x += 1
         return InferenceResponse(model_name=self.name, outputs=[ResponseOutput(name="x", shape=list(x.shape), datatype="FP32", data=x)])
 
 
 class Failing(MLModel):
-    """Raises inside predict, with a message the client must see."""
+    """Raises inside predict, with a message the client must see; unless the request parameter
+    `succeed` is true: then it echoes, so that a test can see the model serve after its failures."""
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        if asked(payload, "succeed"):
+            return echoed(self, payload)
         raise ValueError("this model always fails: bad luck")
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.conftest import ROOT
+from tests.conftest import assert_serves_large
 from tests.test_worker_plane import write_repository
 
 MODELS = {
@@ -69,6 +69,7 @@ def test_concurrent_requests_share_one_call_and_each_gets_its_own_rows(gateway):
         assert response.json()["id"] == f"req-{i}"
         out = outputs_of(response)
         assert out["y"] == [2 * i, 2 * i, 2 * i + 1, 2 * i + 1]  # its own two rows, doubled
+        assert {o["name"]: o["shape"] for o in response.json()["outputs"]} == {"y": [2, 2], "call": [2], "rows": [2]}
         assert out["rows"] == [12, 12]  # 6 requests x 2 rows in one call
         calls.add(out["call"][0])
     assert len(calls) == 1
@@ -88,7 +89,7 @@ def test_callers_asking_different_outputs_each_get_theirs_and_the_model_keeps_se
     everything = outputs_of(results["all"])
     assert everything.keys() == {"y", "call", "rows"} and everything["y"] == [2.0, 2.0] and everything["rows"] == [1]
     assert outputs_of(results["only-call"]).keys() == {"call"}
-    assert results["bogus"].status_code == 400 and "no output named 'bogus'" in results["bogus"].json()["error"]
+    assert results["bogus"].status_code == 400 and "no output named ['bogus']" in results["bogus"].json()["error"]
     # binary_data only changes how the answer is written: those two ran in one call, each written its own way
     assert outputs_of(results["y-json"]) == {"y": [8.0, 8.0], "rows": [2]}
     binary = results["y-binary"]
@@ -101,6 +102,11 @@ def test_callers_asking_different_outputs_each_get_theirs_and_the_model_keeps_se
     assert outputs_of(results["y-scaled"]) == {"y": [12.0, 12.0], "rows": [1]}
     after = requests.post(f"{gateway.url}/v2/models/probe/infer", data=json.dumps(body([7.0], "after")), timeout=30)
     assert outputs_of(after)["y"] == [14.0, 14.0]
+    assert_probe_serves_large(gateway, "probe")
+
+
+def assert_probe_serves_large(gateway, model: str) -> None:
+    assert_serves_large(gateway, model, expect=lambda inputs: {"y": inputs["x"] * 2})
 
 
 def test_a_batch_never_holds_more_requests_than_max_batch_size(gateway):
@@ -132,6 +138,22 @@ def test_requests_that_cannot_merge_still_succeed_apart(gateway):
     assert narrow_a["rows"] == [2]
 
 
+def test_requests_of_several_inputs_merge_when_their_first_dimensions_agree(gateway):
+    def two_inputs(request_id: str, value: float, z_rows: int) -> dict:
+        document = body([value], request_id)
+        document["inputs"].append({"name": "z", "datatype": "INT8", "shape": [z_rows, 1], "data": [[0]] * z_rows})
+        return document
+
+    # the probe reads x; z comes along. "apart" has one row of x but two of z: no batch axis to merge on
+    documents = [two_inputs("a", 1.0, 1), two_inputs("b", 2.0, 1), two_inputs("apart", 3.0, 2), two_inputs("c", 4.0, 1)]
+    results = burst_behind_a_busy_worker(gateway, "probe", documents)
+    merged = {key: outputs_of(results[key]) for key in ("a", "b", "c")}
+    assert [merged[key]["y"] for key in ("a", "b", "c")] == [[2.0, 2.0], [4.0, 4.0], [8.0, 8.0]]
+    assert {merged[key]["call"][0] for key in merged} == {merged["a"]["call"][0]} and merged["a"]["rows"] == [3]
+    apart = outputs_of(results["apart"])
+    assert apart["y"] == [6.0, 6.0] and apart["rows"] == [1] and apart["call"] != merged["a"]["call"]
+
+
 def test_a_runtime_error_fails_its_batch_and_nothing_else(gateway):
     documents = [body([1.0], "good-1"), body([-1.0], "bad"), body([2.0], "good-2"), body([5.0], "other-shape", width=3)]
     results = burst_behind_a_busy_worker(gateway, "probe", documents)
@@ -140,6 +162,7 @@ def test_a_runtime_error_fails_its_batch_and_nothing_else(gateway):
         assert results[key].json() == {"error": "ValueError: negative input"}
     assert outputs_of(results["other-shape"])["y"] == [10.0, 10.0, 10.0]
     assert outputs_of(results["blocker"])["y"] == [0.0, 0.0]
+    assert_probe_serves_large(gateway, "probe")
 
 
 def test_a_lone_request_does_not_wait_for_max_batch_time(gateway):
@@ -176,3 +199,5 @@ def test_outputs_that_ignore_the_batch_axis_are_a_clear_error(gateway):
     assert statuses[0] == 200
     merged = [r for r in results.values() if r.status_code != 200]
     assert merged and all("do not follow the batch axis" in r.json()["error"] for r in merged)
+    # alone, it is fine: one number, the sum of its input
+    assert_serves_large(gateway, "summary", expect=lambda inputs: {"sum": np.array([inputs["x"].sum()], dtype=np.float64)})

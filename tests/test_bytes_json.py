@@ -16,6 +16,7 @@ import tritonclient.http as httpclient
 
 from gateway.grpc.generated import inference_pb2 as pb
 from gateway.grpc.generated import inference_pb2_grpc as pb_grpc
+from tests.conftest import assert_serves_large
 from tests.test_worker_plane import write_repository
 
 MIB = 1024 * 1024
@@ -104,10 +105,9 @@ def binary_outputs(response: requests.Response) -> dict[str, bytes]:
 
 
 def assert_shared_memory_answer(gateway, model: str = "echo", name: str = "x") -> None:
-    """The model answers right at a size that goes through shared memory (>= 16 KiB)."""
-    elements = [bytes([i % 256]) * (i % 50) for i in range(2000)]  # ~50 KiB packed
-    answer = binary_outputs(binary_bytes_request(gateway, model, elements, name=name))
-    assert answer[name] == packed(elements)
+    """The model answers right at a size that goes through shared memory (>= 16 KiB): BYTES elements."""
+    elements = np.array([bytes([i % 256]) * (i % 50) for i in range(2000)], dtype=object)  # ~50 KiB packed
+    assert_serves_large(gateway, model, {name: elements})
 
 
 # --- round trips: every encoding carries BYTES exactly
@@ -146,7 +146,7 @@ def test_bytes_round_trip_over_grpc_typed_contents(stub, kind):
     assert response.raw_output_contents[0] == packed(ELEMENTS[kind])
 
 
-def test_many_typed_contents_are_converted_in_steps_and_arrive_exactly(stub):
+def test_many_typed_contents_are_converted_in_steps_and_arrive_exactly(gateway, stub):
     """More typed contents than one conversion step (65536) take the stepwise path."""
     elements = [str(i).encode() for i in range(100_000)]
     numbers = np.arange(-50_000, 50_000, dtype=np.int64)
@@ -161,6 +161,7 @@ def test_many_typed_contents_are_converted_in_steps_and_arrive_exactly(stub):
     with pytest.raises(grpc.RpcError) as caught:
         stub.ModelInfer(request)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "INT8 data out of range" in caught.value.details()
+    assert_shared_memory_answer(gateway)
 
 
 def test_bytes_outputs_of_a_batched_call_are_split_for_each_caller(gateway, stub):
@@ -379,6 +380,20 @@ def test_large_json_over_the_limit_is_refused_before_its_data_is_parsed(gateway)
     grown = gateway.peak_memory() - base
     assert response.status_code == 400 and "setting max_tensor_bytes" in response.json()["error"]
     assert grown < 3 * len(body), f"the front door grew by {grown / len(body):.1f} times the body"
+    assert_shared_memory_answer(gateway)
+
+
+@pytest.mark.parametrize("elements", [500, 2000], ids=["small-body", "large-body"])
+def test_bytes_content_over_the_limit_is_refused_in_small_and_large_bodies(start_gateway, tmp_path, elements):
+    """What BYTES elements hold counts against max_tensor_bytes as it is read: in one go, or in steps
+    (a body of 1 MiB or more); the shape alone (64 bytes an element) is well under the limit."""
+    limit = 512 * 1024
+    gateway = start_gateway(write_repository(tmp_path, {"echo": MODELS["echo"]}), max_tensor_bytes=limit).wait_ready()
+    body = json.dumps(json_numbers_body("BYTES", [elements], ["x" * 1500] * elements)).encode()
+    assert (len(body) >= MIB) == (elements == 2000)
+    response = post(gateway, "echo", data=body)
+    assert response.status_code == 400, response.text[:300]
+    assert "BYTES elements of" in response.json()["error"] and f"over the limit of {limit} bytes" in response.json()["error"]
     assert_shared_memory_answer(gateway)
 
 

@@ -1,6 +1,7 @@
 """The shipped config/ works as documented: the README's examples, through a real gateway."""
 
 import json
+import struct
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import requests
 import tritonclient.http as httpclient
 from sklearn.datasets import load_iris
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, assert_serves_large
 
 IRIS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 
@@ -82,6 +83,10 @@ def test_iris_mlp_infer_dict_rows(gateway):
     np.testing.assert_allclose(probabilities, expected_probabilities(IRIS), rtol=1e-5)
     bad = requests.post(f"{gateway.url}/v2/models/iris-mlp/infer_dict", json={"inputs": [{"petals": 1}]})
     assert bad.status_code == 400 and "the model takes ['features']" in bad.json()["error"]
+    # 4,096 rows (64 KiB): the two rows above, over and over, so the labels are known
+    rows = np.tile(np.array(IRIS, dtype=np.float32), (2048, 1))
+    labels = np.tile(expected_probabilities(IRIS).argmax(axis=1), 2048).astype(np.int64).reshape(-1, 1)
+    assert_serves_large(gateway, "iris-mlp", {"features": rows}, expect=lambda inputs: {"label": labels})
 
 
 def test_text_sentiment_labels_scores_and_explain(gateway):
@@ -92,6 +97,21 @@ def test_text_sentiment_labels_scores_and_explain(gateway):
     body["inputs"][0].update(shape=[1], data=["great but slow"])
     explained = requests.post(f"{gateway.url}/v2/models/text-sentiment/explain", json=body).json()
     assert json.loads(explained["outputs"][0]["data"][0]) == {"great": 2.0, "slow": -1.0}
+
+
+def test_text_sentiment_takes_a_raw_body_of_length_prefixed_strings(gateway):
+    # Inference-Header-Content-Length 0: the body is the single input's bytes, each element after its
+    # 4-byte little-endian length
+    texts = [b"I love it, great", b"", b"slow and broken"]
+    body = b"".join(struct.pack("<I", len(text)) + text for text in texts)
+    response = requests.post(f"{gateway.url}/v2/models/text-sentiment/infer", data=body, headers={"Inference-Header-Content-Length": "0"})
+    assert response.status_code == 200, response.text
+    length = int(response.headers["Inference-Header-Content-Length"])
+    label, score = json.loads(response.content[:length])["outputs"]
+    assert (label["name"], label["shape"], score["name"], score["shape"]) == ("label", [3, 1], "score", [3, 1])
+    labels = response.content[length : length + label["parameters"]["binary_data_size"]]
+    assert labels == b"".join(struct.pack("<I", len(x)) + x for x in (b"positive", b"neutral", b"negative"))
+    assert np.frombuffer(response.content[length + len(labels) :], dtype=np.float32).tolist() == [4.0, 0.0, -3.0]
 
 
 def test_text_sentiment_with_tritonclient(gateway):

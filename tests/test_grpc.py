@@ -19,8 +19,9 @@ from gateway.grpc.generated import inference_pb2 as pb
 from gateway.grpc.generated import inference_pb2_grpc as pb_grpc
 from gateway.settings import MIB, ServerSettings
 
-from .conftest import ROOT
+from .conftest import ROOT, assert_serves_large
 from .test_observability import labels, metrics_of
+from .test_rest import assert_serves_sleepy
 
 # small enough to test cheaply, large enough for a 64 MiB tensor plus its message
 LIMIT = 80 * MIB
@@ -110,21 +111,22 @@ def test_health_and_metadata(client):
     assert metadata["name"] == "inference-gateway" and "binary_tensor_data" in metadata["extensions"]
     sleepy = client.get_model_metadata("sleepy")
     assert sleepy.name == "sleepy"
-    assert [(t.name, t.datatype, list(t.shape)) for t in sleepy.inputs] == [("seconds", "FP32", [1])]
+    assert [(t.name, t.datatype, list(t.shape)) for t in sleepy.inputs] == [("seconds", "FP32", [-1])]
     assert ("pid", "INT64", [1]) in [(t.name, t.datatype, list(t.shape)) for t in sleepy.outputs]
 
 
 def test_model_config(client, stub):
     config = client.get_model_config("sleepy").config
-    assert config.name == "sleepy" and config.max_batch_size == 0
-    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [("seconds", tc.model_config_pb2.TYPE_FP32, [1])]
+    assert (config.name, config.platform, config.max_batch_size) == ("sleepy", "asyncio", 0)
+    assert client.get_model_metadata("sleepy").platform == "asyncio"
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [("seconds", tc.model_config_pb2.TYPE_FP32, [-1])]
     assert ("pid", tc.model_config_pb2.TYPE_INT64, [1]) in [(o.name, o.data_type, list(o.dims)) for o in config.output]
     with pytest.raises(grpc.RpcError) as caught:
         stub.ModelConfig(pb.ModelConfigRequest(name="no-such-model"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_unknown_model_is_not_found(client, stub):
+def test_unknown_model_is_not_found(client, stub, gateway):
     for call in (lambda: client.is_model_ready("no-such-model"), lambda: client.get_model_metadata("no-such-model")):
         with pytest.raises(InferenceServerException) as caught:
             call()
@@ -134,6 +136,7 @@ def test_unknown_model_is_not_found(client, stub):
         stub.ModelReady(pb.ModelReadyRequest(name="versioned", version="9"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert stub.ModelReady(pb.ModelReadyRequest(name="versioned", version="1")).ready is True
+    assert_serves_large(gateway, "versioned", version="1", expect=lambda inputs: {"version": np.array([b"1"], dtype=object)})
 
 
 # --- inference: raw (tritonclient) and typed contents (our stubs) ----------------------
@@ -162,6 +165,15 @@ def test_every_datatype_typed_contents(stub, datatype):
     # answers come back raw, whatever the request used
     assert len(response.raw_output_contents) == 1 and not response.outputs[0].HasField("contents")
     assert_exact(decode(response, 0), array)
+
+
+def test_the_answer_names_the_version_that_answered(stub):
+    for asked, answered in (("", "2"), ("1", "1")):  # without a version, the newest answers
+        request = pb.ModelInferRequest(model_name="versioned", model_version=asked)
+        request.inputs.add(name="x", datatype="INT8", shape=[1]).contents.int_contents.append(0)
+        response = stub.ModelInfer(request)
+        assert (response.model_name, response.model_version) == ("versioned", answered)
+        assert decode(response, 0).tolist() == [answered.encode()]
 
 
 def test_several_inputs_raw_in_order(stub):
@@ -210,7 +222,7 @@ def test_parameter_conversion():
 # --- errors ------------------------------------------------------------------------------
 
 
-def test_unknown_model_infer_is_not_found(client, stub):
+def test_unknown_model_infer_is_not_found(client, stub, gateway):
     with pytest.raises(InferenceServerException) as caught:
         client.infer("no-such-model", [fp32_input("x", np.zeros((1, 1), np.float32))])
     assert caught.value.status() == "StatusCode.NOT_FOUND"
@@ -228,14 +240,15 @@ def test_unknown_model_infer_is_not_found(client, stub):
     with pytest.raises(grpc.RpcError) as caught:
         stub.ModelInfer(pb.ModelInferRequest(inputs=[pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP33")]))
     assert (caught.value.code(), caught.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "model_name is required")
+    assert_serves_large(gateway, "versioned", version="2", expect=lambda inputs: {"version": np.array([b"2"], dtype=object)})
 
 
-def test_bad_shape_is_invalid_argument(client, stub):
-    # the model declares seconds: FP32 [1]
+def test_bad_shape_is_invalid_argument(client, stub, gateway):
+    # the model declares seconds: FP32 [-1]
     with pytest.raises(InferenceServerException) as caught:
-        client.infer("sleepy", [fp32_input("seconds", np.zeros((2,), np.float32))])
+        client.infer("sleepy", [fp32_input("seconds", np.zeros((2, 2), np.float32))])
     assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
-    assert "shape" in caught.value.message() and "[2]" in caught.value.message()
+    assert "shape" in caught.value.message() and "[2, 2]" in caught.value.message()
     # raw bytes that do not fill the declared shape
     request = pb.ModelInferRequest(model_name="echo")
     request.inputs.add(name="x", datatype="FP32", shape=[3])
@@ -244,6 +257,8 @@ def test_bad_shape_is_invalid_argument(client, stub):
         stub.ModelInfer(request)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "8 bytes" in caught.value.details() and "12" in caught.value.details()
+    assert_serves_sleepy(gateway)
+    assert_serves_large(gateway, "echo")
 
 
 @pytest.mark.parametrize(
@@ -281,13 +296,70 @@ def test_bad_shape_is_invalid_argument(client, stub):
          "parameter 'binary_data' of output 'x' must be true or false, got 'yes'"),
     ],
 )  # fmt: skip
-def test_bad_requests_are_invalid_argument(stub, build, message):
+def test_bad_requests_are_invalid_argument(stub, gateway, build, message):
     request = pb.ModelInferRequest(model_name="echo")
     build(request)
     with pytest.raises(grpc.RpcError) as caught:
         stub.ModelInfer(request)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in caught.value.details()
+    assert_serves_large(gateway, "echo")
+
+
+def raw_method(channel: grpc.Channel, rpc: str):
+    """An RPC of the service that sends bytes as they are: no serializer of ours, so anything can be sent."""
+    return channel.unary_unary(f"/inference.GRPCInferenceService/{rpc}", request_serializer=None, response_deserializer=None)
+
+
+@pytest.mark.parametrize("rpc, message_type", [("ModelInfer", "ModelInferRequest"), ("ModelMetadata", "ModelMetadataRequest"),
+                                               ("ServerReady", "ServerReadyRequest"), ("RepositoryIndex", "RepositoryIndexRequest")])
+def test_bytes_that_are_no_message_are_invalid_argument(gateway, rpc, message_type):
+    # 0xff starts a field of wire type 7, which does not exist; grpcio's own deserializer answered UNKNOWN
+    with grpc.insecure_channel(gateway.grpc_url) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            raw_method(channel, rpc)(b"\xff\xff\xff\xff garbage", timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith(f"the request is not a valid inference.{message_type} message: Error parsing message")
+    assert_serves_large(gateway, "echo")
+
+
+def test_a_message_that_does_not_parse_is_answered_in_its_stream_and_the_stream_goes_on(gateway):
+    def valid(request_id: str) -> bytes:
+        request = pb.ModelInferRequest(model_name="echo", id=request_id)
+        request.inputs.add(name="x", datatype="INT64", shape=[1]).contents.int64_contents.append(1)
+        return request.SerializeToString()
+
+    with grpc.insecure_channel(gateway.grpc_url) as channel:
+        stream = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer", request_serializer=None,
+                                       response_deserializer=pb.ModelStreamInferResponse.FromString)  # fmt: skip
+        replies = list(stream(iter([valid("before"), b"\xff\xff garbage", valid("after")]), timeout=30))
+    assert sorted(r.infer_response.id for r in replies if not r.error_message) == ["after", "before"]
+    (refused,) = [r for r in replies if r.error_message]
+    assert refused.error_message.startswith("the request is not a valid inference.ModelInferRequest message")
+    assert_serves_large(gateway, "echo")
+
+
+@pytest.mark.parametrize("name", ["n" * 10_000, "é" * 10_000], ids=["ascii", "two-byte"])
+def test_a_long_name_is_quoted_short_in_the_status(stub, gateway, name):
+    # echoed whole, the status message outgrew the 8 KiB trailer clients accept: they saw RESOURCE_EXHAUSTED
+    request = pb.ModelInferRequest(model_name="echo")
+    request.inputs.add(name=name, datatype="FP33", shape=[1])
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == f"input {name[:100]!r}... (10000 characters): unknown datatype 'FP33'; expected one of {', '.join(sorted(DATATYPES))}"
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(pb.ModelInferRequest(model_name=name))
+    assert (caught.value.code(), caught.value.details()) == (grpc.StatusCode.NOT_FOUND, f"model {name[:100]!r}... (10000 characters) not found")
+    assert_serves_large(gateway, "echo")
+
+
+def test_status_messages_are_cut_to_fit_their_trailer():
+    from gateway.grpc.server import STATUS_MESSAGE_BYTES, _status_message
+
+    assert _status_message("short é") == "short é"
+    cut = _status_message("é" * 5000)  # a runtime's own message may be that long
+    assert cut == "é" * (STATUS_MESSAGE_BYTES // 2) + "... (10000 bytes in all)"
 
 
 def test_huge_declared_shapes_are_invalid_argument_before_allocating(stub, gateway):
@@ -317,13 +389,15 @@ def test_huge_declared_shapes_are_invalid_argument_before_allocating(stub, gatew
     request = pb.ModelInferRequest(model_name="echo")
     request.inputs.add(name="x", datatype="BYTES", shape=[1]).contents.bytes_contents.append(b"still here")
     assert decode(stub.ModelInfer(request), 0).tolist() == [b"still here"]
+    assert_serves_large(gateway, "echo")
 
 
-def test_failing_model_is_internal_with_its_message(client):
+def test_failing_model_is_internal_with_its_message(client, gateway):
     with pytest.raises(InferenceServerException) as caught:
         client.infer("failing", [fp32_input("x", np.zeros((1, 1), np.float32))])
     assert caught.value.status() == "StatusCode.INTERNAL"
     assert "this model always fails: bad luck" in caught.value.message()
+    assert_serves_large(gateway, "failing", parameters={"succeed": True})
 
 
 def test_unimplemented_extensions_say_so(client):
@@ -359,7 +433,7 @@ def test_stream_of_100_matched_by_id(client):
         np.testing.assert_array_equal(got[f"s{k}"], np.full((1, 4), k, np.float32))
 
 
-def test_stream_error_answers_in_the_stream_and_the_stream_goes_on(stub):
+def test_stream_error_answers_in_the_stream_and_the_stream_goes_on(stub, gateway):
     def requests():
         for k, model in enumerate(["echo", "failing", "no-such-model", "echo"]):
             request = pb.ModelInferRequest(model_name=model, id=f"e{k}")
@@ -372,6 +446,7 @@ def test_stream_error_answers_in_the_stream_and_the_stream_goes_on(stub):
     assert replies["e3"].error_message == "" and decode(replies["e3"].infer_response, 0).tolist() == [3]
     assert "this model always fails: bad luck" in replies["e1"].error_message
     assert replies["e2"].error_message == "model 'no-such-model' not found"
+    assert_serves_large(gateway, "failing", parameters={"succeed": True})
 
 
 def test_aio_client_rpcs_stream_and_64_concurrent_calls(gateway):
@@ -418,6 +493,7 @@ def test_aio_client_rpcs_stream_and_64_concurrent_calls(gateway):
                 np.testing.assert_array_equal(got[f"a{k}"], np.full((2,), k, np.float32))
 
     asyncio.run(asyncio.wait_for(main(), 120))
+    assert_serves_large(gateway, "failing", parameters={"succeed": True})
 
 
 def test_client_deadline_and_cancelled_stream_leave_the_server_serving(stub, client, gateway):
@@ -457,6 +533,7 @@ def test_client_deadline_and_cancelled_stream_leave_the_server_serving(stub, cli
 
     assert decode(stub.ModelInfer(sleepy(0.0, "after")), 0).shape == (1,)
     assert client.is_model_ready("sleepy") and gateway.process.poll() is None
+    assert_serves_sleepy(gateway)
 
 
 # --- message size ------------------------------------------------------------------------------
@@ -481,12 +558,13 @@ def test_64_mib_tensor_then_over_the_limit_is_resource_exhausted(client, gateway
     small = client.infer("echo", [fp32_input("x", np.ones((1, 3), np.float32))])
     np.testing.assert_array_equal(small.as_numpy("x"), np.ones((1, 3), np.float32))
     assert gateway.process.poll() is None
+    assert_serves_large(gateway, "echo")
 
 
 # --- model repository (runs last: it unloads and reloads a model) --------------------------------
 
 
-def test_repository_index_unload_and_load(client):
+def test_repository_index_unload_and_load(client, gateway):
     index = client.get_model_repository_index(as_json=True)["models"]
     assert {"name": "echo", "state": "READY"}.items() <= next(m for m in index if m["name"] == "echo").items()
     assert sorted(m["version"] for m in index if m["name"] == "versioned") == ["1", "2"]
@@ -510,6 +588,7 @@ def test_repository_index_unload_and_load(client):
 
     client.load_model("failing")
     assert client.is_model_ready("failing") is True
+    assert_serves_large(gateway, "failing", parameters={"succeed": True})
 
 
 def test_gateway_log_has_no_unexpected_errors(gateway):

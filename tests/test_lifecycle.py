@@ -15,9 +15,16 @@ import pytest
 import requests
 import tritonclient.grpc as grpcclient
 
-from tests.conftest import ROOT, Gateway
+from tests.conftest import ROOT, Gateway, assert_serves_large
 from tests.test_observability import metrics_of
-from tests.test_worker_plane import grpc_sleep_request, our_shm_segments, sleep_request, workers_of, write_repository
+from tests.test_worker_plane import (
+    assert_sleepy_serves_large,
+    grpc_sleep_request,
+    our_shm_segments,
+    sleep_request,
+    workers_of,
+    write_repository,
+)
 
 ECHO = {"implementation": "tests.runtimes.Echo"}
 SLEEPY = {"implementation": "tests.runtimes.Sleepy"}
@@ -54,15 +61,6 @@ def load(gateway, model: str) -> requests.Response:
 
 def unload(gateway, model: str) -> requests.Response:
     return requests.post(f"{gateway.url}/v2/repository/models/{model}/unload", timeout=60)
-
-
-def echo_through_shared_memory(gateway, model: str = "echo") -> None:
-    """A correct answer for a 32 KiB tensor: one that travels through the workers' shared memory."""
-    data = [float(i) for i in range(8192)]
-    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [len(data)], "data": data}]}
-    response = requests.post(f"{gateway.url}/v2/models/{model}/infer", json=body, timeout=30)
-    assert response.status_code == 200, response.text
-    assert response.json()["outputs"][0]["data"] == data
 
 
 # --- raw HTTP/1.1 over a socket
@@ -126,7 +124,7 @@ def test_headers_sent_a_byte_at_a_time_get_408_and_the_connection_closes(gateway
         assert json.loads(body) == {"error": f"the request's headers did not arrive within {HEADER_TIMEOUT:g} s (header_timeout)"}
         assert closed_by_server(connection)
     assert "Traceback" not in gateway.log_text()
-    echo_through_shared_memory(gateway)
+    assert_serves_large(gateway, "echo")
 
 
 @pytest.mark.parametrize("how", ["a byte at a time", "stalled", "chunked, a byte at a time"])
@@ -145,7 +143,7 @@ def test_a_slow_body_gets_408_and_the_connection_closes(gateway, how):
         assert json.loads(body) == {"error": f"the request's body did not arrive within {BODY_TIMEOUT:g} s (body_timeout)"}
         assert closed_by_server(connection)
     assert "Traceback" not in gateway.log_text()
-    echo_through_shared_memory(gateway)
+    assert_serves_large(gateway, "echo")
 
 
 def test_the_rest_of_a_body_after_an_early_answer_is_read_against_the_same_deadline(gateway):
@@ -156,7 +154,7 @@ def test_the_rest_of_a_body_after_an_early_answer_is_read_against_the_same_deadl
         assert trickle(connection, BODY) < len(BODY)
         assert closed_by_server(connection)
     assert "Traceback" not in gateway.log_text()
-    echo_through_shared_memory(gateway)
+    assert_serves_large(gateway, "echo")
 
 
 def access_lines(gateway, status: int) -> list[str]:
@@ -180,7 +178,7 @@ def test_a_client_gone_before_its_answer_is_a_client_error_in_metrics_and_the_ac
     assert sleepy_rest("client_error") == before["client_error"] + 1
     assert sleepy_rest("server_error") == before["server_error"]
     assert "Traceback" not in gateway.log_text()
-    echo_through_shared_memory(gateway)
+    assert_sleepy_serves_large(gateway, "sleepy", worker)
 
 
 def test_a_connection_dropped_before_its_headers_are_complete_logs_one_line(gateway):
@@ -194,7 +192,7 @@ def test_a_connection_dropped_before_its_headers_are_complete_logs_one_line(gate
     # its access line, and nothing else (an earlier request's access line may have come late)
     assert [line for line in new_lines if "[gateway.access]" not in line] == [], new_lines
     assert sum("rest NONE * 499" in line for line in new_lines) == 1, new_lines
-    echo_through_shared_memory(gateway)
+    assert_serves_large(gateway, "echo")
 
 
 # --- the model repository and the readiness rule
@@ -215,7 +213,8 @@ def test_an_unload_fails_a_request_that_outlasts_the_grace_and_kills_its_worker(
     results.clear()
     sleep_request(gateway, "sleepy", 0, results).join()
     assert results[0].status_code == 200, results[0].text
-    echo_through_shared_memory(gateway)
+    (replacement,) = workers_of(gateway, "sleepy")
+    assert_sleepy_serves_large(gateway, "sleepy", replacement)
 
 
 def test_readiness_rule_start_up_failures_unloads_and_failed_loads(gateway, repository):
@@ -233,7 +232,7 @@ def test_readiness_rule_start_up_failures_unloads_and_failed_loads(gateway, repo
     assert "model twin (version None) cannot be served: model 'twin' version None is defined more than once" in log
     response = requests.get(f"{gateway.url}/v2/models/twin/ready", timeout=10)
     assert response.status_code == 503 and "defined more than once" in response.json()["reason"]
-    echo_through_shared_memory(gateway)
+    assert_serves_large(gateway, "echo")
 
     # fixed (the file; loaded by the name it declares) or removed (the duplicate) and loaded: ready
     broken_file.write_text(json.dumps({"name": "renamed", **ECHO}))
@@ -244,7 +243,7 @@ def test_readiness_rule_start_up_failures_unloads_and_failed_loads(gateway, repo
     (repository / "twin-b" / "model-settings.json").unlink()
     assert load(gateway, "twin").status_code == 200
     assert ready(gateway) == 200
-    echo_through_shared_memory(gateway, "twin")
+    assert_serves_large(gateway, "twin")
 
     # a model unloaded on purpose is not expected to be ready
     assert unload(gateway, "spare").status_code == 200
@@ -258,7 +257,7 @@ def test_readiness_rule_start_up_failures_unloads_and_failed_loads(gateway, repo
     write_repository(repository, {"spare": ECHO})
     assert load(gateway, "spare").status_code == 200
     assert ready(gateway) == 200
-    echo_through_shared_memory(gateway, "spare")
+    assert_serves_large(gateway, "spare")
 
 
 # --- start-up mistakes
@@ -340,7 +339,7 @@ def test_sigterm_drains_then_closes_the_listeners_and_answers_503_at_the_end_of_
     status, headers, _ = ask_live(kept_alive)
     assert (status, headers["connection"]) == (200, "close")
     assert closed_by_server(kept_alive)
-    echo_through_shared_memory(gateway)
+    assert_serves_large(gateway, "echo")
     # then the listeners close
     gateway.wait_for(lambda: refused(gateway.http_port) and refused(gateway.grpc_port), timeout=60, what="the listeners to close")
     assert not within, "the drain delay ended before the request within the grace"

@@ -26,6 +26,9 @@ def test_failed_load_is_unavailable_with_its_reason(gateway, model, reason):
     assert infer.status_code == 503
     assert reason in infer.json()["error"]
     assert reason in gateway.log_text()
+    # its metadata still comes from its model-settings.json
+    metadata = requests.get(f"{gateway.url}/v2/models/{model}")
+    assert metadata.status_code == 200 and metadata.json()["name"] == model
 
 
 def test_server_not_ready_but_other_models_serve(gateway):

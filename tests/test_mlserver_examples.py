@@ -14,7 +14,7 @@ from tritonclient.utils import InferenceServerException
 
 from gateway.codecs import NumpyCodec, PandasCodec, StringCodec
 from gateway.types import InferenceRequest, InferenceResponse
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SHARED_MEMORY_BYTES, assert_serves_large
 
 MODELS = ["content-type-example", "content-type-metadata", "sum-model", "dataframe", "codec-outputs"]
 
@@ -205,6 +205,8 @@ def test_dataframe_runtime_refuses_ragged_columns_and_keeps_serving(gateway):
     response = infer(gateway, "dataframe", ragged)
     assert response.status_code == 400
     assert "columns of different lengths: 'First Name' has 2 rows, 'Age' has 3" in response.json()["error"]
+    response = infer(gateway, "dataframe", {"inputs": ragged["inputs"][1:]})
+    assert response.status_code == 400 and response.json()["error"] == "model 'dataframe' needs input(s) ['First Name']"
     rows = 5000  # 20 KiB of INT32: through shared memory
     body = {"inputs": [
         {"name": "First Name", "datatype": "BYTES", "shape": [rows], "data": ["x"] * rows},
@@ -242,6 +244,8 @@ def test_numpy_codec_nan_output_over_json_asks_for_binary(gateway):
     assert response.status_code == 400 and "NaN or infinity" in response.json()["error"]
     body["inputs"][0]["data"] = [0.5, 1.0]
     assert infer(gateway, "codec-outputs", body).json()["outputs"][0]["data"] == [1.0, 2.0]
+    x = np.linspace(0, 1, SHARED_MEMORY_BYTES // 4, dtype=np.float32).reshape(-1, 1)
+    assert_serves_large(gateway, "codec-outputs", {"x": x}, expect=lambda inputs: {"y": inputs["x"] * 2})
 
 
 def test_unused_model_settings_keys_are_logged_not_fatal(gateway):

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import metrics
 from gateway.settings import ServerSettings
+from tests.conftest import SHARED_MEMORY_BYTES, assert_serves_large
 from tests.test_worker_plane import workers_of, write_repository
 
 ECHO = {"implementation": "tests.runtimes.Echo"}
@@ -187,6 +188,7 @@ def test_metrics_after_a_known_sequence(gateway):
     }
     # the new echo worker's arenas hold exactly the 64 KiB written into each; the others wrote nothing there
     assert nonzero(found["gateway_shared_memory_bytes"]) == {model_key("echo"): 2 * 65536}
+    assert_serves_large(gateway, "failing", parameters={"succeed": True})
 
 
 def nonzero(samples: dict[tuple, float]) -> dict[tuple, float]:
@@ -219,6 +221,8 @@ def test_custom_metrics_from_a_runtime(gateway):
     assert found["test_input_elements_bucket"][labels(model="scored", version="", le="2.5")] == 1
     # logged in load(), outside any request, by each of the two worker processes: each came with its READY
     assert found["test_loads_count"] == {scored: 2}
+    large = {"x": np.ones(SHARED_MEMORY_BYTES // 4, dtype=np.float32)}
+    assert_serves_large(gateway, "scored", large, expect=lambda inputs: {"n": np.array([inputs["x"].size], dtype=np.int64)})
 
 
 def test_the_metrics_sdk_checks_names_and_values():
@@ -276,6 +280,7 @@ def test_statistics_over_rest_and_grpc(gateway):
     assert "statistics" in client.get_server_metadata().extensions
     http.close()
     client.close()
+    assert_serves_large(gateway, "stats-echo")
 
 
 # --- logs
@@ -315,6 +320,7 @@ def test_access_lines_and_the_request_id_across_processes(gateway):
     # requests that are not inferences get access lines too, without a request id
     requests.get(f"{gateway.url}/v2/health/live", timeout=10)
     gateway.wait_for(lambda: any(line.get("path") == "/v2/health/live" and "request_id" not in line for line in log_lines(gateway)))
+    assert_serves_large(gateway, "logged", parameters={"succeed": True})
 
 
 def test_a_batched_call_logs_every_request_id(gateway):
@@ -336,6 +342,7 @@ def test_a_batched_call_logs_every_request_id(gateway):
     # the access line is written once the response has been sent, so a client can be a little ahead of it
     gateway.wait_for(lambda: len(access()) == 3, timeout=10, what="three access lines")
     assert access() == {"b0": 200, "b1": 500, "b2": 500}
+    assert_serves_large(gateway, "logged-batch", expect=lambda inputs: {"y": inputs["x"] * 2})
 
 
 def test_log_settings():

@@ -9,7 +9,8 @@ import requests
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SHARED_MEMORY_BYTES, assert_serves_large
+from tests.test_worker_plane import workers_of
 
 ALL_DATATYPES = {
     "BOOL": np.array([[True, False, True]]),
@@ -73,7 +74,7 @@ def test_list_models(gateway):
 def test_model_metadata_and_ready(gateway, client):
     metadata = client.get_model_metadata("sleepy")
     assert metadata["name"] == "sleepy"
-    assert metadata["inputs"] == [{"name": "seconds", "datatype": "FP32", "shape": [1]}]
+    assert metadata["inputs"] == [{"name": "seconds", "datatype": "FP32", "shape": [-1]}]
     assert metadata["outputs"][0] == {"name": "pid", "datatype": "INT64", "shape": [1]}
     assert client.is_model_ready("echo")
     assert requests.get(f"{gateway.url}/v2/models/echo/ready").json() == {"name": "echo", "ready": True}
@@ -91,6 +92,8 @@ def test_unknown_model_is_404_everywhere(gateway, client):
         assert response.status_code == 404, path
         assert "not found" in response.json()["error"] or "no version" in response.json()["error"]
     assert not client.is_model_ready("nope")
+    assert_serves_large(gateway, "echo")
+    assert_serves_large(gateway, "versioned", version="2", expect=lambda inputs: {"version": np.array([b"2"], dtype=object)})
 
 
 def test_unknown_route_and_wrong_method_answer_json(gateway):
@@ -169,6 +172,15 @@ def test_requesting_an_output_the_model_lacks_is_400(gateway):
     assert response.status_code == 400 and "zzz" in response.json()["error"]
     response = infer_json(gateway, "sleepy", {"inputs": [echo_input("seconds", "FP32", [1], [0])], "outputs": [{"name": "zzz"}]})
     assert response.status_code == 400 and "unknown output" in response.json()["error"]
+    assert_serves_large(gateway, "echo")
+    assert_serves_sleepy(gateway)
+
+
+def assert_serves_sleepy(gateway):
+    """sleepy answers a large request (it sleeps for its first element's seconds, here 0) with its worker's pid."""
+    (worker,) = workers_of(gateway, "sleepy")
+    seconds = np.zeros(SHARED_MEMORY_BYTES // 4, dtype=np.float32)
+    assert_serves_large(gateway, "sleepy", {"seconds": seconds}, expect=lambda inputs: {"pid": np.array([worker], dtype=np.int64)})
 
 
 def test_model_version_in_path_is_honoured(gateway):
@@ -282,6 +294,60 @@ def test_bad_json_requests_get_400(gateway, body, message):
     response = infer_json(gateway, "echo", body)
     assert response.status_code == 400, response.text
     assert message in response.json()["error"]
+    assert_serves_large(gateway, "echo")
+
+
+DEEP = 1000  # levels of nesting: orjson reads up to 1,024, Python's stack holds about 1,000 frames
+
+
+@pytest.mark.parametrize(
+    "model, route, text, message",
+    [
+        # a datatype that is not even a string
+        ("echo", "infer", '{"inputs": [{"name": "x", "datatype": {}, "shape": [1], "data": [1]}]}', "unknown datatype {}"),
+        ("echo", "infer", '{"inputs": [{"name": "x", "datatype": ["FP32"], "shape": [1], "data": [1]}]}', "unknown datatype ['FP32']"),
+        # data nested deeper than Python's stack
+        ("echo", "infer", '{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": %s1%s}]}' % ("[" * DEEP, "]" * DEEP),
+         "input 'x': data nested more than 64 lists deep"),
+        ("echo", "infer", '{"inputs": [{"name": "s", "datatype": "BYTES", "shape": [1], "data": %s"a"%s}]}' % ("[" * DEEP, "]" * DEEP),
+         "input 's': data nested more than 64 lists deep"),
+        # dimensions whose product overflows 64 bits, around a zero; more dimensions than numpy has
+        ("echo", "infer", '{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2147483648, 4611686018427387904, 0], "data": []}]}',
+         "input 'x': shape [2147483648, 4611686018427387904, 0] has no elements, but its other dimensions are too large for any tensor"),
+        ("echo", "infer", '{"inputs": [{"name": "x", "datatype": "FP32", "shape": [%s], "data": [1]}]}' % ", ".join(["1"] * 33),
+         "input 'x': shape has 33 dimensions, more than the 32 a tensor may have"),
+        # strings among numbers: numpy would have made every number a string as long as the longest
+        ("echo", "infer", '{"inputs": [{"name": "x", "datatype": "FP32", "shape": [5001], "data": [%s"%s"]}]}' % ("0.5, " * 5000, "x" * 20000),
+         "input 'x': FP32 data must be numbers, got strings"),
+        # infer_dict rows whose values are ragged, or of different shapes
+        ("sleepy", "infer_dict", '{"inputs": [{"seconds": ["a", ["b"]]}]}', "input 'seconds': a row's value is a ragged nested list"),
+        ("sleepy", "infer_dict", '{"inputs": [{"seconds": [0, 0]}, {"seconds": [0]}, {"seconds": [0, 0, 0]}]}',
+         "input 'seconds': the rows' values have different shapes [(1,), (2,), (3,)]"),
+        ("sleepy", "infer_dict", '{"inputs": [{"seconds": %s0%s}]}' % ("[" * DEEP, "]" * DEEP),
+         "input 'seconds': a row's value is nested deeper than a tensor's 32 dimensions"),
+        # a long name is quoted, not echoed whole
+        ("echo", "infer", '{"inputs": [{"name": "%s", "datatype": "FP33", "shape": [1], "data": [1]}]}' % ("n" * 10000),
+         "input 'nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn'... "
+         "(10000 characters): unknown datatype 'FP33'"),
+    ],
+    ids=["datatype-object", "datatype-list", "numbers-1000-deep", "bytes-1000-deep", "shape-overflow", "shape-33-dimensions",
+         "string-among-numbers", "infer-dict-ragged", "infer-dict-rows-differ", "infer-dict-1000-deep", "long-name"],
+)  # fmt: skip
+def test_what_once_was_a_500_is_a_400(gateway, model, route, text, message):
+    response = post(gateway, f"/v2/models/{model}/{route}", data=text.encode())
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"] and len(response.json()["error"]) < 500
+    if model == "echo":
+        assert_serves_large(gateway, "echo")
+    else:
+        assert_serves_sleepy(gateway)
+
+
+def test_infer_dict_needs_a_model_that_declares_its_inputs(gateway):
+    response = post(gateway, "/v2/models/echo/infer_dict", json={"inputs": [{"x": 1}]})
+    assert response.status_code == 400
+    assert response.json()["error"] == "model 'echo' declares no inputs, so infer_dict cannot order the row fields"
+    assert_serves_large(gateway, "echo")
 
 
 def test_parameters_reach_the_runtime_and_null_is_absent(gateway):
@@ -297,6 +363,7 @@ def test_malformed_json_gets_400(gateway):
     assert response.status_code == 400 and "malformed JSON" in response.json()["error"]
     response = post(gateway, "/v2/models/echo/infer", data=b"[1, 2]")
     assert response.status_code == 400 and "JSON object" in response.json()["error"]
+    assert_serves_large(gateway, "echo")
 
 
 @pytest.mark.parametrize(
@@ -308,8 +375,13 @@ def test_malformed_json_gets_400(gateway):
         (None, {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 6}}]}, [struct.pack("<I", 50) + b"ab"], "overruns"),
         (None, {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": 8}}]}, [struct.pack("<I", 4) + b"abcd"], "holds 1 elements"),
         (None, {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [3], "parameters": {"binary_data_size": 6}}]}, [struct.pack("<I", 2) + b"ab"], "6 bytes of BYTES data cannot hold the 3 elements"),
+        (None, {"inputs": [{"name": "x", "datatype": "INT8", "shape": [1], "data": [1], "parameters": {"binary_data_size": 1}}]}, [b"\x01"],
+         "input 'x' has both data and binary_data_size"),
         ("99999", {"inputs": []}, [], "body has"),
         ("abc", {"inputs": []}, [], "must be a non-negative decimal integer, got 'abc'"),
+        # Python's int() refuses strings of more than 4,300 digits
+        ("9" * 5000, {"inputs": []}, [], "Inference-Header-Content-Length is '99999"),
+        ("0" * 5000 + "1", {"inputs": []}, [], "malformed JSON"),  # 1, read as such
     ],
 )
 def test_bad_binary_requests_get_400(gateway, header_length, header, chunks, message):
@@ -319,6 +391,7 @@ def test_bad_binary_requests_get_400(gateway, header_length, header, chunks, mes
     response = post(gateway, "/v2/models/echo/infer", data=body, headers=headers)
     assert response.status_code == 400, response.text
     assert message in response.json()["error"]
+    assert_serves_large(gateway, "echo")
 
 
 def test_huge_declared_bytes_shape_is_refused_before_allocating(gateway):
@@ -343,17 +416,24 @@ def test_huge_declared_bytes_shape_is_refused_before_allocating(gateway):
     assert gateway.peak_memory() - peak < 50 * 2**20
     ok = infer_json(gateway, "echo", {"inputs": [echo_input("s", "BYTES", [1], ["still here"])]})
     assert ok.status_code == 200 and ok.json()["outputs"][0]["data"] == ["still here"]
+    assert_serves_large(gateway, "echo")
 
 
+def with_last(array: np.ndarray, value) -> np.ndarray:
+    array[-1] = value
+    return array
+
+
+# each refused output lies in the worker's shared memory while the refusal is rendered
 @pytest.mark.parametrize(
     "datatype, array, what",
     [
-        ("FP32", np.array([1, np.nan], np.float32), "NaN or infinity"),
-        ("FP16", np.array([-np.inf], np.float16), "NaN or infinity"),
-        ("BYTES", np.array([b"ok", b"\xff\xfe"], dtype=object), "bytes that are not UTF-8"),
+        ("FP32", with_last(np.ones(SHARED_MEMORY_BYTES // 4, np.float32), np.nan), "NaN or infinity"),
+        ("FP16", with_last(np.ones(SHARED_MEMORY_BYTES // 2, np.float16), -np.inf), "NaN or infinity"),
+        ("BYTES", with_last(np.array([b"ok"] * (SHARED_MEMORY_BYTES // 6), dtype=object), b"\xff\xfe"), "bytes that are not UTF-8"),
     ],
 )
-def test_outputs_json_cannot_carry_are_400_and_travel_as_binary(client, datatype, array, what):
+def test_outputs_json_cannot_carry_are_400_and_travel_as_binary(gateway, client, datatype, array, what):
     tensor = httpclient.InferInput("x", list(array.shape), datatype)
     tensor.set_data_from_numpy(array)
     with pytest.raises(InferenceServerException) as caught:
@@ -367,6 +447,7 @@ def test_outputs_json_cannot_carry_are_400_and_travel_as_binary(client, datatype
         assert result.as_numpy("x").tolist() == array.tolist()
     else:
         assert result.as_numpy("x").tobytes() == array.tobytes()
+    assert_serves_large(gateway, "echo")
 
 
 def test_header_length_is_plain_decimal_digits(gateway):
@@ -378,20 +459,23 @@ def test_header_length_is_plain_decimal_digits(gateway):
         response = post(gateway, "/v2/models/echo/infer", data=body, headers={"Inference-Header-Content-Length": value})
         assert response.status_code == 400, value
         assert response.json()["error"] == f"Inference-Header-Content-Length must be a non-negative decimal integer, got {value!r}"
+    assert_serves_large(gateway, "echo")
 
 
 def test_inputs_are_checked_against_declared_metadata(gateway):
     cases = [
         ([echo_input("minutes", "FP32", [1], [1])], "unknown input 'minutes'"),
         ([echo_input("seconds", "FP64", [1], [1])], "must be FP32"),
-        ([echo_input("seconds", "FP32", [2], [1, 2])], "must have shape [1]"),
-        # the rank counts too: a scalar or an extra axis is another shape, whatever the element count
-        ([echo_input("seconds", "FP32", [], 1)], "must have shape [1]"),
-        ([echo_input("seconds", "FP32", [1, 1], [[1]])], "must have shape [1]"),
+        # the rank counts: a scalar or an extra axis is another shape, whatever the element count
+        # (but for MLServer's rule: [N, 1] is taken for [-1])
+        ([echo_input("seconds", "FP32", [], 1)], "must have shape [-1]"),
+        ([echo_input("seconds", "FP32", [1, 2], [[1, 2]])], "must have shape [-1]"),
+        ([echo_input("seconds", "FP32", [1, 1, 1], [[[1]]])], "must have shape [-1]"),
     ]
     for inputs, message in cases:
         response = infer_json(gateway, "sleepy", {"inputs": inputs})
         assert response.status_code == 400 and message in response.json()["error"], response.text
+    assert_serves_sleepy(gateway)
 
 
 def test_runtime_exception_is_500_with_its_message_and_server_keeps_serving(gateway):
@@ -401,28 +485,32 @@ def test_runtime_exception_is_500_with_its_message_and_server_keeps_serving(gate
     ok = infer_json(gateway, "echo", {"inputs": [echo_input("x", "INT8", [1], [9])]})
     assert ok.status_code == 200 and ok.json()["outputs"][0]["data"] == [9]
     assert requests.get(f"{gateway.url}/v2/health/ready").status_code == 200
+    assert_serves_large(gateway, "failing", parameters={"succeed": True})
 
 
-def test_tritonclient_sees_errors_as_exceptions(client):
+def test_tritonclient_sees_errors_as_exceptions(gateway, client):
     tensor = httpclient.InferInput("x", [1], "INT8")
     tensor.set_data_from_numpy(np.array([1], dtype=np.int8))
     with pytest.raises(InferenceServerException, match="bad luck"):
         client.infer("failing", [tensor])
     with pytest.raises(InferenceServerException, match="not found"):
         client.infer("missing-model", [tensor])
+    assert_serves_large(gateway, "failing", parameters={"succeed": True})
 
 
 def test_explain_uses_the_runtime_hook_or_says_there_is_none(gateway):
     response = post(gateway, "/v2/models/echo/explain", json={"inputs": [echo_input("x", "INT8", [1], [1])]})
     assert response.status_code == 501
     assert "no explainer" in response.json()["error"]
+    assert_serves_large(gateway, "echo")
 
 
 def test_oversized_body_is_refused(start_gateway):
-    small = start_gateway(ROOT / "tests" / "repository", max_request_bytes=1024).wait_ready(["echo"])
-    response = infer_json(small, "echo", {"inputs": [echo_input("x", "INT32", [1000], list(range(1000)))]})
+    small = start_gateway(ROOT / "tests" / "repository", max_request_bytes=SHARED_MEMORY_BYTES + 1024).wait_ready(["echo"])
+    response = infer_json(small, "echo", {"inputs": [echo_input("x", "INT32", [20000], list(range(20000)))]})
     assert response.status_code == 413 and "error" in response.json()
     assert infer_json(small, "echo", {"inputs": [echo_input("x", "INT8", [1], [1])]}).status_code == 200
+    assert_serves_large(small, "echo")
 
 
 def test_large_binary_tensor_round_trips(client):

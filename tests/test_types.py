@@ -100,6 +100,7 @@ def test_an_ndarray_is_never_read_element_by_element_to_be_kept():
     (11x its size, 217 ms for 16 MiB) only to keep the array."""
     array = np.arange(6, dtype=np.float32).reshape(2, 3).view(_CountedIterations)
     assert ResponseOutput(name="y", shape=[2, 3], datatype="FP32", data=array).data.root is array
+    assert TensorData(array).root is array and TensorData(root=array).root is array
     assert _CountedIterations.iterations == 0
 
 

@@ -16,7 +16,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SHARED_MEMORY_BYTES, assert_serves_large
 
 MODELS = {
     "echo": {"implementation": "tests.runtimes.Echo"},
@@ -24,6 +24,7 @@ MODELS = {
     "sleepy": {"implementation": "tests.runtimes.Sleepy", "parallel_workers": 2},
     "sleepy1": {"implementation": "tests.runtimes.Sleepy"},
     "configured": {"implementation": "tests.runtimes.Configured", "parameters": {"extra": {"answer": "one"}}},
+    "described": {"implementation": "tests.runtimes.Described", "platform": "from-settings"},
     "slowload": {"implementation": "tests.runtimes.SlowLoad", "parameters": {"extra": {"load_seconds": 30}}},
     "slowunload": {"implementation": "tests.runtimes.SlowUnload", "parameters": {"extra": {"unload_seconds": 3}}},
 }
@@ -44,7 +45,7 @@ def repository(tmp_path_factory):
 @pytest.fixture(scope="module")
 def gateway(start_gateway, repository):
     gateway = start_gateway(repository, heartbeat_interval=0.2, heartbeat_timeout=1.5, restart_backoff=0.1, request_timeout=20)
-    return gateway.wait_ready(["echo", "inplace", "sleepy", "sleepy1", "configured"])
+    return gateway.wait_ready(["echo", "inplace", "sleepy", "sleepy1", "configured", "described"])
 
 
 def children(pid: int) -> dict[int, str]:
@@ -110,12 +111,26 @@ def sleep_request(gateway, model: str, seconds: float, results: list) -> threadi
     return thread
 
 
+def assert_sleepy_serves_large(gateway, model: str, worker: int) -> None:
+    """The model (a Sleepy runtime) answers a large request at once (it sleeps its first element's seconds: 0), from `worker`."""
+    seconds = np.zeros(SHARED_MEMORY_BYTES // 4, dtype=np.float32)
+    assert_serves_large(gateway, model, {"seconds": seconds}, expect=lambda inputs: {"pid": np.array([worker], dtype=np.int64)})
+
+
 def infer_echo(gateway, value: int = 1) -> dict:
     body = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [1], "data": [value]}]}
     return requests.post(f"{gateway.url}/v2/models/echo/infer", json=body, timeout=30).json()
 
 
 # --- shared memory
+
+
+def test_model_metadata_is_the_runtimes_own(gateway):
+    # the runtime's metadata() answers, not model-settings.json (which says platform "from-settings")
+    metadata = requests.get(f"{gateway.url}/v2/models/described", timeout=10).json()
+    assert (metadata["platform"], metadata["versions"]) == ("described-by-its-runtime", ["7"])
+    with grpcclient.InferenceServerClient(gateway.grpc_url) as client:
+        assert client.get_model_metadata("described").platform == "described-by-its-runtime"
 
 
 def test_large_tensors_travel_through_shared_memory(gateway):
@@ -134,6 +149,16 @@ def test_large_tensors_travel_through_shared_memory(gateway):
     assert our_shm_segments() == []
 
 
+def test_several_large_tensors_of_one_request_lie_side_by_side_in_shared_memory(gateway):
+    rng = np.random.default_rng(3)
+    inputs = {
+        "a": rng.random(SHARED_MEMORY_BYTES // 4, dtype=np.float32),
+        "b": rng.integers(0, 2**62, SHARED_MEMORY_BYTES // 8 + 3, dtype=np.int64),  # an odd size: the next one is aligned
+        "c": np.array([b"%d" % i * 7 for i in range(5000)], dtype=object),
+    }
+    assert_serves_large(gateway, "echo", inputs)
+
+
 @pytest.mark.parametrize("elements", [4, 1024 * 1024])  # inline in the message; in shared memory
 def test_inputs_are_read_only_for_the_runtime(gateway, elements):
     (worker,) = workers_of(gateway, "inplace")
@@ -146,6 +171,8 @@ def test_inputs_are_read_only_for_the_runtime(gateway, elements):
     assert "ValueError: output array is read-only" in response.json()["error"]
     assert workers_of(gateway, "inplace") == [worker]  # the worker lives on
     assert infer_echo(gateway, 4)["outputs"][0]["data"] == [4]
+    large = {"x": np.zeros(SHARED_MEMORY_BYTES // 4, dtype=np.float32)}
+    assert_serves_large(gateway, "inplace", large, expect=lambda inputs: {"x": inputs["x"] + 1}, parameters={"copy": True})
 
 
 # --- parallel inference
@@ -167,16 +194,23 @@ def test_two_workers_serve_two_requests_at_the_same_time(gateway):
 
 def test_kill_9_during_a_request_fails_it_at_once_and_the_worker_comes_back(gateway):
     (victim,) = workers_of(gateway, "sleepy1")
+    from tests.test_observability import labels, metrics_of  # here: that module imports this one
+
     results: list = []
     started = started_in(gateway, victim)
-    thread = sleep_request(gateway, "sleepy1", 15.0, results)
+    running = sleep_request(gateway, "sleepy1", 15.0, results)
     gateway.wait_for(started, what="the request to reach the worker")
+    queued: list = []
+    waiting = sleep_request(gateway, "sleepy1", 0.0, queued)  # behind the running one: the only worker is busy
+    gateway.wait_for(lambda: metrics_of(gateway)["gateway_inflight_requests"][labels(model="sleepy1", version="")] == 2)
     os.kill(victim, signal.SIGKILL)
-    thread.join(timeout=10)
-    assert not thread.is_alive(), "the request hung after its worker died"
+    for thread in (running, waiting):
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "a request hung after its worker died"
     (response,) = results
     assert response.status_code == 503
     assert "stopped during the request" in response.json()["error"]
+    assert queued[0].status_code == 503 and "has no running worker" in queued[0].json()["error"]
     assert infer_echo(gateway, 5)["outputs"][0]["data"] == [5]  # other models kept serving
     gateway.wait_ready(["sleepy1"], timeout=30)
     (replacement,) = workers_of(gateway, "sleepy1")
@@ -184,6 +218,7 @@ def test_kill_9_during_a_request_fails_it_at_once_and_the_worker_comes_back(gate
     results.clear()
     sleep_request(gateway, "sleepy1", 0.01, results).join()
     assert results[0].json()["outputs"][0]["data"] == [replacement]
+    assert_sleepy_serves_large(gateway, "sleepy1", replacement)
 
 
 def test_a_hung_worker_is_killed_and_replaced(gateway):
@@ -193,6 +228,7 @@ def test_a_hung_worker_is_killed_and_replaced(gateway):
     gateway.wait_ready(["echo"], timeout=30)
     assert infer_echo(gateway, 8)["outputs"][0]["data"] == [8]
     assert "is hung; killing it" in gateway.log_text()
+    assert_serves_large(gateway, "echo")
 
 
 def test_no_arena_outlives_its_worker(gateway):
@@ -248,16 +284,22 @@ def test_unload_during_load_stops_the_loading_worker(gateway):
 
 
 def test_unload_drains_in_flight_requests_then_calls_unload(gateway):
+    from tests.test_observability import labels, metrics_of  # here: that module imports this one
+
     (worker,) = workers_of(gateway, "sleepy1")
     results: list = []
     started = started_in(gateway, worker)
-    thread = sleep_request(gateway, "sleepy1", 1.0, results)
+    threads = [sleep_request(gateway, "sleepy1", 1.0, results)]
     gateway.wait_for(started, what="the request to reach the worker")
+    threads.append(sleep_request(gateway, "sleepy1", 0.0, results))  # queued behind the first: the only worker is busy
+    in_flight = lambda: metrics_of(gateway)["gateway_inflight_requests"][labels(model="sleepy1", version="")]  # noqa: E731
+    gateway.wait_for(lambda: in_flight() == 2, what="the second request to queue")
     unload = requests.post(f"{gateway.url}/v2/repository/models/sleepy1/unload", timeout=30)
-    thread.join()
+    for thread in threads:
+        thread.join()
     assert unload.status_code == 200
-    assert results[0].status_code == 200  # the in-flight request finished
-    assert results[0].json()["outputs"][0]["data"] == [worker]
+    # the running request and the one queued behind it both finished
+    assert [(r.status_code, r.json()["outputs"][0]["data"]) for r in results] == [(200, [worker])] * 2
     assert f"sleepy {worker} unload() called" in gateway.log_text()
     assert workers_of(gateway, "sleepy1") == []
     ready = requests.get(f"{gateway.url}/v2/models/sleepy1/ready")
@@ -478,6 +520,7 @@ def test_client_gone_mid_request_releases_the_worker(gateway):
         # closed before reading the answer
     # echo has one worker: had its output arena stayed lent, this would wait for request_timeout
     assert infer_echo(gateway, 3)["outputs"][0]["data"] == [3]
+    assert_serves_large(gateway, "echo")
 
 
 def test_a_timed_out_request_is_504_and_the_model_recovers(start_gateway, tmp_path):
@@ -494,3 +537,5 @@ def test_a_timed_out_request_is_504_and_the_model_recovers(start_gateway, tmp_pa
     results.clear()
     sleep_request(gateway, "sleepy", 0.0, results).join()
     assert results[0].status_code == 200
+    (worker,) = workers_of(gateway, "sleepy")
+    assert_sleepy_serves_large(gateway, "sleepy", worker)

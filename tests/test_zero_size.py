@@ -18,8 +18,9 @@ from tests.test_grpc import CONTENTS, NUMPY, assert_exact, decode
 from tests.test_worker_plane import write_repository
 
 DATATYPES = sorted(NUMPY)
-# rank 0 (a scalar: one element) and ranks 1-5 with a zero somewhere
-SHAPES = [[], [0], [0, 16], [2, 0, 3], [1, 3, 0, 2], [2, 1, 1, 1, 0]]
+# rank 0 (a scalar: one element) and ranks 1-5 with a zero somewhere; no elements, but 2**40 rows
+# (nothing may walk the rows of an empty tensor: a runtime's ResponseOutput once did, without end)
+SHAPES = [[], [0], [0, 16], [2, 0, 3], [1, 3, 0, 2], [2, 1, 1, 1, 0], [2**40, 0]]
 ENCODINGS = ["rest-json", "rest-binary", "grpc-raw", "grpc-typed"]
 LARGE = 64 * 1024  # FP32 elements: 256 KiB, through the shared-memory arenas
 

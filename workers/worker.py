@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from gateway import logs, metrics, transport
 from gateway.codecs.utils import tensor_data
-from gateway.errors import BadRequest, GatewayError, RuntimeFailure
+from gateway.errors import BadRequest, GatewayError, RuntimeFailure, shown
 from gateway.model import MLModel
 from gateway.runtimes import resolve_implementation
 from gateway.settings import ModelSettings
@@ -122,7 +122,7 @@ def select_outputs(response: Any, requested: list[RequestedOutput] | None, batch
     else:
         missing = [o.name for o in requested if o.name not in produced]
         if missing:
-            raise BadRequest(f"the model has no output named {', '.join(map(repr, missing))}; it returns {sorted(produced)}")
+            raise BadRequest(f"the model has no output named {shown(missing)}; it returns {sorted(produced)}")
         chosen = [produced[o.name] for o in requested]
     tensors = []
     for out in chosen:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ..errors import BadRequest
+from ..errors import BadRequest, shown
 from ..tensors import (
     DataBuilder,
     InferRequest,
@@ -115,7 +115,7 @@ def parse_infer_request(message: pb.ModelInferRequest, max_tensor_bytes: int) ->
     for i, item in enumerate(message.inputs):
         if not item.name:
             raise BadRequest(f"input {i} needs a name")
-        where = f"input {item.name!r}"
+        where = f"input {shown(item.name)}"
         datatype = check_datatype(item.datatype, where)
         shape = list(item.shape)
         check_size(datatype, element_count(shape, where), max_tensor_bytes, where)
@@ -130,7 +130,7 @@ def parse_infer_request(message: pb.ModelInferRequest, max_tensor_bytes: int) ->
             pending.append(tensors[-1])
     if len({t.name for t in tensors}) != len(tensors):
         raise BadRequest("input names must be unique")
-    outputs = [RequestedOutput(o.name, _checked_parameters(o.parameters, f"output {o.name!r}")) for o in message.outputs]
+    outputs = [RequestedOutput(o.name, _checked_parameters(o.parameters, f"output {shown(o.name)}")) for o in message.outputs]
     request = InferRequest(
         model_name=message.model_name,
         model_version=message.model_version or None,
@@ -147,7 +147,7 @@ async def convert_contents(message: pb.ModelInferRequest, pending: list[Tensor],
     items = {item.name: item for item in message.inputs}
     for tensor in pending:
         contents = getattr(items[tensor.name].contents, CONTENTS_FIELD[tensor.datatype])
-        builder = DataBuilder(tensor.datatype, tensor.shape, f"input {tensor.name!r}", max_tensor_bytes)
+        builder = DataBuilder(tensor.datatype, tensor.shape, f"input {shown(tensor.name)}", max_tensor_bytes)
         for start in range(0, len(contents), CONTENTS_STEP):
             builder.add(contents[start : start + CONTENTS_STEP])
             await asyncio.sleep(0)

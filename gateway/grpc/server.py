@@ -5,6 +5,10 @@ with its status code (`.grpc_code`) and message: NOT_FOUND unknown model or
 version, INVALID_ARGUMENT bad input, UNAVAILABLE not ready, INTERNAL runtime
 error. Messages over `grpc_max_message_bytes` are refused by gRPC itself with
 RESOURCE_EXHAUSTED.
+
+The service's handlers are registered with deserializers of ours: a message
+that does not parse is the client's fault (INVALID_ARGUMENT), where grpcio's
+own deserialization would answer UNKNOWN before any handler runs.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ import asyncio
 import functools
 import logging
 import time
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from .. import logs
 from ..dataplane import DataPlane
@@ -36,8 +41,42 @@ SERVICE_PATH = f"/{SERVICE}/"
 INFERENCE_RPCS = ("ModelInfer", "ModelStreamInfer")  # counted in the request metrics of their model
 
 
+# a status message travels in a trailer, which clients refuse past 8 KiB: percent-encoded,
+# a byte may take three, so longer messages (a runtime's, say) are cut
+STATUS_MESSAGE_BYTES = 2048
+
+
 def _internal(exc: Exception) -> str:
     return f"internal error: {type(exc).__name__}: {exc}"
+
+
+def _status_message(message: str) -> str:
+    encoded = message.encode()
+    if len(encoded) <= STATUS_MESSAGE_BYTES:
+        return message
+    return encoded[:STATUS_MESSAGE_BYTES].decode(errors="ignore") + f"... ({len(encoded)} bytes in all)"
+
+
+class Malformed:
+    """What our deserializer makes of bytes that are not a valid message of the RPC's request type."""
+
+    def __init__(self, message_type: type, error: DecodeError):
+        self.error = BadRequest(f"the request is not a valid {message_type.DESCRIPTOR.full_name} message: {error}")
+
+
+def _deserializer(message_type) -> Callable[[bytes], object]:
+    def deserialize(data: bytes):
+        try:
+            return message_type.FromString(data)
+        except DecodeError as exc:
+            return Malformed(message_type, exc)
+
+    return deserialize
+
+
+def _check_parsed(request) -> None:
+    if isinstance(request, Malformed):
+        raise request.error
 
 
 def unary(method):
@@ -48,10 +87,11 @@ def unary(method):
     async def wrapper(self, request, context: grpc.aio.ServicerContext):
         started, http_status, code = time.perf_counter_ns(), 200, grpc.StatusCode.OK
         try:
+            _check_parsed(request)
             return await method(self, request, context)
         except GatewayError as exc:
             http_status, code = exc.http_status, getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
-            await context.abort(code, exc.message)
+            await context.abort(code, _status_message(exc.message))
         except asyncio.CancelledError:
             # the client cancelled or its deadline passed: unanswered, and the client's doing
             # (499: "client closed request", a 4xx for the metrics), not a success
@@ -60,7 +100,7 @@ def unary(method):
         except Exception as exc:
             http_status, code = 500, grpc.StatusCode.INTERNAL
             log.exception("unexpected error in %s", method.__name__)
-            await context.abort(code, _internal(exc))
+            await context.abort(code, _status_message(_internal(exc)))
         finally:
             self.answered(method.__name__, request, http_status, code, started)
 
@@ -120,6 +160,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _infer(self, request: pb.ModelInferRequest) -> bytes:
         """The serialized answer (convert.render_infer_response)."""
+        _check_parsed(request)  # a stream's message
         if not request.model_name:
             raise BadRequest("model_name is required")
         # an unknown model or version is NOT_FOUND whatever its inputs, as over REST
@@ -151,7 +192,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     log.exception("unexpected error in ModelStreamInfer")
                     exc = GatewayError(_internal(exc))
                 http_status, code = exc.http_status, getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
-                echo = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version, id=request.id)
+                echo = pb.ModelInferResponse()
+                if not isinstance(request, Malformed):
+                    echo = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version, id=request.id)
                 reply = pb.ModelStreamInferResponse(error_message=exc.message, infer_response=echo)
             finally:
                 slots.release()
@@ -229,7 +272,8 @@ def _no_repository_parameters(request, allowed: frozenset = frozenset()) -> None
 
 def _handlers(servicer: InferenceServicer) -> dict[str, grpc.RpcMethodHandler]:
     """The service's method handlers, from its descriptor (as the generated registration builds them),
-    but for the inference RPCs' answers: rendered serialized already (convert.render_infer_response)."""
+    but for our deserializer (a message that does not parse is INVALID_ARGUMENT) and the inference
+    RPCs' answers: rendered serialized already (convert.render_infer_response)."""
     handlers = {}
     for method in pb.DESCRIPTOR.services_by_name[SERVICE.rpartition(".")[2]].methods:
         request, response = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
@@ -237,7 +281,7 @@ def _handlers(servicer: InferenceServicer) -> dict[str, grpc.RpcMethodHandler]:
         handler = grpc.stream_stream_rpc_method_handler if method.client_streaming else grpc.unary_unary_rpc_method_handler
         handlers[method.name] = handler(
             getattr(servicer, method.name),
-            request_deserializer=request.FromString,
+            request_deserializer=_deserializer(request),
             response_serializer=convert.serialize if method.name in INFERENCE_RPCS else response.SerializeToString,
         )
     return handlers
