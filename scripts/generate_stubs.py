@@ -1,4 +1,4 @@
-"""Generate the committed gRPC stubs (gateway/grpc/generated/) from protos/inference.proto.
+"""Generate the committed gRPC stubs (gateway/protocol/generated/) from protos/inference.proto.
 
     python scripts/generate_stubs.py           # rewrite the stubs after editing the .proto
     python scripts/generate_stubs.py --check   # exit 1 if the committed stubs are not what it generates (CI)
@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO = ROOT / "protos" / "inference.proto"
-STUBS = ROOT / "gateway" / "grpc" / "generated"
+STUBS = ROOT / "gateway" / "protocol" / "generated"
 TOOLS = "grpcio-tools==1.66.2"  # protoc 5.27.2; see the module docstring before changing it
 FILES = ("__init__.py", "inference_pb2.py", "inference_pb2.pyi", "inference_pb2_grpc.py")
 

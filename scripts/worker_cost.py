@@ -23,10 +23,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway import MLModel, transport  # noqa: E402
+from gateway import MLModel  # noqa
+from gateway.wire import messages as transport  # noqa: E402
 from gateway.codecs import NumpyCodec  # noqa: E402
 from gateway.settings import ModelSettings  # noqa: E402
-from gateway.tensors import InferRequest, Tensor  # noqa: E402
+from gateway.wire.datatypes import InferRequest, Tensor  # noqa: E402
 from gateway.types import InferenceResponse  # noqa: E402
 from workers.worker import load_runtime, run  # noqa: E402
 

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import largejson, restbody
+from gateway.frontdoor.rest import body as restbody, largejson
 from gateway.errors import BadRequest
-from gateway.tensors import PackedBytes, Tensor, InferRequest, InferResponse, pack_bytes, unpack_bytes
+from gateway.wire.datatypes import PackedBytes, Tensor, InferRequest, InferResponse, pack_bytes, unpack_bytes
 
 DATATYPES = ["BOOL", "UINT8", "INT8", "INT32", "UINT64", "INT64", "FP16", "FP32", "FP64", "BYTES"]
 
@@ -173,7 +173,7 @@ def test_an_answer_json_cannot_carry_is_refused_in_steps_too(monkeypatch):
 @settings(max_examples=200, deadline=None)
 @given(elements=st.lists(st.binary(max_size=40), max_size=60), block=st.sampled_from([1, 2, 3, 65536]))
 def test_bytes_pack_and_unpack_exactly(elements, block):
-    import gateway.tensors as tensors
+    import gateway.wire.datatypes as tensors
 
     tensors._PACK_BLOCK, saved = block, tensors._PACK_BLOCK  # elements packed a block at a time
     try:

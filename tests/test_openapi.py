@@ -15,8 +15,8 @@ from openapi_spec_validator import validate
 from sanic import Sanic
 from schemathesis.checks import negative_data_rejection, not_a_server_error, response_schema_conformance, status_code_conformance
 
-from gateway.apidoc import spec
-from gateway.server import build
+from gateway.frontdoor.rest.apidoc import spec
+from gateway.frontdoor.server import build
 from gateway.settings import ServerSettings
 from tests.conftest import ROOT
 from tests.test_examples import iris_rows

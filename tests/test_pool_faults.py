@@ -16,12 +16,12 @@ import threading
 import numpy as np
 import pytest
 
-from gateway import pool as pool_module
-from gateway import transport
+from gateway.control import pool as pool_module
+from gateway.wire import messages as transport
 from gateway.errors import BadRequest, GatewayError
 from gateway.settings import ServerSettings
-from gateway.supervisor import Supervisor
-from gateway.tensors import InferRequest, Tensor
+from gateway.control.models import Supervisor
+from gateway.wire.datatypes import InferRequest, Tensor
 from tests.conftest import ROOT
 from tests.test_worker_plane import write_repository
 

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.errors import BadRequest
-from gateway.tensors import InferRequest, RequestedOutput, Tensor
+from gateway.wire.datatypes import InferRequest, RequestedOutput, Tensor
 from gateway.types import (
     Datatype,
     InferenceRequest,

@@ -27,15 +27,16 @@ from typing import Any
 import zmq
 from pydantic import ValidationError
 
-from gateway import logs, metrics, transport
+from gateway import logs, metrics
+from gateway.wire import messages as transport
 from gateway.codecs.utils import tensor_data
 from gateway.errors import BadRequest, GatewayError, RuntimeFailure, shown
 from gateway.model import MLModel
 from gateway.runtimes import resolve_implementation
 from gateway.settings import ModelSettings
-from gateway.shm import Arena
-from gateway.zmqio import LoopSocket
-from gateway.tensors import InferRequest, PackedBytes, RequestedOutput, Tensor, array_from_output, unpack_bytes
+from gateway.wire.arena import Arena
+from gateway.wire.sockets import LoopSocket
+from gateway.wire.datatypes import InferRequest, PackedBytes, RequestedOutput, Tensor, array_from_output, unpack_bytes
 from gateway.types import Datatype, InferenceRequest, InferenceResponse, Parameters, RequestInput, RequestOutput
 
 log = logging.getLogger("gateway.worker")

@@ -34,8 +34,8 @@ from typing import Any, AsyncIterator
 import numpy as np
 import orjson
 
-from .errors import BadRequest
-from .tensors import DataBuilder, PackedBytes, data_from_json, flatten
+from ...errors import BadRequest
+from ...wire.datatypes import DataBuilder, PackedBytes, data_from_json, flatten
 
 LARGE_JSON = 1024 * 1024  # JSON from this size takes this path (docs/PERFORMANCE.md: where it starts to pay)
 HEADER_LIMIT = LARGE_JSON  # what a large body may hold besides its data values

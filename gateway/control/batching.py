@@ -2,7 +2,7 @@
 they are merged along the batch axis (axis 0), and how the outputs are split
 back so that each caller gets exactly its own rows.
 
-The pool (gateway/pool.py) decides when a batch leaves; this module only
+The pool (gateway/control/pool.py) decides when a batch leaves; this module only
 knows tensors.
 """
 
@@ -12,8 +12,8 @@ from typing import Hashable, Optional
 
 import numpy as np
 
-from .errors import RuntimeFailure
-from .tensors import InferRequest, PackedBytes, Tensor
+from ..errors import RuntimeFailure
+from ..wire.datatypes import InferRequest, PackedBytes, Tensor
 
 # parameters that only tell the front door how to write the answer
 _FRONT_DOOR_PARAMETERS = frozenset({"binary_data_output"})

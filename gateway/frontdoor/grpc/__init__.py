@@ -4,7 +4,7 @@ Process layout: `gateway start` runs ONE front-door process. Sanic owns its
 event loop (uvloop); the REST server and this gRPC server (`grpc.aio`) both
 run on that loop, started in a `before_server_start` listener and stopped
 gracefully from a `before_server_stop` listener, while Sanic drains REST
-(gateway/server.py). Both call
+(gateway/frontdoor/server.py). Both call
 the same `DataPlane`, which hands requests to the model worker processes;
 nothing about models is decided here.
 

@@ -12,7 +12,7 @@ Kinds, worker -> gateway: READY (loaded; header has metadata), FAILED (load
 failed; header has the reason), REPLY (outputs), ERROR (status and message), PONG.
 
 READY, REPLY, ERROR and PONG headers carry a "report" for the gateway's
-metrics (gateway/observability.py): "times", a reply's [input, infer, output]
+metrics (gateway/control/stats.py): "times", a reply's [input, infer, output]
 stage times in ns; "register" and "log", the runtime's custom metrics
 (gateway/metrics.py) noted since the worker's previous message.
 """
@@ -23,9 +23,9 @@ from typing import Any, Sequence
 
 import orjson
 
-from .errors import GatewayError, from_status
-from .shm import Arena, aligned
-from .tensors import InferRequest, PackedBytes, RequestedOutput, Tensor, array_from_raw, raw_bytes
+from ..errors import GatewayError, from_status
+from .arena import Arena, aligned
+from .datatypes import InferRequest, PackedBytes, RequestedOutput, Tensor, array_from_raw, raw_bytes
 
 INFER = b"infer"
 EXPLAIN = b"explain"

@@ -15,8 +15,8 @@ import numpy as np
 import orjson
 
 from . import largejson
-from .errors import BadRequest, shown
-from .tensors import (
+from ...errors import BadRequest, shown
+from ...wire.datatypes import (
     BYTES_ELEMENT_COST,
     MAX_RANK,
     NUMPY_DTYPES,
@@ -35,7 +35,7 @@ from .tensors import (
     json_data,
     raw_bytes,
 )
-from .types import MetadataTensor
+from ...types import MetadataTensor
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -127,7 +127,7 @@ async def parse_large_infer_request(
     max_tensor_bytes: int,
     check: Callable[[InferRequest], None],
 ) -> InferRequest:
-    """The same for LARGE_JSON bytes of JSON or more (gateway/largejson.py): everything but the
+    """The same for LARGE_JSON bytes of JSON or more (gateway/frontdoor/rest/largejson.py): everything but the
     data is read and checked first, `check` included (the model's declared inputs), then the
     data is converted in chunks, yielding to the event loop between them."""
     json_end = _json_end(body, header_length)

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .errors import BadRequest, RuntimeFailure, shown
+from ..errors import BadRequest, RuntimeFailure, shown
 
 NUMPY_DTYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
@@ -307,7 +307,7 @@ def array_from_raw(datatype: str, shape: list[int], buf: memoryview | bytes, whe
 
 # --- JSON data: flat or nested lists, read in row-major order; only the element count must match
 # the shape (as Triton reads them). The rules for each element are the same whatever part of the
-# data a call converts, so a large body converted in chunks (gateway/largejson.py) gets the same
+# data a call converts, so a large body converted in chunks (gateway/frontdoor/rest/largejson.py) gets the same
 # arrays, and the same refusals, as the whole data at once.
 
 _LARGEST = {datatype: float(np.finfo(dtype).max) for datatype, dtype in NUMPY_DTYPES.items() if dtype.kind == "f"}

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Iterator, Optional
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from .types import State
+from ..types import State
 
 if TYPE_CHECKING:
-    from .supervisor import Supervisor
+    from .models import Supervisor
 
 log = logging.getLogger("gateway.metrics")
 

@@ -12,12 +12,14 @@ import itertools
 import uuid
 from typing import Callable, Optional, TypeVar
 
-from . import logs, observability, transport
-from .errors import BadRequest, NotFound, NotSupported, Unavailable, shown
-from .settings import ServerSettings
-from .supervisor import ModelEntry, Supervisor
-from .tensors import InferRequest, InferResponse
-from .types import MetadataTensor, State
+from .. import logs
+from ..control import stats as observability
+from ..wire import messages as transport
+from ..errors import BadRequest, NotFound, NotSupported, Unavailable, shown
+from ..settings import ServerSettings
+from ..control.models import ModelEntry, Supervisor
+from ..wire.datatypes import InferRequest, InferResponse
+from ..types import MetadataTensor, State
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
 

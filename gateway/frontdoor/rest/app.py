@@ -17,11 +17,13 @@ from sanic import Request, Sanic
 from sanic.exceptions import RequestCancelled, SanicException
 from sanic.response import HTTPResponse
 
-from . import apidoc, logs, observability
-from .dataplane import DataPlane
-from .errors import BadRequest, GatewayError
+from ... import logs
+from ...control import stats as observability
+from . import apidoc
+from ..dataplane import DataPlane
+from ...errors import BadRequest, GatewayError
 from .largejson import LARGE_JSON
-from .restbody import (
+from .body import (
     HEADER_LENGTH,
     RenderedResponse,
     parse_header_length,
@@ -31,7 +33,7 @@ from .restbody import (
     parse_raw_request,
     render_infer_response,
 )
-from .tensors import InferRequest
+from ...wire.datatypes import InferRequest
 
 log = logging.getLogger("gateway.rest")
 

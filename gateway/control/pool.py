@@ -26,12 +26,13 @@ from typing import Any, Callable, Coroutine, Hashable, Optional, TypeVar
 
 import zmq
 
-from . import observability, transport
+from ..wire import messages as transport
+from . import stats as observability
 from .batching import batch_key, merge, rows_of, split
-from .errors import GatewayError, RuntimeFailure, Timeout, Unavailable
-from .shm import Arena
-from .tensors import InferRequest, Tensor
-from .zmqio import LoopSocket
+from ..errors import GatewayError, RuntimeFailure, Timeout, Unavailable
+from ..wire.arena import Arena
+from ..wire.datatypes import InferRequest, Tensor
+from ..wire.sockets import LoopSocket
 
 log = logging.getLogger("gateway.pool")
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ..errors import BadRequest, shown
-from ..tensors import (
+from ...errors import BadRequest, shown
+from ...wire.datatypes import (
     DataBuilder,
     InferRequest,
     InferResponse,
@@ -32,7 +32,7 @@ from ..tensors import (
     element_count,
     raw_bytes,
 )
-from .generated import inference_pb2 as pb
+from ...protocol.generated import inference_pb2 as pb
 
 # the typed-contents field of each datatype; FP16 (and BF16) travel raw only
 CONTENTS_FIELD = {

@@ -22,13 +22,13 @@ from typing import AsyncIterator, Callable
 import grpc
 from google.protobuf.message import DecodeError
 
-from .. import logs
+from ... import logs
 from ..dataplane import DataPlane
-from ..errors import BadRequest, GatewayError
-from ..settings import ServerSettings
+from ...errors import BadRequest, GatewayError
+from ...settings import ServerSettings
 from . import convert
-from .generated import inference_pb2 as pb
-from .generated import inference_pb2_grpc as pb_grpc
+from ...protocol.generated import inference_pb2 as pb
+from ...protocol.generated import inference_pb2_grpc as pb_grpc
 
 log = logging.getLogger("gateway.grpc")
 
