@@ -28,7 +28,7 @@ from typing import Optional
 from sanic import Sanic
 from sanic.server.socket import bind_socket
 
-from ..control import stats as observability
+from ..control import stats
 from .rest.connection import GatewayProtocol
 from .dataplane import DataPlane
 from .grpc import server as grpc_server
@@ -107,7 +107,7 @@ class Stopping:
 def build(settings: ServerSettings) -> Sanic:
     supervisor = Supervisor(settings)
     dataplane = DataPlane(settings, supervisor)
-    observability.watch(supervisor)
+    stats.watch(supervisor)
     app = create_app(dataplane)
     # how long Sanic waits for busy connections once its listener closed, before it cuts them
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_grace + CUT_OFF_MARGIN

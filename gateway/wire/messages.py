@@ -25,7 +25,9 @@ import orjson
 
 from ..errors import GatewayError, from_status
 from .arena import Arena, aligned
-from .datatypes import InferRequest, PackedBytes, RequestedOutput, Tensor, array_from_raw, raw_bytes
+from .datatypes import array_from_raw
+from .packed import PackedBytes
+from .request import raw_bytes, RequestedOutput, Tensor, WireRequest
 
 INFER = b"infer"
 EXPLAIN = b"explain"
@@ -84,7 +86,7 @@ def _buffer(frame: Any) -> memoryview:
     return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
 
 
-def request_frames(kind: bytes, seq: int, request: InferRequest, arena: Arena | None, batch: list[int] | None = None) -> list:
+def request_frames(kind: bytes, seq: int, request: WireRequest, arena: Arena | None, batch: list[int] | None = None) -> list:
     """`batch`: the rows of each request a merged request holds, so that the worker can mark
     where each one's rows start in its BYTES outputs (`PackedBytes.bounds`)."""
     descriptions, frames = _place(request.inputs, arena)
@@ -105,9 +107,9 @@ def request_header(frames: Sequence[Any]) -> dict:
     return orjson.loads(_buffer(frames[1]))
 
 
-def parse_request(header: dict, frames: Sequence[Any], arena: Arena | None, model_name: str, model_version: str | None) -> InferRequest:
+def parse_request(header: dict, frames: Sequence[Any], arena: Arena | None, model_name: str, model_version: str | None) -> WireRequest:
     outputs = header["outputs"]
-    return InferRequest(
+    return WireRequest(
         model_name=model_name,
         model_version=model_version,
         id=header["id"],

@@ -17,7 +17,7 @@ With several Sanic workers each would bind the gRPC port; the gateway runs
 Sanic in a single process, and the port is bound without SO_REUSEPORT so a
 second gateway on the same port fails loudly instead of sharing it.
 
-Modules: `convert` (ModelInferRequest <-> tensors.InferRequest/InferResponse),
+Modules: `convert` (ModelInferRequest <-> wire.request.WireRequest/WireResponse),
 `server` (the servicer, start/stop). The message and stub modules in
 `generated/` are generated from protos/inference.proto by scripts/generate_stubs.py
 and committed.

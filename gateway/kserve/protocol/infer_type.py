@@ -50,7 +50,8 @@ from ...protocol.generated.inference_pb2 import (
     ModelInferRequest,
     ModelInferResponse,
 )
-from ...wire.datatypes import PackedBytes, array_from_raw, flatten, pack_bytes, unpack_bytes
+from ...wire.datatypes import array_from_raw, flatten
+from ...wire.packed import pack_bytes, PackedBytes, unpack_bytes
 from ...types import InferenceRequest
 from ..constants.constants import GRPC_CONTENT_DATATYPE_MAPPINGS
 from ..errors import InferenceError, InvalidInput
