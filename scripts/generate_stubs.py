@@ -1,4 +1,4 @@
-"""Generate the committed gRPC stubs (gateway/grpc/generated/) from protos/*.proto.
+"""Generate the committed gRPC stubs (gateway/protocol/generated/) from protos/*.proto.
 
     python scripts/generate_stubs.py           # rewrite the stubs after editing a .proto
     python scripts/generate_stubs.py --check   # exit 1 if the committed stubs are not what it generates (CI)
@@ -45,7 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 MODULES = ("inference", "health", "reflection")  # protos/<module>.proto
-STUBS = ROOT / "gateway" / "grpc" / "generated"
+STUBS = ROOT / "gateway" / "protocol" / "generated"
 TOOLS = "grpcio-tools==1.66.2"  # protoc 5.27.2; see the module docstring before changing it
 FILES = ("__init__.py", *(f"{module}{suffix}" for module in MODULES for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")))
 

@@ -22,10 +22,10 @@ from grpc_reflection.v1alpha import reflection_pb2 as alpha
 from grpc_reflection.v1alpha import reflection_pb2_grpc as alpha_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from gateway.grpc.generated import health_pb2 as hpb
-from gateway.grpc.generated import health_pb2_grpc as hpb_grpc
-from gateway.grpc.generated import reflection_pb2 as rpb
-from gateway.grpc.generated import reflection_pb2_grpc as rpb_grpc
+from gateway.protocol.generated import health_pb2 as hpb
+from gateway.protocol.generated import health_pb2_grpc as hpb_grpc
+from gateway.protocol.generated import reflection_pb2 as rpb
+from gateway.protocol.generated import reflection_pb2_grpc as rpb_grpc
 
 from .conftest import assert_serves_large
 from .test_worker_plane import write_repository

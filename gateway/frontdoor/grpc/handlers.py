@@ -14,7 +14,7 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 
-from ..errors import BadRequest
+from ...errors import BadRequest
 
 
 class Malformed:

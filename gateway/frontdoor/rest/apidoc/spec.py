@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from ..supervisor import MODEL_NAME
-from ..version import __version__
+from ....control.models import MODEL_NAME
+from ....version import __version__
 
 if TYPE_CHECKING:
-    from ..settings import ServerSettings
+    from ....settings import ServerSettings
 
 OPENAPI_VERSION = "3.1.0"
 DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"]

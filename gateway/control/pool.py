@@ -26,12 +26,13 @@ from typing import Any, Callable, Coroutine, Hashable, Optional, TypeVar
 
 import zmq
 
-from . import observability, transport
+from ..wire import messages
+from .stats import model_stats
 from .batching import batch_key, merge, rows_of, split
-from .errors import GatewayError, RuntimeFailure, Timeout, Unavailable
-from .shm import Arena
-from .tensors import InferRequest, Tensor
-from .zmqio import LoopSocket
+from ..errors import GatewayError, RuntimeFailure, Timeout, Unavailable
+from ..wire.arena import Arena
+from ..wire.request import Tensor, WireRequest
+from ..wire.sockets import LoopSocket
 
 log = logging.getLogger("gateway.pool")
 
@@ -42,7 +43,7 @@ Render = Callable[[list[Tensor], dict], "T | Coroutine[Any, Any, T]"]
 @dataclass(eq=False)
 class _Waiting:
     kind: bytes
-    request: InferRequest
+    request: WireRequest
     reply: asyncio.Future
     batch_key: Optional[Hashable]  # None: runs alone
     # for the queue-time metric: loop.time() is uvloop's per-iteration clock, in whole milliseconds
@@ -117,7 +118,7 @@ class ModelPool:
         self, name: str, router: Router, request_timeout: float, arena_bytes: int, max_batch_size: int = 0, version: str | None = None
     ):
         self.name = name
-        self.stats = observability.model_stats(name, version)  # told of each call sent and each worker report
+        self.stats = model_stats(name, version)  # told of each call sent and each worker report
         self.request_timeout = request_timeout
         self.arena_bytes = arena_bytes
         self.max_batch_size = max_batch_size
@@ -147,7 +148,7 @@ class ModelPool:
 
     # --- requests -------------------------------------------------------
 
-    async def submit(self, kind: bytes, request: InferRequest, render: Render[T]) -> T:
+    async def submit(self, kind: bytes, request: WireRequest, render: Render[T]) -> T:
         """Run the request on a worker and return `render(outputs, parameters)`.
 
         The outputs may view a worker's shared memory: they are valid only
@@ -155,7 +156,7 @@ class ModelPool:
         if not self.ready_workers:
             raise Unavailable(f"model {self.name!r} has no running worker")
         loop = asyncio.get_running_loop()
-        key = batch_key(request) if self.max_batch_size > 1 and kind == transport.INFER else None
+        key = batch_key(request) if self.max_batch_size > 1 and kind == messages.INFER else None
         waiting = _Waiting(kind, request, loop.create_future(), key)
         self._waiting.append(waiting)
         self._quiet.clear()
@@ -218,7 +219,7 @@ class ModelPool:
         try:
             request = batch[0].request if len(batch) == 1 else merge([w.request for w in batch])
             rows = None if len(batch) == 1 else [rows_of(w.request) for w in batch]
-            frames = transport.request_frames(batch[0].kind, seq, request, worker.in_arena, rows)
+            frames = messages.request_frames(batch[0].kind, seq, request, worker.in_arena, rows)
         except Exception as exc:
             self._fail(batch, _request_error(exc, f"could not send a call of model {self.name!r} to its worker"))
             return False
@@ -266,20 +267,20 @@ class ModelPool:
     # --- messages from workers -------------------------------------------
 
     def on_message(self, worker: Worker, kind: bytes, frames: list[Any]) -> None:
-        if kind in (transport.REPLY, transport.ERROR):
+        if kind in (messages.REPLY, messages.ERROR):
             self._on_reply(worker, frames)
-        elif kind == transport.READY:
+        elif kind == messages.READY:
             worker.ready = True
-            payload = transport.parse_control(frames)
+            payload = messages.parse_control(frames)
             self.stats.worker_report(payload["report"])
             if not worker.loaded.done():
                 worker.loaded.set_result(payload)
             self._make_idle(worker)
-        elif kind == transport.FAILED:
+        elif kind == messages.FAILED:
             if not worker.loaded.done():
-                worker.loaded.set_exception(RuntimeError(transport.parse_control(frames)["reason"]))
-        elif kind == transport.PONG:  # receiving it was the point (last_seen), and what it reports
-            self.stats.worker_report(transport.parse_control(frames)["report"])
+                worker.loaded.set_exception(RuntimeError(messages.parse_control(frames)["reason"]))
+        elif kind == messages.PONG:  # receiving it was the point (last_seen), and what it reports
+            self.stats.worker_report(messages.parse_control(frames)["report"])
 
     def _on_reply(self, worker: Worker, frames: list[Any]) -> None:
         if worker.inflight is None:
@@ -289,7 +290,7 @@ class ModelPool:
         worker.inflight = None
         try:
             # a worker holds one call at a time, so a reply answers the call in flight
-            reply_seq, result, in_arena, report = transport.parse_reply(frames, worker.out_arena)
+            reply_seq, result, in_arena, report = messages.parse_reply(frames, worker.out_arena)
             if reply_seq != seq:
                 raise RuntimeError(f"the reply is to call {reply_seq}, the worker was given call {seq}")
             self.stats.worker_report(report, requests=len(batch))
@@ -325,7 +326,7 @@ class ModelPool:
                 hung.append(worker)
             elif now - worker.last_seen > ping_every and not worker.lent:
                 try:
-                    self._router.send(worker, transport.control_frames(transport.PING))
+                    self._router.send(worker, messages.control_frames(messages.PING))
                 except zmq.ZMQError:
                     hung.append(worker)
         return hung
@@ -369,7 +370,7 @@ class ModelPool:
         if worker in self._idle:
             self._idle.remove(worker)
         try:
-            self._router.send(worker, transport.control_frames(transport.STOP))
+            self._router.send(worker, messages.control_frames(messages.STOP))
         except zmq.ZMQError:
             pass  # already gone
 

@@ -28,13 +28,13 @@ from typing import Optional
 from sanic import Sanic
 from sanic.server.socket import bind_socket
 
-from . import observability
-from .connection import GatewayProtocol
+from ..control import stats
+from .rest.connection import GatewayProtocol
 from .dataplane import DataPlane
 from .grpc import server as grpc_server
-from .rest import create_app, metrics_endpoint
-from .settings import ServerSettings
-from .supervisor import Supervisor
+from .rest.app import create_app, metrics_endpoint
+from ..settings import ServerSettings
+from ..control.models import Supervisor
 
 log = logging.getLogger("gateway")
 
@@ -107,7 +107,7 @@ class Stopping:
 def build(settings: ServerSettings) -> Sanic:
     supervisor = Supervisor(settings)
     dataplane = DataPlane(settings, supervisor)
-    observability.watch(supervisor)
+    stats.watch(supervisor)
     app = create_app(dataplane)
     # how long Sanic waits for busy connections once its listener closed, before it cuts them
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_grace + CUT_OFF_MARGIN
@@ -126,7 +126,7 @@ def build(settings: ServerSettings) -> Sanic:
 
     @app.before_server_start
     async def start_grpc(app: Sanic) -> None:
-        # the gRPC front door runs on Sanic's loop, in this process (see gateway/grpc/__init__.py)
+        # the gRPC front door runs on Sanic's loop, in this process (see gateway/frontdoor/grpc/__init__.py)
         app.ctx.grpc = await grpc_server.start(dataplane, settings)
 
     @app.after_server_start

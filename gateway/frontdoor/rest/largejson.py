@@ -15,7 +15,7 @@ its data is parsed, and no single step takes more than a few milliseconds:
 3. `read` parses one value in chunks of about `CHUNK` bytes, cut at commas
    between elements, each wrapped in the brackets open at its ends so that
    orjson checks its syntax, and converts each chunk with the same rules as a
-   small body (`tensors.json_numbers`, `tensors.json_bytes_elements`) into the
+   small body (`wire.datatypes.json_numbers`, `wire.datatypes.json_bytes_elements`) into the
    tensor's data. It stops at the first chunk holding more elements than the
    shape declares, and yields to the event loop between chunks.
 
@@ -34,8 +34,9 @@ from typing import Any, AsyncIterator
 import numpy as np
 import orjson
 
-from .errors import BadRequest
-from .tensors import DataBuilder, PackedBytes, data_from_json, flatten
+from ...errors import BadRequest
+from ...wire.datatypes import data_from_json, DataBuilder, flatten
+from ...wire.packed import PackedBytes
 
 LARGE_JSON = 1024 * 1024  # JSON from this size takes this path (docs/PERFORMANCE.md: where it starts to pay)
 HEADER_LIMIT = LARGE_JSON  # what a large body may hold besides its data values
@@ -75,7 +76,7 @@ class LargeDocument:
         return None
 
     async def read(self, index: int, datatype: str, shape: list[int], where: str, max_tensor_bytes: int) -> np.ndarray | PackedBytes:
-        """Data value `index` as the tensor's data, as `tensors.data_from_json` would give it
+        """Data value `index` as the tensor's data, as `wire.datatypes.data_from_json` would give it
         (the shape is checked already, as the caller does for a small body)."""
         span = self.spans[index]
         if self.body[span.start] == ord('"'):  # a single string: one element, read at once

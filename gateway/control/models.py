@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable, Optional
 
-from .errors import BadRequest, NotFound, shown
+from ..errors import BadRequest, NotFound, shown
 from .pool import ModelPool, Router, Worker
-from .settings import MODEL_SETTINGS_FILE, ModelParameters, ModelSettings, ServerSettings, UnusableSettings, scan_model_settings
-from .types import MetadataModelResponse, MetadataTensor, State
+from ..settings import MODEL_SETTINGS_FILE, ModelParameters, ModelSettings, ServerSettings, UnusableSettings, scan_model_settings
+from ..types import MetadataModelResponse, MetadataTensor, State
 
 log = logging.getLogger("gateway.supervisor")
 

@@ -9,35 +9,18 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Iterator, Optional
 
 import numpy as np
 import orjson
 
 from . import largejson
-from .errors import BadRequest, shown
-from .tensors import (
-    BYTES_ELEMENT_COST,
-    MAX_RANK,
-    NUMPY_DTYPES,
-    InferRequest,
-    InferResponse,
-    RequestedOutput,
-    Tensor,
-    check_datatype,
-    check_parameters,
-    check_size,
-    count_bytes_elements,
-    data_from_json,
-    data_from_raw,
-    decode_bytes_in_steps,
-    element_count,
-    json_data,
-    raw_bytes,
-)
-from .types import MetadataTensor
-
-HEADER_LENGTH = "Inference-Header-Content-Length"
+from ...errors import BadRequest, shown
+from ...wire.datatypes import BYTES_ELEMENT_COST, check_datatype, check_size, data_from_json, data_from_raw, element_count, MAX_RANK, NUMPY_DTYPES
+from ...wire.packed import PackedBytes, count_bytes_elements, unpack_in_steps
+from ...wire.request import check_parameters, raw_bytes, RequestedOutput, Tensor, WireRequest, WireResponse
+from ...protocol import HEADER_LENGTH
+from ...types import MetadataTensor
 
 
 def _load_json(body: bytes | memoryview) -> dict:
@@ -82,9 +65,9 @@ def _requested_outputs(document: dict) -> Optional[list[RequestedOutput]]:
     return requested
 
 
-def _request(document: dict, model_name: str, model_version: Optional[str], tensors: list[Tensor]) -> InferRequest:
+def _request(document: dict, model_name: str, model_version: Optional[str], tensors: list[Tensor]) -> WireRequest:
     """The request around parsed input tensors: id, parameters and requested outputs from the document."""
-    return InferRequest(
+    return WireRequest(
         model_name=model_name,
         model_version=model_version,
         id=_request_id(document),
@@ -110,7 +93,7 @@ def parse_infer_request(
     model_name: str,
     model_version: Optional[str],
     max_tensor_bytes: int,
-) -> InferRequest:
+) -> WireRequest:
     """Parse a JSON or binary-extension inference body (not the raw single-input form) of
     less than LARGE_JSON bytes of JSON."""
     json_end = _json_end(body, header_length)
@@ -125,9 +108,9 @@ async def parse_large_infer_request(
     model_name: str,
     model_version: Optional[str],
     max_tensor_bytes: int,
-    check: Callable[[InferRequest], None],
-) -> InferRequest:
-    """The same for LARGE_JSON bytes of JSON or more (gateway/largejson.py): everything but the
+    check: Callable[[WireRequest], None],
+) -> WireRequest:
+    """The same for LARGE_JSON bytes of JSON or more (gateway/frontdoor/rest/largejson.py): everything but the
     data is read and checked first, `check` included (the model's declared inputs), then the
     data is converted in chunks, yielding to the event loop between them."""
     json_end = _json_end(body, header_length)
@@ -155,7 +138,7 @@ def _build_request(
     model_version: Optional[str],
     max_tensor_bytes: int,
     large: Optional[largejson.LargeDocument],
-) -> tuple[InferRequest, list[tuple[Tensor, int]]]:
+) -> tuple[WireRequest, list[tuple[Tensor, int]]]:
     """The request a parsed document describes; with `large`, the data values it left out are
     returned to be read (their tensors' data is None until then)."""
     inputs = document.get("inputs")
@@ -209,7 +192,7 @@ COUNT_STEP = 65536
 
 async def parse_raw_request(
     body: bytes, model_name: str, model_version: Optional[str], declared: list[MetadataTensor], max_tensor_bytes: int
-) -> InferRequest:
+) -> WireRequest:
     """`Inference-Header-Content-Length: 0`: the body is the bytes of the model's single input."""
     if len(declared) != 1:
         raise BadRequest("a raw binary request needs a model that declares exactly one input")
@@ -237,7 +220,7 @@ async def parse_raw_request(
         count = len(body) // itemsize
     shape = _resolve_shape(spec.shape, count, spec.name)
     data = data_from_raw(datatype, shape, memoryview(body), where, max_tensor_bytes)
-    return InferRequest(model_name, model_version, "", [Tensor(spec.name, datatype, shape, data, {})], {"binary_data_output": True})
+    return WireRequest(model_name, model_version, "", [Tensor(spec.name, datatype, shape, data, {})], {"binary_data_output": True})
 
 
 def _resolve_shape(declared: list[int], count: int, name: str) -> list[int]:
@@ -253,7 +236,7 @@ def _resolve_shape(declared: list[int], count: int, name: str) -> list[int]:
 
 def parse_infer_dict(
     body: bytes, model_name: str, model_version: Optional[str], declared: list[MetadataTensor], max_tensor_bytes: int
-) -> InferRequest:
+) -> WireRequest:
     """MLRun's infer_dict: `{"inputs": [{input_name: value, ...}, ...]}`, one dict per row.
 
     Each declared input becomes one tensor whose first dimension is the rows."""
@@ -303,6 +286,32 @@ def _nested_shape(value: Any, where: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
+BINARY_PLEASE = "request it as binary data (output parameter binary_data: true)"
+
+
+def json_data(tensor: Tensor) -> Any:
+    """Tensor contents for a JSON body: a flat list (or flat array orjson writes).
+
+    What JSON cannot carry (bytes that are not UTF-8, NaN, infinities) is refused, never
+    changed: the client asked for a form that cannot hold the output, and binary can."""
+    if tensor.datatype == "BYTES":
+        return next(decode_bytes_in_steps(tensor.data, tensor.data.count or 1, f"output {shown(tensor.name)}"), [])
+    flat = np.ascontiguousarray(tensor.data).ravel()
+    if flat.dtype.kind == "f" and not np.isfinite(flat).all():
+        raise BadRequest(f"output {shown(tensor.name)} holds NaN or infinity, which JSON cannot carry; {BINARY_PLEASE}")
+    return flat
+
+
+def decode_bytes_in_steps(packed: PackedBytes, step: int, where: str) -> Iterator[list[str]]:
+    """Packed BYTES as strings for a JSON answer, `step` at a time; bytes that are not UTF-8 are
+    refused, never changed."""
+    for elements in unpack_in_steps(packed, step, where):
+        try:
+            yield list(map(bytes.decode, elements))
+        except UnicodeDecodeError:
+            raise BadRequest(f"{where} holds bytes that are not UTF-8, which JSON cannot carry; {BINARY_PLEASE}") from None
+
+
 # Binary bodies at least this large are sent as header and body writes of their
 # own, sparing the copy of the whole body into the HTTP header's buffer.
 STREAM_ABOVE = 1024 * 1024
@@ -325,7 +334,7 @@ class RenderedResponse:
         return len(self.body) + sum(len(c) for c in self.chunks)
 
 
-def render_infer_response(response: InferResponse, request: InferRequest) -> RenderedResponse | Awaitable[RenderedResponse]:
+def render_infer_response(response: WireResponse, request: WireRequest) -> RenderedResponse | Awaitable[RenderedResponse]:
     """Render outputs (which may view shared memory) into bytes the response owns.
 
     A large answer is rendered in steps: then this returns an awaitable."""
@@ -366,7 +375,7 @@ def _description(tensor: Tensor) -> dict[str, Any]:
     return description
 
 
-def _document(response: InferResponse, outputs: list) -> dict[str, Any]:
+def _document(response: WireResponse, outputs: list) -> dict[str, Any]:
     document: dict[str, Any] = {"model_name": response.model_name}
     if response.model_version is not None:
         document["model_version"] = response.model_version
@@ -377,7 +386,7 @@ def _document(response: InferResponse, outputs: list) -> dict[str, Any]:
     return document
 
 
-async def _render_in_steps(response: InferResponse, plan: list[tuple[Tensor, bool]]) -> RenderedResponse:
+async def _render_in_steps(response: WireResponse, plan: list[tuple[Tensor, bool]]) -> RenderedResponse:
     """The same bytes as render_infer_response's one step: the JSON written as orjson writes it,
     each JSON output's data spliced in, JSON_STEP elements at a time; each part a write of its own."""
     parts = [orjson.dumps(_document(response, []))[: -len(b"]}")]]  # ends with "outputs":[

@@ -2,7 +2,7 @@
 they are merged along the batch axis (axis 0), and how the outputs are split
 back so that each caller gets exactly its own rows.
 
-The pool (gateway/pool.py) decides when a batch leaves; this module only
+The pool (gateway/control/pool.py) decides when a batch leaves; this module only
 knows tensors.
 """
 
@@ -12,8 +12,9 @@ from typing import Hashable, Optional
 
 import numpy as np
 
-from .errors import RuntimeFailure
-from .tensors import InferRequest, PackedBytes, Tensor
+from ..errors import RuntimeFailure
+from ..wire.packed import PackedBytes
+from ..wire.request import Tensor, WireRequest
 
 # parameters that only tell the front door how to write the answer
 _FRONT_DOOR_PARAMETERS = frozenset({"binary_data_output"})
@@ -26,7 +27,7 @@ def _frozen(parameters: dict, ignored: frozenset = _FRONT_DOOR_PARAMETERS) -> Ha
     return tuple(sorted((k, repr(v)) for k, v in parameters.items() if k not in ignored))
 
 
-def batch_key(request: InferRequest) -> Optional[Hashable]:
+def batch_key(request: WireRequest) -> Optional[Hashable]:
     """Requests with equal keys can be concatenated; None: this one runs alone.
 
     Equal keys mean the same inputs (names, datatypes, dimensions after the
@@ -56,11 +57,11 @@ def _framing_known(packed: PackedBytes) -> bool:
     return packed.framed or (packed.count <= CHECK_FRAMING_UP_TO and packed.check_framing())
 
 
-def rows_of(request: InferRequest) -> int:
+def rows_of(request: WireRequest) -> int:
     return request.inputs[0].shape[0]
 
 
-def merge(requests: list[InferRequest]) -> InferRequest:
+def merge(requests: list[WireRequest]) -> WireRequest:
     """One request holding every request's rows, in order."""
     first = requests[0]
     inputs = []
@@ -75,10 +76,10 @@ def merge(requests: list[InferRequest]) -> InferRequest:
     # every caller's id, so that the worker's log lines of the call name each of them
     merged_id = ",".join(r.id for r in requests)
     # batch-mates asked for the same outputs (batch_key): they differ at most in how the front door writes them
-    return InferRequest(first.model_name, first.model_version, merged_id, inputs, first.parameters, first.outputs)
+    return WireRequest(first.model_name, first.model_version, merged_id, inputs, first.parameters, first.outputs)
 
 
-def split(outputs: list[Tensor], requests: list[InferRequest]) -> list[list[Tensor]]:
+def split(outputs: list[Tensor], requests: list[WireRequest]) -> list[list[Tensor]]:
     """Each request's rows of each output (views, no copies). Batch-mates asked for the
     same outputs, so every output of the call is one each of them asked for."""
     total = sum(rows_of(r) for r in requests)

@@ -1,4 +1,4 @@
-"""ModelInferRequest -> tensors.InferRequest, and tensors.InferResponse -> ModelInferResponse.
+"""ModelInferRequest -> wire.request.WireRequest, and WireResponse -> ModelInferResponse.
 
 Inputs arrive either all in `raw_input_contents` (one entry per input, in
 order; BYTES elements 4-byte little-endian length-prefixed) or all as typed
@@ -16,39 +16,13 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ..errors import BadRequest, shown
-from ..tensors import (
-    DataBuilder,
-    InferRequest,
-    InferResponse,
-    PackedBytes,
-    RequestedOutput,
-    Tensor,
-    check_datatype,
-    check_parameters,
-    check_size,
-    data_from_json,
-    data_from_raw,
-    element_count,
-    raw_bytes,
-)
-from .generated import inference_pb2 as pb
+from ...errors import BadRequest, shown
+from ...wire.datatypes import check_datatype, check_size, data_from_json, data_from_raw, DataBuilder, element_count
+from ...wire.packed import PackedBytes
+from ...wire.request import check_parameters, raw_bytes, RequestedOutput, Tensor, WireRequest, WireResponse
+from ...protocol import CONTENTS_FIELD
+from ...protocol.generated import inference_pb2 as pb
 
-# the typed-contents field of each datatype; FP16 (and BF16) travel raw only
-CONTENTS_FIELD = {
-    "BOOL": "bool_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -101,7 +75,7 @@ def _checked_parameters(parameters, where: str) -> dict[str, Any]:
 CONTENTS_STEP = 65536
 
 
-def parse_infer_request(message: pb.ModelInferRequest, max_tensor_bytes: int) -> tuple[InferRequest, list[Tensor]]:
+def parse_infer_request(message: pb.ModelInferRequest, max_tensor_bytes: int) -> tuple[WireRequest, list[Tensor]]:
     """The request, and the tensors whose typed contents hold more than CONTENTS_STEP elements:
     their data is converted by `convert_contents` (the request checked first)."""
     if not message.inputs:
@@ -131,7 +105,7 @@ def parse_infer_request(message: pb.ModelInferRequest, max_tensor_bytes: int) ->
     if len({t.name for t in tensors}) != len(tensors):
         raise BadRequest("input names must be unique")
     outputs = [RequestedOutput(o.name, _checked_parameters(o.parameters, f"output {shown(o.name)}")) for o in message.outputs]
-    request = InferRequest(
+    request = WireRequest(
         model_name=message.model_name,
         model_version=message.model_version or None,
         id=message.id,
@@ -194,7 +168,7 @@ def _length(value: int) -> bytes:
     return bytes(out)
 
 
-def render_infer_response(response: InferResponse) -> bytes:
+def render_infer_response(response: WireResponse) -> bytes:
     """The serialized ModelInferResponse, rendered while the outputs may still view a worker's shared
     memory: the message without its raw outputs, then each output's bytes as a raw_output_contents
     field, so that they are copied once, into the answer (a message, then its serialization, would

@@ -12,7 +12,7 @@ Kinds, worker -> gateway: READY (loaded; header has metadata), FAILED (load
 failed; header has the reason), REPLY (outputs), ERROR (status and message), PONG.
 
 READY, REPLY, ERROR and PONG headers carry a "report" for the gateway's
-metrics (gateway/observability.py): "times", a reply's [input, infer, output]
+metrics (gateway/control/stats.py): "times", a reply's [input, infer, output]
 stage times in ns; "register" and "log", the runtime's custom metrics
 (gateway/metrics.py) noted since the worker's previous message.
 """
@@ -23,9 +23,11 @@ from typing import Any, Sequence
 
 import orjson
 
-from .errors import GatewayError, from_status
-from .shm import Arena, aligned
-from .tensors import InferRequest, PackedBytes, RequestedOutput, Tensor, array_from_raw, raw_bytes
+from ..errors import GatewayError, from_status
+from .arena import Arena, aligned
+from .datatypes import array_from_raw
+from .packed import PackedBytes
+from .request import raw_bytes, RequestedOutput, Tensor, WireRequest
 
 INFER = b"infer"
 EXPLAIN = b"explain"
@@ -84,7 +86,7 @@ def _buffer(frame: Any) -> memoryview:
     return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
 
 
-def request_frames(kind: bytes, seq: int, request: InferRequest, arena: Arena | None, batch: list[int] | None = None) -> list:
+def request_frames(kind: bytes, seq: int, request: WireRequest, arena: Arena | None, batch: list[int] | None = None) -> list:
     """`batch`: the rows of each request a merged request holds, so that the worker can mark
     where each one's rows start in its BYTES outputs (`PackedBytes.bounds`)."""
     descriptions, frames = _place(request.inputs, arena)
@@ -105,9 +107,9 @@ def request_header(frames: Sequence[Any]) -> dict:
     return orjson.loads(_buffer(frames[1]))
 
 
-def parse_request(header: dict, frames: Sequence[Any], arena: Arena | None, model_name: str, model_version: str | None) -> InferRequest:
+def parse_request(header: dict, frames: Sequence[Any], arena: Arena | None, model_name: str, model_version: str | None) -> WireRequest:
     outputs = header["outputs"]
-    return InferRequest(
+    return WireRequest(
         model_name=model_name,
         model_version=model_version,
         id=header["id"],

@@ -19,8 +19,8 @@ from typing import AsyncIterator, Iterator
 import grpc
 from google.protobuf.descriptor import FileDescriptor
 
-from .generated import POOL
-from .generated import reflection_pb2 as pb
+from ...protocol.generated import POOL
+from ...protocol.generated import reflection_pb2 as pb
 from .handlers import Malformed, method_handlers
 
 SERVICE = "grpc.reflection.v1.ServerReflection"

@@ -4,7 +4,7 @@ Process layout: `gateway start` runs ONE front-door process. Sanic owns its
 event loop (uvloop); the REST server and this gRPC server (`grpc.aio`) both
 run on that loop, started in a `before_server_start` listener and stopped
 gracefully from a `before_server_stop` listener, while Sanic drains REST
-(gateway/server.py). Both call
+(gateway/frontdoor/server.py). Both call
 the same `DataPlane`, which hands requests to the model worker processes;
 nothing about models is decided here.
 
@@ -17,11 +17,12 @@ With several Sanic workers each would bind the gRPC port; the gateway runs
 Sanic in a single process, and the port is bound without SO_REUSEPORT so a
 second gateway on the same port fails loudly instead of sharing it.
 
-Modules: `convert` (ModelInferRequest <-> tensors.InferRequest/InferResponse),
+Modules: `convert` (ModelInferRequest <-> wire.request.WireRequest/WireResponse),
 `server` (the V2 servicer, start/stop), `health` (grpc.health.v1.Health: Kubernetes
 gRPC probes), `reflection` (server reflection: grpcurl), `handlers` (registration with
-our deserializers). The message and stub modules in `generated/` are generated from
-protos/*.proto by scripts/generate_stubs.py, into a private descriptor pool, and committed.
+our deserializers). The message and stub modules in `gateway/protocol/generated/` are
+generated from protos/*.proto by scripts/generate_stubs.py, into a private descriptor
+pool, and committed.
 """
 
 import os

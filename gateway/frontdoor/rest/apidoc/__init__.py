@@ -11,11 +11,11 @@ import orjson
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse
 
-from ..errors import NotFound
+from ....errors import NotFound
 from . import spec
 
 if TYPE_CHECKING:
-    from ..settings import ServerSettings
+    from ....settings import ServerSettings
 
 HERE = Path(__file__).parent
 SWAGGER_UI = HERE / "swagger-ui"

@@ -3,7 +3,7 @@
 Everything is counted in the front-door process, which sees every request:
 workers measure only what they alone can see (time spent in the runtime,
 custom metric values) and send it with the messages they send anyway
-(transport.py, the "report" field). So there is one registry, exact, with no
+(gateway/wire/messages.py, the "report" field). So there is one registry, exact, with no
 multiprocess files to clean up when a worker dies or restarts.
 
 One `ModelStats` per model version receives the events of its requests
@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Iterator, Optional
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from .types import State
+from ..types import State
 
 if TYPE_CHECKING:
-    from .supervisor import Supervisor
+    from .models import Supervisor
 
 log = logging.getLogger("gateway.metrics")
 

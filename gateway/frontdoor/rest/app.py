@@ -17,12 +17,14 @@ from sanic import Request, Sanic
 from sanic.exceptions import RequestCancelled, SanicException
 from sanic.response import HTTPResponse
 
-from . import apidoc, logs, observability
-from .dataplane import DataPlane
-from .errors import BadRequest, GatewayError
+from ... import logs
+from ...control.stats import exposition
+from . import apidoc
+from ..dataplane import DataPlane
+from ...protocol import HEADER_LENGTH
+from ...errors import BadRequest, GatewayError
 from .largejson import LARGE_JSON
-from .restbody import (
-    HEADER_LENGTH,
+from .body import (
     RenderedResponse,
     parse_header_length,
     parse_infer_dict,
@@ -31,7 +33,7 @@ from .restbody import (
     parse_raw_request,
     render_infer_response,
 )
-from .tensors import InferRequest
+from ...wire.request import WireRequest
 
 log = logging.getLogger("gateway.rest")
 
@@ -57,7 +59,7 @@ def _json_body(request: Request) -> dict:
 
 async def metrics_endpoint(request: Request) -> HTTPResponse:
     """GET /metrics: the Prometheus exposition (on the metrics port, and on the REST port if configured)."""
-    return HTTPResponse(observability.exposition(), content_type=CONTENT_TYPE_LATEST)
+    return HTTPResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
 
 
 def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
@@ -99,7 +101,7 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
             return _json({"name": model, "ready": True})
         return _json({"name": model, "ready": False, "state": state, "reason": reason}, 503)
 
-    async def _parse(request: Request, model: str, version: Optional[str]) -> InferRequest:
+    async def _parse(request: Request, model: str, version: Optional[str]) -> WireRequest:
         dataplane.check_model_exists(model, version)
         value = request.headers.get(HEADER_LENGTH)
         header_length = None if value is None else parse_header_length(value)

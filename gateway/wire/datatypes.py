@@ -1,24 +1,23 @@
-"""The internal request form shared by every front door, and tensor conversions.
+"""The V2 datatypes, their checks, and tensor data from what requests and runtimes hold.
 
-REST (JSON or binary) and gRPC requests are parsed into `InferRequest`, whose
-tensors hold numpy arrays. BYTES tensors hold `PackedBytes` (their wire form)
-from the front door through shared memory to the worker and back; the worker
-unpacks them into the object array of `bytes` a runtime sees. Everything here
-validates before it allocates: the element count of a declared shape is
-checked against the data (and against the size limit) first.
+A tensor's data is a numpy array of its datatype, or for BYTES the packed wire form
+(`packed.PackedBytes`). Data comes from JSON values (REST bodies, gRPC typed contents, what
+a runtime or codec returns) or from raw bytes (the binary extension, gRPC raw contents, shared
+memory). Everything here validates before it allocates: the element count of a declared shape
+is checked against the data (and against the size limit) first, and no value is ever silently
+changed (an integer out of range, a number a float type would turn into infinity).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import struct
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from .errors import BadRequest, RuntimeFailure, shown
+from ..errors import BadRequest, RuntimeFailure, shown
+from .packed import LENGTH_BYTES, PackedBytes, pack_bytes
 
 NUMPY_DTYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
@@ -36,7 +35,6 @@ NUMPY_DTYPES: dict[str, np.dtype] = {
     "BYTES": np.dtype(object),
 }
 DATATYPES = frozenset(NUMPY_DTYPES)
-_LENGTH = struct.Struct("<I")
 # Shapes numpy can describe: at most 32 dimensions (numpy 1's limit; numpy 2 allows 64), and even
 # an empty tensor's other dimensions may hold no more elements than numpy can count in bytes.
 MAX_RANK = 32
@@ -45,40 +43,6 @@ MAX_EXTENT = 2**60
 # and, in the object array of bytes a worker hands its runtime, a Python bytes object (a 33-byte
 # header, rounded up by the allocator) and an 8-byte pointer: 45-56 bytes measured (docs/PERFORMANCE.md).
 BYTES_ELEMENT_COST = 64
-
-
-@dataclass(slots=True)
-class Tensor:
-    name: str
-    datatype: str
-    shape: list[int]
-    data: "np.ndarray | PackedBytes"
-    parameters: dict = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class RequestedOutput:
-    name: str
-    parameters: dict = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class InferRequest:
-    model_name: str
-    model_version: str | None
-    id: str
-    inputs: list[Tensor]
-    parameters: dict = field(default_factory=dict)
-    outputs: list[RequestedOutput] | None = None
-
-
-@dataclass(slots=True)
-class InferResponse:
-    model_name: str
-    model_version: str | None
-    id: str
-    outputs: list[Tensor]
-    parameters: dict = field(default_factory=dict)
 
 
 def check_datatype(datatype: Any, where: str) -> str:
@@ -125,176 +89,12 @@ def check_size(datatype: str, count: int, max_bytes: int, where: str, content: i
         )
 
 
-# Parameters with a meaning, and the type that meaning needs: the binary tensor extension's, and the
-# fields of gateway.types.Parameters, which the worker builds from every parameters map.
-_PARAMETER_TYPES = {"content_type": str, "binary_data": bool, "binary_data_output": bool, "binary_data_size": int}
-_TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer"}
-
-
-def check_parameters(parameters: dict, where: str) -> dict:
-    """Parameter values are strings, numbers or booleans (V2), and a known key has its own type.
-
-    A null value counts as absent (pydantic-based clients write unset fields as null)."""
-    checked = {}
-    for key, value in parameters.items():
-        if value is None:
-            continue
-        if key == "headers":  # gateway.types.Parameters.headers: a server's record of HTTP headers, never a scalar
-            raise BadRequest(f"parameter 'headers' of {where} is reserved and cannot be sent")
-        if type(value) not in (str, int, float, bool):
-            raise BadRequest(f"parameter {shown(key)} of {where} must be a string, number or boolean, got {shown(value)}")
-        expected = _PARAMETER_TYPES.get(key)
-        if expected is not None and type(value) is not expected:
-            raise BadRequest(f"parameter {key!r} of {where} must be {_TYPE_NAMES[expected]}, got {shown(value)}")
-        checked[key] = value
-    return checked
-
-
-# --- BYTES on the wire: each element is a 4-byte little-endian length, then its bytes.
-
-
-@dataclass(slots=True, eq=False)
-class PackedBytes:
-    """The data of a BYTES tensor in its wire form, from the front door to the worker and back.
-
-    Only the worker unpacks it (`unpack_bytes`, which checks the framing) into the object
-    array a runtime sees, and only a JSON answer decodes it: every other hop (the binary
-    extension, gRPC raw contents, shared memory, batching) moves the buffer as it is.
-    `count` is the number of elements the tensor's shape declares; `framed`: whether the
-    framing is known to hold exactly those (packed here, or checked). `bounds`, on a batched
-    call's output: the byte offsets where each batch-mate's rows start, and the end."""
-
-    buffer: bytes | bytearray | memoryview
-    count: int
-    bounds: list[int] | None = None
-    framed: bool = False
-
-    @property
-    def nbytes(self) -> int:  # as a numpy array's
-        return len(self.buffer)
-
-    @property
-    def size(self) -> int:  # as a numpy array's: its elements
-        return self.count
-
-    def check_framing(self) -> bool:
-        """Whether the buffer holds exactly `count` elements (walking their lengths once)."""
-        if not self.framed:
-            walked, end = count_bytes_elements(self.buffer, 0, self.count + 1)
-            self.framed = walked == self.count and end == len(self.buffer)
-        return self.framed
-
-
-_PACK_BLOCK = 65536  # elements packed at a time: the temporary arrays stay small
-
-
-def pack_bytes(items: list, bounds_at: list[int] | None = None) -> PackedBytes:
-    """Pack bytes (or str, UTF-8 encoded; anything else as its str()) elements; `bounds_at`: element indices whose byte offsets to
-    keep as `bounds` (the count itself: the end). Vectorised, a block at a time: the per-element work
-    is taking each length, and no temporary array is longer than a block."""
-    if set(map(type, items)) - {bytes}:  # anything but bytes-like elements is written as its UTF-8 str()
-        items = [bytes(item) if isinstance(item, (bytes, bytearray, memoryview)) else str(item).encode() for item in items]
-    count, size = len(items), _LENGTH.size
-    out = np.empty(sum(map(len, items)) + size * count, dtype=np.uint8)
-    wanted = sorted(set(bounds_at or ()))
-    offsets = {count: out.size}
-    pos = 0
-    for first in range(0, count, _PACK_BLOCK):
-        block = items[first : first + _PACK_BLOCK]
-        lengths = np.fromiter(map(len, block), dtype=np.int64, count=len(block))
-        starts = np.cumsum(lengths + size) - lengths - size  # of each element, in the block's region
-        region = out[pos : pos + int(starts[-1] + lengths[-1]) + size]
-        prefixes = lengths.astype("<u4").view(np.uint8).reshape(-1, size)
-        content = np.frombuffer(b"".join(block), dtype=np.uint8)
-        if lengths.min() == lengths.max():  # equal lengths: a table of rows
-            rows = region.reshape(len(block), -1)
-            rows[:, :size] = prefixes
-            rows[:, size:] = content.reshape(len(block), -1)
-        else:
-            is_content = np.ones(region.size, dtype=bool)
-            for i in range(size):
-                region[starts + i] = prefixes[:, i]
-                is_content[starts + i] = False
-            region[is_content] = content
-        offsets.update((i, pos + int(starts[i - first])) for i in wanted if first <= i < first + len(block))
-        pos += region.size
-    bounds = None if bounds_at is None else [offsets[i] for i in bounds_at]
-    return PackedBytes(out.data.cast("B"), count, bounds, framed=True)
-
-
-def unpack_bytes(packed: PackedBytes, where: str) -> np.ndarray:
-    """The elements as a flat object array of bytes, the framing checked: exactly `count`
-    elements, each within the buffer, nothing left over."""
-    array = np.empty(packed.count, dtype=object)
-    array[:] = next(_unpack_in_steps(packed, packed.count or 1, where), [])
-    return array
-
-
-def _unpack_in_steps(packed: PackedBytes, step: int, where: str) -> Iterator[list[bytes]]:
-    """The elements, `step` at a time, the framing checked as in unpack_bytes."""
-    raw = bytes(packed.buffer)  # slicing bytes makes each element in one step
-    count, end, pos = packed.count, len(raw), 0
-    unpack_from, size = _LENGTH.unpack_from, _LENGTH.size
-    for first in range(0, count, step):
-        elements = [b""] * min(step, count - first)
-        i = length = 0
-        try:
-            for i in range(len(elements)):
-                (length,) = unpack_from(raw, pos)
-                start = pos + size
-                pos = start + length
-                elements[i] = raw[start:pos]
-        except struct.error:  # fewer than 4 bytes left for the next length
-            if pos <= end:
-                raise BadRequest(
-                    f"{where}: BYTES data holds {first + i} elements, the shape declares {count} "
-                    "(each is a 4-byte little-endian length, then its bytes)"
-                ) from None
-            i -= 1
-        if pos > end:
-            raise BadRequest(f"{where}: BYTES element {first + i} of length {length} overruns its buffer by {pos - end} bytes")
-        if first + len(elements) == count and pos < end:  # checked before the last step is given
-            break
-        yield elements
-    if pos < end:  # also when no step was made (no elements)
-        raise BadRequest(f"{where}: {end - pos} bytes left over after the {count} BYTES elements the shape declares")
-
-
-def decode_bytes_in_steps(packed: PackedBytes, step: int, where: str) -> Iterator[list[str]]:
-    """Packed BYTES as strings for a JSON answer, `step` at a time; bytes that are not UTF-8 are
-    refused, never changed."""
-    for elements in _unpack_in_steps(packed, step, where):
-        try:
-            yield list(map(bytes.decode, elements))
-        except UnicodeDecodeError:
-            raise BadRequest(f"{where} holds bytes that are not UTF-8, which JSON cannot carry; {BINARY_PLEASE}") from None
-
-
-def count_bytes_elements(buffer: bytes | memoryview, start: int, stop_at: int) -> tuple[int, int]:
-    """Walk the length prefixes from byte `start` for at most `stop_at` elements: (elements, next offset).
-    The framing is not checked here (the worker does): the count is only what a shape needs."""
-    unpack_from, size, end = _LENGTH.unpack_from, _LENGTH.size, len(buffer)
-    pos, walked = start, 0
-    while walked < stop_at and pos + size <= end:
-        pos += size + unpack_from(buffer, pos)[0]
-        walked += 1
-    return walked, pos
-
-
-def raw_bytes(tensor: Tensor) -> memoryview | bytes:
-    """The tensor's bytes as they travel raw (binary extension, gRPC raw contents, workers)."""
-    if tensor.datatype == "BYTES":
-        return tensor.data.buffer
-    # a flat byte view: memoryview.cast refuses shapes with a zero in them
-    return memoryview(np.ascontiguousarray(tensor.data).reshape(-1).view(np.uint8))
-
-
 def array_from_raw(datatype: str, shape: list[int], buf: memoryview | bytes, where: str) -> np.ndarray | PackedBytes:
     """A numpy view (no copy) of raw tensor bytes, checked against the shape. BYTES stay packed,
     checked only as far as it takes no look at the elements: the count's length prefixes fit."""
     count = element_count(shape, where)
     if datatype == "BYTES":
-        if count * _LENGTH.size > len(buf):
+        if count * LENGTH_BYTES > len(buf):
             raise BadRequest(f"{where}: {len(buf)} bytes of BYTES data cannot hold the {count} elements the shape declares (4 bytes each at least)")
         return PackedBytes(buf, count)
     dtype = NUMPY_DTYPES[datatype]
@@ -307,7 +107,7 @@ def array_from_raw(datatype: str, shape: list[int], buf: memoryview | bytes, whe
 
 # --- JSON data: flat or nested lists, read in row-major order; only the element count must match
 # the shape (as Triton reads them). The rules for each element are the same whatever part of the
-# data a call converts, so a large body converted in chunks (gateway/largejson.py) gets the same
+# data a call converts, so a large body converted in chunks (gateway/frontdoor/rest/largejson.py) gets the same
 # arrays, and the same refusals, as the whole data at once.
 
 _LARGEST = {datatype: float(np.finfo(dtype).max) for datatype, dtype in NUMPY_DTYPES.items() if dtype.kind == "f"}
@@ -448,7 +248,7 @@ def data_from_json(datatype: str, shape: list[int], data: Any, where: str, max_b
         return array_from_json(datatype, shape, data, where)
     count, values, kinds = _json_values(datatype, shape, data, where)
     packed = pack_bytes(json_bytes_elements(values, where, kinds))
-    check_size(datatype, count, max_bytes, where, content=len(packed.buffer) - _LENGTH.size * count)
+    check_size(datatype, count, max_bytes, where, content=len(packed.buffer) - LENGTH_BYTES * count)
     return packed
 
 
@@ -457,7 +257,7 @@ def data_from_raw(datatype: str, shape: list[int], buf: memoryview | bytes, wher
     checked in O(1): their length prefixes fit, and what their elements will cost."""
     data = array_from_raw(datatype, shape, buf, where)
     if type(data) is PackedBytes:
-        check_size(datatype, data.count, max_bytes, where, content=len(buf) - _LENGTH.size * data.count)
+        check_size(datatype, data.count, max_bytes, where, content=len(buf) - LENGTH_BYTES * data.count)
     return data
 
 
@@ -494,22 +294,6 @@ class DataBuilder:
         return PackedBytes(b"".join(self._parts), self.count, framed=True)
 
 
-BINARY_PLEASE = "request it as binary data (output parameter binary_data: true)"
-
-
-def json_data(tensor: Tensor) -> Any:
-    """Tensor contents for a JSON body: a flat list (or flat array orjson writes).
-
-    What JSON cannot carry (bytes that are not UTF-8, NaN, infinities) is refused, never
-    changed: the client asked for a form that cannot hold the output, and binary can."""
-    if tensor.datatype == "BYTES":
-        return next(decode_bytes_in_steps(tensor.data, tensor.data.count or 1, f"output {shown(tensor.name)}"), [])
-    flat = np.ascontiguousarray(tensor.data).ravel()
-    if flat.dtype.kind == "f" and not np.isfinite(flat).all():
-        raise BadRequest(f"output {shown(tensor.name)} holds NaN or infinity, which JSON cannot carry; {BINARY_PLEASE}")
-    return flat
-
-
 def array_from_output(name: str, datatype: str, shape: list[int], data: Any, bounds_at: list[int] | None = None) -> np.ndarray | PackedBytes:
     """Turn what a runtime returned (list or array) into an array of the declared type and shape;
     BYTES (str or bytes elements) are packed, with the offsets of `bounds_at` (see pack_bytes)."""
@@ -524,4 +308,3 @@ def array_from_output(name: str, datatype: str, shape: list[int], data: Any, bou
     if array.size != count:
         raise RuntimeFailure(f"{where} holds {array.size} elements, its shape {shape} needs {count}")
     return array.reshape(shape)
-

@@ -24,13 +24,13 @@ from typing import AsyncIterator
 
 import grpc
 
-from .. import logs
+from ... import logs
 from ..dataplane import DataPlane
-from ..errors import BadRequest, GatewayError
-from ..settings import ServerSettings
+from ...errors import BadRequest, GatewayError
+from ...settings import ServerSettings
 from . import convert
-from .generated import inference_pb2 as pb
-from .generated import inference_pb2_grpc as pb_grpc
+from ...protocol.generated import inference_pb2 as pb
+from ...protocol.generated import inference_pb2_grpc as pb_grpc
 from .handlers import Malformed, check_parsed, method_handlers
 from .health import HealthServicer
 from .reflection import ReflectionServicer

@@ -1,6 +1,6 @@
 """The one dispatch path every front door calls.
 
-REST and gRPC parse their requests into `tensors.InferRequest` and call
+REST and gRPC parse their requests into `wire.request.WireRequest` and call
 `DataPlane.infer`; everything about models (lookup, readiness, checking the
 request against the model's declared inputs, handing it to the worker pool)
 happens here, once.
@@ -12,12 +12,14 @@ import itertools
 import uuid
 from typing import Callable, Optional, TypeVar
 
-from . import logs, observability, transport
-from .errors import BadRequest, NotFound, NotSupported, Unavailable, shown
-from .settings import ServerSettings
-from .supervisor import ModelEntry, Supervisor
-from .tensors import InferRequest, InferResponse
-from .types import MetadataTensor, State
+from .. import logs
+from ..control.stats import ModelStats, model_stats
+from ..wire import messages
+from ..errors import BadRequest, NotFound, NotSupported, Unavailable, shown
+from ..settings import ServerSettings
+from ..control.models import ModelEntry, Supervisor
+from ..wire.request import WireRequest, WireResponse
+from ..types import MetadataTensor, State
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
 
@@ -74,26 +76,26 @@ class DataPlane:
 
     # --- inference ----------------------------------------------------
 
-    def check_request(self, request: InferRequest) -> None:
+    def check_request(self, request: WireRequest) -> None:
         """What `infer` checks before running a request (the model ready, the inputs it declares):
         for a front door that reads a large request's data only once it passes."""
         _check_against_metadata(self._ready_entry(request.model_name, request.model_version), request)
 
-    async def infer(self, request: InferRequest, render: Callable[[InferResponse], T]) -> T:
+    async def infer(self, request: WireRequest, render: Callable[[WireResponse], T]) -> T:
         """Run a request and return `render(response)`.
 
         The outputs may view a worker's shared memory and are valid only
         during `render`: a front door renders its answer there, straight from
         shared memory, into bytes it owns. `render` may return a coroutine (a
         large answer rendered in steps): it is awaited, the outputs valid meanwhile."""
-        return await self._run(transport.INFER, request, render)
+        return await self._run(messages.INFER, request, render)
 
-    async def explain(self, request: InferRequest, render: Callable[[InferResponse], T]) -> T:
-        return await self._run(transport.EXPLAIN, request, render)
+    async def explain(self, request: WireRequest, render: Callable[[WireResponse], T]) -> T:
+        return await self._run(messages.EXPLAIN, request, render)
 
-    async def _run(self, kind: bytes, request: InferRequest, render: Callable[[InferResponse], T]) -> T:
+    async def _run(self, kind: bytes, request: WireRequest, render: Callable[[WireResponse], T]) -> T:
         entry = self._ready_entry(request.model_name, request.model_version)
-        if kind == transport.EXPLAIN and not entry.has_explain:
+        if kind == messages.EXPLAIN and not entry.has_explain:
             raise NotSupported(f"model {entry.name!r} has no explainer")
         if not request.id:
             request.id = f"{_ID_PREFIX}-{next(_ids)}"
@@ -103,7 +105,7 @@ class DataPlane:
         started = stats.request_started()
         try:
             result = await entry.pool.submit(
-                kind, request, lambda outputs, parameters: render(InferResponse(entry.name, entry.version, request.id, outputs, parameters))
+                kind, request, lambda outputs, parameters: render(WireResponse(entry.name, entry.version, request.id, outputs, parameters))
             )
         except BaseException:  # an error, a timeout, or the client gone (cancelled)
             stats.request_finished(started, ok=False)
@@ -113,13 +115,13 @@ class DataPlane:
 
     # --- statistics extension -------------------------------------------
 
-    def model_stats(self, name: str, version: Optional[str] = None) -> observability.ModelStats:
+    def model_stats(self, name: str, version: Optional[str] = None) -> ModelStats:
         """The measurements of the model version a request names; those of model "" for an unknown one
         (so that clients cannot create label values)."""
         try:
             return self.supervisor.get(name, version).pool.stats
         except NotFound:
-            return observability.model_stats("", None)
+            return model_stats("", None)
 
     def statistics(self, name: Optional[str] = None, version: Optional[str] = None) -> list[dict]:
         """The statistics extension: every model version, every version of `name`, or one version."""
@@ -161,7 +163,7 @@ def _shape_matches(declared: list[int], shape: list[int]) -> bool:
     return len(declared) == len(shape) and all(d == -1 or d == s for d, s in zip(declared, shape))
 
 
-def _check_against_metadata(entry: ModelEntry, request: InferRequest) -> None:
+def _check_against_metadata(entry: ModelEntry, request: WireRequest) -> None:
     """Refuse inputs the model did not declare, or of another datatype or shape."""
     if entry.inputs:
         for tensor in request.inputs:

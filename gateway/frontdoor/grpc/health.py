@@ -24,11 +24,11 @@ from typing import AsyncIterator, Optional
 
 import grpc
 
-from .. import logs
+from ... import logs
 from ..dataplane import DataPlane
-from ..errors import GatewayError, NotFound
-from ..types import State
-from .generated import health_pb2 as pb
+from ...errors import GatewayError, NotFound
+from ...types import State
+from ...protocol.generated import health_pb2 as pb
 from .handlers import check_parsed, method_handlers
 
 SERVICE = "grpc.health.v1.Health"
