@@ -6,6 +6,10 @@ with the reason) and then answers one message at a time: the gateway sends
 the next request only when this worker is idle, so there is no queue here.
 Input tensors are numpy views of the input arena (valid during the call);
 outputs are written to the output arena.
+
+A stream (`predict_stream`, wire/messages.py) runs as a task of its own while
+this loop goes on reading: the gateway's credits, further requests, a cancel,
+pings.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import zmq
 from pydantic import ValidationError
@@ -42,6 +46,8 @@ from gateway.wire.request import RequestedOutput, Tensor, WireRequest
 from gateway.types import Datatype, InferenceRequest, InferenceResponse, Parameters, RequestInput, RequestOutput
 
 log = logging.getLogger("gateway.worker")
+
+STREAM_MESSAGES = (messages.NEXT, messages.END, messages.CREDIT, messages.CANCEL)
 
 
 def load_runtime(settings: ModelSettings) -> MLModel:
@@ -170,6 +176,73 @@ async def run(
     return outputs, parameters, [inputs_ready - received, inferred - inputs_ready, time.perf_counter_ns() - inferred]
 
 
+class _Stream:
+    """One predict_stream call. Each response is sent as an ITEM once the gateway has given the
+    previous one back (CREDIT): the generator runs at most one response ahead of the one being
+    sent to the client. CANCEL cancels the task, and the generator is closed (its `finally` runs)."""
+
+    def __init__(self, runtime: MLModel, socket: LoopSocket, out_arena: Arena, seq: int, first: WireRequest):
+        self.seq = seq
+        self._runtime, self._socket, self._out_arena = runtime, socket, out_arena
+        self._requests: asyncio.Queue[tuple[dict, list] | None] = asyncio.Queue()  # NEXT messages; None: END
+        self._credit = asyncio.Event()
+        self._credit.set()  # the output arena is free for the first response
+        self._task = asyncio.create_task(self._run(first))
+
+    @property
+    def running(self) -> bool:
+        return not self._task.done()
+
+    def on_message(self, kind: bytes, header: dict, frames: list) -> None:
+        if kind == messages.CREDIT:
+            self._credit.set()
+        elif kind == messages.NEXT:
+            self._requests.put_nowait((header, frames))
+        elif kind == messages.END:
+            self._requests.put_nowait(None)
+        elif kind == messages.CANCEL:
+            self._task.cancel()
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        await asyncio.wait([self._task])
+
+    async def _payloads(self, first: WireRequest) -> AsyncIterator[InferenceRequest]:
+        yield to_inference_request(first)
+        while (message := await self._requests.get()) is not None:
+            self._socket.send(messages.control_frames(messages.TAKEN, {"seq": self.seq}))
+            header, frames = message
+            yield to_inference_request(messages.parse_request(header, frames, None, first.model_name, first.model_version))
+
+    async def _run(self, first: WireRequest) -> None:
+        generator = self._runtime.predict_stream(self._payloads(first))
+        sent = 0
+        try:
+            async for response in generator:
+                outputs, parameters = select_outputs(response, first.outputs)
+                await self._credit.wait()
+                self._credit.clear()
+                self._socket.send(messages.reply_frames(self.seq, outputs, parameters, self._out_arena, metrics.take_report(), messages.ITEM))
+                sent += 1
+            end = messages.control_frames(messages.DONE, {"seq": self.seq, "report": metrics.take_report()})
+        except asyncio.CancelledError:  # the client went away
+            log.info("stream cancelled after %d response(s)", sent)
+            end = messages.control_frames(messages.DONE, {"seq": self.seq, "report": metrics.take_report()})
+        except GatewayError as exc:
+            end = messages.error_frames(self.seq, exc, metrics.take_report())
+        except Exception as exc:  # the stream fails; the worker goes on
+            log.exception("the runtime's predict_stream raised after %d response(s)", sent)
+            end = messages.error_frames(self.seq, RuntimeFailure(f"{type(exc).__name__}: {exc}"), metrics.take_report())
+        finally:
+            aclose = getattr(generator, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()  # a generator left at a yield runs its finally now
+                except Exception:
+                    log.exception("closing the runtime's predict_stream raised")
+        self._socket.send(end)
+
+
 async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_arena: Arena, out_arena: Arena) -> int:
     context = zmq.Context()
     dealer = context.socket(zmq.DEALER)
@@ -190,21 +263,38 @@ async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_aren
             socket.send(messages.control_frames(messages.FAILED, {"reason": reason}))
             return 1
         has_explain = type(runtime).explain is not MLModel.explain
-        ready = {"metadata": metadata, "explain": has_explain, "report": metrics.take_report()}
+        has_stream = type(runtime).predict_stream is not MLModel.predict_stream
+        ready = {"metadata": metadata, "explain": has_explain, "stream": has_stream, "report": metrics.take_report()}
         socket.send(messages.control_frames(messages.READY, ready))
         log.info("model %s loaded, serving", settings.name)
+        stream: _Stream | None = None
         while True:
             frames = await socket.recv()
             received = time.perf_counter_ns()
             kind = frames[0].bytes
             if kind == messages.STOP:
+                if stream is not None and stream.running:
+                    await stream.stop()
                 break
             if kind == messages.PING:
                 socket.send(messages.control_frames(messages.PONG, {"report": metrics.take_report()}))
                 continue
             header = messages.request_header(frames)
             seq = header["seq"]
-            logs.REQUEST_ID.set(header["id"])  # every line logged until the reply carries it
+            if kind in STREAM_MESSAGES:
+                if stream is not None and stream.running and seq == stream.seq:
+                    stream.on_message(kind, header, frames)
+                continue  # else: for a stream that has ended (a CREDIT crossing its DONE)
+            logs.REQUEST_ID.set(header["id"])  # every line logged until the reply carries it (a stream's: its task's)
+            if kind == messages.STREAM:
+                try:
+                    first = messages.parse_request(header, frames, in_arena, settings.name, settings.version)
+                except Exception as exc:
+                    socket.send(messages.error_frames(seq, RuntimeFailure(f"{type(exc).__name__}: {exc}"), metrics.take_report()))
+                else:
+                    stream = _Stream(runtime, socket, out_arena, seq, first)
+                logs.REQUEST_ID.set(None)
+                continue
             try:
                 request = messages.parse_request(header, frames, in_arena, settings.name, settings.version)
                 outputs, parameters, times = await run(runtime, kind, request, received, header["batch"])

@@ -58,6 +58,7 @@ class ModelEntry:
     wanted: bool = True  # should be loaded: counts for server readiness, gets restarts
     metadata: dict = field(default_factory=dict)
     has_explain: bool = False
+    has_stream: bool = False  # its runtime implements predict_stream
     inputs: dict[str, MetadataTensor] = field(default_factory=dict)
     outputs: dict[str, MetadataTensor] = field(default_factory=dict)
     crashes: int = 0  # in a row, for the restart back-off
@@ -76,6 +77,7 @@ class ModelEntry:
         """A worker loaded: take the metadata the runtime reported."""
         self.metadata = payload["metadata"]
         self.has_explain = payload["explain"]
+        self.has_stream = payload["stream"]
         described = MetadataModelResponse(**self.metadata)
         self.inputs = {t.name: t for t in described.inputs or []}
         self.outputs = {t.name: t for t in described.outputs or []}

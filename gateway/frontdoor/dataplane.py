@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from typing import Callable, Optional, TypeVar
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Callable, Optional, TypeVar
 
 from .. import logs
 from ..control.stats import ModelStats, model_stats
@@ -18,6 +19,7 @@ from ..wire import messages
 from ..errors import BadRequest, NotFound, NotSupported, Unavailable, shown
 from ..settings import ServerSettings
 from ..control.models import ModelEntry, Supervisor
+from ..control.pool import Stream
 from ..wire.request import WireRequest, WireResponse
 from ..types import MetadataTensor, State
 
@@ -113,6 +115,38 @@ class DataPlane:
         stats.request_finished(started, ok=True)
         return result
 
+    def streams(self, name: str, version: Optional[str] = None) -> bool:
+        """Whether the model implements predict_stream (its stream calls run it; others answer each
+        request with one response)."""
+        return self._ready_entry(name, version).has_stream
+
+    @asynccontextmanager
+    async def stream(self, request: WireRequest) -> AsyncIterator[StreamCall]:
+        """Run the model's predict_stream, the request its first:
+
+            async with dataplane.stream(request) as call:
+                await call.send(further)      # gRPC's further requests; then call.end_input()
+                async for response in call:   # WireResponse; valid until the next one is asked for
+                    ...
+
+        Counted as one request (in flight while the block runs); leaving the block early cancels the generator."""
+        entry = self._ready_entry(request.model_name, request.model_version)
+        if not entry.has_stream:
+            raise BadRequest(f"model {entry.name!r} does not stream (its runtime has no predict_stream)")
+        if not request.id:
+            request.id = f"{_ID_PREFIX}-{next(_ids)}"
+        logs.REQUEST_ID.set(request.id)
+        _check_against_metadata(entry, request)
+        stats = entry.pool.stats
+        started = stats.request_started()
+        try:
+            async with entry.pool.stream(request) as stream:
+                yield StreamCall(self, entry, request, stream)
+        except BaseException:
+            stats.request_finished(started, ok=False)
+            raise
+        stats.request_finished(started, ok=True)
+
     # --- statistics extension -------------------------------------------
 
     def model_stats(self, name: str, version: Optional[str] = None) -> ModelStats:
@@ -151,6 +185,36 @@ class DataPlane:
             why = f": {entry.reason}" if entry.reason else ""
             raise Unavailable(f"model {name!r} is not ready ({entry.state.value}{why})")
         return entry
+
+
+class StreamCall:
+    """A stream being served (DataPlane.stream): its further requests checked as its first was, its
+    responses as WireResponse, all with the first request's id (as MLServer does)."""
+
+    def __init__(self, dataplane: DataPlane, entry: ModelEntry, first: WireRequest, stream: Stream):
+        self._dataplane, self._entry, self._first, self._stream = dataplane, entry, first, stream
+
+    @property
+    def responses(self) -> int:
+        return self._stream.responses
+
+    async def send(self, request: WireRequest) -> None:
+        if (request.model_name, request.model_version) != (self._first.model_name, self._first.model_version):
+            raise BadRequest(
+                f"a stream's requests all go to the model its first names ({self._first.model_name!r}), not {shown(request.model_name)}"
+            )
+        _check_against_metadata(self._entry, request)
+        await self._stream.send(request)
+
+    def end_input(self) -> None:
+        self._stream.end_input()
+
+    def __aiter__(self) -> "StreamCall":
+        return self
+
+    async def __anext__(self) -> WireResponse:
+        outputs, parameters = await self._stream.__anext__()
+        return WireResponse(self._entry.name, self._entry.version, self._first.id, outputs, parameters)
 
 
 def _shape_matches(declared: list[int], shape: list[int]) -> bool:

@@ -11,6 +11,18 @@ Kinds, gateway -> worker: INFER, EXPLAIN, PING, STOP.
 Kinds, worker -> gateway: READY (loaded; header has metadata), FAILED (load
 failed; header has the reason), REPLY (outputs), ERROR (status and message), PONG.
 
+A stream (the runtime's predict_stream) is one call that lasts: STREAM opens it
+with its first request (in the input arena, which it holds for the stream's
+life); NEXT carries a further request (inline: the arena is taken), END says no
+more will come, CANCEL stops the generator. The worker answers ITEM after ITEM
+(each a reply; its outputs in the output arena) and writes the next only after
+a CREDIT, the gateway's word that the previous one has been read and sent on:
+so a slow client holds the generator back. TAKEN tells the gateway that the
+generator took a further request (the gateway keeps only a few unread in the
+worker); DONE, or ERROR, ends the stream, after which the worker is idle.
+Every stream message names the stream's "seq": a late one (a CREDIT crossing
+the stream's DONE) is ignored.
+
 READY, REPLY, ERROR and PONG headers carry a "report" for the gateway's
 metrics (gateway/control/stats.py): "times", a reply's [input, infer, output]
 stage times in ns; "register" and "log", the runtime's custom metrics
@@ -38,6 +50,14 @@ FAILED = b"failed"
 REPLY = b"reply"
 ERROR = b"error"
 PONG = b"pong"
+STREAM = b"stream"
+NEXT = b"next"
+END = b"end"
+CREDIT = b"credit"
+CANCEL = b"cancel"
+ITEM = b"item"
+TAKEN = b"taken"
+DONE = b"done"
 
 # Below this size a tensor is copied into the ZeroMQ message instead of shared
 # memory: one small copy is cheaper than the bookkeeping (see docs/PERFORMANCE.md).
@@ -119,10 +139,11 @@ def parse_request(header: dict, frames: Sequence[Any], arena: Arena | None, mode
     )
 
 
-def reply_frames(seq: int, outputs: list[Tensor], parameters: dict, arena: Arena | None, report: dict) -> list:
+def reply_frames(seq: int, outputs: list[Tensor], parameters: dict, arena: Arena | None, report: dict, kind: bytes = REPLY) -> list:
+    """A REPLY, or a stream's ITEM."""
     descriptions, frames = _place(outputs, arena)
     header = {"seq": seq, "parameters": parameters, "outputs": descriptions, "report": report}
-    return [REPLY, orjson.dumps(header), *frames]
+    return [kind, orjson.dumps(header), *frames]
 
 
 def error_frames(seq: int, error: GatewayError, report: dict) -> list:
@@ -140,7 +161,8 @@ def parse_reply(frames: Sequence[Any], arena: Arena | None) -> tuple[int, tuple[
 
 
 def control_frames(kind: bytes, payload: dict | None = None) -> list:
-    """READY / FAILED / PING / PONG / STOP: a kind and a small JSON payload."""
+    """READY / FAILED / PING / PONG / STOP, and a stream's END / CREDIT / CANCEL / TAKEN / DONE
+    ({"seq": ...}): a kind and a small JSON payload."""
     return [kind, orjson.dumps(payload or {})]
 
 

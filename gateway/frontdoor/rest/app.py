@@ -7,9 +7,10 @@ as `{"error": "..."}` with its status, never as a framework page.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
-from typing import Optional
+from typing import Awaitable, Optional
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -33,11 +34,24 @@ from .body import (
     parse_raw_request,
     render_infer_response,
 )
-from ...wire.request import WireRequest
+from ...wire.request import WireRequest, WireResponse
 
 log = logging.getLogger("gateway.rest")
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer; gRPC counts a cancelled call the same
+
+
+SSE = "text/event-stream"
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}  # no proxy holds events back
+
+
+def _sse(rendered: RenderedResponse) -> list[bytes]:
+    """One server-sent event: `data: <JSON>` and a blank line (orjson writes no newline)."""
+    return [b"data: ", rendered.body, *rendered.chunks, b"\n\n"]
+
+
+async def _rendered(rendered: RenderedResponse | Awaitable[RenderedResponse]) -> RenderedResponse:
+    return await rendered if inspect.isawaitable(rendered) else rendered
 
 
 def _json(document, status: int = 200, headers: Optional[dict] = None) -> HTTPResponse:
@@ -142,6 +156,50 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
         parsed = parse_infer_dict(request.body, model, version, declared, settings.max_tensor_bytes)
         return await _send(request, await dataplane.infer(parsed, lambda response: render_infer_response(response, parsed)))
 
+    async def infer_stream(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
+        """Server-sent events, one `data: <response JSON>` each, as MLServer sends them. An error before
+        the first event is an ordinary JSON error answer; after it, a last event `data: {"error": ...}`."""
+        parsed = await _parse(request, model, version)
+        if not dataplane.streams(model, version):
+            # as MLServer: a model without predict_stream answers with one event, its predict's answer
+            async def one_event(response: WireResponse) -> list[bytes]:
+                return _sse(await _rendered(render_infer_response(response, parsed, json_only=True)))
+
+            event = await dataplane.infer(parsed, one_event)
+            sent = await request.respond(headers=SSE_HEADERS, content_type=SSE)
+            await sent.send(b"".join(event))
+            await sent.eof()
+            return None
+        sent, status, call = None, 200, None
+        try:
+            async with dataplane.stream(parsed) as call:
+                call.end_input()
+                async for response in call:
+                    event = _sse(await _rendered(render_infer_response(response, parsed, json_only=True)))
+                    if sent is None:
+                        request.ctx.accounted_at_end = True  # answered() runs at respond(): a stream is counted once, at its end
+                        sent = await request.respond(headers=SSE_HEADERS, content_type=SSE)
+                    for part in event:
+                        await sent.send(part)  # waits while the client is slow to read: the generator waits with it
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED_REQUEST  # the client went away: the generator has been cancelled
+            raise
+        except Exception as exc:
+            if sent is None:
+                raise  # nothing sent yet: an ordinary error answer
+            if not isinstance(exc, GatewayError):
+                log.exception("unexpected error in a stream of %s", request.path)
+                exc = GatewayError(f"internal error: {type(exc).__name__}: {exc}")
+            status = exc.http_status
+            await sent.send(b"data: " + orjson.dumps({"error": exc.message}) + b"\n\n")
+        finally:
+            if sent is not None:
+                _account(request, status, call.responses)
+        if sent is None:  # the generator ended without a response
+            sent = await request.respond(headers=SSE_HEADERS, content_type=SSE)
+        await sent.eof()
+        return None
+
     async def statistics(request: Request, model: Optional[str] = None, version: Optional[str] = None) -> HTTPResponse:
         return _json({"model_stats": dataplane.statistics(model, version)})
 
@@ -170,6 +228,9 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     route(infer, "/v2/models/<model>/infer", ("POST",))
     route(explain, "/v2/models/<model>/explain", ("POST",))
     route(infer_dict, "/v2/models/<model>/infer_dict", ("POST",))
+    route(infer_stream, "/v2/models/<model>/infer_stream", ("POST",))
+    app.add_route(infer_stream, "/v2/models/<model>/generate_stream", methods=("POST",), name="generate_stream")
+    app.add_route(infer_stream, "/v2/models/<model>/versions/<version>/generate_stream", methods=("POST",), name="generate_stream_version")
     route(statistics, "/v2/models/<model>/stats", ("GET",))
     app.add_route(statistics, "/v2/models/stats", methods=("GET",), name="statistics_all")
 
@@ -181,10 +242,13 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     apidoc.register(app, settings)  # /openapi.json, /docs: a route added above must be described there
 
     # inference routes: counted in the request metrics of their model
-    counted = {f"{app.name}.{handler}{suffix}" for handler in ("infer", "explain", "infer_dict") for suffix in ("", "_version")}
+    counted = {
+        f"{app.name}.{handler}{suffix}"
+        for handler in ("infer", "explain", "infer_dict", "infer_stream", "generate_stream")
+        for suffix in ("", "_version")
+    }
 
-    @app.on_response
-    def answered(request: Request, response: HTTPResponse) -> None:
+    def _account(request: Request, status: int, responses: Optional[int] = None) -> None:
         # Sanic stamps perft0 once a request's headers are read, before its body: so the latency
         # includes receiving the body (a request middleware would run after it), at no extra cost.
         # A request whose headers never all came (timed out, or the client left) counts from the first wait for them.
@@ -192,11 +256,16 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
         elapsed = int((time.perf_counter() - stream.began()) * 1e9)
         model, version = request.match_info.get("model"), request.match_info.get("version")
         if request.route is not None and request.route.name in counted:
-            dataplane.model_stats(model, version).request_done("rest", response.status, elapsed)
-        logs.access("rest", request.method, request.path, response.status, elapsed, model, version)
+            dataplane.model_stats(model, version).request_done("rest", status, elapsed)
+        logs.access("rest", request.method, request.path, status, elapsed, model, version, responses)
         logs.REQUEST_ID.set(None)  # the requests of a keep-alive connection share a task, and so a context
         if dataplane.draining:
             stream.keep_alive = False  # Connection: close, so that a kept-alive client moves to another server
+
+    @app.on_response
+    def answered(request: Request, response: HTTPResponse) -> None:
+        if not getattr(request.ctx, "accounted_at_end", False):  # a stream is accounted for when it ends
+            _account(request, response.status)
 
     @app.exception(RequestCancelled)
     async def on_client_gone(request: Request, exc: RequestCancelled) -> HTTPResponse:
