@@ -184,6 +184,10 @@ class Stream:
             self._input_open = False
             self._post(messages.END)
 
+    def fail(self, error: Exception) -> None:
+        """Raise `error` where the caller waits for the next response (it then leaves, cancelling the generator)."""
+        self._responses.put_nowait(error)
+
     def __aiter__(self) -> "Stream":
         return self
 

@@ -204,10 +204,15 @@ class StreamCall:
                 f"a stream's requests all go to the model its first names ({self._first.model_name!r}), not {shown(request.model_name)}"
             )
         _check_against_metadata(self._entry, request)
+        request.id = self._first.id
         await self._stream.send(request)
 
     def end_input(self) -> None:
         self._stream.end_input()
+
+    def fail(self, error: Exception) -> None:
+        """End the stream with this error (a further request that cannot be served)."""
+        self._stream.fail(error)
 
     def __aiter__(self) -> "StreamCall":
         return self

@@ -25,7 +25,7 @@ from typing import AsyncIterator
 import grpc
 
 from ... import logs
-from ..dataplane import DataPlane
+from ..dataplane import DataPlane, StreamCall
 from ...errors import BadRequest, GatewayError
 from ...settings import ServerSettings
 from . import convert
@@ -34,6 +34,7 @@ from ...protocol.generated import inference_pb2_grpc as pb_grpc
 from .handlers import Malformed, check_parsed, method_handlers
 from .health import HealthServicer
 from .reflection import ReflectionServicer
+from ...wire.request import WireRequest
 
 log = logging.getLogger("gateway.grpc")
 
@@ -99,16 +100,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.dataplane = dataplane
         self.max_tensor_bytes = dataplane.settings.max_tensor_bytes
 
-    def answered(self, rpc: str, request, http_status: int, code: grpc.StatusCode, started: int) -> None:
+    def answered(self, rpc: str, request, http_status: int, code: grpc.StatusCode, started: int, responses: int | None = None) -> None:
         """Count an inference request in its model's metrics (`http_status`: the REST status of the same
         outcome) and write the access line. Each call, and each stream message, runs in a task (so a
-        request-id context) of its own."""
+        request-id context) of its own; a predict_stream call is one request (`responses`: how many it sent)."""
         elapsed = time.perf_counter_ns() - started
         model = getattr(request, "model_name", "") or getattr(request, "name", "")
         version = getattr(request, "model_version", "") or getattr(request, "version", "")
         if rpc in INFERENCE_RPCS:
             self.dataplane.model_stats(model, version or None).request_done("grpc", http_status, elapsed)
-        logs.access("grpc", rpc, SERVICE_PATH + rpc, code.name, elapsed, model or None, version or None)
+        logs.access("grpc", rpc, SERVICE_PATH + rpc, code.name, elapsed, model or None, version or None, responses)
 
     # --- health and metadata ------------------------------------------
 
@@ -141,8 +142,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # --- inference ----------------------------------------------------
 
-    async def _infer(self, request: pb.ModelInferRequest) -> bytes:
-        """The serialized answer (convert.render_infer_response)."""
+    async def _parse(self, request: pb.ModelInferRequest) -> WireRequest:
         check_parsed(request)  # a stream's message
         if not request.model_name:
             raise BadRequest("model_name is required")
@@ -154,13 +154,74 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await convert.convert_contents(request, pending, self.max_tensor_bytes)
         elif sum(t.data.nbytes for t in parsed.inputs) >= LARGE_MESSAGE:
             await asyncio.sleep(0)  # its raw contents were just copied out of the message: let others in before the next copy
-        return await self.dataplane.infer(parsed, convert.render_infer_response)
+        return parsed
+
+    async def _infer(self, request: pb.ModelInferRequest) -> bytes:
+        """The serialized answer (convert.render_infer_response)."""
+        return await self.dataplane.infer(await self._parse(request), convert.render_infer_response)
 
     @unary
     async def ModelInfer(self, request, context):
         return await self._infer(request)
 
     async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse | bytes]:
+        """A model that implements predict_stream streams: the whole call is one predict_stream, fed
+        every request of the call, answering with its responses (as MLServer; an error ends the call
+        with its status). Any other model answers each request with one response (as Triton; a failed
+        one answers with error_message and the call goes on)."""
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None:
+            return
+        replies = self._stream(first, requests, context) if self._streams(first) else self._answer_each(first, requests)
+        async for reply in replies:
+            yield reply
+
+    def _streams(self, request) -> bool:
+        """Whether the model the stream's first request names implements predict_stream."""
+        if isinstance(request, Malformed) or not request.model_name:
+            return False
+        try:
+            return self.dataplane.streams(request.model_name, request.model_version or None)
+        except GatewayError:
+            return False  # unknown or not ready: answered as the message's own error
+
+    async def _stream(self, first: pb.ModelInferRequest, requests: AsyncIterator, context) -> AsyncIterator[bytes]:
+        started, http_status, code, call = time.perf_counter_ns(), 200, grpc.StatusCode.OK, None
+        try:
+            async with self.dataplane.stream(await self._parse(first)) as call:
+                feeding = asyncio.create_task(self._feed(call, requests))
+                try:
+                    async for response in call:
+                        # rendered (copied) while the response may view the worker's shared memory; the
+                        # next is asked for only once grpc has taken this one: a slow client holds the model back
+                        yield convert.stream_reply(convert.render_infer_response(response))
+                finally:
+                    feeding.cancel()
+        except asyncio.CancelledError:
+            http_status, code = 499, grpc.StatusCode.CANCELLED  # the client went away: the generator has been cancelled
+            raise
+        except Exception as exc:
+            if not isinstance(exc, GatewayError):
+                log.exception("unexpected error in ModelStreamInfer")
+                exc = GatewayError(_internal(exc))
+            http_status, code = exc.http_status, getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
+            await context.abort(code, _status_message(exc.message))
+        finally:
+            self.answered("ModelStreamInfer", first, http_status, code, started, call.responses if call is not None else 0)
+
+    async def _feed(self, call: StreamCall, requests: AsyncIterator) -> None:
+        """The call's further requests, on to the generator; then the end of its requests."""
+        try:
+            async for request in requests:
+                await call.send(await self._parse(request))
+            call.end_input()
+        except GatewayError as exc:
+            call.fail(exc)
+        except Exception as exc:  # the client's side failed: grpc ends the call
+            log.debug("reading a stream's requests: %s", exc)
+
+    async def _answer_each(self, first, requests: AsyncIterator) -> AsyncIterator[pb.ModelStreamInferResponse | bytes]:
         """Answer each request as soon as it is done (match replies by id); a failed one answers with error_message."""
         replies: asyncio.Queue = asyncio.Queue()
         slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
@@ -186,11 +247,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         async def read() -> None:
             try:
-                async for request in request_iterator:
+                request = first
+                while request is not None:
                     await slots.acquire()
                     task = asyncio.create_task(answer(request))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
+                    request = await anext(requests, None)
                 if tasks:
                     await asyncio.wait(set(tasks))
             finally:
