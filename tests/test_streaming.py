@@ -110,6 +110,14 @@ def test_rest_streams_server_sent_events(gateway, route):
         assert output(event, "data") == [float(index)] * LARGE
 
 
+def test_generate_is_infer(gateway):
+    """MLServer's other name for infer (its LLM clients call it)."""
+    document = {**body([1.0, 2.0]), "id": "g-1"}
+    answers = [requests.post(f"{gateway.url}/v2/models/echo/{route}", json=document, timeout=10) for route in ("infer", "generate")]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].json() == answers[1].json()
+
+
 def test_rest_stream_framing_is_mlservers(gateway):
     """`data: <JSON>` then a blank line, per event, nothing else (MLServer's ServerSentEvent)."""
     with post_stream(gateway, body(count=2, size=4)) as response:

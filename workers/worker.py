@@ -188,6 +188,12 @@ class _Stream:
         self._credit = asyncio.Event()
         self._credit.set()  # the output arena is free for the first response
         self._task = asyncio.create_task(self._run(first))
+        self._task.add_done_callback(self._cancelled_before_start)
+
+    def _cancelled_before_start(self, task: asyncio.Task) -> None:
+        # _run answers every cancel it sees; a task cancelled before its first step never ran it
+        if task.cancelled():
+            self._socket.send(messages.control_frames(messages.DONE, {"seq": self.seq, "report": metrics.take_report()}))
 
     @property
     def running(self) -> bool:

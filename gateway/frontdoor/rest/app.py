@@ -88,10 +88,11 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     # Sanic pauses reading a body every REQUEST_BUFFER_SIZE bytes (64 KiB by default): too often for tensors
     app.config.REQUEST_BUFFER_SIZE = 1024 * 1024
 
-    def route(handler, uri: str, methods: tuple[str, ...], versioned: bool = True) -> None:
-        app.add_route(handler, uri, methods=methods, name=f"{handler.__name__}")
+    def route(handler, uri: str, methods: tuple[str, ...], versioned: bool = True, name: Optional[str] = None) -> None:
+        name = name or handler.__name__
+        app.add_route(handler, uri, methods=methods, name=name)
         if versioned:
-            app.add_route(handler, uri.replace("<model>", "<model>/versions/<version>"), methods=methods, name=f"{handler.__name__}_version")
+            app.add_route(handler, uri.replace("<model>", "<model>/versions/<version>"), methods=methods, name=f"{name}_version")
 
     async def server_metadata(request: Request) -> HTTPResponse:
         return _json(dataplane.server_metadata())
@@ -229,8 +230,9 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     route(explain, "/v2/models/<model>/explain", ("POST",))
     route(infer_dict, "/v2/models/<model>/infer_dict", ("POST",))
     route(infer_stream, "/v2/models/<model>/infer_stream", ("POST",))
-    app.add_route(infer_stream, "/v2/models/<model>/generate_stream", methods=("POST",), name="generate_stream")
-    app.add_route(infer_stream, "/v2/models/<model>/versions/<version>/generate_stream", methods=("POST",), name="generate_stream_version")
+    # MLServer's names for LLM clients: generate is infer, generate_stream is infer_stream
+    route(infer, "/v2/models/<model>/generate", ("POST",), name="generate")
+    route(infer_stream, "/v2/models/<model>/generate_stream", ("POST",), name="generate_stream")
     route(statistics, "/v2/models/<model>/stats", ("GET",))
     app.add_route(statistics, "/v2/models/stats", methods=("GET",), name="statistics_all")
 
@@ -244,7 +246,7 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     # inference routes: counted in the request metrics of their model
     counted = {
         f"{app.name}.{handler}{suffix}"
-        for handler in ("infer", "explain", "infer_dict", "infer_stream", "generate_stream")
+        for handler in ("infer", "explain", "infer_dict", "generate", "infer_stream", "generate_stream")
         for suffix in ("", "_version")
     }
 

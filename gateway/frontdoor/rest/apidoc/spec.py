@@ -291,6 +291,9 @@ ENDPOINTS = [
     ),
     Endpoint("infer", "POST", "/v2/models/{model}/infer", "Inference", "Inference", INFER_RESPONSES, INFER_BODY, versioned=True, headers=(HEADER_LENGTH,)),
     Endpoint(
+        "generate", "POST", "/v2/models/{model}/generate", "Inference: infer's other name (MLServer's, for LLMs)", "Inference", INFER_RESPONSES, INFER_BODY, versioned=True, headers=(HEADER_LENGTH,)
+    ),
+    Endpoint(
         "explain", "POST", "/v2/models/{model}/explain", "Explanation by the model's explain()", "Inference", INFER_RESPONSES, INFER_BODY, versioned=True, headers=(HEADER_LENGTH,)
     ),
     Endpoint(
