@@ -181,6 +181,8 @@ class ModelSettings(BaseModel):
     outputs: list[MetadataTensor] = Field(default_factory=list)
     parameters: ModelParameters = Field(default_factory=ModelParameters)
     max_batch_size: int = Field(0, ge=0)
+    # MLServer's: seconds a batch may wait for max_batch_size requests; 0: none waits while a worker is idle
+    max_batch_time: float = Field(0.0, ge=0)
     parallel_workers: Optional[int] = Field(None, ge=0)
     # where model-settings.json was found; relative URIs resolve against it
     folder: Optional[Path] = None

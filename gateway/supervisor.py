@@ -163,6 +163,7 @@ class Supervisor:
             self.settings.shm_arena_bytes,
             model_settings.max_batch_size,
             version=model_settings.version,
+            max_batch_time=model_settings.max_batch_time,
         )
         entry = ModelEntry(model_settings, pool)
         pool.on_worker_lost = lambda worker, why: self._worker_lost(entry, worker, why)
