@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from . import mlserver_settings
+from . import mlrun, mlserver_settings
 from .types import MetadataTensor
 from .version import __version__
 
@@ -57,6 +57,7 @@ class ServerSettings(BaseModel):
     metrics_on_http: bool = Field(False, description="also serve /metrics on the REST port")
     enable_docs_url: bool = Field(False, description="serve the API's documentation page (Swagger UI) at /docs")
     model_repository: Optional[Path] = Field(None, description="folder searched for model-settings.json files, relative to the config folder")
+    data_folder: Optional[Path] = Field(None, description="folder MLRun's data_url files are read from (relative to the config folder); unset: data_url is refused")
     parallel_workers: int = Field(1, ge=0, description="worker processes per model unless its model-settings.json says otherwise (0: 1, as MLServer's 0)")
     worker_blas_threads: int = Field(1, ge=1, description="OMP/OpenBLAS/MKL threads in each worker process")
     max_request_bytes: int = Field(256 * MIB, gt=0, description="largest REST request body")
@@ -118,6 +119,11 @@ class ServerSettings(BaseModel):
             settings.model_repository = folder
         elif not settings.model_repository.is_absolute():
             settings.model_repository = (folder / settings.model_repository).resolve()
+        if settings.data_folder is not None:
+            # resolved once: a data_url must lead below this path, symbolic links followed
+            settings.data_folder = (folder / settings.data_folder).resolve()
+            if not settings.data_folder.is_dir():
+                raise ConfigError(f"{sources.get('data_folder', path)}: data_folder: {settings.data_folder} is not a folder")
         return settings
 
 
@@ -192,6 +198,13 @@ class ModelSettings(BaseModel):
     def _import_path(cls, value: Any) -> Any:
         # MLServer's ModelSettings(implementation=SomeRuntime): the class's import path
         return f"{value.__module__}.{value.__name__}" if inspect.isclass(value) else value
+
+    @field_validator("inputs")
+    @classmethod
+    def _feature_schema(cls, inputs: list[MetadataTensor]) -> list[MetadataTensor]:
+        for spec in inputs:
+            mlrun.feature_names(spec)  # MLRun's infer_dict: a bad schema is an error at start, not on each request
+        return inputs
 
     @field_validator("parallel_workers")
     @classmethod

@@ -82,7 +82,7 @@ class ModelEntry:
         self.state, self.reason = State.READY, ""
 
 
-def _version_key(version: Optional[str]) -> tuple:
+def version_key(version: Optional[str]) -> tuple:
     # numeric versions compare as numbers, so "10" is newer than "9"
     if version is None:
         return (0, 0, "")
@@ -186,7 +186,7 @@ class Supervisor:
         if not versions:
             raise NotFound(f"model {shown(name)} not found")
         if version is None:
-            return versions[max(versions, key=_version_key)]
+            return versions[max(versions, key=version_key)]
         if version not in versions:
             raise NotFound(f"model {shown(name)} has no version {shown(version)}; it has {sorted(v or '' for v in versions)}")
         return versions[version]
@@ -322,7 +322,7 @@ class Supervisor:
         """The repository index: every model version known, with its state."""
         items = [
             {"name": e.name, "version": e.version or "", "state": e.state.value, "reason": e.reason}
-            for e in sorted(self.entries(), key=lambda e: (e.name, _version_key(e.version)))
+            for e in sorted(self.entries(), key=lambda e: (e.name, version_key(e.version)))
         ]
         return [i for i in items if i["state"] == State.READY.value] if ready_only else items
 

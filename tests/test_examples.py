@@ -38,7 +38,7 @@ def iris_rows(gateway, rows: int = 2048) -> None:
 
 
 def test_config_serves_both_examples(gateway):
-    assert requests.get(f"{gateway.url}/v2/models").json() == {"models": ["iris-mlp", "text-sentiment"]}
+    assert requests.get(f"{gateway.url}/v2/models").json() == {"models": ["iris-mlp:1", "text-sentiment:1"]}
     assert requests.get(f"{gateway.url}/v2/health/ready").json() == {"ready": True}
 
 
@@ -76,16 +76,20 @@ def test_iris_mlp_with_tritonclient_binary(gateway):
 
 
 def test_iris_mlp_infer_dict_rows(gateway):
-    body = {"id": "rows", "inputs": [{"features": row} for row in IRIS]}
+    # MLRun's rows of named features, in any order: the model gets them in its schema's order
+    names = ["petal_width", "sepal_length", "petal_length", "sepal_width"]
+    order = [3, 0, 2, 1]
+    body = {"id": "rows", "inputs": [{name: row[i] for name, i in zip(names, order)} for row in IRIS]}
     answer = requests.post(f"{gateway.url}/v2/models/iris-mlp/infer_dict", json=body).json()
     assert answer["id"] == "rows"
     probabilities = np.array(answer["outputs"][0]["data"], dtype=np.float32).reshape(2, 3)
     np.testing.assert_allclose(probabilities, expected_probabilities(IRIS), rtol=1e-5)
     bad = requests.post(f"{gateway.url}/v2/models/iris-mlp/infer_dict", json={"inputs": [{"petals": 1}]})
-    assert bad.status_code == 400 and "the model takes ['features']" in bad.json()["error"]
+    assert bad.status_code == 400 and "unknown features ['petals']" in bad.json()["error"]
     # 4,096 rows (64 KiB): the two rows above, over and over, so the labels are known
     rows = np.tile(np.array(IRIS, dtype=np.float32), (2048, 1))
-    labels = np.tile(expected_probabilities(IRIS).argmax(axis=1), 2048).astype(np.int64).reshape(-1, 1)
+    classes = np.array([b"setosa", b"versicolor", b"virginica"], dtype=object)
+    labels = classes[np.tile(expected_probabilities(IRIS).argmax(axis=1), 2048)].reshape(-1, 1)
     assert_serves_large(gateway, "iris-mlp", {"features": rows}, expect=lambda inputs: {"label": labels})
 
 
