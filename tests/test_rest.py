@@ -521,3 +521,11 @@ def test_large_binary_tensor_round_trips(client):
     tensor.set_data_from_numpy(array)
     result = client.infer("echo", [tensor], outputs=[httpclient.InferRequestedOutput("x", binary_data=True)])
     np.testing.assert_array_equal(result.as_numpy("x"), array)
+
+
+def test_data_url_is_off_unless_a_data_folder_is_set(gateway):
+    # this gateway sets no data_folder (MLRun's data_url: tests/test_mlrun.py)
+    response = post(gateway, "/v2/models/sleepy/infer", json={"data_url": "x.json"})
+    assert response.status_code == 400
+    assert response.json()["error"] == "data_url is not enabled on this gateway: set data_folder to the folder its files are read from"
+    assert_serves_sleepy(gateway)
