@@ -192,6 +192,8 @@ class ModelSettings(BaseModel):
     parallel_workers: Optional[int] = Field(None, ge=0)
     # where model-settings.json was found; relative URIs resolve against it
     folder: Optional[Path] = None
+    # the model-settings.json it was read from; None: the MLSERVER_MODEL_* variables (or code)
+    path: Optional[Path] = None
 
     @field_validator("implementation", mode="before")
     @classmethod
@@ -229,23 +231,41 @@ class ModelSettings(BaseModel):
         values = _read_json(path)
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a JSON object")
+        settings = cls._with_environment(values, str(path), path.parent.resolve(), path.parent.name)
+        settings.path = path
+        return settings
+
+    @classmethod
+    def from_environment(cls) -> Optional["ModelSettings"]:
+        """MLServer's model of a repository without any model-settings.json: the one the
+        MLSERVER_MODEL_* variables define, if MLSERVER_MODEL_IMPLEMENTATION is set. Its folder (for
+        a relative uri, and the runtime's imports) is the current folder, as in MLServer."""
+        if mlserver_settings.MODEL_ENV_PREFIX + "IMPLEMENTATION" not in os.environ:
+            return None
+        settings = cls._with_environment({}, "the MLSERVER_MODEL_* environment variables", Path.cwd(), "")
+        if not settings.name:
+            raise ConfigError("MLSERVER_MODEL_IMPLEMENTATION defines a model, but MLSERVER_MODEL_NAME does not name it")
+        return settings
+
+    @classmethod
+    def _with_environment(cls, values: dict, where: str, folder: Path, default_name: str) -> "ModelSettings":
         try:
             from_environment, parameters, variables = mlserver_settings.model_environment()
         except ValueError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+            raise ConfigError(f"{where}: {exc}") from None
         if parameters and isinstance(values.get("parameters", {}), dict):
             values["parameters"] = {**parameters, **values.get("parameters", {})}
         values = {**from_environment, **values}
         try:
             settings = cls(**values)
         except ValidationError as exc:
-            also = f" (with the environment variables {', '.join(variables)})" if variables else ""
-            raise ConfigError(f"{path}{also}: {exc}") from None
-        settings.folder = path.parent.resolve()
+            also = f" (with the environment variables {', '.join(variables)})" if variables and values else ""
+            raise ConfigError(f"{where}{also}: {exc}") from None
+        settings.folder = folder
         if not settings.name:
-            settings.name = path.parent.name
+            settings.name = default_name
         if settings.model_extra:
-            log.warning("%s: ignoring settings this gateway does not use: %s", path, ", ".join(sorted(settings.model_extra)))
+            log.warning("%s: ignoring settings this gateway does not use: %s", where, ", ".join(sorted(settings.model_extra)))
         return settings
 
 
@@ -272,6 +292,13 @@ def scan_model_settings(repository: Path) -> tuple[list[ModelSettings], list[Unu
         except ConfigError as exc:
             settings, key = exc, _declared_name(path)
         candidates.setdefault(key, []).append((path, settings))
+    if not candidates:  # as MLServer: the model the MLSERVER_MODEL_* variables define, if any
+        try:
+            from_environment = ModelSettings.from_environment()
+        except ConfigError as exc:
+            prefix = mlserver_settings.MODEL_ENV_PREFIX
+            return [], [UnusableSettings(os.environ.get(prefix + "NAME", ""), os.environ.get(prefix + "VERSION"), [], str(exc))]
+        return ([from_environment] if from_environment else []), []
     usable, unusable = [], []
     for (name, version), found in candidates.items():
         paths = [path for path, _ in found]

@@ -241,7 +241,7 @@ class Supervisor:
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "workers",
-                "--settings", str(entry.settings.folder / MODEL_SETTINGS_FILE),
+                *(("--settings", str(entry.settings.path)) if entry.settings.path else ()),  # else: from the environment, as here
                 "--endpoint", self.router.endpoint,
                 "--identity", identity,
                 "--parent", str(os.getpid()),

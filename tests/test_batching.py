@@ -58,8 +58,8 @@ def burst_behind_a_busy_worker(gateway, model, documents):
     return results
 
 
-def inflight(gateway, model):
-    return metrics_of(gateway)["gateway_inflight_requests"][labels(model=model, version="")]
+def inflight(gateway, model, version=""):
+    return metrics_of(gateway)["gateway_inflight_requests"][labels(model=model, version=version)]
 
 
 def outputs_of(response):
