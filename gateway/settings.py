@@ -127,6 +127,25 @@ class ServerSettings(BaseModel):
         return settings
 
 
+# MLServer's names (`mlserver.settings`), for code that builds settings: `Settings(http_port=..., debug=...)`
+# takes MLServer's keys as settings.json does (mapped to ours, or ignored with a warning), but does not
+# read MLSERVER_* variables by itself (ServerSettings.from_folder does)
+Settings = ServerSettings
+
+
+class CORSSettings(BaseModel):
+    """MLServer's CORS settings, so that code passing `cors_settings=CORSSettings(...)` runs; the gateway
+    sends no CORS headers, and says so when asked for them."""
+
+    allow_origins: Optional[list[str]] = []
+    allow_origin_regex: Optional[str] = None
+    allow_credentials: Optional[bool] = False
+    allow_methods: Optional[list[str]] = ["GET"]
+    allow_headers: Optional[list[str]] = []
+    expose_headers: Optional[list[str]] = []
+    max_age: Optional[int] = 600
+
+
 def _file_layer(path: Path) -> Layer:
     layer = Layer()
     if not path.exists():
