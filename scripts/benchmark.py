@@ -9,13 +9,13 @@ server starts. Peers are installed by the script into their own virtualenvs unde
 
 Models:  rowsum  16 FP32 features -> their sum               (input "input" [-1,16])
          mlp     numpy MLP 256 -> 1024 -> 10, ReLU, seed 0   (input "input" [-1,256])
-         rowsum-batched, mlp-batched  the same with max_batch_size 32, max_batch_time 0.005
+         rowsum-batched, mlp-batched  the same with max_batch_size 32 (and max_batch_time 0.005 for MLServer)
                  (KServe has no adaptive batcher: it serves those cases with the plain model)
          echo    returns its FP32 input                      (input "input" [-1,-1])
          iris-sklearn  examples/iris-sklearn (scikit-learn scaler + logistic regression, 4 features ->
                  class name), served by the built-in runtime (ours) and by mlserver-sklearn (MLServer)
                  from the same model folder; iris-sklearn-batched the same with max_batch_size 32,
-                 max_batch_time 0.005. KServe's sklearnserver is not on PyPI, so KServe sits them out
+                 max_batch_time 0.005 (MLServer only). KServe's sklearnserver is not on PyPI, so KServe sits them out
 
 Server variants (--servers):
   gateway         ours, its defaults
