@@ -112,11 +112,11 @@ class JsonBody:
     large: Optional[largejson.LargeDocument]  # LARGE_JSON bytes of JSON or more: the document lacks its data values
 
 
-async def read_json_body(body: bytes, header_length: Optional[int]) -> JsonBody:
-    """The JSON of a body (not the raw single-input form). From LARGE_JSON bytes of JSON on, only
+async def read_json_body(body: bytes, header_length: Optional[int], large_from: int = largejson.LARGE_JSON) -> JsonBody:
+    """The JSON of a body (not the raw single-input form). From `large_from` bytes of JSON on, only
     what is not data is parsed (gateway/largejson.py); `build_infer_request` reads the data."""
     json_end = _json_end(body, header_length)
-    if json_end >= largejson.LARGE_JSON:
+    if json_end >= large_from:
         large = await largejson.scan(body, json_end)
         return JsonBody(large.document, memoryview(body)[json_end:], large)
     return JsonBody(_load_json(body if header_length is None else memoryview(body)[:json_end]), memoryview(body)[json_end:], None)
