@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from . import mlrun, mlserver_settings
+from . import mlserver_settings
 from .types import MetadataTensor
 from .version import __version__
 
@@ -224,7 +224,7 @@ class ModelSettings(BaseModel):
     @classmethod
     def _feature_schema(cls, inputs: list[MetadataTensor]) -> list[MetadataTensor]:
         for spec in inputs:
-            mlrun.feature_names(spec)  # MLRun's infer_dict: a bad schema is an error at start, not on each request
+            feature_names(spec)  # MLRun's infer_dict: a bad schema is an error at start, not on each request
         return inputs
 
     @field_validator("parallel_workers")
@@ -286,6 +286,22 @@ class ModelSettings(BaseModel):
         if settings.model_extra:
             log.warning("%s: ignoring settings this gateway does not use: %s", where, ", ".join(sorted(settings.model_extra)))
         return settings
+
+
+def feature_names(spec: MetadataTensor) -> Optional[list[str]]:
+    """MLRun's feature schema an input declares, for infer_dict (`parameters.features`: the names of its last
+    dimension, in order), checked; None if it declares none."""
+    extra = (spec.parameters.model_extra or {}) if spec.parameters is not None else {}
+    features = extra.get("features")
+    if features is None:
+        return None
+    if not isinstance(features, list) or not features or not all(isinstance(f, str) and f for f in features):
+        raise ValueError(f"input {spec.name!r}: parameters.features must be a non-empty list of feature names")
+    if len(set(features)) != len(features):
+        raise ValueError(f"input {spec.name!r}: parameters.features names a feature twice")
+    if len(spec.shape) != 2 or spec.shape[1] not in (-1, len(features)):
+        raise ValueError(f"input {spec.name!r}: with {len(features)} features its shape must be [-1, {len(features)}], not {spec.shape}")
+    return features
 
 
 @dataclass
