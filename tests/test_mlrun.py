@@ -265,3 +265,15 @@ def test_a_binary_body_needs_a_model_of_one_bytes_input(gateway, path, message):
     blobs = np.array([bytes([i]) * 300 for i in range(64)], dtype=object)  # 19 KiB of BYTES
     sizes, digests = np.full(64, 300, dtype=np.int64), np.array([hashlib.sha256(b).hexdigest().encode() for b in blobs], dtype=object)
     assert_serves_large(gateway, "digest", {"blob": blobs}, expect=lambda inputs: {"size": sizes, "sha256": digests})
+
+
+def test_a_request_to_the_root_counts_for_the_model_its_body_names(gateway):
+    def successes() -> int:
+        stats = requests.get(f"{gateway.url}/v2/models/m3/versions/v1/stats", timeout=10).json()["model_stats"][0]
+        return stats["inference_stats"]["success"]["count"]
+
+    before = successes()
+    assert outputs(post(gateway, "/", json={"model": "m3:v1", "inputs": ONE})) == {"version": ([1], ["v1"])}
+    assert successes() == before + 1
+    metrics = requests.get(f"http://127.0.0.1:{gateway.metrics_port}/metrics", timeout=10).text
+    assert 'gateway_requests_total{model="m3",outcome="success",protocol="rest",version="v1"}' in metrics
