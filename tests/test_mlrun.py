@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT, assert_serves_large
+from tests.test_observability import labels, metrics_of
 
 IRIS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -268,12 +269,7 @@ def test_a_binary_body_needs_a_model_of_one_bytes_input(gateway, path, message):
 
 
 def test_a_request_to_the_root_counts_for_the_model_its_body_names(gateway):
-    def successes() -> int:
-        stats = requests.get(f"{gateway.url}/v2/models/m3/versions/v1/stats", timeout=10).json()["model_stats"][0]
-        return stats["inference_stats"]["success"]["count"]
-
-    before = successes()
+    counted = labels(model="m3", version="v1", protocol="rest", outcome="success")
+    before = metrics_of(gateway)["gateway_requests_total"][counted]
     assert outputs(post(gateway, "/", json={"model": "m3:v1", "inputs": ONE})) == {"version": ([1], ["v1"])}
-    assert successes() == before + 1
-    metrics = requests.get(f"http://127.0.0.1:{gateway.metrics_port}/metrics", timeout=10).text
-    assert 'gateway_requests_total{model="m3",outcome="success",protocol="rest",version="v1"}' in metrics
+    assert metrics_of(gateway)["gateway_requests_total"][counted] == before + 1
