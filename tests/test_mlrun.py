@@ -38,6 +38,8 @@ def data(tmp_path_factory):
     np.save(folder / "point.npy", np.array(IRIS[0], dtype=np.float32))  # one data point, FP32: rounds to FP64 exactly
     np.save(folder / "big-ints.npy", np.array([[2**40, 1, 2, 3]]))  # fits FP64
     np.save(folder / "pixels.npy", np.array([[[[300, 0, 0]]]]))  # out of UINT8's range
+    np.save(folder / "halves.npy", np.array([[1.5, -2.0], [0.25, 65504.0]]))  # FP64 values FP16 holds exactly
+    np.save(folder / "too-large.npy", np.array([[1e6, 1.0]]))  # infinity as FP16
     np.save(folder / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     (folder / "broken.json").write_text("[1, 2")
     (folder / "notes.txt").write_text("[1, 2, 3, 4]")
@@ -75,7 +77,7 @@ def assert_rows_serve_large(gateway) -> None:
 
 
 def test_models_are_listed_with_their_versions_as_mlrun_lists_them(gateway):
-    expected = {"models": ["digest", "echo", "image", "m3:v1", "m3:v2", "rows"]}
+    expected = {"models": ["digest", "echo", "half", "image", "m3:v1", "m3:v2", "rows"]}
     assert requests.get(f"{gateway.url}/v2/models/").json() == expected
     assert requests.get(f"{gateway.url}/v2/models").json() == expected
 
@@ -210,6 +212,7 @@ def test_data_url_loads_inputs_from_a_file_below_the_data_folder(gateway):
     point = np.array(IRIS[0], dtype=np.float32).astype(np.float64).tolist()
     assert outputs(post(gateway, "/v2/models/rows/infer", json={"data_url": "point.npy"})) == {"features": ([1, 4], point)}
     assert outputs(post(gateway, "/v2/models/rows/infer", json={"data_url": "big-ints.npy"})) == {"features": ([1, 4], [2.0**40, 1.0, 2.0, 3.0])}
+    assert outputs(post(gateway, "/v2/models/half/infer", json={"data_url": "halves.npy"})) == {"h": ([2, 2], [1.5, -2.0, 0.25, 65504.0])}
     # a symbolic link is followed where it stays inside the folder
     assert outputs(post(gateway, "/v2/models/rows/infer_dict", json={"data_url": "./batch/../inside.json"})) == {"features": ([2, 4], flat)}
     # with the model named in the body
@@ -232,10 +235,11 @@ def test_data_url_loads_inputs_from_a_file_below_the_data_folder(gateway):
         ("rows", {"data_url": 7}, "data_url must be a file's path below the data folder, got 7"),
         ("rows", {"data_url": "rows.npy", "inputs": IRIS}, "give inputs or data_url, not both"),
         ("image", {"data_url": "pixels.npy"}, "input 'pixels' (from data_url) is UINT8: the array holds values out of its range"),
+        ("half", {"data_url": "too-large.npy"}, "input 'h' (from data_url) is FP16: the array holds values too large for it (they would become infinity)"),
         ("echo", {"data_url": "rows.npy"}, "an array from data_url need(s) a model that declares exactly one input"),
     ],
     ids=["dot-dot", "symlink-out", "absolute", "url", "missing", "folder", "txt", "malformed", "too-large", "pickle", "not-a-string", "both",
-         "out-of-range", "nothing-declared"],
+         "out-of-range", "too-large-for-fp16", "nothing-declared"],
 )  # fmt: skip
 def test_data_url_refuses_anything_but_a_json_or_npy_file_below_the_folder(gateway, model, body, message):
     assert_refused(post(gateway, f"/v2/models/{model}/infer", json=body), message)
