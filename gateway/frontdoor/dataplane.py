@@ -143,7 +143,7 @@ class DataPlane:
         started = stats.request_started()
         try:
             async with entry.pool.stream(request) as stream:
-                yield StreamCall(self, entry, request, stream)
+                yield StreamCall(entry, request, stream)
         except BaseException:
             stats.request_finished(started, ok=False)
             raise
@@ -193,8 +193,8 @@ class StreamCall:
     """A stream being served (DataPlane.stream): its further requests checked as its first was, its
     responses as WireResponse, all with the first request's id (as MLServer does)."""
 
-    def __init__(self, dataplane: DataPlane, entry: ModelEntry, first: WireRequest, stream: Stream):
-        self._dataplane, self._entry, self._first, self._stream = dataplane, entry, first, stream
+    def __init__(self, entry: ModelEntry, first: WireRequest, stream: Stream):
+        self._entry, self._first, self._stream = entry, first, stream
 
     @property
     def responses(self) -> int:
