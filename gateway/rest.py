@@ -19,7 +19,7 @@ from sanic.response import HTTPResponse
 
 from . import apidoc, logs, observability
 from .dataplane import DataPlane
-from .errors import BadRequest, GatewayError
+from .errors import SHOWN_LIMIT, BadRequest, GatewayError, NotFound, Unavailable, shown
 from .largejson import LARGE_JSON
 from .restbody import (
     HEADER_LENGTH,
@@ -40,6 +40,20 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answe
 
 def _json(document, status: int = 200, headers: Optional[dict] = None) -> HTTPResponse:
     return HTTPResponse(orjson.dumps(document), status=status, headers=headers, content_type="application/json")
+
+
+def _request_headers(request: Request) -> dict[str, str]:
+    """The request's HTTP headers as KServe's hooks get them: lower-case names (the last of repeated ones)."""
+    return {name.lower(): value for name, value in request.headers.items()}
+
+
+def _response_headers(headers: Optional[dict]) -> dict[str, str]:
+    """A model's response headers, less those the server itself writes (the body's framing)."""
+    return {str(k): str(v) for k, v in (headers or {}).items() if str(k).lower() not in _FRAMING_HEADERS}
+
+
+_FRAMING_HEADERS = frozenset({"content-length", "content-type", "transfer-encoding", "connection"})
+V1_VERBS = ("predict", "explain")
 
 
 def _json_body(request: Request) -> dict:
@@ -116,7 +130,9 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     async def _send(request: Request, rendered: RenderedResponse) -> Optional[HTTPResponse]:
         json_body = rendered.json_length is None
         content_type = "application/json" if json_body else "application/octet-stream"
-        headers = {} if json_body else {HEADER_LENGTH: str(rendered.json_length)}
+        headers = _response_headers(rendered.headers)
+        if not json_body:
+            headers[HEADER_LENGTH] = str(rendered.json_length)
         if not rendered.chunks:
             return HTTPResponse(rendered.body, content_type=content_type, headers=headers)
         # large: the parts go out as writes of their own
@@ -129,16 +145,47 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
 
     async def infer(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
         parsed = await _parse(request, model, version)
+        if dataplane.takes_headers(model, version):
+            parsed.headers = _request_headers(request)
         return await _send(request, await dataplane.infer(parsed, lambda response: render_infer_response(response, parsed)))
 
     async def explain(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
         parsed = await _parse(request, model, version)
+        if dataplane.takes_headers(model, version):
+            parsed.headers = _request_headers(request)
         return await _send(request, await dataplane.explain(parsed, lambda response: render_infer_response(response, parsed)))
 
     async def infer_dict(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
         declared = dataplane.declared_inputs(model, version)
         parsed = parse_infer_dict(request.body, model, version, declared, settings.max_tensor_bytes)
         return await _send(request, await dataplane.infer(parsed, lambda response: render_infer_response(response, parsed)))
+
+    # --- KServe's V1 protocol (models of gateway.kserve; errors as KServe answers them)
+
+    def _v1_model(model: str) -> None:
+        """KServe's answers (kserve.errors.ModelNotFound, ModelNotReady) for a model that is not there."""
+        try:
+            state, _ = dataplane.model_state(model)
+        except NotFound:
+            raise NotFound(f"Model with name {model if len(model) <= SHOWN_LIMIT else shown(model)} does not exist.") from None
+        if state != "READY":
+            raise Unavailable(f"Model with name {model} is not ready.")
+
+    async def v1_models(request: Request) -> HTTPResponse:
+        return _json({"models": dataplane.model_names()})
+
+    async def v1_model_ready(request: Request, model: str) -> HTTPResponse:
+        _v1_model(model)
+        return _json({"name": model, "ready": True})
+
+    async def v1_verb(request: Request, target: str) -> HTTPResponse:
+        """POST /v1/models/{name}:predict and :explain (one route: the verb is part of the last segment)."""
+        model, _, verb = target.rpartition(":")
+        if verb not in V1_VERBS or not model:
+            raise NotFound(f"no such V1 endpoint: {shown(request.path)}; use /v1/models/{{name}}:predict or :explain")
+        _v1_model(model)
+        answer = await dataplane.v1(model, request.body, _request_headers(request), explain=verb == "explain")
+        return HTTPResponse(answer.body, content_type=answer.content_type, headers=_response_headers(answer.headers))
 
     async def statistics(request: Request, model: Optional[str] = None, version: Optional[str] = None) -> HTTPResponse:
         return _json({"model_stats": dataplane.statistics(model, version)})
@@ -171,6 +218,10 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     route(statistics, "/v2/models/<model>/stats", ("GET",))
     app.add_route(statistics, "/v2/models/stats", methods=("GET",), name="statistics_all")
 
+    app.add_route(v1_models, "/v1/models", methods=("GET",), name="v1_models")
+    app.add_route(v1_model_ready, "/v1/models/<model>", methods=("GET",), name="v1_model_ready")
+    app.add_route(v1_verb, "/v1/models/<target>", methods=("POST",), name="v1_verb")
+
     route(repository_index, "/v2/repository/index", ("POST",), versioned=False)
     route(repository_load, "/v2/repository/models/<model>/load", ("POST",), versioned=False)
     route(repository_unload, "/v2/repository/models/<model>/unload", ("POST",), versioned=False)
@@ -180,6 +231,7 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
 
     # inference routes: counted in the request metrics of their model
     counted = {f"{app.name}.{handler}{suffix}" for handler in ("infer", "explain", "infer_dict") for suffix in ("", "_version")}
+    counted.add(f"{app.name}.v1_verb")
 
     @app.on_response
     def answered(request: Request, response: HTTPResponse) -> None:
@@ -189,6 +241,8 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
         stream = request.stream
         elapsed = int((time.perf_counter() - stream.began()) * 1e9)
         model, version = request.match_info.get("model"), request.match_info.get("version")
+        if "target" in request.match_info:  # V1's name:verb
+            model = request.match_info["target"].rpartition(":")[0]
         if request.route is not None and request.route.name in counted:
             dataplane.model_stats(model, version).request_done("rest", response.status, elapsed)
         logs.access("rest", request.method, request.path, response.status, elapsed, model, version)

@@ -55,6 +55,7 @@ class ServerSettings(BaseModel):
     grpc_max_connection_age: float = Field(0.0, ge=0, description="seconds after which a gRPC client connection is asked to reconnect (HTTP/2 GOAWAY while serving; its calls finish first), so that clients behind a connection-level balancer move between replicas; 0: never")
     metrics_port: int = Field(8082, ge=0, le=65535, description="Prometheus /metrics on a port of its own; 0: none")
     metrics_on_http: bool = Field(False, description="also serve /metrics on the REST port")
+    enable_grpc: bool = Field(True, description="serve gRPC on grpc_port")
     enable_docs_url: bool = Field(False, description="serve the API's documentation page (Swagger UI) at /docs")
     model_repository: Optional[Path] = Field(None, description="folder searched for model-settings.json files, relative to the config folder")
     parallel_workers: int = Field(1, ge=0, description="worker processes per model unless its model-settings.json says otherwise (0: 1, as MLServer's 0)")
@@ -120,6 +121,16 @@ class ServerSettings(BaseModel):
             settings.model_repository = (folder / settings.model_repository).resolve()
         return settings
 
+    @classmethod
+    def for_script(cls, defaults: dict[str, Any], given: dict[str, Any]) -> "ServerSettings":
+        """A script's settings (KServe's ModelServer): `defaults` < GATEWAY_* variables < `given`."""
+        environment = _environment()
+        sources = {**dict.fromkeys(defaults, "the default"), **environment.sources, **dict.fromkeys(given, "ModelServer()")}
+        try:
+            return cls.model_validate({**defaults, **environment.values, **given}, context={"sources": sources})
+        except ValidationError as exc:
+            raise ConfigError("; ".join(_blame(error, sources, Path("ModelServer()")) for error in exc.errors())) from None
+
 
 def _file_layer(path: Path) -> Layer:
     layer = Layer()
@@ -182,6 +193,9 @@ class ModelSettings(BaseModel):
     parameters: ModelParameters = Field(default_factory=ModelParameters)
     max_batch_size: int = Field(0, ge=0)
     parallel_workers: Optional[int] = Field(None, ge=0)
+    # load the model once, in a fork server, and fork its workers from it: they share its memory
+    # (README, "Loading a model once"); not safe for a load() that starts threads or a GPU context
+    load_once: bool = False
     # where model-settings.json was found; relative URIs resolve against it
     folder: Optional[Path] = None
 
