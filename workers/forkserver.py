@@ -42,7 +42,7 @@ import orjson
 
 from gateway import logs
 from gateway.settings import ModelSettings
-from gateway.shm import Arena
+from gateway.wire.arena import Arena
 
 from .worker import Served, die_with_parent, load_served, serve_loaded
 

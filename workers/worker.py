@@ -28,15 +28,18 @@ from typing import Any
 import zmq
 from pydantic import ValidationError
 
-from gateway import logs, metrics, transport
+from gateway import logs, metrics
+from gateway.wire import messages
 from gateway.codecs.utils import tensor_data
 from gateway.errors import BadRequest, GatewayError, RuntimeFailure, shown
 from gateway.model import MLModel
 from gateway.runtimes import resolve_implementation
 from gateway.settings import ModelSettings
-from gateway.shm import Arena
-from gateway.zmqio import LoopSocket
-from gateway.tensors import InferRequest, PackedBytes, RequestedOutput, Tensor, array_from_output, unpack_bytes
+from gateway.wire.arena import Arena
+from gateway.wire.sockets import LoopSocket
+from gateway.wire.datatypes import array_from_output
+from gateway.wire.packed import PackedBytes, unpack_bytes
+from gateway.wire.request import RequestedOutput, Tensor, WireRequest
 from gateway.types import Datatype, InferenceRequest, InferenceResponse, Parameters, RequestInput, RequestOutput
 
 log = logging.getLogger("gateway.worker")
@@ -105,7 +108,7 @@ class ServedRuntime(Served):
         return {"metadata": metadata, "explain": type(self.runtime).explain is not MLModel.explain}
 
     async def call(self, kind, request, received, batch):
-        if kind not in (transport.INFER, transport.EXPLAIN):
+        if kind not in (messages.INFER, messages.EXPLAIN):
             raise BadRequest(f"model {self.name!r} is an MLModel runtime: it speaks V2 only (POST /v2/models/{self.name}/infer)")
         return await run(self.runtime, kind, request, received, batch)
 
@@ -118,14 +121,14 @@ def build_served(settings: ModelSettings) -> Served:
     cls = runtime_class(settings)
     if isinstance(cls, type) and issubclass(cls, MLModel):
         return ServedRuntime(cls(settings))
-    from gateway.kserve.serving import ServedKServe, is_kserve_model_class
+    from .kserve import ServedKServe, is_kserve_model_class
 
     if is_kserve_model_class(cls):
         return ServedKServe(cls(settings.name))
     raise TypeError(f"{settings.implementation} is neither a gateway.MLModel nor a KServe model (gateway.kserve.Model)")
 
 
-def to_inference_request(request: InferRequest) -> InferenceRequest:
+def to_inference_request(request: WireRequest) -> InferenceRequest:
     """The SDK's request type around numpy views of the tensors (no copy, no validation pass);
     BYTES are unpacked here, their framing checked (a malformed one is the client's: a 400)."""
     return InferenceRequest.model_construct(
@@ -215,11 +218,11 @@ async def _call(method, payload):
 
 
 async def run(
-    runtime: MLModel, kind: bytes, request: InferRequest, received: int, batch: list[int] | None = None
+    runtime: MLModel, kind: bytes, request: WireRequest, received: int, batch: list[int] | None = None
 ) -> tuple[list[Tensor], dict, list[int]]:
     """(outputs, parameters, [input, infer, output] stage times in ns since `received`, for the statistics)."""
     payload = to_inference_request(request)
-    if kind == transport.EXPLAIN:
+    if kind == messages.EXPLAIN:
         inputs_ready = time.perf_counter_ns()
         response = await _call(runtime.explain, payload)
         inferred = time.perf_counter_ns()
@@ -269,30 +272,30 @@ async def serve_loaded(
                 log.exception("model %s failed to start", name)
                 served = f"{type(exc).__name__}: {exc}"
         if isinstance(served, str):
-            link.send(transport.control_frames(transport.FAILED, {"reason": served}))
+            link.send(messages.control_frames(messages.FAILED, {"reason": served}))
             return 1
-        link.send(transport.control_frames(transport.READY, {**ready, "report": metrics.take_report()}))
+        link.send(messages.control_frames(messages.READY, {**ready, "report": metrics.take_report()}))
         log.info("model %s loaded, serving", name)
         while True:
             frames = await link.recv()
             received = time.perf_counter_ns()
             kind = frames[0].bytes
-            if kind == transport.STOP:
+            if kind == messages.STOP:
                 break
-            if kind == transport.PING:
-                link.send(transport.control_frames(transport.PONG, {"report": metrics.take_report()}))
+            if kind == messages.PING:
+                link.send(messages.control_frames(messages.PONG, {"report": metrics.take_report()}))
                 continue
-            header = transport.request_header(frames)
+            header = messages.request_header(frames)
             seq = header["seq"]
             logs.REQUEST_ID.set(header["id"])  # every line logged until the reply carries it
             try:
-                request = transport.parse_request(header, frames, in_arena, name, version)
+                request = messages.parse_request(header, frames, in_arena, name, version)
                 outputs, parameters, times = await served.call(kind, request, received, header["batch"])
-                reply = transport.reply_frames(seq, outputs, parameters, out_arena, {**metrics.take_report(), "times": times})
+                reply = messages.reply_frames(seq, outputs, parameters, out_arena, {**metrics.take_report(), "times": times})
             except GatewayError as exc:
-                reply = transport.error_frames(seq, exc, metrics.take_report())
+                reply = messages.error_frames(seq, exc, metrics.take_report())
             except Exception as exc:  # this call fails; the worker goes on
-                reply = transport.error_frames(seq, served.error(exc), metrics.take_report())
+                reply = messages.error_frames(seq, served.error(exc), metrics.take_report())
             link.send(reply)
             logs.REQUEST_ID.set(None)
         await served.stop()

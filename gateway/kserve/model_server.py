@@ -20,17 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import importlib
 import os
 import signal
-import socket
 from typing import Any, Callable, Dict, List, Optional
 
-from workers.forkserver import fork_hazards, serve_forks
-from workers.worker import die_with_parent
-
-from .. import logs
-from ..forkserver import Preloaded
-from ..settings import ModelSettings, ServerSettings
 from . import context
 from .constants.constants import (
     DEFAULT_GRPC_PORT,
@@ -45,7 +39,6 @@ from .logging import configure_logging, logger
 from .model import BaseKServeModel
 from .model_repository import ModelRepository
 from .predictor_config import PredictorConfig
-from .serving import ServedKServe
 from .utils.utils import cpu_count, strtobool
 
 parser = argparse.ArgumentParser(add_help=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -193,46 +186,12 @@ class ModelServer:
         This process then serves REST (V1 and V2, /metrics) on `http_port` and V2 gRPC on
         `grpc_port` with the gateway's front door."""
         self._register_and_check_atleast_one_model_is_ready(models)
-        hazards = fork_hazards()
-        if hazards:
-            raise RuntimeError(
-                f"ModelServer.start() forks the model workers from this process, which cannot be done safely now: "
-                f"{'; '.join(hazards)}. Start threads in the model's start() instead (it runs in each worker), "
-                "and call start() outside of an event loop"
-            )
-        settings = ServerSettings.for_script(
-            {"metrics_port": 0, "metrics_on_http": True, "model_repository": None},
-            {
-                "http_port": self.http_port,
-                "grpc_port": self.grpc_port,
-                "enable_grpc": self.enable_grpc,
-                "enable_docs_url": self.enable_docs_url,
-                "shutdown_grace": self.grace_period,
-            },
-        )
-        logs.configure(settings.log_level, settings.log_format)
-        served = {name: (ServedKServe(model, name, self.setup_event_loop), None) for name, model in self.registered_models.get_models().items()}
-        described = [
-            ModelSettings(name=name, implementation=_import_path(model), load_once=True, parallel_workers=self.workers)
-            for name, model in self.registered_models.get_models().items()
-        ]
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:  # the fork server: never returns
-            try:
-                ours.close()
-                die_with_parent(parent)
-                serve_forks(theirs, served)
-            finally:
-                os._exit(1)
-        theirs.close()
-        logger.info("the models are held by the fork server (pid %d), which forks %d worker(s) for each", pid, self.workers)
-        self._serving_pid = parent
-        from .. import server  # here: the front door's modules import this package's errors
-
+        # the serving side is an entry point of its own (gateway/script.py), imported by name: the SDK
+        # must not import the front door (a worker importing the SDK would hold it); start() runs in a
+        # script's process only, which becomes the front door
+        self._serving_pid = os.getpid()
         try:
-            server.run(settings, Preloaded(ours, pid, described, self.setup_event_loop))
+            importlib.import_module("gateway.script").serve(self)
         finally:
             self._serving_pid = None
 
@@ -291,8 +250,3 @@ class ModelServer:
         if models and not ready:
             raise NoModelReady(models)
 
-
-def _import_path(model: BaseKServeModel) -> str:
-    """Where the model's class is defined (shown as its implementation; the script's models are
-    never imported by name: the fork server holds them)."""
-    return f"{type(model).__module__}.{type(model).__qualname__}"
