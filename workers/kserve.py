@@ -84,7 +84,8 @@ class ServedKServe(Served):
         if isinstance(self.model, InferenceModel):
             metadata["inputs"] = await _settled(self.model.get_input_types())
             metadata["outputs"] = await _settled(self.model.get_output_types())
-        explains = isinstance(self.model, Model) and type(self.model).explain is not Model.explain
+        # an explainer of its own, or a host its explain() forwards to
+        explains = isinstance(self.model, Model) and (type(self.model).explain is not Model.explain or self.model.explainer_host is not None)
         return {"metadata": metadata, "explain": explains, "kserve": True}
 
     async def call(self, kind: bytes, request: Arrived, received: int, batch) -> tuple[list[Tensor], dict, list[int]]:
