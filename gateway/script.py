@@ -10,6 +10,7 @@ or an event loop cannot cross a fork, and the front door starts both.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
@@ -44,7 +45,9 @@ def serve(server: ModelServer) -> None:
             "shutdown_grace": server.grace_period,
         },
     )
+    kserve_fields = logging._srcfile, logging.logProcesses
     logs.configure(settings.log_level, settings.log_format)
+    logging._srcfile, logging.logProcesses = kserve_fields  # KServe's log format names the process and the file: keep them
     models = server.registered_models.get_models()
     served = {name: (ServedKServe(model, name, server.setup_event_loop), None) for name, model in models.items()}
     described = [
