@@ -389,7 +389,7 @@ def _document(response: WireResponse, outputs: list) -> dict[str, Any]:
     return document
 
 
-async def _render_in_steps(response: WireResponse, plan: list[tuple[Tensor, bool]], headers: Optional[dict]) -> RenderedResponse:
+async def _render_in_steps(response: WireResponse, plan: list[tuple[Tensor, bool]], headers: Optional[dict] = None) -> RenderedResponse:
     """The same bytes as render_infer_response's one step: the JSON written as orjson writes it,
     each JSON output's data spliced in, JSON_STEP elements at a time; each part a write of its own."""
     parts = [orjson.dumps(_document(response, []))[: -len(b"]}")]]  # ends with "outputs":[
