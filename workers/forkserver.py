@@ -79,8 +79,8 @@ def native_threads() -> list[str]:
     return names
 
 
-def send(sock: socket.socket, message: dict, fds: tuple[int, ...] = ()) -> None:
-    socket.send_fds(sock, [orjson.dumps(message)], list(fds)) if fds else sock.send(orjson.dumps(message))
+def send(sock: socket.socket, message: dict) -> None:
+    sock.send(orjson.dumps(message))
 
 
 def load_and_serve_forks(settings: ModelSettings, sock: socket.socket) -> int:

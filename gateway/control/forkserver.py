@@ -84,7 +84,10 @@ class ForkServer:
             raise Unavailable(f"{self.label} has exited")
         data = orjson.dumps(message)
         try:
-            socket.send_fds(self._sock, [data], list(fds)) if fds else self._sock.send(data)
+            if fds:
+                socket.send_fds(self._sock, [data], list(fds))
+            else:
+                self._sock.send(data)
         except OSError as exc:  # full (never expected: messages are tiny) or gone
             self._gone(f"cannot be reached: {exc}")
             raise Unavailable(f"{self.label} has exited") from None
