@@ -77,7 +77,8 @@ def test_the_workers_share_the_loaded_weights(server):
     for pid in tree:
         private = _memory(pid)["Private_Clean"] + _memory(pid)["Private_Dirty"]
         assert private < BIG / 2, f"process {pid} holds {private} private bytes"
-    assert sum(_memory(pid)["Pss"] for pid in tree) < 2 * BIG  # 7 copies without sharing
+    # the weights once, and an interpreter's own memory per process (under 24 MiB); 7 copies without sharing
+    assert sum(_memory(pid)["Pss"] for pid in tree) < BIG + len(tree) * 24 * 1024 * 1024 < len(tree) * BIG
 
 
 def test_v1(server):
