@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from dataclasses import dataclass
 from typing import Callable, Optional, TypeVar
 
 from .. import logs
@@ -97,7 +98,7 @@ class DataPlane:
 
     async def _run(self, kind: bytes, request: WireRequest, render: Callable[[WireResponse], T]) -> T:
         entry = self._ready_entry(request.model_name, request.model_version)
-        if kind == messages.EXPLAIN and not entry.has_explain:
+        if kind in (messages.EXPLAIN, messages.EXPLAIN_V1) and not entry.has_explain:
             raise NotSupported(f"model {entry.name!r} has no explainer")
         if not request.id:
             request.id = f"{_ID_PREFIX}-{next(_ids)}"
@@ -114,6 +115,15 @@ class DataPlane:
             raise
         stats.request_finished(started, ok=True)
         return result
+
+    def takes_headers(self, name: str, version: Optional[str] = None) -> bool:
+        """Whether the model's hooks take the request's headers (a KServe model's do)."""
+        return self.supervisor.get(name, version).kserve
+
+    async def v1(self, name: str, body: bytes, headers: dict[str, str], explain: bool) -> "V1Answer":
+        """KServe's V1 protocol: the body to the model as it came, its answer as the model gave it."""
+        kind = messages.EXPLAIN_V1 if explain else messages.PREDICT_V1
+        return await self._run(kind, messages.v1_request(name, body, headers), _v1_answer)
 
     # --- statistics extension -------------------------------------------
 
@@ -153,6 +163,20 @@ class DataPlane:
             why = f": {entry.reason}" if entry.reason else ""
             raise Unavailable(f"model {name!r} is not ready ({entry.state.value}{why})")
         return entry
+
+
+@dataclass
+class V1Answer:
+    body: bytes
+    content_type: str
+    headers: Optional[dict]
+
+
+def _v1_answer(response: InferResponse) -> V1Answer:
+    """The one output a V1 answer travels as, copied out of the worker's shared memory."""
+    (body,) = response.outputs
+    headers = response.parameters.get("headers") if response.parameters else None
+    return V1Answer(body.data.tobytes(), body.parameters.get("content_type", "application/json"), headers)
 
 
 def _shape_matches(declared: list[int], shape: list[int]) -> bool:
