@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import importlib
 import os
 import signal
 from typing import Any, Callable, Dict, List, Optional
@@ -186,12 +185,14 @@ class ModelServer:
         This process then serves REST (V1 and V2, /metrics) on `http_port` and V2 gRPC on
         `grpc_port` with the gateway's front door."""
         self._register_and_check_atleast_one_model_is_ready(models)
-        # the serving side is an entry point of its own (gateway/script.py), imported by name: the SDK
-        # must not import the front door (a worker importing the SDK would hold it); start() runs in a
-        # script's process only, which becomes the front door
+        # the serving side is an entry point of its own, imported here and not at the top: a worker
+        # imports this module too and must not hold the front door; only a script's process calls
+        # start() (the one allowed exception of tests/test_layers.py)
+        from ..script import serve
+
         self._serving_pid = os.getpid()
         try:
-            importlib.import_module("gateway.script").serve(self)
+            serve(self)
         finally:
             self._serving_pid = None
 
