@@ -35,7 +35,7 @@ import zmq
 from ..wire import messages
 from .stats import model_stats
 from .batching import batch_key, merge, rows_of, split
-from ..errors import GatewayError, RuntimeFailure, Timeout, Unavailable, from_status
+from ..errors import GatewayError, RuntimeFailure, Timeout, Unavailable
 from ..wire.arena import Arena
 from ..wire.request import Tensor, WireRequest
 from ..wire.sockets import LoopSocket
@@ -509,13 +509,16 @@ class ModelPool:
         (_, batch), worker.inflight = worker.inflight, None
         reply = batch[0].reply
         try:
-            payload = messages.parse_control(frames)
-            self.stats.worker_report(payload["report"])
+            if kind == messages.ERROR:
+                _, error, _, report = messages.parse_reply(frames, None)
+            else:
+                error, report = None, messages.parse_control(frames)["report"]
+            self.stats.worker_report(report)
             if not reply.done():
-                if kind == messages.ERROR:
-                    reply.set_exception(from_status(payload["status"], payload["message"]))
-                else:
+                if error is None:
                     reply.set_result(None)
+                else:
+                    reply.set_exception(error)
         finally:
             self._make_idle(worker)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import AsyncIterator, Callable, Optional, TypeVar
 
 from .. import logs
@@ -99,7 +100,7 @@ class DataPlane:
 
     async def _run(self, kind: bytes, request: WireRequest, render: Callable[[WireResponse], T]) -> T:
         entry = self._ready_entry(request.model_name, request.model_version)
-        if kind == messages.EXPLAIN and not entry.has_explain:
+        if kind in (messages.EXPLAIN, messages.EXPLAIN_V1) and not entry.has_explain:
             raise NotSupported(f"model {entry.name!r} has no explainer")
         if not request.id:
             request.id = f"{_ID_PREFIX}-{next(_ids)}"
@@ -148,6 +149,15 @@ class DataPlane:
             stats.request_finished(started, ok=False)
             raise
         stats.request_finished(started, ok=True)
+
+    def takes_headers(self, name: str, version: Optional[str] = None) -> bool:
+        """Whether the model's hooks take the request's headers (a KServe model's do)."""
+        return self.supervisor.get(name, version).kserve
+
+    async def v1(self, name: str, body: bytes, headers: dict[str, str], explain: bool) -> "V1Answer":
+        """KServe's V1 protocol: the body to the model as it came, its answer as the model gave it."""
+        kind = messages.EXPLAIN_V1 if explain else messages.PREDICT_V1
+        return await self._run(kind, messages.v1_request(name, body, headers), _v1_answer)
 
     # --- statistics extension -------------------------------------------
 
@@ -222,6 +232,20 @@ class StreamCall:
     async def __anext__(self) -> WireResponse:
         outputs, parameters = await self._stream.__anext__()
         return WireResponse(self._entry.name, self._entry.version, self._first.id, outputs, parameters)
+
+
+@dataclass
+class V1Answer:
+    body: bytes
+    content_type: str
+    headers: Optional[dict]
+
+
+def _v1_answer(response: InferResponse) -> V1Answer:
+    """The one output a V1 answer travels as, copied out of the worker's shared memory."""
+    (body,) = response.outputs
+    headers = response.parameters.get("headers") if response.parameters else None
+    return V1Answer(body.data.tobytes(), body.parameters.get("content_type", "application/json"), headers)
 
 
 def _shape_matches(declared: list[int], shape: list[int]) -> bool:

@@ -142,7 +142,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # --- inference ----------------------------------------------------
 
-    async def _parse(self, request: pb.ModelInferRequest) -> WireRequest:
+    async def _parse(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> WireRequest:
         check_parsed(request)  # a stream's message
         if not request.model_name:
             raise BadRequest("model_name is required")
@@ -154,15 +154,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await convert.convert_contents(request, pending, self.max_tensor_bytes)
         elif sum(t.data.nbytes for t in parsed.inputs) >= LARGE_MESSAGE:
             await asyncio.sleep(0)  # its raw contents were just copied out of the message: let others in before the next copy
+        if self.dataplane.takes_headers(parsed.model_name, parsed.model_version):
+            # KServe's hooks get the call's metadata as headers (binary "-bin" values left out)
+            parsed.headers = {key: value for key, value in context.invocation_metadata() if not key.endswith("-bin")}
         return parsed
 
-    async def _infer(self, request: pb.ModelInferRequest) -> bytes:
+    async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> bytes:
         """The serialized answer (convert.render_infer_response)."""
-        return await self.dataplane.infer(await self._parse(request), convert.render_infer_response)
+        return await self.dataplane.infer(await self._parse(request, context), convert.render_infer_response)
 
     @unary
     async def ModelInfer(self, request, context):
-        return await self._infer(request)
+        return await self._infer(request, context)
 
     async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse | bytes]:
         """A model that implements predict_stream streams: the whole call is one predict_stream, fed
@@ -173,7 +176,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         first = await anext(requests, None)
         if first is None:
             return
-        replies = self._stream(first, requests, context) if self._streams(first) else self._answer_each(first, requests)
+        replies = self._stream(first, requests, context) if self._streams(first) else self._answer_each(first, requests, context)
         async for reply in replies:
             yield reply
 
@@ -189,8 +192,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def _stream(self, first: pb.ModelInferRequest, requests: AsyncIterator, context) -> AsyncIterator[bytes]:
         started, http_status, code, call = time.perf_counter_ns(), 200, grpc.StatusCode.OK, None
         try:
-            async with self.dataplane.stream(await self._parse(first)) as call:
-                feeding = asyncio.create_task(self._feed(call, requests))
+            async with self.dataplane.stream(await self._parse(first, context)) as call:
+                feeding = asyncio.create_task(self._feed(call, requests, context))
                 try:
                     async for response in call:
                         # rendered (copied) while the response may view the worker's shared memory; the
@@ -210,18 +213,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         finally:
             self.answered("ModelStreamInfer", first, http_status, code, started, call.responses if call is not None else 0)
 
-    async def _feed(self, call: StreamCall, requests: AsyncIterator) -> None:
+    async def _feed(self, call: StreamCall, requests: AsyncIterator, context: grpc.aio.ServicerContext) -> None:
         """The call's further requests, on to the generator; then the end of its requests."""
         try:
             async for request in requests:
-                await call.send(await self._parse(request))
+                await call.send(await self._parse(request, context))
             call.end_input()
         except GatewayError as exc:
             call.fail(exc)
         except Exception as exc:  # the client's side failed: grpc ends the call
             log.debug("reading a stream's requests: %s", exc)
 
-    async def _answer_each(self, first, requests: AsyncIterator) -> AsyncIterator[pb.ModelStreamInferResponse | bytes]:
+    async def _answer_each(self, first, requests: AsyncIterator, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ModelStreamInferResponse | bytes]:
         """Answer each request as soon as it is done (match replies by id); a failed one answers with error_message."""
         replies: asyncio.Queue = asyncio.Queue()
         slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
@@ -230,7 +233,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async def answer(request: pb.ModelInferRequest) -> None:
             started, http_status, code = time.perf_counter_ns(), 200, grpc.StatusCode.OK
             try:
-                reply = convert.stream_reply(await self._infer(request))
+                reply = convert.stream_reply(await self._infer(request, context))
             except Exception as exc:
                 if not isinstance(exc, GatewayError):
                     log.exception("unexpected error in ModelStreamInfer")
