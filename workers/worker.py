@@ -258,10 +258,10 @@ class _Stream:
         self._credit = asyncio.Event()
         self._credit.set()  # the output arena is free for the first response
         self._task = asyncio.create_task(self._run(first))
-        self._task.add_done_callback(self._cancelled_before_start)
+        self._task.add_done_callback(self._ended_cancelled)
 
-    def _cancelled_before_start(self, task: asyncio.Task) -> None:
-        # _run answers every cancel it sees; a task cancelled before its first step never ran it
+    def _ended_cancelled(self, task: asyncio.Task) -> None:
+        # _run answers the cancels it sees; one before its first step never reaches it: the gateway still needs the end
         if task.cancelled():
             self._link.send(messages.control_frames(messages.DONE, {"seq": self.seq, "report": metrics.take_report()}))
 
