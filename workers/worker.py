@@ -2,8 +2,11 @@
 
 Started by the gateway's supervisor as `python -m workers ...`. It imports the
 runtime named by `implementation`, calls `load()`, announces READY (or FAILED
-with the reason) and then answers one message at a time: the gateway sends
+with the reason) and then answers one call at a time: the gateway sends
 the next request only when this worker is idle, so there is no queue here.
+A call runs in a task of its own, so that a CANCEL for it is read meanwhile: an
+async predict is cancelled (asyncio), a sync one sees `MLModel.cancelled()` turn
+true (which reads the socket itself, the loop being blocked by the sync call).
 Input tensors are numpy views of the input arena (valid during the call);
 outputs are written to the output arena.
 """
@@ -21,8 +24,9 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import zmq
 from pydantic import ValidationError
@@ -30,7 +34,7 @@ from pydantic import ValidationError
 from gateway import logs, metrics
 from gateway.wire import messages
 from gateway.codecs.utils import tensor_data
-from gateway.errors import BadRequest, GatewayError, RuntimeFailure, shown
+from gateway.errors import BadRequest, Cancelled, GatewayError, RuntimeFailure, shown
 from gateway.model import MLModel
 from gateway.runtimes import resolve_implementation
 from gateway.settings import ModelSettings
@@ -170,6 +174,75 @@ async def run(
     return outputs, parameters, [inputs_ready - received, inferred - inputs_ready, time.perf_counter_ns() - inferred]
 
 
+class Inbox:
+    """The worker's messages, read by the loop or, while a sync call blocks it, by `cancelled()`:
+    the CANCEL of the running call is noted, anything else is kept for the loop, in order."""
+
+    def __init__(self, socket: LoopSocket):
+        self.socket = socket
+        self._kept: deque[list] = deque()
+        self._running: Optional[tuple[int, asyncio.Task]] = None  # the seq of the call running, and its task
+        self.stopped = False  # the call running was cancelled
+
+    async def next(self) -> list:
+        return self._kept.popleft() if self._kept else await self.socket.recv()
+
+    def start(self, seq: int, task: asyncio.Task) -> None:
+        self._running, self.stopped = (seq, task), False
+        task.add_done_callback(lambda done: self._finish(seq, done))
+
+    def _finish(self, seq: int, task: asyncio.Task) -> None:
+        self._running = None
+        # cancelled before it began (a CANCEL read in the same loop turn): it is answered all the same
+        reply = messages.error_frames(seq, Cancelled("cancelled"), {}) if task.cancelled() else task.result()
+        self.socket.send(reply)
+
+    def cancel(self, frames: list) -> None:
+        """A CANCEL: stop the call it names if it is still running (else it has been answered)."""
+        if self._running is None or self.stopped or messages.parse_control(frames)["seq"] != self._running[0]:
+            return
+        self.stopped = True
+        log.info("the gateway cancelled the call: its client went away or its deadline passed")
+        self._running[1].cancel()  # an async predict stops at its next await
+
+    def cancelled(self) -> bool:
+        """MLModel.cancelled(): read what arrived meanwhile without waiting (a sync predict blocks the loop)."""
+        while not self.stopped:
+            try:
+                frames = self.socket.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            if frames[0].bytes == messages.CANCEL:
+                self.cancel(frames)
+            else:
+                self._kept.append(frames)
+        return self.stopped
+
+
+async def answer(
+    runtime: MLModel, inbox: Inbox, kind: bytes, header: dict, frames: list, received: int, arenas: tuple[Arena, Arena], settings: ModelSettings
+) -> list:
+    """The reply to one INFER or EXPLAIN message."""
+    in_arena, out_arena = arenas
+    seq = header["seq"]
+    logs.REQUEST_ID.set(header["id"])  # every line logged until the reply carries it
+    try:
+        request = messages.parse_request(header, frames, in_arena, settings.name, settings.version)
+        outputs, parameters, times = await run(runtime, kind, request, received, header["batch"])
+        if inbox.stopped:
+            raise asyncio.CancelledError  # a predict that stopped early (cancelled()) or ignored its cancellation
+        return messages.reply_frames(seq, outputs, parameters, out_arena, {**metrics.take_report(), "times": times})
+    except asyncio.CancelledError:
+        return messages.error_frames(seq, Cancelled("cancelled"), metrics.take_report())
+    except GatewayError as exc:
+        return messages.error_frames(seq, exc, metrics.take_report())
+    except Exception as exc:  # this call fails; the worker goes on
+        log.exception("the runtime raised")
+        return messages.error_frames(seq, RuntimeFailure(f"{type(exc).__name__}: {exc}"), metrics.take_report())
+    finally:
+        logs.REQUEST_ID.set(None)
+
+
 async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_arena: Arena, out_arena: Arena) -> int:
     context = zmq.Context()
     dealer = context.socket(zmq.DEALER)
@@ -189,33 +262,29 @@ async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_aren
         if loaded is False:
             socket.send(messages.control_frames(messages.FAILED, {"reason": reason}))
             return 1
+        inbox = Inbox(socket)
+        runtime._cancel_probe = inbox.cancelled
         has_explain = type(runtime).explain is not MLModel.explain
         ready = {"metadata": metadata, "explain": has_explain, "report": metrics.take_report()}
         socket.send(messages.control_frames(messages.READY, ready))
         log.info("model %s loaded, serving", settings.name)
+        call: Optional[asyncio.Task] = None
         while True:
-            frames = await socket.recv()
-            received = time.perf_counter_ns()
+            frames = await inbox.next()
             kind = frames[0].bytes
             if kind == messages.STOP:
                 break
             if kind == messages.PING:
                 socket.send(messages.control_frames(messages.PONG, {"report": metrics.take_report()}))
-                continue
-            header = messages.request_header(frames)
-            seq = header["seq"]
-            logs.REQUEST_ID.set(header["id"])  # every line logged until the reply carries it
-            try:
-                request = messages.parse_request(header, frames, in_arena, settings.name, settings.version)
-                outputs, parameters, times = await run(runtime, kind, request, received, header["batch"])
-                reply = messages.reply_frames(seq, outputs, parameters, out_arena, {**metrics.take_report(), "times": times})
-            except GatewayError as exc:
-                reply = messages.error_frames(seq, exc, metrics.take_report())
-            except Exception as exc:  # this call fails; the worker goes on
-                log.exception("the runtime raised")
-                reply = messages.error_frames(seq, RuntimeFailure(f"{type(exc).__name__}: {exc}"), metrics.take_report())
-            socket.send(reply)
-            logs.REQUEST_ID.set(None)
+            elif kind == messages.CANCEL:
+                inbox.cancel(frames)
+            else:
+                received = time.perf_counter_ns()
+                header = messages.request_header(frames)
+                call = asyncio.create_task(answer(runtime, inbox, kind, header, frames, received, (in_arena, out_arena), settings))
+                inbox.start(header["seq"], call)
+        if call is not None:
+            await asyncio.wait([call])  # the gateway stops an idle worker; should it not be, its call ends first
         await runtime.unload()
         log.info("model %s unloaded", settings.name)
         return 0

@@ -7,7 +7,8 @@ when the arena is full, travel inline as a frame of their own; either way they
 are never pickled nor turned into JSON. Each arena holds one message at a
 time, so placement is a bump from offset 0. Both sides use only these functions.
 
-Kinds, gateway -> worker: INFER, EXPLAIN, PING, STOP.
+Kinds, gateway -> worker: INFER, EXPLAIN, PING, STOP, CANCEL (stop the call "seq":
+every request it carries is gone; the worker answers it at once, with ERROR 499 if it stopped).
 Kinds, worker -> gateway: READY (loaded; header has metadata), FAILED (load
 failed; header has the reason), REPLY (outputs), ERROR (status and message), PONG.
 
@@ -33,6 +34,7 @@ INFER = b"infer"
 EXPLAIN = b"explain"
 PING = b"ping"
 STOP = b"stop"
+CANCEL = b"cancel"
 READY = b"ready"
 FAILED = b"failed"
 REPLY = b"reply"
@@ -140,9 +142,13 @@ def parse_reply(frames: Sequence[Any], arena: Arena | None) -> tuple[int, tuple[
 
 
 def control_frames(kind: bytes, payload: dict | None = None) -> list:
-    """READY / FAILED / PING / PONG / STOP: a kind and a small JSON payload."""
+    """READY / FAILED / PING / PONG / STOP / CANCEL: a kind and a small JSON payload."""
     return [kind, orjson.dumps(payload or {})]
 
 
 def parse_control(frames: Sequence[Any]) -> dict:
     return orjson.loads(_buffer(frames[1]))
+
+
+def cancel_frames(seq: int) -> list:
+    return control_frames(CANCEL, {"seq": seq})

@@ -22,7 +22,7 @@ from ...control.stats import exposition
 from . import apidoc
 from ..dataplane import DataPlane
 from ...protocol import HEADER_LENGTH
-from ...errors import BadRequest, GatewayError
+from ...errors import BadRequest, GatewayError, shown
 from .largejson import LARGE_JSON
 from .body import (
     RenderedResponse,
@@ -37,6 +37,8 @@ from ...wire.request import WireRequest
 
 log = logging.getLogger("gateway.rest")
 
+# seconds the client will wait for its answer, for clients that cannot set the `timeout` parameter
+REQUEST_TIMEOUT_HEADER = "Request-Timeout"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer; gRPC counts a cancelled call the same
 
 
@@ -60,6 +62,20 @@ def _json_body(request: Request) -> dict:
 async def metrics_endpoint(request: Request) -> HTTPResponse:
     """GET /metrics: the Prometheus exposition (on the metrics port, and on the REST port if configured)."""
     return HTTPResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+def _header_timeout(request: Request) -> Optional[float]:
+    """The Request-Timeout header: seconds (a decimal number above 0), or None if absent."""
+    value = request.headers.get(REQUEST_TIMEOUT_HEADER)
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise BadRequest(f"{REQUEST_TIMEOUT_HEADER} must be a number of seconds above 0, got {shown(value)}")
+    return seconds
 
 
 def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
@@ -102,6 +118,11 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
         return _json({"name": model, "ready": False, "state": state, "reason": reason}, 503)
 
     async def _parse(request: Request, model: str, version: Optional[str]) -> WireRequest:
+        parsed = await _parse_body(request, model, version)
+        parsed.bound_by(_header_timeout(request))
+        return parsed
+
+    async def _parse_body(request: Request, model: str, version: Optional[str]) -> WireRequest:
         dataplane.check_model_exists(model, version)
         value = request.headers.get(HEADER_LENGTH)
         header_length = None if value is None else parse_header_length(value)
@@ -140,6 +161,7 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     async def infer_dict(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
         declared = dataplane.declared_inputs(model, version)
         parsed = parse_infer_dict(request.body, model, version, declared, settings.max_tensor_bytes)
+        parsed.bound_by(_header_timeout(request))
         return await _send(request, await dataplane.infer(parsed, lambda response: render_infer_response(response, parsed)))
 
     async def statistics(request: Request, model: Optional[str] = None, version: Optional[str] = None) -> HTTPResponse:
@@ -207,7 +229,8 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     @app.exception(Exception)
     async def on_error(request: Request, exc: Exception) -> HTTPResponse:
         if isinstance(exc, GatewayError):
-            return _json({"error": exc.message}, exc.http_status)
+            retry_after = getattr(exc, "retry_after", None)
+            return _json({"error": exc.message}, exc.http_status, None if retry_after is None else {"Retry-After": str(retry_after)})
         if isinstance(exc, SanicException):  # its headers: Allow for a 405, as RFC 9110 asks
             return _json({"error": str(exc)}, exc.status_code, exc.headers)
         log.exception("unexpected error on %s %s", request.method, request.path)
