@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import requests
 import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from gateway.protocol.generated import inference_pb2 as pb
@@ -119,9 +118,7 @@ def test_kill_9_under_steady_load_fails_no_request(gateway):
         gateway.wait_for(lambda: served[0] >= 20, what="steady load")
         victim = workers_of(gateway, "steady")[0]
         os.kill(victim, signal.SIGKILL)
-        gateway.wait_for(
-            lambda: len(workers_of(gateway, "steady")) == 2 and victim not in workers_of(gateway, "steady"), timeout=30, what="the replacement"
-        )
+        gateway.wait_for(lambda: len(workers_of(gateway, "steady")) == 2 and victim not in workers_of(gateway, "steady"), timeout=30, what="the replacement")
         gateway.wait_ready(["steady"])
         at_restart = served[0]
         gateway.wait_for(lambda: served[0] >= at_restart + 20, what="load after the restart")
