@@ -187,8 +187,10 @@ class ModelPool:
 
         The outputs may view a worker's shared memory: they are valid only
         inside `render`, which must copy what it keeps."""
-        waiting = self._enqueue(kind, request)
         seconds = self._time_left(request)
+        if seconds <= 0:
+            raise Timeout(f"model {self.name!r}: the request's deadline passed before it could be queued")
+        waiting = self._enqueue(kind, request)
         deadline = asyncio.get_running_loop().call_later(seconds, self._expire, waiting, seconds)
         try:
             outputs, parameters, lender = await waiting.reply
@@ -215,7 +217,7 @@ class ModelPool:
         if not self.ready_workers:
             raise Unavailable(f"model {self.name!r} has no running worker")
         limit = self.policy.max_queue_size
-        if limit and len(self._waiting) >= limit and not self._idle:
+        if limit and len(self._waiting) >= limit:
             self.stats.shed()
             raise QueueFull(f"model {self.name!r} has {limit} requests waiting already (max_queue_size); retry later")
         key = batch_key(request) if self.max_batch_size > 1 and kind == messages.INFER else None
@@ -416,27 +418,29 @@ class ModelPool:
 
     @staticmethod
     def _end_call(worker: Worker) -> None:
-        for waiting in worker.inflight[1]:
-            waiting.worker = None
+        if worker.inflight is not None:
+            for waiting in worker.inflight[1]:
+                waiting.worker = None
         worker.inflight = None
 
     def _rerun_or_fail(self, batch: list[_Waiting], why: str, rerun: bool) -> None:
         """The requests of a call whose worker died: with `rerun`, each still waited for runs again,
         first in line, unless it has been retried already; the others fail (503 / UNAVAILABLE)."""
-        retried = 0
+        retried = []
         for waiting in batch:
             if waiting.reply.done():
                 continue
             if rerun and not waiting.retried:
                 waiting.retried = True
-                self._waiting.push(waiting, first=True)
-                retried += 1
+                retried.append(waiting)
             else:
                 again = " again" if waiting.retried else ""
                 waiting.reply.set_exception(Unavailable(f"model {self.name!r}: its worker stopped during the request{again} ({why})"))
+        for waiting in reversed(retried):  # each to the front: the batch's order kept
+            self._waiting.push(waiting, first=True)
         if retried:
-            self.stats.retried(retried)
-            log.warning("model %s: %d request(s) of a worker that stopped (%s) will run again", self.name, retried, why)
+            self.stats.retried(len(retried))
+            log.warning("model %s: %d request(s) of a worker that stopped (%s) will run again", self.name, len(retried), why)
 
     def fail_waiting(self, why: str) -> int:
         """Fail every queued request (503 / UNAVAILABLE); returns how many. Queued requests outlive

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from typing import Callable, Generic, Iterator, Optional, Protocol, TypeVar
+from typing import Callable, Generic, Iterator, Protocol, TypeVar
 
 
 class Queued(Protocol):
@@ -41,10 +41,8 @@ class RequestQueue(Generic[Q]):
         line.appendleft(item) if first else line.append(item)
         self._count += 1
 
-    def pop(self) -> Optional[Q]:
-        """The next request to serve, or None."""
-        if not self._order:
-            return None
+    def pop(self) -> Q:
+        """The next request to serve (IndexError if none waits)."""
         level = self._order[0]
         item = self._levels[level].popleft()
         self._taken(level)
