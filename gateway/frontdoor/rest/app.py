@@ -23,6 +23,7 @@ from . import apidoc
 from ..dataplane import DataPlane
 from ...protocol import HEADER_LENGTH
 from ...errors import BadRequest, GatewayError, shown
+from .apidoc.spec import REQUEST_TIMEOUT_HEADER  # seconds the client waits, for clients that cannot set the `timeout` parameter
 from .largejson import LARGE_JSON
 from .body import (
     RenderedResponse,
@@ -37,8 +38,6 @@ from ...wire.request import WireRequest
 
 log = logging.getLogger("gateway.rest")
 
-# seconds the client will wait for its answer, for clients that cannot set the `timeout` parameter
-REQUEST_TIMEOUT_HEADER = "Request-Timeout"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer; gRPC counts a cancelled call the same
 
 
