@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import requests
 import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from gateway.protocol.generated import inference_pb2 as pb
@@ -191,9 +192,16 @@ def test_a_queued_request_past_its_deadline_is_dropped_without_reaching_the_work
     with pytest.raises(grpc.RpcError) as caught:
         stub.ModelInfer(grpc_request("probe", small), timeout=0.3)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # tritonclient's own timeout argument (the parameter, in microseconds), over both protocols
+    for module, url, status in ((httpclient, gateway.url.removeprefix("http://"), "504"), (grpcclient, gateway.grpc_url, "StatusCode.DEADLINE_EXCEEDED")):
+        tensor = module.InferInput("x", [1, 4], "FP32")
+        tensor.set_data_from_numpy(small)
+        with module.InferenceServerClient(url) as client, pytest.raises(InferenceServerException) as refused:
+            client.infer("probe", [tensor], timeout=200_000)
+        assert refused.value.status() == status and "did not answer within 0.2 s" in refused.value.message()
     blocker.release()
     assert_serves_large(gateway, "probe", expect=lambda inputs: {"y": inputs["x"] * 2})
-    # the worker ran the blocker and the last request only: none of the three expired ones
+    # the worker ran the blocker and the last request only: none of the five expired ones
     assert probe_calls(gateway) == calls + 1
     assert counter(gateway, "gateway_requests_total", "probe", protocol="rest", outcome="deadline_exceeded") >= 2
 
@@ -311,8 +319,18 @@ def test_a_higher_priority_overtakes_those_queued_before_it(gateway, stub, tmp_p
     blocker = Blocker(gateway, "probe", tmp_path)
     results: dict = {}
 
+    def over_rest(name: str, priority: int) -> None:
+        response = rest_infer(gateway, "probe", np.ones((1, 4), np.float32), {"priority": priority})
+        results[name] = response.json()["outputs"][1]["data"][0]
+
+    def over_grpc(name: str, priority: int) -> None:  # tritonclient's own priority argument (a uint64 parameter)
+        tensor = grpcclient.InferInput("x", [1, 4], "FP32")
+        tensor.set_data_from_numpy(np.ones((1, 4), np.float32))
+        with grpcclient.InferenceServerClient(gateway.grpc_url) as client:
+            results[name] = int(client.infer("probe", [tensor], priority=priority).as_numpy("call")[0])
+
     def send(name: str, priority: int) -> threading.Thread:
-        thread = threading.Thread(target=lambda: results.setdefault(name, rest_infer(gateway, "probe", np.ones((1, 4), np.float32), {"priority": priority})))
+        thread = threading.Thread(target=over_grpc if name == "bulk-2" else over_rest, args=(name, priority))
         thread.start()
         return thread
 
@@ -324,7 +342,6 @@ def test_a_higher_priority_overtakes_those_queued_before_it(gateway, stub, tmp_p
     blocker.release()
     for thread in threads:
         thread.join(timeout=30)
-    call = {name: response.json()["outputs"][1]["data"][0] for name, response in results.items()}
     # priority 0 is the model's default level (1): it and the interactive one, in their order, then the bulk, in theirs
-    assert sorted(call, key=call.get) == ["default", "interactive", "bulk-1", "bulk-2"]
+    assert sorted(results, key=results.get) == ["default", "interactive", "bulk-1", "bulk-2"]
     assert_serves_large(gateway, "probe", expect=lambda inputs: {"y": inputs["x"] * 2})
