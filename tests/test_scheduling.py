@@ -28,6 +28,8 @@ PROBE = {"implementation": "tests.runtimes.BatchProbe"}
 MODELS = {
     # two workers under steady load: one is killed
     "steady": {"implementation": "tests.runtimes.SlowEcho", "parallel_workers": 2},
+    # one worker: a request of a killed worker waits for its replacement
+    "solo": {"implementation": "tests.runtimes.SlowEcho"},
     # a runtime with side effects: no second run
     "once": {"implementation": "tests.runtimes.SlowEcho", "retry_on_worker_death": False},
     "cancel-async": {"implementation": "tests.runtimes.CancellableAsync"},
@@ -132,6 +134,24 @@ def test_kill_9_under_steady_load_fails_no_request(gateway):
     assert counter(gateway, "gateway_request_retries_total", "steady") > retries_before
     assert "will run again" in gateway.log_text()
     assert_serves_large(gateway, "steady")
+
+
+def test_a_request_runs_again_on_the_restarted_worker_but_only_once(gateway):
+    """The only worker dies: its request runs again on the replacement; that one dies too: 503."""
+    started = lambda: log_count(gateway, "slow echo call with 16 rows")  # noqa: E731
+    before = started()
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(rest_infer(gateway, "solo", parameters={"delay": 30})))
+    thread.start()
+    for run in (1, 2):
+        gateway.wait_for(lambda: started() == before + run, timeout=30, what=f"run {run} of the request")
+        (worker,) = workers_of(gateway, "solo")
+        os.kill(worker, signal.SIGKILL)
+    thread.join(timeout=20)
+    assert not thread.is_alive()
+    assert result[0].status_code == 503 and "stopped during the request again" in result[0].json()["error"]
+    gateway.wait_ready(["solo"], timeout=30)
+    assert_serves_large(gateway, "solo")
 
 
 def test_a_model_that_opts_out_fails_the_request_of_a_killed_worker(gateway):
