@@ -41,6 +41,10 @@ class RequestQueue(Generic[Q]):
         line.appendleft(item) if first else line.append(item)
         self._count += 1
 
+    def peek(self) -> Q:
+        """The next request to serve, left in the queue (IndexError if none waits)."""
+        return self._levels[self._order[0]][0]
+
     def pop(self) -> Q:
         """The next request to serve (IndexError if none waits)."""
         level = self._order[0]

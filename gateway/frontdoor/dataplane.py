@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from dataclasses import dataclass
 from typing import Callable, Optional, TypeVar
 
 from .. import logs
@@ -17,7 +18,7 @@ from ..control.stats import ModelStats, model_stats
 from ..wire import messages
 from ..errors import BadRequest, NotFound, NotSupported, Unavailable, shown
 from ..settings import ServerSettings
-from ..control.models import ModelEntry, Supervisor
+from ..control.models import ModelEntry, Supervisor, version_key
 from ..wire.request import WireRequest, WireResponse
 from ..types import MetadataTensor, State
 
@@ -69,7 +70,9 @@ class DataPlane:
         }
 
     def model_names(self) -> list[str]:
-        return sorted(self.supervisor.models)
+        """Every model, a versioned one as name:version for each version (as MLRun lists them)."""
+        entries = sorted(self.supervisor.entries(), key=lambda entry: (entry.name, version_key(entry.version)))
+        return [entry.name if entry.version is None else f"{entry.name}:{entry.version}" for entry in entries]
 
     def declared_inputs(self, name: str, version: Optional[str] = None) -> list[MetadataTensor]:
         return list(self._ready_entry(name, version).inputs.values())
@@ -95,7 +98,7 @@ class DataPlane:
 
     async def _run(self, kind: bytes, request: WireRequest, render: Callable[[WireResponse], T]) -> T:
         entry = self._ready_entry(request.model_name, request.model_version)
-        if kind == messages.EXPLAIN and not entry.has_explain:
+        if kind in (messages.EXPLAIN, messages.EXPLAIN_V1) and not entry.has_explain:
             raise NotSupported(f"model {entry.name!r} has no explainer")
         if not request.id:
             request.id = f"{_ID_PREFIX}-{next(_ids)}"
@@ -113,6 +116,15 @@ class DataPlane:
             raise
         stats.request_finished(started, ok=True)
         return result
+
+    def takes_headers(self, name: str, version: Optional[str] = None) -> bool:
+        """Whether the model's hooks take the request's headers (a KServe model's do)."""
+        return self.supervisor.get(name, version).kserve
+
+    async def v1(self, name: str, body: bytes, headers: dict[str, str], explain: bool) -> "V1Answer":
+        """KServe's V1 protocol: the body to the model as it came, its answer as the model gave it."""
+        kind = messages.EXPLAIN_V1 if explain else messages.PREDICT_V1
+        return await self._run(kind, messages.v1_request(name, body, headers), _v1_answer)
 
     # --- statistics extension -------------------------------------------
 
@@ -167,6 +179,20 @@ def _take_schedule_policy(request: WireRequest) -> None:
     request.priority = priority
     if timeout:
         request.bound_by(timeout / 1e6)
+
+
+@dataclass
+class V1Answer:
+    body: bytes
+    content_type: str
+    headers: Optional[dict]
+
+
+def _v1_answer(response: InferResponse) -> V1Answer:
+    """The one output a V1 answer travels as, copied out of the worker's shared memory."""
+    (body,) = response.outputs
+    headers = response.parameters.get("headers") if response.parameters else None
+    return V1Answer(body.data.tobytes(), body.parameters.get("content_type", "application/json"), headers)
 
 
 def _shape_matches(declared: list[int], shape: list[int]) -> bool:

@@ -40,6 +40,8 @@ class WireRequest:
     inputs: list[Tensor]
     parameters: dict = field(default_factory=dict)
     outputs: list[RequestedOutput] | None = None
+    headers: dict[str, str] | None = None  # the HTTP headers (gRPC metadata), for runtimes that take them (KServe's)
+    from_grpc: bool = False  # KServe's models see BYTES as str from REST, as bytes from gRPC
     # when the client stops waiting, in time.monotonic() seconds (None: the server's request_timeout)
     deadline: float | None = None
     # Triton's priority level: lower is served first; 0: the model's default_priority_level

@@ -158,6 +158,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         elif sum(t.data.nbytes for t in parsed.inputs) >= LARGE_MESSAGE:
             await asyncio.sleep(0)  # its raw contents were just copied out of the message: let others in before the next copy
         parsed.bound_by(context.time_remaining())
+        if self.dataplane.takes_headers(parsed.model_name, parsed.model_version):
+            # KServe's hooks get the call's metadata as headers (binary "-bin" values left out)
+            parsed.headers = {key: value for key, value in context.invocation_metadata() if not key.endswith("-bin")}
         return await self.dataplane.infer(parsed, convert.render_infer_response)
 
     @unary
