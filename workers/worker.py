@@ -305,7 +305,9 @@ class Inbox:
         return self.stopped
 
 
-async def answer(served: Served, inbox: Inbox, kind: bytes, header: dict, frames: list, received: int, arenas: tuple[Arena, Arena], name: str, version: str | None) -> list:
+async def answer(
+    served: Served, inbox: Inbox, kind: bytes, header: dict, frames: list, received: int, arenas: tuple[Arena, Arena], name: str, version: str | None
+) -> list:
     """The reply to one call (INFER, EXPLAIN, or KServe's V1 verbs)."""
     in_arena, out_arena = arenas
     seq = header["seq"]
