@@ -22,7 +22,7 @@ from ..control.models import ModelEntry, Supervisor, version_key
 from ..wire.request import WireRequest, WireResponse
 from ..types import MetadataTensor, State
 
-EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "schedule_policy"]
 
 T = TypeVar("T")
 
@@ -104,6 +104,7 @@ class DataPlane:
             request.id = f"{_ID_PREFIX}-{next(_ids)}"
         logs.REQUEST_ID.set(request.id)
         _check_against_metadata(entry, request)
+        _take_schedule_policy(request)
         stats = entry.pool.stats
         started = stats.request_started()
         try:
@@ -163,6 +164,21 @@ class DataPlane:
             why = f": {entry.reason}" if entry.reason else ""
             raise Unavailable(f"model {name!r} is not ready ({entry.state.value}{why})")
         return entry
+
+
+def _take_schedule_policy(request: WireRequest) -> None:
+    """Triton's schedule policy parameters, which are the pool's and never reach the model (nor split
+    a batch): `priority`, a level (lower is served first; 0: the model's default), and `timeout`, in
+    microseconds (0: none), which bounds the request's deadline."""
+    priority = request.parameters.pop("priority", 0)
+    timeout = request.parameters.pop("timeout", 0)
+    if priority < 0:
+        raise BadRequest(f"parameter 'priority' must be 0 (the default) or more, got {priority}")
+    if timeout < 0:
+        raise BadRequest(f"parameter 'timeout' must be 0 (none) or more microseconds, got {timeout}")
+    request.priority = priority
+    if timeout:
+        request.bound_by(timeout / 1e6)
 
 
 @dataclass
