@@ -2,14 +2,17 @@
 
 Started by the gateway's supervisor as `python -m workers ...`. It imports the
 runtime named by `implementation`, calls `load()`, announces READY (or FAILED
-with the reason) and then answers one message at a time: the gateway sends
+with the reason) and then answers one call at a time: the gateway sends
 the next request only when this worker is idle, so there is no queue here.
+A call runs in a task of its own, so that a CANCEL for it is read meanwhile: an
+async predict is cancelled (asyncio), a sync one sees `MLModel.cancelled()` turn
+true (which reads the socket itself, the loop being blocked by the sync call).
 Input tensors are numpy views of the input arena (valid during the call);
 outputs are written to the output arena.
 
-A stream (`predict_stream`, wire/messages.py) runs as a task of its own while
-this loop goes on reading: the gateway's credits, further requests, a cancel,
-pings.
+A stream (`predict_stream`, wire/messages.py) is a call too, whose task runs
+the generator while this loop goes on reading: the gateway's credits, further
+requests, a cancel, pings.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable, Optional
 
 import zmq
 from pydantic import ValidationError
@@ -35,7 +39,7 @@ from pydantic import ValidationError
 from gateway import logs, metrics
 from gateway.wire import messages
 from gateway.codecs.utils import tensor_data
-from gateway.errors import BadRequest, GatewayError, RuntimeFailure, shown
+from gateway.errors import BadRequest, Cancelled, GatewayError, RuntimeFailure, shown
 from gateway.model import MLModel
 from gateway.runtimes import resolve_implementation
 from gateway.settings import ModelSettings
@@ -48,7 +52,7 @@ from gateway.types import Datatype, InferenceRequest, InferenceResponse, Paramet
 
 log = logging.getLogger("gateway.worker")
 
-STREAM_MESSAGES = (messages.NEXT, messages.END, messages.CREDIT, messages.CANCEL)
+STREAM_MESSAGES = (messages.NEXT, messages.END, messages.CREDIT)  # for the stream running (its CANCEL: the inbox's)
 
 
 def runtime_class(settings: ModelSettings) -> type:
@@ -85,6 +89,10 @@ class Served:
         """(outputs, parameters, [input, infer, output] stage times in ns since `received`)."""
         raise NotImplementedError
 
+    def watch_cancellation(self, cancelled: Callable[[], bool]) -> None:
+        """Tell the model how to learn that its call is cancelled (MLModel.cancelled); an async
+        call is cancelled with asyncio whatever the model."""
+
     def error(self, exc: Exception) -> GatewayError:
         """What a call's unexpected exception is answered with."""
         log.exception("the runtime raised")
@@ -108,6 +116,9 @@ class ServedRuntime(Served):
     async def load(self) -> None:
         if await self.runtime.load() is False:
             raise LoadFailed("load() returned False")
+
+    def watch_cancellation(self, cancelled: Callable[[], bool]) -> None:
+        self.runtime._cancel_probe = cancelled
 
     async def start(self) -> dict:
         metadata = (await self.runtime.metadata()).model_dump(mode="json", exclude_none=True)
@@ -246,79 +257,6 @@ async def run(
     return outputs, parameters, [inputs_ready - received, inferred - inputs_ready, time.perf_counter_ns() - inferred]
 
 
-class _Stream:
-    """One predict_stream call. Each response is sent as an ITEM once the gateway has given the
-    previous one back (CREDIT): the generator runs at most one response ahead of the one being
-    sent to the client. CANCEL cancels the task, and the generator is closed (its `finally` runs)."""
-
-    def __init__(self, runtime: MLModel, link: LoopSocket, out_arena: Arena, seq: int, first: WireRequest):
-        self.seq = seq
-        self._runtime, self._link, self._out_arena = runtime, link, out_arena
-        self._requests: asyncio.Queue[tuple[dict, list] | None] = asyncio.Queue()  # NEXT messages; None: END
-        self._credit = asyncio.Event()
-        self._credit.set()  # the output arena is free for the first response
-        self._task = asyncio.create_task(self._run(first))
-        self._task.add_done_callback(self._ended_cancelled)
-
-    def _ended_cancelled(self, task: asyncio.Task) -> None:
-        # _run answers the cancels it sees; one before its first step never reaches it: the gateway still needs the end
-        if task.cancelled():
-            self._link.send(messages.control_frames(messages.DONE, {"seq": self.seq, "report": metrics.take_report()}))
-
-    @property
-    def running(self) -> bool:
-        return not self._task.done()
-
-    def on_message(self, kind: bytes, header: dict, frames: list) -> None:
-        if kind == messages.CREDIT:
-            self._credit.set()
-        elif kind == messages.NEXT:
-            self._requests.put_nowait((header, frames))
-        elif kind == messages.END:
-            self._requests.put_nowait(None)
-        elif kind == messages.CANCEL:
-            self._task.cancel()
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        await asyncio.wait([self._task])
-
-    async def _payloads(self, first: WireRequest) -> AsyncIterator[InferenceRequest]:
-        yield to_inference_request(first)
-        while (message := await self._requests.get()) is not None:
-            self._link.send(messages.control_frames(messages.TAKEN, {"seq": self.seq}))
-            header, frames = message
-            yield to_inference_request(messages.parse_request(header, frames, None, first.model_name, first.model_version))
-
-    async def _run(self, first: WireRequest) -> None:
-        generator = self._runtime.predict_stream(self._payloads(first))
-        sent = 0
-        try:
-            async for response in generator:
-                outputs, parameters = select_outputs(response, first.outputs)
-                await self._credit.wait()
-                self._credit.clear()
-                self._link.send(messages.reply_frames(self.seq, outputs, parameters, self._out_arena, metrics.take_report(), messages.ITEM))
-                sent += 1
-            end = messages.control_frames(messages.DONE, {"seq": self.seq, "report": metrics.take_report()})
-        except asyncio.CancelledError:  # the client went away
-            log.info("stream cancelled after %d response(s)", sent)
-            end = messages.control_frames(messages.DONE, {"seq": self.seq, "report": metrics.take_report()})
-        except GatewayError as exc:
-            end = messages.error_frames(self.seq, exc, metrics.take_report())
-        except Exception as exc:  # the stream fails; the worker goes on
-            log.exception("the runtime's predict_stream raised after %d response(s)", sent)
-            end = messages.error_frames(self.seq, RuntimeFailure(f"{type(exc).__name__}: {exc}"), metrics.take_report())
-        finally:
-            aclose = getattr(generator, "aclose", None)
-            if aclose is not None:
-                try:
-                    await aclose()  # a generator left at a yield runs its finally now
-                except Exception:
-                    log.exception("closing the runtime's predict_stream raised")
-        self._link.send(end)
-
-
 async def load_served(settings: ModelSettings) -> Served | str:
     """The model built and loaded, or why it could not be."""
     try:
@@ -330,6 +268,138 @@ async def load_served(settings: ModelSettings) -> Served | str:
     except Exception as exc:
         log.exception("model %s failed to load", settings.name)
         return f"{type(exc).__name__}: {exc}"
+
+
+class Inbox:
+    """The worker's messages, read by the loop or, while a sync call blocks it, by `cancelled()`:
+    the CANCEL of the running call is noted, anything else is kept for the loop, in order."""
+
+    def __init__(self, link: LoopSocket):
+        self.link = link
+        self._kept: deque[list] = deque()
+        self._running: Optional[tuple[int, asyncio.Task]] = None  # the seq of the call running, and its task
+        self.stopped = False  # the call running was cancelled
+
+    async def next(self) -> list:
+        return self._kept.popleft() if self._kept else await self.link.recv()
+
+    def start(self, seq: int, task: asyncio.Task) -> None:
+        self._running, self.stopped = (seq, task), False
+        task.add_done_callback(lambda done: self._finish(seq, done))
+
+    def _finish(self, seq: int, task: asyncio.Task) -> None:
+        self._running = None
+        # cancelled before it began (a CANCEL read in the same loop turn): it is answered all the same
+        reply = messages.error_frames(seq, Cancelled("cancelled"), {}) if task.cancelled() else task.result()
+        self.link.send(reply)
+
+    def cancel(self, frames: list) -> None:
+        """A CANCEL: stop the call it names if it is still running (else it has been answered)."""
+        if self._running is None or self.stopped or messages.parse_control(frames)["seq"] != self._running[0]:
+            return
+        self.stopped = True
+        log.info("the gateway cancelled the call: its client went away or its deadline passed")
+        self._running[1].cancel()  # an async predict stops at its next await
+
+    def cancelled(self) -> bool:
+        """MLModel.cancelled(): read what arrived meanwhile without waiting (a sync predict blocks the loop)."""
+        while not self.stopped:
+            try:
+                frames = self.link.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            if frames[0].bytes == messages.CANCEL:
+                self.cancel(frames)
+            else:
+                self._kept.append(frames)
+        return self.stopped
+
+
+async def answer(
+    served: Served, inbox: Inbox, kind: bytes, header: dict, frames: list, received: int, arenas: tuple[Arena, Arena], name: str, version: str | None
+) -> list:
+    """The reply to one call (INFER, EXPLAIN, or KServe's V1 verbs)."""
+    in_arena, out_arena = arenas
+    seq = header["seq"]
+    logs.REQUEST_ID.set(header["id"])  # every line logged until the reply carries it
+    try:
+        request = messages.parse_request(header, frames, in_arena, name, version)
+        outputs, parameters, times = await served.call(kind, request, received, header["batch"])
+        if inbox.stopped:
+            raise asyncio.CancelledError  # a predict that stopped early (cancelled()) or ignored its cancellation
+        return messages.reply_frames(seq, outputs, parameters, out_arena, {**metrics.take_report(), "times": times})
+    except asyncio.CancelledError:
+        return messages.error_frames(seq, Cancelled("cancelled"), metrics.take_report())
+    except GatewayError as exc:
+        return messages.error_frames(seq, exc, metrics.take_report())
+    except Exception as exc:  # this call fails; the worker goes on
+        return messages.error_frames(seq, served.error(exc), metrics.take_report())
+    finally:
+        logs.REQUEST_ID.set(None)
+
+
+class _Stream:
+    """One predict_stream call, run as the call's task (Inbox.start: a CANCEL cancels it, and the
+    message it returns ends the stream). Each response is sent as an ITEM once the gateway has
+    given the previous one back (CREDIT): the generator runs at most one response ahead of the one
+    being sent to the client. Cancelled, the generator is closed: its `finally` runs."""
+
+    def __init__(self, served: Served, link: LoopSocket, header: dict, frames: list, arenas: tuple[Arena, Arena], name: str, version: str | None):
+        self.seq = header["seq"]
+        self._served, self._link, self._out_arena = served, link, arenas[1]
+        self._requests: asyncio.Queue[tuple[dict, list] | None] = asyncio.Queue()  # NEXT messages; None: END
+        self._credit = asyncio.Event()
+        self._credit.set()  # the output arena is free for the first response
+        self.task = asyncio.create_task(self._run(header, frames, arenas[0], name, version))
+
+    @property
+    def running(self) -> bool:
+        return not self.task.done()
+
+    def on_message(self, kind: bytes, header: dict, frames: list) -> None:
+        if kind == messages.CREDIT:
+            self._credit.set()
+        elif kind == messages.NEXT:
+            self._requests.put_nowait((header, frames))
+        elif kind == messages.END:
+            self._requests.put_nowait(None)
+
+    async def _payloads(self, first: WireRequest) -> AsyncIterator[InferenceRequest]:
+        yield to_inference_request(first)
+        while (message := await self._requests.get()) is not None:
+            self._link.send(messages.control_frames(messages.TAKEN, {"seq": self.seq}))
+            header, frames = message
+            yield to_inference_request(messages.parse_request(header, frames, None, first.model_name, first.model_version))
+
+    async def _run(self, header: dict, frames: list, in_arena: Arena, name: str, version: str | None) -> list:
+        logs.REQUEST_ID.set(header["id"])
+        generator, sent = None, 0
+        try:
+            if not isinstance(self._served, ServedRuntime):
+                raise BadRequest(f"model {name!r} does not stream")  # the gateway streams only to models that say they do
+            first = messages.parse_request(header, frames, in_arena, name, version)
+            generator = self._served.runtime.predict_stream(self._payloads(first))
+            async for response in generator:
+                outputs, parameters = select_outputs(response, first.outputs)
+                await self._credit.wait()
+                self._credit.clear()
+                self._link.send(messages.reply_frames(self.seq, outputs, parameters, self._out_arena, metrics.take_report(), messages.ITEM))
+                sent += 1
+            return messages.control_frames(messages.DONE, {"seq": self.seq, "report": metrics.take_report()})
+        except asyncio.CancelledError:  # the client went away
+            log.info("stream cancelled after %d response(s)", sent)
+            return messages.error_frames(self.seq, Cancelled("cancelled"), metrics.take_report())
+        except GatewayError as exc:
+            return messages.error_frames(self.seq, exc, metrics.take_report())
+        except Exception as exc:  # the stream fails; the worker goes on
+            return messages.error_frames(self.seq, self._served.error(exc), metrics.take_report())
+        finally:
+            aclose = getattr(generator, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()  # a generator left at a yield runs its finally now
+                except Exception:
+                    log.exception("closing the runtime's predict_stream raised")
 
 
 async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_arena: Arena, out_arena: Arena) -> int:
@@ -357,49 +427,38 @@ async def serve_loaded(
         if isinstance(served, str):
             link.send(messages.control_frames(messages.FAILED, {"reason": served}))
             return 1
+        inbox = Inbox(link)
+        served.watch_cancellation(inbox.cancelled)
         link.send(messages.control_frames(messages.READY, {**ready, "report": metrics.take_report()}))
         log.info("model %s loaded, serving", name)
-        stream: _Stream | None = None
+        call: Optional[asyncio.Task] = None
+        stream: Optional[_Stream] = None
         while True:
-            frames = await link.recv()
-            received = time.perf_counter_ns()
+            frames = await inbox.next()
             kind = frames[0].bytes
             if kind == messages.STOP:
-                if stream is not None and stream.running:
-                    await stream.stop()
+                if stream is not None:
+                    stream.task.cancel()  # the gateway stops a worker that streams only when it is going away
                 break
             if kind == messages.PING:
                 link.send(messages.control_frames(messages.PONG, {"report": metrics.take_report()}))
-                continue
-            header = messages.request_header(frames)
-            seq = header["seq"]
-            if kind in STREAM_MESSAGES:
-                if stream is not None and stream.running and seq == stream.seq:
-                    stream.on_message(kind, header, frames)
-                continue  # else: for a stream that has ended (a CREDIT crossing its DONE)
-            logs.REQUEST_ID.set(header["id"])  # every line logged until the reply carries it (a stream's: its task's)
-            if kind == messages.STREAM:
-                try:
-                    if not isinstance(served, ServedRuntime):
-                        raise BadRequest(f"model {name!r} does not stream")  # the gateway sends streams only to models that do
-                    first = messages.parse_request(header, frames, in_arena, name, version)
-                    stream = _Stream(served.runtime, link, out_arena, seq, first)
-                except GatewayError as exc:
-                    link.send(messages.error_frames(seq, exc, metrics.take_report()))
-                except Exception as exc:
-                    link.send(messages.error_frames(seq, served.error(exc), metrics.take_report()))
-                logs.REQUEST_ID.set(None)
-                continue
-            try:
-                request = messages.parse_request(header, frames, in_arena, name, version)
-                outputs, parameters, times = await served.call(kind, request, received, header["batch"])
-                reply = messages.reply_frames(seq, outputs, parameters, out_arena, {**metrics.take_report(), "times": times})
-            except GatewayError as exc:
-                reply = messages.error_frames(seq, exc, metrics.take_report())
-            except Exception as exc:  # this call fails; the worker goes on
-                reply = messages.error_frames(seq, served.error(exc), metrics.take_report())
-            link.send(reply)
-            logs.REQUEST_ID.set(None)
+            elif kind == messages.CANCEL:
+                inbox.cancel(frames)
+            elif kind in STREAM_MESSAGES:
+                header = messages.parse_control(frames)
+                if stream is not None and stream.running and header["seq"] == stream.seq:
+                    stream.on_message(kind, header, frames)  # else: for a stream that has ended (a CREDIT crossing its end)
+            else:
+                received = time.perf_counter_ns()
+                header = messages.request_header(frames)
+                if kind == messages.STREAM:
+                    stream = _Stream(served, link, header, frames, (in_arena, out_arena), name, version)
+                    call = stream.task
+                else:
+                    call = asyncio.create_task(answer(served, inbox, kind, header, frames, received, (in_arena, out_arena), name, version))
+                inbox.start(header["seq"], call)
+        if call is not None:
+            await asyncio.wait([call])  # the gateway stops an idle worker; should it not be, its call ends first
         await served.stop()
         log.info("model %s unloaded", name)
         return 0

@@ -3,8 +3,9 @@ each model's state: the table that readiness and the repository index answer fro
 
 - A model is READY once all of its workers have loaded. A load that raises,
   returns False or times out leaves it UNAVAILABLE with the reason.
-- A worker that dies (or is killed for hanging) fails its in-flight request at
-  once (pool.worker_exited) and is replaced after a back-off that doubles with
+- A worker that dies (or is killed for hanging) has its in-flight request run
+  again once on a sibling or on its replacement (or failed at once, if the model
+  opts out: pool.worker_exited), and is replaced after a back-off that doubles with
   each crash in a row; the model's other workers keep serving meanwhile.
 - A worker is hung when it stays silent to pings while idle, or holds one
   request longer than request_timeout: it is killed, then replaced.
@@ -39,7 +40,7 @@ from typing import Awaitable, Callable, Optional
 
 from ..errors import BadRequest, NotFound, Unavailable, shown
 from .forkserver import ForkedProcess, ForkServer, Preloaded
-from .pool import ModelPool, Router, Worker
+from .pool import ModelPool, QueuePolicy, Router, Worker
 from ..settings import MODEL_SETTINGS_FILE, ModelParameters, ModelSettings, ServerSettings, UnusableSettings, scan_model_settings
 from ..types import MetadataModelResponse, MetadataTensor, State
 
@@ -185,6 +186,7 @@ class Supervisor:
             model_settings.max_batch_size,
             version=model_settings.version,
             max_batch_time=model_settings.max_batch_time,
+            policy=QueuePolicy.of(model_settings),
         )
         entry = ModelEntry(model_settings, pool)
         pool.on_worker_lost = lambda worker, why: self._worker_lost(entry, worker, why)
@@ -337,7 +339,7 @@ class Supervisor:
         code = await process.wait()
         self._processes.pop(worker, None)
         if worker in entry.pool.workers:
-            entry.pool.worker_exited(worker, f"exit code {code}")
+            entry.pool.worker_exited(worker, f"exit code {code}", rerun=entry.wanted and not self._stopping)
         if worker.ready and entry.wanted and not self._stopping:
             if asyncio.get_running_loop().time() - started > STABLE_AFTER:
                 entry.crashes = 0
@@ -369,6 +371,8 @@ class Supervisor:
                 entry.reason = f"restart failed: {exc}"
                 if worker is not None:
                     self._kill(worker)
+                if not entry.pool.ready_workers:  # what queued for the restart would wait for nothing
+                    entry.pool.fail_waiting(f"model {entry.name!r}: its worker stopped and could not be restarted ({exc})")
                 continue
             entry.take_ready(payload)
             log.info("model %s has a new worker (%d ready)", entry.name, entry.pool.ready_workers)
@@ -505,7 +509,7 @@ class Supervisor:
         running = [worker for worker in entry.pool.workers if worker.inflight is not None]
         failed = sum(not waiting.reply.done() for worker in running for waiting in worker.inflight[1])
         for worker in running:
-            entry.pool.worker_exited(worker, why)
+            entry.pool.worker_exited(worker, why, rerun=False)
             self._kill(worker)
         return failed + entry.pool.fail_waiting(why)
 

@@ -6,6 +6,15 @@ requests and its workers. A worker holds at most one request at a time; the
 pool gives the oldest waiting request to an idle worker the moment one is
 free, which is least-busy routing without guessing.
 
+The queue orders requests by priority level (control/queue.py) and may be bounded
+(`max_queue_size`: beyond it, 503 / UNAVAILABLE with Retry-After). Each request
+has a deadline (its client's, at most request_timeout): one still queued then is
+dropped without reaching a worker; one running is answered 504 and its call is
+cancelled in the worker (a CANCEL message), as is the call of a request whose
+client went away, once no request of the call is still waited for. A request
+whose worker died runs again once, first in line (unless the model opts out:
+`retry_on_worker_death`).
+
 Every worker has two shared-memory arenas: the gateway writes inputs into its
 input arena, the worker writes outputs into its output arena. When a reply's
 outputs lie in the output arena, the arena is lent to the request until its
@@ -26,7 +35,6 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Coroutine, Hashable, Optional, TypeVar
 
@@ -35,10 +43,12 @@ import zmq
 from ..wire import messages
 from .stats import model_stats
 from .batching import batch_key, merge, rows_of, split
-from ..errors import GatewayError, RuntimeFailure, Timeout, Unavailable
+from ..errors import GatewayError, QueueFull, RuntimeFailure, Timeout, Unavailable
 from ..wire.arena import Arena
+from ..settings import ModelSettings
 from ..wire.request import Tensor, WireRequest
 from ..wire.sockets import LoopSocket
+from .queue import RequestQueue
 
 log = logging.getLogger("gateway.pool")
 
@@ -52,11 +62,14 @@ class _Waiting:
     request: WireRequest
     reply: asyncio.Future  # a stream's: done when the stream has ended on its worker
     batch_key: Optional[Hashable]  # None: runs alone
-    stream: Optional["Stream"] = None
+    level: int  # its priority level: lower is served first
     # for the queue-time metric: loop.time() is uvloop's per-iteration clock, in whole milliseconds
     queued: int = field(default_factory=time.perf_counter_ns)
     # loop.time() when it arrived: the batch it starts leaves by arrived + max_batch_time
     arrived: float = field(default_factory=lambda: asyncio.get_running_loop().time())
+    worker: Optional["Worker"] = None  # the worker running it, while it runs
+    retried: bool = False  # it ran on a worker that died, and was queued again
+    stream: Optional["Stream"] = None  # a predict_stream call: its reply is done when the stream has ended
 
 
 @dataclass(eq=False)
@@ -142,10 +155,8 @@ class Stream:
     given other calls only once it has closed it."""
 
     def __init__(self, pool: "ModelPool", request: WireRequest):
-        self._pool = pool
+        self._pool, self._request = pool, request
         self._responses: asyncio.Queue = asyncio.Queue()  # (outputs, parameters, in_arena), then _End or an error
-        self._waiting = _Waiting(messages.STREAM, request, asyncio.get_running_loop().create_future(), None, self)
-        self._waiting.reply.add_done_callback(self._ended)
         self._worker: Worker | None = None  # once dispatched
         self._unsent: list[tuple[bytes, WireRequest | None]] = []  # what was posted before dispatch
         self._input_open = True
@@ -157,7 +168,8 @@ class Stream:
         self.responses = 0
 
     async def __aenter__(self) -> "Stream":
-        self._pool._enqueue(self._waiting)
+        self._waiting = self._pool._enqueue(messages.STREAM, self._request, self)
+        self._waiting.reply.add_done_callback(self._ended)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -167,6 +179,7 @@ class Stream:
             return
         if self._worker is None:
             self._waiting.reply.cancel()  # still queued: it will not be dispatched
+            self._pool._abandon(self._waiting)
         else:
             self.cancelled_at = asyncio.get_running_loop().time()
             self._post(messages.CANCEL)
@@ -258,6 +271,19 @@ class Stream:
             self._responses.put_nowait(reply.exception() or _End)
 
 
+@dataclass(frozen=True)
+class QueuePolicy:
+    """A model's queueing settings (model-settings.json: same names)."""
+
+    max_queue_size: int = 0  # 0: no limit
+    default_priority_level: int = 1
+    retry_on_worker_death: bool = True
+
+    @classmethod
+    def of(cls, settings: ModelSettings) -> "QueuePolicy":
+        return cls(settings.max_queue_size, settings.default_priority_level, settings.retry_on_worker_death)
+
+
 class ModelPool:
     """The queue and the workers of one model version."""
 
@@ -270,8 +296,10 @@ class ModelPool:
         max_batch_size: int = 0,
         version: str | None = None,
         max_batch_time: float = 0.0,
+        policy: "QueuePolicy | None" = None,
     ):
         self.name = name
+        self.policy = policy or QueuePolicy()
         self.stats = model_stats(name, version)  # told of each call sent and each worker report
         self.request_timeout = request_timeout
         self.arena_bytes = arena_bytes
@@ -281,7 +309,7 @@ class ModelPool:
         self.workers: list[Worker] = []
         self.on_worker_lost: Callable[[Worker, str], None] = lambda worker, why: None
         self._router = router
-        self._waiting: deque[_Waiting] = deque()
+        self._waiting: RequestQueue[_Waiting] = RequestQueue()
         self._idle: list[Worker] = []
         self._seq = itertools.count()
         self._quiet = asyncio.Event()
@@ -309,19 +337,20 @@ class ModelPool:
 
         The outputs may view a worker's shared memory: they are valid only
         inside `render`, which must copy what it keeps."""
-        if not self.ready_workers:
-            raise Unavailable(f"model {self.name!r} has no running worker")
-        loop = asyncio.get_running_loop()
-        key = batch_key(request) if self.max_batch_size > 1 and kind == messages.INFER else None
-        waiting = _Waiting(kind, request, loop.create_future(), key)
-        self._enqueue(waiting)
-        deadline = loop.call_later(self.request_timeout, self._expire, waiting.reply)
+        seconds = self._time_left(request)
+        if seconds <= 0:
+            raise Timeout(f"model {self.name!r}: the request's deadline passed before it could be queued")
+        waiting = self._enqueue(kind, request)
+        deadline = asyncio.get_running_loop().call_later(seconds, self._expire, waiting, seconds)
         try:
             outputs, parameters, lender = await waiting.reply
         except asyncio.CancelledError:
             # the client went away; if the reply had already arrived, give its lease back
             if waiting.reply.done() and not waiting.reply.cancelled() and waiting.reply.exception() is None:
                 self._release(waiting.reply.result()[2])
+            else:
+                waiting.reply.cancel()
+                self._abandon(waiting)
             raise
         finally:
             deadline.cancel()
@@ -339,11 +368,6 @@ class ModelPool:
             raise Unavailable(f"model {self.name!r} has no running worker")
         return Stream(self, request)
 
-    def _enqueue(self, waiting: _Waiting) -> None:
-        self._waiting.append(waiting)
-        self._quiet.clear()
-        self._dispatch()
-
     def _post(self, worker: Worker, frames: list) -> None:
         """A message for a worker that may have gone (its calls are failed by then)."""
         try:
@@ -351,24 +375,62 @@ class ModelPool:
         except zmq.ZMQError as exc:
             self.worker_exited(worker, f"unreachable: {exc}")
 
-    def _expire(self, reply: asyncio.Future) -> None:
-        if not reply.done():  # a late answer finds it done and is dropped
-            reply.set_exception(Timeout(f"model {self.name!r} did not answer within {self.request_timeout} s"))
+    def _enqueue(self, kind: bytes, request: WireRequest, stream: Optional[Stream] = None) -> _Waiting:
+        """Queue the request (refused if no worker runs, or if the queue is full) and dispatch."""
+        if not self.ready_workers:
+            raise Unavailable(f"model {self.name!r} has no running worker")
+        limit = self.policy.max_queue_size
+        if limit and len(self._waiting) >= limit:
+            self.stats.shed()
+            raise QueueFull(f"model {self.name!r} has {limit} requests waiting already (max_queue_size); retry later")
+        key = batch_key(request) if self.max_batch_size > 1 and kind == messages.INFER else None
+        level = request.priority or self.policy.default_priority_level
+        waiting = _Waiting(kind, request, asyncio.get_running_loop().create_future(), key, level, stream=stream)
+        self._waiting.push(waiting)
+        self._quiet.clear()
+        self._dispatch()
+        return waiting
+
+    def _time_left(self, request: WireRequest) -> float:
+        """Seconds until the request's deadline: its client's, at most request_timeout from now."""
+        if request.deadline is None:
+            return self.request_timeout
+        return min(self.request_timeout, request.deadline - time.monotonic())
+
+    def _expire(self, waiting: _Waiting, seconds: float) -> None:
+        if waiting.reply.done():
+            return  # a late answer finds it done and is dropped
+        where = "running" if waiting.worker is not None else "waiting for a worker"
+        waiting.reply.set_exception(Timeout(f"model {self.name!r} did not answer within {seconds:.3g} s, the request's deadline (it was {where})"))
+        self._abandon(waiting)
+
+    def _abandon(self, waiting: _Waiting) -> None:
+        """The request is no longer waited for (client gone, deadline passed): drop it from the queue, or
+        cancel its call in the worker once no request of the call is waited for any more."""
+        if self._waiting.remove(waiting):
+            self._check_quiet()
+            return
+        worker = waiting.worker
+        if worker is None or worker.inflight is None:
+            return
+        seq, batch = worker.inflight
+        if all(w.reply.done() for w in batch):
+            try:
+                self._router.send(worker, messages.cancel_frames(seq))
+            except zmq.ZMQError:
+                pass  # gone: worker_exited will free it
 
     def _dispatch(self) -> None:
-        """Each idle worker takes the oldest waiting request and those waiting that can join it.
+        """Each idle worker takes the first waiting request and those waiting that can join it.
 
         Without max_batch_time nothing waits for company while a worker is idle: batches form
         from the requests that queue while every worker is busy. With it (MLServer's rule), a
         batch waits for max_batch_size requests, at most max_batch_time from its oldest one."""
         while self._waiting and self._idle:
-            first = self._waiting[0]
-            if first.reply.done():
-                self._waiting.popleft()
-                continue  # timed out or cancelled while queued
+            first = self._waiting.peek()
             if self._waits_for_company(first):
                 break
-            self._waiting.popleft()
+            self._waiting.pop()
             worker = self._idle.pop()
             if not self._send(worker, self._take_batch(first)):
                 self._idle.append(worker)  # the call never left: the worker is still free
@@ -397,19 +459,10 @@ class ModelPool:
         self._dispatch()
 
     def _take_batch(self, first: _Waiting) -> list[_Waiting]:
-        """`first` and the waiting requests that can join it, oldest first, up to max_batch_size."""
-        batch = [first]
+        """`first` and the waiting requests that can join it, in serving order, up to max_batch_size."""
         if first.batch_key is None:
-            return batch
-        kept: deque[_Waiting] = deque()
-        while self._waiting and len(batch) < self.max_batch_size:
-            waiting = self._waiting.popleft()
-            if waiting.reply.done():
-                continue
-            (batch if waiting.batch_key == first.batch_key else kept).append(waiting)
-        kept.extend(self._waiting)
-        self._waiting = kept
-        return batch
+            return [first]
+        return [first, *self._waiting.take(lambda waiting: waiting.batch_key == first.batch_key, self.max_batch_size - 1)]
 
     def _send(self, worker: Worker, batch: list[_Waiting]) -> bool:
         """Give the batch to the worker; False if its message could not be built (the batch
@@ -423,6 +476,8 @@ class ModelPool:
             self._fail(batch, _request_error(exc, f"could not send a call of model {self.name!r} to its worker"))
             return False
         worker.inflight = (seq, batch)
+        for waiting in batch:
+            waiting.worker = worker
         worker.busy_since = asyncio.get_running_loop().time()
         self.stats.dispatched([w.queued for w in batch])
         self._post(worker, frames)
@@ -490,7 +545,7 @@ class ModelPool:
             log.warning("worker %s answered a request it was not given", worker.identity.decode())
             return
         seq, batch = worker.inflight
-        worker.inflight = None
+        self._end_call(worker)
         try:
             # a worker holds one call at a time, so a reply answers the call in flight
             reply_seq, result, in_arena, report = messages.parse_reply(frames, worker.out_arena)
@@ -506,8 +561,8 @@ class ModelPool:
     def _on_stream_end(self, worker: Worker, kind: bytes, frames: list[Any]) -> None:
         """The generator has ended (or failed, or was cancelled): the worker is free once the
         stream's last response has been given back."""
-        (_, batch), worker.inflight = worker.inflight, None
-        reply = batch[0].reply
+        reply = worker.inflight[1][0].reply
+        self._end_call(worker)
         try:
             if kind == messages.ERROR:
                 _, error, _, report = messages.parse_reply(frames, None)
@@ -560,8 +615,9 @@ class ModelPool:
                     hung.append(worker)
         return hung
 
-    def worker_exited(self, worker: Worker, why: str) -> None:
-        """Fail what the worker was running at once, free its arenas, and forget it."""
+    def worker_exited(self, worker: Worker, why: str, rerun: bool = True) -> None:
+        """Queue again what the worker was running (`rerun`, unless the model opts out) or fail it at
+        once, free its arenas, and forget it."""
         if worker not in self.workers:
             return
         self.workers.remove(worker)
@@ -570,23 +626,48 @@ class ModelPool:
             self._idle.remove(worker)
         if not worker.loaded.done():
             worker.loaded.set_exception(RuntimeError(f"worker exited during load ({why})"))
-        for waiting in worker.inflight[1] if worker.inflight is not None else ():
-            if not waiting.reply.done():
-                waiting.reply.set_exception(Unavailable(f"model {self.name!r}: its worker stopped during the request ({why})"))
-        worker.inflight = None
+        if worker.inflight is not None:
+            self._rerun_or_fail(worker.inflight[1], why, rerun and self.policy.retry_on_worker_death)
+            self._end_call(worker)
         worker.in_arena.close()
         worker.out_arena.close()  # a render still reading keeps its mapping alive until it is done
         if worker.ready:
             self.on_worker_lost(worker, why)
-        if not self.ready_workers:
-            self.fail_waiting(f"model {self.name!r} has no running worker")
-        self._check_quiet()
+        self._dispatch()  # a retried request to a sibling (with none, it waits for the restart: see fail_waiting)
+
+    @staticmethod
+    def _end_call(worker: Worker) -> None:
+        if worker.inflight is not None:
+            for waiting in worker.inflight[1]:
+                waiting.worker = None
+        worker.inflight = None
+
+    def _rerun_or_fail(self, batch: list[_Waiting], why: str, rerun: bool) -> None:
+        """The requests of a call whose worker died: with `rerun`, each still waited for runs again,
+        first in line, unless it has been retried already; the others fail (503 / UNAVAILABLE)."""
+        retried = []
+        for waiting in batch:
+            if waiting.reply.done():
+                continue
+            # a stream does not run again: its client may have had responses, its further requests are gone
+            if rerun and not waiting.retried and waiting.stream is None:
+                waiting.retried = True
+                retried.append(waiting)
+            else:
+                again = " again" if waiting.retried else ""
+                waiting.reply.set_exception(Unavailable(f"model {self.name!r}: its worker stopped during the request{again} ({why})"))
+        for waiting in reversed(retried):  # each to the front: the batch's order kept
+            self._waiting.push(waiting, first=True)
+        if retried:
+            self.stats.retried(len(retried))
+            log.warning("model %s: %d request(s) of a worker that stopped (%s) will run again", self.name, len(retried), why)
 
     def fail_waiting(self, why: str) -> int:
-        """Fail every queued request (503 / UNAVAILABLE); returns how many."""
+        """Fail every queued request (503 / UNAVAILABLE); returns how many. Queued requests outlive
+        the death of the last worker, waiting for its restart: the supervisor calls this when
+        none is coming (the model unloaded, the gateway stopping, a restart that failed)."""
         failed = 0
-        while self._waiting:
-            waiting = self._waiting.popleft()
+        for waiting in self._waiting.clear():
             if not waiting.reply.done():
                 waiting.reply.set_exception(Unavailable(why))
                 failed += 1

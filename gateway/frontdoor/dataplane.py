@@ -24,7 +24,7 @@ from ..control.pool import Stream
 from ..wire.request import WireRequest, WireResponse
 from ..types import MetadataTensor, State
 
-EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "schedule_policy"]
 
 T = TypeVar("T")
 
@@ -106,6 +106,7 @@ class DataPlane:
             request.id = f"{_ID_PREFIX}-{next(_ids)}"
         logs.REQUEST_ID.set(request.id)
         _check_against_metadata(entry, request)
+        _take_schedule_policy(request)
         stats = entry.pool.stats
         started = stats.request_started()
         try:
@@ -139,6 +140,7 @@ class DataPlane:
         if not request.id:
             request.id = f"{_ID_PREFIX}-{next(_ids)}"
         logs.REQUEST_ID.set(request.id)
+        _take_schedule_policy(request)
         _check_against_metadata(entry, request)
         stats = entry.pool.stats
         started = stats.request_started()
@@ -215,6 +217,7 @@ class StreamCall:
             raise BadRequest(
                 f"a stream's requests all go to the model its first names ({self._first.model_name!r}), not {shown(request.model_name)}"
             )
+        _take_schedule_policy(request)
         _check_against_metadata(self._entry, request)
         request.id = self._first.id
         await self._stream.send(request)
@@ -232,6 +235,21 @@ class StreamCall:
     async def __anext__(self) -> WireResponse:
         outputs, parameters = await self._stream.__anext__()
         return WireResponse(self._entry.name, self._entry.version, self._first.id, outputs, parameters)
+
+
+def _take_schedule_policy(request: WireRequest) -> None:
+    """Triton's schedule policy parameters, which are the pool's and never reach the model (nor split
+    a batch): `priority`, a level (lower is served first; 0: the model's default), and `timeout`, in
+    microseconds (0: none), which bounds the request's deadline."""
+    priority = request.parameters.pop("priority", 0)
+    timeout = request.parameters.pop("timeout", 0)
+    if priority < 0:
+        raise BadRequest(f"parameter 'priority' must be 0 (the default) or more, got {priority}")
+    if timeout < 0:
+        raise BadRequest(f"parameter 'timeout' must be 0 (none) or more microseconds, got {timeout}")
+    request.priority = priority
+    if timeout:
+        request.bound_by(timeout / 1e6)
 
 
 @dataclass

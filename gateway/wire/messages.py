@@ -8,7 +8,8 @@ are never pickled nor turned into JSON. Each arena holds one message at a
 time, so placement is a bump from offset 0. Both sides use only these functions.
 
 Kinds, gateway -> worker: INFER, EXPLAIN, PREDICT_V1, EXPLAIN_V1 (KServe's V1 protocol: the
-request body as one UINT8 tensor, answered by one), PING, STOP.
+request body as one UINT8 tensor, answered by one), PING, STOP, CANCEL (stop the call "seq":
+every request it carries is gone; the worker answers it at once, with ERROR 499 if it stopped).
 Kinds, worker -> gateway: READY (loaded; header has metadata), FAILED (load
 failed; header has the reason), REPLY (outputs), ERROR (HTTP status, gRPC code and message), PONG.
 
@@ -19,7 +20,7 @@ take them); a reply's parameters may carry "headers" for the REST answer (MLServ
 A stream (the runtime's predict_stream) is one call that lasts: STREAM opens it
 with its first request (in the input arena, which it holds for the stream's
 life); NEXT carries a further request (inline: the arena is taken), END says no
-more will come, CANCEL stops the generator. The worker answers ITEM after ITEM
+more will come, CANCEL (as for any call) stops the generator. The worker answers ITEM after ITEM
 (each a reply; its outputs in the output arena) and writes the next only after
 a CREDIT, the gateway's word that the previous one has been read and sent on:
 so a slow client holds the generator back. TAKEN tells the gateway that the
@@ -53,6 +54,7 @@ PREDICT_V1 = b"v1predict"
 EXPLAIN_V1 = b"v1explain"
 PING = b"ping"
 STOP = b"stop"
+CANCEL = b"cancel"
 READY = b"ready"
 FAILED = b"failed"
 REPLY = b"reply"
@@ -62,7 +64,6 @@ STREAM = b"stream"
 NEXT = b"next"
 END = b"end"
 CREDIT = b"credit"
-CANCEL = b"cancel"
 ITEM = b"item"
 TAKEN = b"taken"
 DONE = b"done"
@@ -182,10 +183,14 @@ def parse_reply(frames: Sequence[Any], arena: Arena | None) -> tuple[int, tuple[
 
 
 def control_frames(kind: bytes, payload: dict | None = None) -> list:
-    """READY / FAILED / PING / PONG / STOP, and a stream's END / CREDIT / CANCEL / TAKEN / DONE
+    """READY / FAILED / PING / PONG / STOP / CANCEL, and a stream's END / CREDIT / TAKEN / DONE
     ({"seq": ...}): a kind and a small JSON payload."""
     return [kind, orjson.dumps(payload or {})]
 
 
 def parse_control(frames: Sequence[Any]) -> dict:
     return orjson.loads(_buffer(frames[1]))
+
+
+def cancel_frames(seq: int) -> list:
+    return control_frames(CANCEL, {"seq": seq})

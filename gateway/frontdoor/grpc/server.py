@@ -75,6 +75,9 @@ def unary(method):
             return await method(self, request, context)
         except GatewayError as exc:
             http_status, code = exc.http_status, getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
+            retry_after = getattr(exc, "retry_after", None)
+            if retry_after is not None:  # gRPC's retry pushback: a client's retry policy waits this long
+                context.set_trailing_metadata((("grpc-retry-pushback-ms", str(int(retry_after * 1000))),))
             await context.abort(code, _status_message(exc.message))
         except asyncio.CancelledError:
             # the client cancelled or its deadline passed: unanswered, and the client's doing
@@ -154,13 +157,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await convert.convert_contents(request, pending, self.max_tensor_bytes)
         elif sum(t.data.nbytes for t in parsed.inputs) >= LARGE_MESSAGE:
             await asyncio.sleep(0)  # its raw contents were just copied out of the message: let others in before the next copy
+        parsed.bound_by(context.time_remaining())
         if self.dataplane.takes_headers(parsed.model_name, parsed.model_version):
             # KServe's hooks get the call's metadata as headers (binary "-bin" values left out)
             parsed.headers = {key: value for key, value in context.invocation_metadata() if not key.endswith("-bin")}
         return parsed
 
     async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> bytes:
-        """The serialized answer (convert.render_infer_response)."""
+        """The serialized answer (convert.render_infer_response); the call's deadline bounds the request's."""
         return await self.dataplane.infer(await self._parse(request, context), convert.render_infer_response)
 
     @unary

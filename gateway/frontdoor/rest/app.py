@@ -24,6 +24,7 @@ from . import apidoc, mlrun
 from ..dataplane import DataPlane
 from ...protocol import HEADER_LENGTH
 from ...errors import SHOWN_LIMIT, BadRequest, GatewayError, NotFound, Unavailable, shown
+from .apidoc.spec import REQUEST_TIMEOUT_HEADER  # seconds the client waits, for clients that cannot set the `timeout` parameter
 from .largejson import LARGE_JSON
 from .body import (
     RenderedResponse,
@@ -88,6 +89,20 @@ def _json_body(request: Request) -> dict:
 async def metrics_endpoint(request: Request) -> HTTPResponse:
     """GET /metrics: the Prometheus exposition (on the metrics port, and on the REST port if configured)."""
     return HTTPResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+def _header_timeout(request: Request) -> Optional[float]:
+    """The Request-Timeout header: seconds (a decimal number above 0), or None if absent."""
+    value = request.headers.get(REQUEST_TIMEOUT_HEADER)
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise BadRequest(f"{REQUEST_TIMEOUT_HEADER} must be a number of seconds above 0, got {shown(value)}")
+    return seconds
 
 
 def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
@@ -183,6 +198,7 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
 
     async def _serve(request: Request, model: Optional[str], version: Optional[str], verb: Optional[str]) -> Optional[HTTPResponse]:
         parsed, verb = await _parse(request, model, version, verb)
+        parsed.bound_by(_header_timeout(request))
         if dataplane.takes_headers(parsed.model_name, parsed.model_version):
             parsed.headers = _request_headers(request)
         run = dataplane.explain if verb == "explain" else dataplane.infer
@@ -362,7 +378,8 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     @app.exception(Exception)
     async def on_error(request: Request, exc: Exception) -> HTTPResponse:
         if isinstance(exc, GatewayError):
-            return _json({"error": exc.message}, exc.http_status)
+            retry_after = getattr(exc, "retry_after", None)
+            return _json({"error": exc.message}, exc.http_status, None if retry_after is None else {"Retry-After": str(retry_after)})
         if isinstance(exc, SanicException):  # its headers: Allow for a 405, as RFC 9110 asks
             return _json({"error": str(exc)}, exc.status_code, exc.headers)
         log.exception("unexpected error on %s %s", request.method, request.path)
