@@ -23,11 +23,12 @@ MODELS = {
     "echo": {"implementation": "tests.runtimes.Echo"},
 }
 LARGE = 8192  # FP32 elements of a response's `data`: 32 KiB, through the worker's shared memory
+REQUEST_TIMEOUT = 6  # seconds a stream may wait for its next response
 
 
 @pytest.fixture(scope="module")
 def gateway(start_gateway, tmp_path_factory):
-    gateway = start_gateway(write_repository(tmp_path_factory.mktemp("streaming"), MODELS), request_timeout=20)
+    gateway = start_gateway(write_repository(tmp_path_factory.mktemp("streaming"), MODELS), request_timeout=REQUEST_TIMEOUT)
     return gateway.wait_ready()
 
 
@@ -190,6 +191,17 @@ def test_rest_disconnect_stops_the_generator(gateway, marker):
     response.close()  # the client goes away mid-stream
     stopped_at = wait_for(lambda: closed_after(marker))
     assert 2 <= stopped_at < 100000
+    both_workers_serve(gateway)
+
+
+def test_a_response_late_past_request_timeout_ends_the_stream(gateway, marker):
+    """Each response must come within request_timeout of the previous: else an error event, and the
+    generator is cancelled (its worker free again)."""
+    with post_stream(gateway, body(count=3, delay=REQUEST_TIMEOUT * 5, size=LARGE, marker=str(marker))) as response:
+        received = list(events(response))
+    assert index_and_pid(received[0])[0] == 0
+    assert received[1:] == [{"error": f"model 'streamer' sent no response within {REQUEST_TIMEOUT:.1f} s"}]
+    assert wait_for(lambda: closed_after(marker)) == 1
     both_workers_serve(gateway)
 
 
