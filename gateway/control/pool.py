@@ -175,6 +175,10 @@ class Stream:
     async def __aexit__(self, *exc_info: object) -> None:
         self._give_back()
         self._closed = True
+        while not self._responses.empty():  # a response that arrived unread (the caller left on an error) is given back too
+            item = self._responses.get_nowait()
+            if isinstance(item, tuple) and item[2]:
+                self._pool._release(self._worker)
         if self._waiting.reply.done():
             return
         if self._worker is None:
