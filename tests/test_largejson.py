@@ -133,8 +133,7 @@ def test_a_placeholder_a_client_writes_is_only_data(small_steps):
 
 
 def render_both_ways(monkeypatch, response: WireResponse, request: WireRequest) -> tuple[bytes, bytes]:
-    at_once = restbody.render_infer_response(response, request)
-    assert not asyncio.iscoroutine(at_once)
+    at_once = asyncio.run(restbody.render_infer_response(response, request))
     monkeypatch.setattr(restbody, "JSON_STEP", 3)  # steps of a few elements or bytes
     monkeypatch.setattr(restbody, "COPY_STEP", 5)
     in_steps = asyncio.run(restbody.render_infer_response(response, request))

@@ -8,10 +8,10 @@ free, which is least-busy routing without guessing.
 
 Every worker has two shared-memory arenas: the gateway writes inputs into its
 input arena, the worker writes outputs into its output arena. When a reply's
-outputs lie in the output arena, the arena is lent to the request until its
-response has been rendered (`submit`'s `render` callback); only then may the
-worker take the next request. Every path gives the lease back: success, error,
-timeout, client gone, worker death.
+outputs lie in the output arena, the arena is lent to the request for as long
+as its caller holds the reply (`async with pool.call(kind, request) as reply:`);
+only then may the worker take the next request. Every path gives the lease
+back: the block left (normally or by an error), timeout, client gone, worker death.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Coroutine, Hashable, Optional, TypeVar
+from typing import Any, Callable, Hashable, Optional
 
 import zmq
 
@@ -36,8 +36,33 @@ from ..wire.sockets import LoopSocket
 
 log = logging.getLogger("gateway.pool")
 
-T = TypeVar("T")
-Render = Callable[[list[Tensor], dict], "T | Coroutine[Any, Any, T]"]
+
+
+@dataclass(slots=True)
+class Reply:
+    """A call's outputs and parameters. The outputs may view the worker's output arena: they are
+    valid only while the call's `async with` block runs (copy what you keep)."""
+
+    outputs: list[Tensor]
+    parameters: dict
+
+
+class Call:
+    """`async with pool.call(kind, request) as reply:` runs the request on a worker; leaving the
+    block gives the worker's output arena back (the lease), whatever happened inside it."""
+
+    __slots__ = ("_pool", "_kind", "_request", "_lender")
+
+    def __init__(self, pool: "ModelPool", kind: bytes, request: WireRequest):
+        self._pool, self._kind, self._request = pool, kind, request
+        self._lender: Worker | None = None
+
+    async def __aenter__(self) -> Reply:
+        outputs, parameters, self._lender = await self._pool._run(self._kind, self._request)
+        return Reply(outputs, parameters)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._pool._release(self._lender)
 
 
 @dataclass(eq=False)
@@ -115,15 +140,24 @@ class ModelPool:
     """The queue and the workers of one model version."""
 
     def __init__(
-        self, name: str, router: Router, request_timeout: float, arena_bytes: int, max_batch_size: int = 0, version: str | None = None
+        self,
+        name: str,
+        router: Router,
+        request_timeout: float,
+        arena_bytes: int,
+        max_batch_size: int = 0,
+        version: str | None = None,
+        on_worker_lost: Callable[[Worker, str], None] = lambda worker, why: None,
     ):
-        self.name = name
+        """`on_worker_lost(worker, why)`: told when a worker that had loaded is gone (it exited, or
+        cannot be reached), after its requests have failed; its process may still run."""
+        self.name, self.version = name, version
         self.stats = model_stats(name, version)  # told of each call sent and each worker report
         self.request_timeout = request_timeout
         self.arena_bytes = arena_bytes
         self.max_batch_size = max_batch_size
         self.workers: list[Worker] = []
-        self.on_worker_lost: Callable[[Worker, str], None] = lambda worker, why: None
+        self._on_worker_lost = on_worker_lost
         self._router = router
         self._waiting: deque[_Waiting] = deque()
         self._idle: list[Worker] = []
@@ -146,13 +180,18 @@ class ModelPool:
     def ready_workers(self) -> int:
         return sum(w.ready for w in self.workers)
 
+    def shared_memory_bytes(self) -> int:
+        """Memory the workers' arenas hold (pages written at least once)."""
+        return sum(w.in_arena.resident_bytes() + w.out_arena.resident_bytes() for w in self.workers)
+
     # --- requests -------------------------------------------------------
 
-    async def submit(self, kind: bytes, request: WireRequest, render: Render[T]) -> T:
-        """Run the request on a worker and return `render(outputs, parameters)`.
+    def call(self, kind: bytes, request: WireRequest) -> Call:
+        """Run the request on a worker: `async with pool.call(kind, request) as reply:` (see Call)."""
+        return Call(self, kind, request)
 
-        The outputs may view a worker's shared memory: they are valid only
-        inside `render`, which must copy what it keeps."""
+    async def _run(self, kind: bytes, request: WireRequest) -> tuple[list[Tensor], dict, Worker | None]:
+        """(outputs, parameters, the worker whose arena they view: released by the Call)."""
         if not self.ready_workers:
             raise Unavailable(f"model {self.name!r} has no running worker")
         loop = asyncio.get_running_loop()
@@ -163,7 +202,7 @@ class ModelPool:
         self._dispatch()
         deadline = loop.call_later(self.request_timeout, self._expire, waiting.reply)
         try:
-            outputs, parameters, lender = await waiting.reply
+            return await waiting.reply
         except asyncio.CancelledError:
             # the client went away; if the reply had already arrived, give its lease back
             if waiting.reply.done() and not waiting.reply.cancelled() and waiting.reply.exception() is None:
@@ -171,13 +210,6 @@ class ModelPool:
             raise
         finally:
             deadline.cancel()
-        try:
-            rendered = render(outputs, parameters)
-            if asyncio.iscoroutine(rendered):  # a large answer, rendered in steps: the outputs stay lent until it is done
-                rendered = await rendered
-            return rendered
-        finally:
-            self._release(lender)
 
     def _expire(self, reply: asyncio.Future) -> None:
         if not reply.done():  # a late answer finds it done and is dropped
@@ -346,9 +378,9 @@ class ModelPool:
                 waiting.reply.set_exception(Unavailable(f"model {self.name!r}: its worker stopped during the request ({why})"))
         worker.inflight = None
         worker.in_arena.close()
-        worker.out_arena.close()  # a render still reading keeps its mapping alive until it is done
+        worker.out_arena.close()  # a reply still being read keeps its mapping alive until it is done
         if worker.ready:
-            self.on_worker_lost(worker, why)
+            self._on_worker_lost(worker, why)
         if not self.ready_workers:
             self.fail_waiting(f"model {self.name!r} has no running worker")
         self._check_quiet()

@@ -3,14 +3,22 @@
 REST and gRPC parse their requests into `wire.request.WireRequest` and call
 `DataPlane.infer`; everything about models (lookup, readiness, checking the
 request against the model's declared inputs, handing it to the worker pool)
-happens here, once.
+happens here, once, and so does the accounting of every answered request
+(`answered`).
+
+    async with dataplane.infer(request) as response:
+        ... render the answer from `response` into bytes the front door owns ...
+
+The response's outputs may view a worker's shared memory: they are valid inside
+the block only, and that worker takes no other request until the block is left.
 """
 
 from __future__ import annotations
 
 import itertools
 import uuid
-from typing import Callable, Optional, TypeVar
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import AsyncIterator, Optional
 
 from .. import logs
 from ..control.stats import ModelStats, model_stats
@@ -22,8 +30,6 @@ from ..wire.request import WireRequest, WireResponse
 from ..types import MetadataTensor, State
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
-
-T = TypeVar("T")
 
 # ids for requests that come without one: unique per gateway process, cheaper than a uuid4 each
 _ID_PREFIX = uuid.uuid4().hex[:12]
@@ -47,7 +53,10 @@ class DataPlane:
         return not self.draining and self.supervisor.ready
 
     def check_model_exists(self, name: str, version: Optional[str] = None) -> None:
-        """Raise NotFound for an unknown model or version (before a body is parsed)."""
+        """The one check that a request names a known model (and version), made before its body is
+        parsed: NotFound for an unknown one, whatever its inputs."""
+        if not name:
+            raise BadRequest("model_name is required")
         self.supervisor.get(name, version)
 
     def model_state(self, name: str, version: Optional[str] = None) -> tuple[str, str]:
@@ -81,19 +90,15 @@ class DataPlane:
         for a front door that reads a large request's data only once it passes."""
         _check_against_metadata(self._ready_entry(request.model_name, request.model_version), request)
 
-    async def infer(self, request: WireRequest, render: Callable[[WireResponse], T]) -> T:
-        """Run a request and return `render(response)`.
+    def infer(self, request: WireRequest) -> AbstractAsyncContextManager[WireResponse]:
+        """`async with dataplane.infer(request) as response:` (see the module docstring)."""
+        return self._run(messages.INFER, request)
 
-        The outputs may view a worker's shared memory and are valid only
-        during `render`: a front door renders its answer there, straight from
-        shared memory, into bytes it owns. `render` may return a coroutine (a
-        large answer rendered in steps): it is awaited, the outputs valid meanwhile."""
-        return await self._run(messages.INFER, request, render)
+    def explain(self, request: WireRequest) -> AbstractAsyncContextManager[WireResponse]:
+        return self._run(messages.EXPLAIN, request)
 
-    async def explain(self, request: WireRequest, render: Callable[[WireResponse], T]) -> T:
-        return await self._run(messages.EXPLAIN, request, render)
-
-    async def _run(self, kind: bytes, request: WireRequest, render: Callable[[WireResponse], T]) -> T:
+    @asynccontextmanager
+    async def _run(self, kind: bytes, request: WireRequest) -> AsyncIterator[WireResponse]:
         entry = self._ready_entry(request.model_name, request.model_version)
         if kind == messages.EXPLAIN and not entry.has_explain:
             raise NotSupported(f"model {entry.name!r} has no explainer")
@@ -104,14 +109,25 @@ class DataPlane:
         stats = entry.pool.stats
         started = stats.request_started()
         try:
-            result = await entry.pool.submit(
-                kind, request, lambda outputs, parameters: render(WireResponse(entry.name, entry.version, request.id, outputs, parameters))
-            )
-        except BaseException:  # an error, a timeout, or the client gone (cancelled)
+            async with entry.pool.call(kind, request) as reply:
+                yield WireResponse(entry.name, entry.version, request.id, reply.outputs, reply.parameters)
+        except BaseException:  # an error, a timeout, the answer not rendered, or the client gone (cancelled)
             stats.request_finished(started, ok=False)
             raise
         stats.request_finished(started, ok=True)
-        return result
+
+    # --- accounting -----------------------------------------------------
+
+    def answered(
+        self, protocol: str, method: str, path: str, status: int | str, http_status: int, ns: int, model: Optional[str], version: Optional[str], inference: bool
+    ) -> None:
+        """The one place a request is accounted for, whatever its protocol: an inference request is
+        counted in its model's metrics (`http_status`: its outcome as REST answers it, so that both
+        protocols count alike), and every request gets its access line (`status`: as the protocol
+        says it)."""
+        if inference:
+            self.model_stats(model or "", version).request_done(protocol, http_status, ns)
+        logs.access(protocol, method, path, status, ns, model, version)
 
     # --- statistics extension -------------------------------------------
 

@@ -107,7 +107,7 @@ class Stopping:
 def build(settings: ServerSettings) -> Sanic:
     supervisor = Supervisor(settings)
     dataplane = DataPlane(settings, supervisor)
-    stats.watch(supervisor)
+    stats.watch(supervisor.gauges)
     app = create_app(dataplane)
     # how long Sanic waits for busy connections once its listener closed, before it cuts them
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_grace + CUT_OFF_MARGIN

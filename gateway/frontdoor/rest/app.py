@@ -22,7 +22,7 @@ from ...control.stats import exposition
 from . import apidoc
 from ..dataplane import DataPlane
 from ...protocol import HEADER_LENGTH
-from ...errors import BadRequest, GatewayError
+from ...errors import BadRequest, GatewayError, answer_for
 from .largejson import LARGE_JSON
 from .body import (
     RenderedResponse,
@@ -36,8 +36,6 @@ from .body import (
 from ...wire.request import WireRequest
 
 log = logging.getLogger("gateway.rest")
-
-CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer; gRPC counts a cancelled call the same
 
 
 def _json(document, status: int = 200, headers: Optional[dict] = None) -> HTTPResponse:
@@ -129,18 +127,21 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
         await response.eof()
         return None
 
+    async def _answer(request: Request, parsed: WireRequest, explain: bool = False) -> Optional[HTTPResponse]:
+        # rendered while the outputs may view the worker's shared memory, into bytes the answer owns
+        async with (dataplane.explain if explain else dataplane.infer)(parsed) as response:
+            rendered = await render_infer_response(response, parsed)
+        return await _send(request, rendered)
+
     async def infer(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
-        parsed = await _parse(request, model, version)
-        return await _send(request, await dataplane.infer(parsed, lambda response: render_infer_response(response, parsed)))
+        return await _answer(request, await _parse(request, model, version))
 
     async def explain(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
-        parsed = await _parse(request, model, version)
-        return await _send(request, await dataplane.explain(parsed, lambda response: render_infer_response(response, parsed)))
+        return await _answer(request, await _parse(request, model, version), explain=True)
 
     async def infer_dict(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
         declared = dataplane.declared_inputs(model, version)
-        parsed = parse_infer_dict(request.body, model, version, declared, settings.max_tensor_bytes)
-        return await _send(request, await dataplane.infer(parsed, lambda response: render_infer_response(response, parsed)))
+        return await _answer(request, parse_infer_dict(request.body, model, version, declared, settings.max_tensor_bytes))
 
     async def statistics(request: Request, model: Optional[str] = None, version: Optional[str] = None) -> HTTPResponse:
         return _json({"model_stats": dataplane.statistics(model, version)})
@@ -191,9 +192,8 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
         stream = request.stream
         elapsed = int((time.perf_counter() - stream.began()) * 1e9)
         model, version = request.match_info.get("model"), request.match_info.get("version")
-        if request.route is not None and request.route.name in counted:
-            dataplane.model_stats(model, version).request_done("rest", response.status, elapsed)
-        logs.access("rest", request.method, request.path, response.status, elapsed, model, version)
+        inference = request.route is not None and request.route.name in counted
+        dataplane.answered("rest", request.method, request.path, response.status, response.status, elapsed, model, version, inference)
         logs.REQUEST_ID.set(None)  # the requests of a keep-alive connection share a task, and so a context
         if dataplane.draining:
             stream.keep_alive = False  # Connection: close, so that a kept-alive client moves to another server
@@ -202,15 +202,16 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     async def on_client_gone(request: Request, exc: RequestCancelled) -> HTTPResponse:
         # the client closed its connection before its answer: nothing can be sent, but the access line
         # and the metrics (answered) count it as the client's doing
-        return _json({"error": "the client closed the connection before its answer"}, CLIENT_CLOSED_REQUEST)
+        status, _, message = answer_for(exc)
+        return _json({"error": message}, status)
 
     @app.exception(Exception)
     async def on_error(request: Request, exc: Exception) -> HTTPResponse:
-        if isinstance(exc, GatewayError):
-            return _json({"error": exc.message}, exc.http_status)
         if isinstance(exc, SanicException):  # its headers: Allow for a 405, as RFC 9110 asks
             return _json({"error": str(exc)}, exc.status_code, exc.headers)
-        log.exception("unexpected error on %s %s", request.method, request.path)
-        return _json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
+        if not isinstance(exc, GatewayError):
+            log.exception("unexpected error on %s %s", request.method, request.path)
+        status, _, message = answer_for(exc)
+        return _json({"error": message}, status)
 
     return app

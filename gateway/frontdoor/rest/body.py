@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import orjson
@@ -334,10 +334,10 @@ class RenderedResponse:
         return len(self.body) + sum(len(c) for c in self.chunks)
 
 
-def render_infer_response(response: WireResponse, request: WireRequest) -> RenderedResponse | Awaitable[RenderedResponse]:
+async def render_infer_response(response: WireResponse, request: WireRequest) -> RenderedResponse:
     """Render outputs (which may view shared memory) into bytes the response owns.
 
-    A large answer is rendered in steps: then this returns an awaitable."""
+    A large answer is rendered in steps, yielding to the event loop between them."""
     binary_default = bool(request.parameters.get("binary_data_output", False))
     per_output = {o.name: o.parameters for o in request.outputs or ()}
     plan, copied, written = [], 0, 0
@@ -349,7 +349,7 @@ def render_infer_response(response: WireResponse, request: WireRequest) -> Rende
         else:
             written += tensor.data.size
     if copied > COPY_STEP or written > JSON_STEP:
-        return _render_in_steps(response, plan)
+        return await _render_in_steps(response, plan)
     outputs, chunks = [], []
     for tensor, binary in plan:
         description = _description(tensor)
