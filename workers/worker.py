@@ -11,7 +11,6 @@ outputs are written to the output arena.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ctypes
 import importlib
 import inspect

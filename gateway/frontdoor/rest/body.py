@@ -15,8 +15,9 @@ import numpy as np
 import orjson
 
 from . import largejson
+from ..inputs import RequestInputs
 from ...errors import BadRequest, shown
-from ...wire.datatypes import BYTES_ELEMENT_COST, check_datatype, check_size, data_from_json, data_from_raw, element_count, MAX_RANK, NUMPY_DTYPES
+from ...wire.datatypes import BYTES_ELEMENT_COST, MAX_RANK, NUMPY_DTYPES
 from ...wire.packed import PackedBytes, count_bytes_elements, unpack_in_steps
 from ...wire.request import check_parameters, raw_bytes, RequestedOutput, Tensor, WireRequest, WireResponse
 from ...protocol import HEADER_LENGTH
@@ -144,21 +145,16 @@ def _build_request(
     inputs = document.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest("inputs must be a non-empty list")
-    tensors: list[Tensor] = []
+    built = RequestInputs(max_tensor_bytes)
     pending: list[tuple[Tensor, int]] = []
     offset = 0
     for item in inputs:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise BadRequest("each input needs a name")
-        name = item["name"]
-        where = f"input {shown(name)}"
-        datatype = check_datatype(item.get("datatype"), where)
-        shape = item.get("shape")
-        count = element_count(shape, where)
-        check_size(datatype, count, max_tensor_bytes, where)
+        declared = built.declare(item["name"], item.get("datatype"), item.get("shape"))
+        where = declared.where
         parameters = _parameters(item.get("parameters"), where)
         size = parameters.pop("binary_data_size", None)
-        value = None  # which of a large document's data values this input's data is, to read later
         if size is not None:
             if "data" in item:
                 raise BadRequest(f"{where} has both data and binary_data_size")
@@ -169,21 +165,19 @@ def _build_request(
                     f"{where}: binary_data_size {size} runs past the end of the body "
                     f"({len(binary) - offset} bytes left): truncated body?"
                 )
-            data = data_from_raw(datatype, shape, binary[offset : offset + size], where, max_tensor_bytes)
+            built.from_raw(declared, binary[offset : offset + size], parameters)
             offset += size
         elif "data" in item:
-            value = None if large is None else large.value_of(item["data"])
-            data = None if value is not None else data_from_json(datatype, shape, item["data"], where, max_tensor_bytes)
+            value = None if large is None else large.value_of(item["data"])  # a large document's data value, read later
+            if value is None:
+                built.from_json(declared, item["data"], parameters)
+            else:
+                pending.append((built.later(declared, parameters), value))
         else:
             raise BadRequest(f"{where} has neither data nor binary_data_size")
-        tensors.append(Tensor(name, datatype, list(shape), data, parameters))
-        if value is not None:
-            pending.append((tensors[-1], value))
     if offset != len(binary):
         raise BadRequest(f"{len(binary) - offset} bytes of binary data follow the inputs that no input claims")
-    if len({t.name for t in tensors}) != len(tensors):
-        raise BadRequest("input names must be unique")
-    return _request(document, model_name, model_version, tensors), pending
+    return _request(document, model_name, model_version, built.finish()), pending
 
 
 # raw BYTES bodies have their elements counted (for the shape) this many at a time between yields
@@ -198,7 +192,6 @@ async def parse_raw_request(
         raise BadRequest("a raw binary request needs a model that declares exactly one input")
     spec = declared[0]
     datatype = spec.datatype.value
-    where = f"input {spec.name!r}"
     if len(body) > max_tensor_bytes:
         raise BadRequest(f"raw input of {len(body)} bytes is over the limit of {max_tensor_bytes} bytes")
     if datatype == "BYTES":
@@ -218,9 +211,9 @@ async def parse_raw_request(
         if len(body) % itemsize:
             raise BadRequest(f"raw input of {len(body)} bytes is not a whole number of {datatype} elements")
         count = len(body) // itemsize
-    shape = _resolve_shape(spec.shape, count, spec.name)
-    data = data_from_raw(datatype, shape, memoryview(body), where, max_tensor_bytes)
-    return WireRequest(model_name, model_version, "", [Tensor(spec.name, datatype, shape, data, {})], {"binary_data_output": True})
+    built = RequestInputs(max_tensor_bytes)
+    built.from_raw(built.declare(spec.name, datatype, _resolve_shape(spec.shape, count, spec.name)), memoryview(body), {})
+    return WireRequest(model_name, model_version, "", built.finish(), {"binary_data_output": True})
 
 
 def _resolve_shape(declared: list[int], count: int, name: str) -> list[int]:
@@ -250,14 +243,12 @@ def parse_infer_dict(
     for i, row in enumerate(rows):
         if set(row) != set(names):
             raise BadRequest(f"row {i} has fields {shown(sorted(row))}, the model takes {names}")
-    tensors = []
+    built = RequestInputs(max_tensor_bytes)
     for spec in declared:
-        where = f"input {spec.name!r}"
         column = [row[spec.name] for row in rows]
-        shape = [len(rows), *_row_shape(column, where)]
-        check_size(spec.datatype.value, element_count(shape, where), max_tensor_bytes, where)
-        tensors.append(Tensor(spec.name, spec.datatype.value, shape, data_from_json(spec.datatype.value, shape, column, where, max_tensor_bytes), {}))
-    return _request(document, model_name, model_version, tensors)
+        shape = [len(rows), *_row_shape(column, f"input {spec.name!r}")]
+        built.from_json(built.declare(spec.name, spec.datatype.value, shape), column, {})
+    return _request(document, model_name, model_version, built.finish())
 
 
 def _row_shape(column: list, where: str) -> tuple[int, ...]:
