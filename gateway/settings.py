@@ -51,8 +51,17 @@ class ServerSettings(BaseModel):
     host: str = Field("0.0.0.0", description="address to listen on")
     http_port: int = Field(8080, ge=0, le=65535, description="REST port")
     grpc_port: int = Field(8081, ge=0, le=65535, description="gRPC port")
-    grpc_max_message_bytes: int = Field(256 * MIB, gt=0, le=2**31 - 1, description="largest gRPC message received or sent (a 64 MiB tensor fits with room to spare); larger ones get RESOURCE_EXHAUSTED")
-    grpc_max_connection_age: float = Field(0.0, ge=0, description="seconds after which a gRPC client connection is asked to reconnect (HTTP/2 GOAWAY while serving; its calls finish first), so that clients behind a connection-level balancer move between replicas; 0: never")
+    grpc_max_message_bytes: int = Field(
+        256 * MIB,
+        gt=0,
+        le=2**31 - 1,
+        description="largest gRPC message received or sent (a 64 MiB tensor fits with room to spare); larger ones get RESOURCE_EXHAUSTED",
+    )
+    grpc_max_connection_age: float = Field(
+        0.0,
+        ge=0,
+        description="seconds after which a gRPC client connection is asked to reconnect (HTTP/2 GOAWAY while serving; its calls finish first), so that clients behind a connection-level balancer move between replicas; 0: never",
+    )
     metrics_port: int = Field(8082, ge=0, le=65535, description="Prometheus /metrics on a port of its own; 0: none")
     metrics_on_http: bool = Field(False, description="also serve /metrics on the REST port")
     enable_docs_url: bool = Field(False, description="serve the API's documentation page (Swagger UI) at /docs")
@@ -69,8 +78,12 @@ class ServerSettings(BaseModel):
     restart_backoff: float = Field(0.5, ge=0, description="first restart delay after a worker crash; doubles per crash in a row, up to 30 s")
     header_timeout: float = Field(10.0, gt=0, description="seconds a REST request's headers may take to arrive, from its first byte (408 and close beyond)")
     body_timeout: float = Field(60.0, gt=0, description="seconds a REST request's body may take to arrive, once its headers are in (408 and close beyond)")
-    drain_delay: float = Field(5.0, ge=0, description="on SIGTERM: seconds during which ready answers 503 while requests are still served, before the listeners close")
-    shutdown_grace: float = Field(15.0, gt=0, description="seconds in-flight requests get to finish when the gateway stops (REST and gRPC alike) or a model is unloaded")
+    drain_delay: float = Field(
+        5.0, ge=0, description="on SIGTERM: seconds during which ready answers 503 while requests are still served, before the listeners close"
+    )
+    shutdown_grace: float = Field(
+        15.0, gt=0, description="seconds in-flight requests get to finish when the gateway stops (REST and gRPC alike) or a model is unloaded"
+    )
     worker_stop_grace: float = Field(10.0, gt=0, description="seconds a worker may take to unload() before it is killed")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL, for the gateway and its workers")
     log_format: Literal["text", "json"] = Field("text", description="log lines of the gateway and its workers: text, or one JSON object per line")

@@ -105,9 +105,7 @@ class Gateway:
             self.wait_for(lambda: requests.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200, timeout)
         else:
             for model in models:
-                self.wait_for(
-                    lambda: requests.get(f"{self.url}/v2/models/{model}/ready", timeout=2).status_code == 200, timeout, model
-                )
+                self.wait_for(lambda: requests.get(f"{self.url}/v2/models/{model}/ready", timeout=2).status_code == 200, timeout, model)
         return self
 
     def peak_memory(self) -> int:

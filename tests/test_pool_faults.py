@@ -18,10 +18,10 @@ import pytest
 
 from gateway.control import pool as pool_module
 from gateway.control import processes as processes_module
-from gateway.wire import messages
+from gateway.control.models import Supervisor
 from gateway.errors import BadRequest, GatewayError
 from gateway.settings import ServerSettings
-from gateway.control.models import Supervisor
+from gateway.wire import messages
 from gateway.wire.request import Tensor, WireRequest
 from tests.conftest import ROOT
 from tests.test_worker_plane import write_repository
@@ -60,9 +60,7 @@ class Loop:
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
     os.environ["PYTHONPATH"] = str(ROOT)  # the workers import tests.runtimes
-    repository = write_repository(
-        tmp_path_factory.mktemp("faults"), {"echo": {"implementation": "tests.runtimes.Echo", "max_batch_size": 4}}
-    )
+    repository = write_repository(tmp_path_factory.mktemp("faults"), {"echo": {"implementation": "tests.runtimes.Echo", "max_batch_size": 4}})
     harness = Loop(repository)
     yield harness
     harness.close()
@@ -147,7 +145,6 @@ def test_a_failing_render_gives_the_arena_back(harness, pool):
     with pytest.raises(BadRequest):
         harness.run(infer(pool, 1, render=refuse))
     assert_serves_correctly(harness, pool, worker)
-
 
 
 def test_a_worker_that_cannot_start_fails_its_load_with_the_reason(harness, monkeypatch, caplog):

@@ -27,18 +27,18 @@ import zmq
 from pydantic import ValidationError
 
 from gateway import logs, metrics
-from gateway.wire import messages
 from gateway.codecs.utils import tensor_data
 from gateway.errors import BadRequest, GatewayError, RuntimeFailure, shown
 from gateway.model import MLModel
 from gateway.runtimes import resolve_implementation
 from gateway.settings import ModelSettings
+from gateway.types import Datatype, InferenceRequest, InferenceResponse, Parameters, RequestInput, RequestOutput
+from gateway.wire import messages
 from gateway.wire.arena import Arena
-from gateway.wire.sockets import LoopSocket
 from gateway.wire.datatypes import array_from_output
 from gateway.wire.packed import PackedBytes, unpack_bytes
 from gateway.wire.request import RequestedOutput, Tensor, WireRequest
-from gateway.types import Datatype, InferenceRequest, InferenceResponse, Parameters, RequestInput, RequestOutput
+from gateway.wire.sockets import LoopSocket
 
 log = logging.getLogger("gateway.worker")
 
@@ -150,9 +150,7 @@ async def _call(method, payload):
     return await result if inspect.isawaitable(result) else result
 
 
-async def run(
-    runtime: MLModel, kind: bytes, request: WireRequest, received: int, batch: list[int] | None = None
-) -> tuple[list[Tensor], dict, list[int]]:
+async def run(runtime: MLModel, kind: bytes, request: WireRequest, received: int, batch: list[int] | None = None) -> tuple[list[Tensor], dict, list[int]]:
     """(outputs, parameters, [input, infer, output] stage times in ns since `received`, for the statistics)."""
     payload = to_inference_request(request)
     if kind == messages.EXPLAIN:

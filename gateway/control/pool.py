@@ -26,16 +26,15 @@ from typing import Any, Callable, Hashable, Optional
 
 import zmq
 
-from ..wire import messages
-from .stats import model_stats
-from .batching import batch_key, merge, rows_of, split
 from ..errors import GatewayError, RuntimeFailure, Timeout, Unavailable
+from ..wire import messages
 from ..wire.arena import Arena
 from ..wire.request import Tensor, WireRequest
 from ..wire.sockets import LoopSocket
+from .batching import batch_key, merge, rows_of, split
+from .stats import model_stats
 
 log = logging.getLogger("gateway.pool")
-
 
 
 @dataclass(slots=True)

@@ -21,13 +21,13 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import AsyncIterator, Optional
 
 from .. import logs
+from ..control.models import ModelEntry, Supervisor
 from ..control.stats import ModelStats, model_stats
-from ..wire import messages
 from ..errors import BadRequest, NotFound, NotSupported, Unavailable, shown
 from ..settings import ServerSettings
-from ..control.models import ModelEntry, Supervisor
-from ..wire.request import WireRequest, WireResponse
 from ..types import MetadataTensor, State
+from ..wire import messages
+from ..wire.request import WireRequest, WireResponse
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
 

@@ -29,12 +29,12 @@ from sanic import Sanic
 from sanic.server.socket import bind_socket
 
 from ..control import stats
-from .rest.connection import GatewayProtocol
+from ..control.models import Supervisor
+from ..settings import ServerSettings
 from .dataplane import DataPlane
 from .grpc import server as grpc_server
 from .rest.app import create_app, metrics_endpoint
-from ..settings import ServerSettings
-from ..control.models import Supervisor
+from .rest.connection import GatewayProtocol
 
 log = logging.getLogger("gateway")
 

@@ -235,8 +235,7 @@ class Model(InferenceModel):
         if self.explainer_host is None:
             raise NotImplementedError(f"Could not find explainer_host: model {self.name!r} does not override explain()")
         raise NotImplementedError(
-            f"model {self.name!r} does not override explain(): forwarding to the explainer at "
-            f"{self.explainer_host} is not supported by the gateway yet"
+            f"model {self.name!r} does not override explain(): forwarding to the explainer at {self.explainer_host} is not supported by the gateway yet"
         )
 
 

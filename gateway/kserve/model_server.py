@@ -50,7 +50,9 @@ parser.add_argument("--max_threads", default=4, type=int, help="KServe: the gRPC
 parser.add_argument("--max_asyncio_workers", default=None, type=int, help="The size of the event loop's default thread pool (default: min(32, CPUs + 4)).")
 parser.add_argument("--enable_grpc", default=True, type=strtobool, help="Serve gRPC.")
 parser.add_argument("--enable_docs_url", default=False, type=strtobool, help="KServe: Swagger UI at /docs (not offered by the gateway).")
-parser.add_argument("--enable_latency_logging", default=True, type=strtobool, help="Log one line per request with the preprocess/predict/postprocess latencies.")
+parser.add_argument(
+    "--enable_latency_logging", default=True, type=strtobool, help="Log one line per request with the preprocess/predict/postprocess latencies."
+)
 parser.add_argument("--configure_logging", default=True, type=strtobool, help="Configure KServe's loggers when the ModelServer is built.")
 parser.add_argument("--log_config_file", default=None, type=str, help="A logging configuration file (.json, .yaml/.yml, or fileConfig format).")
 parser.add_argument("--access_log_format", default=None, type=str, help="KServe: uvicorn's access log format (accepted, unused by the gateway).")
@@ -111,8 +113,7 @@ parser.add_argument(
 args, _ = parser.parse_known_args()
 
 _SERVING_NOT_YET = (
-    "ModelServer.{}() is not implemented yet: serving KServe models from the gateway's worker "
-    "processes (issue 15, points 4-5) comes with the next change"
+    "ModelServer.{}() is not implemented yet: serving KServe models from the gateway's worker processes (issue 15, points 4-5) comes with the next change"
 )
 
 

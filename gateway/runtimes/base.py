@@ -10,8 +10,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar, Sequence
 
-import numpy as np
-
 from ..codecs import NumpyCodec, NumpyRequestCodec
 from ..errors import BadRequest
 from ..model import MLModel

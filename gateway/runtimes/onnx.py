@@ -107,8 +107,7 @@ class ONNXModel(MLModel):
             model_name=self.name,
             model_version=self.version,
             outputs=[
-                ResponseOutput(name=name, datatype=self._outputs[name].datatype, shape=list(result.shape), data=result)
-                for name, result in zip(names, results)
+                ResponseOutput(name=name, datatype=self._outputs[name].datatype, shape=list(result.shape), data=result) for name, result in zip(names, results)
             ],
         )
 

@@ -99,9 +99,7 @@ def array_from_raw(datatype: str, shape: list[int], buf: memoryview | bytes, whe
         return PackedBytes(buf, count)
     dtype = NUMPY_DTYPES[datatype]
     if len(buf) != count * dtype.itemsize:
-        raise BadRequest(
-            f"{where}: {len(buf)} bytes of data, but shape {shape} of {datatype} needs {count * dtype.itemsize}"
-        )
+        raise BadRequest(f"{where}: {len(buf)} bytes of data, but shape {shape} of {datatype} needs {count * dtype.itemsize}")
     return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 
@@ -206,8 +204,7 @@ def json_numbers(values: list, datatype: str, where: str, kinds: set | None = No
                 overflow = np.isinf(parsed.astype(target)) & np.isfinite(parsed)
             if overflow.any():
                 raise BadRequest(
-                    f"{where}: {datatype} data out of range: {values[int(np.argmax(overflow))]} would become infinity "
-                    f"(the largest {datatype} is {largest})"
+                    f"{where}: {datatype} data out of range: {values[int(np.argmax(overflow))]} would become infinity (the largest {datatype} is {largest})"
                 )
         return parsed.astype(target)
     info = np.iinfo(target)

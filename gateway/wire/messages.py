@@ -27,7 +27,7 @@ from ..errors import GatewayError, from_status
 from .arena import Arena, aligned
 from .datatypes import array_from_raw
 from .packed import PackedBytes
-from .request import raw_bytes, RequestedOutput, Tensor, WireRequest
+from .request import RequestedOutput, Tensor, WireRequest, raw_bytes
 
 INFER = b"infer"
 EXPLAIN = b"explain"

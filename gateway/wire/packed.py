@@ -114,8 +114,7 @@ def unpack_in_steps(packed: PackedBytes, step: int, where: str) -> Iterator[list
         except struct.error:  # fewer than 4 bytes left for the next length
             if pos <= end:
                 raise BadRequest(
-                    f"{where}: BYTES data holds {first + i} elements, the shape declares {count} "
-                    "(each is a 4-byte little-endian length, then its bytes)"
+                    f"{where}: BYTES data holds {first + i} elements, the shape declares {count} (each is a 4-byte little-endian length, then its bytes)"
                 ) from None
             i -= 1
         if pos > end:
@@ -125,7 +124,6 @@ def unpack_in_steps(packed: PackedBytes, step: int, where: str) -> Iterator[list
         yield elements
     if pos < end:  # also when no step was made (no elements)
         raise BadRequest(f"{where}: {end - pos} bytes left over after the {count} BYTES elements the shape declares")
-
 
 
 def count_bytes_elements(buffer: bytes | memoryview, start: int, stop_at: int) -> tuple[int, int]:

@@ -81,4 +81,3 @@ def check_parameters(parameters: dict, where: str) -> dict:
             raise BadRequest(f"parameter {key!r} of {where} must be {_TYPE_NAMES[expected]}, got {shown(value)}")
         checked[key] = value
     return checked
-

@@ -17,11 +17,11 @@ import numpy as np
 import orjson
 
 from ...errors import BadRequest, shown
-from ...wire.datatypes import DataBuilder, element_count
-from ...wire.request import check_parameters, raw_bytes, RequestedOutput, Tensor, WireRequest, WireResponse
 from ...protocol import CONTENTS_FIELD
-from ..inputs import Declared, RequestInputs
 from ...protocol.generated import inference_pb2 as pb
+from ...wire.datatypes import DataBuilder, element_count
+from ...wire.request import RequestedOutput, Tensor, WireRequest, WireResponse, check_parameters, raw_bytes
+from ..inputs import Declared, RequestInputs
 
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -82,9 +82,7 @@ def parse_infer_request(message: pb.ModelInferRequest, max_tensor_bytes: int) ->
         raise BadRequest("inputs must be a non-empty list")
     raw = message.raw_input_contents
     if raw and len(raw) != len(message.inputs):
-        raise BadRequest(
-            f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs: it needs one per input, in order"
-        )
+        raise BadRequest(f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs: it needs one per input, in order")
     built = RequestInputs(max_tensor_bytes)
     pending = []
     for i, item in enumerate(message.inputs):

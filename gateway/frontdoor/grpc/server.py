@@ -22,12 +22,12 @@ from typing import AsyncIterator, Callable
 import grpc
 from google.protobuf.message import DecodeError
 
-from ..dataplane import DataPlane
 from ...errors import BadRequest, GatewayError, answer_for
-from ...settings import ServerSettings
-from . import convert
 from ...protocol.generated import inference_pb2 as pb
 from ...protocol.generated import inference_pb2_grpc as pb_grpc
+from ...settings import ServerSettings
+from ..dataplane import DataPlane
+from . import convert
 
 log = logging.getLogger("gateway.grpc")
 

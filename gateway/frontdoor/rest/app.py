@@ -19,11 +19,11 @@ from sanic.response import HTTPResponse
 
 from ... import logs
 from ...control.stats import exposition
-from . import apidoc
-from ..dataplane import DataPlane
-from ...protocol import HEADER_LENGTH
 from ...errors import BadRequest, GatewayError, answer_for
-from .largejson import LARGE_JSON
+from ...protocol import HEADER_LENGTH
+from ...wire.request import WireRequest
+from ..dataplane import DataPlane
+from . import apidoc
 from .body import (
     RenderedResponse,
     parse_header_length,
@@ -33,7 +33,7 @@ from .body import (
     parse_raw_request,
     render_infer_response,
 )
-from ...wire.request import WireRequest
+from .largejson import LARGE_JSON
 
 log = logging.getLogger("gateway.rest")
 

@@ -14,14 +14,14 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import orjson
 
-from . import largejson
-from ..inputs import RequestInputs
 from ...errors import BadRequest, shown
-from ...wire.datatypes import BYTES_ELEMENT_COST, MAX_RANK, NUMPY_DTYPES
-from ...wire.packed import PackedBytes, count_bytes_elements, unpack_in_steps
-from ...wire.request import check_parameters, raw_bytes, RequestedOutput, Tensor, WireRequest, WireResponse
 from ...protocol import HEADER_LENGTH
 from ...types import MetadataTensor
+from ...wire.datatypes import BYTES_ELEMENT_COST, MAX_RANK, NUMPY_DTYPES
+from ...wire.packed import PackedBytes, count_bytes_elements, unpack_in_steps
+from ...wire.request import RequestedOutput, Tensor, WireRequest, WireResponse, check_parameters, raw_bytes
+from ..inputs import RequestInputs
+from . import largejson
 
 
 def _load_json(body: bytes | memoryview) -> dict:
@@ -161,10 +161,7 @@ def _build_request(
             if size < 0:
                 raise BadRequest(f"{where}: binary_data_size must be a non-negative integer")
             if offset + size > len(binary):
-                raise BadRequest(
-                    f"{where}: binary_data_size {size} runs past the end of the body "
-                    f"({len(binary) - offset} bytes left): truncated body?"
-                )
+                raise BadRequest(f"{where}: binary_data_size {size} runs past the end of the body ({len(binary) - offset} bytes left): truncated body?")
             built.from_raw(declared, binary[offset : offset + size], parameters)
             offset += size
         elif "data" in item:
@@ -184,9 +181,7 @@ def _build_request(
 COUNT_STEP = 65536
 
 
-async def parse_raw_request(
-    body: bytes, model_name: str, model_version: Optional[str], declared: list[MetadataTensor], max_tensor_bytes: int
-) -> WireRequest:
+async def parse_raw_request(body: bytes, model_name: str, model_version: Optional[str], declared: list[MetadataTensor], max_tensor_bytes: int) -> WireRequest:
     """`Inference-Header-Content-Length: 0`: the body is the bytes of the model's single input."""
     if len(declared) != 1:
         raise BadRequest("a raw binary request needs a model that declares exactly one input")
@@ -227,9 +222,7 @@ def _resolve_shape(declared: list[int], count: int, name: str) -> list[int]:
     return [count // known if dim == -1 else dim for dim in declared]
 
 
-def parse_infer_dict(
-    body: bytes, model_name: str, model_version: Optional[str], declared: list[MetadataTensor], max_tensor_bytes: int
-) -> WireRequest:
+def parse_infer_dict(body: bytes, model_name: str, model_version: Optional[str], declared: list[MetadataTensor], max_tensor_bytes: int) -> WireRequest:
     """MLRun's infer_dict: `{"inputs": [{input_name: value, ...}, ...]}`, one dict per row.
 
     Each declared input becomes one tensor whose first dimension is the rows."""

@@ -35,7 +35,7 @@ import numpy as np
 import orjson
 
 from ...errors import BadRequest
-from ...wire.datatypes import data_from_json, DataBuilder, flatten
+from ...wire.datatypes import DataBuilder, data_from_json, flatten
 from ...wire.packed import PackedBytes
 
 LARGE_JSON = 1024 * 1024  # JSON from this size takes this path (docs/PERFORMANCE.md: where it starts to pay)

@@ -97,7 +97,13 @@ SCHEMAS: dict[str, dict] = {
     "Live": _object(["live"], live={"type": "boolean"}),
     "Ready": _object(["ready"], ready={"type": "boolean"}),
     "ModelList": _object(["models"], models={"type": "array", "items": {"type": "string"}}),
-    "MetadataTensor": _object(["name", "datatype", "shape"], name={"type": "string"}, datatype=ref("Datatype"), shape={"type": "array", "items": {"type": "integer"}}, parameters=ref("Parameters")),
+    "MetadataTensor": _object(
+        ["name", "datatype", "shape"],
+        name={"type": "string"},
+        datatype=ref("Datatype"),
+        shape={"type": "array", "items": {"type": "integer"}},
+        parameters=ref("Parameters"),
+    ),
     "ModelMetadata": _object(
         ["name", "platform", "inputs", "outputs"],
         name={"type": "string"},
@@ -181,7 +187,9 @@ def response(description: str, content: Optional[dict] = None, headers: Optional
 
 ERRORS = {
     "4XX": response("The request is at fault (README, REST API): bad input, unknown model or route, body too large or too slow", json_content(ref("Error"))),
-    "5XX": response("The model or the server failed: the runtime's exception (500), no explainer (501), not ready (503), timeout (504)", json_content(ref("Error"))),
+    "5XX": response(
+        "The model or the server failed: the runtime's exception (500), no explainer (501), not ready (503), timeout (504)", json_content(ref("Error"))
+    ),
 }
 BINARY_HEADER = {HEADER_LENGTH: {"description": "length of the JSON header that starts the body", "schema": {"type": "integer", "minimum": 0}}}
 INFER_BODY = {
@@ -237,7 +245,9 @@ class Endpoint:
 
 ENDPOINTS = [
     Endpoint("server_metadata", "GET", "/", "Server metadata", "Server", {"200": response("name, version, extensions", json_content(ref("ServerMetadata")))}),
-    Endpoint("server_metadata_v2", "GET", "/v2", "Server metadata", "Server", {"200": response("name, version, extensions", json_content(ref("ServerMetadata")))}),
+    Endpoint(
+        "server_metadata_v2", "GET", "/v2", "Server metadata", "Server", {"200": response("name, version, extensions", json_content(ref("ServerMetadata")))}
+    ),
     Endpoint("live", "GET", "/v2/health/live", "Liveness", "Health", {"200": response("The server is live", json_content(ref("Live")))}),
     Endpoint(
         "ready",
@@ -245,11 +255,20 @@ ENDPOINTS = [
         "/v2/health/ready",
         "Readiness: every model meant to be served is ready",
         "Health",
-        {"200": response("Ready", json_content(ref("Ready"))), "503": response("Not ready (models loading, failed, or the gateway stopping)", json_content(ref("Ready")))},
+        {
+            "200": response("Ready", json_content(ref("Ready"))),
+            "503": response("Not ready (models loading, failed, or the gateway stopping)", json_content(ref("Ready"))),
+        },
     ),
     Endpoint("list_models", "GET", "/v2/models", "Names of the models", "Models", {"200": response("The model names", json_content(ref("ModelList")))}),
     Endpoint(
-        "model_metadata", "GET", "/v2/models/{model}", "Model metadata", "Models", {"200": response("The model's metadata", json_content(ref("ModelMetadata")))}, versioned=True
+        "model_metadata",
+        "GET",
+        "/v2/models/{model}",
+        "Model metadata",
+        "Models",
+        {"200": response("The model's metadata", json_content(ref("ModelMetadata")))},
+        versioned=True,
     ),
     Endpoint(
         "model_ready",
@@ -265,7 +284,15 @@ ENDPOINTS = [
     ),
     Endpoint("infer", "POST", "/v2/models/{model}/infer", "Inference", "Inference", INFER_RESPONSES, INFER_BODY, versioned=True, headers=(HEADER_LENGTH,)),
     Endpoint(
-        "explain", "POST", "/v2/models/{model}/explain", "Explanation by the model's explain()", "Inference", INFER_RESPONSES, INFER_BODY, versioned=True, headers=(HEADER_LENGTH,)
+        "explain",
+        "POST",
+        "/v2/models/{model}/explain",
+        "Explanation by the model's explain()",
+        "Inference",
+        INFER_RESPONSES,
+        INFER_BODY,
+        versioned=True,
+        headers=(HEADER_LENGTH,),
     ),
     Endpoint(
         "infer_dict",
@@ -277,7 +304,14 @@ ENDPOINTS = [
         {"required": True, "content": json_content(ref("InferDictRequest"), {"inputs": [{"features": [5.1, 3.5, 1.4, 0.2]}]})},
         versioned=True,
     ),
-    Endpoint("statistics_all", "GET", "/v2/models/stats", "Statistics of every model version", "Statistics", {"200": response("Statistics", json_content(ref("Statistics")))}),
+    Endpoint(
+        "statistics_all",
+        "GET",
+        "/v2/models/stats",
+        "Statistics of every model version",
+        "Statistics",
+        {"200": response("Statistics", json_content(ref("Statistics")))},
+    ),
     Endpoint(
         "statistics",
         "GET",
@@ -380,7 +414,7 @@ def document(settings: "ServerSettings") -> dict:
             "title": settings.server_name,
             "version": __version__,
             "description": "Open Inference Protocol (KServe V2) REST API, with the model repository and statistics extensions "
-            "and MLRun's infer_dict. Errors are always JSON {\"error\": \"...\"}. Metrics are also served at /metrics on metrics_port.",
+            'and MLRun\'s infer_dict. Errors are always JSON {"error": "..."}. Metrics are also served at /metrics on metrics_port.',
         },
         "paths": paths,
         "components": {"schemas": SCHEMAS},
