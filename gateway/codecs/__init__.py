@@ -5,7 +5,15 @@ Importing this package registers the built-in codecs, in MLServer's order (the
 order they are asked whether they can encode a payload): input codecs "str",
 "np", "base64", "datetime"; request codecs "str", "np", "pd".
 """
+# ruff: noqa: I001 (the imports run in registration order)
 
+from .numpy import NumpyCodec, NumpyRequestCodec  # first: it registers the string codecs before its own
+from .string import StringCodec, StringRequestCodec
+from .pandas import PandasCodec
+from .base64 import Base64Codec
+from .datetime import DatetimeCodec
+from .errors import CodecError
+from .decorator import decode_args
 from .base import (
     InputCodec,
     InputCodecLike,
@@ -16,13 +24,6 @@ from .base import (
     register_input_codec,
     register_request_codec,
 )
-from .base64 import Base64Codec
-from .datetime import DatetimeCodec
-from .decorator import decode_args
-from .errors import CodecError
-from .numpy import NumpyCodec, NumpyRequestCodec  # first: it registers the string codecs before its own
-from .pandas import PandasCodec
-from .string import StringCodec, StringRequestCodec
 from .utils import (
     DecodedParameterName,
     SingleInputRequestCodec,
