@@ -164,7 +164,7 @@ def _mlserver_environment() -> Layer:
     return layer
 
 
-def _blame(error: dict, sources: dict[str, str], path: Path) -> str:
+def _blame(error: Any, sources: dict[str, str], path: Path) -> str:
     """One validation error, blamed on where its value came from."""
     if not error["loc"]:  # from a validator of the whole settings: its message says where
         return error["msg"].removeprefix("Value error, ")
@@ -264,17 +264,19 @@ def scan_model_settings(repository: Path) -> tuple[list[ModelSettings], list[Unu
     can be served, and those that cannot, with the reason. One bad file spoils only its own."""
     candidates: dict[tuple[str, Optional[str]], list[tuple[Path, ModelSettings | ConfigError]]] = {}
     for path in sorted(path.resolve() for path in repository.rglob(MODEL_SETTINGS_FILE)):
+        settings: ModelSettings | ConfigError
         try:
-            settings: ModelSettings | ConfigError = ModelSettings.from_file(path)
+            settings = ModelSettings.from_file(path)
             key = (settings.name, settings.version)
         except ConfigError as exc:
             settings, key = exc, _declared_name(path)
         candidates.setdefault(key, []).append((path, settings))
-    usable, unusable = [], []
+    usable: list[ModelSettings] = []
+    unusable: list[UnusableSettings] = []
     for (name, version), found in candidates.items():
         paths = [path for path, _ in found]
         errors = [str(settings) for _, settings in found if isinstance(settings, ConfigError)]
-        if len(found) == 1 and not errors:
+        if len(found) == 1 and isinstance(found[0][1], ModelSettings):
             usable.append(found[0][1])
             continue
         if len(found) > 1:

@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(stop_signal, signal.SIG_IGN)
     logs.configure(args.log_level, args.log_format, worker=args.identity)
     # a runtime's print() reaches the log line by line, not when a block fills (or the worker exits)
-    sys.stdout.reconfigure(line_buffering=True)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # a TextIOWrapper, as Python starts it
     settings = ModelSettings.from_file(args.settings)
     import uvloop
 

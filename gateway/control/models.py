@@ -69,6 +69,11 @@ class ModelEntry:
     def version(self) -> Optional[str]:
         return self.settings.version
 
+    @property
+    def settings_file(self) -> Path:
+        assert self.settings.folder is not None, "a model of the repository has its folder"
+        return self.settings.folder / MODEL_SETTINGS_FILE
+
     def take_ready(self, payload: dict) -> None:
         """A worker loaded: take the metadata the runtime reported."""
         self.metadata = payload["metadata"]
@@ -98,10 +103,15 @@ class Supervisor:
 
     # --- start, lookup, state ---------------------------------------------
 
+    @property
+    def _repository(self) -> Path:
+        assert self.settings.model_repository is not None, "the settings name the repository once loaded"
+        return Path(self.settings.model_repository)
+
     async def start(self) -> None:
         """Start the worker processes' socket and load every model of the repository (concurrently)."""
         self.processes.start()
-        usable, unusable = scan_model_settings(self.settings.model_repository)
+        usable, unusable = scan_model_settings(self._repository)
         loading = [self._add(model_settings) for model_settings in usable]
         for failure in unusable:
             self._add_unusable(failure)
@@ -208,7 +218,7 @@ class Supervisor:
                 log.warning("worker %s of model %s exited with code %s", worker.identity.decode(), entry.name, code)
                 self._starting(entry, self._replace(entry))
 
-        return await self.processes.spawn(entry.pool, entry.settings.folder / MODEL_SETTINGS_FILE, exited)
+        return await self.processes.spawn(entry.pool, entry.settings_file, exited)
 
     # --- crashes, hangs, restarts ------------------------------------------
 
@@ -278,7 +288,7 @@ class Supervisor:
         failed = [entry for entry in entries if entry.state != State.READY]
         if failed:
             raise BadRequest(f"model {name!r} failed to load: {failed[0].reason or 'it was unloaded meanwhile'}")
-        self._forget_unusable({entry.settings.folder / MODEL_SETTINGS_FILE for entry in entries})
+        self._forget_unusable({entry.settings_file for entry in entries})
 
     def _forget_unusable(self, loaded: set[Path]) -> None:
         """A file that failed at start and now loaded (perhaps under another name than it was listed by)
@@ -294,7 +304,7 @@ class Supervisor:
         if not MODEL_NAME.match(name):
             raise BadRequest(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-'")
         # match by the name inside each file, never by joining the name into a path
-        usable, unusable = scan_model_settings(Path(self.settings.model_repository))
+        usable, unusable = scan_model_settings(self._repository)
         errors = [failure.reason for failure in unusable if failure.name == name]
         if errors:
             raise BadRequest(f"cannot load model {name!r}: {errors[0]}")
@@ -340,9 +350,9 @@ class Supervisor:
     def _abandon_requests(self, entry: ModelEntry, why: str) -> int:
         """Fail the entry's queued and running requests at once (503 / UNAVAILABLE, saying why) and kill
         the workers running them: a worker would read STOP only once its request ends. Returns how many failed."""
-        running = [worker for worker in entry.pool.workers if worker.inflight is not None]
-        failed = sum(not waiting.reply.done() for worker in running for waiting in worker.inflight[1])
-        for worker in running:
+        running = [(worker, worker.inflight[1]) for worker in entry.pool.workers if worker.inflight is not None]
+        failed = sum(not waiting.reply.done() for _, batch in running for waiting in batch)
+        for worker, _ in running:
             entry.pool.worker_exited(worker, why)
             self.processes.kill(worker)
         return failed + entry.pool.fail_waiting(why)

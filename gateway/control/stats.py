@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -121,7 +121,7 @@ class ModelStats:
         self._batch_size = BATCH_SIZE.labels(*labels)
         self._inflight = INFLIGHT.labels(*labels)
         self._restarts = RESTARTS.labels(*labels)
-        self._custom: dict[str, object] = {}  # name -> this model's child of the custom histogram (None: refused)
+        self._custom: dict[str, Any] = {}  # name -> this model's child of the custom histogram (None: refused)
         # the statistics extension
         self.last_inference = 0  # ms since the epoch
         self.inference_count = 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import AsyncIterator, Optional
+from typing import AsyncIterator, Optional, cast
 
 from .. import logs
 from ..control.models import ModelEntry, Supervisor
@@ -142,7 +142,7 @@ class DataPlane:
     def statistics(self, name: Optional[str] = None, version: Optional[str] = None) -> list[dict]:
         """The statistics extension: every model version, every version of `name`, or one version."""
         if version is not None:
-            entries = [self.supervisor.get(name, version)]
+            entries = [self.supervisor.get(cast(str, name), version)]  # a version comes with a model name
         elif name is not None:
             self.supervisor.get(name)  # NotFound for an unknown model
             entries = list(self.supervisor.models[name].values())

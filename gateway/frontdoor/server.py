@@ -23,7 +23,7 @@ import logging
 import signal
 import socket
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 from sanic import Sanic
 from sanic.server.socket import bind_socket
@@ -177,7 +177,7 @@ def run(settings: ServerSettings) -> None:
         log.error("%s", exc)
         sys.exit(1)
     app = build(settings)
-    options = {"single_process": True, "access_log": False, "motd": False, "debug": False, "protocol": GatewayProtocol}
+    options: dict[str, Any] = {"single_process": True, "access_log": False, "motd": False, "debug": False, "protocol": GatewayProtocol}
     log.info("REST on http://%s:%d", settings.host, settings.http_port)
     app.prepare(sock=rest_socket, **options)
     if metrics_socket is not None:

@@ -173,7 +173,7 @@ def render_infer_response(response: WireResponse) -> bytes:
     copy them twice more)."""
     message = pb.ModelInferResponse(model_name=response.model_name, model_version=response.model_version or "", id=response.id)
     parameters_to_pb(message.parameters, response.parameters)
-    parts = [b""]
+    parts: list[bytes | bytearray | memoryview] = [b""]
     for tensor in response.outputs:
         output = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=[int(d) for d in tensor.shape])
         parameters_to_pb(output.parameters, tensor.parameters)
@@ -209,7 +209,7 @@ def render_metadata(metadata: dict) -> pb.ModelMetadataResponse:
 def render_config(metadata: dict) -> pb.ModelConfig:
     """Triton's ModelConfig from V2 metadata. max_batch_size 0: dims are the full shapes (batch included)."""
 
-    def data_type(datatype: str) -> int:
+    def data_type(datatype: str) -> pb.DataType:
         return pb.DataType.Value("TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}")
 
     return pb.ModelConfig(

@@ -20,7 +20,7 @@ import time
 from typing import AsyncIterator, Callable
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from ...errors import BadRequest, GatewayError, answer_for
 from ...protocol.generated import inference_pb2 as pb
@@ -55,7 +55,7 @@ def _status_message(message: str) -> str:
 class Malformed:
     """What our deserializer makes of bytes that are not a valid message of the RPC's request type."""
 
-    def __init__(self, message_type: type, error: DecodeError):
+    def __init__(self, message_type: type[Message], error: DecodeError):
         self.error = BadRequest(f"the request is not a valid {message_type.DESCRIPTOR.full_name} message: {error}")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Optional
+from typing import Optional, cast
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -33,6 +33,7 @@ from .body import (
     parse_raw_request,
     render_infer_response,
 )
+from .connection import TimedHttp
 from .largejson import LARGE_JSON
 
 log = logging.getLogger("gateway.rest")
@@ -64,7 +65,7 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     app = Sanic(name, configure_logging=False)
     settings = dataplane.settings
     app.config.REQUEST_MAX_SIZE = settings.max_request_bytes
-    app.config.RESPONSE_TIMEOUT = settings.request_timeout + 30
+    app.config.RESPONSE_TIMEOUT = settings.request_timeout + 30  # type: ignore[assignment]  # Sanic takes seconds as a float too
     # read by connection.TimedHttp (Sanic's REQUEST_TIMEOUT restarts with every byte: see there)
     app.config.HEADER_TIMEOUT = settings.header_timeout
     app.config.BODY_TIMEOUT = settings.body_timeout
@@ -189,7 +190,7 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
         # Sanic stamps perft0 once a request's headers are read, before its body: so the latency
         # includes receiving the body (a request middleware would run after it), at no extra cost.
         # A request whose headers never all came (timed out, or the client left) counts from the first wait for them.
-        stream = request.stream
+        stream = cast(TimedHttp, request.stream)  # our connections' (GatewayProtocol)
         elapsed = int((time.perf_counter() - stream.began()) * 1e9)
         model, version = request.match_info.get("model"), request.match_info.get("version")
         inference = request.route is not None and request.route.name in counted
@@ -198,7 +199,7 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
         if dataplane.draining:
             stream.keep_alive = False  # Connection: close, so that a kept-alive client moves to another server
 
-    @app.exception(RequestCancelled)
+    @app.exception(RequestCancelled)  # type: ignore[arg-type]  # a CancelledError, which Sanic routes to handlers too
     async def on_client_gone(request: Request, exc: RequestCancelled) -> HTTPResponse:
         # the client closed its connection before its answer: nothing can be sent, but the access line
         # and the metrics (answered) count it as the client's doing

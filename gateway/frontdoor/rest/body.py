@@ -278,9 +278,10 @@ def json_data(tensor: Tensor) -> Any:
 
     What JSON cannot carry (bytes that are not UTF-8, NaN, infinities) is refused, never
     changed: the client asked for a form that cannot hold the output, and binary can."""
-    if tensor.datatype == "BYTES":
-        return next(decode_bytes_in_steps(tensor.data, tensor.data.count or 1, f"output {shown(tensor.name)}"), [])
-    flat = np.ascontiguousarray(tensor.data).ravel()
+    data = tensor.data
+    if type(data) is PackedBytes:
+        return next(decode_bytes_in_steps(data, data.count or 1, f"output {shown(tensor.name)}"), [])
+    flat = np.ascontiguousarray(data).ravel()
     if flat.dtype.kind == "f" and not np.isfinite(flat).all():
         raise BadRequest(f"output {shown(tensor.name)} holds NaN or infinity, which JSON cannot carry; {BINARY_PLEASE}")
     return flat
@@ -390,7 +391,7 @@ async def _render_in_steps(response: WireResponse, plan: list[tuple[Tensor, bool
     return RenderedResponse(parts[0], [*parts[1:], *binary], sum(map(len, parts)) if binary else None)
 
 
-async def _copy(raw: memoryview | bytes) -> bytearray:
+async def _copy(raw: memoryview | bytes | bytearray) -> bytearray:
     out = bytearray(len(raw))
     for start in range(0, len(raw), COPY_STEP):
         out[start : start + COPY_STEP] = raw[start : start + COPY_STEP]
@@ -400,10 +401,12 @@ async def _copy(raw: memoryview | bytes) -> bytearray:
 
 async def _json_text(tensor: Tensor) -> list[bytes]:
     """The data of an output as a JSON array, in parts of JSON_STEP elements."""
-    if tensor.datatype == "BYTES":
-        pieces = decode_bytes_in_steps(tensor.data, JSON_STEP, f"output {shown(tensor.name)}")
+    data = tensor.data
+    pieces: Iterator[Any]
+    if type(data) is PackedBytes:
+        pieces = decode_bytes_in_steps(data, JSON_STEP, f"output {shown(tensor.name)}")
     else:
-        flat = np.ascontiguousarray(tensor.data).ravel()
+        flat = np.ascontiguousarray(data).ravel()
         pieces = (json_data(Tensor(tensor.name, tensor.datatype, [], flat[i : i + JSON_STEP])) for i in range(0, flat.size, JSON_STEP))
     parts = [b"["]
     for piece in pieces:
