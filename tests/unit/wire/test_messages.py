@@ -38,7 +38,9 @@ def round_trip(request: WireRequest, arena: Arena | None, batch: list[int] | Non
 
 def test_small_tensors_travel_inline_and_large_ones_in_the_arena_aligned_side_by_side(arena):
     # b: a size that is no multiple of the alignment; c: exactly the inline limit
-    request = WireRequest("m", "1", "r1", [fp32("a", SMALL), fp32("b", AT_LIMIT + 1, 10), fp32("c", AT_LIMIT, 20)], {"q": 1}, [RequestedOutput("y", {"binary_data": True})])
+    request = WireRequest(
+        "m", "1", "r1", [fp32("a", SMALL), fp32("b", AT_LIMIT + 1, 10), fp32("c", AT_LIMIT, 20)], {"q": 1}, [RequestedOutput("y", {"binary_data": True})]
+    )
     header, parsed = round_trip(request, arena, batch=[1])
     a, b, c = header["inputs"]
     assert "frame" in a and "shm" not in a
