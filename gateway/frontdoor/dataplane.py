@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import AsyncIterator, Optional, cast
+from contextlib import AbstractAsyncContextManager
+from typing import Optional, cast
 
 from .. import logs
 from ..control.models import ModelEntry, Supervisor
@@ -97,8 +97,7 @@ class DataPlane:
     def explain(self, request: WireRequest) -> AbstractAsyncContextManager[WireResponse]:
         return self._run(messages.EXPLAIN, request)
 
-    @asynccontextmanager
-    async def _run(self, kind: bytes, request: WireRequest) -> AsyncIterator[WireResponse]:
+    def _run(self, kind: bytes, request: WireRequest) -> "_Inference":
         entry = self._ready_entry(request.model_name, request.model_version)
         if kind == messages.EXPLAIN and not entry.has_explain:
             raise NotSupported(f"model {entry.name!r} has no explainer")
@@ -106,15 +105,7 @@ class DataPlane:
             request.id = f"{_ID_PREFIX}-{next(_ids)}"
         logs.REQUEST_ID.set(request.id)
         _check_against_metadata(entry, request)
-        stats = entry.pool.stats
-        started = stats.request_started()
-        try:
-            async with entry.pool.call(kind, request) as reply:
-                yield WireResponse(entry.name, entry.version, request.id, reply.outputs, reply.parameters)
-        except BaseException:  # an error, a timeout, the answer not rendered, or the client gone (cancelled)
-            stats.request_finished(started, ok=False)
-            raise
-        stats.request_finished(started, ok=True)
+        return _Inference(entry, kind, request)
 
     # --- accounting -----------------------------------------------------
 
@@ -167,6 +158,32 @@ class DataPlane:
             why = f": {entry.reason}" if entry.reason else ""
             raise Unavailable(f"model {name!r} is not ready ({entry.state.value}{why})")
         return entry
+
+
+class _Inference:
+    """One request on its way through the pool, counted in its model's statistics from the moment it
+    is queued until its answer has been rendered (or it failed, timed out, or its client left)."""
+
+    __slots__ = ("_entry", "_call", "_request", "_started")
+
+    def __init__(self, entry: ModelEntry, kind: bytes, request: WireRequest):
+        self._entry, self._request = entry, request
+        self._call = entry.pool.call(kind, request)
+        self._started = 0
+
+    async def __aenter__(self) -> WireResponse:
+        self._started = self._entry.pool.stats.request_started()
+        try:
+            reply = await self._call.__aenter__()
+        except BaseException:  # an error, a timeout, or the client gone (cancelled)
+            self._entry.pool.stats.request_finished(self._started, ok=False)
+            raise
+        entry, request = self._entry, self._request
+        return WireResponse(entry.name, entry.version, request.id, reply.outputs, reply.parameters)
+
+    async def __aexit__(self, error_type: type[BaseException] | None, *exc_info: object) -> None:
+        await self._call.__aexit__(error_type, *exc_info)  # the lease is given back
+        self._entry.pool.stats.request_finished(self._started, ok=error_type is None)
 
 
 def _shape_matches(declared: list[int], shape: list[int]) -> bool:
