@@ -97,7 +97,15 @@ def measure(tree: Path, calls: int) -> dict[str, float]:
         p50, _ = small_calls(ports[0], calls)
         cpu_per_call = (small_echo_cost.cpu_seconds(gateway.pid) - cpu_before) / (calls + 300)
         concurrent = loadgen.run(
-            url=f"http://127.0.0.1:{ports[0]}", model="echo", protocol="rest-json", concurrency=8, duration=4, warmup=1, shape=[16], datatype="FP32", input_name="x"
+            url=f"http://127.0.0.1:{ports[0]}",
+            model="echo",
+            protocol="rest-json",
+            concurrency=8,
+            duration=4,
+            warmup=1,
+            shape=[16],
+            datatype="FP32",
+            input_name="x",
         )
         mib = echo_latency.measure(f"127.0.0.1:{ports[0]}", "echo", 1, 40)
     finally:
