@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Awaitable, Callable, Coroutine, Iterator, Optional
 
 from ..errors import BadRequest, NotFound, shown
-from ..settings import MODEL_SETTINGS_FILE, ModelParameters, ModelSettings, ServerSettings, UnusableSettings, scan_model_settings
+from ..settings import ModelParameters, ModelSettings, ServerSettings, UnusableSettings, scan_model_settings
 from ..types import MetadataModelResponse, MetadataTensor, State
 from .pool import ModelPool, Worker
 from .processes import WorkerProcesses
@@ -69,11 +69,6 @@ class ModelEntry:
     def version(self) -> Optional[str]:
         return self.settings.version
 
-    @property
-    def settings_file(self) -> Path:
-        assert self.settings.folder is not None, "a model of the repository has its folder"
-        return self.settings.folder / MODEL_SETTINGS_FILE
-
     def take_ready(self, payload: dict) -> None:
         """A worker loaded: take the metadata the runtime reported."""
         self.metadata = payload["metadata"]
@@ -84,7 +79,7 @@ class ModelEntry:
         self.state, self.reason = State.READY, ""
 
 
-def _version_key(version: Optional[str]) -> tuple:
+def version_key(version: Optional[str]) -> tuple:
     # numeric versions compare as numbers, so "10" is newer than "9"
     if version is None:
         return (0, 0, "")
@@ -135,6 +130,7 @@ class Supervisor:
             self.settings.shm_arena_bytes,
             model_settings.max_batch_size,
             version=model_settings.version,
+            max_batch_time=model_settings.max_batch_time,
             on_worker_lost=lambda worker, why: self._worker_lost(entry, worker, why),
         )
         self.models.setdefault(model_settings.name, {})[model_settings.version] = entry
@@ -156,7 +152,7 @@ class Supervisor:
         if not versions:
             raise NotFound(f"model {shown(name)} not found")
         if version is None:
-            return versions[max(versions, key=_version_key)]
+            return versions[max(versions, key=version_key)]
         if version not in versions:
             raise NotFound(f"model {shown(name)} has no version {shown(version)}; it has {sorted(v or '' for v in versions)}")
         return versions[version]
@@ -218,7 +214,7 @@ class Supervisor:
                 log.warning("worker %s of model %s exited with code %s", worker.identity.decode(), entry.name, code)
                 self._starting(entry, self._replace(entry))
 
-        return await self.processes.spawn(entry.pool, entry.settings_file, exited)
+        return await self.processes.spawn(entry.pool, entry.settings.path, exited)
 
     # --- crashes, hangs, restarts ------------------------------------------
 
@@ -258,7 +254,7 @@ class Supervisor:
         """The repository index: every model version known, with its state."""
         items = [
             {"name": e.name, "version": e.version or "", "state": e.state.value, "reason": e.reason}
-            for e in sorted(self.entries(), key=lambda e: (e.name, _version_key(e.version)))
+            for e in sorted(self.entries(), key=lambda e: (e.name, version_key(e.version)))
         ]
         return [i for i in items if i["state"] == State.READY.value] if ready_only else items
 
@@ -288,9 +284,9 @@ class Supervisor:
         failed = [entry for entry in entries if entry.state != State.READY]
         if failed:
             raise BadRequest(f"model {name!r} failed to load: {failed[0].reason or 'it was unloaded meanwhile'}")
-        self._forget_unusable({entry.settings_file for entry in entries})
+        self._forget_unusable({entry.settings.path for entry in entries})
 
-    def _forget_unusable(self, loaded: set[Path]) -> None:
+    def _forget_unusable(self, loaded: set[Optional[Path]]) -> None:
         """A file that failed at start and now loaded (perhaps under another name than it was listed by)
         is no longer a failure."""
         for name, versions in list(self.models.items()):

@@ -25,7 +25,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Coroutine, Iterable
+from typing import Callable, Coroutine, Iterable, Optional
 
 from ..settings import ServerSettings
 from .pool import ModelPool, Router, Worker
@@ -98,8 +98,9 @@ class WorkerProcesses:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def spawn(self, pool: ModelPool, settings_file: Path, on_exit: OnExit) -> Worker:
-        """Start a worker process for the pool's model; `on_exit` is told when it exits.
+    async def spawn(self, pool: ModelPool, settings_file: Optional[Path], on_exit: OnExit) -> Worker:
+        """Start a worker process for the pool's model (its settings file; None: the worker reads them
+        from the environment, as the front door did); `on_exit` is told when it exits.
 
         Raises what starting the process raised (the worker is then gone from the pool)."""
         identity = f"{pool.name}:{pool.version or '-'}#{next(self._identities)}"
@@ -109,7 +110,7 @@ class WorkerProcesses:
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "workers",
-                "--settings", str(settings_file),
+                *(("--settings", str(settings_file)) if settings_file else ()),
                 "--endpoint", self.router.endpoint,
                 "--identity", identity,
                 "--parent", str(os.getpid()),

@@ -21,7 +21,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Optional, cast
 
 from .. import logs
-from ..control.models import ModelEntry, Supervisor
+from ..control.models import ModelEntry, Supervisor, version_key
 from ..control.stats import ModelStats, model_stats
 from ..errors import BadRequest, NotFound, NotSupported, Unavailable, shown
 from ..settings import ServerSettings
@@ -78,7 +78,9 @@ class DataPlane:
         }
 
     def model_names(self) -> list[str]:
-        return sorted(self.supervisor.models)
+        """Every model, a versioned one as name:version for each version (as MLRun lists them)."""
+        entries = sorted(self.supervisor.entries(), key=lambda entry: (entry.name, version_key(entry.version)))
+        return [entry.name if entry.version is None else f"{entry.name}:{entry.version}" for entry in entries]
 
     def declared_inputs(self, name: str, version: Optional[str] = None) -> list[MetadataTensor]:
         return list(self._ready_entry(name, version).inputs.values())

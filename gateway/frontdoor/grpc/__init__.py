@@ -18,9 +18,11 @@ Sanic in a single process, and the port is bound without SO_REUSEPORT so a
 second gateway on the same port fails loudly instead of sharing it.
 
 Modules: `convert` (ModelInferRequest <-> wire.request.WireRequest/WireResponse),
-`server` (the servicer, start/stop). The message and stub modules in
-`generated/` are generated from protos/inference.proto by scripts/generate_stubs.py
-and committed.
+`server` (the V2 servicer, start/stop), `health` (grpc.health.v1.Health: Kubernetes
+gRPC probes), `reflection` (server reflection: grpcurl), `handlers` (registration with
+our deserializers). The message and stub modules in `gateway/protocol/generated/` are
+generated from protos/*.proto by scripts/generate_stubs.py, into a private descriptor
+pool, and committed.
 """
 
 import os

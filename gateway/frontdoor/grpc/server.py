@@ -1,4 +1,7 @@
-"""The gRPC servicer and its server (grpc.aio, on Sanic's event loop; see the package docstring).
+"""The gRPC servicers and their server (grpc.aio, on Sanic's event loop; see the package docstring).
+
+Services: inference.GRPCInferenceService (here), grpc.health.v1.Health (health.py) and server
+reflection (reflection.py).
 
 Every RPC translates to a `DataPlane` call and back. A `GatewayError` leaves
 with its status code (`.grpc_code`) and message: NOT_FOUND unknown model or
@@ -6,9 +9,8 @@ version, INVALID_ARGUMENT bad input, UNAVAILABLE not ready, INTERNAL runtime
 error. Messages over `grpc_max_message_bytes` are refused by gRPC itself with
 RESOURCE_EXHAUSTED.
 
-The service's handlers are registered with deserializers of ours: a message
-that does not parse is the client's fault (INVALID_ARGUMENT), where grpcio's
-own deserialization would answer UNKNOWN before any handler runs.
+The services' handlers are registered with deserializers of ours (handlers.py):
+a message that does not parse is the client's fault (INVALID_ARGUMENT).
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ import asyncio
 import functools
 import logging
 import time
-from typing import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import AsyncIterator
 
 import grpc
-from google.protobuf.message import DecodeError, Message
 
 from ...errors import BadRequest, GatewayError, answer_for
 from ...protocol.generated import inference_pb2 as pb
@@ -28,6 +30,9 @@ from ...protocol.generated import inference_pb2_grpc as pb_grpc
 from ...settings import ServerSettings
 from ..dataplane import DataPlane
 from . import convert
+from .handlers import Malformed, check_parsed, method_handlers
+from .health import HealthServicer
+from .reflection import ReflectionServicer
 
 log = logging.getLogger("gateway.grpc")
 
@@ -52,28 +57,6 @@ def _status_message(message: str) -> str:
     return encoded[:STATUS_MESSAGE_BYTES].decode(errors="ignore") + f"... ({len(encoded)} bytes in all)"
 
 
-class Malformed:
-    """What our deserializer makes of bytes that are not a valid message of the RPC's request type."""
-
-    def __init__(self, message_type: type[Message], error: DecodeError):
-        self.error = BadRequest(f"the request is not a valid {message_type.DESCRIPTOR.full_name} message: {error}")
-
-
-def _deserializer(message_type) -> Callable[[bytes], object]:
-    def deserialize(data: bytes):
-        try:
-            return message_type.FromString(data)
-        except DecodeError as exc:
-            return Malformed(message_type, exc)
-
-    return deserialize
-
-
-def _check_parsed(request) -> None:
-    if isinstance(request, Malformed):
-        raise request.error
-
-
 def unary(method):
     """Turn a GatewayError into its status code and message, anything else into INTERNAL;
     then count and log the call (`answered`)."""
@@ -82,7 +65,7 @@ def unary(method):
     async def wrapper(self, request, context: grpc.aio.ServicerContext):
         started, http_status, code = time.perf_counter_ns(), 200, grpc.StatusCode.OK
         try:
-            _check_parsed(request)
+            check_parsed(request)
             return await method(self, request, context)
         except asyncio.CancelledError as exc:
             # the client cancelled or its deadline passed: unanswered, and the client's doing
@@ -155,7 +138,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _infer(self, request: pb.ModelInferRequest) -> bytes:
         """The serialized answer (convert.render_infer_response)."""
-        _check_parsed(request)  # a stream's message
+        check_parsed(request)  # a stream's message
         # an unknown model or version is NOT_FOUND whatever its inputs, as over REST
         self.dataplane.check_model_exists(request.model_name, request.model_version or None)
         parsed, pending = convert.parse_infer_request(request, self.max_tensor_bytes)
@@ -263,28 +246,17 @@ def _no_repository_parameters(request, allowed: frozenset = frozenset()) -> None
         raise BadRequest(f"repository parameters {unsupported} are not supported; edit the model's model-settings.json instead")
 
 
-def _handlers(servicer: InferenceServicer) -> dict[str, grpc.RpcMethodHandler]:
-    """The service's method handlers, from its descriptor (as the generated registration builds them),
-    but for our deserializer (a message that does not parse is INVALID_ARGUMENT) and the inference
-    RPCs' answers: rendered serialized already (convert.render_infer_response)."""
-    handlers = {}
-    for method in pb.DESCRIPTOR.services_by_name[SERVICE.rpartition(".")[2]].methods:
-        request, response = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
-        # unary calls, and one stream both ways (ModelStreamInfer)
-        handler = grpc.stream_stream_rpc_method_handler if method.client_streaming else grpc.unary_unary_rpc_method_handler
-        handlers[method.name] = handler(
-            getattr(servicer, method.name),
-            request_deserializer=_deserializer(request),
-            response_serializer=convert.serialize if method.name in INFERENCE_RPCS else response.SerializeToString,
-        )
-    return handlers
-
-
 def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def start(dataplane: DataPlane, settings: ServerSettings) -> grpc.aio.Server:
+@dataclass
+class GrpcFrontDoor:
+    server: grpc.aio.Server
+    health: HealthServicer
+
+
+async def start(dataplane: DataPlane, settings: ServerSettings) -> GrpcFrontDoor:
     """Start serving on the running loop (call it from a Sanic listener)."""
     limit = settings.grpc_max_message_bytes
     options = [
@@ -297,7 +269,13 @@ async def start(dataplane: DataPlane, settings: ServerSettings) -> grpc.aio.Serv
         # lost, unlike at stop(), which cancels the calls that cross its GOAWAY
         options.append(("grpc.max_connection_age_ms", max(1, round(settings.grpc_max_connection_age * 1000))))
     server = grpc.aio.server(options=options)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, _handlers(InferenceServicer(dataplane))),))
+    # the inference RPCs' answers are rendered serialized already (convert.render_infer_response)
+    inference = method_handlers(
+        InferenceServicer(dataplane), pb.DESCRIPTOR.services_by_name["GRPCInferenceService"], pb, dict.fromkeys(INFERENCE_RPCS, convert.serialize)
+    )
+    health = HealthServicer(dataplane)
+    reflection = ReflectionServicer([SERVICE, *health.services, *ReflectionServicer.services])
+    server.add_generic_rpc_handlers((inference, *health.handlers(), *reflection.handlers()))
     address = _address(settings.host, settings.grpc_port)
     try:
         server.add_insecure_port(address)
@@ -305,9 +283,11 @@ async def start(dataplane: DataPlane, settings: ServerSettings) -> grpc.aio.Serv
         raise RuntimeError(f"gRPC cannot listen on {address}: {exc}") from None
     await server.start()
     log.info("gRPC on %s (messages up to %d bytes)", address, limit)
-    return server
+    return GrpcFrontDoor(server, health)
 
 
-async def stop(server: grpc.aio.Server, grace: float) -> None:
-    """Refuse new calls, give in-flight ones `grace` seconds, then cancel the rest."""
-    await server.stop(grace)
+async def stop(front_door: GrpcFrontDoor, grace: float) -> None:
+    """End the health watches (they would hold the grace up to its end), refuse new calls, give
+    in-flight ones `grace` seconds, then cancel the rest."""
+    front_door.health.close()
+    await front_door.server.stop(grace)

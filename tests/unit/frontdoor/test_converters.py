@@ -71,6 +71,10 @@ def rest_request(binary: bool) -> tuple[bytes, int | None]:
     return header + tail, len(header)
 
 
+async def read_rest(data: bytes, header_length: int | None) -> WireRequest:
+    return await body.build_infer_request(await body.read_json_body(data, header_length), "m", "2", LIMIT, lambda request: None)
+
+
 def described(request: WireRequest) -> tuple:
     def data(t: Tensor):
         return list(unpack_bytes(t.data, t.name)) if type(t.data) is PackedBytes else t.data.tolist()
@@ -89,7 +93,7 @@ def described(request: WireRequest) -> tuple:
 def test_both_front_doors_read_one_request_into_one_internal_form(grpc_raw, rest_binary):
     from_grpc, pending = convert.parse_infer_request(grpc_request(grpc_raw), LIMIT)
     rest_body, header_length = rest_request(rest_binary)
-    from_rest = body.parse_infer_request(rest_body, header_length, "m", "2", LIMIT)
+    from_rest = asyncio.run(read_rest(rest_body, header_length))
     assert pending == [] and from_grpc.model_version == from_rest.model_version == "2"
     assert described(from_grpc) == described(from_rest)
     assert described(from_grpc)[3][0][4] == [[1, 2], [3, 4]]
