@@ -76,9 +76,15 @@ class NotSupported(GatewayError):
 BY_STATUS = {cls.http_status: cls for cls in (BadRequest, NotFound, Unavailable, Timeout, RuntimeFailure, NotSupported)}
 
 
-def from_status(status: int, message: str) -> GatewayError:
-    """Rebuild an error that crossed a process boundary as (status, message)."""
-    return BY_STATUS.get(status, RuntimeFailure)(message)
+def from_status(status: int, message: str, grpc_code: str | None = None) -> GatewayError:
+    """Rebuild an error that crossed a process boundary as (status, message, gRPC code): the code
+    is carried apart, as a runtime's errors may pair them otherwise than ours do (KServe's
+    InferenceError: 500 over REST, INVALID_ARGUMENT over gRPC)."""
+    error = BY_STATUS.get(status, RuntimeFailure)(message)
+    error.http_status = status
+    if grpc_code is not None:
+        error.grpc_code = grpc_code
+    return error
 
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer; a cancelled gRPC call counts the same

@@ -40,10 +40,11 @@ class Gateway:
 
     `args`: what follows `gateway start` (default: `--config CONFIG`); `env`: more environment
     variables; `port_prefix`: the prefix of the host and port variables (MLSERVER_: as an MLServer
-    deployment gives them). `settings` are passed as GATEWAY_* variables."""
+    deployment gives them). `settings` are passed as GATEWAY_* variables. `command(gateway)`: another
+    command to run instead of `gateway start` (a KServe script), given the ports chosen."""
 
-    def __init__(self, config: Path, new_session: bool = False, args=None, env=None, port_prefix: str = "GATEWAY_", **settings):
-        self.config, self.new_session, self.settings = config, new_session, settings
+    def __init__(self, config: Path, new_session: bool = False, args=None, env=None, port_prefix: str = "GATEWAY_", command=None, **settings):
+        self.config, self.new_session, self.settings, self.command = config, new_session, settings, command
         self.args = ["--config", str(config)] if args is None else [str(arg) for arg in args]
         self.extra_env, self.port_prefix = env or {}, port_prefix
         self.log = tempfile.NamedTemporaryFile(prefix="gateway-test-", suffix=".log", delete=False)
@@ -64,7 +65,7 @@ class Gateway:
             **self.extra_env,
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "start", *self.args],
+            self.command(self) if self.command else [sys.executable, "-m", "gateway", "start", *self.args],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -308,7 +308,7 @@ def refused(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=10).close()
         return False
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):  # reset: the listener closed with us in its backlog
         return True
 
 

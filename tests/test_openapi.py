@@ -35,6 +35,9 @@ def served_routes(settings: ServerSettings) -> set[tuple[str, str]]:
     routes = set()
     for route in app.router.routes:
         path = "/" + re.sub(r"<(\w+)(:[^>]*)?>", r"{\1}", route.path)
+        if path == "/v1/models/{target}":  # Sanic has no "{model}:verb" segments: one route serves both verbs
+            routes |= {("POST", "/v1/models/{model}:predict"), ("POST", "/v1/models/{model}:explain")}
+            continue
         routes |= {(method, path) for method in route.methods}
     return routes
 
@@ -142,7 +145,7 @@ def api_schema(gateway):
     document = requests.get(f"{gateway.url}/openapi.json").json()
     for path, operations in document["paths"].items():
         for operation in operations.values():
-            names = EXPLAINERS if path.endswith("/explain") else list(MODELS)  # iris-mlp has no explainer: 501
+            names = EXPLAINERS if path.endswith(("/explain", ":explain")) else list(MODELS)  # iris-mlp has no explainer: 501
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "path" and parameter["name"] == "model" and not path.startswith("/v2/repository/"):
                     parameter["schema"] = {"anyOf": [{"enum": names}, parameter["schema"]]}

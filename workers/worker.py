@@ -18,10 +18,11 @@ import itertools
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import zmq
 from pydantic import ValidationError
@@ -43,8 +44,8 @@ from gateway.wire.sockets import LoopSocket
 log = logging.getLogger("gateway.worker")
 
 
-def load_runtime(settings: ModelSettings) -> MLModel:
-    """Import `module.Class` (the model's folder first on sys.path, as MLServer does) and build it.
+def runtime_class(settings: ModelSettings) -> type:
+    """Import `module.Class` (the model's folder first on sys.path, as MLServer does).
 
     MLServer's names of the built-in runtimes (`mlserver_sklearn.SKLearnModel`, ...) mean ours."""
     implementation = resolve_implementation(settings.implementation)
@@ -55,10 +56,75 @@ def load_runtime(settings: ModelSettings) -> MLModel:
         raise ImportError(f"implementation {settings.implementation!r} must be 'module.Class'")
     if settings.folder is not None:
         sys.path.insert(0, str(settings.folder))
-    runtime_class = getattr(importlib.import_module(module_name), class_name)
-    if not (isinstance(runtime_class, type) and issubclass(runtime_class, MLModel)):
-        raise TypeError(f"{settings.implementation} is not a subclass of gateway.MLModel")
-    return runtime_class(settings)
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+class Served:
+    """What a worker serves: an MLModel runtime here, a KServe model in gateway.kserve.serving.
+
+    `load()` runs once (in the worker, or in the fork server that forks the workers), `start()`
+    in each worker before it announces READY, `stop()` when it is told to stop."""
+
+    name: str
+
+    async def load(self) -> None:
+        """Load; raise (LoadFailed with the reason for a refusal) if the model cannot serve."""
+
+    async def start(self) -> dict:
+        """Per worker, once loaded: the READY payload (metadata, explain, ...)."""
+        raise NotImplementedError
+
+    async def call(self, kind: bytes, request: WireRequest, received: int, batch: list[int] | None) -> tuple[list[Tensor], dict, list[int]]:
+        """(outputs, parameters, [input, infer, output] stage times in ns since `received`)."""
+        raise NotImplementedError
+
+    def error(self, exc: Exception) -> GatewayError:
+        """What a call's unexpected exception is answered with."""
+        log.exception("the runtime raised")
+        return RuntimeFailure(f"{type(exc).__name__}: {exc}")
+
+    async def stop(self) -> None:
+        pass
+
+
+class LoadFailed(Exception):
+    """load() refused (returned False): the reason is the whole message."""
+
+
+class ServedRuntime(Served):
+    """An MLModel runtime (MLServer's API)."""
+
+    def __init__(self, runtime: MLModel):
+        self.runtime = runtime
+        self.name = runtime.name
+
+    async def load(self) -> None:
+        if await self.runtime.load() is False:
+            raise LoadFailed("load() returned False")
+
+    async def start(self) -> dict:
+        metadata = (await self.runtime.metadata()).model_dump(mode="json", exclude_none=True)
+        return {"metadata": metadata, "explain": type(self.runtime).explain is not MLModel.explain}
+
+    async def call(self, kind, request, received, batch):
+        if kind not in (messages.INFER, messages.EXPLAIN):
+            raise BadRequest(f"model {self.name!r} is an MLModel runtime: it speaks V2 only (POST /v2/models/{self.name}/infer)")
+        return await run(self.runtime, kind, request, received, batch)
+
+    async def stop(self) -> None:
+        await self.runtime.unload()
+
+
+def build_served(settings: ModelSettings) -> Served:
+    """The model `implementation` names, built (not loaded): an MLModel runtime or a KServe model."""
+    cls = runtime_class(settings)
+    if isinstance(cls, type) and issubclass(cls, MLModel):
+        return ServedRuntime(cls(settings))
+    from .kserve import ServedKServe, is_kserve_model_class
+
+    if is_kserve_model_class(cls):
+        return ServedKServe(cast(Any, cls)(settings.name))
+    raise TypeError(f"{settings.implementation} is neither a gateway.MLModel nor a KServe model (gateway.kserve.Model)")
 
 
 def to_inference_request(request: WireRequest) -> InferenceRequest:
@@ -167,61 +233,75 @@ async def run(runtime: MLModel, kind: bytes, request: WireRequest, received: int
     return outputs, parameters, [inputs_ready - received, inferred - inputs_ready, time.perf_counter_ns() - inferred]
 
 
+async def load_served(settings: ModelSettings) -> Served | str:
+    """The model built and loaded, or why it could not be."""
+    try:
+        served = build_served(settings)
+        await served.load()
+        return served
+    except LoadFailed as exc:
+        return str(exc)
+    except Exception as exc:
+        log.exception("model %s failed to load", settings.name)
+        return f"{type(exc).__name__}: {exc}"
+
+
 async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_arena: Arena, out_arena: Arena) -> int:
+    """A worker that loads its model itself."""
+    loaded = await load_served(settings)
+    return await serve_loaded(loaded, settings.name, settings.version, endpoint, identity, in_arena, out_arena)
+
+
+async def serve_loaded(served: Served | str, name: str, version: str | None, endpoint: str, identity: bytes, in_arena: Arena, out_arena: Arena) -> int:
+    """Announce READY (or FAILED: `served` is then the reason) and answer calls until told to stop."""
     context = zmq.Context()
     dealer = context.socket(zmq.DEALER)
     dealer.setsockopt(zmq.IDENTITY, identity)
     dealer.connect(endpoint)
-    socket = LoopSocket(dealer)
+    link = LoopSocket(dealer)
     try:
-        try:
-            runtime = load_runtime(settings)
-            loaded = await runtime.load()
-            metadata = (await runtime.metadata()).model_dump(mode="json", exclude_none=True)
-        except Exception as exc:
-            log.exception("model %s failed to load", settings.name)
-            loaded, reason = False, f"{type(exc).__name__}: {exc}"
-        else:
-            reason = "load() returned False"
-        if loaded is False:
-            socket.send(messages.control_frames(messages.FAILED, {"reason": reason}))
+        if not isinstance(served, str):
+            try:
+                ready = await served.start()
+            except Exception as exc:
+                log.exception("model %s failed to start", name)
+                served = f"{type(exc).__name__}: {exc}"
+        if isinstance(served, str):
+            link.send(messages.control_frames(messages.FAILED, {"reason": served}))
             return 1
-        has_explain = type(runtime).explain is not MLModel.explain
-        ready = {"metadata": metadata, "explain": has_explain, "report": metrics.take_report()}
-        socket.send(messages.control_frames(messages.READY, ready))
-        log.info("model %s loaded, serving", settings.name)
+        link.send(messages.control_frames(messages.READY, {**ready, "report": metrics.take_report()}))
+        log.info("model %s loaded, serving", name)
         while True:
-            frames = await socket.recv()
+            frames = await link.recv()
             received = time.perf_counter_ns()
             kind = frames[0].bytes
             if kind == messages.STOP:
                 break
             if kind == messages.PING:
-                socket.send(messages.control_frames(messages.PONG, {"report": metrics.take_report()}))
+                link.send(messages.control_frames(messages.PONG, {"report": metrics.take_report()}))
                 continue
             header = messages.request_header(frames)
             seq = header["seq"]
             logs.REQUEST_ID.set(header["id"])  # every line logged until the reply carries it
             try:
-                request = messages.parse_request(header, frames, in_arena, settings.name, settings.version)
-                outputs, parameters, times = await run(runtime, kind, request, received, header["batch"])
+                request = messages.parse_request(header, frames, in_arena, name, version)
+                outputs, parameters, times = await served.call(kind, request, received, header["batch"])
                 reply = messages.reply_frames(seq, outputs, parameters, out_arena, {**metrics.take_report(), "times": times})
             except GatewayError as exc:
                 reply = messages.error_frames(seq, exc, metrics.take_report())
             except Exception as exc:  # this call fails; the worker goes on
-                log.exception("the runtime raised")
-                reply = messages.error_frames(seq, RuntimeFailure(f"{type(exc).__name__}: {exc}"), metrics.take_report())
-            socket.send(reply)
+                reply = messages.error_frames(seq, served.error(exc), metrics.take_report())
+            link.send(reply)
             logs.REQUEST_ID.set(None)
-        await runtime.unload()
-        log.info("model %s unloaded", settings.name)
+        await served.stop()
+        log.info("model %s unloaded", name)
         return 0
     finally:
-        socket.close(linger=1000)  # let a last FAILED reach the gateway
+        link.close(linger=1000)  # let a last FAILED reach the gateway
         context.term()
 
 
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
     """Ask Linux to SIGKILL us when the gateway dies, so no worker outlives it
     (SIGKILL: this process ignores SIGTERM).
 
@@ -249,16 +329,22 @@ def _close_inherited(keep: set[int]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m workers", description="a gateway model worker (started by the gateway)")
     parser.add_argument("--settings", type=Path, help="the model's model-settings.json (absent: the MLSERVER_MODEL_* variables define it)")
-    parser.add_argument("--endpoint", required=True, help="the gateway's ZeroMQ endpoint")
-    parser.add_argument("--identity", required=True, help="this worker's ZeroMQ identity")
-    parser.add_argument("--in-fd", required=True, type=int, help="inherited shared-memory arena the gateway writes inputs to")
-    parser.add_argument("--out-fd", required=True, type=int, help="inherited shared-memory arena this worker writes outputs to")
+    parser.add_argument("--identity", required=True, help="this worker's ZeroMQ identity (a fork server's: its name in the log)")
     parser.add_argument("--parent", required=True, type=int, help="the gateway's process id")
+    parser.add_argument("--endpoint", help="the gateway's ZeroMQ endpoint")
+    parser.add_argument("--in-fd", type=int, help="inherited shared-memory arena the gateway writes inputs to")
+    parser.add_argument("--out-fd", type=int, help="inherited shared-memory arena this worker writes outputs to")
+    parser.add_argument(
+        "--fork-server", type=int, metavar="FD", help="load the model once, then fork its workers when asked over this inherited socket (load_once)"
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-format", default="text", choices=("text", "json"))
     args = parser.parse_args(argv)
-    _die_with_parent(args.parent)
-    _close_inherited({args.in_fd, args.out_fd})
+    serving = (args.endpoint, args.in_fd, args.out_fd)
+    if args.fork_server is None and None in serving:
+        parser.error("a worker needs --endpoint, --in-fd and --out-fd")
+    die_with_parent(args.parent)
+    _close_inherited({args.fork_server} if args.fork_server is not None else {args.in_fd, args.out_fd})
     # Ctrl-C, or a SIGTERM to the process group (a shell, Kubernetes), also reaches the
     # gateway, which stops us in order: our runtime's unload() must get to run
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
@@ -271,5 +357,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("no model settings: give --settings, or set MLSERVER_MODEL_IMPLEMENTATION")
     import uvloop
 
+    if args.fork_server is not None:
+        from .forkserver import load_and_serve_forks
+
+        sys.exit(load_and_serve_forks(settings, socket.socket(fileno=args.fork_server)))
     in_arena, out_arena = Arena.attach(args.in_fd), Arena.attach(args.out_fd)
     sys.exit(uvloop.run(serve(settings, args.endpoint, args.identity.encode(), in_arena, out_arena)))

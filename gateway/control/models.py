@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable, Coroutine, Iterator, Optional
 
-from ..errors import BadRequest, NotFound, shown
+from ..errors import BadRequest, NotFound, Unavailable, shown
 from ..settings import ModelParameters, ModelSettings, ServerSettings, UnusableSettings, scan_model_settings
 from ..types import MetadataModelResponse, MetadataTensor, State
+from .forkserver import ForkServer, Preloaded
 from .pool import ModelPool, Worker
 from .processes import WorkerProcesses
 from .stats import ModelGauges
@@ -60,6 +61,8 @@ class ModelEntry:
     crashes: int = 0  # in a row, for the restart back-off
     unusable: Optional[UnusableSettings] = None  # its settings file(s) could not be used: nothing to start
     starting: set[asyncio.Task] = field(default_factory=set)  # its load, restarts of its workers: an unload cancels them
+    forker: Optional[ForkServer] = None  # load_once: the fork server holding the loaded model, forking its workers
+    kserve: bool = False  # a KServe model: it takes KServe's V1 protocol and the request headers
 
     @property
     def name(self) -> str:
@@ -73,9 +76,11 @@ class ModelEntry:
         """A worker loaded: take the metadata the runtime reported."""
         self.metadata = payload["metadata"]
         self.has_explain = payload["explain"]
+        self.kserve = payload.get("kserve", False)
         described = MetadataModelResponse(**self.metadata)
-        self.inputs = {t.name: t for t in described.inputs or []}
-        self.outputs = {t.name: t for t in described.outputs or []}
+        if not self.kserve:  # KServe's input and output types describe; KServe checks no request against them
+            self.inputs = {t.name: t for t in described.inputs or []}
+            self.outputs = {t.name: t for t in described.outputs or []}
         self.state, self.reason = State.READY, ""
 
 
@@ -87,8 +92,12 @@ def version_key(version: Optional[str]) -> tuple:
 
 
 class Supervisor:
-    def __init__(self, settings: ServerSettings):
+    def __init__(self, settings: ServerSettings, preloaded: Optional[Preloaded] = None):
+        """`preloaded`: models loaded by a KServe script, held by the fork server it forked (served
+        besides those of the model repository, if the settings name one)."""
         self.settings = settings
+        self._preloaded = preloaded
+        self._script_forker: Optional[ForkServer] = None
         self.models: dict[str, dict[Optional[str], ModelEntry]] = {}
         self.processes = WorkerProcesses(settings)
         self._stopping = False
@@ -98,21 +107,25 @@ class Supervisor:
 
     # --- start, lookup, state ---------------------------------------------
 
-    @property
-    def _repository(self) -> Path:
-        assert self.settings.model_repository is not None, "the settings name the repository once loaded"
-        return Path(self.settings.model_repository)
-
     async def start(self) -> None:
         """Start the worker processes' socket and load every model of the repository (concurrently)."""
         self.processes.start()
-        usable, unusable = scan_model_settings(self._repository)
+        usable, unusable = self._scan()
+        if self._preloaded is not None:
+            self._script_forker = ForkServer(self._preloaded.sock, self._preloaded.pid, "the KServe script's fork server")
+            usable = [*self._preloaded.models, *usable]
         loading = [self._add(model_settings) for model_settings in usable]
         for failure in unusable:
             self._add_unusable(failure)
         self._scanned = True
         log.info("loading %d model(s) from %s", len(loading), self.settings.model_repository)
         await asyncio.gather(*(self._start_loading(entry) for entry in loading), return_exceptions=True)
+
+    def _scan(self) -> tuple[list[ModelSettings], list[UnusableSettings]]:
+        """The model repository's settings files; none when there is no repository (a KServe script)."""
+        if self.settings.model_repository is None:
+            return [], []
+        return scan_model_settings(Path(self.settings.model_repository))
 
     def _background(self, coroutine: Coroutine) -> asyncio.Task:
         """A task that stop() cancels and waits for, so that none is left pending when the loop closes."""
@@ -205,6 +218,26 @@ class Supervisor:
         log.error("model %s (version %s) failed to load: %s", entry.name, entry.version, reason)
         for worker in list(entry.pool.workers):
             self.processes.kill(worker)
+        if entry.forker is not None:  # a failed load, or one that left threads: the fork server exits
+            self._background(entry.forker.close())
+            entry.forker = None
+
+    async def _forker(self, entry: ModelEntry) -> Optional[ForkServer]:
+        """The fork server of a load_once model, its model loaded (started, or restarted, if need be);
+        None for a model whose workers load it themselves."""
+        if self._preloaded is not None and any(entry.settings is preloaded for preloaded in self._preloaded.models):
+            assert self._script_forker is not None  # made at start, with the preloaded models
+            forker = self._script_forker
+            if forker.closed:  # it held the script's models: nothing can load them again
+                raise Unavailable(f"{forker.label} has exited: the model can be served again only by restarting the script")
+        elif entry.settings.load_once:
+            if entry.forker is None or entry.forker.closed:
+                entry.forker = await self.processes.start_fork_server(entry.settings)
+            forker = entry.forker
+        else:
+            return None
+        await asyncio.wait_for(forker.loaded(), self.settings.load_timeout)
+        return forker
 
     async def _spawn(self, entry: ModelEntry) -> Worker:
         def exited(worker: Worker, code: int, lived: float) -> None:
@@ -214,7 +247,8 @@ class Supervisor:
                 log.warning("worker %s of model %s exited with code %s", worker.identity.decode(), entry.name, code)
                 self._starting(entry, self._replace(entry))
 
-        return await self.processes.spawn(entry.pool, entry.settings.path, exited)
+        forker = await self._forker(entry)  # a load_once model's workers are forked from its fork server
+        return await self.processes.spawn(entry.pool, entry.settings.path, exited, forker)
 
     # --- crashes, hangs, restarts ------------------------------------------
 
@@ -233,10 +267,10 @@ class Supervisor:
             entry.crashes += 1
             log.info("restarting a worker of model %s in %.1f s", entry.name, delay)
             await asyncio.sleep(delay)
-            entry.pool.stats.worker_restarted()
             worker = None
             try:
                 worker = await self._spawn(entry)
+                entry.pool.stats.worker_restarted()
                 payload = await asyncio.wait_for(worker.loaded, self.settings.load_timeout)
             except Exception as exc:
                 log.error("restarted worker of model %s failed to load: %s", entry.name, exc)
@@ -300,7 +334,11 @@ class Supervisor:
         if not MODEL_NAME.match(name):
             raise BadRequest(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-'")
         # match by the name inside each file, never by joining the name into a path
-        usable, unusable = scan_model_settings(self._repository)
+        if self._preloaded is not None:
+            found = [model_settings for model_settings in self._preloaded.models if model_settings.name == name]
+            if found:
+                return found
+        usable, unusable = self._scan()
         errors = [failure.reason for failure in unusable if failure.name == name]
         if errors:
             raise BadRequest(f"cannot load model {name!r}: {errors[0]}")
@@ -340,6 +378,9 @@ class Supervisor:
                 self.processes.kill(worker)  # still loading: it cannot take STOP before load() ends
         await self.processes.stop_gracefully(workers, f"model {entry.name}")
         entry.pool.fail_waiting(f"model {entry.name!r} was unloaded")
+        if entry.forker is not None:
+            await entry.forker.close()
+            entry.forker = None
         entry.state, entry.reason = State.UNAVAILABLE, reason
         log.info("model %s (version %s) %s", entry.name, entry.version, reason)
 
@@ -372,4 +413,6 @@ class Supervisor:
         for task in self._tasks:  # restarts waiting out their back-off
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._script_forker is not None:
+            await self._script_forker.close()
         await self.processes.stop()

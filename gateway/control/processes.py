@@ -22,12 +22,14 @@ import itertools
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, Coroutine, Iterable, Optional
 
-from ..settings import ServerSettings
+from ..settings import ModelSettings, ServerSettings
+from .forkserver import ForkedProcess, ForkServer
 from .pool import ModelPool, Router, Worker
 
 log = logging.getLogger("gateway.supervisor")
@@ -72,7 +74,7 @@ def _remove_if_abandoned(folder: Path) -> None:
 class WorkerProcesses:
     def __init__(self, settings: ServerSettings):
         self.settings = settings
-        self._processes: dict[Worker, asyncio.subprocess.Process] = {}
+        self._processes: dict[Worker, asyncio.subprocess.Process | ForkedProcess] = {}
         self._identities = itertools.count()
         self._socket_folder, self._socket_folder_lock = "", -1
         self._router: Router | None = None
@@ -98,29 +100,38 @@ class WorkerProcesses:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def spawn(self, pool: ModelPool, settings_file: Optional[Path], on_exit: OnExit) -> Worker:
+    def _environment(self) -> dict[str, str]:
+        threads = str(self.settings.worker_blas_threads)
+        return {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+    async def spawn(self, pool: ModelPool, settings_file: Optional[Path], on_exit: OnExit, forker: Optional[ForkServer] = None) -> Worker:
         """Start a worker process for the pool's model (its settings file; None: the worker reads them
-        from the environment, as the front door did); `on_exit` is told when it exits.
+        from the environment, as the front door did), or have `forker` fork one from the model it
+        holds loaded; `on_exit` is told when it exits.
 
         Raises what starting the process raised (the worker is then gone from the pool)."""
         identity = f"{pool.name}:{pool.version or '-'}#{next(self._identities)}"
         worker = pool.add_worker(identity)
-        threads = str(self.settings.worker_blas_threads)
-        env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        process: asyncio.subprocess.Process | ForkedProcess
         try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "workers",
-                *(("--settings", str(settings_file)) if settings_file else ()),
-                "--endpoint", self.router.endpoint,
-                "--identity", identity,
-                "--parent", str(os.getpid()),
-                "--in-fd", str(worker.in_arena.fd),
-                "--out-fd", str(worker.out_arena.fd),
-                "--log-level", self.settings.log_level,
-                "--log-format", self.settings.log_format,
-                env=env,
-                pass_fds=(worker.in_arena.fd, worker.out_arena.fd),
-            )  # fmt: skip
+            if forker is not None:
+                process = await forker.fork(
+                    pool.name, identity, self.router.endpoint, worker.in_arena.fd, worker.out_arena.fd, self.settings.log_level, self.settings.log_format
+                )
+            else:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "workers",
+                    *(("--settings", str(settings_file)) if settings_file else ()),
+                    "--endpoint", self.router.endpoint,
+                    "--identity", identity,
+                    "--parent", str(os.getpid()),
+                    "--in-fd", str(worker.in_arena.fd),
+                    "--out-fd", str(worker.out_arena.fd),
+                    "--log-level", self.settings.log_level,
+                    "--log-format", self.settings.log_format,
+                    env=self._environment(),
+                    pass_fds=(worker.in_arena.fd, worker.out_arena.fd),
+                )  # fmt: skip
         except BaseException:  # also cancelled by an unload: the loop has killed the process if it had started
             pool.worker_exited(worker, "it could not be started")
             raise
@@ -128,7 +139,30 @@ class WorkerProcesses:
         self.background(self._watch(worker, process, on_exit))
         return worker
 
-    async def _watch(self, worker: Worker, process: asyncio.subprocess.Process, on_exit: OnExit) -> None:
+    async def start_fork_server(self, settings: ModelSettings) -> ForkServer:
+        """Start a fork server for a load_once model: it loads the model once, then forks its workers."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "workers",
+                "--fork-server", str(theirs.fileno()),
+                *(("--settings", str(settings.path)) if settings.path else ()),  # else: from the environment
+                "--identity", f"{settings.name}:{settings.version or '-'}#fork-server",
+                "--parent", str(os.getpid()),
+                "--log-level", self.settings.log_level,
+                "--log-format", self.settings.log_format,
+                env=self._environment(),
+                pass_fds=(theirs.fileno(),),
+            )  # fmt: skip
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        log.info("model %s (version %s): loading it once, in a fork server (pid %d)", settings.name, settings.version, process.pid)
+        return ForkServer(ours, process, f"the fork server of model {settings.name!r}")
+
+    async def _watch(self, worker: Worker, process: asyncio.subprocess.Process | ForkedProcess, on_exit: OnExit) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         code = await process.wait()

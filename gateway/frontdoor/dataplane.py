@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Optional, cast
 
 from .. import logs
@@ -27,7 +28,7 @@ from ..errors import BadRequest, NotFound, NotSupported, Unavailable, shown
 from ..settings import ServerSettings
 from ..types import MetadataTensor, State
 from ..wire import messages
-from ..wire.request import WireRequest, WireResponse
+from ..wire.request import WireRequest, WireResponse, raw_bytes
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
 
@@ -101,7 +102,7 @@ class DataPlane:
 
     def _run(self, kind: bytes, request: WireRequest) -> "_Inference":
         entry = self._ready_entry(request.model_name, request.model_version)
-        if kind == messages.EXPLAIN and not entry.has_explain:
+        if kind in (messages.EXPLAIN, messages.EXPLAIN_V1) and not entry.has_explain:
             raise NotSupported(f"model {entry.name!r} has no explainer")
         if not request.id:
             request.id = f"{_ID_PREFIX}-{next(_ids)}"
@@ -121,6 +122,16 @@ class DataPlane:
         if inference:
             self.model_stats(model or "", version).request_done(protocol, http_status, ns)
         logs.access(protocol, method, path, status, ns, model, version)
+
+    def takes_headers(self, name: str, version: Optional[str] = None) -> bool:
+        """Whether the model's hooks take the request's headers (a KServe model's do)."""
+        return self.supervisor.get(name, version).kserve
+
+    async def v1(self, name: str, body: bytes, headers: dict[str, str], explain: bool) -> "V1Answer":
+        """KServe's V1 protocol: the body to the model as it came, its answer as the model gave it."""
+        kind = messages.EXPLAIN_V1 if explain else messages.PREDICT_V1
+        async with self._run(kind, messages.v1_request(name, body, headers)) as response:
+            return _v1_answer(response)  # copied out of the worker's shared memory
 
     # --- statistics extension -------------------------------------------
 
@@ -186,6 +197,20 @@ class _Inference:
     async def __aexit__(self, error_type: type[BaseException] | None, *exc_info: object) -> None:
         await self._call.__aexit__(error_type, *exc_info)  # the lease is given back
         self._entry.pool.stats.request_finished(self._started, ok=error_type is None)
+
+
+@dataclass
+class V1Answer:
+    body: bytes
+    content_type: str
+    headers: Optional[dict]
+
+
+def _v1_answer(response: WireResponse) -> V1Answer:
+    """The one output a V1 answer travels as, copied out of the worker's shared memory."""
+    (body,) = response.outputs
+    headers = response.parameters.get("headers") if response.parameters else None
+    return V1Answer(bytes(raw_bytes(body)), body.parameters.get("content_type", "application/json"), headers)
 
 
 def _shape_matches(declared: list[int], shape: list[int]) -> bool:

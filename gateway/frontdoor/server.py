@@ -29,6 +29,7 @@ from sanic import Sanic
 from sanic.server.socket import bind_socket
 
 from ..control import stats
+from ..control.forkserver import Preloaded
 from ..control.models import Supervisor
 from ..settings import ServerSettings
 from .dataplane import DataPlane
@@ -104,8 +105,8 @@ class Stopping:
         self.supervisor.cut_off(why)
 
 
-def build(settings: ServerSettings) -> Sanic:
-    supervisor = Supervisor(settings)
+def build(settings: ServerSettings, preloaded: Optional[Preloaded] = None) -> Sanic:
+    supervisor = Supervisor(settings, preloaded)
     dataplane = DataPlane(settings, supervisor)
     stats.watch(supervisor.gauges)
     app = create_app(dataplane)
@@ -119,6 +120,13 @@ def build(settings: ServerSettings) -> Sanic:
         except Exception:  # a task's exception is otherwise never seen; the server stays not ready
             log.exception("the model repository could not be loaded")
 
+    if preloaded is not None and preloaded.setup_loop is not None:
+        setup = preloaded.setup_loop
+
+        @app.before_server_start
+        async def setup_loop(app: Sanic) -> None:
+            setup(asyncio.get_running_loop())
+
     @app.before_server_start
     async def start_models(app: Sanic) -> None:
         # load in the background: the server answers live (and ready: false) while models load
@@ -127,7 +135,7 @@ def build(settings: ServerSettings) -> Sanic:
     @app.before_server_start
     async def start_grpc(app: Sanic) -> None:
         # the gRPC front door runs on Sanic's loop, in this process (see gateway/frontdoor/grpc/__init__.py)
-        app.ctx.grpc = await grpc_server.start(dataplane, settings)
+        app.ctx.grpc = await grpc_server.start(dataplane, settings) if settings.enable_grpc else None
 
     @app.after_server_start
     async def take_signals(app: Sanic) -> None:
@@ -138,12 +146,14 @@ def build(settings: ServerSettings) -> Sanic:
         stopping.listeners_closing()
         # not awaited here: gRPC calls go on while Sanic waits for its REST connections. Its grace ends
         # after the cut-off, so that the calls cut off are answered UNAVAILABLE, not cancelled
-        grace = settings.shutdown_grace + CUT_OFF_MARGIN
-        app.ctx.grpc_stopped = asyncio.get_running_loop().create_task(grpc_server.stop(app.ctx.grpc, grace))
+        if app.ctx.grpc is not None:
+            grace = settings.shutdown_grace + CUT_OFF_MARGIN
+            app.ctx.grpc_stopped = asyncio.get_running_loop().create_task(grpc_server.stop(app.ctx.grpc, grace))
 
     @app.after_server_stop
     async def stop_models(app: Sanic) -> None:
-        await app.ctx.grpc_stopped
+        if app.ctx.grpc is not None:
+            await app.ctx.grpc_stopped
         await supervisor.stop()
         log.info("gateway stopped")
 
@@ -167,16 +177,17 @@ def listen(host: str, port: int, setting: str) -> socket.socket:
         raise PortUnavailable(f"cannot listen on {host}:{port} ({setting}): {exc.strerror or exc}") from None
 
 
-def run(settings: ServerSettings) -> None:
+def run(settings: ServerSettings, preloaded: Optional[Preloaded] = None) -> None:
+    """Serve until stopped; `preloaded`: a KServe script's models (gateway/kserve/model_server.py)."""
     try:
         rest_socket = listen(settings.host, settings.http_port, "http_port")
         metrics_socket = listen(settings.host, settings.metrics_port, "metrics_port") if settings.metrics_port else None
-        # grpc binds a socket of its own when it starts: this only checks that it will be able to
-        listen(settings.host, settings.grpc_port, "grpc_port").close()
+        if settings.enable_grpc:  # grpc binds a socket of its own when it starts: this only checks that it will be able to
+            listen(settings.host, settings.grpc_port, "grpc_port").close()
     except PortUnavailable as exc:
         log.error("%s", exc)
         sys.exit(1)
-    app = build(settings)
+    app = build(settings, preloaded)
     options: dict[str, Any] = {"single_process": True, "access_log": False, "motd": False, "debug": False, "protocol": GatewayProtocol}
     log.info("REST on http://%s:%d", settings.host, settings.http_port)
     app.prepare(sock=rest_socket, **options)

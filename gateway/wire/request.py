@@ -39,6 +39,8 @@ class WireRequest:
     inputs: list[Tensor]
     parameters: dict = field(default_factory=dict)
     outputs: list[RequestedOutput] | None = None
+    headers: dict[str, str] | None = None  # the HTTP headers (gRPC metadata), for runtimes that take them (KServe's)
+    from_grpc: bool = False  # KServe's models see BYTES as str from REST, as bytes from gRPC
 
 
 @dataclass(slots=True)

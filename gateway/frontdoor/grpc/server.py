@@ -136,7 +136,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # --- inference ----------------------------------------------------
 
-    async def _infer(self, request: pb.ModelInferRequest) -> bytes:
+    async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> bytes:
         """The serialized answer (convert.render_infer_response)."""
         check_parsed(request)  # a stream's message
         # an unknown model or version is NOT_FOUND whatever its inputs, as over REST
@@ -147,12 +147,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await convert.convert_contents(request, pending, self.max_tensor_bytes)
         elif sum(t.data.nbytes for t in parsed.inputs) >= LARGE_MESSAGE:
             await asyncio.sleep(0)  # its raw contents were just copied out of the message: let others in before the next copy
+        if self.dataplane.takes_headers(parsed.model_name, parsed.model_version):
+            # KServe's hooks get the call's metadata as headers (binary "-bin" values left out)
+            parsed.headers = {key: value for key, value in context.invocation_metadata() if not key.endswith("-bin")}
         async with self.dataplane.infer(parsed) as response:
             return convert.render_infer_response(response)  # while the outputs may view the worker's shared memory
 
     @unary
     async def ModelInfer(self, request, context):
-        return await self._infer(request)
+        return await self._infer(request, context)
 
     async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse | bytes]:
         """Answer each request as soon as it is done (match replies by id); a failed one answers with error_message."""
@@ -163,7 +166,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async def answer(request: pb.ModelInferRequest) -> None:
             started, http_status, code = time.perf_counter_ns(), 200, grpc.StatusCode.OK
             try:
-                reply = convert.stream_reply(await self._infer(request))
+                reply = convert.stream_reply(await self._infer(request, context))
             except Exception as exc:
                 if not isinstance(exc, GatewayError):
                     log.exception("unexpected error in ModelStreamInfer")

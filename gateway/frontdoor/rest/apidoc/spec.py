@@ -183,6 +183,7 @@ SCHEMAS: dict[str, dict] = {
             ),
         },
     ),
+    "V1ModelReady": _object(["name", "ready"], name={"type": "string"}, ready={"type": "boolean"}),
     "Statistics": _object(["model_stats"], model_stats={"type": "array", "items": ref("ModelStatistics")}),
 }
 
@@ -245,6 +246,14 @@ INFER_RESPONSES = {
         BINARY_HEADER,
     ),
 }
+
+# KServe's V1 protocol: the body is the model's to read (as JSON unless its content type says otherwise), the answer is the model's
+V1_BODY = {
+    "required": True,
+    "description": 'What the model takes, usually {"instances": [...]}: JSON (application/json), or other bytes the model reads itself',
+    "content": json_content({"type": "object"}, {"instances": [[5.1, 3.5, 1.4, 0.2]]}),
+}
+V1_RESPONSES = {"200": response('What the model answers, usually {"predictions": [...]}', {"*/*": {"schema": {}}})}
 
 
 HEADERS = {
@@ -444,6 +453,19 @@ ENDPOINTS = [
         {"200": response("Prometheus' text format", {"text/plain": {"schema": {"type": "string"}}})},
         served=lambda settings: settings.metrics_on_http,
     ),
+    Endpoint(
+        "v1_models", "GET", "/v1/models", "Names of the models (KServe V1)", "KServe V1", {"200": response("The model names", json_content(ref("ModelList")))}
+    ),
+    Endpoint(
+        "v1_model_ready",
+        "GET",
+        "/v1/models/{model}",
+        "Whether the model is ready (KServe V1: 503 when it is not)",
+        "KServe V1",
+        {"200": response("The model is ready", json_content(ref("V1ModelReady")))},
+    ),
+    Endpoint("v1_predict", "POST", "/v1/models/{model}:predict", "Prediction (KServe V1; models of gateway.kserve)", "KServe V1", V1_RESPONSES, V1_BODY),
+    Endpoint("v1_explain", "POST", "/v1/models/{model}:explain", "Explanation (KServe V1; models of gateway.kserve)", "KServe V1", V1_RESPONSES, V1_BODY),
     Endpoint("openapi", "GET", "/openapi.json", "This document", "API documentation", {"200": response("OpenAPI 3.1", json_content({"type": "object"}))}),
     Endpoint(
         "docs",
@@ -500,8 +522,9 @@ def document(settings: "ServerSettings") -> dict:
         "info": {
             "title": settings.server_name,
             "version": __version__,
-            "description": "Open Inference Protocol (KServe V2) REST API, with the model repository and statistics extensions "
-            'and MLRun\'s serving API (infer_dict, plain inputs, data_url, the model named in the body). Errors are always JSON {"error": "..."}. Metrics are also served at /metrics on metrics_port.',
+            "description": "Open Inference Protocol (KServe V2) REST API, with the model repository and statistics extensions, "
+            "MLRun's serving API (infer_dict, plain inputs, data_url, the model named in the body) and KServe's V1 protocol for models "
+            'of gateway.kserve. Errors are always JSON {"error": "..."}. Metrics are also served at /metrics on metrics_port.',
         },
         "paths": paths,
         "components": {"schemas": SCHEMAS},
