@@ -64,6 +64,20 @@ class Timeout(GatewayError):
     grpc_code = "DEADLINE_EXCEEDED"
 
 
+class Cancelled(GatewayError):
+    """The request was cancelled (its client went away, or its deadline passed) while its call ran:
+    what a worker answers a call it was told to stop. 499: nginx's "client closed request"."""
+
+    http_status = 499
+    grpc_code = "CANCELLED"
+
+
+class QueueFull(Unavailable):
+    """The model's queue holds max_queue_size requests already: the client should come back later."""
+
+    retry_after = 1  # seconds (the Retry-After header; gRPC's retry pushback)
+
+
 class RuntimeFailure(GatewayError):
     """The model runtime itself raised: a 500 with the runtime's message."""
 
@@ -73,7 +87,7 @@ class NotSupported(GatewayError):
     grpc_code = "UNIMPLEMENTED"
 
 
-BY_STATUS = {cls.http_status: cls for cls in (BadRequest, NotFound, Unavailable, Timeout, RuntimeFailure, NotSupported)}
+BY_STATUS = {cls.http_status: cls for cls in (BadRequest, NotFound, Unavailable, Timeout, Cancelled, RuntimeFailure, NotSupported)}
 
 
 def from_status(status: int, message: str, grpc_code: str | None = None) -> GatewayError:

@@ -238,6 +238,13 @@ class ModelSettings(BaseModel):
     # load the model once, in a fork server, and fork its workers from it: they share its memory
     # (README, "Loading a model once"); not safe for a load() that starts threads or a GPU context
     load_once: bool = False
+    # a request whose worker died is run again once, on a sibling or the restarted worker; False for
+    # runtimes whose predict has side effects that must not happen twice
+    retry_on_worker_death: bool = True
+    # requests waiting for a worker beyond which new ones are refused (503 / UNAVAILABLE); 0: no limit
+    max_queue_size: int = Field(0, ge=0)
+    # the priority level of requests that send none (or 0); lower levels are served first
+    default_priority_level: int = Field(1, ge=1)
     # where model-settings.json was found; relative URIs resolve against it
     folder: Optional[Path] = None
     # the model-settings.json it was read from; None: the MLSERVER_MODEL_* variables (or code)

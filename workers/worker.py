@@ -2,8 +2,11 @@
 
 Started by the gateway's supervisor as `python -m workers ...`. It imports the
 runtime named by `implementation`, calls `load()`, announces READY (or FAILED
-with the reason) and then answers one message at a time: the gateway sends
+with the reason) and then answers one call at a time: the gateway sends
 the next request only when this worker is idle, so there is no queue here.
+A call runs in a task of its own, so that a CANCEL for it is read meanwhile: an
+async predict is cancelled (asyncio), a sync one sees `MLModel.cancelled()` turn
+true (which reads the socket itself, the loop being blocked by the sync call).
 Input tensors are numpy views of the input arena (valid during the call);
 outputs are written to the output arena.
 """
@@ -11,6 +14,7 @@ outputs are written to the output arena.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ctypes
 import importlib
 import inspect
@@ -21,15 +25,16 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Callable, Optional, cast
 
 import zmq
 from pydantic import ValidationError
 
 from gateway import logs, metrics
 from gateway.codecs.utils import tensor_data
-from gateway.errors import BadRequest, GatewayError, RuntimeFailure, shown
+from gateway.errors import BadRequest, Cancelled, GatewayError, RuntimeFailure, shown
 from gateway.model import MLModel
 from gateway.runtimes import resolve_implementation
 from gateway.settings import ModelSettings
@@ -78,6 +83,10 @@ class Served:
         """(outputs, parameters, [input, infer, output] stage times in ns since `received`)."""
         raise NotImplementedError
 
+    def watch_cancellation(self, cancelled: Callable[[], bool]) -> None:
+        """Tell the model how to learn that its call is cancelled (MLModel.cancelled); an async
+        call is cancelled with asyncio whatever the model."""
+
     def error(self, exc: Exception) -> GatewayError:
         """What a call's unexpected exception is answered with."""
         log.exception("the runtime raised")
@@ -101,6 +110,9 @@ class ServedRuntime(Served):
     async def load(self) -> None:
         if await self.runtime.load() is False:
             raise LoadFailed("load() returned False")
+
+    def watch_cancellation(self, cancelled: Callable[[], bool]) -> None:
+        self.runtime._cancel_probe = cancelled
 
     async def start(self) -> dict:
         metadata = (await self.runtime.metadata()).model_dump(mode="json", exclude_none=True)
@@ -246,6 +258,74 @@ async def load_served(settings: ModelSettings) -> Served | str:
         return f"{type(exc).__name__}: {exc}"
 
 
+class Inbox:
+    """The worker's messages, read by the loop or, while a sync call blocks it, by `cancelled()`:
+    the CANCEL of the running call is noted, anything else is kept for the loop, in order."""
+
+    def __init__(self, link: LoopSocket):
+        self.link = link
+        self._kept: deque[list] = deque()
+        self._running: Optional[tuple[int, asyncio.Task]] = None  # the seq of the call running, and its task
+        self.stopped = False  # the call running was cancelled
+
+    async def next(self) -> list:
+        return self._kept.popleft() if self._kept else await self.link.recv()
+
+    def start(self, seq: int, task: asyncio.Task) -> None:
+        self._running, self.stopped = (seq, task), False
+        task.add_done_callback(lambda done: self._finish(seq, done))
+
+    def _finish(self, seq: int, task: asyncio.Task) -> None:
+        self._running = None
+        # cancelled before it began (a CANCEL read in the same loop turn): it is answered all the same
+        reply = messages.error_frames(seq, Cancelled("cancelled"), {}) if task.cancelled() else task.result()
+        self.link.send(reply)
+
+    def cancel(self, frames: list) -> None:
+        """A CANCEL: stop the call it names if it is still running (else it has been answered)."""
+        if self._running is None or self.stopped or messages.parse_control(frames)["seq"] != self._running[0]:
+            return
+        self.stopped = True
+        log.info("the gateway cancelled the call: its client went away or its deadline passed")
+        self._running[1].cancel()  # an async predict stops at its next await
+
+    def cancelled(self) -> bool:
+        """MLModel.cancelled(): read what arrived meanwhile without waiting (a sync predict blocks the loop)."""
+        while not self.stopped:
+            try:
+                frames = self.link.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            if frames[0].bytes == messages.CANCEL:
+                self.cancel(frames)
+            else:
+                self._kept.append(frames)
+        return self.stopped
+
+
+async def answer(
+    served: Served, inbox: Inbox, kind: bytes, header: dict, frames: list, received: int, arenas: tuple[Arena, Arena], name: str, version: str | None
+) -> list:
+    """The reply to one call (INFER, EXPLAIN, or KServe's V1 verbs)."""
+    in_arena, out_arena = arenas
+    seq = header["seq"]
+    logs.REQUEST_ID.set(header["id"])  # every line logged until the reply carries it
+    try:
+        request = messages.parse_request(header, frames, in_arena, name, version)
+        outputs, parameters, times = await served.call(kind, request, received, header["batch"])
+        if inbox.stopped:
+            raise asyncio.CancelledError  # a predict that stopped early (cancelled()) or ignored its cancellation
+        return messages.reply_frames(seq, outputs, parameters, out_arena, {**metrics.take_report(), "times": times})
+    except asyncio.CancelledError:
+        return messages.error_frames(seq, Cancelled("cancelled"), metrics.take_report())
+    except GatewayError as exc:
+        return messages.error_frames(seq, exc, metrics.take_report())
+    except Exception as exc:  # this call fails; the worker goes on
+        return messages.error_frames(seq, served.error(exc), metrics.take_report())
+    finally:
+        logs.REQUEST_ID.set(None)
+
+
 async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_arena: Arena, out_arena: Arena) -> int:
     """A worker that loads its model itself."""
     loaded = await load_served(settings)
@@ -269,30 +349,27 @@ async def serve_loaded(served: Served | str, name: str, version: str | None, end
         if isinstance(served, str):
             link.send(messages.control_frames(messages.FAILED, {"reason": served}))
             return 1
+        inbox = Inbox(link)
+        served.watch_cancellation(inbox.cancelled)
         link.send(messages.control_frames(messages.READY, {**ready, "report": metrics.take_report()}))
         log.info("model %s loaded, serving", name)
+        call: Optional[asyncio.Task] = None
         while True:
-            frames = await link.recv()
-            received = time.perf_counter_ns()
+            frames = await inbox.next()
             kind = frames[0].bytes
             if kind == messages.STOP:
                 break
             if kind == messages.PING:
                 link.send(messages.control_frames(messages.PONG, {"report": metrics.take_report()}))
-                continue
-            header = messages.request_header(frames)
-            seq = header["seq"]
-            logs.REQUEST_ID.set(header["id"])  # every line logged until the reply carries it
-            try:
-                request = messages.parse_request(header, frames, in_arena, name, version)
-                outputs, parameters, times = await served.call(kind, request, received, header["batch"])
-                reply = messages.reply_frames(seq, outputs, parameters, out_arena, {**metrics.take_report(), "times": times})
-            except GatewayError as exc:
-                reply = messages.error_frames(seq, exc, metrics.take_report())
-            except Exception as exc:  # this call fails; the worker goes on
-                reply = messages.error_frames(seq, served.error(exc), metrics.take_report())
-            link.send(reply)
-            logs.REQUEST_ID.set(None)
+            elif kind == messages.CANCEL:
+                inbox.cancel(frames)
+            else:
+                received = time.perf_counter_ns()
+                header = messages.request_header(frames)
+                call = asyncio.create_task(answer(served, inbox, kind, header, frames, received, (in_arena, out_arena), name, version))
+                inbox.start(header["seq"], call)
+        if call is not None:
+            await asyncio.wait([call])  # the gateway stops an idle worker; should it not be, its call ends first
         await served.stop()
         log.info("model %s unloaded", name)
         return 0

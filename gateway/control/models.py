@@ -6,8 +6,9 @@ their model.
 - A model is READY once all of its workers have loaded. A load that raises,
   returns False or times out, or a worker that cannot even be started, leaves
   it UNAVAILABLE with the reason (logged, and in the repository index).
-- A worker that dies (or is killed for hanging) fails its in-flight request at
-  once (pool.worker_exited) and is replaced after a back-off that doubles with
+- A worker that dies (or is killed for hanging) has its in-flight request run
+  again once on a sibling or on its replacement (or failed at once, if the model
+  opts out: pool.worker_exited), and is replaced after a back-off that doubles with
   each crash in a row; the model's other workers keep serving meanwhile.
 - A worker is hung when it stays silent to pings while idle, or holds one
   request longer than request_timeout: it is killed, then replaced.
@@ -37,7 +38,7 @@ from ..errors import BadRequest, NotFound, Unavailable, shown
 from ..settings import ModelParameters, ModelSettings, ServerSettings, UnusableSettings, scan_model_settings
 from ..types import MetadataModelResponse, MetadataTensor, State
 from .forkserver import ForkServer, Preloaded
-from .pool import ModelPool, Worker
+from .pool import ModelPool, QueuePolicy, Worker
 from .processes import WorkerProcesses
 from .stats import ModelGauges
 
@@ -144,6 +145,7 @@ class Supervisor:
             model_settings.max_batch_size,
             version=model_settings.version,
             max_batch_time=model_settings.max_batch_time,
+            policy=QueuePolicy.of(model_settings),
             on_worker_lost=lambda worker, why: self._worker_lost(entry, worker, why),
         )
         self.models.setdefault(model_settings.name, {})[model_settings.version] = entry
@@ -241,6 +243,8 @@ class Supervisor:
 
     async def _spawn(self, entry: ModelEntry) -> Worker:
         def exited(worker: Worker, code: int, lived: float) -> None:
+            if worker in entry.pool.workers:  # its requests run again elsewhere, unless the model is going away
+                entry.pool.worker_exited(worker, f"exit code {code}", rerun=entry.wanted and not self._stopping)
             if worker.ready and entry.wanted and not self._stopping:
                 if lived > STABLE_AFTER:
                     entry.crashes = 0
@@ -277,6 +281,8 @@ class Supervisor:
                 entry.reason = f"restart failed: {exc}"
                 if worker is not None:
                     self.processes.kill(worker)
+                if not entry.pool.ready_workers:  # what queued for the restart would wait for nothing
+                    entry.pool.fail_waiting(f"model {entry.name!r}: its worker stopped and could not be restarted ({exc})")
                 continue
             entry.take_ready(payload)
             log.info("model %s has a new worker (%d ready)", entry.name, entry.pool.ready_workers)
@@ -390,7 +396,7 @@ class Supervisor:
         running = [(worker, worker.inflight[1]) for worker in entry.pool.workers if worker.inflight is not None]
         failed = sum(not waiting.reply.done() for _, batch in running for waiting in batch)
         for worker, _ in running:
-            entry.pool.worker_exited(worker, why)
+            entry.pool.worker_exited(worker, why, rerun=False)
             self.processes.kill(worker)
         return failed + entry.pool.fail_waiting(why)
 

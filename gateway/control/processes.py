@@ -167,8 +167,6 @@ class WorkerProcesses:
         started = loop.time()
         code = await process.wait()
         self._processes.pop(worker, None)
-        if worker in worker.pool.workers:
-            worker.pool.worker_exited(worker, f"exit code {code}")
         on_exit(worker, code, loop.time() - started)
 
     async def _watch_heartbeats(self) -> None:

@@ -30,7 +30,7 @@ from ..types import MetadataTensor, State
 from ..wire import messages
 from ..wire.request import WireRequest, WireResponse, raw_bytes
 
-EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "schedule_policy"]
 
 # ids for requests that come without one: unique per gateway process, cheaper than a uuid4 each
 _ID_PREFIX = uuid.uuid4().hex[:12]
@@ -108,6 +108,7 @@ class DataPlane:
             request.id = f"{_ID_PREFIX}-{next(_ids)}"
         logs.REQUEST_ID.set(request.id)
         _check_against_metadata(entry, request)
+        _take_schedule_policy(request)
         return _Inference(entry, kind, request)
 
     # --- accounting -----------------------------------------------------
@@ -197,6 +198,21 @@ class _Inference:
     async def __aexit__(self, error_type: type[BaseException] | None, *exc_info: object) -> None:
         await self._call.__aexit__(error_type, *exc_info)  # the lease is given back
         self._entry.pool.stats.request_finished(self._started, ok=error_type is None)
+
+
+def _take_schedule_policy(request: WireRequest) -> None:
+    """Triton's schedule policy parameters, which are the pool's and never reach the model (nor split
+    a batch): `priority`, a level (lower is served first; 0: the model's default), and `timeout`, in
+    microseconds (0: none), which bounds the request's deadline."""
+    priority = request.parameters.pop("priority", 0)
+    timeout = request.parameters.pop("timeout", 0)
+    if priority < 0:
+        raise BadRequest(f"parameter 'priority' must be 0 (the default) or more, got {priority}")
+    if timeout < 0:
+        raise BadRequest(f"parameter 'timeout' must be 0 (none) or more microseconds, got {timeout}")
+    request.priority = priority
+    if timeout:
+        request.bound_by(timeout / 1e6)
 
 
 @dataclass

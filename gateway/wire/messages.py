@@ -8,7 +8,8 @@ are never pickled nor turned into JSON. Each arena holds one message at a
 time, so placement is a bump from offset 0. Both sides use only these functions.
 
 Kinds, gateway -> worker: INFER, EXPLAIN, PREDICT_V1, EXPLAIN_V1 (KServe's V1 protocol: the
-request body as one UINT8 tensor, answered by one), PING, STOP.
+request body as one UINT8 tensor, answered by one), PING, STOP, CANCEL (stop the call "seq":
+every request it carries is gone; the worker answers it at once, with ERROR 499 if it stopped).
 Kinds, worker -> gateway: READY (loaded; header has metadata), FAILED (load
 failed; header has the reason), REPLY (outputs), ERROR (HTTP status, gRPC code and message), PONG.
 
@@ -41,6 +42,7 @@ PREDICT_V1 = b"v1predict"
 EXPLAIN_V1 = b"v1explain"
 PING = b"ping"
 STOP = b"stop"
+CANCEL = b"cancel"
 READY = b"ready"
 FAILED = b"failed"
 REPLY = b"reply"
@@ -165,9 +167,13 @@ def parse_reply(frames: Sequence[Any], arena: Arena | None) -> tuple[int, tuple[
 
 
 def control_frames(kind: bytes, payload: dict | None = None) -> list:
-    """READY / FAILED / PING / PONG / STOP: a kind and a small JSON payload."""
+    """READY / FAILED / PING / PONG / STOP / CANCEL: a kind and a small JSON payload."""
     return [kind, orjson.dumps(payload or {})]
 
 
 def parse_control(frames: Sequence[Any]) -> dict:
     return orjson.loads(_buffer(frames[1]))
+
+
+def cancel_frames(seq: int) -> list:
+    return control_frames(CANCEL, {"seq": seq})

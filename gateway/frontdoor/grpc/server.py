@@ -75,6 +75,9 @@ def unary(method):
             if not isinstance(exc, GatewayError):
                 log.exception("unexpected error in %s", method.__name__)
             http_status, code, message = _answer_for(exc)
+            retry_after = getattr(exc, "retry_after", None)
+            if retry_after is not None:  # gRPC's retry pushback: a client's retry policy waits this long
+                context.set_trailing_metadata((("grpc-retry-pushback-ms", str(int(retry_after * 1000))),))
             await context.abort(code, _status_message(message))
         finally:
             self.answered(method.__name__, request, http_status, code, started)
@@ -137,7 +140,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # --- inference ----------------------------------------------------
 
     async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> bytes:
-        """The serialized answer (convert.render_infer_response)."""
+        """The serialized answer (convert.render_infer_response); the call's deadline bounds the request's."""
         check_parsed(request)  # a stream's message
         # an unknown model or version is NOT_FOUND whatever its inputs, as over REST
         self.dataplane.check_model_exists(request.model_name, request.model_version or None)
@@ -147,6 +150,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await convert.convert_contents(request, pending, self.max_tensor_bytes)
         elif sum(t.data.nbytes for t in parsed.inputs) >= LARGE_MESSAGE:
             await asyncio.sleep(0)  # its raw contents were just copied out of the message: let others in before the next copy
+        parsed.bound_by(context.time_remaining())
         if self.dataplane.takes_headers(parsed.model_name, parsed.model_version):
             # KServe's hooks get the call's metadata as headers (binary "-bin" values left out)
             parsed.headers = {key: value for key, value in context.invocation_metadata() if not key.endswith("-bin")}

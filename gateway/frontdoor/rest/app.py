@@ -24,6 +24,7 @@ from ...protocol import HEADER_LENGTH
 from ...wire.request import WireRequest
 from ..dataplane import DataPlane
 from . import apidoc, mlrun
+from .apidoc.spec import REQUEST_TIMEOUT_HEADER  # seconds the client waits, for clients that cannot set the `timeout` parameter
 from .body import (
     RenderedResponse,
     build_infer_request,
@@ -73,6 +74,20 @@ def _json_body(request: Request) -> dict:
 async def metrics_endpoint(request: Request) -> HTTPResponse:
     """GET /metrics: the Prometheus exposition (on the metrics port, and on the REST port if configured)."""
     return HTTPResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+def _header_timeout(request: Request) -> Optional[float]:
+    """The Request-Timeout header: seconds (a decimal number above 0), or None if absent."""
+    value = request.headers.get(REQUEST_TIMEOUT_HEADER)
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise BadRequest(f"{REQUEST_TIMEOUT_HEADER} must be a number of seconds above 0, got {shown(value)}")
+    return seconds
 
 
 def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
@@ -167,6 +182,7 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
 
     async def _serve(request: Request, model: Optional[str], version: Optional[str], verb: Optional[str]) -> Optional[HTTPResponse]:
         parsed, verb = await _parse(request, model, version, verb)
+        parsed.bound_by(_header_timeout(request))
         if dataplane.takes_headers(parsed.model_name, parsed.model_version):
             parsed.headers = _request_headers(request)
         # rendered while the outputs may view the worker's shared memory, into bytes the answer owns
@@ -298,6 +314,7 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
         if not isinstance(exc, GatewayError):
             log.exception("unexpected error on %s %s", request.method, request.path)
         status, _, message = answer_for(exc)
-        return _json({"error": message}, status)
+        retry_after = getattr(exc, "retry_after", None)  # a full queue: when to try again
+        return _json({"error": message}, status, None if retry_after is None else {"Retry-After": str(retry_after)})
 
     return app

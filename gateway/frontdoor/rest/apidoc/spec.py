@@ -19,6 +19,7 @@ OPENAPI_VERSION = "3.1.0"
 DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"]
 MODEL_STATES = ["LOADING", "READY", "UNLOADING", "UNAVAILABLE"]
 HEADER_LENGTH = "Inference-Header-Content-Length"
+REQUEST_TIMEOUT_HEADER = "Request-Timeout"
 
 
 def ref(name: str) -> dict:
@@ -217,7 +218,9 @@ def response(description: str, content: Optional[dict] = None, headers: Optional
 ERRORS = {
     "4XX": response("The request is at fault (README, REST API): bad input, unknown model or route, body too large or too slow", json_content(ref("Error"))),
     "5XX": response(
-        "The model or the server failed: the runtime's exception (500), no explainer (501), not ready (503), timeout (504)", json_content(ref("Error"))
+        "The model or the server failed: the runtime's exception (500), no explainer (501), not ready or its queue full (503, the latter with "
+        "Retry-After), no answer within the request's deadline (504)",
+        json_content(ref("Error")),
     ),
 }
 BINARY_HEADER = {HEADER_LENGTH: {"description": "length of the JSON header that starts the body", "schema": {"type": "integer", "minimum": 0}}}
@@ -263,7 +266,14 @@ HEADERS = {
         "required": False,
         "description": "binary tensor data extension: the JSON header's length in bytes (decimal digits); 0: a raw single-input body",
         "schema": {"type": "integer", "minimum": 0},
-    }
+    },
+    REQUEST_TIMEOUT_HEADER: {
+        "name": REQUEST_TIMEOUT_HEADER,
+        "in": "header",
+        "required": False,
+        "description": "seconds the client waits for its answer (as the request parameter timeout, in microseconds); at most request_timeout",
+        "schema": {"type": "number", "exclusiveMinimum": 0},
+    },
 }
 MODEL = {"name": "model", "in": "path", "required": True, "description": "model name", "schema": {"type": "string"}}
 # the model repository extension checks a name before it looks for it
@@ -347,7 +357,15 @@ ENDPOINTS = [
         versioned=True,
     ),
     Endpoint(
-        "infer", "POST", "/v2/models/{model}/infer", "Inference", "Inference", INFER_RESPONSES, MLRUN_INFER_BODY, versioned=True, headers=(HEADER_LENGTH,)
+        "infer",
+        "POST",
+        "/v2/models/{model}/infer",
+        "Inference",
+        "Inference",
+        INFER_RESPONSES,
+        MLRUN_INFER_BODY,
+        versioned=True,
+        headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER),
     ),
     Endpoint(
         "predict",
@@ -358,7 +376,7 @@ ENDPOINTS = [
         INFER_RESPONSES,
         MLRUN_INFER_BODY,
         versioned=True,
-        headers=(HEADER_LENGTH,),
+        headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER),
     ),
     Endpoint(
         "explain",
@@ -369,7 +387,7 @@ ENDPOINTS = [
         INFER_RESPONSES,
         MLRUN_INFER_BODY,
         versioned=True,
-        headers=(HEADER_LENGTH,),
+        headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER),
     ),
     Endpoint(
         "infer_dict",
@@ -380,6 +398,7 @@ ENDPOINTS = [
         INFER_RESPONSES,
         INFER_DICT_BODY,
         versioned=True,
+        headers=(REQUEST_TIMEOUT_HEADER,),
     ),
     Endpoint(
         "predict_dict",
