@@ -43,9 +43,7 @@ class Gateway:
     deployment gives them). `settings` are passed as GATEWAY_* variables. `command(gateway)`: another
     command to run instead of `gateway start` (a KServe script), given the ports chosen."""
 
-    def __init__(
-        self, config: Path, new_session: bool = False, args=None, env=None, port_prefix: str = "GATEWAY_", command=None, **settings
-    ):
+    def __init__(self, config: Path, new_session: bool = False, args=None, env=None, port_prefix: str = "GATEWAY_", command=None, **settings):
         self.config, self.new_session, self.settings, self.command = config, new_session, settings, command
         self.args = ["--config", str(config)] if args is None else [str(arg) for arg in args]
         self.extra_env, self.port_prefix = env or {}, port_prefix
@@ -108,9 +106,7 @@ class Gateway:
             self.wait_for(lambda: requests.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200, timeout)
         else:
             for model in models:
-                self.wait_for(
-                    lambda: requests.get(f"{self.url}/v2/models/{model}/ready", timeout=2).status_code == 200, timeout, model
-                )
+                self.wait_for(lambda: requests.get(f"{self.url}/v2/models/{model}/ready", timeout=2).status_code == 200, timeout, model)
         return self
 
     def peak_memory(self) -> int:

@@ -16,7 +16,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import ROOT, SHARED_MEMORY_BYTES, assert_serves_large
+from tests.conftest import SHARED_MEMORY_BYTES, assert_serves_large
 
 MODELS = {
     "echo": {"implementation": "tests.runtimes.Echo"},
@@ -510,8 +510,10 @@ def test_client_gone_mid_request_releases_the_worker(gateway):
 
     array = np.ones(4 * 1024 * 1024, dtype=np.float32)  # 16 MiB: its output lies in shared memory
     header = json.dumps(
-        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [array.size], "parameters": {"binary_data_size": array.nbytes}}],
-         "parameters": {"binary_data_output": True}}
+        {
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [array.size], "parameters": {"binary_data_size": array.nbytes}}],
+            "parameters": {"binary_data_output": True},
+        }
     ).encode()
     body = header + array.tobytes()
     for _ in range(3):
@@ -530,8 +532,9 @@ def test_client_gone_mid_request_releases_the_worker(gateway):
 def test_a_timed_out_request_is_504_and_the_model_recovers(start_gateway, tmp_path):
     """request_timeout bounds a request that sets no deadline: its async predict is cancelled in the
     worker, which serves the next request at once (it is not taken for hung)."""
-    repository = write_repository(tmp_path, {"sleepy": {"implementation": "tests.runtimes.Sleepy"}})
-    gateway = start_gateway(repository, request_timeout=0.5, heartbeat_interval=0.2, restart_backoff=0.1).wait_ready()
+    models = {"sleepy": {"implementation": "tests.runtimes.Sleepy"}, "stubborn": {"implementation": "tests.runtimes.Stubborn"}}
+    repository = write_repository(tmp_path, models)
+    gateway = start_gateway(repository, request_timeout=0.5, heartbeat_interval=0.2, heartbeat_timeout=3, restart_backoff=0.1).wait_ready()
     (worker,) = workers_of(gateway, "sleepy")
     results: list = []
     sleep_request(gateway, "sleepy", 3.0, results).join()
@@ -543,3 +546,24 @@ def test_a_timed_out_request_is_504_and_the_model_recovers(start_gateway, tmp_pa
     assert workers_of(gateway, "sleepy") == [worker]
     assert "is hung" not in gateway.log_text()
     assert_sleepy_serves_large(gateway, "sleepy", worker)
+
+    # a sync predict that ignores the cancel but gives its request back within heartbeat_timeout
+    # (3 s) of the timeout is not hung; one that holds it longer is killed and replaced
+    (stubborn,) = workers_of(gateway, "stubborn")
+    sleep_request(gateway, "stubborn", 1.5, results).join()
+    assert results[-1].status_code == 504
+    answers: list = []  # 504 while the worker still sleeps, then an answer from the same worker
+
+    def answered() -> bool:
+        sleep_request(gateway, "stubborn", 0, answers).join()
+        return answers[-1].status_code == 200
+
+    gateway.wait_for(answered, what="stubborn's worker to give its request back")
+    assert answers[-1].json()["outputs"][0]["data"] == [stubborn]
+    assert workers_of(gateway, "stubborn") == [stubborn] and "is hung" not in gateway.log_text()
+    sleep_request(gateway, "stubborn", 3600, results).join()
+    assert results[-1].status_code == 504
+    gateway.wait_for(lambda: workers_of(gateway, "stubborn") not in ([], [stubborn]), timeout=30, what="a new stubborn worker")
+    assert "of model stubborn is hung; killing it" in gateway.log_text()
+    gateway.wait_ready(["stubborn"], timeout=30)
+    assert_sleepy_serves_large(gateway, "stubborn", workers_of(gateway, "stubborn")[0])

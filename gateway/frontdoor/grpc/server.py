@@ -24,17 +24,16 @@ from typing import AsyncIterator
 
 import grpc
 
-from ... import logs
-from ..dataplane import DataPlane, StreamCall
-from ...errors import BadRequest, GatewayError
-from ...settings import ServerSettings
-from . import convert
+from ...errors import BadRequest, GatewayError, answer_for
 from ...protocol.generated import inference_pb2 as pb
 from ...protocol.generated import inference_pb2_grpc as pb_grpc
+from ...settings import ServerSettings
+from ...wire.request import WireRequest
+from ..dataplane import DataPlane, StreamCall
+from . import convert
 from .handlers import Malformed, check_parsed, method_handlers
 from .health import HealthServicer
 from .reflection import ReflectionServicer
-from ...wire.request import WireRequest
 
 log = logging.getLogger("gateway.grpc")
 
@@ -50,10 +49,6 @@ INFERENCE_RPCS = ("ModelInfer", "ModelStreamInfer")  # counted in the request me
 # a status message travels in a trailer, which clients refuse past 8 KiB: percent-encoded,
 # a byte may take three, so longer messages (a runtime's, say) are cut
 STATUS_MESSAGE_BYTES = 2048
-
-
-def _internal(exc: Exception) -> str:
-    return f"internal error: {type(exc).__name__}: {exc}"
 
 
 def _status_message(message: str) -> str:
@@ -73,25 +68,28 @@ def unary(method):
         try:
             check_parsed(request)
             return await method(self, request, context)
-        except GatewayError as exc:
-            http_status, code = exc.http_status, getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
+        except asyncio.CancelledError as exc:
+            # the client cancelled or its deadline passed: unanswered, and the client's doing
+            http_status, code, _ = _answer_for(exc)
+            raise
+        except Exception as exc:
+            if not isinstance(exc, GatewayError):
+                log.exception("unexpected error in %s", method.__name__)
+            http_status, code, message = _answer_for(exc)
             retry_after = getattr(exc, "retry_after", None)
             if retry_after is not None:  # gRPC's retry pushback: a client's retry policy waits this long
                 context.set_trailing_metadata((("grpc-retry-pushback-ms", str(int(retry_after * 1000))),))
-            await context.abort(code, _status_message(exc.message))
-        except asyncio.CancelledError:
-            # the client cancelled or its deadline passed: unanswered, and the client's doing
-            # (499: "client closed request", a 4xx for the metrics), not a success
-            http_status, code = 499, grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            http_status, code = 500, grpc.StatusCode.INTERNAL
-            log.exception("unexpected error in %s", method.__name__)
-            await context.abort(code, _status_message(_internal(exc)))
+            await context.abort(code, _status_message(message))
         finally:
             self.answered(method.__name__, request, http_status, code, started)
 
     return wrapper
+
+
+def _answer_for(exc: BaseException) -> tuple[int, grpc.StatusCode, str]:
+    """errors.answer_for, its code as grpc's: (the REST status of the same outcome, code, message)."""
+    http_status, code, message = answer_for(exc)
+    return http_status, getattr(grpc.StatusCode, code, grpc.StatusCode.INTERNAL), message
 
 
 async def _unimplemented(context: grpc.aio.ServicerContext, what: str) -> None:
@@ -104,15 +102,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.max_tensor_bytes = dataplane.settings.max_tensor_bytes
 
     def answered(self, rpc: str, request, http_status: int, code: grpc.StatusCode, started: int, responses: int | None = None) -> None:
-        """Count an inference request in its model's metrics (`http_status`: the REST status of the same
-        outcome) and write the access line. Each call, and each stream message, runs in a task (so a
-        request-id context) of its own; a predict_stream call is one request (`responses`: how many it sent)."""
+        """Account for a call (DataPlane.answered; `http_status`: the REST status of the same outcome).
+        Each call, and each stream message, runs in a task (so a request-id context) of its own; a
+        predict_stream call is one request (`responses`: how many it sent)."""
         elapsed = time.perf_counter_ns() - started
         model = getattr(request, "model_name", "") or getattr(request, "name", "")
         version = getattr(request, "model_version", "") or getattr(request, "version", "")
-        if rpc in INFERENCE_RPCS:
-            self.dataplane.model_stats(model, version or None).request_done("grpc", http_status, elapsed)
-        logs.access("grpc", rpc, SERVICE_PATH + rpc, code.name, elapsed, model or None, version or None, responses)
+        inference = rpc in INFERENCE_RPCS
+        self.dataplane.answered("grpc", rpc, SERVICE_PATH + rpc, code.name, http_status, elapsed, model or None, version or None, inference, responses)
 
     # --- health and metadata ------------------------------------------
 
@@ -147,8 +144,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _parse(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> WireRequest:
         check_parsed(request)  # a stream's message
-        if not request.model_name:
-            raise BadRequest("model_name is required")
         # an unknown model or version is NOT_FOUND whatever its inputs, as over REST
         self.dataplane.check_model_exists(request.model_name, request.model_version or None)
         parsed, pending = convert.parse_infer_request(request, self.max_tensor_bytes)
@@ -165,7 +160,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> bytes:
         """The serialized answer (convert.render_infer_response); the call's deadline bounds the request's."""
-        return await self.dataplane.infer(await self._parse(request, context), convert.render_infer_response)
+        async with self.dataplane.infer(await self._parse(request, context)) as response:
+            return convert.render_infer_response(response)  # while the outputs may view the worker's shared memory
 
     @unary
     async def ModelInfer(self, request, context):
@@ -205,15 +201,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                         yield convert.stream_reply(convert.render_infer_response(response))
                 finally:
                     feeding.cancel()
-        except asyncio.CancelledError:
-            http_status, code = 499, grpc.StatusCode.CANCELLED  # the client went away: the generator has been cancelled
+        except asyncio.CancelledError as exc:
+            http_status, code, _ = _answer_for(exc)  # the client went away (or its deadline passed): the generator is cancelled
             raise
         except Exception as exc:
             if not isinstance(exc, GatewayError):
                 log.exception("unexpected error in ModelStreamInfer")
-                exc = GatewayError(_internal(exc))
-            http_status, code = exc.http_status, getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
-            await context.abort(code, _status_message(exc.message))
+            http_status, code, message = _answer_for(exc)
+            await context.abort(code, _status_message(message))
         finally:
             self.answered("ModelStreamInfer", first, http_status, code, started, call.responses if call is not None else 0)
 
@@ -241,12 +236,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             except Exception as exc:
                 if not isinstance(exc, GatewayError):
                     log.exception("unexpected error in ModelStreamInfer")
-                    exc = GatewayError(_internal(exc))
-                http_status, code = exc.http_status, getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
+                http_status, code, message = _answer_for(exc)
                 echo = pb.ModelInferResponse()
                 if not isinstance(request, Malformed):
                     echo = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version, id=request.id)
-                reply = pb.ModelStreamInferResponse(error_message=exc.message, infer_response=echo)
+                reply = pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
             finally:
                 slots.release()
             self.answered("ModelStreamInfer", request, http_status, code, started)

@@ -7,10 +7,9 @@ as `{"error": "..."}` with its status, never as a framework page.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
-from typing import Awaitable, Optional
+from typing import Optional, cast
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -20,12 +19,12 @@ from sanic.response import HTTPResponse
 
 from ... import logs
 from ...control.stats import exposition
-from . import apidoc, mlrun
-from ..dataplane import DataPlane
+from ...errors import SHOWN_LIMIT, BadRequest, GatewayError, NotFound, Unavailable, answer_for, shown
 from ...protocol import HEADER_LENGTH
-from ...errors import SHOWN_LIMIT, BadRequest, GatewayError, NotFound, Unavailable, shown
+from ...wire.request import WireRequest
+from ..dataplane import DataPlane
+from . import apidoc, mlrun
 from .apidoc.spec import REQUEST_TIMEOUT_HEADER  # seconds the client waits, for clients that cannot set the `timeout` parameter
-from .largejson import LARGE_JSON
 from .body import (
     RenderedResponse,
     build_infer_request,
@@ -35,24 +34,19 @@ from .body import (
     render_infer_response,
     request_of,
 )
-from ...wire.request import WireRequest, WireResponse
+from .connection import TimedHttp
+from .largejson import LARGE_JSON
 
 log = logging.getLogger("gateway.rest")
-
-CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer; gRPC counts a cancelled call the same
 
 
 SSE = "text/event-stream"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}  # no proxy holds events back
 
 
-def _sse(rendered: RenderedResponse) -> list[bytes]:
+def _sse(rendered: RenderedResponse) -> list[bytes | bytearray]:
     """One server-sent event: `data: <JSON>` and a blank line (orjson writes no newline)."""
     return [b"data: ", rendered.body, *rendered.chunks, b"\n\n"]
-
-
-async def _rendered(rendered: RenderedResponse | Awaitable[RenderedResponse]) -> RenderedResponse:
-    return await rendered if inspect.isawaitable(rendered) else rendered
 
 
 def _json(document, status: int = 200, headers: Optional[dict] = None) -> HTTPResponse:
@@ -109,7 +103,7 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     app = Sanic(name, configure_logging=False)
     settings = dataplane.settings
     app.config.REQUEST_MAX_SIZE = settings.max_request_bytes
-    app.config.RESPONSE_TIMEOUT = settings.request_timeout + 30
+    app.config.RESPONSE_TIMEOUT = settings.request_timeout + 30  # type: ignore[assignment]  # Sanic takes seconds as a float too
     # read by connection.TimedHttp (Sanic's REQUEST_TIMEOUT restarts with every byte: see there)
     app.config.HEADER_TIMEOUT = settings.header_timeout
     app.config.BODY_TIMEOUT = settings.body_timeout
@@ -201,8 +195,10 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
         parsed.bound_by(_header_timeout(request))
         if dataplane.takes_headers(parsed.model_name, parsed.model_version):
             parsed.headers = _request_headers(request)
-        run = dataplane.explain if verb == "explain" else dataplane.infer
-        return await _send(request, await run(parsed, lambda response: render_infer_response(response, parsed)))
+        # rendered while the outputs may view the worker's shared memory, into bytes the answer owns
+        async with (dataplane.explain if verb == "explain" else dataplane.infer)(parsed) as response:
+            rendered = await render_infer_response(response, parsed)
+        return await _send(request, rendered)
 
     async def infer(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
         return await _serve(request, model, version, "infer")
@@ -225,10 +221,8 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
             # as MLServer: a model without predict_stream answers with one event, its predict's answer
             if dataplane.takes_headers(parsed.model_name, parsed.model_version):
                 parsed.headers = _request_headers(request)
-            async def one_event(response: WireResponse) -> list[bytes]:
-                return _sse(await _rendered(render_infer_response(response, parsed, json_only=True)))
-
-            event = await dataplane.infer(parsed, one_event)
+            async with dataplane.infer(parsed) as response:
+                event = _sse(await render_infer_response(response, parsed, json_only=True))
             sent = await request.respond(headers=SSE_HEADERS, content_type=SSE)
             await sent.send(b"".join(event))
             await sent.eof()
@@ -238,26 +232,25 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
             async with dataplane.stream(parsed) as call:
                 call.end_input()
                 async for response in call:
-                    event = _sse(await _rendered(render_infer_response(response, parsed, json_only=True)))
+                    event = _sse(await render_infer_response(response, parsed, json_only=True))
                     if sent is None:
                         request.ctx.accounted_at_end = True  # answered() runs at respond(): a stream is counted once, at its end
                         sent = await request.respond(headers=SSE_HEADERS, content_type=SSE)
                     for part in event:
                         await sent.send(part)  # waits while the client is slow to read: the generator waits with it
-        except asyncio.CancelledError:
-            status = CLIENT_CLOSED_REQUEST  # the client went away: the generator has been cancelled
+        except asyncio.CancelledError as exc:
+            status, _, _ = answer_for(exc)  # the client went away: the generator has been cancelled
             raise
         except Exception as exc:
             if sent is None:
                 raise  # nothing sent yet: an ordinary error answer
             if not isinstance(exc, GatewayError):
                 log.exception("unexpected error in a stream of %s", request.path)
-                exc = GatewayError(f"internal error: {type(exc).__name__}: {exc}")
-            status = exc.http_status
-            await sent.send(b"data: " + orjson.dumps({"error": exc.message}) + b"\n\n")
+            status, _, message = answer_for(exc)
+            await sent.send(b"data: " + orjson.dumps({"error": message}) + b"\n\n")
         finally:
             if sent is not None:
-                _account(request, status, call.responses)
+                _account(request, status, call.responses if call is not None else 0)
         if sent is None:  # the generator ended without a response
             sent = await request.respond(headers=SSE_HEADERS, content_type=SSE)
         await sent.eof()
@@ -353,13 +346,12 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
         # Sanic stamps perft0 once a request's headers are read, before its body: so the latency
         # includes receiving the body (a request middleware would run after it), at no extra cost.
         # A request whose headers never all came (timed out, or the client left) counts from the first wait for them.
-        stream = request.stream
+        stream = cast(TimedHttp, request.stream)  # our connections' (GatewayProtocol)
         elapsed = int((time.perf_counter() - stream.began()) * 1e9)
         # the model a request named in its URL, or in its body (POST /)
         model, version = getattr(request.ctx, "model", None) or (request.match_info.get("model"), request.match_info.get("version"))
-        if request.route is not None and request.route.name in counted:
-            dataplane.model_stats(model, version).request_done("rest", status, elapsed)
-        logs.access("rest", request.method, request.path, status, elapsed, model, version, responses)
+        inference = request.route is not None and request.route.name in counted
+        dataplane.answered("rest", request.method, request.path, status, status, elapsed, model, version, inference, responses)
         logs.REQUEST_ID.set(None)  # the requests of a keep-alive connection share a task, and so a context
         if dataplane.draining:
             stream.keep_alive = False  # Connection: close, so that a kept-alive client moves to another server
@@ -369,20 +361,21 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
         if not getattr(request.ctx, "accounted_at_end", False):  # a stream is accounted for when it ends
             _account(request, response.status)
 
-    @app.exception(RequestCancelled)
+    @app.exception(RequestCancelled)  # type: ignore[arg-type]  # a CancelledError, which Sanic routes to handlers too
     async def on_client_gone(request: Request, exc: RequestCancelled) -> HTTPResponse:
         # the client closed its connection before its answer: nothing can be sent, but the access line
         # and the metrics (answered) count it as the client's doing
-        return _json({"error": "the client closed the connection before its answer"}, CLIENT_CLOSED_REQUEST)
+        status, _, message = answer_for(exc)
+        return _json({"error": message}, status)
 
     @app.exception(Exception)
     async def on_error(request: Request, exc: Exception) -> HTTPResponse:
-        if isinstance(exc, GatewayError):
-            retry_after = getattr(exc, "retry_after", None)
-            return _json({"error": exc.message}, exc.http_status, None if retry_after is None else {"Retry-After": str(retry_after)})
         if isinstance(exc, SanicException):  # its headers: Allow for a 405, as RFC 9110 asks
             return _json({"error": str(exc)}, exc.status_code, exc.headers)
-        log.exception("unexpected error on %s %s", request.method, request.path)
-        return _json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
+        if not isinstance(exc, GatewayError):
+            log.exception("unexpected error on %s %s", request.method, request.path)
+        status, _, message = answer_for(exc)
+        retry_after = getattr(exc, "retry_after", None)  # a full queue: when to try again
+        return _json({"error": message}, status, None if retry_after is None else {"Retry-After": str(retry_after)})
 
     return app

@@ -1,16 +1,14 @@
-# MLServer's docs/examples/streaming/text_model.py, unchanged but for `mlserver` -> `gateway` in the imports.
+# MLServer's docs/examples/streaming/text_model.py, unchanged but for `mlserver` -> `gateway` in the imports (and their order, ruff's).
 import asyncio
 from typing import AsyncIterator
+
 from gateway import MLModel
-from gateway.types import InferenceRequest, InferenceResponse
 from gateway.codecs import StringCodec
+from gateway.types import InferenceRequest, InferenceResponse
 
 
 class TextModel(MLModel):
-
-    async def predict_stream(
-        self, payloads: AsyncIterator[InferenceRequest]
-    ) -> AsyncIterator[InferenceResponse]:
+    async def predict_stream(self, payloads: AsyncIterator[InferenceRequest]) -> AsyncIterator[InferenceResponse]:
         payload = [_ async for _ in payloads][0]
         text = StringCodec.decode_input(payload.inputs[0])[0]
         words = text.split(" ")

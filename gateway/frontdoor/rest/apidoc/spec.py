@@ -7,7 +7,6 @@ while a route and the table disagree). An endpoint's `served` says under which s
 from __future__ import annotations
 
 import json
-
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -64,7 +63,11 @@ SCHEMAS: dict[str, dict] = {
             [],
             id={"type": ["string", "null"]},
             model={"type": "string", "description": "MLRun: the model, or name:version; the URL's if it names one (another is a 400)"},
-            operation={"type": "string", "enum": ["infer", "predict", "infer_dict", "predict_dict", "explain"], "description": "MLRun: the operation; the URL's if it names one"},
+            operation={
+                "type": "string",
+                "enum": ["infer", "predict", "infer_dict", "predict_dict", "explain"],
+                "description": "MLRun: the operation; the URL's if it names one",
+            },
             data_url={"type": "string", "description": "MLRun: a .json or .npy file below the data_folder setting to read the inputs from (instead of inputs)"},
             parameters=ref("Parameters"),
             inputs={
@@ -196,7 +199,6 @@ SCHEMAS: dict[str, dict] = {
             "event": {"type": "string"},
         },
     },
-
     "V1ModelReady": _object(["name", "ready"], name={"type": "string"}, ready={"type": "boolean"}),
     "Statistics": _object(["model_stats"], model_stats={"type": "array", "items": ref("ModelStatistics")}),
 }
@@ -237,7 +239,7 @@ ERRORS = {
     ),
 }
 BINARY_HEADER = {HEADER_LENGTH: {"description": "length of the JSON header that starts the body", "schema": {"type": "integer", "minimum": 0}}}
-INFER_BODY = {
+INFER_BODY: dict[str, Any] = {
     "required": False,  # a raw body may be empty: a zero-size input (README, Inference details)
     "description": f"An InferenceRequest as JSON; or, with the binary tensor data extension, a JSON InferenceRequest of "
     f"{HEADER_LENGTH} bytes followed by the inputs' bytes; or, with {HEADER_LENGTH}: 0, the bytes of a single-input model's input.",
@@ -251,7 +253,10 @@ MLRUN_INFER_BODY = {
     "image/*, audio/* or video/*, which becomes one BYTES element of the model's one input.",
     "content": {**INFER_BODY["content"], "image/*": BINARY_BODY, "audio/*": BINARY_BODY, "video/*": BINARY_BODY},
 }
-INFER_DICT_BODY = {"required": True, "content": json_content(ref("InferDictRequest"), {"inputs": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]})}
+INFER_DICT_BODY = {
+    "required": True,
+    "content": json_content(ref("InferDictRequest"), {"inputs": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]}),
+}
 INFER_RESPONSES = {
     "200": response(
         "The outputs: JSON, or with binary outputs (requested by binary_data / binary_data_output) a JSON header and the outputs' bytes",
@@ -324,9 +329,16 @@ class Endpoint:
 
 ENDPOINTS = [
     Endpoint("server_metadata", "GET", "/", "Server metadata", "Server", {"200": response("name, version, extensions", json_content(ref("ServerMetadata")))}),
-    Endpoint("server_metadata_v2", "GET", "/v2", "Server metadata", "Server", {"200": response("name, version, extensions", json_content(ref("ServerMetadata")))}),
     Endpoint(
-        "server_metadata_health", "GET", "/v2/health", "Server metadata (MLRun)", "Server", {"200": response("name, version, extensions", json_content(ref("ServerMetadata")))}
+        "server_metadata_v2", "GET", "/v2", "Server metadata", "Server", {"200": response("name, version, extensions", json_content(ref("ServerMetadata")))}
+    ),
+    Endpoint(
+        "server_metadata_health",
+        "GET",
+        "/v2/health",
+        "Server metadata (MLRun)",
+        "Server",
+        {"200": response("name, version, extensions", json_content(ref("ServerMetadata")))},
     ),
     Endpoint("live", "GET", "/v2/health/live", "Liveness", "Health", {"200": response("The server is live", json_content(ref("Live")))}),
     Endpoint(
@@ -335,7 +347,10 @@ ENDPOINTS = [
         "/v2/health/ready",
         "Readiness: every model meant to be served is ready",
         "Health",
-        {"200": response("Ready", json_content(ref("Ready"))), "503": response("Not ready (models loading, failed, or the gateway stopping)", json_content(ref("Ready")))},
+        {
+            "200": response("Ready", json_content(ref("Ready"))),
+            "503": response("Not ready (models loading, failed, or the gateway stopping)", json_content(ref("Ready"))),
+        },
     ),
     Endpoint(
         "list_models",
@@ -346,7 +361,13 @@ ENDPOINTS = [
         {"200": response("The model names", json_content(ref("ModelList")))},
     ),
     Endpoint(
-        "model_metadata", "GET", "/v2/models/{model}", "Model metadata", "Models", {"200": response("The model's metadata", json_content(ref("ModelMetadata")))}, versioned=True
+        "model_metadata",
+        "GET",
+        "/v2/models/{model}",
+        "Model metadata",
+        "Models",
+        {"200": response("The model's metadata", json_content(ref("ModelMetadata")))},
+        versioned=True,
     ),
     Endpoint(
         "model_ready",
@@ -360,15 +381,49 @@ ENDPOINTS = [
         },
         versioned=True,
     ),
-    Endpoint("infer", "POST", "/v2/models/{model}/infer", "Inference", "Inference", INFER_RESPONSES, MLRUN_INFER_BODY, versioned=True, headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER)),
     Endpoint(
-        "generate", "POST", "/v2/models/{model}/generate", "Inference: infer's other name (MLServer's, for LLMs)", "Inference", INFER_RESPONSES, MLRUN_INFER_BODY, versioned=True, headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER)
+        "infer",
+        "POST",
+        "/v2/models/{model}/infer",
+        "Inference",
+        "Inference",
+        INFER_RESPONSES,
+        MLRUN_INFER_BODY,
+        versioned=True,
+        headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER),
     ),
     Endpoint(
-        "predict", "POST", "/v2/models/{model}/predict", "Inference (MLRun's name for infer)", "Inference", INFER_RESPONSES, MLRUN_INFER_BODY, versioned=True, headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER)
+        "generate",
+        "POST",
+        "/v2/models/{model}/generate",
+        "Inference: infer's other name (MLServer's, for LLMs)",
+        "Inference",
+        INFER_RESPONSES,
+        MLRUN_INFER_BODY,
+        versioned=True,
+        headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER),
     ),
     Endpoint(
-        "explain", "POST", "/v2/models/{model}/explain", "Explanation by the model's explain()", "Inference", INFER_RESPONSES, MLRUN_INFER_BODY, versioned=True, headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER)
+        "predict",
+        "POST",
+        "/v2/models/{model}/predict",
+        "Inference (MLRun's name for infer)",
+        "Inference",
+        INFER_RESPONSES,
+        MLRUN_INFER_BODY,
+        versioned=True,
+        headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER),
+    ),
+    Endpoint(
+        "explain",
+        "POST",
+        "/v2/models/{model}/explain",
+        "Explanation by the model's explain()",
+        "Inference",
+        INFER_RESPONSES,
+        MLRUN_INFER_BODY,
+        versioned=True,
+        headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER),
     ),
     Endpoint(
         "infer_dict",
@@ -391,7 +446,14 @@ ENDPOINTS = [
         )
     ),
     Endpoint(
-        "predict_dict", "POST", "/v2/models/{model}/predict_dict", "Inference on rows of named features (MLRun's name for infer_dict)", "Inference", INFER_RESPONSES, INFER_DICT_BODY, versioned=True
+        "predict_dict",
+        "POST",
+        "/v2/models/{model}/predict_dict",
+        "Inference on rows of named features (MLRun's name for infer_dict)",
+        "Inference",
+        INFER_RESPONSES,
+        INFER_DICT_BODY,
+        versioned=True,
     ),
     Endpoint(
         "infer_named_in_body",
@@ -402,7 +464,14 @@ ENDPOINTS = [
         INFER_RESPONSES,
         {"required": True, "content": json_content(ref("NamedInferenceRequest"), {"model": "iris-mlp", "inputs": [[5.1, 3.5, 1.4, 0.2]]})},
     ),
-    Endpoint("statistics_all", "GET", "/v2/models/stats", "Statistics of every model version", "Statistics", {"200": response("Statistics", json_content(ref("Statistics")))}),
+    Endpoint(
+        "statistics_all",
+        "GET",
+        "/v2/models/stats",
+        "Statistics of every model version",
+        "Statistics",
+        {"200": response("Statistics", json_content(ref("Statistics")))},
+    ),
     Endpoint(
         "statistics",
         "GET",
@@ -448,7 +517,9 @@ ENDPOINTS = [
         {"200": response("Prometheus' text format", {"text/plain": {"schema": {"type": "string"}}})},
         served=lambda settings: settings.metrics_on_http,
     ),
-    Endpoint("v1_models", "GET", "/v1/models", "Names of the models (KServe V1)", "KServe V1", {"200": response("The model names", json_content(ref("ModelList")))}),
+    Endpoint(
+        "v1_models", "GET", "/v1/models", "Names of the models (KServe V1)", "KServe V1", {"200": response("The model names", json_content(ref("ModelList")))}
+    ),
     Endpoint(
         "v1_model_ready",
         "GET",
@@ -517,7 +588,7 @@ def document(settings: "ServerSettings") -> dict:
             "version": __version__,
             "description": "Open Inference Protocol (KServe V2) REST API, with the model repository and statistics extensions, "
             "MLRun's serving API (infer_dict, plain inputs, data_url, the model named in the body) and KServe's V1 protocol for models "
-            "of gateway.kserve. Errors are always JSON {\"error\": \"...\"}. Metrics are also served at /metrics on metrics_port.",
+            'of gateway.kserve. Errors are always JSON {"error": "..."}. Metrics are also served at /metrics on metrics_port.',
         },
         "paths": paths,
         "components": {"schemas": SCHEMAS},
