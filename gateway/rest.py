@@ -18,6 +18,7 @@ from sanic.exceptions import RequestCancelled, SanicException
 from sanic.response import HTTPResponse
 
 from . import apidoc, logs, observability
+from .access import Access, rest_scope
 from .dataplane import DataPlane
 from .errors import BadRequest, GatewayError
 from .largejson import LARGE_JSON
@@ -60,7 +61,33 @@ async def metrics_endpoint(request: Request) -> HTTPResponse:
     return HTTPResponse(observability.exposition(), content_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
+async def on_error(request: Request, exc: Exception) -> HTTPResponse:
+    """Every error as `{"error": ...}` with its status."""
+    if isinstance(exc, GatewayError):
+        return _json({"error": exc.message}, exc.http_status, exc.headers)
+    if isinstance(exc, SanicException):  # its headers: Allow for a 405, as RFC 9110 asks
+        return _json({"error": str(exc)}, exc.status_code, exc.headers)
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    return _json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
+
+
+def guard(app: Sanic, access: Access) -> None:
+    """Check each request's bearer token for its route's scope (gateway/access.py), once the route is
+    known and before its body is read: a client without a valid token never gets a body buffered.
+    Call it once every route is added: a route without a scope stops the gateway here."""
+    scopes = {route.name: rest_scope(route.name.removeprefix(f"{app.name}.")) for route in app.router.routes}
+    protected = {name: scope for name, scope in scopes.items() if access.protects(scope)}
+    if not protected:
+        return
+
+    @app.signal("http.routing.after")
+    async def check_token(request: Request, route, **_) -> None:
+        scope = protected.get(route.name)
+        if scope is not None:
+            access.check(scope, request.headers.get("authorization"))
+
+
+def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> Sanic:
     app = Sanic(name, configure_logging=False)
     settings = dataplane.settings
     app.config.REQUEST_MAX_SIZE = settings.max_request_bytes
@@ -177,6 +204,7 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     if settings.metrics_on_http:
         route(metrics_endpoint, "/metrics", ("GET",), versioned=False)
     apidoc.register(app, settings)  # /openapi.json, /docs: a route added above must be described there
+    guard(app, access)
 
     # inference routes: counted in the request metrics of their model
     counted = {f"{app.name}.{handler}{suffix}" for handler in ("infer", "explain", "infer_dict") for suffix in ("", "_version")}
@@ -202,13 +230,5 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
         # and the metrics (answered) count it as the client's doing
         return _json({"error": "the client closed the connection before its answer"}, CLIENT_CLOSED_REQUEST)
 
-    @app.exception(Exception)
-    async def on_error(request: Request, exc: Exception) -> HTTPResponse:
-        if isinstance(exc, GatewayError):
-            return _json({"error": exc.message}, exc.http_status)
-        if isinstance(exc, SanicException):  # its headers: Allow for a 405, as RFC 9110 asks
-            return _json({"error": str(exc)}, exc.status_code, exc.headers)
-        log.exception("unexpected error on %s %s", request.method, request.path)
-        return _json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
-
+    app.exception(Exception)(on_error)
     return app

@@ -29,12 +29,14 @@ from sanic import Sanic
 from sanic.server.socket import bind_socket
 
 from . import observability
+from .access import Access
 from .connection import GatewayProtocol
 from .dataplane import DataPlane
 from .grpc import server as grpc_server
-from .rest import create_app, metrics_endpoint
-from .settings import ServerSettings
+from .rest import create_app, guard, metrics_endpoint, on_error
+from .settings import ConfigError, ServerSettings
 from .supervisor import Supervisor
+from .tls import TLS
 
 log = logging.getLogger("gateway")
 
@@ -104,11 +106,11 @@ class Stopping:
         self.supervisor.cut_off(why)
 
 
-def build(settings: ServerSettings) -> Sanic:
+def build(settings: ServerSettings, access: Access, tls: Optional[TLS]) -> Sanic:
     supervisor = Supervisor(settings)
     dataplane = DataPlane(settings, supervisor)
     observability.watch(supervisor)
-    app = create_app(dataplane)
+    app = create_app(dataplane, access)
     # how long Sanic waits for busy connections once its listener closed, before it cuts them
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_grace + CUT_OFF_MARGIN
     stopping = Stopping(app, dataplane, supervisor, settings)
@@ -127,7 +129,7 @@ def build(settings: ServerSettings) -> Sanic:
     @app.before_server_start
     async def start_grpc(app: Sanic) -> None:
         # the gRPC front door runs on Sanic's loop, in this process (see gateway/grpc/__init__.py)
-        app.ctx.grpc = await grpc_server.start(dataplane, settings)
+        app.ctx.grpc = await grpc_server.start(dataplane, settings, access, tls)
 
     @app.after_server_start
     async def take_signals(app: Sanic) -> None:
@@ -150,11 +152,13 @@ def build(settings: ServerSettings) -> Sanic:
     return app
 
 
-def metrics_app(app: Sanic) -> Sanic:
+def metrics_app(app: Sanic, access: Access) -> Sanic:
     """The metrics port: a second Sanic app served by the same process and loop as `app`."""
     metrics_only = Sanic(f"{app.name}-metrics", configure_logging=False)
     metrics_only.config.update({key: app.config[key] for key in ("HEADER_TIMEOUT", "BODY_TIMEOUT")})  # for TimedHttp
     metrics_only.add_route(metrics_endpoint, "/metrics", methods=("GET",))
+    metrics_only.exception(Exception)(on_error)
+    guard(metrics_only, access)
     return metrics_only
 
 
@@ -169,6 +173,14 @@ def listen(host: str, port: int, setting: str) -> socket.socket:
 
 def run(settings: ServerSettings) -> None:
     try:
+        access, tls = Access(settings), TLS.load(settings)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+    log.info("bearer tokens: %s", access.describe())
+    if tls is None and access.digests:
+        log.warning("bearer tokens are checked but TLS is off: they cross the network in clear unless a proxy or service mesh encrypts it (tls_cert_file)")
+    try:
         rest_socket = listen(settings.host, settings.http_port, "http_port")
         metrics_socket = listen(settings.host, settings.metrics_port, "metrics_port") if settings.metrics_port else None
         # grpc binds a socket of its own when it starts: this only checks that it will be able to
@@ -176,11 +188,15 @@ def run(settings: ServerSettings) -> None:
     except PortUnavailable as exc:
         log.error("%s", exc)
         sys.exit(1)
-    app = build(settings)
+    app = build(settings, access, tls)
     options = {"single_process": True, "access_log": False, "motd": False, "debug": False, "protocol": GatewayProtocol}
-    log.info("REST on http://%s:%d", settings.host, settings.http_port)
+    scheme = "http"
+    if tls is not None:  # every port, the metrics port too (docs/SECURITY.md)
+        options["ssl"], scheme = tls.ssl_context(), "https"
+        log.info("%s on every port", tls.describe())
+    log.info("REST on %s://%s:%d", scheme, settings.host, settings.http_port)
     app.prepare(sock=rest_socket, **options)
     if metrics_socket is not None:
-        log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
-        metrics_app(app).prepare(sock=metrics_socket, **options)
+        log.info("metrics on %s://%s:%d/metrics", scheme, settings.host, settings.metrics_port)
+        metrics_app(app, access).prepare(sock=metrics_socket, **options)
     Sanic.serve_single(app)

@@ -17,15 +17,17 @@ import asyncio
 import functools
 import logging
 import time
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Optional
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from .. import logs
+from ..access import GRPC, Access
 from ..dataplane import DataPlane
-from ..errors import BadRequest, GatewayError
+from ..errors import BadRequest, GatewayError, NotSupported, Unauthenticated
 from ..settings import ServerSettings
+from ..tls import TLS
 from . import convert
 from .generated import inference_pb2 as pb
 from .generated import inference_pb2_grpc as pb_grpc
@@ -87,6 +89,7 @@ def unary(method):
     async def wrapper(self, request, context: grpc.aio.ServicerContext):
         started, http_status, code = time.perf_counter_ns(), 200, grpc.StatusCode.OK
         try:
+            self.check_token(method.__name__, context)
             _check_parsed(request)
             return await method(self, request, context)
         except GatewayError as exc:
@@ -107,14 +110,22 @@ def unary(method):
     return wrapper
 
 
-async def _unimplemented(context: grpc.aio.ServicerContext, what: str) -> None:
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not supported by this gateway yet")
+def _unimplemented(what: str) -> NotSupported:
+    return NotSupported(f"{what} is not supported by this gateway yet")
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, dataplane: DataPlane):
+    def __init__(self, dataplane: DataPlane, access: Access):
         self.dataplane = dataplane
         self.max_tensor_bytes = dataplane.settings.max_tensor_bytes
+        self.access = access
+        self.protected = {rpc: scope for rpc, scope in GRPC.items() if access.protects(scope)}
+
+    def check_token(self, rpc: str, context: grpc.aio.ServicerContext) -> None:
+        """Unauthenticated unless the call's metadata holds a token of the RPC's scope (gateway/access.py)."""
+        scope = self.protected.get(rpc)
+        if scope is not None:
+            self.access.check(scope, dict(context.invocation_metadata() or ()).get("authorization"))
 
     def answered(self, rpc: str, request, http_status: int, code: grpc.StatusCode, started: int) -> None:
         """Count an inference request in its model's metrics (`http_status`: the REST status of the same
@@ -179,6 +190,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse | bytes]:
         """Answer each request as soon as it is done (match replies by id); a failed one answers with error_message."""
+        try:
+            self.check_token("ModelStreamInfer", context)
+        except Unauthenticated as exc:
+            self.answered("ModelStreamInfer", pb.ModelInferRequest(), exc.http_status, grpc.StatusCode.UNAUTHENTICATED, time.perf_counter_ns())
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
         replies: asyncio.Queue = asyncio.Queue()
         slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
         tasks: set[asyncio.Task] = set()
@@ -251,14 +267,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # --- not (yet) in the data plane ------------------------------------
 
+    @unary
     async def SystemSharedMemoryStatus(self, request, context):
-        await _unimplemented(context, "SystemSharedMemoryStatus (the system shared-memory extension)")
+        raise _unimplemented("SystemSharedMemoryStatus (the system shared-memory extension)")
 
+    @unary
     async def SystemSharedMemoryRegister(self, request, context):
-        await _unimplemented(context, "SystemSharedMemoryRegister (the system shared-memory extension)")
+        raise _unimplemented("SystemSharedMemoryRegister (the system shared-memory extension)")
 
+    @unary
     async def SystemSharedMemoryUnregister(self, request, context):
-        await _unimplemented(context, "SystemSharedMemoryUnregister (the system shared-memory extension)")
+        raise _unimplemented("SystemSharedMemoryUnregister (the system shared-memory extension)")
 
 
 def _no_repository_parameters(request, allowed: frozenset = frozenset()) -> None:
@@ -276,6 +295,8 @@ def _handlers(servicer: InferenceServicer) -> dict[str, grpc.RpcMethodHandler]:
     RPCs' answers: rendered serialized already (convert.render_infer_response)."""
     handlers = {}
     for method in pb.DESCRIPTOR.services_by_name[SERVICE.rpartition(".")[2]].methods:
+        if method.name not in GRPC:
+            raise RuntimeError(f"gRPC method {method.name} has no scope in gateway/access.py: decide who may call it")
         request, response = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
         # unary calls, and one stream both ways (ModelStreamInfer)
         handler = grpc.stream_stream_rpc_method_handler if method.client_streaming else grpc.unary_unary_rpc_method_handler
@@ -291,7 +312,7 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def start(dataplane: DataPlane, settings: ServerSettings) -> grpc.aio.Server:
+async def start(dataplane: DataPlane, settings: ServerSettings, access: Access, tls: Optional[TLS]) -> grpc.aio.Server:
     """Start serving on the running loop (call it from a Sanic listener)."""
     limit = settings.grpc_max_message_bytes
     options = [
@@ -304,10 +325,13 @@ async def start(dataplane: DataPlane, settings: ServerSettings) -> grpc.aio.Serv
         # lost, unlike at stop(), which cancels the calls that cross its GOAWAY
         options.append(("grpc.max_connection_age_ms", max(1, round(settings.grpc_max_connection_age * 1000))))
     server = grpc.aio.server(options=options)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, _handlers(InferenceServicer(dataplane))),))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, _handlers(InferenceServicer(dataplane, access))),))
     address = _address(settings.host, settings.grpc_port)
     try:
-        server.add_insecure_port(address)
+        if tls is None:
+            server.add_insecure_port(address)
+        else:
+            server.add_secure_port(address, tls.grpc_credentials())
     except RuntimeError as exc:
         raise RuntimeError(f"gRPC cannot listen on {address}: {exc}") from None
     await server.start()

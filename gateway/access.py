@@ -1,0 +1,174 @@
+"""Who may call what: the bearer tokens of the front doors (docs/SECURITY.md).
+
+Every REST route and every gRPC method belongs to one scope. A scope with tokens
+(from a file of one token per line, or from an environment variable) answers
+only requests that present one of them, over REST as `Authorization: Bearer
+<token>` and over gRPC as the metadata `authorization: Bearer <token>`; a scope
+without tokens is open. Health, liveness and readiness are always open, for the
+probes of Kubernetes and load balancers.
+
+The rules live here alone: the REST front door (rest.py) and the gRPC one
+(grpc/server.py) only look up the scope of what is called and ask `check`. A
+route or RPC missing from the tables below stops the gateway at start-up, so
+that nothing new is ever served without a decision about its scope.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import logging
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from .errors import Unauthenticated
+from .settings import ConfigError
+
+if TYPE_CHECKING:
+    from .settings import ServerSettings
+
+log = logging.getLogger("gateway.access")
+
+
+class Scope(enum.Enum):
+    OPEN = "open"
+    INFERENCE = "inference"
+    REPOSITORY = "repository"
+    METRICS = "metrics"
+
+
+PROTECTED = (Scope.INFERENCE, Scope.REPOSITORY, Scope.METRICS)
+
+# REST routes by name (a versioned twin, `<name>_version`, has its route's scope)
+REST = {
+    # probes, and what describes the server and its API without naming a model (`GET /` is KServe's liveness path)
+    "live": Scope.OPEN,
+    "ready": Scope.OPEN,
+    "server_metadata": Scope.OPEN,
+    "server_metadata_v2": Scope.OPEN,
+    "openapi": Scope.OPEN,
+    "docs": Scope.OPEN,
+    "docs_asset": Scope.OPEN,
+    # everything that names models or runs them
+    "list_models": Scope.INFERENCE,
+    "model_metadata": Scope.INFERENCE,
+    "model_ready": Scope.INFERENCE,
+    "infer": Scope.INFERENCE,
+    "explain": Scope.INFERENCE,
+    "infer_dict": Scope.INFERENCE,
+    "repository_index": Scope.REPOSITORY,
+    "repository_load": Scope.REPOSITORY,
+    "repository_unload": Scope.REPOSITORY,
+    "statistics": Scope.METRICS,
+    "statistics_all": Scope.METRICS,
+    "metrics_endpoint": Scope.METRICS,
+}
+
+# the methods of inference.GRPCInferenceService
+GRPC = {
+    "ServerLive": Scope.OPEN,
+    "ServerReady": Scope.OPEN,
+    "ServerMetadata": Scope.OPEN,
+    "ModelReady": Scope.INFERENCE,
+    "ModelMetadata": Scope.INFERENCE,
+    "ModelConfig": Scope.INFERENCE,
+    "ModelInfer": Scope.INFERENCE,
+    "ModelStreamInfer": Scope.INFERENCE,
+    "SystemSharedMemoryStatus": Scope.INFERENCE,
+    "SystemSharedMemoryRegister": Scope.INFERENCE,
+    "SystemSharedMemoryUnregister": Scope.INFERENCE,
+    "RepositoryIndex": Scope.REPOSITORY,
+    "RepositoryModelLoad": Scope.REPOSITORY,
+    "RepositoryModelUnload": Scope.REPOSITORY,
+    "ModelStatistics": Scope.METRICS,
+}
+
+
+def rest_scope(route_name: str) -> Scope:
+    """The scope of a REST route, by its name (without the app's prefix); KeyError for a route no one decided on."""
+    return REST[route_name.removesuffix("_version")]
+
+
+# RFC 6750's b64token: what a client can put after "Bearer "
+TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+BEARER = re.compile(r"bearer +(\S+) *", re.IGNORECASE)
+
+
+def _digest(token: str | bytes) -> bytes:
+    # tokens are compared as digests: equal lengths, so neither the comparison's time nor an early
+    # mismatch tells a client anything about a token's length or content
+    return hashlib.sha256(token if isinstance(token, bytes) else token.encode()).digest()
+
+
+def _parse_tokens(text: str, where: str) -> list[str]:
+    """Tokens separated by newlines (a file) or commas and spaces (a variable); `#` starts a comment line."""
+    tokens = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            continue
+        tokens += [token for token in re.split(r"[,\s]+", line) if token]
+    for token in tokens:
+        if not TOKEN.fullmatch(token):
+            # never quote the token: the message goes to the log
+            raise ConfigError(f"{where}: a token of {len(token)} characters has characters a bearer token cannot carry (letters, digits, -._~+/ and trailing =)")
+    if not tokens:
+        raise ConfigError(f"{where}: no token in it (one token per line; to leave the scope open, do not set it)")
+    return tokens
+
+
+class Access:
+    """The tokens of each scope, loaded once at start-up (`ConfigError` for a file that cannot be used)."""
+
+    def __init__(self, settings: "ServerSettings"):
+        self.digests: dict[Scope, list[bytes]] = {}
+        self.sources: dict[Scope, str] = {}
+        for scope in PROTECTED:
+            secret = getattr(settings, f"{scope.value}_tokens")
+            path: Optional[Path] = getattr(settings, f"{scope.value}_tokens_file")
+            if secret is not None:
+                where = f"environment variable GATEWAY_{scope.value.upper()}_TOKENS"
+                tokens = _parse_tokens(secret.get_secret_value(), where)
+            elif path is not None:
+                where = str(path)
+                try:
+                    text = path.read_text()
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise ConfigError(f"{scope.value}_tokens_file: cannot read {path}: {exc}") from None
+                tokens = _parse_tokens(text, f"{scope.value}_tokens_file {path}")
+            else:
+                continue
+            self.digests[scope] = [_digest(token) for token in tokens]
+            self.sources[scope] = f"{len(tokens)} token{'s' if len(tokens) > 1 else ''} from {where}"
+
+    def protects(self, scope: Scope) -> bool:
+        return scope in self.digests
+
+    def describe(self) -> str:
+        """One log line: which scopes need a token, and where the tokens came from."""
+        return "; ".join(f"{scope.value}: {self.sources.get(scope, 'open (no tokens)')}" for scope in PROTECTED)
+
+    def check(self, scope: Scope, authorization: Optional[str]) -> None:
+        """Raise Unauthenticated unless `authorization` (the header's or metadata's value) is `Bearer <token>`
+        with a token of the scope. The answer is the same for a missing, malformed and wrong token, and says
+        nothing about models: the check comes before anything looks at the request's model."""
+        digests = self.digests.get(scope)
+        if digests is None:
+            return
+        match = BEARER.fullmatch(authorization) if authorization else None
+        if match is not None:
+            presented = _digest(match.group(1).encode("utf-8", "replace"))
+            valid = False
+            for digest in digests:  # every token is compared: the time does not say which one matched
+                valid |= hmac.compare_digest(presented, digest)
+            if valid:
+                return
+        raise Unauthenticated(f"this endpoint needs a valid {scope.value} token: send the header (gRPC: metadata) 'authorization: Bearer <token>'")
+
+
+def configured_scopes(settings: "ServerSettings") -> set[Scope]:
+    """The scopes the settings protect (for the API document, without reading any file)."""
+    return {scope for scope in PROTECTED if getattr(settings, f"{scope.value}_tokens") is not None or getattr(settings, f"{scope.value}_tokens_file") is not None}
+
