@@ -173,7 +173,8 @@ def assert_serves_large(
             tensor.set_data_from_numpy(array, binary_data=True)
             tensors.append(tensor)
         outputs = [httpclient.InferRequestedOutput(name, binary_data=True) for name in expected]
-        result = client.infer(model, tensors, outputs=outputs, model_version=version, parameters=parameters, headers=headers)
+        # a copy: tritonclient adds its own headers to the dict it is given
+        result = client.infer(model, tensors, outputs=outputs, model_version=version, parameters=parameters, headers=dict(headers or {}))
     finally:
         client.close()
     for name, array in expected.items():
