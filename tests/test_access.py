@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import grpc
 import numpy as np
@@ -373,3 +374,39 @@ def test_tokens_are_compared_in_constant_time(tmp_path, monkeypatch):
         except access.Unauthenticated:
             pass
         assert compared == [(32, 32)] * 3, presented
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.1)
+
+
+def test_a_rotated_tokens_file_is_read_again_while_serving(gateway):
+    """Tokens rotate without a restart; a file emptied (or gone) by mistake changes nothing."""
+    path = gateway.settings["inference_tokens_file"]
+    before = path.read_text()
+    new = "inference-token-rotated-00000000"
+
+    def status(token: str) -> int:
+        return call(gateway, "GET", "/v2/models/echo", None, bearer(token)).status_code
+
+    try:
+        replacement = path.with_name("inference-tokens.new")
+        replacement.write_text(f"{new}\n")
+        replacement.replace(path)  # as a Secret volume changes: a new file in place of the old
+        wait_until(lambda: status(new) == 200)
+        assert status(INFERENCE[0]) == 401 and status(INFERENCE[1]) == 401
+        path.write_text("# nothing\n")  # a rotation gone wrong
+        wait_until(lambda: "inference tokens read before stay in force" in gateway.log_text())
+        assert status(new) == 200 and status(INFERENCE[0]) == 401
+        path.unlink()
+        wait_until(lambda: gateway.log_text().count("inference tokens read before stay in force") == 2)
+        assert status(new) == 200
+    finally:
+        path.write_text(before)
+    wait_until(lambda: status(INFERENCE[0]) == 200)
+    assert status(new) == 401
+    assert new not in gateway.log_text()
+    assert_serves_large(gateway, "echo", headers=bearer(INFERENCE[0]))
