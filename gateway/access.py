@@ -15,6 +15,7 @@ that nothing new is ever served without a decision about its scope.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import hmac
@@ -91,6 +92,8 @@ def rest_scope(route_name: str) -> Scope:
     return REST[route_name.removesuffix("_version")]
 
 
+RELOAD_INTERVAL = 1.0  # seconds between looks at the token files (a stat() each)
+
 # RFC 6750's b64token: what a client can put after "Bearer "
 TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 BEARER = re.compile(r"bearer +(\S+) *", re.IGNORECASE)
@@ -119,29 +122,72 @@ def _parse_tokens(text: str, where: str) -> list[str]:
     return tokens
 
 
+def _signature(path: Path) -> tuple[int, int, int, int]:
+    """What changes when a file is rewritten or replaced (a Kubernetes Secret volume swaps a symlink)."""
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def _read_tokens(scope: Scope, path: Path) -> list[str]:
+    setting = f"{scope.value}_tokens_file"
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{setting}: cannot read {path}: {exc}") from None
+    return _parse_tokens(text, f"{setting} {path}")
+
+
 class Access:
-    """The tokens of each scope, loaded once at start-up (`ConfigError` for a file that cannot be used)."""
+    """The tokens of each scope, loaded at start-up (`ConfigError` for a file or variable that cannot be
+    used); token files are read again when they change (`watch`), so that tokens rotate without a restart."""
 
     def __init__(self, settings: "ServerSettings"):
         self.digests: dict[Scope, list[bytes]] = {}
         self.sources: dict[Scope, str] = {}
+        self.files: dict[Scope, tuple[Path, Optional[tuple]]] = {}  # the token files, and their signature when last read
         for scope in PROTECTED:
             secret = getattr(settings, f"{scope.value}_tokens")
             path: Optional[Path] = getattr(settings, f"{scope.value}_tokens_file")
             if secret is not None:
                 where = f"environment variable GATEWAY_{scope.value.upper()}_TOKENS"
-                tokens = _parse_tokens(secret.get_secret_value(), where)
+                self._set(scope, _parse_tokens(secret.get_secret_value(), where), where)
             elif path is not None:
-                where = str(path)
                 try:
-                    text = path.read_text()
-                except (OSError, UnicodeDecodeError) as exc:
-                    raise ConfigError(f"{scope.value}_tokens_file: cannot read {path}: {exc}") from None
-                tokens = _parse_tokens(text, f"{scope.value}_tokens_file {path}")
-            else:
+                    signature = _signature(path)
+                except OSError as exc:
+                    raise ConfigError(f"{scope.value}_tokens_file: cannot read {path}: {exc.strerror or exc}") from None
+                self._set(scope, _read_tokens(scope, path), str(path))
+                self.files[scope] = (path, signature)
+
+    def _set(self, scope: Scope, tokens: list[str], where: str) -> None:
+        self.digests[scope] = [_digest(token) for token in tokens]
+        self.sources[scope] = f"{len(tokens)} token{'s' if len(tokens) > 1 else ''} from {where}"
+
+    def reload(self) -> None:
+        """Read again the token files that changed since they were last read. A file that cannot be used
+        now (gone, empty, a malformed token) leaves its scope's tokens as they were, with an error in the
+        log: a mistake while rotating never opens a scope, nor locks every client out."""
+        for scope, (path, seen) in self.files.items():
+            try:
+                signature: Optional[tuple] = _signature(path)
+            except OSError:
+                signature = None
+            if signature == seen:
                 continue
-            self.digests[scope] = [_digest(token) for token in tokens]
-            self.sources[scope] = f"{len(tokens)} token{'s' if len(tokens) > 1 else ''} from {where}"
+            self.files[scope] = (path, signature)  # each change is read (and reported) once
+            try:
+                tokens = _read_tokens(scope, path)
+            except ConfigError as exc:
+                log.error("%s: the %s tokens read before stay in force", exc, scope.value)
+                continue
+            self._set(scope, tokens, str(path))
+            log.info("%s tokens reloaded: %s", scope.value, self.sources[scope])
+
+    async def watch(self) -> None:
+        """Look at the token files every RELOAD_INTERVAL seconds, for as long as the gateway serves."""
+        while True:
+            await asyncio.sleep(RELOAD_INTERVAL)
+            self.reload()
 
     def protects(self, scope: Scope) -> bool:
         return scope in self.digests

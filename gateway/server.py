@@ -127,6 +127,11 @@ def build(settings: ServerSettings, access: Access, tls: Optional[TLS]) -> Sanic
         app.add_task(load_models(), name="load-models")
 
     @app.before_server_start
+    async def watch_tokens(app: Sanic) -> None:
+        if access.files:
+            app.add_task(access.watch(), name="watch-token-files")
+
+    @app.before_server_start
     async def start_grpc(app: Sanic) -> None:
         # the gRPC front door runs on Sanic's loop, in this process (see gateway/grpc/__init__.py)
         app.ctx.grpc = await grpc_server.start(dataplane, settings, access, tls)
