@@ -18,6 +18,7 @@ import pytest
 import requests
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from openapi_spec_validator import validate
 from tritonclient.utils import InferenceServerException
 
 from gateway import access
@@ -123,6 +124,7 @@ def test_rest_endpoint_needs_its_scopes_token(gateway, method, path, body, scope
 def test_every_rest_route_is_in_the_table(gateway):
     """The table above covers every protected route the gateway serves (its API document lists them)."""
     document = requests.get(f"{gateway.url}/openapi.json", timeout=10).json()
+    validate(document)  # still a valid OpenAPI 3.1 document, with its security schemes
     protected = {path for path, operations in document["paths"].items() if any("security" in op for op in operations.values())}
     tested = {path.replace("echo", "{model}").replace("spare", "{model}").replace("/versions/1", "/versions/{version}") for _, path, *_ in REST}
     assert protected == tested
