@@ -89,6 +89,6 @@ def main(argv: list[str] | None = None) -> None:
         logs.access_log.setLevel(logging.WARNING)
     logs.release(held)
 
-    from .server import run
+    from .frontdoor.server import run
 
     run(settings)

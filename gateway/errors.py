@@ -48,7 +48,7 @@ class BadRequest(GatewayError):
 
 
 class Unauthenticated(GatewayError):
-    """No valid bearer token for what was called (gateway/access.py)."""
+    """No valid bearer token for what was called (gateway/frontdoor/access.py)."""
 
     http_status = 401
     grpc_code = "UNAUTHENTICATED"

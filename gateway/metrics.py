@@ -11,7 +11,7 @@ description (as MLServer does).
 
 These calls only note names and values in the worker process. They reach the
 gateway's registry with the worker's next message (the reply to the request
-being answered, READY after load(), or a heartbeat), see gateway/observability.py.
+being answered, READY after load(), or a heartbeat), see gateway/control/stats.py.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.grpc.generated import inference_pb2 as pb  # noqa: E402
+from gateway.protocol.generated import inference_pb2 as pb  # noqa: E402
 from tests import fuzzing  # noqa: E402
 from tests.conftest import Gateway  # noqa: E402
 from tests.test_worker_plane import children, write_repository  # noqa: E402

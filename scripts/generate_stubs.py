@@ -1,6 +1,6 @@
-"""Generate the committed gRPC stubs (gateway/grpc/generated/) from protos/inference.proto.
+"""Generate the committed gRPC stubs (gateway/protocol/generated/) from protos/*.proto.
 
-    python scripts/generate_stubs.py           # rewrite the stubs after editing the .proto
+    python scripts/generate_stubs.py           # rewrite the stubs after editing a .proto
     python scripts/generate_stubs.py --check   # exit 1 if the committed stubs are not what it generates (CI)
 
 The stubs are committed so that a fresh checkout imports without a build step, and editors
@@ -12,13 +12,23 @@ grpcio-tools is pinned to the release whose protoc is 5.27.2 (TOOLS below), inst
 virtualenv of its own so it never touches the project's protobuf. pyproject.toml's floors
 (protobuf >= 5.27.2, grpcio >= 1.66.2) follow from it: change them together.
 
+The protos: inference.proto (the V2 service), health.proto (grpc.health.v1.Health) and
+reflection.proto (grpc.reflection.v1.ServerReflection). The last two are gRPC's standard
+services, generated here rather than taken from grpcio-health-checking and grpcio-reflection:
+each release of those pins protobuf to one major version at or above the protoc it was built
+with (1.71: <6, 1.80: >=6.31.1,<7, 1.85: >=7.35.1), so pip installing the newest next to an
+older protobuf upgrades protobuf and grpcio under tritonclient, MLServer or KServe; and their
+modules register in the default pool, where reflection would not see our services.
+
 Two edits are made to protoc's output, both checked:
-- the messages are registered in a private descriptor pool instead of protobuf's default
-  one. tritonclient, MLServer and KServe register the same `inference.*` names in the
-  default pool, and importing two of them in one process fails with "duplicate symbol
-  'inference.ServerLiveRequest'"; with a private pool our stubs live next to any of them.
-  Message and service names, and so the wire format and RPC paths, are unchanged;
-- the service module imports its messages relatively (protoc writes `import inference_pb2`).
+- the messages are registered in one private descriptor pool (`POOL` in the package's
+  __init__.py) instead of protobuf's default one. tritonclient, MLServer and KServe register
+  the same `inference.*` names in the default pool, and importing two of them in one process
+  fails with "duplicate symbol 'inference.ServerLiveRequest'"; with a private pool our stubs
+  live next to any of them (and next to grpcio-health-checking's). The reflection service
+  serves the descriptors of this pool. Message and service names, and so the wire format and
+  RPC paths, are unchanged;
+- the service modules import their messages relatively (protoc writes `import inference_pb2`).
 """
 
 from __future__ import annotations
@@ -33,17 +43,28 @@ import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROTO = ROOT / "protos" / "inference.proto"
-STUBS = ROOT / "gateway" / "grpc" / "generated"
+PROTOS = ROOT / "protos"
+MODULES = ("inference", "health", "reflection")  # protos/<module>.proto
+STUBS = ROOT / "gateway" / "protocol" / "generated"
 TOOLS = "grpcio-tools==1.66.2"  # protoc 5.27.2; see the module docstring before changing it
-FILES = ("__init__.py", "inference_pb2.py", "inference_pb2.pyi", "inference_pb2_grpc.py")
+FILES = ("__init__.py", *(f"{module}{suffix}" for module in MODULES for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")))
 
 _PRIVATE_POOL = (
     "_descriptor_pool.Default().AddSerializedFile(",
-    "_descriptor_pool.DescriptorPool().AddSerializedFile(",
+    "POOL.AddSerializedFile(",
 )
-_RELATIVE_IMPORT = ("\nimport inference_pb2 as inference__pb2\n", "\nfrom . import inference_pb2 as inference__pb2\n")
-_INIT = f'"""Generated from protos/{PROTO.name} by scripts/generate_stubs.py ({TOOLS}); do not edit."""\n'
+_POOL_IMPORT = ("\nfrom google.protobuf.internal import builder as _builder\n", "\nfrom google.protobuf.internal import builder as _builder\nfrom . import POOL\n")
+_INIT = f'''"""Generated from protos/{{{", ".join(f"{module}.proto" for module in MODULES)}}} by scripts/generate_stubs.py ({TOOLS}); do not edit."""
+
+from google.protobuf import descriptor_pool
+
+# the descriptors of every module here: private, so that other copies of the same protos in the default pool do not clash
+POOL = descriptor_pool.DescriptorPool()
+'''
+
+
+def _relative_import(module: str) -> tuple[str, str]:
+    return f"\nimport {module}_pb2 as {module}__pb2\n", f"\nfrom . import {module}_pb2 as {module}__pb2\n"
 
 
 def tools_python() -> Path:
@@ -68,13 +89,16 @@ def generate(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
-            str(tools_python()), "-m", "grpc_tools.protoc", f"-I{PROTO.parent}",
-            f"--python_out={out_dir}", f"--pyi_out={out_dir}", f"--grpc_python_out={out_dir}", str(PROTO),
+            str(tools_python()), "-m", "grpc_tools.protoc", f"-I{PROTOS}",
+            f"--python_out={out_dir}", f"--pyi_out={out_dir}", f"--grpc_python_out={out_dir}",
+            *(str(PROTOS / f"{module}.proto") for module in MODULES),
         ],
         check=True,
     )  # fmt: skip
-    _rewrite(out_dir / "inference_pb2.py", *_PRIVATE_POOL)
-    _rewrite(out_dir / "inference_pb2_grpc.py", *_RELATIVE_IMPORT)
+    for module in MODULES:
+        _rewrite(out_dir / f"{module}_pb2.py", *_PRIVATE_POOL)
+        _rewrite(out_dir / f"{module}_pb2.py", *_POOL_IMPORT)
+        _rewrite(out_dir / f"{module}_pb2_grpc.py", *_relative_import(module))
     (out_dir / "__init__.py").write_text(_INIT)
 
 
@@ -101,8 +125,8 @@ def main() -> None:
         diff = differences(Path(scratch))
     if diff:
         sys.stdout.writelines(diff[:200])
-        raise SystemExit(f"the committed stubs are stale: run `python scripts/generate_stubs.py` after editing {PROTO.name}")
-    print("the committed gRPC stubs match protos/inference.proto")
+        raise SystemExit("the committed stubs are stale: run `python scripts/generate_stubs.py` after editing protos/")
+    print(f"the committed gRPC stubs match protos/{{{','.join(MODULES)}}}.proto")
 
 
 if __name__ == "__main__":

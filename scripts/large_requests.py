@@ -224,8 +224,8 @@ def binary_body(datatype: str, count: int, raw: bytes) -> tuple[bytes, dict]:
 def grpc_request(gateway: Gateway, datatype: str, count: int, raw: bytes | None = None, typed: list | None = None) -> Request:
     sys.path.insert(0, str(gateway_source))
     import grpc
-    from gateway.grpc.generated import inference_pb2 as pb
-    from gateway.grpc.generated import inference_pb2_grpc as pb_grpc
+    from gateway.protocol.generated import inference_pb2 as pb
+    from gateway.protocol.generated import inference_pb2_grpc as pb_grpc
 
     message = pb.ModelInferRequest(model_name="echo")
     tensor = message.inputs.add(name="x", datatype=datatype, shape=[count])

@@ -2,8 +2,8 @@
 tests that guard that module, and count the bugs they catch (killed) and miss (survived).
 
     python scripts/mutation_score.py                          # every core module, 20 mutants each
-    python scripts/mutation_score.py --module gateway/pool.py --mutants 40
-    python scripts/mutation_score.py --module gateway/tensors.py --list     # the candidates only
+    python scripts/mutation_score.py --module gateway/control/pool.py --mutants 40
+    python scripts/mutation_score.py --module gateway/wire/datatypes.py --list     # the candidates only
 
 Mutants are made from the module's syntax tree, one change on one line: a comparison turned
 (`<` to `<=`, `==` to `!=`, `in` to `not in`...), `and` and `or` swapped, a `not` dropped, a
@@ -39,16 +39,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # each core module, and the test files that guard it (the most focused first: -x stops at the first failure)
 GUARDS = {
-    "gateway/tensors.py": ["test_largejson.py", "test_properties.py", "test_codecs.py", "test_bytes_json.py", "test_rest.py", "test_grpc.py",
+    "gateway/wire/datatypes.py": ["test_largejson.py", "test_properties.py", "test_codecs.py", "test_bytes_json.py", "test_rest.py", "test_grpc.py",
                            "test_zero_size.py", "test_examples.py", "test_fuzz.py", "test_worker_plane.py"],
-    "gateway/restbody.py": ["test_rest.py", "test_largejson.py", "test_bytes_json.py", "test_properties.py", "test_zero_size.py", "test_examples.py",
+    "gateway/frontdoor/rest/body.py": ["test_rest.py", "test_largejson.py", "test_bytes_json.py", "test_properties.py", "test_zero_size.py", "test_examples.py",
                             "test_batching.py", "test_fuzz.py"],
-    "gateway/grpc/convert.py": ["test_grpc.py", "test_bytes_json.py", "test_properties.py", "test_zero_size.py", "test_fuzz.py"],
-    "gateway/batching.py": ["test_batching.py", "test_bytes_json.py", "test_pool_faults.py", "test_zero_size.py", "test_observability.py"],
-    "gateway/pool.py": ["test_pool_faults.py", "test_batching.py", "test_worker_plane.py", "test_rest.py", "test_observability.py", "test_lifecycle.py"],
-    "gateway/dataplane.py": ["test_rest.py", "test_grpc.py", "test_load_failures.py", "test_mlserver_examples.py", "test_batching.py",
+    "gateway/frontdoor/grpc/convert.py": ["test_grpc.py", "test_bytes_json.py", "test_properties.py", "test_zero_size.py", "test_fuzz.py"],
+    "gateway/control/batching.py": ["test_batching.py", "test_bytes_json.py", "test_pool_faults.py", "test_zero_size.py", "test_observability.py"],
+    "gateway/control/pool.py": ["test_pool_faults.py", "test_batching.py", "test_worker_plane.py", "test_rest.py", "test_observability.py", "test_lifecycle.py"],
+    "gateway/frontdoor/dataplane.py": ["test_rest.py", "test_grpc.py", "test_load_failures.py", "test_mlserver_examples.py", "test_batching.py",
                              "test_observability.py", "test_zero_size.py", "test_worker_plane.py"],
-    "gateway/transport.py": ["test_worker_plane.py", "test_pool_faults.py", "test_bytes_json.py", "test_rest.py", "test_grpc.py", "test_zero_size.py"],
+    "gateway/wire/messages.py": ["test_worker_plane.py", "test_pool_faults.py", "test_bytes_json.py", "test_rest.py", "test_grpc.py", "test_zero_size.py"],
 }
 
 COMPARISONS = {

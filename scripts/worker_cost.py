@@ -23,10 +23,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway import MLModel, transport  # noqa: E402
+from gateway import MLModel  # noqa
+from gateway.wire import messages  # noqa: E402
 from gateway.codecs import NumpyCodec  # noqa: E402
 from gateway.settings import ModelSettings  # noqa: E402
-from gateway.tensors import InferRequest, Tensor  # noqa: E402
+from gateway.wire.request import Tensor, WireRequest  # noqa: E402
 from gateway.types import InferenceResponse  # noqa: E402
 from workers.worker import load_runtime, run  # noqa: E402
 
@@ -49,12 +50,12 @@ def read_only(array: np.ndarray) -> np.ndarray:
 
 
 def microseconds(runtime: MLModel, tensor: Tensor, calls: int, repeats: int) -> float:
-    request = InferRequest(runtime.name, None, "r", [tensor])
+    request = WireRequest(runtime.name, None, "r", [tensor])
 
     async def timed() -> float:
         started = time.perf_counter()
         for _ in range(calls):
-            await run(runtime, transport.INFER, request, 0)
+            await run(runtime, messages.INFER, request, 0)
         return (time.perf_counter() - started) / calls
 
     return min(asyncio.run(timed()) for _ in range(repeats)) * 1e6

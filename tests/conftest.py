@@ -17,7 +17,7 @@ import requests
 import tritonclient.http as httpclient
 from tritonclient.utils import np_to_triton_dtype
 
-from gateway.transport import INLINE_BELOW
+from gateway.wire.messages import INLINE_BELOW
 
 ROOT = Path(__file__).resolve().parent.parent
 # a tensor of at least INLINE_BELOW (16 KiB) travels through the workers' shared-memory arenas, not

@@ -33,7 +33,7 @@ import grpc
 import numpy as np
 import requests
 
-from gateway.grpc.generated import inference_pb2 as pb
+from gateway.protocol.generated import inference_pb2 as pb
 
 DOORS = ("rest-json", "rest-binary", "grpc")
 DEFAULT_SEED = 13

@@ -1,4 +1,4 @@
-"""Bearer tokens (gateway/access.py) on one gateway, through real clients: every protected REST route
+"""Bearer tokens (gateway/frontdoor/access.py) on one gateway, through real clients: every protected REST route
 and gRPC method with the right token, a wrong one, another scope's and none; health, readiness and
 server metadata open; the repository API closed to the inference token; a 401 that says nothing
 about models; a refused request's body never read; the settings' errors at start-up."""
@@ -21,10 +21,11 @@ import tritonclient.http as httpclient
 from openapi_spec_validator import validate
 from tritonclient.utils import InferenceServerException
 
-from gateway import access
-from gateway.access import Access, Scope
-from gateway.grpc.generated import inference_pb2 as pb
-from gateway.grpc.generated import inference_pb2_grpc as pb_grpc
+from gateway.frontdoor import access
+from gateway.frontdoor.access import Access, Scope
+from gateway.protocol.generated import health_pb2
+from gateway.protocol.generated import inference_pb2 as pb
+from gateway.protocol.generated import inference_pb2_grpc as pb_grpc
 from gateway.settings import ConfigError, ServerSettings
 
 from .conftest import ROOT, assert_serves_large
@@ -411,4 +412,35 @@ def test_a_rotated_tokens_file_is_read_again_while_serving(gateway):
     wait_until(lambda: status(INFERENCE[0]) == 200)
     assert status(new) == 401
     assert new not in gateway.log_text()
+    assert_serves_large(gateway, "echo", headers=bearer(INFERENCE[0]))
+
+
+def test_grpc_health_service_open_for_the_server_closed_for_models(gateway):
+    """grpc.health.v1.Health: Kubernetes' gRPC probes ask for the whole server (""), without metadata; a
+    model's status, an unknown name's and List would tell which models exist: they need the inference token."""
+    with grpc.insecure_channel(gateway.grpc_url) as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check", health_pb2.HealthCheckRequest.SerializeToString, health_pb2.HealthCheckResponse.FromString)
+        watch = channel.unary_stream("/grpc.health.v1.Health/Watch", health_pb2.HealthCheckRequest.SerializeToString, health_pb2.HealthCheckResponse.FromString)
+        listing = channel.unary_unary("/grpc.health.v1.Health/List", health_pb2.HealthListRequest.SerializeToString, health_pb2.HealthListResponse.FromString)
+        for service in ("", "inference.GRPCInferenceService"):
+            assert check(health_pb2.HealthCheckRequest(service=service), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+        watching = watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        assert next(watching).status == health_pb2.HealthCheckResponse.SERVING
+        watching.cancel()
+        refusals = set()
+        for call_, request in [
+            (check, health_pb2.HealthCheckRequest(service="echo")),
+            (check, health_pb2.HealthCheckRequest(service="no-such-model")),
+            (lambda r, **kw: next(watch(r, **kw)), health_pb2.HealthCheckRequest(service="echo")),
+            (listing, health_pb2.HealthListRequest()),
+        ]:
+            for token in (None, WRONG, REPOSITORY):
+                with pytest.raises(grpc.RpcError) as caught:
+                    call_(request, timeout=10, metadata=None if token is None else (("authorization", f"Bearer {token}"),))
+                refusals.add((caught.value.code(), caught.value.details()))
+        ((code, message),) = refusals
+        assert code == grpc.StatusCode.UNAUTHENTICATED and "echo" not in message
+        with_token = (("authorization", f"Bearer {INFERENCE[0]}"),)
+        assert check(health_pb2.HealthCheckRequest(service="echo"), timeout=10, metadata=with_token).status == health_pb2.HealthCheckResponse.SERVING
+        assert "echo" in listing(health_pb2.HealthListRequest(), timeout=10, metadata=with_token).statuses
     assert_serves_large(gateway, "echo", headers=bearer(INFERENCE[0]))

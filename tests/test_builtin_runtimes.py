@@ -39,7 +39,7 @@ from sklearn.svm import SVC
 from tritonclient.utils import InferenceServerException
 
 from gateway.codecs.numpy import to_datatype
-from gateway.tensors import NUMPY_DTYPES
+from gateway.wire.datatypes import NUMPY_DTYPES
 
 from .conftest import ROOT
 from .test_observability import labels, metrics_of

@@ -14,8 +14,8 @@ import requests
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from gateway.grpc.generated import inference_pb2 as pb
-from gateway.grpc.generated import inference_pb2_grpc as pb_grpc
+from gateway.protocol.generated import inference_pb2 as pb
+from gateway.protocol.generated import inference_pb2_grpc as pb_grpc
 from tests.conftest import assert_serves_large
 from tests.test_worker_plane import write_repository
 

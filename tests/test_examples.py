@@ -83,9 +83,11 @@ def test_iris_mlp_infer_dict_rows(gateway):
     np.testing.assert_allclose(probabilities, expected_probabilities(IRIS), rtol=1e-5)
     bad = requests.post(f"{gateway.url}/v2/models/iris-mlp/infer_dict", json={"inputs": [{"petals": 1}]})
     assert bad.status_code == 400 and "the model takes ['features']" in bad.json()["error"]
-    # 4,096 rows (64 KiB): the two rows above, over and over, so the labels are known
+    # 4,096 rows (64 KiB): the two rows above, over and over, so the labels are known (the class names:
+    # BYTES, as config/iris-mlp/model-settings.json declares them)
     rows = np.tile(np.array(IRIS, dtype=np.float32), (2048, 1))
-    labels = np.tile(expected_probabilities(IRIS).argmax(axis=1), 2048).astype(np.int64).reshape(-1, 1)
+    classes = np.array([b"setosa", b"versicolor", b"virginica"], dtype=object)
+    labels = classes[np.tile(expected_probabilities(IRIS).argmax(axis=1), 2048)].reshape(-1, 1)
     assert_serves_large(gateway, "iris-mlp", {"features": rows}, expect=lambda inputs: {"label": labels})
 
 

@@ -14,9 +14,9 @@ import tritonclient.grpc as tc
 import tritonclient.grpc.aio as tca
 from tritonclient.utils import InferenceServerException, deserialize_bytes_tensor, serialize_byte_tensor
 
-from gateway.grpc.convert import parameters_from_pb, parameters_to_pb
-from gateway.grpc.generated import inference_pb2 as pb
-from gateway.grpc.generated import inference_pb2_grpc as pb_grpc
+from gateway.frontdoor.grpc.convert import parameters_from_pb, parameters_to_pb
+from gateway.protocol.generated import inference_pb2 as pb
+from gateway.protocol.generated import inference_pb2_grpc as pb_grpc
 from gateway.settings import MIB, ServerSettings
 
 from .conftest import ROOT, assert_serves_large
@@ -355,7 +355,7 @@ def test_a_long_name_is_quoted_short_in_the_status(stub, gateway, name):
 
 
 def test_status_messages_are_cut_to_fit_their_trailer():
-    from gateway.grpc.server import STATUS_MESSAGE_BYTES, _status_message
+    from gateway.frontdoor.grpc.server import STATUS_MESSAGE_BYTES, _status_message
 
     assert _status_message("short é") == "short é"
     cut = _status_message("é" * 5000)  # a runtime's own message may be that long

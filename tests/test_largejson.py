@@ -14,9 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import largejson, restbody
+from gateway.frontdoor.rest import body as restbody, largejson
 from gateway.errors import BadRequest
-from gateway.tensors import PackedBytes, Tensor, InferRequest, InferResponse, pack_bytes, unpack_bytes
+from gateway.wire.packed import pack_bytes, PackedBytes, unpack_bytes
+from gateway.wire.request import Tensor, WireRequest, WireResponse
 
 DATATYPES = ["BOOL", "UINT8", "INT8", "INT32", "UINT64", "INT64", "FP16", "FP32", "FP64", "BYTES"]
 
@@ -131,7 +132,7 @@ def test_a_placeholder_a_client_writes_is_only_data(small_steps):
     assert both_ways(text) == ("refused", "refused")
 
 
-def render_both_ways(monkeypatch, response: InferResponse, request: InferRequest) -> tuple[bytes, bytes]:
+def render_both_ways(monkeypatch, response: WireResponse, request: WireRequest) -> tuple[bytes, bytes]:
     at_once = restbody.render_infer_response(response, request)
     assert not asyncio.iscoroutine(at_once)
     monkeypatch.setattr(restbody, "JSON_STEP", 3)  # steps of a few elements or bytes
@@ -149,8 +150,8 @@ def test_an_answer_rendered_in_steps_is_the_same_bytes(monkeypatch, binary_outpu
         Tensor("z", "BOOL", [0], np.zeros(0, dtype=bool)),
         Tensor("w", "UINT64", [4], np.array([0, 1, 2**64 - 1, 7], dtype=np.uint64)),
     ]
-    response = InferResponse("m", "1", "id-1", outputs, {"k": "v"})
-    request = InferRequest("m", "1", "id-1", [], {}, None if binary_output is None else [
+    response = WireResponse("m", "1", "id-1", outputs, {"k": "v"})
+    request = WireRequest("m", "1", "id-1", [], {}, None if binary_output is None else [
         *(restbody.RequestedOutput(t.name) for t in outputs if t.name != binary_output),
         restbody.RequestedOutput(binary_output, {"binary_data": True}),
     ])
@@ -162,10 +163,10 @@ def test_an_answer_rendered_in_steps_is_the_same_bytes(monkeypatch, binary_outpu
 
 def test_an_answer_json_cannot_carry_is_refused_in_steps_too(monkeypatch):
     monkeypatch.setattr(restbody, "JSON_STEP", 2)
-    response = InferResponse("m", None, "i", [Tensor("y", "BYTES", [3], pack_bytes([b"a", b"b", b"\xff"]))], {})
+    response = WireResponse("m", None, "i", [Tensor("y", "BYTES", [3], pack_bytes([b"a", b"b", b"\xff"]))], {})
     with pytest.raises(BadRequest, match="not UTF-8"):
         asyncio.run(restbody._render_in_steps(response, [(response.outputs[0], False)]))
-    response = InferResponse("m", None, "i", [Tensor("f", "FP32", [5], np.array([1, 2, 3, 4, np.nan], dtype=np.float32))], {})
+    response = WireResponse("m", None, "i", [Tensor("f", "FP32", [5], np.array([1, 2, 3, 4, np.nan], dtype=np.float32))], {})
     with pytest.raises(BadRequest, match="NaN"):
         asyncio.run(restbody._render_in_steps(response, [(response.outputs[0], False)]))
 
@@ -173,13 +174,13 @@ def test_an_answer_json_cannot_carry_is_refused_in_steps_too(monkeypatch):
 @settings(max_examples=200, deadline=None)
 @given(elements=st.lists(st.binary(max_size=40), max_size=60), block=st.sampled_from([1, 2, 3, 65536]))
 def test_bytes_pack_and_unpack_exactly(elements, block):
-    import gateway.tensors as tensors
+    import gateway.wire.packed as packed_module
 
-    tensors._PACK_BLOCK, saved = block, tensors._PACK_BLOCK  # elements packed a block at a time
+    packed_module._PACK_BLOCK, saved = block, packed_module._PACK_BLOCK  # elements packed a block at a time
     try:
         packed = pack_bytes(elements, [0, len(elements)])
     finally:
-        tensors._PACK_BLOCK = saved
+        packed_module._PACK_BLOCK = saved
     expected = b"".join(len(e).to_bytes(4, "little") + e for e in elements)
     assert bytes(packed.buffer) == expected and packed.bounds == [0, len(expected)]
     assert unpack_bytes(PackedBytes(expected, len(elements)), "x").tolist() == elements

@@ -15,9 +15,9 @@ from openapi_spec_validator import validate
 from sanic import Sanic
 from schemathesis.checks import negative_data_rejection, not_a_server_error, response_schema_conformance, status_code_conformance
 
-from gateway.apidoc import spec
-from gateway.access import Access
-from gateway.server import build
+from gateway.frontdoor.access import Access
+from gateway.frontdoor.rest.apidoc import spec
+from gateway.frontdoor.server import build
 from gateway.settings import ServerSettings
 from tests.conftest import ROOT
 from tests.test_examples import iris_rows
@@ -70,7 +70,7 @@ def test_the_gateway_serves_the_document_of_its_settings(gateway):
 def test_docs_assets_are_ours_and_a_wrong_name_is_a_json_404(gateway):
     bundle = requests.get(f"{gateway.url}/docs/swagger-ui-bundle.js")
     assert bundle.status_code == 200 and bundle.headers["content-type"].startswith("text/javascript")
-    assert bundle.content == (ROOT / "gateway" / "apidoc" / "swagger-ui" / "swagger-ui-bundle.js").read_bytes()
+    assert bundle.content == (ROOT / "gateway" / "frontdoor" / "rest" / "apidoc" / "swagger-ui" / "swagger-ui-bundle.js").read_bytes()
     missing = requests.get(f"{gateway.url}/docs/..%2Fspec.py")
     assert missing.status_code == 404 and "error" in missing.json()
     iris_rows(gateway)

@@ -16,12 +16,12 @@ import threading
 import numpy as np
 import pytest
 
-from gateway import pool as pool_module
-from gateway import transport
+from gateway.control import pool as pool_module
+from gateway.wire import messages
 from gateway.errors import BadRequest, GatewayError
 from gateway.settings import ServerSettings
-from gateway.supervisor import Supervisor
-from gateway.tensors import InferRequest, Tensor
+from gateway.control.models import Supervisor
+from gateway.wire.request import Tensor, WireRequest
 from tests.conftest import ROOT
 from tests.test_worker_plane import write_repository
 
@@ -67,9 +67,9 @@ def harness(tmp_path_factory):
     harness.close()
 
 
-def request(value: int, elements: int = LARGE) -> InferRequest:
+def request(value: int, elements: int = LARGE) -> WireRequest:
     data = np.full((1, elements), value, dtype=np.int32)
-    return InferRequest("echo", None, f"r{value}", [Tensor("x", "INT32", [1, elements], data)])
+    return WireRequest("echo", None, f"r{value}", [Tensor("x", "INT32", [1, elements], data)])
 
 
 def copy_outputs(outputs, parameters) -> list[np.ndarray]:
@@ -77,7 +77,7 @@ def copy_outputs(outputs, parameters) -> list[np.ndarray]:
 
 
 async def infer(pool, value: int, render=copy_outputs) -> list[np.ndarray]:
-    return await pool.submit(transport.INFER, request(value), render)
+    return await pool.submit(messages.INFER, request(value), render)
 
 
 async def outcomes(pool, values: list[int]) -> list:
@@ -116,9 +116,9 @@ def pool(harness):
 def test_a_failing_step_fails_only_its_call_and_frees_the_worker(harness, pool, monkeypatch, step, error, status):
     worker = pool.workers[0]
     target = {
-        "request_frames": (transport, "request_frames"),
-        "place": (transport, "_place"),
-        "parse_reply": (transport, "parse_reply"),
+        "request_frames": (messages, "request_frames"),
+        "place": (messages, "_place"),
+        "parse_reply": (messages, "parse_reply"),
         "split": (pool_module, "split"),
         "merge": (pool_module, "merge"),
     }[step]

@@ -19,8 +19,8 @@ import requests
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from gateway.grpc.generated import inference_pb2 as pb
-from gateway.grpc.generated import inference_pb2_grpc as pb_grpc
+from gateway.protocol.generated import inference_pb2 as pb
+from gateway.protocol.generated import inference_pb2_grpc as pb_grpc
 from tests.conftest import assert_serves_large
 from tests.fuzzing import CONTENTS, DATATYPES, NUMPY
 from tests.test_worker_plane import write_repository

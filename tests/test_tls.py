@@ -1,4 +1,4 @@
-"""TLS (gateway/tls.py) on one gateway, with certificates the test makes (tests/certificates.py):
+"""TLS (gateway/frontdoor/tls.py) on one gateway, with certificates the test makes (tests/certificates.py):
 tritonclient's ssl clients over REST and gRPC, the server's certificate on every port (the metrics
 port too), no clear-text fallback, and the settings' errors at start-up."""
 
@@ -15,7 +15,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from gateway.settings import ConfigError, ServerSettings
-from gateway.tls import TLS
+from gateway.frontdoor.tls import TLS
 
 from . import certificates
 from .conftest import ROOT, assert_serves_large

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.errors import BadRequest
-from gateway.tensors import InferRequest, RequestedOutput, Tensor
+from gateway.wire.request import RequestedOutput, Tensor, WireRequest
 from gateway.types import (
     Datatype,
     InferenceRequest,
@@ -174,7 +174,7 @@ def test_the_worker_turns_parameters_pydantic_refuses_into_a_400():
     # the front doors refuse these first; the worker's own check is the backstop
     tensor = Tensor("x", "INT8", [1], np.zeros(1, np.int8), {"content_type": 5})
     with pytest.raises(BadRequest, match=r"^invalid parameters: content_type: Input should be a valid string$"):
-        to_inference_request(InferRequest("m", None, "r", [tensor]))
+        to_inference_request(WireRequest("m", None, "r", [tensor]))
     outputs = [RequestedOutput("y", {"headers": "h"})]
     with pytest.raises(BadRequest, match=r"^invalid parameters: headers: Input should be a valid dictionary$"):
-        to_inference_request(InferRequest("m", None, "r", [Tensor("x", "INT8", [1], np.zeros(1, np.int8))], outputs=outputs))
+        to_inference_request(WireRequest("m", None, "r", [Tensor("x", "INT8", [1], np.zeros(1, np.int8))], outputs=outputs))

@@ -12,8 +12,8 @@ import requests
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from gateway.grpc.generated import inference_pb2 as pb
-from gateway.grpc.generated import inference_pb2_grpc as pb_grpc
+from gateway.protocol.generated import inference_pb2 as pb
+from gateway.protocol.generated import inference_pb2_grpc as pb_grpc
 from tests.test_grpc import CONTENTS, NUMPY, assert_exact, decode
 from tests.test_worker_plane import write_repository
 

@@ -27,15 +27,18 @@ from typing import Any
 import zmq
 from pydantic import ValidationError
 
-from gateway import logs, metrics, transport
+from gateway import logs, metrics
+from gateway.wire import messages
 from gateway.codecs.utils import tensor_data
 from gateway.errors import BadRequest, GatewayError, RuntimeFailure, shown
 from gateway.model import MLModel
 from gateway.runtimes import resolve_implementation
 from gateway.settings import ModelSettings
-from gateway.shm import Arena
-from gateway.zmqio import LoopSocket
-from gateway.tensors import InferRequest, PackedBytes, RequestedOutput, Tensor, array_from_output, unpack_bytes
+from gateway.wire.arena import Arena
+from gateway.wire.sockets import LoopSocket
+from gateway.wire.datatypes import array_from_output
+from gateway.wire.packed import PackedBytes, unpack_bytes
+from gateway.wire.request import RequestedOutput, Tensor, WireRequest
 from gateway.types import Datatype, InferenceRequest, InferenceResponse, Parameters, RequestInput, RequestOutput
 
 log = logging.getLogger("gateway.worker")
@@ -59,7 +62,7 @@ def load_runtime(settings: ModelSettings) -> MLModel:
     return runtime_class(settings)
 
 
-def to_inference_request(request: InferRequest) -> InferenceRequest:
+def to_inference_request(request: WireRequest) -> InferenceRequest:
     """The SDK's request type around numpy views of the tensors (no copy, no validation pass);
     BYTES are unpacked here, their framing checked (a malformed one is the client's: a 400)."""
     return InferenceRequest.model_construct(
@@ -149,11 +152,11 @@ async def _call(method, payload):
 
 
 async def run(
-    runtime: MLModel, kind: bytes, request: InferRequest, received: int, batch: list[int] | None = None
+    runtime: MLModel, kind: bytes, request: WireRequest, received: int, batch: list[int] | None = None
 ) -> tuple[list[Tensor], dict, list[int]]:
     """(outputs, parameters, [input, infer, output] stage times in ns since `received`, for the statistics)."""
     payload = to_inference_request(request)
-    if kind == transport.EXPLAIN:
+    if kind == messages.EXPLAIN:
         inputs_ready = time.perf_counter_ns()
         response = await _call(runtime.explain, payload)
         inferred = time.perf_counter_ns()
@@ -184,33 +187,33 @@ async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_aren
         else:
             reason = "load() returned False"
         if loaded is False:
-            socket.send(transport.control_frames(transport.FAILED, {"reason": reason}))
+            socket.send(messages.control_frames(messages.FAILED, {"reason": reason}))
             return 1
         has_explain = type(runtime).explain is not MLModel.explain
         ready = {"metadata": metadata, "explain": has_explain, "report": metrics.take_report()}
-        socket.send(transport.control_frames(transport.READY, ready))
+        socket.send(messages.control_frames(messages.READY, ready))
         log.info("model %s loaded, serving", settings.name)
         while True:
             frames = await socket.recv()
             received = time.perf_counter_ns()
             kind = frames[0].bytes
-            if kind == transport.STOP:
+            if kind == messages.STOP:
                 break
-            if kind == transport.PING:
-                socket.send(transport.control_frames(transport.PONG, {"report": metrics.take_report()}))
+            if kind == messages.PING:
+                socket.send(messages.control_frames(messages.PONG, {"report": metrics.take_report()}))
                 continue
-            header = transport.request_header(frames)
+            header = messages.request_header(frames)
             seq = header["seq"]
             logs.REQUEST_ID.set(header["id"])  # every line logged until the reply carries it
             try:
-                request = transport.parse_request(header, frames, in_arena, settings.name, settings.version)
+                request = messages.parse_request(header, frames, in_arena, settings.name, settings.version)
                 outputs, parameters, times = await run(runtime, kind, request, received, header["batch"])
-                reply = transport.reply_frames(seq, outputs, parameters, out_arena, {**metrics.take_report(), "times": times})
+                reply = messages.reply_frames(seq, outputs, parameters, out_arena, {**metrics.take_report(), "times": times})
             except GatewayError as exc:
-                reply = transport.error_frames(seq, exc, metrics.take_report())
+                reply = messages.error_frames(seq, exc, metrics.take_report())
             except Exception as exc:  # this call fails; the worker goes on
                 log.exception("the runtime raised")
-                reply = transport.error_frames(seq, RuntimeFailure(f"{type(exc).__name__}: {exc}"), metrics.take_report())
+                reply = messages.error_frames(seq, RuntimeFailure(f"{type(exc).__name__}: {exc}"), metrics.take_report())
             socket.send(reply)
             logs.REQUEST_ID.set(None)
         await runtime.unload()

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadRequest
-from ..tensors import NUMPY_DTYPES, array_from_json, element_count
+from ..wire.datatypes import array_from_json, element_count, NUMPY_DTYPES
 from ..types import Datatype, Parameters, RequestInput, ResponseOutput, TensorData
 from .base import InputCodec, register_input_codec, register_request_codec
 from .errors import CodecError

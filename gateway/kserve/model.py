@@ -28,7 +28,7 @@ from enum import Enum
 from typing import Any, AsyncIterator, Awaitable, Dict, List, Optional, Union
 
 from .. import metrics
-from ..grpc.generated.inference_pb2 import ModelInferRequest
+from ..protocol.generated.inference_pb2 import ModelInferRequest
 from . import context
 from .constants.constants import PredictorProtocol
 from .errors import InvalidInput

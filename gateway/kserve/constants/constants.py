@@ -7,8 +7,7 @@ are not here: the gateway has no KServe control-plane client.
 import os
 from enum import Enum
 
-from ...grpc.convert import CONTENTS_FIELD
-from ...restbody import HEADER_LENGTH
+from ...protocol import CONTENTS_FIELD, HEADER_LENGTH
 
 KSERVE_LOGLEVEL = os.environ.get("KSERVE_LOGLEVEL", "INFO").upper()
 

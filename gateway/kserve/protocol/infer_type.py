@@ -44,13 +44,14 @@ import orjson
 from ...codecs.pandas import _pandas
 from ...codecs.utils import tensor_data
 from ...errors import BadRequest
-from ...grpc.generated.inference_pb2 import (
+from ...protocol.generated.inference_pb2 import (
     InferParameter,
     InferTensorContents,
     ModelInferRequest,
     ModelInferResponse,
 )
-from ...tensors import PackedBytes, array_from_raw, flatten, pack_bytes, unpack_bytes
+from ...wire.datatypes import array_from_raw, flatten
+from ...wire.packed import pack_bytes, PackedBytes, unpack_bytes
 from ...types import InferenceRequest
 from ..constants.constants import GRPC_CONTENT_DATATYPE_MAPPINGS
 from ..errors import InferenceError, InvalidInput

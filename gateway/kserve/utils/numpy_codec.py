@@ -4,7 +4,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ...tensors import NUMPY_DTYPES
+from ...wire.datatypes import NUMPY_DTYPES
 
 
 def to_np_dtype(datatype: str) -> Optional[np.dtype]:

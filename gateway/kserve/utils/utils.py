@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 
 from ...codecs.pandas import _pandas
-from ...grpc.generated.inference_pb2 import InferParameter
+from ...protocol.generated.inference_pb2 import InferParameter
 from ..constants.constants import PredictorProtocol
 from ..errors import InferenceError, InvalidInput
 from ..protocol.infer_type import InferOutput, InferRequest, InferResponse

@@ -1,0 +1,459 @@
+"""Starts, watches, restarts and stops the model worker processes, and keeps
+each model's state: the table that readiness and the repository index answer from.
+
+- A model is READY once all of its workers have loaded. A load that raises,
+  returns False or times out leaves it UNAVAILABLE with the reason.
+- A worker that dies (or is killed for hanging) fails its in-flight request at
+  once (pool.worker_exited) and is replaced after a back-off that doubles with
+  each crash in a row; the model's other workers keep serving meanwhile.
+- A worker is hung when it stays silent to pings while idle, or holds one
+  request longer than request_timeout: it is killed, then replaced.
+- Repository operations (load, unload) on one model run one at a time, in
+  the order asked; an unload cancels the tasks starting that model's workers
+  and waits for them, so no worker it started is left running.
+- A settings file that cannot be used (it does not parse or validate, or two
+  files declare one model version) fails that model alone: it is listed as
+  UNAVAILABLE with the reason, and the others load.
+- Readiness: every model that should be served is READY. A model unloaded on
+  purpose is not expected; one that failed (at start, or in a live load) is.
+
+The front door is one process, so this table lives in its memory and every
+reader (REST, gRPC) sees it directly: no cross-process state is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import itertools
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Awaitable, Callable, Optional
+
+from ..errors import BadRequest, NotFound, shown
+from .pool import ModelPool, Router, Worker
+from ..settings import MODEL_SETTINGS_FILE, ModelParameters, ModelSettings, ServerSettings, UnusableSettings, scan_model_settings
+from ..types import MetadataModelResponse, MetadataTensor, State
+
+log = logging.getLogger("gateway.supervisor")
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+STABLE_AFTER = 30.0  # a worker that lived this long resets the crash back-off
+SOCKET_FOLDER_PREFIX = "gateway-ipc-"
+SOCKET_NAME = "workers.sock"
+
+
+@dataclass(eq=False)
+class ModelEntry:
+    settings: ModelSettings
+    pool: ModelPool
+    state: State = State.LOADING
+    reason: str = ""
+    wanted: bool = True  # should be loaded: counts for server readiness, gets restarts
+    metadata: dict = field(default_factory=dict)
+    has_explain: bool = False
+    inputs: dict[str, MetadataTensor] = field(default_factory=dict)
+    outputs: dict[str, MetadataTensor] = field(default_factory=dict)
+    crashes: int = 0  # in a row, for the restart back-off
+    unusable: Optional[UnusableSettings] = None  # its settings file(s) could not be used: nothing to start
+    starting: set[asyncio.Task] = field(default_factory=set)  # its load, restarts of its workers: an unload cancels them
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def version(self) -> Optional[str]:
+        return self.settings.version
+
+    def take_ready(self, payload: dict) -> None:
+        """A worker loaded: take the metadata the runtime reported."""
+        self.metadata = payload["metadata"]
+        self.has_explain = payload["explain"]
+        described = MetadataModelResponse(**self.metadata)
+        self.inputs = {t.name: t for t in described.inputs or []}
+        self.outputs = {t.name: t for t in described.outputs or []}
+        self.state, self.reason = State.READY, ""
+
+
+def _version_key(version: Optional[str]) -> tuple:
+    # numeric versions compare as numbers, so "10" is newer than "9"
+    if version is None:
+        return (0, 0, "")
+    return (1, int(version), "") if version.isdigit() else (1, -1, version)
+
+
+def _socket_folder() -> tuple[str, int]:
+    """A private folder for the workers' socket, and a lock on it (flock) held while this gateway lives.
+
+    A gateway killed with SIGKILL cannot remove its folder, but the kernel lets go
+    of its lock: a folder whose socket exists while nobody holds its lock was left
+    by a dead gateway (a live one locks its folder before it binds the socket), and
+    is removed here. (Linux's abstract sockets, ipc://@name, leave nothing behind
+    but have no permissions: any local user could connect as a worker.)"""
+    for socket_file in Path(tempfile.gettempdir()).glob(f"{SOCKET_FOLDER_PREFIX}*/{SOCKET_NAME}"):
+        _remove_if_abandoned(socket_file.parent)
+    folder = tempfile.mkdtemp(prefix=SOCKET_FOLDER_PREFIX)
+    lock = os.open(folder, os.O_RDONLY)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return folder, lock
+
+
+def _remove_if_abandoned(folder: Path) -> None:
+    try:
+        lock = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # removed meanwhile, or another user's
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        shutil.rmtree(folder, ignore_errors=True)
+    except BlockingIOError:
+        pass  # its gateway lives
+    finally:
+        os.close(lock)
+
+
+class Supervisor:
+    def __init__(self, settings: ServerSettings):
+        self.settings = settings
+        self.models: dict[str, dict[Optional[str], ModelEntry]] = {}
+        self.router: Router | None = None
+        self._processes: dict[Worker, asyncio.subprocess.Process] = {}
+        self._identities = itertools.count()
+        self._socket_folder, self._socket_folder_lock = "", -1
+        self._stopping = False
+        self._heartbeat: Optional[asyncio.Task] = None
+        self._tasks: set[asyncio.Task] = set()
+        self._locks: dict[str, asyncio.Lock] = {}  # per model name: repository operations run one at a time
+        self._scanned = False  # the repository has been read: before, no model is known, and the server is not ready
+
+    # --- start, lookup, state ---------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the worker socket and load every model of the repository (concurrently)."""
+        self._socket_folder, self._socket_folder_lock = _socket_folder()
+        self.router = Router(f"ipc://{self._socket_folder}/{SOCKET_NAME}")
+        usable, unusable = scan_model_settings(self.settings.model_repository)
+        loading = [self._add(model_settings) for model_settings in usable]
+        for failure in unusable:
+            self._add_unusable(failure)
+        self._scanned = True
+        log.info("loading %d model(s) from %s", len(loading), self.settings.model_repository)
+        self._heartbeat = self._background(self._watch_heartbeats())
+        await asyncio.gather(*(self._start_loading(entry) for entry in loading), return_exceptions=True)
+
+    def _background(self, coroutine) -> asyncio.Task:
+        """A task that stop() cancels and waits for, so that none is left pending when the loop closes."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _add(self, model_settings: ModelSettings) -> ModelEntry:
+        pool = ModelPool(
+            model_settings.name,
+            self.router,
+            self.settings.request_timeout,
+            self.settings.shm_arena_bytes,
+            model_settings.max_batch_size,
+            version=model_settings.version,
+        )
+        entry = ModelEntry(model_settings, pool)
+        pool.on_worker_lost = lambda worker, why: self._worker_lost(entry, worker, why)
+        self.models.setdefault(model_settings.name, {})[model_settings.version] = entry
+        return entry
+
+    def _add_unusable(self, failure: UnusableSettings) -> None:
+        """List a model version whose settings cannot be used as failed, so that the index shows it and
+        the server is not ready until it is fixed (and loaded) or unloaded."""
+        placeholder = ModelSettings(name=failure.name, implementation="", parameters=ModelParameters(version=failure.version))
+        entry = self._add(placeholder)
+        entry.state, entry.reason, entry.unusable = State.UNAVAILABLE, failure.reason, failure
+        log.error("model %s (version %s) cannot be served: %s", failure.name, failure.version, failure.reason)
+
+    def entries(self) -> list[ModelEntry]:
+        return [entry for versions in self.models.values() for entry in versions.values()]
+
+    def get(self, name: str, version: Optional[str] = None) -> ModelEntry:
+        versions = self.models.get(name)
+        if not versions:
+            raise NotFound(f"model {shown(name)} not found")
+        if version is None:
+            return versions[max(versions, key=_version_key)]
+        if version not in versions:
+            raise NotFound(f"model {shown(name)} has no version {shown(version)}; it has {sorted(v or '' for v in versions)}")
+        return versions[version]
+
+    @property
+    def ready(self) -> bool:
+        """The repository has been read and every model that should be served is READY."""
+        return self._scanned and all(entry.state == State.READY for entry in self.entries() if entry.wanted)
+
+    # --- loading ------------------------------------------------------------
+
+    def _start_loading(self, entry: ModelEntry) -> asyncio.Task:
+        return self._starting(entry, self._load(entry))
+
+    def _starting(self, entry: ModelEntry, coroutine) -> asyncio.Task:
+        """A task that starts workers of the entry; unloading the entry cancels it and waits for it."""
+        task = self._background(coroutine)
+        entry.starting.add(task)
+        task.add_done_callback(entry.starting.discard)
+        return task
+
+    def _stop_starting(self, entry: ModelEntry) -> None:
+        entry.wanted = False
+        for task in entry.starting:
+            task.cancel()
+
+    async def _load(self, entry: ModelEntry) -> None:
+        count = entry.settings.parallel_workers or self.settings.parallel_workers
+        entry.state, entry.reason, entry.wanted = State.LOADING, "", True
+        workers = [await self._spawn(entry) for _ in range(count)]
+        try:
+            loaded = await asyncio.wait_for(asyncio.gather(*(w.loaded for w in workers)), self.settings.load_timeout)
+        except asyncio.TimeoutError:
+            self._fail(entry, f"load() did not finish within {self.settings.load_timeout} s")
+        except Exception as exc:
+            self._fail(entry, str(exc))
+        else:
+            entry.take_ready(loaded[0])
+            log.info("model %s (version %s) is ready with %d worker(s)", entry.name, entry.version, count)
+
+    def _fail(self, entry: ModelEntry, reason: str) -> None:
+        entry.state, entry.reason = State.UNAVAILABLE, reason
+        log.error("model %s (version %s) failed to load: %s", entry.name, entry.version, reason)
+        for worker in list(entry.pool.workers):
+            self._kill(worker)
+
+    async def _spawn(self, entry: ModelEntry) -> Worker:
+        identity = f"{entry.name}:{entry.version or '-'}#{next(self._identities)}"
+        worker = entry.pool.add_worker(identity)
+        threads = str(self.settings.worker_blas_threads)
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "workers",
+                "--settings", str(entry.settings.folder / MODEL_SETTINGS_FILE),
+                "--endpoint", self.router.endpoint,
+                "--identity", identity,
+                "--parent", str(os.getpid()),
+                "--in-fd", str(worker.in_arena.fd),
+                "--out-fd", str(worker.out_arena.fd),
+                "--log-level", self.settings.log_level,
+                "--log-format", self.settings.log_format,
+                env=env,
+                pass_fds=(worker.in_arena.fd, worker.out_arena.fd),
+            )
+        except BaseException:  # also cancelled by an unload: the loop has killed the process if it had started
+            entry.pool.worker_exited(worker, "it could not be started")
+            raise
+        self._processes[worker] = process
+        self._background(self._watch(entry, worker, process))
+        return worker
+
+    # --- crashes, hangs, restarts ------------------------------------------
+
+    async def _watch(self, entry: ModelEntry, worker: Worker, process: asyncio.subprocess.Process) -> None:
+        started = asyncio.get_running_loop().time()
+        code = await process.wait()
+        self._processes.pop(worker, None)
+        if worker in entry.pool.workers:
+            entry.pool.worker_exited(worker, f"exit code {code}")
+        if worker.ready and entry.wanted and not self._stopping:
+            if asyncio.get_running_loop().time() - started > STABLE_AFTER:
+                entry.crashes = 0
+            log.warning("worker %s of model %s exited with code %s", worker.identity.decode(), entry.name, code)
+            self._starting(entry, self._replace(entry))
+
+    def _worker_lost(self, entry: ModelEntry, worker: Worker, why: str) -> None:
+        self._kill(worker)  # it may still run, e.g. if it stopped answering
+        if entry.pool.ready_workers == 0 and entry.state == State.READY and not self._stopping:
+            entry.state, entry.reason = State.UNAVAILABLE, f"its worker stopped ({why}); restarting it"
+            log.error("model %s is unavailable until its worker is restarted (%s)", entry.name, why)
+
+    async def _replace(self, entry: ModelEntry) -> None:
+        """Start a worker in place of a dead one, backing off (0.5 s, 1 s, 2 s ... 30 s) while it keeps failing.
+
+        An unload (or the gateway's stop) cancels it."""
+        while True:
+            delay = min(self.settings.restart_backoff * 2**entry.crashes, 30.0)
+            entry.crashes += 1
+            log.info("restarting a worker of model %s in %.1f s", entry.name, delay)
+            await asyncio.sleep(delay)
+            worker = await self._spawn(entry)
+            entry.pool.stats.worker_restarted()
+            try:
+                payload = await asyncio.wait_for(worker.loaded, self.settings.load_timeout)
+            except Exception as exc:
+                log.error("restarted worker of model %s failed to load: %s", entry.name, exc)
+                entry.reason = f"restart failed: {exc}"
+                self._kill(worker)
+                continue
+            entry.take_ready(payload)
+            log.info("model %s has a new worker (%d ready)", entry.name, entry.pool.ready_workers)
+            return
+
+    async def _watch_heartbeats(self) -> None:
+        every, silent_after = self.settings.heartbeat_interval, self.settings.heartbeat_timeout
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(every)
+            for entry in self.entries():
+                for worker in entry.pool.hung_workers(loop.time(), every, silent_after):
+                    log.error("worker %s of model %s is hung; killing it", worker.identity.decode(), entry.name)
+                    self._kill(worker)
+
+    def _kill(self, worker: Worker) -> None:
+        process = self._processes.get(worker)
+        if process is not None and process.returncode is None:
+            process.kill()
+
+    # --- repository: load, unload, index -------------------------------------
+
+    def index(self, ready_only: bool = False) -> list[dict]:
+        """The repository index: every model version known, with its state."""
+        items = [
+            {"name": e.name, "version": e.version or "", "state": e.state.value, "reason": e.reason}
+            for e in sorted(self.entries(), key=lambda e: (e.name, _version_key(e.version)))
+        ]
+        return [i for i in items if i["state"] == State.READY.value] if ready_only else items
+
+    async def _in_turn(self, name: str, operation: Callable[[], Awaitable[None]]) -> None:
+        """Run a repository operation on the model once those asked for before it are done.
+
+        It runs to its end even if its client goes away: half of one would leave workers behind."""
+        lock = self._locks.setdefault(name, asyncio.Lock())
+
+        async def in_turn() -> None:
+            async with lock:
+                await operation()
+
+        await asyncio.shield(self._background(in_turn()))
+
+    async def load_model(self, name: str) -> None:
+        """(Re)read the model's model-settings.json file(s) and load it; unload the running one first."""
+        found = self._find_in_repository(name)
+        await self._in_turn(name, lambda: self._reload(name, found))
+
+    async def _reload(self, name: str, found: list[ModelSettings]) -> None:
+        await self._unload_versions(name)
+        self.models.pop(name, None)
+        entries = [self._add(model_settings) for model_settings in found]
+        # an unload asked for meanwhile cancels the load: that shows as a failed load
+        await asyncio.gather(*(self._start_loading(entry) for entry in entries), return_exceptions=True)
+        failed = [entry for entry in entries if entry.state != State.READY]
+        if failed:
+            raise BadRequest(f"model {name!r} failed to load: {failed[0].reason or 'it was unloaded meanwhile'}")
+        self._forget_unusable({entry.settings.folder / MODEL_SETTINGS_FILE for entry in entries})
+
+    def _forget_unusable(self, loaded: set[Path]) -> None:
+        """A file that failed at start and now loaded (perhaps under another name than it was listed by)
+        is no longer a failure."""
+        for name, versions in list(self.models.items()):
+            for version, entry in list(versions.items()):
+                if entry.unusable is not None and loaded & set(entry.unusable.paths):
+                    del versions[version]
+            if not versions:
+                del self.models[name]
+
+    def _find_in_repository(self, name: str) -> list[ModelSettings]:
+        if not MODEL_NAME.match(name):
+            raise BadRequest(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-'")
+        # match by the name inside each file, never by joining the name into a path
+        usable, unusable = scan_model_settings(Path(self.settings.model_repository))
+        errors = [failure.reason for failure in unusable if failure.name == name]
+        if errors:
+            raise BadRequest(f"cannot load model {name!r}: {errors[0]}")
+        found = [model_settings for model_settings in usable if model_settings.name == name]
+        if not found:
+            raise NotFound(f"model {name!r} is not in the model repository")
+        return found
+
+    async def unload_model(self, name: str) -> None:
+        """Refuse new requests, let in-flight ones finish, then stop the workers (calling unload())."""
+        if name not in self.models:
+            raise NotFound(f"model {name!r} not found")
+        for entry in self.models[name].values():
+            self._stop_starting(entry)  # a load in progress stops now, not once it is done
+        await self._in_turn(name, lambda: self._unload_versions(name))
+
+    async def _unload_versions(self, name: str) -> None:
+        await asyncio.gather(*(self._unload(entry) for entry in self.models.get(name, {}).values()))
+
+    async def _unload(self, entry: ModelEntry, reason: str = "unloaded", grace: Optional[float] = None) -> None:
+        """Refuse new requests, give in-flight ones `grace` (default shutdown_grace) to finish, fail
+        those still running, then stop the workers: an idle worker calls unload() and exits (killed
+        after worker_stop_grace), one still running a request is killed at once."""
+        grace = self.settings.shutdown_grace if grace is None else grace
+        self._stop_starting(entry)
+        if entry.starting:
+            await asyncio.wait(entry.starting)  # so that every worker they started is in the pool, or gone
+        entry.state, entry.reason = State.UNLOADING, ""
+        if not await entry.pool.drain(grace):
+            log.warning("model %s: in-flight requests did not finish within %s s; failing them", entry.name, grace)
+            self._abandon_requests(entry, f"model {entry.name!r} was unloaded: the request did not finish within shutdown_grace, {grace} s")
+        workers = list(entry.pool.workers)
+        for worker in workers:
+            if worker.ready:
+                entry.pool.stop_worker(worker)
+            else:
+                self._kill(worker)  # still loading: it cannot take STOP before load() ends
+        processes = [p for w in workers if (p := self._processes.get(w)) is not None]
+        if processes:
+            _, pending = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in processes], timeout=self.settings.worker_stop_grace)
+            for process in processes:
+                if process.returncode is None:
+                    log.warning("a worker of model %s did not stop in %s s; killing it", entry.name, self.settings.worker_stop_grace)
+                    process.kill()
+            if pending:
+                await asyncio.wait(pending)
+        entry.pool.fail_waiting(f"model {entry.name!r} was unloaded")
+        entry.state, entry.reason = State.UNAVAILABLE, reason
+        log.info("model %s (version %s) %s", entry.name, entry.version, reason)
+
+    def _abandon_requests(self, entry: ModelEntry, why: str) -> int:
+        """Fail the entry's queued and running requests at once (503 / UNAVAILABLE, saying why) and kill
+        the workers running them: a worker would read STOP only once its request ends. Returns how many failed."""
+        running = [worker for worker in entry.pool.workers if worker.inflight is not None]
+        failed = sum(not waiting.reply.done() for worker in running for waiting in worker.inflight[1])
+        for worker in running:
+            entry.pool.worker_exited(worker, why)
+            self._kill(worker)
+        return failed + entry.pool.fail_waiting(why)
+
+    # --- shutdown ---------------------------------------------------------------
+
+    def cut_off(self, why: str) -> None:
+        """The gateway stops and the requests' time is up: fail those still queued or running (the front
+        doors answer them 503 / UNAVAILABLE, saying why) and kill the workers running them."""
+        self._stopping = True  # no restart of the workers killed here
+        failed = sum(self._abandon_requests(entry, why) for entry in self.entries())
+        if failed:
+            log.warning("%d request(s) still queued or running get 503 / UNAVAILABLE: %s", failed, why)
+
+    async def stop(self) -> None:
+        """Stop every model's workers (an idle worker calls unload() first), then close the socket.
+
+        The front doors have given in-flight requests their grace already: what still runs is cut off."""
+        self.cut_off("the gateway stopped")
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        await asyncio.gather(*(self._unload(entry, "the gateway stopped", grace=0) for entry in self.entries()))
+        for process in list(self._processes.values()):  # e.g. a replacement still loading
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        for task in self._tasks:  # watchers of exited workers, restarts waiting out their back-off
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.router is not None:
+            await self.router.close()
+            shutil.rmtree(self._socket_folder, ignore_errors=True)
+            os.close(self._socket_folder_lock)  # only now: a starting gateway would take the folder for abandoned

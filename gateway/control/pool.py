@@ -1,0 +1,385 @@
+"""The gateway side of the worker message path.
+
+One ROUTER socket talks to every worker process (each worker's DEALER has a
+known identity). Each model version has a `ModelPool`: a queue of waiting
+requests and its workers. A worker holds at most one request at a time; the
+pool gives the oldest waiting request to an idle worker the moment one is
+free, which is least-busy routing without guessing.
+
+Every worker has two shared-memory arenas: the gateway writes inputs into its
+input arena, the worker writes outputs into its output arena. When a reply's
+outputs lie in the output arena, the arena is lent to the request until its
+response has been rendered (`submit`'s `render` callback); only then may the
+worker take the next request. Every path gives the lease back: success, error,
+timeout, client gone, worker death.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Coroutine, Hashable, Optional, TypeVar
+
+import zmq
+
+from ..wire import messages
+from .stats import model_stats
+from .batching import batch_key, merge, rows_of, split
+from ..errors import GatewayError, RuntimeFailure, Timeout, Unavailable
+from ..wire.arena import Arena
+from ..wire.request import Tensor, WireRequest
+from ..wire.sockets import LoopSocket
+
+log = logging.getLogger("gateway.pool")
+
+T = TypeVar("T")
+Render = Callable[[list[Tensor], dict], "T | Coroutine[Any, Any, T]"]
+
+
+@dataclass(eq=False)
+class _Waiting:
+    kind: bytes
+    request: WireRequest
+    reply: asyncio.Future
+    batch_key: Optional[Hashable]  # None: runs alone
+    # for the queue-time metric: loop.time() is uvloop's per-iteration clock, in whole milliseconds
+    queued: int = field(default_factory=time.perf_counter_ns)
+
+
+@dataclass(eq=False)
+class Worker:
+    identity: bytes
+    pool: "ModelPool"
+    in_arena: Arena
+    out_arena: Arena
+    loaded: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    ready: bool = False
+    stopping: bool = False  # told to stop: it gets no more requests and is not pinged while it unloads
+    inflight: tuple[int, list[_Waiting]] | None = None  # the call it runs: one request or a batch
+    busy_since: float = 0.0
+    lent: int = 0  # how many requests are still reading its output arena
+    last_seen: float = field(default_factory=lambda: asyncio.get_running_loop().time())
+
+    @property
+    def idle(self) -> bool:
+        return self.ready and not self.stopping and self.inflight is None and not self.lent
+
+
+class Router:
+    """The gateway's ROUTER socket and the task that reads every worker's messages."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint
+        self._context = zmq.Context()
+        socket = self._context.socket(zmq.ROUTER)
+        socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a gone worker raises, never drops silently
+        socket.bind(endpoint)
+        self._socket = LoopSocket(socket)
+        self._workers: dict[bytes, Worker] = {}
+        self._loop = asyncio.get_running_loop()
+        self._reader = self._loop.create_task(self._read())
+
+    def add(self, worker: Worker) -> None:
+        self._workers[worker.identity] = worker
+
+    def remove(self, worker: Worker) -> None:
+        self._workers.pop(worker.identity, None)
+
+    def send(self, worker: Worker, frames: list) -> None:
+        self._socket.send([worker.identity, *frames])
+
+    async def _read(self) -> None:
+        while True:
+            frames = await self._socket.recv()
+            worker = self._workers.get(frames[0].bytes)
+            if worker is None:
+                continue  # a worker we have already let go of
+            worker.last_seen = self._loop.time()
+            try:
+                worker.pool.on_message(worker, frames[1].bytes, frames[1:])
+            except Exception:
+                log.exception("bad message from worker %s", worker.identity.decode())
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        await asyncio.wait([self._reader])  # gone before the loop closes
+        self._socket.close()
+        self._context.term()
+
+
+class ModelPool:
+    """The queue and the workers of one model version."""
+
+    def __init__(
+        self, name: str, router: Router, request_timeout: float, arena_bytes: int, max_batch_size: int = 0, version: str | None = None
+    ):
+        self.name = name
+        self.stats = model_stats(name, version)  # told of each call sent and each worker report
+        self.request_timeout = request_timeout
+        self.arena_bytes = arena_bytes
+        self.max_batch_size = max_batch_size
+        self.workers: list[Worker] = []
+        self.on_worker_lost: Callable[[Worker, str], None] = lambda worker, why: None
+        self._router = router
+        self._waiting: deque[_Waiting] = deque()
+        self._idle: list[Worker] = []
+        self._seq = itertools.count()
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+    def add_worker(self, identity: str) -> Worker:
+        worker = Worker(
+            identity.encode(),
+            self,
+            Arena(self.arena_bytes, f"gateway:{identity}:in"),
+            Arena(self.arena_bytes, f"gateway:{identity}:out"),
+        )
+        self.workers.append(worker)
+        self._router.add(worker)
+        return worker
+
+    @property
+    def ready_workers(self) -> int:
+        return sum(w.ready for w in self.workers)
+
+    # --- requests -------------------------------------------------------
+
+    async def submit(self, kind: bytes, request: WireRequest, render: Render[T]) -> T:
+        """Run the request on a worker and return `render(outputs, parameters)`.
+
+        The outputs may view a worker's shared memory: they are valid only
+        inside `render`, which must copy what it keeps."""
+        if not self.ready_workers:
+            raise Unavailable(f"model {self.name!r} has no running worker")
+        loop = asyncio.get_running_loop()
+        key = batch_key(request) if self.max_batch_size > 1 and kind == messages.INFER else None
+        waiting = _Waiting(kind, request, loop.create_future(), key)
+        self._waiting.append(waiting)
+        self._quiet.clear()
+        self._dispatch()
+        deadline = loop.call_later(self.request_timeout, self._expire, waiting.reply)
+        try:
+            outputs, parameters, lender = await waiting.reply
+        except asyncio.CancelledError:
+            # the client went away; if the reply had already arrived, give its lease back
+            if waiting.reply.done() and not waiting.reply.cancelled() and waiting.reply.exception() is None:
+                self._release(waiting.reply.result()[2])
+            raise
+        finally:
+            deadline.cancel()
+        try:
+            rendered = render(outputs, parameters)
+            if asyncio.iscoroutine(rendered):  # a large answer, rendered in steps: the outputs stay lent until it is done
+                rendered = await rendered
+            return rendered
+        finally:
+            self._release(lender)
+
+    def _expire(self, reply: asyncio.Future) -> None:
+        if not reply.done():  # a late answer finds it done and is dropped
+            reply.set_exception(Timeout(f"model {self.name!r} did not answer within {self.request_timeout} s"))
+
+    def _dispatch(self) -> None:
+        """Each idle worker takes the oldest waiting request and those waiting that can join it.
+
+        Nothing waits for company while a worker is idle: batches form from the
+        requests that queue while every worker is busy."""
+        while self._waiting and self._idle:
+            first = self._waiting.popleft()
+            if first.reply.done():
+                continue  # timed out or cancelled while queued
+            worker = self._idle.pop()
+            if not self._send(worker, self._take_batch(first)):
+                self._idle.append(worker)  # the call never left: the worker is still free
+        self._check_quiet()
+
+    def _take_batch(self, first: _Waiting) -> list[_Waiting]:
+        """`first` and the waiting requests that can join it, oldest first, up to max_batch_size."""
+        batch = [first]
+        if first.batch_key is None:
+            return batch
+        kept: deque[_Waiting] = deque()
+        while self._waiting and len(batch) < self.max_batch_size:
+            waiting = self._waiting.popleft()
+            if waiting.reply.done():
+                continue
+            (batch if waiting.batch_key == first.batch_key else kept).append(waiting)
+        kept.extend(self._waiting)
+        self._waiting = kept
+        return batch
+
+    def _send(self, worker: Worker, batch: list[_Waiting]) -> bool:
+        """Give the batch to the worker; False if its message could not be built (the batch
+        has failed then, and the worker is untouched)."""
+        seq = next(self._seq)
+        try:
+            request = batch[0].request if len(batch) == 1 else merge([w.request for w in batch])
+            rows = None if len(batch) == 1 else [rows_of(w.request) for w in batch]
+            frames = messages.request_frames(batch[0].kind, seq, request, worker.in_arena, rows)
+        except Exception as exc:
+            self._fail(batch, _request_error(exc, f"could not send a call of model {self.name!r} to its worker"))
+            return False
+        worker.inflight = (seq, batch)
+        worker.busy_since = asyncio.get_running_loop().time()
+        self.stats.dispatched([w.queued for w in batch])
+        try:
+            self._router.send(worker, frames)
+        except zmq.ZMQError as exc:
+            self.worker_exited(worker, f"unreachable: {exc}")
+        return True
+
+    @staticmethod
+    def _fail(batch: list[_Waiting], error: GatewayError) -> None:
+        for waiting in batch:
+            if not waiting.reply.done():
+                waiting.reply.set_exception(error)
+
+    def _release(self, worker: Worker | None) -> None:
+        if worker is not None and worker.lent:
+            worker.lent -= 1
+            if not worker.lent:
+                self._make_idle(worker)
+
+    def _make_idle(self, worker: Worker) -> None:
+        if worker in self.workers and worker.idle and worker not in self._idle:
+            self._idle.append(worker)
+            self._dispatch()
+        self._check_quiet()
+
+    def _check_quiet(self) -> None:
+        if not self._waiting and all(w.inflight is None and not w.lent for w in self.workers):
+            self._quiet.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until nothing is queued, running or being read; False on timeout."""
+        if self._quiet.is_set():
+            return True  # also with no time to wait (wait_for with 0 s times out even on what is done)
+        try:
+            await asyncio.wait_for(self._quiet.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    # --- messages from workers -------------------------------------------
+
+    def on_message(self, worker: Worker, kind: bytes, frames: list[Any]) -> None:
+        if kind in (messages.REPLY, messages.ERROR):
+            self._on_reply(worker, frames)
+        elif kind == messages.READY:
+            worker.ready = True
+            payload = messages.parse_control(frames)
+            self.stats.worker_report(payload["report"])
+            if not worker.loaded.done():
+                worker.loaded.set_result(payload)
+            self._make_idle(worker)
+        elif kind == messages.FAILED:
+            if not worker.loaded.done():
+                worker.loaded.set_exception(RuntimeError(messages.parse_control(frames)["reason"]))
+        elif kind == messages.PONG:  # receiving it was the point (last_seen), and what it reports
+            self.stats.worker_report(messages.parse_control(frames)["report"])
+
+    def _on_reply(self, worker: Worker, frames: list[Any]) -> None:
+        if worker.inflight is None:
+            log.warning("worker %s answered a request it was not given", worker.identity.decode())
+            return
+        seq, batch = worker.inflight
+        worker.inflight = None
+        try:
+            # a worker holds one call at a time, so a reply answers the call in flight
+            reply_seq, result, in_arena, report = messages.parse_reply(frames, worker.out_arena)
+            if reply_seq != seq:
+                raise RuntimeError(f"the reply is to call {reply_seq}, the worker was given call {seq}")
+            self.stats.worker_report(report, requests=len(batch))
+            self._answer(worker, batch, result, in_arena)
+        except Exception as exc:
+            self._fail(batch, _request_error(exc, f"could not read the answer of model {self.name!r}"))
+        finally:
+            self._make_idle(worker)  # whatever went wrong above, the worker takes the next request
+
+    def _answer(self, worker: Worker, batch: list[_Waiting], result: Any, in_arena: bool) -> None:
+        if isinstance(result, GatewayError):
+            self._fail(batch, result)
+            return
+        outputs, parameters = result
+        answers = split(outputs, [w.request for w in batch]) if len(batch) > 1 else [outputs]
+        for waiting, answer in zip(batch, answers):
+            if not waiting.reply.done():  # else: timed out or gone; nobody will read
+                worker.lent += in_arena
+                waiting.reply.set_result((answer, parameters, worker if in_arena else None))
+
+    # --- liveness ----------------------------------------------------------
+
+    def hung_workers(self, now: float, ping_every: float, silent_after: float) -> list[Worker]:
+        """Ping idle workers; name those silent too long, or busy on one request past the timeout."""
+        hung = []
+        for worker in self.workers:
+            if not worker.ready or worker.stopping:
+                continue
+            if worker.inflight is not None:
+                if now - worker.busy_since > self.request_timeout:
+                    hung.append(worker)
+            elif now - worker.last_seen > silent_after:
+                hung.append(worker)
+            elif now - worker.last_seen > ping_every and not worker.lent:
+                try:
+                    self._router.send(worker, messages.control_frames(messages.PING))
+                except zmq.ZMQError:
+                    hung.append(worker)
+        return hung
+
+    def worker_exited(self, worker: Worker, why: str) -> None:
+        """Fail what the worker was running at once, free its arenas, and forget it."""
+        if worker not in self.workers:
+            return
+        self.workers.remove(worker)
+        self._router.remove(worker)
+        if worker in self._idle:
+            self._idle.remove(worker)
+        if not worker.loaded.done():
+            worker.loaded.set_exception(RuntimeError(f"worker exited during load ({why})"))
+        for waiting in worker.inflight[1] if worker.inflight is not None else ():
+            if not waiting.reply.done():
+                waiting.reply.set_exception(Unavailable(f"model {self.name!r}: its worker stopped during the request ({why})"))
+        worker.inflight = None
+        worker.in_arena.close()
+        worker.out_arena.close()  # a render still reading keeps its mapping alive until it is done
+        if worker.ready:
+            self.on_worker_lost(worker, why)
+        if not self.ready_workers:
+            self.fail_waiting(f"model {self.name!r} has no running worker")
+        self._check_quiet()
+
+    def fail_waiting(self, why: str) -> int:
+        """Fail every queued request (503 / UNAVAILABLE); returns how many."""
+        failed = 0
+        while self._waiting:
+            waiting = self._waiting.popleft()
+            if not waiting.reply.done():
+                waiting.reply.set_exception(Unavailable(why))
+                failed += 1
+        self._check_quiet()
+        return failed
+
+    def stop_worker(self, worker: Worker) -> None:
+        """Tell the worker to unload and exit (its unload() may take a while: it is not hung)."""
+        worker.stopping = True
+        if worker in self._idle:
+            self._idle.remove(worker)
+        try:
+            self._router.send(worker, messages.control_frames(messages.STOP))
+        except zmq.ZMQError:
+            pass  # already gone
+
+
+def _request_error(exc: Exception, what: str) -> GatewayError:
+    """The error a request fails with when a step of its dispatch raised: a GatewayError keeps its
+    status (e.g. an output the client asked for in a form that cannot hold it); anything else is a
+    bug of ours, logged, and a 500 for this call only."""
+    if isinstance(exc, GatewayError):
+        return exc
+    log.error("%s", what, exc_info=exc)
+    return RuntimeFailure(f"{what}: {type(exc).__name__}: {exc}")

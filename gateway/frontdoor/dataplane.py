@@ -1,0 +1,183 @@
+"""The one dispatch path every front door calls.
+
+REST and gRPC parse their requests into `wire.request.WireRequest` and call
+`DataPlane.infer`; everything about models (lookup, readiness, checking the
+request against the model's declared inputs, handing it to the worker pool)
+happens here, once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from typing import Callable, Optional, TypeVar
+
+from .. import logs
+from ..control.stats import ModelStats, model_stats
+from ..wire import messages
+from ..errors import BadRequest, NotFound, NotSupported, Unavailable, shown
+from ..settings import ServerSettings
+from ..control.models import ModelEntry, Supervisor
+from ..wire.request import WireRequest, WireResponse
+from ..types import MetadataTensor, State
+
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
+
+T = TypeVar("T")
+
+# ids for requests that come without one: unique per gateway process, cheaper than a uuid4 each
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_ids = itertools.count(1)
+
+
+class DataPlane:
+    def __init__(self, settings: ServerSettings, supervisor: Supervisor):
+        self.settings = settings
+        self.supervisor = supervisor
+        # the gateway is stopping: it answers not ready (so that load balancers stop sending), and REST
+        # answers close their connections; requests are still served
+        self.draining = False
+
+    # --- server and model state ---------------------------------------
+
+    def server_metadata(self) -> dict:
+        return {"name": self.settings.server_name, "version": self.settings.server_version, "extensions": EXTENSIONS}
+
+    def server_ready(self) -> bool:
+        return not self.draining and self.supervisor.ready
+
+    def check_model_exists(self, name: str, version: Optional[str] = None) -> None:
+        """Raise NotFound for an unknown model or version (before a body is parsed)."""
+        self.supervisor.get(name, version)
+
+    def model_state(self, name: str, version: Optional[str] = None) -> tuple[str, str]:
+        """(state, reason): READY, LOADING, UNLOADING or UNAVAILABLE (the reason says why)."""
+        entry = self.supervisor.get(name, version)
+        return entry.state.value, entry.reason
+
+    def model_metadata(self, name: str, version: Optional[str] = None) -> dict:
+        entry = self.supervisor.get(name, version)
+        if entry.metadata:
+            return entry.metadata
+        settings = entry.settings
+        return {
+            "name": settings.name,
+            "versions": settings.versions or None,
+            "platform": settings.platform,
+            "inputs": [t.model_dump(mode="json", exclude_none=True) for t in settings.inputs],
+            "outputs": [t.model_dump(mode="json", exclude_none=True) for t in settings.outputs],
+        }
+
+    def model_names(self) -> list[str]:
+        return sorted(self.supervisor.models)
+
+    def declared_inputs(self, name: str, version: Optional[str] = None) -> list[MetadataTensor]:
+        return list(self._ready_entry(name, version).inputs.values())
+
+    # --- inference ----------------------------------------------------
+
+    def check_request(self, request: WireRequest) -> None:
+        """What `infer` checks before running a request (the model ready, the inputs it declares):
+        for a front door that reads a large request's data only once it passes."""
+        _check_against_metadata(self._ready_entry(request.model_name, request.model_version), request)
+
+    async def infer(self, request: WireRequest, render: Callable[[WireResponse], T]) -> T:
+        """Run a request and return `render(response)`.
+
+        The outputs may view a worker's shared memory and are valid only
+        during `render`: a front door renders its answer there, straight from
+        shared memory, into bytes it owns. `render` may return a coroutine (a
+        large answer rendered in steps): it is awaited, the outputs valid meanwhile."""
+        return await self._run(messages.INFER, request, render)
+
+    async def explain(self, request: WireRequest, render: Callable[[WireResponse], T]) -> T:
+        return await self._run(messages.EXPLAIN, request, render)
+
+    async def _run(self, kind: bytes, request: WireRequest, render: Callable[[WireResponse], T]) -> T:
+        entry = self._ready_entry(request.model_name, request.model_version)
+        if kind == messages.EXPLAIN and not entry.has_explain:
+            raise NotSupported(f"model {entry.name!r} has no explainer")
+        if not request.id:
+            request.id = f"{_ID_PREFIX}-{next(_ids)}"
+        logs.REQUEST_ID.set(request.id)
+        _check_against_metadata(entry, request)
+        stats = entry.pool.stats
+        started = stats.request_started()
+        try:
+            result = await entry.pool.submit(
+                kind, request, lambda outputs, parameters: render(WireResponse(entry.name, entry.version, request.id, outputs, parameters))
+            )
+        except BaseException:  # an error, a timeout, or the client gone (cancelled)
+            stats.request_finished(started, ok=False)
+            raise
+        stats.request_finished(started, ok=True)
+        return result
+
+    # --- statistics extension -------------------------------------------
+
+    def model_stats(self, name: str, version: Optional[str] = None) -> ModelStats:
+        """The measurements of the model version a request names; those of model "" for an unknown one
+        (so that clients cannot create label values)."""
+        try:
+            return self.supervisor.get(name, version).pool.stats
+        except NotFound:
+            return model_stats("", None)
+
+    def statistics(self, name: Optional[str] = None, version: Optional[str] = None) -> list[dict]:
+        """The statistics extension: every model version, every version of `name`, or one version."""
+        if version is not None:
+            entries = [self.supervisor.get(name, version)]
+        elif name is not None:
+            self.supervisor.get(name)  # NotFound for an unknown model
+            entries = list(self.supervisor.models[name].values())
+        else:
+            entries = self.supervisor.entries()
+        return [entry.pool.stats.document() for entry in entries]
+
+    # --- model repository extension -------------------------------------
+
+    def repository_index(self, ready_only: bool = False) -> list[dict]:
+        return self.supervisor.index(ready_only)
+
+    async def load_model(self, name: str) -> None:
+        await self.supervisor.load_model(name)
+
+    async def unload_model(self, name: str) -> None:
+        await self.supervisor.unload_model(name)
+
+    def _ready_entry(self, name: str, version: Optional[str]) -> ModelEntry:
+        entry = self.supervisor.get(name, version)
+        if entry.state != State.READY:
+            why = f": {entry.reason}" if entry.reason else ""
+            raise Unavailable(f"model {name!r} is not ready ({entry.state.value}{why})")
+        return entry
+
+
+def _shape_matches(declared: list[int], shape: list[int]) -> bool:
+    # MLServer's rule [N] == [N, 1] for a batch of any size: its codecs send a 1-D tensor as
+    # [N, 1], so a model declaring [-1] takes it (and one declaring [-1, 1] a client's [N])
+    if declared == [-1] and len(shape) == 2 and shape[1] == 1:
+        shape = shape[:1]
+    elif declared == [-1, 1] and len(shape) == 1:
+        declared = declared[:1]
+    return len(declared) == len(shape) and all(d == -1 or d == s for d, s in zip(declared, shape))
+
+
+def _check_against_metadata(entry: ModelEntry, request: WireRequest) -> None:
+    """Refuse inputs the model did not declare, or of another datatype or shape."""
+    if entry.inputs:
+        for tensor in request.inputs:
+            declared = entry.inputs.get(tensor.name)
+            if declared is None:
+                raise BadRequest(f"unknown input {shown(tensor.name)} for model {entry.name!r}; it takes {sorted(entry.inputs)}")
+            if declared.datatype.value != tensor.datatype:
+                raise BadRequest(f"input {tensor.name!r} must be {declared.datatype.value}, got {tensor.datatype}")
+            if not _shape_matches(declared.shape, tensor.shape):
+                raise BadRequest(f"input {tensor.name!r} must have shape {declared.shape} (-1: any), got {tensor.shape}")
+        missing = set(entry.inputs) - {t.name for t in request.inputs}
+        if missing:
+            raise BadRequest(f"model {entry.name!r} needs input(s) {sorted(missing)}")
+    if entry.outputs and request.outputs:
+        unknown = [o.name for o in request.outputs if o.name not in entry.outputs]
+        if unknown:
+            raise BadRequest(f"unknown output(s) {shown(unknown)} for model {entry.name!r}; it returns {sorted(entry.outputs)}")

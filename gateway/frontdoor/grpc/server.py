@@ -1,0 +1,324 @@
+"""The gRPC servicers and their server (grpc.aio, on Sanic's event loop; see the package docstring).
+
+Services: inference.GRPCInferenceService (here), grpc.health.v1.Health (health.py) and server
+reflection (reflection.py).
+
+Every RPC translates to a `DataPlane` call and back. A `GatewayError` leaves
+with its status code (`.grpc_code`) and message: NOT_FOUND unknown model or
+version, INVALID_ARGUMENT bad input, UNAVAILABLE not ready, INTERNAL runtime
+error. Messages over `grpc_max_message_bytes` are refused by gRPC itself with
+RESOURCE_EXHAUSTED.
+
+The services' handlers are registered with deserializers of ours (handlers.py):
+a message that does not parse is the client's fault (INVALID_ARGUMENT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator, Optional
+
+import grpc
+
+from ... import logs
+from ..access import GRPC, Access
+from ..dataplane import DataPlane
+from ...errors import BadRequest, GatewayError, NotSupported, Unauthenticated
+from ...settings import ServerSettings
+from ..tls import TLS
+from . import convert
+from ...protocol.generated import inference_pb2 as pb
+from ...protocol.generated import inference_pb2_grpc as pb_grpc
+from .handlers import Malformed, authorization, check_parsed, method_handlers
+from .health import HealthServicer
+from .reflection import ReflectionServicer
+
+log = logging.getLogger("gateway.grpc")
+
+# a message whose tensors hold this many bytes lets other calls in between its copies
+LARGE_MESSAGE = 1024 * 1024
+# requests of one ModelStreamInfer stream being answered at once; the stream stops being read beyond that
+STREAM_IN_FLIGHT = 64
+SERVICE = "inference.GRPCInferenceService"
+SERVICE_PATH = f"/{SERVICE}/"
+INFERENCE_RPCS = ("ModelInfer", "ModelStreamInfer")  # counted in the request metrics of their model
+
+
+# a status message travels in a trailer, which clients refuse past 8 KiB: percent-encoded,
+# a byte may take three, so longer messages (a runtime's, say) are cut
+STATUS_MESSAGE_BYTES = 2048
+
+
+def _internal(exc: Exception) -> str:
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
+def _status_message(message: str) -> str:
+    encoded = message.encode()
+    if len(encoded) <= STATUS_MESSAGE_BYTES:
+        return message
+    return encoded[:STATUS_MESSAGE_BYTES].decode(errors="ignore") + f"... ({len(encoded)} bytes in all)"
+
+
+def unary(method):
+    """Turn a GatewayError into its status code and message, anything else into INTERNAL;
+    then count and log the call (`answered`)."""
+
+    @functools.wraps(method)
+    async def wrapper(self, request, context: grpc.aio.ServicerContext):
+        started, http_status, code = time.perf_counter_ns(), 200, grpc.StatusCode.OK
+        try:
+            self.check_token(method.__name__, context)
+            check_parsed(request)
+            return await method(self, request, context)
+        except GatewayError as exc:
+            http_status, code = exc.http_status, getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
+            await context.abort(code, _status_message(exc.message))
+        except asyncio.CancelledError:
+            # the client cancelled or its deadline passed: unanswered, and the client's doing
+            # (499: "client closed request", a 4xx for the metrics), not a success
+            http_status, code = 499, grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            http_status, code = 500, grpc.StatusCode.INTERNAL
+            log.exception("unexpected error in %s", method.__name__)
+            await context.abort(code, _status_message(_internal(exc)))
+        finally:
+            self.answered(method.__name__, request, http_status, code, started)
+
+    return wrapper
+
+
+def _unimplemented(what: str) -> NotSupported:
+    return NotSupported(f"{what} is not supported by this gateway yet")
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, dataplane: DataPlane, access: Access):
+        self.dataplane = dataplane
+        self.max_tensor_bytes = dataplane.settings.max_tensor_bytes
+        self.access = access
+        self.protected = {rpc: scope for rpc, scope in GRPC.items() if access.protects(scope)}
+
+    def check_token(self, rpc: str, context: grpc.aio.ServicerContext) -> None:
+        """Unauthenticated unless the call's metadata holds a token of the RPC's scope (gateway/frontdoor/access.py)."""
+        scope = self.protected.get(rpc)
+        if scope is not None:
+            self.access.check(scope, authorization(context))
+
+    def answered(self, rpc: str, request, http_status: int, code: grpc.StatusCode, started: int) -> None:
+        """Count an inference request in its model's metrics (`http_status`: the REST status of the same
+        outcome) and write the access line. Each call, and each stream message, runs in a task (so a
+        request-id context) of its own."""
+        elapsed = time.perf_counter_ns() - started
+        model = getattr(request, "model_name", "") or getattr(request, "name", "")
+        version = getattr(request, "model_version", "") or getattr(request, "version", "")
+        if rpc in INFERENCE_RPCS:
+            self.dataplane.model_stats(model, version or None).request_done("grpc", http_status, elapsed)
+        logs.access("grpc", rpc, SERVICE_PATH + rpc, code.name, elapsed, model or None, version or None)
+
+    # --- health and metadata ------------------------------------------
+
+    @unary
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    @unary
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=self.dataplane.server_ready())
+
+    @unary
+    async def ModelReady(self, request, context):
+        state, _ = self.dataplane.model_state(request.name, request.version or None)  # NotFound for unknown models
+        return pb.ModelReadyResponse(ready=state == "READY")
+
+    @unary
+    async def ServerMetadata(self, request, context):
+        metadata = self.dataplane.server_metadata()
+        return pb.ServerMetadataResponse(name=metadata["name"], version=metadata["version"], extensions=metadata["extensions"])
+
+    @unary
+    async def ModelMetadata(self, request, context):
+        return convert.render_metadata(self.dataplane.model_metadata(request.name, request.version or None))
+
+    @unary
+    async def ModelConfig(self, request, context):
+        metadata = self.dataplane.model_metadata(request.name, request.version or None)
+        return pb.ModelConfigResponse(config=convert.render_config(metadata))
+
+    # --- inference ----------------------------------------------------
+
+    async def _infer(self, request: pb.ModelInferRequest) -> bytes:
+        """The serialized answer (convert.render_infer_response)."""
+        check_parsed(request)  # a stream's message
+        if not request.model_name:
+            raise BadRequest("model_name is required")
+        # an unknown model or version is NOT_FOUND whatever its inputs, as over REST
+        self.dataplane.check_model_exists(request.model_name, request.model_version or None)
+        parsed, pending = convert.parse_infer_request(request, self.max_tensor_bytes)
+        if pending:  # many typed contents: checked against the model first, then converted in steps
+            self.dataplane.check_request(parsed)
+            await convert.convert_contents(request, pending, self.max_tensor_bytes)
+        elif sum(t.data.nbytes for t in parsed.inputs) >= LARGE_MESSAGE:
+            await asyncio.sleep(0)  # its raw contents were just copied out of the message: let others in before the next copy
+        return await self.dataplane.infer(parsed, convert.render_infer_response)
+
+    @unary
+    async def ModelInfer(self, request, context):
+        return await self._infer(request)
+
+    async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse | bytes]:
+        """Answer each request as soon as it is done (match replies by id); a failed one answers with error_message."""
+        try:
+            self.check_token("ModelStreamInfer", context)
+        except Unauthenticated as exc:
+            self.answered("ModelStreamInfer", pb.ModelInferRequest(), exc.http_status, grpc.StatusCode.UNAUTHENTICATED, time.perf_counter_ns())
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
+        replies: asyncio.Queue = asyncio.Queue()
+        slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
+        tasks: set[asyncio.Task] = set()
+
+        async def answer(request: pb.ModelInferRequest) -> None:
+            started, http_status, code = time.perf_counter_ns(), 200, grpc.StatusCode.OK
+            try:
+                reply = convert.stream_reply(await self._infer(request))
+            except Exception as exc:
+                if not isinstance(exc, GatewayError):
+                    log.exception("unexpected error in ModelStreamInfer")
+                    exc = GatewayError(_internal(exc))
+                http_status, code = exc.http_status, getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
+                echo = pb.ModelInferResponse()
+                if not isinstance(request, Malformed):
+                    echo = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version, id=request.id)
+                reply = pb.ModelStreamInferResponse(error_message=exc.message, infer_response=echo)
+            finally:
+                slots.release()
+            self.answered("ModelStreamInfer", request, http_status, code, started)
+            replies.put_nowait(reply)
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await slots.acquire()
+                    task = asyncio.create_task(answer(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.wait(set(tasks))
+            finally:
+                replies.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (reply := await replies.get()) is not None:
+                yield reply
+            await reader  # the client's side of the stream failed: let grpc see it
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    # --- model repository extension -----------------------------------
+
+    @unary
+    async def RepositoryIndex(self, request, context):
+        models = [pb.RepositoryIndexResponse.ModelIndex(**item) for item in self.dataplane.repository_index(request.ready)]
+        return pb.RepositoryIndexResponse(models=models)
+
+    @unary
+    async def RepositoryModelLoad(self, request, context):
+        _no_repository_parameters(request)
+        await self.dataplane.load_model(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @unary
+    async def RepositoryModelUnload(self, request, context):
+        _no_repository_parameters(request, allowed=frozenset({"unload_dependents"}))
+        await self.dataplane.unload_model(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    # --- statistics extension ------------------------------------------
+
+    @unary
+    async def ModelStatistics(self, request, context):
+        documents = self.dataplane.statistics(request.name or None, request.version or None)
+        return pb.ModelStatisticsResponse(model_stats=[pb.ModelStatistics(**document) for document in documents])
+
+    # --- not (yet) in the data plane ------------------------------------
+
+    @unary
+    async def SystemSharedMemoryStatus(self, request, context):
+        raise _unimplemented("SystemSharedMemoryStatus (the system shared-memory extension)")
+
+    @unary
+    async def SystemSharedMemoryRegister(self, request, context):
+        raise _unimplemented("SystemSharedMemoryRegister (the system shared-memory extension)")
+
+    @unary
+    async def SystemSharedMemoryUnregister(self, request, context):
+        raise _unimplemented("SystemSharedMemoryUnregister (the system shared-memory extension)")
+
+
+def _no_repository_parameters(request, allowed: frozenset = frozenset()) -> None:
+    """Triton's load parameters (a config override, model files) are not supported: refuse rather than ignore them.
+
+    `unload_dependents` (which tritonclient always sends) has nothing to act on: there are no ensembles."""
+    unsupported = sorted(set(request.parameters) - allowed)
+    if unsupported:
+        raise BadRequest(f"repository parameters {unsupported} are not supported; edit the model's model-settings.json instead")
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass
+class GrpcFrontDoor:
+    server: grpc.aio.Server
+    health: HealthServicer
+
+
+async def start(dataplane: DataPlane, settings: ServerSettings, access: Access, tls: Optional[TLS]) -> GrpcFrontDoor:
+    """Start serving on the running loop (call it from a Sanic listener)."""
+    limit = settings.grpc_max_message_bytes
+    options = [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.so_reuseport", 0),
+    ]
+    if settings.grpc_max_connection_age:
+        # grpc sends GOAWAY (give or take 10 %) while it still serves: the client reconnects, and no call is
+        # lost, unlike at stop(), which cancels the calls that cross its GOAWAY
+        options.append(("grpc.max_connection_age_ms", max(1, round(settings.grpc_max_connection_age * 1000))))
+    server = grpc.aio.server(options=options)
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    unscoped = [method.name for method in service.methods if method.name not in GRPC]
+    if unscoped:
+        raise RuntimeError(f"gRPC methods {unscoped} have no scope in gateway/frontdoor/access.py: decide who may call them")
+    # the inference RPCs' answers are rendered serialized already (convert.render_infer_response)
+    inference = method_handlers(InferenceServicer(dataplane, access), service, pb, dict.fromkeys(INFERENCE_RPCS, convert.serialize))
+    health = HealthServicer(dataplane, access)
+    reflection = ReflectionServicer([SERVICE, *health.services, *ReflectionServicer.services])
+    server.add_generic_rpc_handlers((inference, *health.handlers(), *reflection.handlers()))
+    address = _address(settings.host, settings.grpc_port)
+    try:
+        if tls is None:
+            server.add_insecure_port(address)
+        else:
+            server.add_secure_port(address, tls.grpc_credentials())
+    except RuntimeError as exc:
+        raise RuntimeError(f"gRPC cannot listen on {address}: {exc}") from None
+    await server.start()
+    log.info("gRPC on %s (messages up to %d bytes)", address, limit)
+    return GrpcFrontDoor(server, health)
+
+
+async def stop(front_door: GrpcFrontDoor, grace: float) -> None:
+    """End the health watches (they would hold the grace up to its end), refuse new calls, give
+    in-flight ones `grace` seconds, then cancel the rest."""
+    front_door.health.close()
+    await front_door.server.stop(grace)

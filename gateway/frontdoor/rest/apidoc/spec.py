@@ -1,0 +1,413 @@
+"""The OpenAPI 3.1 document of the REST port: every route the gateway serves, in one table.
+
+Serving a new REST route means adding its `Endpoint` to `ENDPOINTS` (tests/test_openapi.py fails
+while a route and the table disagree). An endpoint's `served` says under which settings it exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from ....control.models import MODEL_NAME
+from ....version import __version__
+from ...access import Scope, configured_scopes, rest_scope
+
+if TYPE_CHECKING:
+    from ....settings import ServerSettings
+
+OPENAPI_VERSION = "3.1.0"
+DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"]
+MODEL_STATES = ["LOADING", "READY", "UNLOADING", "UNAVAILABLE"]
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+def ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _object(required: list[str], **properties: dict) -> dict:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+SCHEMAS: dict[str, dict] = {
+    "Error": _object(["error"], error={"type": "string", "description": "what went wrong, for a person to read"}),
+    "Parameters": {
+        "type": ["object", "null"],
+        "description": "Strings, numbers or booleans; null (here or as a value) counts as absent. Known ones must have their type (README, REST API).",
+        "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
+    },
+    "TensorData": {
+        "type": "array",
+        "description": "The tensor's elements in row-major order, flat or nested as its shape: numbers, booleans (BOOL) or strings (BYTES).",
+        "items": {},
+    },
+    "Datatype": {"type": "string", "enum": DATATYPES},
+    "Shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+    "RequestInput": {
+        **_object(
+            ["name", "shape", "datatype"],
+            name={"type": "string"},
+            shape=ref("Shape"),
+            datatype=ref("Datatype"),
+            parameters=ref("Parameters"),
+            data=ref("TensorData"),
+        ),
+        "description": "`data`, or `parameters.binary_data_size` with the bytes after the JSON header (binary tensor data extension).",
+    },
+    "RequestOutput": _object(["name"], name={"type": "string"}, parameters=ref("Parameters")),
+    # null counts as absent, for a request's optional fields as for parameters
+    "InferenceRequest": _object(
+        ["inputs"],
+        id={"type": ["string", "null"]},
+        parameters=ref("Parameters"),
+        inputs={"type": "array", "minItems": 1, "items": ref("RequestInput")},
+        outputs={"type": ["array", "null"], "items": ref("RequestOutput")},
+    ),
+    "ResponseOutput": _object(
+        ["name", "shape", "datatype"],
+        name={"type": "string"},
+        shape=ref("Shape"),
+        datatype=ref("Datatype"),
+        parameters=ref("Parameters"),
+        data=ref("TensorData"),
+    ),
+    "InferenceResponse": _object(
+        ["model_name", "id", "outputs"],
+        model_name={"type": "string"},
+        model_version={"type": "string"},
+        id={"type": "string"},
+        parameters=ref("Parameters"),
+        outputs={"type": "array", "items": ref("ResponseOutput")},
+    ),
+    "InferDictRequest": _object(
+        ["inputs"],
+        id={"type": ["string", "null"]},
+        parameters=ref("Parameters"),
+        inputs={
+            "type": "array",
+            "minItems": 1,
+            "description": "One object per row: each declared input's name and its value for that row.",
+            "items": {"type": "object"},
+        },
+        outputs={"type": ["array", "null"], "items": ref("RequestOutput")},
+    ),
+    "ServerMetadata": _object(
+        ["name", "version", "extensions"], name={"type": "string"}, version={"type": "string"}, extensions={"type": "array", "items": {"type": "string"}}
+    ),
+    "Live": _object(["live"], live={"type": "boolean"}),
+    "Ready": _object(["ready"], ready={"type": "boolean"}),
+    "ModelList": _object(["models"], models={"type": "array", "items": {"type": "string"}}),
+    "MetadataTensor": _object(["name", "datatype", "shape"], name={"type": "string"}, datatype=ref("Datatype"), shape={"type": "array", "items": {"type": "integer"}}, parameters=ref("Parameters")),
+    "ModelMetadata": _object(
+        ["name", "platform", "inputs", "outputs"],
+        name={"type": "string"},
+        versions={"type": ["array", "null"], "items": {"type": "string"}},
+        platform={"type": "string"},
+        inputs={"type": "array", "items": ref("MetadataTensor")},
+        outputs={"type": "array", "items": ref("MetadataTensor")},
+        parameters=ref("Parameters"),
+    ),
+    "ModelReady": _object(
+        ["name", "ready"],
+        name={"type": "string"},
+        ready={"type": "boolean"},
+        state={"type": "string", "enum": MODEL_STATES},
+        reason={"type": "string"},
+    ),
+    "RepositoryIndexRequest": {"type": "object", "properties": {"ready": {"type": "boolean", "description": "list only ready model versions"}}},
+    "RepositoryIndex": {
+        "type": "array",
+        "items": _object(
+            ["name", "state"],
+            name={"type": "string"},
+            version={"type": ["string", "null"]},
+            state={"type": "string", "enum": MODEL_STATES},
+            reason={"type": "string"},
+        ),
+    },
+    "Duration": _object(["count", "ns"], count={"type": "integer"}, ns={"type": "integer"}),
+    "ModelStatistics": _object(
+        ["name", "version", "last_inference", "inference_count", "execution_count", "inference_stats", "batch_stats"],
+        name={"type": "string"},
+        version={"type": "string"},
+        last_inference={"type": "integer", "description": "milliseconds since the epoch"},
+        inference_count={"type": "integer"},
+        execution_count={"type": "integer"},
+        inference_stats={
+            "type": "object",
+            "additionalProperties": ref("Duration"),
+            "description": "success, fail, queue, compute_input, compute_infer, compute_output",
+        },
+        batch_stats={
+            "type": "array",
+            "items": _object(
+                ["batch_size", "compute_input", "compute_infer", "compute_output"],
+                batch_size={"type": "integer"},
+                compute_input=ref("Duration"),
+                compute_infer=ref("Duration"),
+                compute_output=ref("Duration"),
+            ),
+        },
+    ),
+    "Statistics": _object(["model_stats"], model_stats={"type": "array", "items": ref("ModelStatistics")}),
+}
+
+
+def json_content(schema: dict, example: Any = None) -> dict:
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"application/json": media}
+
+
+# what "Try it out" starts from: the iris-mlp model of the README
+EXAMPLE_REQUEST = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]}
+EXAMPLE_RESPONSE = {
+    "model_name": "iris-mlp",
+    "model_version": "1",
+    "id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+    "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [1, 3], "data": [0.97, 0.02, 0.01]}],
+}
+
+
+def response(description: str, content: Optional[dict] = None, headers: Optional[dict] = None) -> dict:
+    answer: dict[str, Any] = {"description": description}
+    if content is not None:
+        answer["content"] = content
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+ERRORS = {
+    "4XX": response("The request is at fault (README, REST API): bad input, unknown model or route, body too large or too slow", json_content(ref("Error"))),
+    "5XX": response("The model or the server failed: the runtime's exception (500), no explainer (501), not ready (503), timeout (504)", json_content(ref("Error"))),
+}
+BINARY_HEADER = {HEADER_LENGTH: {"description": "length of the JSON header that starts the body", "schema": {"type": "integer", "minimum": 0}}}
+INFER_BODY = {
+    "required": False,  # a raw body may be empty: a zero-size input (README, Inference details)
+    "description": f"An InferenceRequest as JSON; or, with the binary tensor data extension, a JSON InferenceRequest of "
+    f"{HEADER_LENGTH} bytes followed by the inputs' bytes; or, with {HEADER_LENGTH}: 0, the bytes of a single-input model's input.",
+    "content": {**json_content(ref("InferenceRequest"), EXAMPLE_REQUEST), "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+}
+INFER_RESPONSES = {
+    "200": response(
+        "The outputs: JSON, or with binary outputs (requested by binary_data / binary_data_output) a JSON header and the outputs' bytes",
+        {**json_content(ref("InferenceResponse"), EXAMPLE_RESPONSE), "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        BINARY_HEADER,
+    ),
+}
+
+
+HEADERS = {
+    HEADER_LENGTH: {
+        "name": HEADER_LENGTH,
+        "in": "header",
+        "required": False,
+        "description": "binary tensor data extension: the JSON header's length in bytes (decimal digits); 0: a raw single-input body",
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
+MODEL = {"name": "model", "in": "path", "required": True, "description": "model name", "schema": {"type": "string"}}
+# the model repository extension checks a name before it looks for it
+REPOSITORY_MODEL = {**MODEL, "description": "model name: letters, digits, '.', '_' and '-'", "schema": {"type": "string", "pattern": MODEL_NAME.pattern}}
+VERSION = {"name": "version", "in": "path", "required": True, "description": "model version (default: the newest)", "schema": {"type": "string"}}
+ASSET = {"name": "asset", "in": "path", "required": True, "description": "a file of the documentation page", "schema": {"type": "string"}}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str  # the operationId (with "_version" for the versioned twin), as the route's name
+    method: str
+    path: str  # a versioned endpoint is also served at .../models/{model}/versions/{version}/...
+    summary: str
+    tag: str
+    responses: dict  # success, and the errors whose body is not ERRORS'
+    body: Optional[dict] = None
+    versioned: bool = False
+    headers: tuple[str, ...] = ()  # request headers it reads (described in HEADERS)
+    model: dict = field(default_factory=lambda: MODEL)  # its {model} path parameter
+    served: Callable[["ServerSettings"], bool] = field(default=lambda settings: True)
+
+    def paths(self) -> list[str]:
+        if not self.versioned:
+            return [self.path]
+        return [self.path, self.path.replace("{model}", "{model}/versions/{version}", 1)]
+
+
+ENDPOINTS = [
+    Endpoint("server_metadata", "GET", "/", "Server metadata", "Server", {"200": response("name, version, extensions", json_content(ref("ServerMetadata")))}),
+    Endpoint("server_metadata_v2", "GET", "/v2", "Server metadata", "Server", {"200": response("name, version, extensions", json_content(ref("ServerMetadata")))}),
+    Endpoint("live", "GET", "/v2/health/live", "Liveness", "Health", {"200": response("The server is live", json_content(ref("Live")))}),
+    Endpoint(
+        "ready",
+        "GET",
+        "/v2/health/ready",
+        "Readiness: every model meant to be served is ready",
+        "Health",
+        {"200": response("Ready", json_content(ref("Ready"))), "503": response("Not ready (models loading, failed, or the gateway stopping)", json_content(ref("Ready")))},
+    ),
+    Endpoint("list_models", "GET", "/v2/models", "Names of the models", "Models", {"200": response("The model names", json_content(ref("ModelList")))}),
+    Endpoint(
+        "model_metadata", "GET", "/v2/models/{model}", "Model metadata", "Models", {"200": response("The model's metadata", json_content(ref("ModelMetadata")))}, versioned=True
+    ),
+    Endpoint(
+        "model_ready",
+        "GET",
+        "/v2/models/{model}/ready",
+        "Model readiness",
+        "Models",
+        {
+            "200": response("Ready", json_content(ref("ModelReady"))),
+            "503": response("Not ready: its state and the reason", json_content(ref("ModelReady"))),
+        },
+        versioned=True,
+    ),
+    Endpoint("infer", "POST", "/v2/models/{model}/infer", "Inference", "Inference", INFER_RESPONSES, INFER_BODY, versioned=True, headers=(HEADER_LENGTH,)),
+    Endpoint(
+        "explain", "POST", "/v2/models/{model}/explain", "Explanation by the model's explain()", "Inference", INFER_RESPONSES, INFER_BODY, versioned=True, headers=(HEADER_LENGTH,)
+    ),
+    Endpoint(
+        "infer_dict",
+        "POST",
+        "/v2/models/{model}/infer_dict",
+        "Inference on rows of named features (MLRun)",
+        "Inference",
+        INFER_RESPONSES,
+        {"required": True, "content": json_content(ref("InferDictRequest"), {"inputs": [{"features": [5.1, 3.5, 1.4, 0.2]}]})},
+        versioned=True,
+    ),
+    Endpoint("statistics_all", "GET", "/v2/models/stats", "Statistics of every model version", "Statistics", {"200": response("Statistics", json_content(ref("Statistics")))}),
+    Endpoint(
+        "statistics",
+        "GET",
+        "/v2/models/{model}/stats",
+        "Statistics of a model's versions, or of one",
+        "Statistics",
+        {"200": response("Statistics", json_content(ref("Statistics")))},
+        versioned=True,
+    ),
+    Endpoint(
+        "repository_index",
+        "POST",
+        "/v2/repository/index",
+        "Every model version and its state",
+        "Model repository",
+        {"200": response("The index", json_content(ref("RepositoryIndex")))},
+        {"required": False, "content": json_content(ref("RepositoryIndexRequest"))},
+    ),
+    Endpoint(
+        "repository_load",
+        "POST",
+        "/v2/repository/models/{model}/load",
+        "(Re)load a model from its model-settings.json",
+        "Model repository",
+        {"200": response("Loaded", json_content({"type": "object"}))},
+        model=REPOSITORY_MODEL,
+    ),
+    Endpoint(
+        "repository_unload",
+        "POST",
+        "/v2/repository/models/{model}/unload",
+        "Unload a model once its requests are done",
+        "Model repository",
+        {"200": response("Unloaded", json_content({"type": "object"}))},
+        model=REPOSITORY_MODEL,
+    ),
+    Endpoint(
+        "metrics_endpoint",
+        "GET",
+        "/metrics",
+        "Prometheus metrics (also on metrics_port)",
+        "Metrics",
+        {"200": response("Prometheus' text format", {"text/plain": {"schema": {"type": "string"}}})},
+        served=lambda settings: settings.metrics_on_http,
+    ),
+    Endpoint("openapi", "GET", "/openapi.json", "This document", "API documentation", {"200": response("OpenAPI 3.1", json_content({"type": "object"}))}),
+    Endpoint(
+        "docs",
+        "GET",
+        "/docs",
+        "The API's documentation page (Swagger UI)",
+        "API documentation",
+        {"200": response("An HTML page", {"text/html": {"schema": {"type": "string"}}})},
+        served=lambda settings: settings.enable_docs_url,
+    ),
+    Endpoint(
+        "docs_asset",
+        "GET",
+        "/docs/{asset}",
+        "A file of the documentation page",
+        "API documentation",
+        {"200": response("The file", {"*/*": {"schema": {"type": "string"}}}), "404": response("No such file", json_content(ref("Error")))},
+        served=lambda settings: settings.enable_docs_url,
+    ),
+]
+
+
+# bearer tokens (gateway/frontdoor/access.py): one scheme per scope, so that the page asks for each token apart
+SECURITY_SCHEMES = {
+    Scope.INFERENCE: "inferenceToken",
+    Scope.REPOSITORY: "repositoryToken",
+    Scope.METRICS: "metricsToken",
+}
+UNAUTHENTICATED = response("No valid bearer token for this endpoint's scope (the same answer for a missing, malformed or wrong token)", json_content(ref("Error")))
+
+
+def _security_scheme(scope: Scope) -> dict:
+    return {
+        "type": "http",
+        "scheme": "bearer",
+        "description": f"a token of the {scope.value} scope (settings {scope.value}_tokens_file or GATEWAY_{scope.value.upper()}_TOKENS; docs/SECURITY.md)",
+    }
+
+
+def _operation(endpoint: Endpoint, path: str, protected: set[Scope]) -> dict:
+    versioned = "{version}" in path
+    operation: dict[str, Any] = {
+        "operationId": endpoint.name + ("_version" if versioned else ""),
+        "summary": endpoint.summary + (" (one version)" if versioned else ""),
+        "tags": [endpoint.tag],
+    }
+    in_path = {"{model}": endpoint.model, "{version}": VERSION, "{asset}": ASSET}
+    parameters = [parameter for name, parameter in in_path.items() if name in path]
+    parameters += [HEADERS[name] for name in endpoint.headers]
+    if parameters:
+        operation["parameters"] = parameters
+    if endpoint.body is not None:
+        operation["requestBody"] = endpoint.body
+    # any request may fail (a body too large or too slow, a server stopping): ERRORS, unless the endpoint says otherwise
+    operation["responses"] = {**endpoint.responses, **{code: answer for code, answer in ERRORS.items() if code not in endpoint.responses}}
+    scope = rest_scope(endpoint.name)
+    if scope in protected:
+        operation["security"] = [{SECURITY_SCHEMES[scope]: []}]
+        operation["responses"] = {"401": UNAUTHENTICATED, **operation["responses"]}
+    return operation
+
+
+def served(settings: "ServerSettings") -> list[Endpoint]:
+    return [endpoint for endpoint in ENDPOINTS if endpoint.served(settings)]
+
+
+def document(settings: "ServerSettings") -> dict:
+    """The OpenAPI document of what a gateway with these settings serves on its REST port."""
+    paths: dict[str, dict] = {}
+    protected = configured_scopes(settings)
+    for endpoint in served(settings):
+        for path in endpoint.paths():
+            paths.setdefault(path, {})[endpoint.method.lower()] = _operation(endpoint, path, protected)
+    components: dict[str, Any] = {"schemas": SCHEMAS}
+    if protected:
+        components["securitySchemes"] = {SECURITY_SCHEMES[scope]: _security_scheme(scope) for scope in sorted(protected, key=list(Scope).index)}
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": settings.server_name,
+            "version": __version__,
+            "description": "Open Inference Protocol (KServe V2) REST API, with the model repository and statistics extensions "
+            "and MLRun's infer_dict. Errors are always JSON {\"error\": \"...\"}. Metrics are also served at /metrics on metrics_port.",
+        },
+        "paths": paths,
+        "components": components,
+    }

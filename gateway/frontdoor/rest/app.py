@@ -1,0 +1,236 @@
+"""The V2 REST front door (Sanic).
+
+Handlers only translate HTTP to the data plane and back; every error leaves
+as `{"error": "..."}` with its status, never as a framework page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Optional
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
+from sanic import Request, Sanic
+from sanic.exceptions import RequestCancelled, SanicException
+from sanic.response import HTTPResponse
+
+from ... import logs
+from ...control.stats import exposition
+from . import apidoc
+from ..access import Access, rest_scope
+from ..dataplane import DataPlane
+from ...protocol import HEADER_LENGTH
+from ...errors import BadRequest, GatewayError
+from .largejson import LARGE_JSON
+from .body import (
+    RenderedResponse,
+    parse_header_length,
+    parse_infer_dict,
+    parse_infer_request,
+    parse_large_infer_request,
+    parse_raw_request,
+    render_infer_response,
+)
+from ...wire.request import WireRequest
+
+log = logging.getLogger("gateway.rest")
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer; gRPC counts a cancelled call the same
+
+
+def _json(document, status: int = 200, headers: Optional[dict] = None) -> HTTPResponse:
+    return HTTPResponse(orjson.dumps(document), status=status, headers=headers, content_type="application/json")
+
+
+def _json_body(request: Request) -> dict:
+    """An optional JSON object body (empty body: {})."""
+    if not request.body:
+        return {}
+    try:
+        body = orjson.loads(request.body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return body
+
+
+async def metrics_endpoint(request: Request) -> HTTPResponse:
+    """GET /metrics: the Prometheus exposition (on the metrics port, and on the REST port if configured)."""
+    return HTTPResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+async def on_error(request: Request, exc: Exception) -> HTTPResponse:
+    """Every error as `{"error": ...}` with its status."""
+    if isinstance(exc, GatewayError):
+        return _json({"error": exc.message}, exc.http_status, exc.headers)
+    if isinstance(exc, SanicException):  # its headers: Allow for a 405, as RFC 9110 asks
+        return _json({"error": str(exc)}, exc.status_code, exc.headers)
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    return _json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
+
+
+def guard(app: Sanic, access: Access) -> None:
+    """Check each request's bearer token for its route's scope (gateway/frontdoor/access.py), once the route is
+    known and before its body is read: a client without a valid token never gets a body buffered.
+    Call it once every route is added: a route without a scope stops the gateway here."""
+    scopes = {route.name: rest_scope(route.name.removeprefix(f"{app.name}.")) for route in app.router.routes}
+    protected = {name: scope for name, scope in scopes.items() if access.protects(scope)}
+    if not protected:
+        return
+
+    @app.signal("http.routing.after")
+    async def check_token(request: Request, route, **_) -> None:
+        scope = protected.get(route.name)
+        if scope is not None:
+            access.check(scope, request.headers.get("authorization"))
+
+
+def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> Sanic:
+    app = Sanic(name, configure_logging=False)
+    settings = dataplane.settings
+    app.config.REQUEST_MAX_SIZE = settings.max_request_bytes
+    app.config.RESPONSE_TIMEOUT = settings.request_timeout + 30
+    # read by connection.TimedHttp (Sanic's REQUEST_TIMEOUT restarts with every byte: see there)
+    app.config.HEADER_TIMEOUT = settings.header_timeout
+    app.config.BODY_TIMEOUT = settings.body_timeout
+    app.config.KEEP_ALIVE_TIMEOUT = 75
+    # Sanic pauses reading a body every REQUEST_BUFFER_SIZE bytes (64 KiB by default): too often for tensors
+    app.config.REQUEST_BUFFER_SIZE = 1024 * 1024
+
+    def route(handler, uri: str, methods: tuple[str, ...], versioned: bool = True) -> None:
+        app.add_route(handler, uri, methods=methods, name=f"{handler.__name__}")
+        if versioned:
+            app.add_route(handler, uri.replace("<model>", "<model>/versions/<version>"), methods=methods, name=f"{handler.__name__}_version")
+
+    async def server_metadata(request: Request) -> HTTPResponse:
+        return _json(dataplane.server_metadata())
+
+    async def live(request: Request) -> HTTPResponse:
+        return _json({"live": True})
+
+    async def ready(request: Request) -> HTTPResponse:
+        is_ready = dataplane.server_ready()
+        return _json({"ready": is_ready}, 200 if is_ready else 503)
+
+    async def list_models(request: Request) -> HTTPResponse:
+        return _json({"models": dataplane.model_names()})
+
+    async def model_metadata(request: Request, model: str, version: Optional[str] = None) -> HTTPResponse:
+        return _json(dataplane.model_metadata(model, version))
+
+    async def model_ready(request: Request, model: str, version: Optional[str] = None) -> HTTPResponse:
+        state, reason = dataplane.model_state(model, version)
+        if state == "READY":
+            return _json({"name": model, "ready": True})
+        return _json({"name": model, "ready": False, "state": state, "reason": reason}, 503)
+
+    async def _parse(request: Request, model: str, version: Optional[str]) -> WireRequest:
+        dataplane.check_model_exists(model, version)
+        value = request.headers.get(HEADER_LENGTH)
+        header_length = None if value is None else parse_header_length(value)
+        body = request.body
+        if len(body) >= LARGE_JSON:
+            await asyncio.sleep(0)  # Sanic has just joined the body in one step: let others in before the next
+        if header_length == 0:
+            declared = dataplane.declared_inputs(model, version)
+            return await parse_raw_request(body, model, version, declared, settings.max_tensor_bytes)
+        if (len(body) if header_length is None else header_length) >= LARGE_JSON:
+            return await parse_large_infer_request(body, header_length, model, version, settings.max_tensor_bytes, dataplane.check_request)
+        return parse_infer_request(body, header_length, model, version, settings.max_tensor_bytes)
+
+    async def _send(request: Request, rendered: RenderedResponse) -> Optional[HTTPResponse]:
+        json_body = rendered.json_length is None
+        content_type = "application/json" if json_body else "application/octet-stream"
+        headers = {} if json_body else {HEADER_LENGTH: str(rendered.json_length)}
+        if not rendered.chunks:
+            return HTTPResponse(rendered.body, content_type=content_type, headers=headers)
+        # large: the parts go out as writes of their own
+        response = await request.respond(headers={**headers, "content-length": str(rendered.size)}, content_type=content_type)
+        await response.send(rendered.body)
+        for chunk in rendered.chunks:
+            await response.send(chunk)
+        await response.eof()
+        return None
+
+    async def infer(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
+        parsed = await _parse(request, model, version)
+        return await _send(request, await dataplane.infer(parsed, lambda response: render_infer_response(response, parsed)))
+
+    async def explain(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
+        parsed = await _parse(request, model, version)
+        return await _send(request, await dataplane.explain(parsed, lambda response: render_infer_response(response, parsed)))
+
+    async def infer_dict(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
+        declared = dataplane.declared_inputs(model, version)
+        parsed = parse_infer_dict(request.body, model, version, declared, settings.max_tensor_bytes)
+        return await _send(request, await dataplane.infer(parsed, lambda response: render_infer_response(response, parsed)))
+
+    async def statistics(request: Request, model: Optional[str] = None, version: Optional[str] = None) -> HTTPResponse:
+        return _json({"model_stats": dataplane.statistics(model, version)})
+
+    async def repository_index(request: Request) -> HTTPResponse:
+        body = _json_body(request)
+        ready = body.get("ready", False)
+        if not isinstance(ready, bool):
+            raise BadRequest("ready must be true or false")
+        return _json(dataplane.repository_index(ready))
+
+    async def repository_load(request: Request, model: str) -> HTTPResponse:
+        await dataplane.load_model(model)
+        return _json({})
+
+    async def repository_unload(request: Request, model: str) -> HTTPResponse:
+        await dataplane.unload_model(model)
+        return _json({})
+
+    route(server_metadata, "/", ("GET",), versioned=False)
+    app.add_route(server_metadata, "/v2", methods=("GET",), name="server_metadata_v2")
+    route(live, "/v2/health/live", ("GET",), versioned=False)
+    route(ready, "/v2/health/ready", ("GET",), versioned=False)
+    route(list_models, "/v2/models", ("GET",), versioned=False)
+    route(model_metadata, "/v2/models/<model>", ("GET",))
+    route(model_ready, "/v2/models/<model>/ready", ("GET",))
+    route(infer, "/v2/models/<model>/infer", ("POST",))
+    route(explain, "/v2/models/<model>/explain", ("POST",))
+    route(infer_dict, "/v2/models/<model>/infer_dict", ("POST",))
+    route(statistics, "/v2/models/<model>/stats", ("GET",))
+    app.add_route(statistics, "/v2/models/stats", methods=("GET",), name="statistics_all")
+
+    route(repository_index, "/v2/repository/index", ("POST",), versioned=False)
+    route(repository_load, "/v2/repository/models/<model>/load", ("POST",), versioned=False)
+    route(repository_unload, "/v2/repository/models/<model>/unload", ("POST",), versioned=False)
+    if settings.metrics_on_http:
+        route(metrics_endpoint, "/metrics", ("GET",), versioned=False)
+    apidoc.register(app, settings)  # /openapi.json, /docs: a route added above must be described there
+    guard(app, access)
+
+    # inference routes: counted in the request metrics of their model
+    counted = {f"{app.name}.{handler}{suffix}" for handler in ("infer", "explain", "infer_dict") for suffix in ("", "_version")}
+
+    @app.on_response
+    def answered(request: Request, response: HTTPResponse) -> None:
+        # Sanic stamps perft0 once a request's headers are read, before its body: so the latency
+        # includes receiving the body (a request middleware would run after it), at no extra cost.
+        # A request whose headers never all came (timed out, or the client left) counts from the first wait for them.
+        stream = request.stream
+        elapsed = int((time.perf_counter() - stream.began()) * 1e9)
+        model, version = request.match_info.get("model"), request.match_info.get("version")
+        if request.route is not None and request.route.name in counted:
+            dataplane.model_stats(model, version).request_done("rest", response.status, elapsed)
+        logs.access("rest", request.method, request.path, response.status, elapsed, model, version)
+        logs.REQUEST_ID.set(None)  # the requests of a keep-alive connection share a task, and so a context
+        if dataplane.draining:
+            stream.keep_alive = False  # Connection: close, so that a kept-alive client moves to another server
+
+    @app.exception(RequestCancelled)
+    async def on_client_gone(request: Request, exc: RequestCancelled) -> HTTPResponse:
+        # the client closed its connection before its answer: nothing can be sent, but the access line
+        # and the metrics (answered) count it as the client's doing
+        return _json({"error": "the client closed the connection before its answer"}, CLIENT_CLOSED_REQUEST)
+
+    app.exception(Exception)(on_error)
+    return app

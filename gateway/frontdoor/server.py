@@ -1,0 +1,207 @@
+"""Wires the gateway together and runs it: one front-door process serving REST
+(Sanic on uvloop), gRPC and /metrics on its event loop, with the model workers
+in processes of their own.
+
+How it stops (README, "Stopping"):
+
+1. SIGTERM: the gateway drains. For `drain_delay` seconds it still serves every
+   request, but answers not ready (REST 503, gRPC ServerReady false), so that a
+   load balancer or Kubernetes stops sending, and every REST answer closes its
+   connection, so that kept-alive clients reconnect elsewhere. SIGINT skips the delay.
+2. The listeners close (Sanic's own stop, app.stop()); in-flight requests get
+   `shutdown_grace` seconds to finish.
+3. At the end of the grace, requests still queued or running are failed (503 /
+   UNAVAILABLE; supervisor.cut_off), their answers leave, and what is left of
+   the connections is cut `CUT_OFF_MARGIN` later.
+4. The workers stop: an idle one calls its runtime's unload(), one still busy is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from typing import Optional
+
+from sanic import Sanic
+from sanic.server.socket import bind_socket
+
+from ..control import stats
+from .access import Access
+from .rest.connection import GatewayProtocol
+from .dataplane import DataPlane
+from .grpc import server as grpc_server
+from .rest.app import create_app, guard, metrics_endpoint, on_error
+from ..settings import ConfigError, ServerSettings
+from ..control.models import Supervisor
+from .tls import TLS
+
+log = logging.getLogger("gateway")
+
+CUT_OFF_MARGIN = 1.0  # seconds past shutdown_grace for the answers of the requests cut off at its end to leave
+
+
+class PortUnavailable(Exception):
+    """A port the settings name cannot be listened on; the message says which and why."""
+
+
+class Stopping:
+    """The gateway's stop, in the order of the module docstring, and what each signal does to it."""
+
+    def __init__(self, app: Sanic, dataplane: DataPlane, supervisor: Supervisor, settings: ServerSettings):
+        self.app, self.dataplane, self.supervisor, self.settings = app, dataplane, supervisor, settings
+        self.closing = False  # the listeners are closed (or closing): in-flight requests have their grace
+        self._skip_delay = asyncio.Event()
+        self._drain_task: Optional[asyncio.Task] = None  # held: the loop keeps only a weak reference to a task
+        self._cut_off: Optional[asyncio.TimerHandle] = None
+
+    def take_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.on_signal, signum)
+
+    def on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self.closing:
+            if signum == signal.SIGINT:
+                log.warning("%s: stopping at once", name)
+                self.cut_off(f"the gateway was told to stop at once ({name})")
+            else:
+                log.info("%s: already stopping", name)
+        elif self.dataplane.draining:
+            if signum == signal.SIGINT:
+                log.info("%s: closing the listeners now", name)
+                self._skip_delay.set()
+            else:
+                log.info("%s: already draining", name)
+        else:
+            self.dataplane.draining = True
+            delay = self.settings.drain_delay if signum == signal.SIGTERM else 0.0
+            self._drain_task = asyncio.get_running_loop().create_task(self._drain(name, delay))
+
+    async def _drain(self, name: str, delay: float) -> None:
+        if delay:
+            log.info("%s: draining; ready answers 503 for %g s while requests are served, then the listeners close", name, delay)
+            try:
+                await asyncio.wait_for(self._skip_delay.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+        log.info("%s: closing the listeners; in-flight requests get up to %g s (shutdown_grace)", name, self.settings.shutdown_grace)
+        self.app.stop(terminate=False)  # Sanic's own stop: what its signal handlers would do
+
+    def listeners_closing(self) -> None:
+        """Sanic is about to close its listeners (whatever stopped it): the grace starts."""
+        self.closing = True
+        self.dataplane.draining = True
+        self.take_signals()  # Sanic has put the default handlers back: a second SIGINT must not raise in the middle
+        grace = self.settings.shutdown_grace
+        why = f"the gateway is stopping: the request did not finish within shutdown_grace, {grace} s"
+        self._cut_off = asyncio.get_running_loop().call_later(grace, self.cut_off, why)
+
+    def cut_off(self, why: str) -> None:
+        if self._cut_off is not None:
+            self._cut_off.cancel()
+        self.supervisor.cut_off(why)
+
+
+def build(settings: ServerSettings, access: Access, tls: Optional[TLS]) -> Sanic:
+    supervisor = Supervisor(settings)
+    dataplane = DataPlane(settings, supervisor)
+    stats.watch(supervisor)
+    app = create_app(dataplane, access)
+    # how long Sanic waits for busy connections once its listener closed, before it cuts them
+    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_grace + CUT_OFF_MARGIN
+    stopping = Stopping(app, dataplane, supervisor, settings)
+
+    async def load_models() -> None:
+        try:
+            await supervisor.start()
+        except Exception:  # a task's exception is otherwise never seen; the server stays not ready
+            log.exception("the model repository could not be loaded")
+
+    @app.before_server_start
+    async def start_models(app: Sanic) -> None:
+        # load in the background: the server answers live (and ready: false) while models load
+        app.add_task(load_models(), name="load-models")
+
+    @app.before_server_start
+    async def watch_tokens(app: Sanic) -> None:
+        if access.files:
+            app.add_task(access.watch(), name="watch-token-files")
+
+    @app.before_server_start
+    async def start_grpc(app: Sanic) -> None:
+        # the gRPC front door runs on Sanic's loop, in this process (see gateway/frontdoor/grpc/__init__.py)
+        app.ctx.grpc = await grpc_server.start(dataplane, settings, access, tls)
+
+    @app.after_server_start
+    async def take_signals(app: Sanic) -> None:
+        stopping.take_signals()  # in place of Sanic's, which would close the listeners at once
+
+    @app.before_server_stop
+    async def listeners_closing(app: Sanic) -> None:
+        stopping.listeners_closing()
+        # not awaited here: gRPC calls go on while Sanic waits for its REST connections. Its grace ends
+        # after the cut-off, so that the calls cut off are answered UNAVAILABLE, not cancelled
+        grace = settings.shutdown_grace + CUT_OFF_MARGIN
+        app.ctx.grpc_stopped = asyncio.get_running_loop().create_task(grpc_server.stop(app.ctx.grpc, grace))
+
+    @app.after_server_stop
+    async def stop_models(app: Sanic) -> None:
+        await app.ctx.grpc_stopped
+        await supervisor.stop()
+        log.info("gateway stopped")
+
+    return app
+
+
+def metrics_app(app: Sanic, access: Access) -> Sanic:
+    """The metrics port: a second Sanic app served by the same process and loop as `app`."""
+    metrics_only = Sanic(f"{app.name}-metrics", configure_logging=False)
+    metrics_only.config.update({key: app.config[key] for key in ("HEADER_TIMEOUT", "BODY_TIMEOUT")})  # for TimedHttp
+    metrics_only.add_route(metrics_endpoint, "/metrics", methods=("GET",))
+    metrics_only.exception(Exception)(on_error)
+    guard(metrics_only, access)
+    return metrics_only
+
+
+def listen(host: str, port: int, setting: str) -> socket.socket:
+    """A socket listening on host:port, bound before anything starts: a port in use stops the
+    gateway with one line naming it and its setting."""
+    try:
+        return bind_socket(host, port)
+    except OSError as exc:
+        raise PortUnavailable(f"cannot listen on {host}:{port} ({setting}): {exc.strerror or exc}") from None
+
+
+def run(settings: ServerSettings) -> None:
+    try:
+        access, tls = Access(settings), TLS.load(settings)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+    log.info("bearer tokens: %s", access.describe())
+    if tls is None and access.digests:
+        log.warning("bearer tokens are checked but TLS is off: they cross the network in clear unless a proxy or service mesh encrypts it (tls_cert_file)")
+    try:
+        rest_socket = listen(settings.host, settings.http_port, "http_port")
+        metrics_socket = listen(settings.host, settings.metrics_port, "metrics_port") if settings.metrics_port else None
+        # grpc binds a socket of its own when it starts: this only checks that it will be able to
+        listen(settings.host, settings.grpc_port, "grpc_port").close()
+    except PortUnavailable as exc:
+        log.error("%s", exc)
+        sys.exit(1)
+    app = build(settings, access, tls)
+    options = {"single_process": True, "access_log": False, "motd": False, "debug": False, "protocol": GatewayProtocol}
+    scheme = "http"
+    if tls is not None:  # every port, the metrics port too (docs/SECURITY.md)
+        options["ssl"], scheme = tls.ssl_context(), "https"
+        log.info("%s on every port", tls.describe())
+    log.info("REST on %s://%s:%d", scheme, settings.host, settings.http_port)
+    app.prepare(sock=rest_socket, **options)
+    if metrics_socket is not None:
+        log.info("metrics on %s://%s:%d/metrics", scheme, settings.host, settings.metrics_port)
+        metrics_app(app, access).prepare(sock=metrics_socket, **options)
+    Sanic.serve_single(app)

@@ -1,0 +1,148 @@
+"""The messages between the gateway and its worker processes (ZeroMQ multipart).
+
+Every message is `[kind, header, *inline buffers]`. The header is a small JSON
+document describing the tensors. A tensor's bytes are placed in the sender's
+shared-memory arena (the header gives offset and length) or, when small or
+when the arena is full, travel inline as a frame of their own; either way they
+are never pickled nor turned into JSON. Each arena holds one message at a
+time, so placement is a bump from offset 0. Both sides use only these functions.
+
+Kinds, gateway -> worker: INFER, EXPLAIN, PING, STOP.
+Kinds, worker -> gateway: READY (loaded; header has metadata), FAILED (load
+failed; header has the reason), REPLY (outputs), ERROR (status and message), PONG.
+
+READY, REPLY, ERROR and PONG headers carry a "report" for the gateway's
+metrics (gateway/control/stats.py): "times", a reply's [input, infer, output]
+stage times in ns; "register" and "log", the runtime's custom metrics
+(gateway/metrics.py) noted since the worker's previous message.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import orjson
+
+from ..errors import GatewayError, from_status
+from .arena import Arena, aligned
+from .datatypes import array_from_raw
+from .packed import PackedBytes
+from .request import raw_bytes, RequestedOutput, Tensor, WireRequest
+
+INFER = b"infer"
+EXPLAIN = b"explain"
+PING = b"ping"
+STOP = b"stop"
+READY = b"ready"
+FAILED = b"failed"
+REPLY = b"reply"
+ERROR = b"error"
+PONG = b"pong"
+
+# Below this size a tensor is copied into the ZeroMQ message instead of shared
+# memory: one small copy is cheaper than the bookkeeping (see docs/PERFORMANCE.md).
+INLINE_BELOW = 16 * 1024
+
+
+def _place(tensors: list[Tensor], arena: Arena | None) -> tuple[list[dict], list]:
+    """Describe the tensors; put each one's bytes in the arena or in an inline frame."""
+    descriptions, frames, offset = [], [], 0
+    for tensor in tensors:
+        raw = raw_bytes(tensor)
+        size = len(raw)
+        description = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape, "parameters": tensor.parameters}
+        if type(tensor.data) is PackedBytes and tensor.data.bounds is not None:
+            description["bounds"] = tensor.data.bounds
+        if arena is not None and size >= INLINE_BELOW and offset + size <= arena.size:
+            arena.buf[offset : offset + size] = raw
+            description["shm"] = [offset, size]
+            offset = aligned(offset + size)
+        else:
+            description["frame"] = len(frames)
+            frames.append(raw)
+        descriptions.append(description)
+    return descriptions, frames
+
+
+def _views(descriptions: list[dict], frames: Sequence[Any], arena: Arena | None) -> list[Tensor]:
+    """Tensors over the placed bytes: read-only numpy views, no copies (a runtime
+    writing in place would change the sender's shared memory); BYTES stay packed."""
+    tensors = []
+    for d in descriptions:
+        if "shm" in d:
+            offset, size = d["shm"]
+            buf = arena.buf[offset : offset + size]
+        else:
+            buf = _buffer(frames[d["frame"]])
+        array = array_from_raw(d["datatype"], d["shape"], buf.toreadonly(), d["name"])
+        if "bounds" in d:
+            array.bounds = d["bounds"]
+        tensors.append(Tensor(d["name"], d["datatype"], d["shape"], array, d["parameters"]))
+    return tensors
+
+
+def _buffer(frame: Any) -> memoryview:
+    # zmq.Frame (received with copy=False) exposes its bytes without a copy
+    return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
+
+
+def request_frames(kind: bytes, seq: int, request: WireRequest, arena: Arena | None, batch: list[int] | None = None) -> list:
+    """`batch`: the rows of each request a merged request holds, so that the worker can mark
+    where each one's rows start in its BYTES outputs (`PackedBytes.bounds`)."""
+    descriptions, frames = _place(request.inputs, arena)
+    header = {
+        "seq": seq,
+        "batch": batch,
+        "id": request.id,
+        "parameters": request.parameters,
+        "inputs": descriptions,
+        "outputs": None if request.outputs is None else [{"name": o.name, "parameters": o.parameters} for o in request.outputs],
+    }
+    return [kind, orjson.dumps(header), *frames]
+
+
+def request_header(frames: Sequence[Any]) -> dict:
+    """An INFER or EXPLAIN message's header; its "seq" names the call a reply answers, its
+    "batch" the rows of each request a batched call holds (None: one request)."""
+    return orjson.loads(_buffer(frames[1]))
+
+
+def parse_request(header: dict, frames: Sequence[Any], arena: Arena | None, model_name: str, model_version: str | None) -> WireRequest:
+    outputs = header["outputs"]
+    return WireRequest(
+        model_name=model_name,
+        model_version=model_version,
+        id=header["id"],
+        inputs=_views(header["inputs"], frames[2:], arena),
+        parameters=header["parameters"],
+        outputs=None if outputs is None else [RequestedOutput(o["name"], o["parameters"]) for o in outputs],
+    )
+
+
+def reply_frames(seq: int, outputs: list[Tensor], parameters: dict, arena: Arena | None, report: dict) -> list:
+    descriptions, frames = _place(outputs, arena)
+    header = {"seq": seq, "parameters": parameters, "outputs": descriptions, "report": report}
+    return [REPLY, orjson.dumps(header), *frames]
+
+
+def error_frames(seq: int, error: GatewayError, report: dict) -> list:
+    return [ERROR, orjson.dumps({"seq": seq, "status": error.http_status, "message": error.message, "report": report})]
+
+
+def parse_reply(frames: Sequence[Any], arena: Arena | None) -> tuple[int, tuple[list[Tensor], dict] | GatewayError, bool, dict]:
+    """(seq, (outputs, parameters) or error, whether the outputs view the arena, the worker's report)."""
+    header = orjson.loads(_buffer(frames[1]))
+    if bytes(_buffer(frames[0])) == ERROR:
+        return header["seq"], from_status(header["status"], header["message"]), False, header["report"]
+    descriptions = header["outputs"]
+    in_arena = any("shm" in d for d in descriptions)
+    return header["seq"], (_views(descriptions, frames[2:], arena), header["parameters"]), in_arena, header["report"]
+
+
+def control_frames(kind: bytes, payload: dict | None = None) -> list:
+    """READY / FAILED / PING / PONG / STOP: a kind and a small JSON payload."""
+    return [kind, orjson.dumps(payload or {})]
+
+
+def parse_control(frames: Sequence[Any]) -> dict:
+    return orjson.loads(_buffer(frames[1]))

@@ -1,0 +1,84 @@
+"""The internal request form: what a front door parses a request into, the pool queues and
+batches, and the worker reads back out of a message.
+
+`WireRequest` is not the SDK's `gateway.types.InferenceRequest` (the pydantic model a runtime
+sees): it holds numpy arrays (views of the request body or of shared memory) and BYTES in their
+packed wire form (`PackedBytes`), and is turned into an InferenceRequest only in the worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import BadRequest, shown
+from .packed import PackedBytes
+
+
+@dataclass(slots=True)
+class Tensor:
+    name: str
+    datatype: str
+    shape: list[int]
+    data: "np.ndarray | PackedBytes"
+    parameters: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    name: str
+    parameters: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class WireRequest:
+    model_name: str
+    model_version: str | None
+    id: str
+    inputs: list[Tensor]
+    parameters: dict = field(default_factory=dict)
+    outputs: list[RequestedOutput] | None = None
+
+
+@dataclass(slots=True)
+class WireResponse:
+    model_name: str
+    model_version: str | None
+    id: str
+    outputs: list[Tensor]
+    parameters: dict = field(default_factory=dict)
+
+
+def raw_bytes(tensor: Tensor) -> memoryview | bytes:
+    """The tensor's bytes as they travel raw (binary extension, gRPC raw contents, workers)."""
+    if tensor.datatype == "BYTES":
+        return tensor.data.buffer
+    # a flat byte view: memoryview.cast refuses shapes with a zero in them
+    return memoryview(np.ascontiguousarray(tensor.data).reshape(-1).view(np.uint8))
+
+
+# Parameters with a meaning, and the type that meaning needs: the binary tensor extension's, and the
+# fields of gateway.types.Parameters, which the worker builds from every parameters map.
+_PARAMETER_TYPES = {"content_type": str, "binary_data": bool, "binary_data_output": bool, "binary_data_size": int}
+_TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer"}
+
+
+def check_parameters(parameters: dict, where: str) -> dict:
+    """Parameter values are strings, numbers or booleans (V2), and a known key has its own type.
+
+    A null value counts as absent (pydantic-based clients write unset fields as null)."""
+    checked = {}
+    for key, value in parameters.items():
+        if value is None:
+            continue
+        if key == "headers":  # gateway.types.Parameters.headers: a server's record of HTTP headers, never a scalar
+            raise BadRequest(f"parameter 'headers' of {where} is reserved and cannot be sent")
+        if type(value) not in (str, int, float, bool):
+            raise BadRequest(f"parameter {shown(key)} of {where} must be a string, number or boolean, got {shown(value)}")
+        expected = _PARAMETER_TYPES.get(key)
+        if expected is not None and type(value) is not expected:
+            raise BadRequest(f"parameter {key!r} of {where} must be {_TYPE_NAMES[expected]}, got {shown(value)}")
+        checked[key] = value
+    return checked
+
