@@ -61,6 +61,7 @@ class ServerSettings(BaseModel):
     metrics_on_http: bool = Field(False, description="also serve /metrics on the REST port")
     enable_docs_url: bool = Field(False, description="serve the API's documentation page (Swagger UI) at /docs")
     model_repository: Optional[Path] = Field(None, description="folder searched for model-settings.json files, relative to the config folder")
+    data_folder: Optional[Path] = Field(None, description="folder MLRun's data_url files are read from (relative to the config folder); unset: data_url is refused")
     parallel_workers: int = Field(1, ge=0, description="worker processes per model unless its model-settings.json says otherwise (0: 1, as MLServer's 0)")
     worker_blas_threads: int = Field(1, ge=1, description="OMP/OpenBLAS/MKL threads in each worker process")
     max_request_bytes: int = Field(256 * MIB, gt=0, description="largest REST request body")
@@ -143,10 +144,34 @@ class ServerSettings(BaseModel):
         if settings.model_repository is None:
             settings.model_repository = folder
         for setting in PATH_SETTINGS:
-            path = getattr(settings, setting)
-            if path is not None and not path.is_absolute():
-                setattr(settings, setting, (folder / path).resolve())
+            value = getattr(settings, setting)
+            if value is not None and not value.is_absolute():
+                setattr(settings, setting, (folder / value).resolve())
+        if settings.data_folder is not None:
+            # resolved once: a data_url must lead below this path, symbolic links followed
+            settings.data_folder = (folder / settings.data_folder).resolve()
+            if not settings.data_folder.is_dir():
+                raise ConfigError(f"{sources.get('data_folder', path)}: data_folder: {settings.data_folder} is not a folder")
         return settings
+
+
+# MLServer's names (`mlserver.settings`), for code that builds settings: `Settings(http_port=..., debug=...)`
+# takes MLServer's keys as settings.json does (mapped to ours, or ignored with a warning), but does not
+# read MLSERVER_* variables by itself (ServerSettings.from_folder does)
+Settings = ServerSettings
+
+
+class CORSSettings(BaseModel):
+    """MLServer's CORS settings, so that code passing `cors_settings=CORSSettings(...)` runs; the gateway
+    sends no CORS headers, and says so when asked for them."""
+
+    allow_origins: Optional[list[str]] = []
+    allow_origin_regex: Optional[str] = None
+    allow_credentials: Optional[bool] = False
+    allow_methods: Optional[list[str]] = ["GET"]
+    allow_headers: Optional[list[str]] = []
+    expose_headers: Optional[list[str]] = []
+    max_age: Optional[int] = 600
 
 
 def _file_layer(path: Path) -> Layer:
@@ -214,15 +239,26 @@ class ModelSettings(BaseModel):
     outputs: list[MetadataTensor] = Field(default_factory=list)
     parameters: ModelParameters = Field(default_factory=ModelParameters)
     max_batch_size: int = Field(0, ge=0)
+    # MLServer's: seconds a batch may wait for max_batch_size requests; 0: none waits while a worker is idle
+    max_batch_time: float = Field(0.0, ge=0)
     parallel_workers: Optional[int] = Field(None, ge=0)
     # where model-settings.json was found; relative URIs resolve against it
     folder: Optional[Path] = None
+    # the model-settings.json it was read from; None: the MLSERVER_MODEL_* variables (or code)
+    path: Optional[Path] = None
 
     @field_validator("implementation", mode="before")
     @classmethod
     def _import_path(cls, value: Any) -> Any:
         # MLServer's ModelSettings(implementation=SomeRuntime): the class's import path
         return f"{value.__module__}.{value.__name__}" if inspect.isclass(value) else value
+
+    @field_validator("inputs")
+    @classmethod
+    def _feature_schema(cls, inputs: list[MetadataTensor]) -> list[MetadataTensor]:
+        for spec in inputs:
+            feature_names(spec)  # MLRun's infer_dict: a bad schema is an error at start, not on each request
+        return inputs
 
     @field_validator("parallel_workers")
     @classmethod
@@ -247,24 +283,58 @@ class ModelSettings(BaseModel):
         values = _read_json(path)
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a JSON object")
+        settings = cls._with_environment(values, str(path), path.parent.resolve(), path.parent.name)
+        settings.path = path
+        return settings
+
+    @classmethod
+    def from_environment(cls) -> Optional["ModelSettings"]:
+        """MLServer's model of a repository without any model-settings.json: the one the
+        MLSERVER_MODEL_* variables define, if MLSERVER_MODEL_IMPLEMENTATION is set. Its folder (for
+        a relative uri, and the runtime's imports) is the current folder, as in MLServer."""
+        if mlserver_settings.MODEL_ENV_PREFIX + "IMPLEMENTATION" not in os.environ:
+            return None
+        settings = cls._with_environment({}, "the MLSERVER_MODEL_* environment variables", Path.cwd(), "")
+        if not settings.name:
+            raise ConfigError("MLSERVER_MODEL_IMPLEMENTATION defines a model, but MLSERVER_MODEL_NAME does not name it")
+        return settings
+
+    @classmethod
+    def _with_environment(cls, values: dict, where: str, folder: Path, default_name: str) -> "ModelSettings":
         try:
             from_environment, parameters, variables = mlserver_settings.model_environment()
         except ValueError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+            raise ConfigError(f"{where}: {exc}") from None
         if parameters and isinstance(values.get("parameters", {}), dict):
             values["parameters"] = {**parameters, **values.get("parameters", {})}
         values = {**from_environment, **values}
         try:
             settings = cls(**values)
         except ValidationError as exc:
-            also = f" (with the environment variables {', '.join(variables)})" if variables else ""
-            raise ConfigError(f"{path}{also}: {exc}") from None
-        settings.folder = path.parent.resolve()
+            also = f" (with the environment variables {', '.join(variables)})" if variables and values else ""
+            raise ConfigError(f"{where}{also}: {exc}") from None
+        settings.folder = folder
         if not settings.name:
-            settings.name = path.parent.name
+            settings.name = default_name
         if settings.model_extra:
-            log.warning("%s: ignoring settings this gateway does not use: %s", path, ", ".join(sorted(settings.model_extra)))
+            log.warning("%s: ignoring settings this gateway does not use: %s", where, ", ".join(sorted(settings.model_extra)))
         return settings
+
+
+def feature_names(spec: MetadataTensor) -> Optional[list[str]]:
+    """MLRun's feature schema an input declares, for infer_dict (`parameters.features`: the names of its last
+    dimension, in order), checked; None if it declares none."""
+    extra = (spec.parameters.model_extra or {}) if spec.parameters is not None else {}
+    features = extra.get("features")
+    if features is None:
+        return None
+    if not isinstance(features, list) or not features or not all(isinstance(f, str) and f for f in features):
+        raise ValueError(f"input {spec.name!r}: parameters.features must be a non-empty list of feature names")
+    if len(set(features)) != len(features):
+        raise ValueError(f"input {spec.name!r}: parameters.features names a feature twice")
+    if len(spec.shape) != 2 or spec.shape[1] not in (-1, len(features)):
+        raise ValueError(f"input {spec.name!r}: with {len(features)} features its shape must be [-1, {len(features)}], not {spec.shape}")
+    return features
 
 
 @dataclass
@@ -290,6 +360,13 @@ def scan_model_settings(repository: Path) -> tuple[list[ModelSettings], list[Unu
         except ConfigError as exc:
             settings, key = exc, _declared_name(path)
         candidates.setdefault(key, []).append((path, settings))
+    if not candidates:  # as MLServer: the model the MLSERVER_MODEL_* variables define, if any
+        try:
+            from_environment = ModelSettings.from_environment()
+        except ConfigError as exc:
+            prefix = mlserver_settings.MODEL_ENV_PREFIX
+            return [], [UnusableSettings(os.environ.get(prefix + "NAME", ""), os.environ.get(prefix + "VERSION"), [], str(exc))]
+        return ([from_environment] if from_environment else []), []
     usable, unusable = [], []
     for (name, version), found in candidates.items():
         paths = [path for path, _ in found]

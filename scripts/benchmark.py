@@ -9,13 +9,13 @@ server starts. Peers are installed by the script into their own virtualenvs unde
 
 Models:  rowsum  16 FP32 features -> their sum               (input "input" [-1,16])
          mlp     numpy MLP 256 -> 1024 -> 10, ReLU, seed 0   (input "input" [-1,256])
-         rowsum-batched, mlp-batched  the same with max_batch_size 32, max_batch_time 0.005
+         rowsum-batched, mlp-batched  the same with max_batch_size 32 (and max_batch_time 0.005 for MLServer)
                  (KServe has no adaptive batcher: it serves those cases with the plain model)
          echo    returns its FP32 input                      (input "input" [-1,-1])
          iris-sklearn  examples/iris-sklearn (scikit-learn scaler + logistic regression, 4 features ->
                  class name), served by the built-in runtime (ours) and by mlserver-sklearn (MLServer)
                  from the same model folder; iris-sklearn-batched the same with max_batch_size 32,
-                 max_batch_time 0.005. KServe's sklearnserver is not on PyPI, so KServe sits them out
+                 max_batch_time 0.005 (MLServer only). KServe's sklearnserver is not on PyPI, so KServe sits them out
 
 Server variants (--servers):
   gateway         ours, its defaults
@@ -280,11 +280,12 @@ def write_mlmodel_repository(root: Path, pkg: str, models: list[str], server_set
         }
         if batching:
             settings["max_batch_size"] = 32
-            settings["max_batch_time"] = 0.005
+            if pkg == "mlserver":  # MLServer batches only with a wait; the gateway (without one) batches what queues
+                settings["max_batch_time"] = 0.005
         (folder / "model-settings.json").write_text(json.dumps(settings, indent=2))
 
 
-def write_sklearn_repository(root: Path, python: Path, server_settings: dict[str, Any]) -> None:
+def write_sklearn_repository(root: Path, python: Path, server_settings: dict[str, Any], for_mlserver: bool) -> None:
     """The iris model, trained by examples/train.py with the server's own interpreter, so that the
     pickle matches the scikit-learn that loads it (the same data and settings give the same model)."""
     root.mkdir(parents=True)
@@ -293,6 +294,8 @@ def write_sklearn_repository(root: Path, python: Path, server_settings: dict[str
     if trained.returncode != 0:
         raise RuntimeError(f"training the iris model with {python} failed (does it have scikit-learn? pip install -e '.[sklearn]'):\n{trained.stderr[-1500:]}")
     for name, settings in SKLEARN_SETTINGS.items():
+        if not for_mlserver:  # MLServer batches only with a wait; the gateway (without one) batches what queues
+            settings = {key: value for key, value in settings.items() if key != "max_batch_time"}
         (root / name).mkdir()
         shutil.copy(root / "model.joblib", root / name / "model.joblib")
         (root / name / "model-settings.json").write_text(json.dumps(settings, indent=2))
@@ -546,7 +549,7 @@ def start_server(server: Server, prepared: dict[str, Any], group: str, workdir: 
     if server.kind == "gateway":
         settings = {"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port, "host": "127.0.0.1"}
         if group == "sklearn":
-            write_sklearn_repository(repo, prepared["python"], settings)
+            write_sklearn_repository(repo, prepared["python"], settings, for_mlserver=False)
         else:
             write_mlmodel_repository(repo, "gateway", models, settings)
         command = [str(prepared["python"]), "-m", "gateway", "start", "--config", str(repo)]
@@ -562,7 +565,7 @@ def start_server(server: Server, prepared: dict[str, Any], group: str, workdir: 
         if server.tuned:
             settings.update({"parallel_workers": args.mlserver_tuned_workers, "debug": False})
         if group == "sklearn":
-            write_sklearn_repository(repo, prepared["python"], settings)
+            write_sklearn_repository(repo, prepared["python"], settings, for_mlserver=True)
         else:
             write_mlmodel_repository(repo, "mlserver", models, settings)
         command = [str(prepared["bin"]), "start", str(repo)]

@@ -102,7 +102,7 @@ class Gateway:
             try:
                 if condition():
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or a busy machine
                 pass
             time.sleep(0.05)
         raise TimeoutError(f"{what} not ready after {timeout} s:\n{self.log_text()}")

@@ -39,13 +39,13 @@ DOORS = ("rest-json", "rest-binary", "grpc")
 DEFAULT_SEED = 13
 
 # The fuzz gateway's models: an echo model (no declared inputs), one declaring a single FP32 input
-# and its output, one declaring a single BYTES input (raw bodies and infer_dict of strings), and an
-# echo with adaptive batching on.
+# (with MLRun's feature schema, for infer_dict) and its output, one declaring a single BYTES input
+# (raw bodies and MLRun's plain inputs of strings), and an echo with adaptive batching on.
 MODELS = {
     "echo": {"implementation": "tests.runtimes.Echo"},
     "declared": {
         "implementation": "tests.runtimes.Echo",
-        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4], "parameters": {"features": ["a", "b", "c", "d"]}}],
         "outputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
     },
     "text": {"implementation": "tests.runtimes.Echo", "inputs": [{"name": "s", "datatype": "BYTES", "shape": [-1]}]},
@@ -323,13 +323,16 @@ def _odd_path(rng: random.Random, model: str) -> str:
 
 def rest_json_case(rng: random.Random) -> RestCase:
     seed = valid_seed(rng)
-    if seed.model in ("declared", "text") and rng.random() < 0.3:
-        # infer_dict: one object per row
-        name, _, shape, values = seed.tensors[0]
-        width = _count(shape[1:]) if len(shape) > 1 else 1
-        rows = [{name: values[i * width : (i + 1) * width] if len(shape) > 1 else values[i]} for i in range(shape[0])] or [{name: "a"}]
+    if seed.model == "declared" and rng.random() < 0.3:
+        # MLRun's infer_dict: one object of named features per row
+        _, _, shape, values = seed.tensors[0]
+        rows = [dict(zip("abcd", values[i * 4 : (i + 1) * 4])) for i in range(shape[0])] or [{"a": 1}]
         document: Any = {"inputs": rows}
         path = f"/v2/models/{seed.model}/infer_dict"
+    elif seed.model == "text" and rng.random() < 0.3:
+        # MLRun's plain inputs: the single input's values, no tensor around them
+        document = {"inputs": seed.tensors[0][3] or ["a"]}
+        path = f"/v2/models/{seed.model}/infer"
     else:
         document, _ = json_document(seed)
         path = _odd_path(rng, seed.model)

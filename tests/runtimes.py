@@ -1,6 +1,7 @@
 """Runtimes the tests serve (each through real worker processes)."""
 
 import asyncio
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -32,6 +33,30 @@ class Echo(MLModel):
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         return echoed(self, payload)
+
+
+class ExplainedEcho(Echo):
+    """An echo that also explains: the same outputs, with the response parameter explained: true."""
+
+    async def explain(self, payload: InferenceRequest) -> InferenceResponse:
+        response = echoed(self, payload)
+        response.parameters = {"explained": True}
+        return response
+
+
+class Digest(MLModel):
+    """Answers the length and SHA-256 (hex) of each element of its one BYTES input: what a model of
+    images sees of a binary body."""
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        items = list(payload.inputs[0].data.ravel())
+        return InferenceResponse(
+            model_name=self.name,
+            outputs=[
+                ResponseOutput(name="size", shape=[len(items)], datatype="INT64", data=[len(item) for item in items]),
+                ResponseOutput(name="sha256", shape=[len(items)], datatype="BYTES", data=[hashlib.sha256(item).hexdigest() for item in items]),
+            ],
+        )
 
 
 class Described(Echo):

@@ -8,13 +8,16 @@ import pytest
 import requests
 
 from tests.conftest import assert_serves_large
+from tests.test_observability import labels, metrics_of
 from tests.test_worker_plane import write_repository
 
 MODELS = {
-    "probe": {"implementation": "tests.runtimes.BatchProbe", "max_batch_size": 8, "max_batch_time": 0.05},
-    "patient": {"implementation": "tests.runtimes.BatchProbe", "max_batch_size": 8, "max_batch_time": 60},
+    "probe": {"implementation": "tests.runtimes.BatchProbe", "max_batch_size": 8},
     "summary": {"implementation": "tests.runtimes.Summary", "max_batch_size": 8},
-    "pair": {"implementation": "tests.runtimes.BatchProbe", "parallel_workers": 2, "max_batch_size": 8, "max_batch_time": 60},
+    "pair": {"implementation": "tests.runtimes.BatchProbe", "parallel_workers": 2, "max_batch_size": 8},
+    # MLServer's max_batch_time: a batch waits for max_batch_size requests, at most this long
+    "gathering": {"implementation": "tests.runtimes.BatchProbe", "max_batch_size": 4, "max_batch_time": 60},
+    "brief": {"implementation": "tests.runtimes.BatchProbe", "max_batch_size": 4, "max_batch_time": 0.1},
 }
 
 
@@ -53,6 +56,10 @@ def burst_behind_a_busy_worker(gateway, model, documents):
     for thread in [blocker, *threads]:
         thread.join()
     return results
+
+
+def inflight(gateway, model, version=""):
+    return metrics_of(gateway)["gateway_inflight_requests"][labels(model=model, version=version)]
 
 
 def outputs_of(response):
@@ -165,15 +172,43 @@ def test_a_runtime_error_fails_its_batch_and_nothing_else(gateway):
     assert_probe_serves_large(gateway, "probe")
 
 
-def test_a_lone_request_does_not_wait_for_max_batch_time(gateway):
-    # max_batch_time is 60 s here: had the request waited for company, the client would time out
-    response = requests.post(f"{gateway.url}/v2/models/patient/infer", data=json.dumps(body([4.0], "alone")), timeout=10)
+def test_a_lone_request_does_not_wait_without_max_batch_time(gateway):
+    # max_batch_size 8 and no max_batch_time: had the request waited for company (for a full
+    # batch, or for any time at all), the client would time out
+    response = requests.post(f"{gateway.url}/v2/models/probe/infer", data=json.dumps(body([4.0], "alone")), timeout=10)
     assert outputs_of(response)["rows"] == [1]
+
+
+def test_with_max_batch_time_a_batch_waits_for_max_batch_size_requests(gateway):
+    # the worker is idle: the first request waits at the gateway (queued, in flight, no call of the
+    # model) until three more have come, and the four leave as one call of four rows
+    before = gateway.log_text().count("probe call")
+    results: dict = {}
+    first = threading.Thread(target=call, args=(gateway, "gathering", body([0.0], "first"), results, "first"))
+    first.start()
+    gateway.wait_for(lambda: inflight(gateway, "gathering") == 1, timeout=10, what="the first request to queue")
+    assert gateway.log_text().count("probe call") == before  # it is waiting, not running
+    threads = [threading.Thread(target=call, args=(gateway, "gathering", body([float(i)], f"req-{i}"), results, i)) for i in (1, 2, 3)]
+    for thread in threads:
+        thread.start()
+    for thread in [first, *threads]:
+        thread.join()
+    answers = [outputs_of(results[key]) for key in ("first", 1, 2, 3)]
+    assert [a["rows"] for a in answers] == [[4]] * 4
+    assert len({a["call"][0] for a in answers}) == 1
+    assert [a["y"] for a in answers] == [[0.0, 0.0], [2.0, 2.0], [4.0, 4.0], [6.0, 6.0]]
+
+
+def test_with_max_batch_time_a_partial_batch_leaves_when_its_time_is_up(gateway):
+    # max_batch_time 0.1 s, max_batch_size 4: a lone request waits, then leaves alone
+    response = requests.post(f"{gateway.url}/v2/models/brief/infer", data=json.dumps(body([4.0], "alone")), timeout=10)
+    assert outputs_of(response)["rows"] == [1]
+    assert_probe_serves_large(gateway, "brief")
 
 
 def test_a_lone_request_goes_to_an_idle_worker_while_its_sibling_is_busy(gateway, tmp_path):
     # the first call holds its worker until the second call has started: had the lone second
-    # request waited for company (up to max_batch_time, 60 s here) the first would give up and fail
+    # request waited for company the first would give up and fail
     started = tmp_path / "second-call-started"
     before = gateway.log_text().count("probe call")
     results: dict = {}

@@ -38,7 +38,7 @@ def iris_rows(gateway, rows: int = 2048) -> None:
 
 
 def test_config_serves_both_examples(gateway):
-    assert requests.get(f"{gateway.url}/v2/models").json() == {"models": ["iris-mlp", "text-sentiment"]}
+    assert requests.get(f"{gateway.url}/v2/models").json() == {"models": ["iris-mlp:1", "text-sentiment:1"]}
     assert requests.get(f"{gateway.url}/v2/health/ready").json() == {"ready": True}
 
 
@@ -76,13 +76,16 @@ def test_iris_mlp_with_tritonclient_binary(gateway):
 
 
 def test_iris_mlp_infer_dict_rows(gateway):
-    body = {"id": "rows", "inputs": [{"features": row} for row in IRIS]}
+    # MLRun's rows of named features, in any order: the model gets them in its schema's order
+    names = ["petal_width", "sepal_length", "petal_length", "sepal_width"]
+    order = [3, 0, 2, 1]
+    body = {"id": "rows", "inputs": [{name: row[i] for name, i in zip(names, order)} for row in IRIS]}
     answer = requests.post(f"{gateway.url}/v2/models/iris-mlp/infer_dict", json=body).json()
     assert answer["id"] == "rows"
     probabilities = np.array(answer["outputs"][0]["data"], dtype=np.float32).reshape(2, 3)
     np.testing.assert_allclose(probabilities, expected_probabilities(IRIS), rtol=1e-5)
     bad = requests.post(f"{gateway.url}/v2/models/iris-mlp/infer_dict", json={"inputs": [{"petals": 1}]})
-    assert bad.status_code == 400 and "the model takes ['features']" in bad.json()["error"]
+    assert bad.status_code == 400 and "unknown features ['petals']" in bad.json()["error"]
     # 4,096 rows (64 KiB): the two rows above, over and over, so the labels are known (the class names:
     # BYTES, as config/iris-mlp/model-settings.json declares them)
     rows = np.tile(np.array(IRIS, dtype=np.float32), (2048, 1))

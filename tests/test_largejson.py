@@ -46,9 +46,14 @@ def _comparable(data) -> object:
 
 
 def both_ways(body: bytes) -> tuple[object, object]:
-    small = outcome(lambda: restbody.parse_infer_request(body, None, "m", None, 1 << 30))
-    large = outcome(lambda: asyncio.run(restbody.parse_large_infer_request(body, None, "m", None, 1 << 30, lambda request: None)))
-    return small, large
+    def parse(large_from: int):
+        async def run():
+            parsed = await restbody.read_json_body(body, None, large_from)
+            return await restbody.build_infer_request(parsed, "m", None, 1 << 30, lambda request: None)
+
+        return asyncio.run(run())
+
+    return outcome(lambda: parse(len(body) + 1)), outcome(lambda: parse(0))
 
 
 scalars = st.one_of(

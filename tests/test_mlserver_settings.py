@@ -188,3 +188,12 @@ def test_an_mlserver_folder_starts_unchanged(gateway):
     assert "model sum-model (version None) is ready with 1 worker(s)" in log
     assert "MLServer setting" not in log  # gzip off is how the gateway works: nothing to warn about
     assert "gateway.access" not in log  # debug off: no access log
+
+
+def test_mlservers_settings_classes_have_their_names():
+    from gateway.settings import CORSSettings, ModelParameters, Settings
+
+    settings = Settings(http_port=9000, debug=False, grpc_max_message_length=1024, cors_settings=CORSSettings(allow_origins=["*"]))
+    assert (settings.http_port, settings.log_level, settings.access_log, settings.grpc_max_message_bytes) == (9000, "INFO", False, 1024)
+    model = ModelSettings(name="m", implementation=SumModel, max_batch_time=0.5, parameters=ModelParameters(uri="./w.bin", format="x"))
+    assert (model.max_batch_time, model.parameters.uri, model.parameters.model_extra) == (0.5, "./w.bin", {"format": "x"})

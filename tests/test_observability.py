@@ -25,7 +25,7 @@ ECHO = {"implementation": "tests.runtimes.Echo"}
 MODELS = {
     "echo": ECHO,
     "failing": {"implementation": "tests.runtimes.Failing"},
-    "burst": {"implementation": "tests.runtimes.BatchProbe", "max_batch_size": 4, "max_batch_time": 0.02},
+    "burst": {"implementation": "tests.runtimes.BatchProbe", "max_batch_size": 4},
     "scored": {"implementation": "tests.runtimes.Scored", "parallel_workers": 2},
     "stats-echo": ECHO,
     "logged": {"implementation": "tests.runtimes.Failing"},

@@ -68,7 +68,10 @@ def test_health_and_server_metadata(gateway, client):
 
 
 def test_list_models(gateway):
-    assert requests.get(f"{gateway.url}/v2/models").json() == {"models": ["echo", "failing", "sleepy", "versioned"]}
+    # as MLRun lists them: a versioned model once per version, as name:version
+    expected = {"models": ["echo", "failing", "sleepy", "versioned:1", "versioned:2"]}
+    assert requests.get(f"{gateway.url}/v2/models").json() == expected
+    assert requests.get(f"{gateway.url}/v2/models/").json() == expected
 
 
 def test_model_metadata_and_ready(gateway, client):
@@ -319,19 +322,18 @@ DEEP = 1000  # levels of nesting: orjson reads up to 1,024, Python's stack holds
         # strings among numbers: numpy would have made every number a string as long as the longest
         ("echo", "infer", '{"inputs": [{"name": "x", "datatype": "FP32", "shape": [5001], "data": [%s"%s"]}]}' % ("0.5, " * 5000, "x" * 20000),
          "input 'x': FP32 data must be numbers, got strings"),
-        # infer_dict rows whose values are ragged, or of different shapes
-        ("sleepy", "infer_dict", '{"inputs": [{"seconds": ["a", ["b"]]}]}', "input 'seconds': a row's value is a ragged nested list"),
-        ("sleepy", "infer_dict", '{"inputs": [{"seconds": [0, 0]}, {"seconds": [0]}, {"seconds": [0, 0, 0]}]}',
-         "input 'seconds': the rows' values have different shapes [(1,), (2,), (3,)]"),
-        ("sleepy", "infer_dict", '{"inputs": [{"seconds": %s0%s}]}' % ("[" * DEEP, "]" * DEEP),
-         "input 'seconds': a row's value is nested deeper than a tensor's 32 dimensions"),
+        # MLRun's plain inputs, ragged, or deeper than a tensor
+        ("sleepy", "infer", '{"inputs": ["a", ["b"]]}', "input 'seconds': the inputs are a ragged nested list"),
+        ("sleepy", "infer", '{"inputs": [[0, 0], [0], [0, 0, 0]]}', "input 'seconds': the inputs are a ragged nested list"),
+        ("sleepy", "infer", '{"inputs": [%s0%s]}' % ("[" * DEEP, "]" * DEEP),
+         "input 'seconds': the inputs are nested deeper than a tensor's 32 dimensions"),
         # a long name is quoted, not echoed whole
         ("echo", "infer", '{"inputs": [{"name": "%s", "datatype": "FP33", "shape": [1], "data": [1]}]}' % ("n" * 10000),
          "input 'nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn'... "
          "(10000 characters): unknown datatype 'FP33'"),
     ],
     ids=["datatype-object", "datatype-list", "numbers-1000-deep", "bytes-1000-deep", "shape-overflow", "shape-33-dimensions",
-         "string-among-numbers", "infer-dict-ragged", "infer-dict-rows-differ", "infer-dict-1000-deep", "long-name"],
+         "string-among-numbers", "plain-ragged", "plain-rows-differ", "plain-1000-deep", "long-name"],
 )  # fmt: skip
 def test_what_once_was_a_500_is_a_400(gateway, model, route, text, message):
     response = post(gateway, f"/v2/models/{model}/{route}", data=text.encode())
@@ -346,7 +348,7 @@ def test_what_once_was_a_500_is_a_400(gateway, model, route, text, message):
 def test_infer_dict_needs_a_model_that_declares_its_inputs(gateway):
     response = post(gateway, "/v2/models/echo/infer_dict", json={"inputs": [{"x": 1}]})
     assert response.status_code == 400
-    assert response.json()["error"] == "model 'echo' declares no inputs, so infer_dict cannot order the row fields"
+    assert response.json()["error"].startswith("infer_dict need(s) a model that declares exactly one input")
     assert_serves_large(gateway, "echo")
 
 
@@ -519,3 +521,11 @@ def test_large_binary_tensor_round_trips(client):
     tensor.set_data_from_numpy(array)
     result = client.infer("echo", [tensor], outputs=[httpclient.InferRequestedOutput("x", binary_data=True)])
     np.testing.assert_array_equal(result.as_numpy("x"), array)
+
+
+def test_data_url_is_off_unless_a_data_folder_is_set(gateway):
+    # this gateway sets no data_folder (MLRun's data_url: tests/test_mlrun.py)
+    response = post(gateway, "/v2/models/sleepy/infer", json={"data_url": "x.json"})
+    assert response.status_code == 400
+    assert response.json()["error"] == "data_url is not enabled on this gateway: set data_folder to the folder its files are read from"
+    assert_serves_sleepy(gateway)

@@ -48,8 +48,8 @@ def test_model_settings_mlserver_style(tmp_path):
     assert settings.parameters.extra == {"k": 1}
     assert settings.inputs[0].shape == [-1, 2]
     assert settings.max_batch_size == 8
-    # batches never wait for company (README, adaptive batching), so this MLServer setting is ignored, as warm_workers
-    assert settings.model_extra == {"max_batch_time": 0.01, "warm_workers": True}
+    assert settings.max_batch_time == 0.01
+    assert settings.model_extra == {"warm_workers": True}  # an MLServer field the gateway has no use for
 
 
 def test_a_bad_settings_file_spoils_only_its_own_model(tmp_path):
@@ -78,3 +78,36 @@ def test_model_settings_need_an_implementation(tmp_path):
     (tmp_path / "model-settings.json").write_text(json.dumps({"name": "m"}))
     with pytest.raises(ConfigError, match="implementation"):
         ModelSettings.from_file(tmp_path / "model-settings.json")
+
+
+@pytest.mark.parametrize(
+    "parameters, shape, message",
+    [
+        ({"features": ["a", "b"]}, [-1, 3], "input 'x': with 2 features its shape must be [-1, 2], not [-1, 3]"),
+        ({"features": ["a", "a"]}, [-1, 2], "input 'x': parameters.features names a feature twice"),
+        ({"features": "a,b"}, [-1, 2], "input 'x': parameters.features must be a non-empty list of feature names"),
+        ({"features": ["a", "b"]}, [-1], "input 'x': with 2 features its shape must be [-1, 2], not [-1]"),
+    ],
+)
+def test_a_bad_feature_schema_is_an_error_at_start(tmp_path, parameters, shape, message):
+    # MLRun's infer_dict orders rows by it: a wrong one would fail every such request
+    (tmp_path / "m").mkdir()
+    inputs = [{"name": "x", "datatype": "FP32", "shape": shape, "parameters": parameters}]
+    (tmp_path / "m" / "model-settings.json").write_text(json.dumps({"implementation": "x.Y", "inputs": inputs}))
+    usable, (unusable,) = scan_model_settings(tmp_path)
+    assert usable == [] and message in unusable.reason
+    inputs[0].update(shape=[-1, 2], parameters={"features": ["a", "b"]})
+    (tmp_path / "m" / "model-settings.json").write_text(json.dumps({"implementation": "x.Y", "inputs": inputs}))
+    (settings,), _ = scan_model_settings(tmp_path)
+    assert settings.inputs[0].parameters.model_extra == {"features": ["a", "b"]}
+
+
+def test_the_data_folder_is_resolved_against_the_config_folder_and_must_exist(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv("GATEWAY_DATA_FOLDER", "data")
+    assert ServerSettings.from_folder(tmp_path).data_folder == tmp_path / "data"
+    monkeypatch.setenv("GATEWAY_DATA_FOLDER", "missing")
+    with pytest.raises(ConfigError, match="environment variable GATEWAY_DATA_FOLDER: data_folder: .*missing is not a folder"):
+        ServerSettings.from_folder(tmp_path)
+    monkeypatch.delenv("GATEWAY_DATA_FOLDER")
+    assert ServerSettings.from_folder(tmp_path).data_folder is None  # off by default

@@ -251,7 +251,7 @@ def _close_inherited(keep: set[int]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m workers", description="a gateway model worker (started by the gateway)")
-    parser.add_argument("--settings", required=True, type=Path, help="the model's model-settings.json")
+    parser.add_argument("--settings", type=Path, help="the model's model-settings.json (absent: the MLSERVER_MODEL_* variables define it)")
     parser.add_argument("--endpoint", required=True, help="the gateway's ZeroMQ endpoint")
     parser.add_argument("--identity", required=True, help="this worker's ZeroMQ identity")
     parser.add_argument("--in-fd", required=True, type=int, help="inherited shared-memory arena the gateway writes inputs to")
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     logs.configure(args.log_level, args.log_format, worker=args.identity)
     # a runtime's print() reaches the log line by line, not when a block fills (or the worker exits)
     sys.stdout.reconfigure(line_buffering=True)
-    settings = ModelSettings.from_file(args.settings)
+    settings = ModelSettings.from_file(args.settings) if args.settings else ModelSettings.from_environment()
     import uvloop
 
     in_arena, out_arena = Arena.attach(args.in_fd), Arena.attach(args.out_fd)

@@ -82,7 +82,7 @@ class ModelEntry:
         self.state, self.reason = State.READY, ""
 
 
-def _version_key(version: Optional[str]) -> tuple:
+def version_key(version: Optional[str]) -> tuple:
     # numeric versions compare as numbers, so "10" is newer than "9"
     if version is None:
         return (0, 0, "")
@@ -163,6 +163,7 @@ class Supervisor:
             self.settings.shm_arena_bytes,
             model_settings.max_batch_size,
             version=model_settings.version,
+            max_batch_time=model_settings.max_batch_time,
         )
         entry = ModelEntry(model_settings, pool)
         pool.on_worker_lost = lambda worker, why: self._worker_lost(entry, worker, why)
@@ -185,7 +186,7 @@ class Supervisor:
         if not versions:
             raise NotFound(f"model {shown(name)} not found")
         if version is None:
-            return versions[max(versions, key=_version_key)]
+            return versions[max(versions, key=version_key)]
         if version not in versions:
             raise NotFound(f"model {shown(name)} has no version {shown(version)}; it has {sorted(v or '' for v in versions)}")
         return versions[version]
@@ -240,7 +241,7 @@ class Supervisor:
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "workers",
-                "--settings", str(entry.settings.folder / MODEL_SETTINGS_FILE),
+                *(("--settings", str(entry.settings.path)) if entry.settings.path else ()),  # else: from the environment, as here
                 "--endpoint", self.router.endpoint,
                 "--identity", identity,
                 "--parent", str(os.getpid()),
@@ -321,7 +322,7 @@ class Supervisor:
         """The repository index: every model version known, with its state."""
         items = [
             {"name": e.name, "version": e.version or "", "state": e.state.value, "reason": e.reason}
-            for e in sorted(self.entries(), key=lambda e: (e.name, _version_key(e.version)))
+            for e in sorted(self.entries(), key=lambda e: (e.name, version_key(e.version)))
         ]
         return [i for i in items if i["state"] == State.READY.value] if ready_only else items
 

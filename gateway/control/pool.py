@@ -48,6 +48,8 @@ class _Waiting:
     batch_key: Optional[Hashable]  # None: runs alone
     # for the queue-time metric: loop.time() is uvloop's per-iteration clock, in whole milliseconds
     queued: int = field(default_factory=time.perf_counter_ns)
+    # loop.time() when it arrived: the batch it starts leaves by arrived + max_batch_time
+    arrived: float = field(default_factory=lambda: asyncio.get_running_loop().time())
 
 
 @dataclass(eq=False)
@@ -115,13 +117,22 @@ class ModelPool:
     """The queue and the workers of one model version."""
 
     def __init__(
-        self, name: str, router: Router, request_timeout: float, arena_bytes: int, max_batch_size: int = 0, version: str | None = None
+        self,
+        name: str,
+        router: Router,
+        request_timeout: float,
+        arena_bytes: int,
+        max_batch_size: int = 0,
+        version: str | None = None,
+        max_batch_time: float = 0.0,
     ):
         self.name = name
         self.stats = model_stats(name, version)  # told of each call sent and each worker report
         self.request_timeout = request_timeout
         self.arena_bytes = arena_bytes
         self.max_batch_size = max_batch_size
+        self.max_batch_time = max_batch_time  # 0: no request waits for company while a worker is idle
+        self._batch_timer: Optional[asyncio.TimerHandle] = None
         self.workers: list[Worker] = []
         self.on_worker_lost: Callable[[Worker, str], None] = lambda worker, why: None
         self._router = router
@@ -186,16 +197,43 @@ class ModelPool:
     def _dispatch(self) -> None:
         """Each idle worker takes the oldest waiting request and those waiting that can join it.
 
-        Nothing waits for company while a worker is idle: batches form from the
-        requests that queue while every worker is busy."""
+        Without max_batch_time nothing waits for company while a worker is idle: batches form
+        from the requests that queue while every worker is busy. With it (MLServer's rule), a
+        batch waits for max_batch_size requests, at most max_batch_time from its oldest one."""
         while self._waiting and self._idle:
-            first = self._waiting.popleft()
+            first = self._waiting[0]
             if first.reply.done():
+                self._waiting.popleft()
                 continue  # timed out or cancelled while queued
+            if self._waits_for_company(first):
+                break
+            self._waiting.popleft()
             worker = self._idle.pop()
             if not self._send(worker, self._take_batch(first)):
                 self._idle.append(worker)  # the call never left: the worker is still free
         self._check_quiet()
+
+    def _waits_for_company(self, first: _Waiting) -> bool:
+        """Whether the batch `first` starts should wait for more requests; if so, a timer
+        dispatches it when its time is up."""
+        if not self.max_batch_time or first.batch_key is None:
+            return False
+        leaves_at = first.arrived + self.max_batch_time
+        loop = asyncio.get_running_loop()
+        if loop.time() >= leaves_at:
+            return False
+        company = sum(1 for w in self._waiting if w.batch_key == first.batch_key and not w.reply.done())
+        if company >= self.max_batch_size:
+            return False
+        if self._batch_timer is None or self._batch_timer.when() > leaves_at:
+            if self._batch_timer is not None:
+                self._batch_timer.cancel()
+            self._batch_timer = loop.call_at(leaves_at, self._batch_time_up)
+        return True
+
+    def _batch_time_up(self) -> None:
+        self._batch_timer = None
+        self._dispatch()
 
     def _take_batch(self, first: _Waiting) -> list[_Waiting]:
         """`first` and the waiting requests that can join it, oldest first, up to max_batch_size."""

@@ -49,6 +49,7 @@ REST = {
     "ready": Scope.OPEN,
     "server_metadata": Scope.OPEN,
     "server_metadata_v2": Scope.OPEN,
+    "server_metadata_health": Scope.OPEN,  # MLRun's /v2/health
     "openapi": Scope.OPEN,
     "docs": Scope.OPEN,
     "docs_asset": Scope.OPEN,
@@ -59,6 +60,9 @@ REST = {
     "infer": Scope.INFERENCE,
     "explain": Scope.INFERENCE,
     "infer_dict": Scope.INFERENCE,
+    "predict": Scope.INFERENCE,  # MLRun's names of infer and infer_dict, and its POST / naming the model in the body
+    "predict_dict": Scope.INFERENCE,
+    "infer_named_in_body": Scope.INFERENCE,
     "repository_index": Scope.REPOSITORY,
     "repository_load": Scope.REPOSITORY,
     "repository_unload": Scope.REPOSITORY,

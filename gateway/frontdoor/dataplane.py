@@ -17,7 +17,7 @@ from ..control.stats import ModelStats, model_stats
 from ..wire import messages
 from ..errors import BadRequest, NotFound, NotSupported, Unavailable, shown
 from ..settings import ServerSettings
-from ..control.models import ModelEntry, Supervisor
+from ..control.models import ModelEntry, Supervisor, version_key
 from ..wire.request import WireRequest, WireResponse
 from ..types import MetadataTensor, State
 
@@ -69,7 +69,9 @@ class DataPlane:
         }
 
     def model_names(self) -> list[str]:
-        return sorted(self.supervisor.models)
+        """Every model, a versioned one as name:version for each version (as MLRun lists them)."""
+        entries = sorted(self.supervisor.entries(), key=lambda entry: (entry.name, version_key(entry.version)))
+        return [entry.name if entry.version is None else f"{entry.name}:{entry.version}" for entry in entries]
 
     def declared_inputs(self, name: str, version: Optional[str] = None) -> list[MetadataTensor]:
         return list(self._ready_entry(name, version).inputs.values())

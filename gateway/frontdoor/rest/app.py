@@ -19,7 +19,7 @@ from sanic.response import HTTPResponse
 
 from ... import logs
 from ...control.stats import exposition
-from . import apidoc
+from . import apidoc, mlrun
 from ..access import Access, rest_scope
 from ..dataplane import DataPlane
 from ...protocol import HEADER_LENGTH
@@ -27,12 +27,12 @@ from ...errors import BadRequest, GatewayError
 from .largejson import LARGE_JSON
 from .body import (
     RenderedResponse,
+    build_infer_request,
     parse_header_length,
-    parse_infer_dict,
-    parse_infer_request,
-    parse_large_infer_request,
     parse_raw_request,
+    read_json_body,
     render_infer_response,
+    request_of,
 )
 from ...wire.request import WireRequest
 
@@ -128,19 +128,40 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
             return _json({"name": model, "ready": True})
         return _json({"name": model, "ready": False, "state": state, "reason": reason}, 503)
 
-    async def _parse(request: Request, model: str, version: Optional[str]) -> WireRequest:
-        dataplane.check_model_exists(model, version)
+    async def _parse(request: Request, model: Optional[str], version: Optional[str], verb: Optional[str]) -> tuple[WireRequest, str]:
+        """The request a body holds, and its verb (infer, infer_dict, explain). `model` and `verb`
+        are None where the URL names none (POST /): the body names them then, as MLRun's clients do."""
+        if model is not None:
+            dataplane.check_model_exists(model, version)
         value = request.headers.get(HEADER_LENGTH)
         header_length = None if value is None else parse_header_length(value)
         body = request.body
         if len(body) >= LARGE_JSON:
             await asyncio.sleep(0)  # Sanic has just joined the body in one step: let others in before the next
-        if header_length == 0:
+        binary = header_length is None and mlrun.is_binary_body(request.headers.get("content-type"))
+        if header_length == 0 or binary:  # the bytes of the model's one input
+            if model is None:
+                raise BadRequest("POST / takes a JSON body that names its model; send raw and binary bodies to /v2/models/{model}/infer")
             declared = dataplane.declared_inputs(model, version)
-            return await parse_raw_request(body, model, version, declared, settings.max_tensor_bytes)
-        if (len(body) if header_length is None else header_length) >= LARGE_JSON:
-            return await parse_large_infer_request(body, header_length, model, version, settings.max_tensor_bytes, dataplane.check_request)
-        return parse_infer_request(body, header_length, model, version, settings.max_tensor_bytes)
+            if binary:
+                tensor = mlrun.binary_tensor(body, declared, settings.max_tensor_bytes)
+                return WireRequest(model, version, "", [tensor], {}), verb or "infer"
+            return await parse_raw_request(body, model, version, declared, settings.max_tensor_bytes), verb or "infer"
+        parsed = await read_json_body(body, header_length)
+        model, version, verb = mlrun.resolve_target(parsed.document, model, version, verb)
+        dataplane.check_model_exists(model, version)  # the body may have named it, or its version
+        request.ctx.model = (model, version)
+        if not mlrun.is_mlrun_form(parsed.document, verb):
+            return await build_infer_request(parsed, model, version, settings.max_tensor_bytes, dataplane.check_request), verb
+        if parsed.binary or parsed.large is not None:
+            raise BadRequest(f"MLRun's forms of inputs (plain lists, rows of features, data_url) are JSON bodies of less than {LARGE_JSON} bytes")
+        inputs = await mlrun.mlrun_inputs(
+            parsed.document, verb, lambda: dataplane.declared_inputs(model, version), settings.data_folder, settings.max_tensor_bytes
+        )
+        if isinstance(inputs, list):  # V2 tensors, from a data_url file
+            parsed.document = {**parsed.document, "inputs": inputs}
+            return await build_infer_request(parsed, model, version, settings.max_tensor_bytes, dataplane.check_request), verb
+        return request_of(parsed.document, model, version, [inputs]), verb
 
     async def _send(request: Request, rendered: RenderedResponse) -> Optional[HTTPResponse]:
         json_body = rendered.json_length is None
@@ -156,18 +177,23 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
         await response.eof()
         return None
 
+    async def _serve(request: Request, model: Optional[str], version: Optional[str], verb: Optional[str]) -> Optional[HTTPResponse]:
+        parsed, verb = await _parse(request, model, version, verb)
+        run = dataplane.explain if verb == "explain" else dataplane.infer
+        return await _send(request, await run(parsed, lambda response: render_infer_response(response, parsed)))
+
     async def infer(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
-        parsed = await _parse(request, model, version)
-        return await _send(request, await dataplane.infer(parsed, lambda response: render_infer_response(response, parsed)))
+        return await _serve(request, model, version, "infer")
 
     async def explain(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
-        parsed = await _parse(request, model, version)
-        return await _send(request, await dataplane.explain(parsed, lambda response: render_infer_response(response, parsed)))
+        return await _serve(request, model, version, "explain")
 
     async def infer_dict(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
-        declared = dataplane.declared_inputs(model, version)
-        parsed = parse_infer_dict(request.body, model, version, declared, settings.max_tensor_bytes)
-        return await _send(request, await dataplane.infer(parsed, lambda response: render_infer_response(response, parsed)))
+        return await _serve(request, model, version, "infer_dict")
+
+    async def infer_named_in_body(request: Request) -> Optional[HTTPResponse]:
+        """MLRun's route for clients that cannot put the model in a URL: the body's model and operation."""
+        return await _serve(request, None, None, None)
 
     async def statistics(request: Request, model: Optional[str] = None, version: Optional[str] = None) -> HTTPResponse:
         return _json({"model_stats": dataplane.statistics(model, version)})
@@ -189,6 +215,7 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
 
     route(server_metadata, "/", ("GET",), versioned=False)
     app.add_route(server_metadata, "/v2", methods=("GET",), name="server_metadata_v2")
+    app.add_route(server_metadata, "/v2/health", methods=("GET",), name="server_metadata_health")  # as MLRun
     route(live, "/v2/health/live", ("GET",), versioned=False)
     route(ready, "/v2/health/ready", ("GET",), versioned=False)
     route(list_models, "/v2/models", ("GET",), versioned=False)
@@ -197,6 +224,12 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
     route(infer, "/v2/models/<model>/infer", ("POST",))
     route(explain, "/v2/models/<model>/explain", ("POST",))
     route(infer_dict, "/v2/models/<model>/infer_dict", ("POST",))
+    # MLRun's names of the same operations, and its route for a model named in the body
+    app.add_route(infer, "/v2/models/<model>/predict", methods=("POST",), name="predict")
+    app.add_route(infer, "/v2/models/<model>/versions/<version>/predict", methods=("POST",), name="predict_version")
+    app.add_route(infer_dict, "/v2/models/<model>/predict_dict", methods=("POST",), name="predict_dict")
+    app.add_route(infer_dict, "/v2/models/<model>/versions/<version>/predict_dict", methods=("POST",), name="predict_dict_version")
+    app.add_route(infer_named_in_body, "/", methods=("POST",), name="infer_named_in_body")
     route(statistics, "/v2/models/<model>/stats", ("GET",))
     app.add_route(statistics, "/v2/models/stats", methods=("GET",), name="statistics_all")
 
@@ -209,7 +242,8 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
     guard(app, access)
 
     # inference routes: counted in the request metrics of their model
-    counted = {f"{app.name}.{handler}{suffix}" for handler in ("infer", "explain", "infer_dict") for suffix in ("", "_version")}
+    inference = ("infer", "explain", "infer_dict", "predict", "predict_dict")
+    counted = {f"{app.name}.{handler}{suffix}" for handler in inference for suffix in ("", "_version")} | {f"{app.name}.infer_named_in_body"}
 
     @app.on_response
     def answered(request: Request, response: HTTPResponse) -> None:
@@ -218,7 +252,8 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
         # A request whose headers never all came (timed out, or the client left) counts from the first wait for them.
         stream = request.stream
         elapsed = int((time.perf_counter() - stream.began()) * 1e9)
-        model, version = request.match_info.get("model"), request.match_info.get("version")
+        # the model a request named in its URL, or in its body (POST /)
+        model, version = getattr(request.ctx, "model", None) or (request.match_info.get("model"), request.match_info.get("version"))
         if request.route is not None and request.route.name in counted:
             dataplane.model_stats(model, version).request_done("rest", response.status, elapsed)
         logs.access("rest", request.method, request.path, response.status, elapsed, model, version)

@@ -16,7 +16,7 @@ import orjson
 
 from . import largejson
 from ...errors import BadRequest, shown
-from ...wire.datatypes import BYTES_ELEMENT_COST, check_datatype, check_size, data_from_json, data_from_raw, element_count, MAX_RANK, NUMPY_DTYPES
+from ...wire.datatypes import BYTES_ELEMENT_COST, check_datatype, check_size, data_from_json, data_from_raw, element_count, NUMPY_DTYPES
 from ...wire.packed import PackedBytes, count_bytes_elements, unpack_in_steps
 from ...wire.request import check_parameters, raw_bytes, RequestedOutput, Tensor, WireRequest, WireResponse
 from ...protocol import HEADER_LENGTH
@@ -65,7 +65,7 @@ def _requested_outputs(document: dict) -> Optional[list[RequestedOutput]]:
     return requested
 
 
-def _request(document: dict, model_name: str, model_version: Optional[str], tensors: list[Tensor]) -> WireRequest:
+def request_of(document: dict, model_name: str, model_version: Optional[str], tensors: list[Tensor]) -> WireRequest:
     """The request around parsed input tensors: id, parameters and requested outputs from the document."""
     return WireRequest(
         model_name=model_name,
@@ -87,39 +87,37 @@ def parse_header_length(value: str) -> int:
     return int(digits)
 
 
-def parse_infer_request(
-    body: bytes,
-    header_length: Optional[int],
-    model_name: str,
-    model_version: Optional[str],
-    max_tensor_bytes: int,
-) -> WireRequest:
-    """Parse a JSON or binary-extension inference body (not the raw single-input form) of
-    less than LARGE_JSON bytes of JSON."""
-    json_end = _json_end(body, header_length)
-    document = _load_json(body if header_length is None else memoryview(body)[:json_end])
-    request, _ = _build_request(document, memoryview(body)[json_end:], model_name, model_version, max_tensor_bytes, None)
-    return request
+@dataclass(slots=True)
+class JsonBody:
+    """A JSON body, or the JSON header of a binary one, and the binary data after it."""
+
+    document: dict
+    binary: memoryview
+    large: Optional[largejson.LargeDocument]  # LARGE_JSON bytes of JSON or more: the document lacks its data values
 
 
-async def parse_large_infer_request(
-    body: bytes,
-    header_length: Optional[int],
-    model_name: str,
-    model_version: Optional[str],
-    max_tensor_bytes: int,
-    check: Callable[[WireRequest], None],
-) -> WireRequest:
-    """The same for LARGE_JSON bytes of JSON or more (gateway/frontdoor/rest/largejson.py): everything but the
-    data is read and checked first, `check` included (the model's declared inputs), then the
-    data is converted in chunks, yielding to the event loop between them."""
+async def read_json_body(body: bytes, header_length: Optional[int], large_from: int = largejson.LARGE_JSON) -> JsonBody:
+    """The JSON of a body (not the raw single-input form). From `large_from` bytes of JSON on, only
+    what is not data is parsed (largejson.py); `build_infer_request` reads the data."""
     json_end = _json_end(body, header_length)
-    large = await largejson.scan(body, json_end)
-    request, pending = _build_request(large.document, memoryview(body)[json_end:], model_name, model_version, max_tensor_bytes, large)
+    if json_end >= large_from:
+        large = await largejson.scan(body, json_end)
+        return JsonBody(large.document, memoryview(body)[json_end:], large)
+    return JsonBody(_load_json(body if header_length is None else memoryview(body)[:json_end]), memoryview(body)[json_end:], None)
+
+
+async def build_infer_request(
+    body: JsonBody, model_name: str, model_version: Optional[str], max_tensor_bytes: int, check: Callable[[WireRequest], None]
+) -> WireRequest:
+    """The V2 request a body holds. A large one's data is converted only once everything else
+    passed, `check` included (the model's declared inputs), in chunks, yielding to the event loop between them."""
+    request, pending = _build_request(body.document, body.binary, model_name, model_version, max_tensor_bytes, body.large)
+    if body.large is None:
+        return request
     check(request)
     for tensor, value in pending:
-        tensor.data = await large.read(value, tensor.datatype, tensor.shape, f"input {shown(tensor.name)}", max_tensor_bytes)
-    await large.check_unclaimed({value for _, value in pending})
+        tensor.data = await body.large.read(value, tensor.datatype, tensor.shape, f"input {shown(tensor.name)}", max_tensor_bytes)
+    await body.large.check_unclaimed({value for _, value in pending})
     return request
 
 
@@ -183,7 +181,7 @@ def _build_request(
         raise BadRequest(f"{len(binary) - offset} bytes of binary data follow the inputs that no input claims")
     if len({t.name for t in tensors}) != len(tensors):
         raise BadRequest("input names must be unique")
-    return _request(document, model_name, model_version, tensors), pending
+    return request_of(document, model_name, model_version, tensors), pending
 
 
 # raw BYTES bodies have their elements counted (for the shape) this many at a time between yields
@@ -232,58 +230,6 @@ def _resolve_shape(declared: list[int], count: int, name: str) -> list[int]:
     if wildcards > 1 or (wildcards == 0 and known != count) or (wildcards == 1 and (known == 0 or count % known)):
         raise BadRequest(f"raw input of {count} elements does not fit input {name!r} of shape {declared}")
     return [count // known if dim == -1 else dim for dim in declared]
-
-
-def parse_infer_dict(
-    body: bytes, model_name: str, model_version: Optional[str], declared: list[MetadataTensor], max_tensor_bytes: int
-) -> WireRequest:
-    """MLRun's infer_dict: `{"inputs": [{input_name: value, ...}, ...]}`, one dict per row.
-
-    Each declared input becomes one tensor whose first dimension is the rows."""
-    document = _load_json(body)
-    rows = document.get("inputs")
-    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
-        raise BadRequest("infer_dict takes inputs as a non-empty list of objects, one per row")
-    if not declared:
-        raise BadRequest(f"model {model_name!r} declares no inputs, so infer_dict cannot order the row fields")
-    names = [spec.name for spec in declared]
-    for i, row in enumerate(rows):
-        if set(row) != set(names):
-            raise BadRequest(f"row {i} has fields {shown(sorted(row))}, the model takes {names}")
-    tensors = []
-    for spec in declared:
-        where = f"input {spec.name!r}"
-        column = [row[spec.name] for row in rows]
-        shape = [len(rows), *_row_shape(column, where)]
-        check_size(spec.datatype.value, element_count(shape, where), max_tensor_bytes, where)
-        tensors.append(Tensor(spec.name, spec.datatype.value, shape, data_from_json(spec.datatype.value, shape, column, where, max_tensor_bytes), {}))
-    return _request(document, model_name, model_version, tensors)
-
-
-def _row_shape(column: list, where: str) -> tuple[int, ...]:
-    """The shape of each row's value, which must be the same for every row: rows that
-    disagree would fill the tensor with elements of other rows."""
-    shapes = {_nested_shape(value, where) for value in column}
-    if len(shapes) > 1:
-        raise BadRequest(f"{where}: the rows' values have different shapes {shown(sorted(shapes))}")
-    return shapes.pop()
-
-
-def _nested_shape(value: Any, where: str) -> tuple[int, ...]:
-    """The shape of nested lists of equal lengths (a scalar: ()), level by level, without numpy:
-    numpy would turn a list holding one long string into as many copies of its length."""
-    shape: list[int] = []
-    level = [value]
-    while level and isinstance(level[0], list):
-        if not all(isinstance(item, list) and len(item) == len(level[0]) for item in level):
-            raise BadRequest(f"{where}: a row's value is a ragged nested list")
-        if len(shape) == MAX_RANK - 1:
-            raise BadRequest(f"{where}: a row's value is nested deeper than a tensor's {MAX_RANK} dimensions")
-        shape.append(len(level[0]))
-        level = [item for items in level for item in items]
-    if any(isinstance(item, list) for item in level):
-        raise BadRequest(f"{where}: a row's value is a ragged nested list")
-    return tuple(shape)
 
 
 BINARY_PLEASE = "request it as binary data (output parameter binary_data: true)"

@@ -57,13 +57,25 @@ SCHEMAS: dict[str, dict] = {
     },
     "RequestOutput": _object(["name"], name={"type": "string"}, parameters=ref("Parameters")),
     # null counts as absent, for a request's optional fields as for parameters
-    "InferenceRequest": _object(
-        ["inputs"],
-        id={"type": ["string", "null"]},
-        parameters=ref("Parameters"),
-        inputs={"type": "array", "minItems": 1, "items": ref("RequestInput")},
-        outputs={"type": ["array", "null"], "items": ref("RequestOutput")},
-    ),
+    "InferenceRequest": {
+        **_object(
+            [],
+            id={"type": ["string", "null"]},
+            model={"type": "string", "description": "MLRun: the model, or name:version; the URL's if it names one (another is a 400)"},
+            operation={"type": "string", "enum": ["infer", "predict", "infer_dict", "predict_dict", "explain"], "description": "MLRun: the operation; the URL's if it names one"},
+            data_url={"type": "string", "description": "MLRun: a .json or .npy file below the data_folder setting to read the inputs from (instead of inputs)"},
+            parameters=ref("Parameters"),
+            inputs={
+                "description": "V2 tensors; or, for a model that declares one input, MLRun's plain form: one data point (a list of features) or a batch (a list of data points)",
+                "anyOf": [
+                    {"type": "array", "minItems": 1, "items": ref("RequestInput")},
+                    {"type": "array", "minItems": 1, "items": {"not": {"type": "object"}}},
+                ],
+            },
+            outputs={"type": ["array", "null"], "items": ref("RequestOutput")},
+        ),
+        "anyOf": [{"required": ["inputs"]}, {"required": ["data_url"]}],
+    },
     "ResponseOutput": _object(
         ["name", "shape", "datatype"],
         name={"type": "string"},
@@ -80,25 +92,43 @@ SCHEMAS: dict[str, dict] = {
         parameters=ref("Parameters"),
         outputs={"type": "array", "items": ref("ResponseOutput")},
     ),
-    "InferDictRequest": _object(
-        ["inputs"],
-        id={"type": ["string", "null"]},
-        parameters=ref("Parameters"),
-        inputs={
-            "type": "array",
-            "minItems": 1,
-            "description": "One object per row: each declared input's name and its value for that row.",
-            "items": {"type": "object"},
-        },
-        outputs={"type": ["array", "null"], "items": ref("RequestOutput")},
-    ),
+    "InferDictRequest": {
+        **_object(
+            [],
+            id={"type": ["string", "null"]},
+            model={"type": "string", "description": "MLRun: the model, or name:version; the URL's if it names one (another is a 400)"},
+            data_url={"type": "string", "description": "a .json file of rows below the data_folder setting (instead of inputs)"},
+            parameters=ref("Parameters"),
+            inputs={
+                "description": "One object per data point (or one object): the feature names of the model's input (its parameters.features) and their values",
+                "anyOf": [{"type": "array", "minItems": 1, "items": {"type": "object"}}, {"type": "object"}],
+            },
+            outputs={"type": ["array", "null"], "items": ref("RequestOutput")},
+        ),
+        "anyOf": [{"required": ["inputs"]}, {"required": ["data_url"]}],
+    },
+    "NamedInferenceRequest": {
+        "allOf": [ref("InferenceRequest"), {"required": ["model"]}],
+        "description": "An InferenceRequest (or, with operation infer_dict, an InferDictRequest) that names its model",
+    },
     "ServerMetadata": _object(
         ["name", "version", "extensions"], name={"type": "string"}, version={"type": "string"}, extensions={"type": "array", "items": {"type": "string"}}
     ),
     "Live": _object(["live"], live={"type": "boolean"}),
     "Ready": _object(["ready"], ready={"type": "boolean"}),
     "ModelList": _object(["models"], models={"type": "array", "items": {"type": "string"}}),
-    "MetadataTensor": _object(["name", "datatype", "shape"], name={"type": "string"}, datatype=ref("Datatype"), shape={"type": "array", "items": {"type": "integer"}}, parameters=ref("Parameters")),
+    "MetadataTensor": _object(
+        ["name", "datatype", "shape"],
+        name={"type": "string"},
+        datatype=ref("Datatype"),
+        shape={"type": "array", "items": {"type": "integer"}},
+        parameters={
+            "type": ["object", "null"],
+            "description": "As a request's, and `features`: the names of the input's last dimension, in order (MLRun's feature schema, for infer_dict)",
+            "properties": {"features": {"type": "array", "items": {"type": "string"}}},
+            "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
+        },
+    ),
     "ModelMetadata": _object(
         ["name", "platform", "inputs", "outputs"],
         name={"type": "string"},
@@ -191,6 +221,15 @@ INFER_BODY = {
     f"{HEADER_LENGTH} bytes followed by the inputs' bytes; or, with {HEADER_LENGTH}: 0, the bytes of a single-input model's input.",
     "content": {**json_content(ref("InferenceRequest"), EXAMPLE_REQUEST), "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
 }
+BINARY_BODY = {"schema": {"type": "string", "format": "binary"}}
+# MLRun's forms: plain inputs, a binary body (an image: one BYTES element of a model's one BYTES input)
+MLRUN_INFER_BODY = {
+    **INFER_BODY,
+    "description": INFER_BODY["description"] + " MLRun's forms too: inputs as plain lists, data_url, and a body of Content-Type "
+    "image/*, audio/* or video/*, which becomes one BYTES element of the model's one input.",
+    "content": {**INFER_BODY["content"], "image/*": BINARY_BODY, "audio/*": BINARY_BODY, "video/*": BINARY_BODY},
+}
+INFER_DICT_BODY = {"required": True, "content": json_content(ref("InferDictRequest"), {"inputs": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]})}
 INFER_RESPONSES = {
     "200": response(
         "The outputs: JSON, or with binary outputs (requested by binary_data / binary_data_output) a JSON header and the outputs' bytes",
@@ -239,6 +278,9 @@ class Endpoint:
 ENDPOINTS = [
     Endpoint("server_metadata", "GET", "/", "Server metadata", "Server", {"200": response("name, version, extensions", json_content(ref("ServerMetadata")))}),
     Endpoint("server_metadata_v2", "GET", "/v2", "Server metadata", "Server", {"200": response("name, version, extensions", json_content(ref("ServerMetadata")))}),
+    Endpoint(
+        "server_metadata_health", "GET", "/v2/health", "Server metadata (MLRun)", "Server", {"200": response("name, version, extensions", json_content(ref("ServerMetadata")))}
+    ),
     Endpoint("live", "GET", "/v2/health/live", "Liveness", "Health", {"200": response("The server is live", json_content(ref("Live")))}),
     Endpoint(
         "ready",
@@ -248,7 +290,14 @@ ENDPOINTS = [
         "Health",
         {"200": response("Ready", json_content(ref("Ready"))), "503": response("Not ready (models loading, failed, or the gateway stopping)", json_content(ref("Ready")))},
     ),
-    Endpoint("list_models", "GET", "/v2/models", "Names of the models", "Models", {"200": response("The model names", json_content(ref("ModelList")))}),
+    Endpoint(
+        "list_models",
+        "GET",
+        "/v2/models",
+        "Names of the models (also at /v2/models/), a versioned one as name:version for each version (as MLRun)",
+        "Models",
+        {"200": response("The model names", json_content(ref("ModelList")))},
+    ),
     Endpoint(
         "model_metadata", "GET", "/v2/models/{model}", "Model metadata", "Models", {"200": response("The model's metadata", json_content(ref("ModelMetadata")))}, versioned=True
     ),
@@ -264,19 +313,34 @@ ENDPOINTS = [
         },
         versioned=True,
     ),
-    Endpoint("infer", "POST", "/v2/models/{model}/infer", "Inference", "Inference", INFER_RESPONSES, INFER_BODY, versioned=True, headers=(HEADER_LENGTH,)),
+    Endpoint("infer", "POST", "/v2/models/{model}/infer", "Inference", "Inference", INFER_RESPONSES, MLRUN_INFER_BODY, versioned=True, headers=(HEADER_LENGTH,)),
     Endpoint(
-        "explain", "POST", "/v2/models/{model}/explain", "Explanation by the model's explain()", "Inference", INFER_RESPONSES, INFER_BODY, versioned=True, headers=(HEADER_LENGTH,)
+        "predict", "POST", "/v2/models/{model}/predict", "Inference (MLRun's name for infer)", "Inference", INFER_RESPONSES, MLRUN_INFER_BODY, versioned=True, headers=(HEADER_LENGTH,)
+    ),
+    Endpoint(
+        "explain", "POST", "/v2/models/{model}/explain", "Explanation by the model's explain()", "Inference", INFER_RESPONSES, MLRUN_INFER_BODY, versioned=True, headers=(HEADER_LENGTH,)
     ),
     Endpoint(
         "infer_dict",
         "POST",
         "/v2/models/{model}/infer_dict",
-        "Inference on rows of named features (MLRun)",
+        "Inference on rows of named features, ordered by the model's feature schema (MLRun)",
         "Inference",
         INFER_RESPONSES,
-        {"required": True, "content": json_content(ref("InferDictRequest"), {"inputs": [{"features": [5.1, 3.5, 1.4, 0.2]}]})},
+        INFER_DICT_BODY,
         versioned=True,
+    ),
+    Endpoint(
+        "predict_dict", "POST", "/v2/models/{model}/predict_dict", "Inference on rows of named features (MLRun's name for infer_dict)", "Inference", INFER_RESPONSES, INFER_DICT_BODY, versioned=True
+    ),
+    Endpoint(
+        "infer_named_in_body",
+        "POST",
+        "/",
+        "Inference (or the body's operation) on the model the body names (MLRun, for clients that cannot put it in a URL)",
+        "Inference",
+        INFER_RESPONSES,
+        {"required": True, "content": json_content(ref("NamedInferenceRequest"), {"model": "iris-mlp", "inputs": [[5.1, 3.5, 1.4, 0.2]]})},
     ),
     Endpoint("statistics_all", "GET", "/v2/models/stats", "Statistics of every model version", "Statistics", {"200": response("Statistics", json_content(ref("Statistics")))}),
     Endpoint(
@@ -406,7 +470,7 @@ def document(settings: "ServerSettings") -> dict:
             "title": settings.server_name,
             "version": __version__,
             "description": "Open Inference Protocol (KServe V2) REST API, with the model repository and statistics extensions "
-            "and MLRun's infer_dict. Errors are always JSON {\"error\": \"...\"}. Metrics are also served at /metrics on metrics_port.",
+            "and MLRun's serving API (infer_dict, plain inputs, data_url, the model named in the body). Errors are always JSON {\"error\": \"...\"}. Metrics are also served at /metrics on metrics_port.",
         },
         "paths": paths,
         "components": components,
