@@ -86,6 +86,11 @@ REST = [
     ("POST", "/v2/models/echo/versions/1/explain", ECHO_INPUT, Scope.INFERENCE, 404),
     ("POST", "/v2/models/echo/infer_dict", {"inputs": [{"x": 1.0}]}, Scope.INFERENCE, 400),  # echo declares no inputs
     ("POST", "/v2/models/echo/versions/1/infer_dict", {"inputs": [{"x": 1.0}]}, Scope.INFERENCE, 404),
+    ("POST", "/v2/models/echo/predict", ECHO_INPUT, Scope.INFERENCE, 200),  # MLRun's names
+    ("POST", "/v2/models/echo/versions/1/predict", ECHO_INPUT, Scope.INFERENCE, 404),
+    ("POST", "/v2/models/echo/predict_dict", {"inputs": [{"x": 1.0}]}, Scope.INFERENCE, 400),
+    ("POST", "/v2/models/echo/versions/1/predict_dict", {"inputs": [{"x": 1.0}]}, Scope.INFERENCE, 404),
+    ("POST", "/", {"model": "echo", **ECHO_INPUT}, Scope.INFERENCE, 200),  # MLRun: the model named in the body
     ("POST", "/v2/repository/index", {}, Scope.REPOSITORY, 200),
     ("POST", "/v2/repository/models/spare/load", None, Scope.REPOSITORY, 200),
     ("POST", "/v2/repository/models/spare/unload", None, Scope.REPOSITORY, 200),
@@ -94,7 +99,7 @@ REST = [
     ("GET", "/v2/models/echo/versions/1/stats", None, Scope.METRICS, 404),
     ("GET", "/metrics", None, Scope.METRICS, 200),
 ]
-OPEN_REST = ["/", "/v2", "/v2/health/live", "/v2/health/ready", "/openapi.json"]
+OPEN_REST = ["/", "/v2", "/v2/health", "/v2/health/live", "/v2/health/ready", "/openapi.json"]  # GET
 
 
 def call(gateway, method: str, path: str, body, headers: dict, url=None) -> requests.Response:
@@ -126,10 +131,11 @@ def test_every_rest_route_is_in_the_table(gateway):
     """The table above covers every protected route the gateway serves (its API document lists them)."""
     document = requests.get(f"{gateway.url}/openapi.json", timeout=10).json()
     validate(document)  # still a valid OpenAPI 3.1 document, with its security schemes
-    protected = {path for path, operations in document["paths"].items() if any("security" in op for op in operations.values())}
-    tested = {path.replace("echo", "{model}").replace("spare", "{model}").replace("/versions/1", "/versions/{version}") for _, path, *_ in REST}
+    operations = {(method.upper(), path): operation for path, methods in document["paths"].items() for method, operation in methods.items()}
+    protected = {key for key, operation in operations.items() if "security" in operation}
+    tested = {(method, path.replace("echo", "{model}").replace("spare", "{model}").replace("/versions/1", "/versions/{version}")) for method, path, *_ in REST}
     assert protected == tested
-    assert {path for path in document["paths"] if path not in protected} == set(OPEN_REST)
+    assert set(operations) - protected == {("GET", path) for path in OPEN_REST}
     assert set(document["components"]["securitySchemes"]) == {"inferenceToken", "repositoryToken", "metricsToken"}
     assert document["paths"]["/v2/repository/index"]["post"]["security"] == [{"repositoryToken": []}]
 
@@ -166,6 +172,7 @@ def test_the_repository_api_refuses_the_inference_token(gateway):
 def test_a_refusal_says_nothing_about_models(gateway):
     refusals = [call(gateway, "POST", f"/v2/models/{model}/infer", ECHO_INPUT, bearer(WRONG)) for model in ("echo", "no-such-model")]
     refusals += [call(gateway, "GET", f"/v2/models/{model}", None, {}) for model in ("echo", "no-such-model")]
+    refusals += [call(gateway, "POST", "/", {"model": model, **ECHO_INPUT}, {}) for model in ("echo", "no-such-model")]  # MLRun: named in the body
     assert len({(r.status_code, r.content) for r in refusals}) == 1 and refusals[0].status_code == 401
     assert b"echo" not in refusals[0].content and b"no-such-model" not in refusals[0].content
     # with the token, the difference shows
