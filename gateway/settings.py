@@ -25,6 +25,7 @@ MODEL_SETTINGS_FILE = "model-settings.json"
 ENV_PREFIX = "GATEWAY_"
 # settings whose value is a secret: taken from the environment only, never from settings.json or a flag
 SECRET_SETTINGS = ("inference_tokens", "repository_tokens", "metrics_tokens")
+SECRET_VARIABLES = frozenset(ENV_PREFIX + setting.upper() for setting in SECRET_SETTINGS)  # matched in any case, as all GATEWAY_*
 # settings naming a file or folder: relative to the config folder (a flag's: to the current folder)
 PATH_SETTINGS = ("model_repository", "inference_tokens_file", "repository_tokens_file", "metrics_tokens_file", "tls_cert_file", "tls_key_file", "tls_ca_file")
 

@@ -47,9 +47,9 @@ def metadata(token: str) -> dict:
     return {"authorization": f"Bearer {token}"}
 
 
-def write_model(repository, name: str) -> None:
+def write_model(repository, name: str, implementation: str = "tests.runtimes.Echo") -> None:
     (repository / name).mkdir()
-    (repository / name / "model-settings.json").write_text(json.dumps({"name": name, "implementation": "tests.runtimes.Echo"}))
+    (repository / name / "model-settings.json").write_text(json.dumps({"name": name, "implementation": implementation}))
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,7 @@ def gateway(start_gateway, tmp_path_factory):
     repository.mkdir()
     write_model(repository, "echo")
     write_model(repository, "spare")  # loaded and unloaded by the repository tests
+    write_model(repository, "environment", "tests.runtimes.Environment")
     tokens = folder / "inference-tokens"
     tokens.write_text(f"# rotated on Monday\n{INFERENCE[0]}\n\n  {INFERENCE[1]}  \n")
     (folder / "metrics-tokens").write_text(METRICS + "\n")
@@ -451,3 +452,13 @@ def test_grpc_health_service_open_for_the_server_closed_for_models(gateway):
         assert check(health_pb2.HealthCheckRequest(service="echo"), timeout=10, metadata=with_token).status == health_pb2.HealthCheckResponse.SERVING
         assert "echo" in listing(health_pb2.HealthListRequest(), timeout=10, metadata=with_token).statuses
     assert_serves_large(gateway, "echo", headers=bearer(INFERENCE[0]))
+
+
+def test_workers_do_not_inherit_the_token_variables(gateway):
+    """A token given in the environment stays in the front door: a runtime's library that reports its
+    environment (a crash reporter, a debug dump) cannot leak it."""
+    answer = call(gateway, "POST", "/v2/models/environment/infer", ECHO_INPUT, bearer(INFERENCE[0]))
+    seen = answer.json()["parameters"]["gateway_variables"].split(",")
+    assert "GATEWAY_HTTP_PORT" in seen and "GATEWAY_INFERENCE_TOKENS_FILE" in seen  # the other settings are there
+    assert "GATEWAY_REPOSITORY_TOKENS" not in seen
+    assert_serves_large(gateway, "environment", headers=bearer(INFERENCE[0]))

@@ -38,7 +38,7 @@ from typing import Awaitable, Callable, Optional
 
 from ..errors import BadRequest, NotFound, shown
 from .pool import ModelPool, Router, Worker
-from ..settings import MODEL_SETTINGS_FILE, ModelParameters, ModelSettings, ServerSettings, UnusableSettings, scan_model_settings
+from ..settings import MODEL_SETTINGS_FILE, SECRET_VARIABLES, ModelParameters, ModelSettings, ServerSettings, UnusableSettings, scan_model_settings
 from ..types import MetadataModelResponse, MetadataTensor, State
 
 log = logging.getLogger("gateway.supervisor")
@@ -237,7 +237,10 @@ class Supervisor:
         identity = f"{entry.name}:{entry.version or '-'}#{next(self._identities)}"
         worker = entry.pool.add_worker(identity)
         threads = str(self.settings.worker_blas_threads)
-        env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        # tokens stay in the front door: a library in a runtime that logs or reports its environment cannot
+        # leak them (a runtime's own code, as the same user, could still read ours: docs/SECURITY.md)
+        env = {name: value for name, value in os.environ.items() if name.upper() not in SECRET_VARIABLES}
+        env.update({"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "workers",
