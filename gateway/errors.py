@@ -70,6 +70,20 @@ class Timeout(GatewayError):
     grpc_code = "DEADLINE_EXCEEDED"
 
 
+class Cancelled(GatewayError):
+    """The request was cancelled (its client went away, or its deadline passed) while its call ran:
+    what a worker answers a call it was told to stop. 499: nginx's "client closed request"."""
+
+    http_status = 499
+    grpc_code = "CANCELLED"
+
+
+class QueueFull(Unavailable):
+    """The model's queue holds max_queue_size requests already: the client should come back later."""
+
+    retry_after = 1  # seconds (the Retry-After header; gRPC's retry pushback)
+
+
 class RuntimeFailure(GatewayError):
     """The model runtime itself raised: a 500 with the runtime's message."""
 
@@ -79,9 +93,15 @@ class NotSupported(GatewayError):
     grpc_code = "UNIMPLEMENTED"
 
 
-BY_STATUS = {cls.http_status: cls for cls in (BadRequest, NotFound, Unavailable, Timeout, RuntimeFailure, NotSupported)}
+BY_STATUS = {cls.http_status: cls for cls in (BadRequest, NotFound, Unavailable, Timeout, Cancelled, RuntimeFailure, NotSupported)}
 
 
-def from_status(status: int, message: str) -> GatewayError:
-    """Rebuild an error that crossed a process boundary as (status, message)."""
-    return BY_STATUS.get(status, RuntimeFailure)(message)
+def from_status(status: int, message: str, grpc_code: str | None = None) -> GatewayError:
+    """Rebuild an error that crossed a process boundary as (status, message, gRPC code): the code
+    is carried apart, as a runtime's errors may pair them otherwise than ours do (KServe's
+    InferenceError: 500 over REST, INVALID_ARGUMENT over gRPC)."""
+    error = BY_STATUS.get(status, RuntimeFailure)(message)
+    error.http_status = status
+    if grpc_code is not None:
+        error.grpc_code = grpc_code
+    return error

@@ -10,7 +10,7 @@ calls, for every request: `preprocess` -> `predict` -> `postprocess`
 from __future__ import annotations
 
 import inspect
-from typing import Any, AsyncIterator, Dict, List, Optional
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional
 
 from .codecs import (
     InputCodecLike,
@@ -41,7 +41,14 @@ def _metadata_index(tensors: Optional[List[MetadataTensor]]) -> Dict[str, Metada
     return {tensor.name: tensor for tensor in tensors or []}
 
 
+def _never_cancelled() -> bool:
+    return False
+
+
 class MLModel:
+    # set by the worker process that runs the model (workers/worker.py)
+    _cancel_probe: Callable[[], bool] = staticmethod(_never_cancelled)
+
     def __init__(self, settings: ModelSettings):
         self._settings = settings
         self._inputs_index = _metadata_index(settings.inputs)
@@ -73,6 +80,13 @@ class MLModel:
 
     async def explain(self, payload: InferenceRequest) -> InferenceResponse:
         raise NotSupported(f"model {self.name!r} has no explainer")
+
+    def cancelled(self) -> bool:
+        """True once the request being predicted is no longer waited for: its client went away or its
+        deadline passed (for a batch: every request of the call). A long synchronous predict may ask
+        now and then, and stop early (return anything, or raise): its answer is dropped. An async
+        predict needs not ask: it is cancelled (asyncio.CancelledError at its next await)."""
+        return self._cancel_probe()
 
     @property
     def name(self) -> str:

@@ -60,6 +60,7 @@ class ServerSettings(BaseModel):
     grpc_max_connection_age: float = Field(0.0, ge=0, description="seconds after which a gRPC client connection is asked to reconnect (HTTP/2 GOAWAY while serving; its calls finish first), so that clients behind a connection-level balancer move between replicas; 0: never")
     metrics_port: int = Field(8082, ge=0, le=65535, description="Prometheus /metrics on a port of its own; 0: none")
     metrics_on_http: bool = Field(False, description="also serve /metrics on the REST port")
+    enable_grpc: bool = Field(True, description="serve gRPC on grpc_port")
     enable_docs_url: bool = Field(False, description="serve the API's documentation page (Swagger UI) at /docs")
     model_repository: Optional[Path] = Field(None, description="folder searched for model-settings.json files, relative to the config folder")
     data_folder: Optional[Path] = Field(None, description="folder MLRun's data_url files are read from (relative to the config folder); unset: data_url is refused")
@@ -155,6 +156,16 @@ class ServerSettings(BaseModel):
                 raise ConfigError(f"{sources.get('data_folder', path)}: data_folder: {settings.data_folder} is not a folder")
         return settings
 
+    @classmethod
+    def for_script(cls, defaults: dict[str, Any], given: dict[str, Any]) -> "ServerSettings":
+        """A script's settings (KServe's ModelServer): `defaults` < GATEWAY_* variables < `given`."""
+        environment = _environment()
+        sources = {**dict.fromkeys(defaults, "the default"), **environment.sources, **dict.fromkeys(given, "ModelServer()")}
+        try:
+            return cls.model_validate({**defaults, **environment.values, **given}, context={"sources": sources})
+        except ValidationError as exc:
+            raise ConfigError("; ".join(_blame(error, sources, Path("ModelServer()")) for error in exc.errors())) from None
+
 
 # MLServer's names (`mlserver.settings`), for code that builds settings: `Settings(http_port=..., debug=...)`
 # takes MLServer's keys as settings.json does (mapped to ours, or ignored with a warning), but does not
@@ -243,6 +254,16 @@ class ModelSettings(BaseModel):
     # MLServer's: seconds a batch may wait for max_batch_size requests; 0: none waits while a worker is idle
     max_batch_time: float = Field(0.0, ge=0)
     parallel_workers: Optional[int] = Field(None, ge=0)
+    # load the model once, in a fork server, and fork its workers from it: they share its memory
+    # (README, "Loading a model once"); not safe for a load() that starts threads or a GPU context
+    load_once: bool = False
+    # a request whose worker died is run again once, on a sibling or the restarted worker; False for
+    # runtimes whose predict has side effects that must not happen twice
+    retry_on_worker_death: bool = True
+    # requests waiting for a worker beyond which new ones are refused (503 / UNAVAILABLE); 0: no limit
+    max_queue_size: int = Field(0, ge=0)
+    # the priority level of requests that send none (or 0); lower levels are served first
+    default_priority_level: int = Field(1, ge=1)
     # where model-settings.json was found; relative URIs resolve against it
     folder: Optional[Path] = None
     # the model-settings.json it was read from; None: the MLSERVER_MODEL_* variables (or code)

@@ -40,14 +40,17 @@ class Gateway:
 
     `args`: what follows `gateway start` (default: `--config CONFIG`); `env`: more environment
     variables; `port_prefix`: the prefix of the host and port variables (MLSERVER_: as an MLServer
-    deployment gives them). `settings` are passed as GATEWAY_* variables.
+    deployment gives them). `settings` are passed as GATEWAY_* variables. `command(gateway)`: another
+    command to run instead of `gateway start` (a KServe script), given the ports chosen.
 
     A gateway serving TLS (`https`) or asking for tokens is reached with `requests_options` (for
     requests: verify, cert, headers) and `http_client_options` (for tritonclient.http: ssl, ...),
     which its test module sets; `wait_ready` and `assert_serves_large` use them."""
 
-    def __init__(self, config: Path, new_session: bool = False, args=None, env=None, port_prefix: str = "GATEWAY_", https: bool = False, **settings):
-        self.config, self.new_session, self.settings = config, new_session, settings
+    def __init__(
+        self, config: Path, new_session: bool = False, args=None, env=None, port_prefix: str = "GATEWAY_", command=None, https: bool = False, **settings
+    ):
+        self.config, self.new_session, self.settings, self.command = config, new_session, settings, command
         self.scheme = "https" if https else "http"
         self.requests_options: dict = {}
         self.http_client_options: dict = {}
@@ -72,7 +75,7 @@ class Gateway:
             **self.extra_env,
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "start", *self.args],
+            self.command(self) if self.command else [sys.executable, "-m", "gateway", "start", *self.args],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

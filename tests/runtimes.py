@@ -252,3 +252,36 @@ class SlowEcho(MLModel):
                 ResponseOutput(name="rows", shape=[rows], datatype="INT64", data=[rows] * rows),
             ],
         )
+
+
+def _parameters_of(payload: InferenceRequest) -> dict:
+    return (payload.parameters.model_extra or {}) if payload.parameters else {}
+
+
+class CancellableAsync(MLModel):
+    """Echoes after sleeping the request parameter `seconds`; if cancelled meanwhile, it creates the
+    file the parameter `marker` names: the worker's side of a cancellation, for a test to see."""
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        parameters = _parameters_of(payload)
+        try:
+            await asyncio.sleep(float(parameters.get("seconds", 0)))
+        except asyncio.CancelledError:
+            Path(parameters["marker"]).write_text(f"{os.getpid()}")
+            raise
+        return echoed(self, payload)
+
+
+class CancellableSync(MLModel):
+    """The same with a synchronous predict, which blocks its worker's loop: it asks self.cancelled()
+    every 10 ms, and stops early when it turns true."""
+
+    def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        parameters = _parameters_of(payload)
+        deadline = time.monotonic() + float(parameters.get("seconds", 0))
+        while time.monotonic() < deadline:
+            if self.cancelled():
+                Path(parameters["marker"]).write_text(f"{os.getpid()}")
+                raise RuntimeError("cancelled: stopped early")
+            time.sleep(0.01)
+        return echoed(self, payload)

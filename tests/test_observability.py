@@ -139,7 +139,7 @@ def test_metrics_after_a_known_sequence(gateway):
         labels(model=m, version=v, protocol=p, outcome=o)
         for m, v in LOADED + [("", "")]
         for p in ("rest", "grpc")
-        for o in ("success", "client_error", "server_error")
+        for o in ("success", "client_error", "server_error", "cancelled", "deadline_exceeded")
     }
     ours = {"echo", "failing", "burst", ""}
     assert nonzero(only_models(requests_total, ours)) == {

@@ -36,6 +36,9 @@ def served_routes(settings: ServerSettings) -> set[tuple[str, str]]:
     routes = set()
     for route in app.router.routes:
         path = "/" + re.sub(r"<(\w+)(:[^>]*)?>", r"{\1}", route.path)
+        if path == "/v1/models/{target}":  # Sanic has no "{model}:verb" segments: one route serves both verbs
+            routes |= {("POST", "/v1/models/{model}:predict"), ("POST", "/v1/models/{model}:explain")}
+            continue
         routes |= {(method, path) for method in route.methods}
     return routes
 
@@ -131,7 +134,7 @@ def api_schema(gateway):
     document = requests.get(f"{gateway.url}/openapi.json").json()
     for path, operations in document["paths"].items():
         for operation in operations.values():
-            names = EXPLAINERS if path.endswith("/explain") else list(MODELS)  # iris-mlp has no explainer: 501
+            names = EXPLAINERS if path.endswith(("/explain", ":explain")) else list(MODELS)  # iris-mlp has no explainer: 501
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "path" and parameter["name"] == "model" and not path.startswith("/v2/repository/"):
                     parameter["schema"] = {"anyOf": [{"enum": names}, parameter["schema"]]}
@@ -153,8 +156,17 @@ def errors_are_json(ctx, response, case):
         assert isinstance(body, dict) and isinstance(body.get("error"), str), f"{response.status_code} without an error message: {response.text[:200]}"
 
 
+@schemathesis.check
+def no_server_error_but_a_deadline(ctx, response, case):
+    """not_a_server_error, but a request that sets its own deadline (Request-Timeout: 5e-324, say)
+    may see it pass: 504, as it should."""
+    if response.status_code == 504 and spec.REQUEST_TIMEOUT_HEADER in (case.headers or {}):
+        return None
+    return not_a_server_error(ctx, response, case)
+
+
 schema = schemathesis.pytest.from_fixture("api_schema")
-CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance, negative_data_rejection, errors_are_json]
+CHECKS = [no_server_error_but_a_deadline, status_code_conformance, response_schema_conformance, negative_data_rejection, errors_are_json]
 
 
 @schema.parametrize()

@@ -2,8 +2,11 @@
 
 Started by the gateway's supervisor as `python -m workers ...`. It imports the
 runtime named by `implementation`, calls `load()`, announces READY (or FAILED
-with the reason) and then answers one message at a time: the gateway sends
+with the reason) and then answers one call at a time: the gateway sends
 the next request only when this worker is idle, so there is no queue here.
+A call runs in a task of its own, so that a CANCEL for it is read meanwhile: an
+async predict is cancelled (asyncio), a sync one sees `MLModel.cancelled()` turn
+true (which reads the socket itself, the loop being blocked by the sync call).
 Input tensors are numpy views of the input arena (valid during the call);
 outputs are written to the output arena.
 """
@@ -19,10 +22,12 @@ import itertools
 import logging
 import os
 import signal
+import socket
 import sys
 import time
+from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import zmq
 from pydantic import ValidationError
@@ -30,7 +35,7 @@ from pydantic import ValidationError
 from gateway import logs, metrics
 from gateway.wire import messages
 from gateway.codecs.utils import tensor_data
-from gateway.errors import BadRequest, GatewayError, RuntimeFailure, shown
+from gateway.errors import BadRequest, Cancelled, GatewayError, RuntimeFailure, shown
 from gateway.model import MLModel
 from gateway.runtimes import resolve_implementation
 from gateway.settings import ModelSettings
@@ -44,8 +49,8 @@ from gateway.types import Datatype, InferenceRequest, InferenceResponse, Paramet
 log = logging.getLogger("gateway.worker")
 
 
-def load_runtime(settings: ModelSettings) -> MLModel:
-    """Import `module.Class` (the model's folder first on sys.path, as MLServer does) and build it.
+def runtime_class(settings: ModelSettings) -> type:
+    """Import `module.Class` (the model's folder first on sys.path, as MLServer does).
 
     MLServer's names of the built-in runtimes (`mlserver_sklearn.SKLearnModel`, ...) mean ours."""
     implementation = resolve_implementation(settings.implementation)
@@ -56,10 +61,82 @@ def load_runtime(settings: ModelSettings) -> MLModel:
         raise ImportError(f"implementation {settings.implementation!r} must be 'module.Class'")
     if settings.folder is not None:
         sys.path.insert(0, str(settings.folder))
-    runtime_class = getattr(importlib.import_module(module_name), class_name)
-    if not (isinstance(runtime_class, type) and issubclass(runtime_class, MLModel)):
-        raise TypeError(f"{settings.implementation} is not a subclass of gateway.MLModel")
-    return runtime_class(settings)
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+class Served:
+    """What a worker serves: an MLModel runtime here, a KServe model in gateway.kserve.serving.
+
+    `load()` runs once (in the worker, or in the fork server that forks the workers), `start()`
+    in each worker before it announces READY, `stop()` when it is told to stop."""
+
+    name: str
+
+    async def load(self) -> None:
+        """Load; raise (LoadFailed with the reason for a refusal) if the model cannot serve."""
+
+    async def start(self) -> dict:
+        """Per worker, once loaded: the READY payload (metadata, explain, ...)."""
+        raise NotImplementedError
+
+    async def call(self, kind: bytes, request: InferRequest, received: int, batch: list[int] | None) -> tuple[list[Tensor], dict, list[int]]:
+        """(outputs, parameters, [input, infer, output] stage times in ns since `received`)."""
+        raise NotImplementedError
+
+    def watch_cancellation(self, cancelled: Callable[[], bool]) -> None:
+        """Tell the model how to learn that its call is cancelled (MLModel.cancelled); an async
+        call is cancelled with asyncio whatever the model."""
+
+    def error(self, exc: Exception) -> GatewayError:
+        """What a call's unexpected exception is answered with."""
+        log.exception("the runtime raised")
+        return RuntimeFailure(f"{type(exc).__name__}: {exc}")
+
+    async def stop(self) -> None:
+        pass
+
+
+class LoadFailed(Exception):
+    """load() refused (returned False): the reason is the whole message."""
+
+
+class ServedRuntime(Served):
+    """An MLModel runtime (MLServer's API)."""
+
+    def __init__(self, runtime: MLModel):
+        self.runtime = runtime
+        self.name = runtime.name
+
+    async def load(self) -> None:
+        if await self.runtime.load() is False:
+            raise LoadFailed("load() returned False")
+
+    def watch_cancellation(self, cancelled: Callable[[], bool]) -> None:
+        self.runtime._cancel_probe = cancelled
+
+    async def start(self) -> dict:
+        metadata = (await self.runtime.metadata()).model_dump(mode="json", exclude_none=True)
+        return {"metadata": metadata, "explain": type(self.runtime).explain is not MLModel.explain}
+
+    async def call(self, kind, request, received, batch):
+        if kind not in (messages.INFER, messages.EXPLAIN):
+            raise BadRequest(f"model {self.name!r} is an MLModel runtime: it speaks V2 only (POST /v2/models/{self.name}/infer)")
+        return await run(self.runtime, kind, request, received, batch)
+
+    async def stop(self) -> None:
+        await self.runtime.unload()
+
+
+def build_served(settings: ModelSettings) -> Served:
+    """The model `implementation` names, built (not loaded): an MLModel runtime or a KServe model."""
+    cls = runtime_class(settings)
+    if isinstance(cls, type) and issubclass(cls, MLModel):
+        return ServedRuntime(cls(settings))
+    from .kserve import ServedKServe, is_kserve_model_class
+
+    if is_kserve_model_class(cls):
+        return ServedKServe(cls(settings.name))
+    raise TypeError(f"{settings.implementation} is neither a gateway.MLModel nor a KServe model (gateway.kserve.Model)")
 
 
 def to_inference_request(request: WireRequest) -> InferenceRequest:
@@ -170,61 +247,142 @@ async def run(
     return outputs, parameters, [inputs_ready - received, inferred - inputs_ready, time.perf_counter_ns() - inferred]
 
 
+async def load_served(settings: ModelSettings) -> Served | str:
+    """The model built and loaded, or why it could not be."""
+    try:
+        served = build_served(settings)
+        await served.load()
+        return served
+    except LoadFailed as exc:
+        return str(exc)
+    except Exception as exc:
+        log.exception("model %s failed to load", settings.name)
+        return f"{type(exc).__name__}: {exc}"
+
+
+class Inbox:
+    """The worker's messages, read by the loop or, while a sync call blocks it, by `cancelled()`:
+    the CANCEL of the running call is noted, anything else is kept for the loop, in order."""
+
+    def __init__(self, link: LoopSocket):
+        self.link = link
+        self._kept: deque[list] = deque()
+        self._running: Optional[tuple[int, asyncio.Task]] = None  # the seq of the call running, and its task
+        self.stopped = False  # the call running was cancelled
+
+    async def next(self) -> list:
+        return self._kept.popleft() if self._kept else await self.link.recv()
+
+    def start(self, seq: int, task: asyncio.Task) -> None:
+        self._running, self.stopped = (seq, task), False
+        task.add_done_callback(lambda done: self._finish(seq, done))
+
+    def _finish(self, seq: int, task: asyncio.Task) -> None:
+        self._running = None
+        # cancelled before it began (a CANCEL read in the same loop turn): it is answered all the same
+        reply = messages.error_frames(seq, Cancelled("cancelled"), {}) if task.cancelled() else task.result()
+        self.link.send(reply)
+
+    def cancel(self, frames: list) -> None:
+        """A CANCEL: stop the call it names if it is still running (else it has been answered)."""
+        if self._running is None or self.stopped or messages.parse_control(frames)["seq"] != self._running[0]:
+            return
+        self.stopped = True
+        log.info("the gateway cancelled the call: its client went away or its deadline passed")
+        self._running[1].cancel()  # an async predict stops at its next await
+
+    def cancelled(self) -> bool:
+        """MLModel.cancelled(): read what arrived meanwhile without waiting (a sync predict blocks the loop)."""
+        while not self.stopped:
+            try:
+                frames = self.link.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            if frames[0].bytes == messages.CANCEL:
+                self.cancel(frames)
+            else:
+                self._kept.append(frames)
+        return self.stopped
+
+
+async def answer(
+    served: Served, inbox: Inbox, kind: bytes, header: dict, frames: list, received: int, arenas: tuple[Arena, Arena], name: str, version: str | None
+) -> list:
+    """The reply to one call (INFER, EXPLAIN, or KServe's V1 verbs)."""
+    in_arena, out_arena = arenas
+    seq = header["seq"]
+    logs.REQUEST_ID.set(header["id"])  # every line logged until the reply carries it
+    try:
+        request = messages.parse_request(header, frames, in_arena, name, version)
+        outputs, parameters, times = await served.call(kind, request, received, header["batch"])
+        if inbox.stopped:
+            raise asyncio.CancelledError  # a predict that stopped early (cancelled()) or ignored its cancellation
+        return messages.reply_frames(seq, outputs, parameters, out_arena, {**metrics.take_report(), "times": times})
+    except asyncio.CancelledError:
+        return messages.error_frames(seq, Cancelled("cancelled"), metrics.take_report())
+    except GatewayError as exc:
+        return messages.error_frames(seq, exc, metrics.take_report())
+    except Exception as exc:  # this call fails; the worker goes on
+        return messages.error_frames(seq, served.error(exc), metrics.take_report())
+    finally:
+        logs.REQUEST_ID.set(None)
+
+
 async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_arena: Arena, out_arena: Arena) -> int:
+    """A worker that loads its model itself."""
+    loaded = await load_served(settings)
+    return await serve_loaded(loaded, settings.name, settings.version, endpoint, identity, in_arena, out_arena)
+
+
+async def serve_loaded(
+    served: Served | str, name: str, version: str | None, endpoint: str, identity: bytes, in_arena: Arena, out_arena: Arena
+) -> int:
+    """Announce READY (or FAILED: `served` is then the reason) and answer calls until told to stop."""
     context = zmq.Context()
     dealer = context.socket(zmq.DEALER)
     dealer.setsockopt(zmq.IDENTITY, identity)
     dealer.connect(endpoint)
-    socket = LoopSocket(dealer)
+    link = LoopSocket(dealer)
     try:
-        try:
-            runtime = load_runtime(settings)
-            loaded = await runtime.load()
-            metadata = (await runtime.metadata()).model_dump(mode="json", exclude_none=True)
-        except Exception as exc:
-            log.exception("model %s failed to load", settings.name)
-            loaded, reason = False, f"{type(exc).__name__}: {exc}"
-        else:
-            reason = "load() returned False"
-        if loaded is False:
-            socket.send(messages.control_frames(messages.FAILED, {"reason": reason}))
+        if not isinstance(served, str):
+            try:
+                ready = await served.start()
+            except Exception as exc:
+                log.exception("model %s failed to start", name)
+                served = f"{type(exc).__name__}: {exc}"
+        if isinstance(served, str):
+            link.send(messages.control_frames(messages.FAILED, {"reason": served}))
             return 1
-        has_explain = type(runtime).explain is not MLModel.explain
-        ready = {"metadata": metadata, "explain": has_explain, "report": metrics.take_report()}
-        socket.send(messages.control_frames(messages.READY, ready))
-        log.info("model %s loaded, serving", settings.name)
+        inbox = Inbox(link)
+        served.watch_cancellation(inbox.cancelled)
+        link.send(messages.control_frames(messages.READY, {**ready, "report": metrics.take_report()}))
+        log.info("model %s loaded, serving", name)
+        call: Optional[asyncio.Task] = None
         while True:
-            frames = await socket.recv()
-            received = time.perf_counter_ns()
+            frames = await inbox.next()
             kind = frames[0].bytes
             if kind == messages.STOP:
                 break
             if kind == messages.PING:
-                socket.send(messages.control_frames(messages.PONG, {"report": metrics.take_report()}))
-                continue
-            header = messages.request_header(frames)
-            seq = header["seq"]
-            logs.REQUEST_ID.set(header["id"])  # every line logged until the reply carries it
-            try:
-                request = messages.parse_request(header, frames, in_arena, settings.name, settings.version)
-                outputs, parameters, times = await run(runtime, kind, request, received, header["batch"])
-                reply = messages.reply_frames(seq, outputs, parameters, out_arena, {**metrics.take_report(), "times": times})
-            except GatewayError as exc:
-                reply = messages.error_frames(seq, exc, metrics.take_report())
-            except Exception as exc:  # this call fails; the worker goes on
-                log.exception("the runtime raised")
-                reply = messages.error_frames(seq, RuntimeFailure(f"{type(exc).__name__}: {exc}"), metrics.take_report())
-            socket.send(reply)
-            logs.REQUEST_ID.set(None)
-        await runtime.unload()
-        log.info("model %s unloaded", settings.name)
+                link.send(messages.control_frames(messages.PONG, {"report": metrics.take_report()}))
+            elif kind == messages.CANCEL:
+                inbox.cancel(frames)
+            else:
+                received = time.perf_counter_ns()
+                header = messages.request_header(frames)
+                call = asyncio.create_task(answer(served, inbox, kind, header, frames, received, (in_arena, out_arena), name, version))
+                inbox.start(header["seq"], call)
+        if call is not None:
+            await asyncio.wait([call])  # the gateway stops an idle worker; should it not be, its call ends first
+        await served.stop()
+        log.info("model %s unloaded", name)
         return 0
     finally:
-        socket.close(linger=1000)  # let a last FAILED reach the gateway
+        link.close(linger=1000)  # let a last FAILED reach the gateway
         context.term()
 
 
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
     """Ask Linux to SIGKILL us when the gateway dies, so no worker outlives it
     (SIGKILL: this process ignores SIGTERM).
 
@@ -252,16 +410,22 @@ def _close_inherited(keep: set[int]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m workers", description="a gateway model worker (started by the gateway)")
     parser.add_argument("--settings", type=Path, help="the model's model-settings.json (absent: the MLSERVER_MODEL_* variables define it)")
-    parser.add_argument("--endpoint", required=True, help="the gateway's ZeroMQ endpoint")
-    parser.add_argument("--identity", required=True, help="this worker's ZeroMQ identity")
-    parser.add_argument("--in-fd", required=True, type=int, help="inherited shared-memory arena the gateway writes inputs to")
-    parser.add_argument("--out-fd", required=True, type=int, help="inherited shared-memory arena this worker writes outputs to")
+    parser.add_argument("--identity", required=True, help="this worker's ZeroMQ identity (a fork server's: its name in the log)")
     parser.add_argument("--parent", required=True, type=int, help="the gateway's process id")
+    parser.add_argument("--endpoint", help="the gateway's ZeroMQ endpoint")
+    parser.add_argument("--in-fd", type=int, help="inherited shared-memory arena the gateway writes inputs to")
+    parser.add_argument("--out-fd", type=int, help="inherited shared-memory arena this worker writes outputs to")
+    parser.add_argument(
+        "--fork-server", type=int, metavar="FD", help="load the model once, then fork its workers when asked over this inherited socket (load_once)"
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-format", default="text", choices=("text", "json"))
     args = parser.parse_args(argv)
-    _die_with_parent(args.parent)
-    _close_inherited({args.in_fd, args.out_fd})
+    serving = (args.endpoint, args.in_fd, args.out_fd)
+    if args.fork_server is None and None in serving:
+        parser.error("a worker needs --endpoint, --in-fd and --out-fd")
+    die_with_parent(args.parent)
+    _close_inherited({args.fork_server} if args.fork_server is not None else {args.in_fd, args.out_fd})
     # Ctrl-C, or a SIGTERM to the process group (a shell, Kubernetes), also reaches the
     # gateway, which stops us in order: our runtime's unload() must get to run
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
@@ -272,5 +436,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = ModelSettings.from_file(args.settings) if args.settings else ModelSettings.from_environment()
     import uvloop
 
+    if args.fork_server is not None:
+        from .forkserver import load_and_serve_forks
+
+        sys.exit(load_and_serve_forks(settings, socket.socket(fileno=args.fork_server)))
     in_arena, out_arena = Arena.attach(args.in_fd), Arena.attach(args.out_fd)
     sys.exit(uvloop.run(serve(settings, args.endpoint, args.identity.encode(), in_arena, out_arena)))

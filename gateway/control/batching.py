@@ -34,7 +34,10 @@ def batch_key(request: WireRequest) -> Optional[Hashable]:
     first, parameters), the same request parameters and the same requested
     outputs (names and parameters, in order): one call then answers every
     request with exactly the outputs it asked for, and a wrong output name
-    fails only the requests that asked for it."""
+    fails only the requests that asked for it. A request carrying its HTTP headers (for a KServe
+    model's hooks) runs alone: a call has one set of headers."""
+    if request.headers:
+        return None
     rows = None
     described = []
     for tensor in request.inputs:

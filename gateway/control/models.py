@@ -3,8 +3,9 @@ each model's state: the table that readiness and the repository index answer fro
 
 - A model is READY once all of its workers have loaded. A load that raises,
   returns False or times out leaves it UNAVAILABLE with the reason.
-- A worker that dies (or is killed for hanging) fails its in-flight request at
-  once (pool.worker_exited) and is replaced after a back-off that doubles with
+- A worker that dies (or is killed for hanging) has its in-flight request run
+  again once on a sibling or on its replacement (or failed at once, if the model
+  opts out: pool.worker_exited), and is replaced after a back-off that doubles with
   each crash in a row; the model's other workers keep serving meanwhile.
 - A worker is hung when it stays silent to pings while idle, or holds one
   request longer than request_timeout: it is killed, then replaced.
@@ -30,14 +31,16 @@ import logging
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable, Optional
 
-from ..errors import BadRequest, NotFound, shown
-from .pool import ModelPool, Router, Worker
+from ..errors import BadRequest, NotFound, Unavailable, shown
+from .forkserver import ForkedProcess, ForkServer, Preloaded
+from .pool import ModelPool, QueuePolicy, Router, Worker
 from ..settings import MODEL_SETTINGS_FILE, SECRET_VARIABLES, ModelParameters, ModelSettings, ServerSettings, UnusableSettings, scan_model_settings
 from ..types import MetadataModelResponse, MetadataTensor, State
 
@@ -63,6 +66,8 @@ class ModelEntry:
     crashes: int = 0  # in a row, for the restart back-off
     unusable: Optional[UnusableSettings] = None  # its settings file(s) could not be used: nothing to start
     starting: set[asyncio.Task] = field(default_factory=set)  # its load, restarts of its workers: an unload cancels them
+    forker: Optional[ForkServer] = None  # load_once: the fork server holding the loaded model, forking its workers
+    kserve: bool = False  # a KServe model: it takes KServe's V1 protocol and the request headers
 
     @property
     def name(self) -> str:
@@ -76,9 +81,11 @@ class ModelEntry:
         """A worker loaded: take the metadata the runtime reported."""
         self.metadata = payload["metadata"]
         self.has_explain = payload["explain"]
+        self.kserve = payload.get("kserve", False)
         described = MetadataModelResponse(**self.metadata)
-        self.inputs = {t.name: t for t in described.inputs or []}
-        self.outputs = {t.name: t for t in described.outputs or []}
+        if not self.kserve:  # KServe's input and output types describe; KServe checks no request against them
+            self.inputs = {t.name: t for t in described.inputs or []}
+            self.outputs = {t.name: t for t in described.outputs or []}
         self.state, self.reason = State.READY, ""
 
 
@@ -120,11 +127,15 @@ def _remove_if_abandoned(folder: Path) -> None:
 
 
 class Supervisor:
-    def __init__(self, settings: ServerSettings):
+    def __init__(self, settings: ServerSettings, preloaded: Optional[Preloaded] = None):
+        """`preloaded`: models loaded by a KServe script, held by the fork server it forked (served
+        besides those of the model repository, if the settings name one)."""
         self.settings = settings
+        self._preloaded = preloaded
+        self._script_forker: Optional[ForkServer] = None
         self.models: dict[str, dict[Optional[str], ModelEntry]] = {}
         self.router: Router | None = None
-        self._processes: dict[Worker, asyncio.subprocess.Process] = {}
+        self._processes: dict[Worker, asyncio.subprocess.Process | ForkedProcess] = {}
         self._identities = itertools.count()
         self._socket_folder, self._socket_folder_lock = "", -1
         self._stopping = False
@@ -139,7 +150,10 @@ class Supervisor:
         """Bind the worker socket and load every model of the repository (concurrently)."""
         self._socket_folder, self._socket_folder_lock = _socket_folder()
         self.router = Router(f"ipc://{self._socket_folder}/{SOCKET_NAME}")
-        usable, unusable = scan_model_settings(self.settings.model_repository)
+        usable, unusable = self._scan()
+        if self._preloaded is not None:
+            self._script_forker = ForkServer(self._preloaded.sock, self._preloaded.pid, "the KServe script's fork server")
+            usable = [*self._preloaded.models, *usable]
         loading = [self._add(model_settings) for model_settings in usable]
         for failure in unusable:
             self._add_unusable(failure)
@@ -147,6 +161,12 @@ class Supervisor:
         log.info("loading %d model(s) from %s", len(loading), self.settings.model_repository)
         self._heartbeat = self._background(self._watch_heartbeats())
         await asyncio.gather(*(self._start_loading(entry) for entry in loading), return_exceptions=True)
+
+    def _scan(self) -> tuple[list[ModelSettings], list[UnusableSettings]]:
+        """The model repository's settings files; none when there is no repository (a KServe script)."""
+        if self.settings.model_repository is None:
+            return [], []
+        return scan_model_settings(Path(self.settings.model_repository))
 
     def _background(self, coroutine) -> asyncio.Task:
         """A task that stop() cancels and waits for, so that none is left pending when the loop closes."""
@@ -164,6 +184,7 @@ class Supervisor:
             model_settings.max_batch_size,
             version=model_settings.version,
             max_batch_time=model_settings.max_batch_time,
+            policy=QueuePolicy.of(model_settings),
         )
         entry = ModelEntry(model_settings, pool)
         pool.on_worker_lost = lambda worker, why: self._worker_lost(entry, worker, why)
@@ -216,8 +237,8 @@ class Supervisor:
     async def _load(self, entry: ModelEntry) -> None:
         count = entry.settings.parallel_workers or self.settings.parallel_workers
         entry.state, entry.reason, entry.wanted = State.LOADING, "", True
-        workers = [await self._spawn(entry) for _ in range(count)]
         try:
+            workers = [await self._spawn(entry) for _ in range(count)]
             loaded = await asyncio.wait_for(asyncio.gather(*(w.loaded for w in workers)), self.settings.load_timeout)
         except asyncio.TimeoutError:
             self._fail(entry, f"load() did not finish within {self.settings.load_timeout} s")
@@ -232,17 +253,67 @@ class Supervisor:
         log.error("model %s (version %s) failed to load: %s", entry.name, entry.version, reason)
         for worker in list(entry.pool.workers):
             self._kill(worker)
+        if entry.forker is not None:  # a failed load, or one that left threads: the fork server exits
+            self._background(entry.forker.close())
+            entry.forker = None
+
+    def _worker_environment(self) -> dict[str, str]:
+        threads = str(self.settings.worker_blas_threads)
+        # tokens stay in the front door: a library in a runtime that logs or reports its environment cannot
+        # leak them (a runtime's own code, as the same user, could still read ours: docs/SECURITY.md)
+        environment = {name: value for name, value in os.environ.items() if name.upper() not in SECRET_VARIABLES}
+        return {**environment, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+    async def _forker(self, entry: ModelEntry) -> Optional[ForkServer]:
+        """The fork server of a load_once model, its model loaded (started, or restarted, if need be);
+        None for a model whose workers load it themselves."""
+        if self._preloaded is not None and any(entry.settings is preloaded for preloaded in self._preloaded.models):
+            forker = self._script_forker
+            if forker.closed:  # it held the script's models: nothing can load them again
+                raise Unavailable(f"{forker.label} has exited: the model can be served again only by restarting the script")
+        elif entry.settings.load_once:
+            if entry.forker is None or entry.forker.closed:
+                entry.forker = await self._start_fork_server(entry)
+            forker = entry.forker
+        else:
+            return None
+        await asyncio.wait_for(forker.loaded(), self.settings.load_timeout)
+        return forker
+
+    async def _start_fork_server(self, entry: ModelEntry) -> ForkServer:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "workers",
+                "--fork-server", str(theirs.fileno()),
+                *(("--settings", str(entry.settings.path)) if entry.settings.path else ()),  # else: from the environment
+                "--identity", f"{entry.name}:{entry.version or '-'}#fork-server",
+                "--parent", str(os.getpid()),
+                "--log-level", self.settings.log_level,
+                "--log-format", self.settings.log_format,
+                env=self._worker_environment(),
+                pass_fds=(theirs.fileno(),),
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        log.info("model %s (version %s): loading it once, in a fork server (pid %d)", entry.name, entry.version, process.pid)
+        return ForkServer(ours, process, f"the fork server of model {entry.name!r}")
 
     async def _spawn(self, entry: ModelEntry) -> Worker:
         identity = f"{entry.name}:{entry.version or '-'}#{next(self._identities)}"
         worker = entry.pool.add_worker(identity)
-        threads = str(self.settings.worker_blas_threads)
-        # tokens stay in the front door: a library in a runtime that logs or reports its environment cannot
-        # leak them (a runtime's own code, as the same user, could still read ours: docs/SECURITY.md)
-        env = {name: value for name, value in os.environ.items() if name.upper() not in SECRET_VARIABLES}
-        env.update({"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
         try:
-            process = await asyncio.create_subprocess_exec(
+            forker = await self._forker(entry)
+            if forker is not None:
+                process = await forker.fork(
+                    entry.name, identity, self.router.endpoint, worker.in_arena.fd, worker.out_arena.fd,
+                    self.settings.log_level, self.settings.log_format,
+                )
+            else:
+                process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "workers",
                 *(("--settings", str(entry.settings.path)) if entry.settings.path else ()),  # else: from the environment, as here
                 "--endpoint", self.router.endpoint,
@@ -252,7 +323,7 @@ class Supervisor:
                 "--out-fd", str(worker.out_arena.fd),
                 "--log-level", self.settings.log_level,
                 "--log-format", self.settings.log_format,
-                env=env,
+                env=self._worker_environment(),
                 pass_fds=(worker.in_arena.fd, worker.out_arena.fd),
             )
         except BaseException:  # also cancelled by an unload: the loop has killed the process if it had started
@@ -269,7 +340,7 @@ class Supervisor:
         code = await process.wait()
         self._processes.pop(worker, None)
         if worker in entry.pool.workers:
-            entry.pool.worker_exited(worker, f"exit code {code}")
+            entry.pool.worker_exited(worker, f"exit code {code}", rerun=entry.wanted and not self._stopping)
         if worker.ready and entry.wanted and not self._stopping:
             if asyncio.get_running_loop().time() - started > STABLE_AFTER:
                 entry.crashes = 0
@@ -291,14 +362,18 @@ class Supervisor:
             entry.crashes += 1
             log.info("restarting a worker of model %s in %.1f s", entry.name, delay)
             await asyncio.sleep(delay)
-            worker = await self._spawn(entry)
-            entry.pool.stats.worker_restarted()
+            worker = None
             try:
+                worker = await self._spawn(entry)
+                entry.pool.stats.worker_restarted()
                 payload = await asyncio.wait_for(worker.loaded, self.settings.load_timeout)
             except Exception as exc:
                 log.error("restarted worker of model %s failed to load: %s", entry.name, exc)
                 entry.reason = f"restart failed: {exc}"
-                self._kill(worker)
+                if worker is not None:
+                    self._kill(worker)
+                if not entry.pool.ready_workers:  # what queued for the restart would wait for nothing
+                    entry.pool.fail_waiting(f"model {entry.name!r}: its worker stopped and could not be restarted ({exc})")
                 continue
             entry.take_ready(payload)
             log.info("model %s has a new worker (%d ready)", entry.name, entry.pool.ready_workers)
@@ -371,7 +446,11 @@ class Supervisor:
         if not MODEL_NAME.match(name):
             raise BadRequest(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-'")
         # match by the name inside each file, never by joining the name into a path
-        usable, unusable = scan_model_settings(Path(self.settings.model_repository))
+        if self._preloaded is not None:
+            found = [model_settings for model_settings in self._preloaded.models if model_settings.name == name]
+            if found:
+                return found
+        usable, unusable = self._scan()
         errors = [failure.reason for failure in unusable if failure.name == name]
         if errors:
             raise BadRequest(f"cannot load model {name!r}: {errors[0]}")
@@ -419,6 +498,9 @@ class Supervisor:
             if pending:
                 await asyncio.wait(pending)
         entry.pool.fail_waiting(f"model {entry.name!r} was unloaded")
+        if entry.forker is not None:
+            await entry.forker.close()
+            entry.forker = None
         entry.state, entry.reason = State.UNAVAILABLE, reason
         log.info("model %s (version %s) %s", entry.name, entry.version, reason)
 
@@ -428,7 +510,7 @@ class Supervisor:
         running = [worker for worker in entry.pool.workers if worker.inflight is not None]
         failed = sum(not waiting.reply.done() for worker in running for waiting in worker.inflight[1])
         for worker in running:
-            entry.pool.worker_exited(worker, why)
+            entry.pool.worker_exited(worker, why, rerun=False)
             self._kill(worker)
         return failed + entry.pool.fail_waiting(why)
 
@@ -457,6 +539,8 @@ class Supervisor:
         for task in self._tasks:  # watchers of exited workers, restarts waiting out their back-off
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._script_forker is not None:
+            await self._script_forker.close()
         if self.router is not None:
             await self.router.close()
             shutil.rmtree(self._socket_folder, ignore_errors=True)

@@ -6,6 +6,15 @@ requests and its workers. A worker holds at most one request at a time; the
 pool gives the oldest waiting request to an idle worker the moment one is
 free, which is least-busy routing without guessing.
 
+The queue orders requests by priority level (control/queue.py) and may be bounded
+(`max_queue_size`: beyond it, 503 / UNAVAILABLE with Retry-After). Each request
+has a deadline (its client's, at most request_timeout): one still queued then is
+dropped without reaching a worker; one running is answered 504 and its call is
+cancelled in the worker (a CANCEL message), as is the call of a request whose
+client went away, once no request of the call is still waited for. A request
+whose worker died runs again once, first in line (unless the model opts out:
+`retry_on_worker_death`).
+
 Every worker has two shared-memory arenas: the gateway writes inputs into its
 input arena, the worker writes outputs into its output arena. When a reply's
 outputs lie in the output arena, the arena is lent to the request until its
@@ -20,7 +29,6 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Coroutine, Hashable, Optional, TypeVar
 
@@ -29,10 +37,12 @@ import zmq
 from ..wire import messages
 from .stats import model_stats
 from .batching import batch_key, merge, rows_of, split
-from ..errors import GatewayError, RuntimeFailure, Timeout, Unavailable
+from ..errors import GatewayError, QueueFull, RuntimeFailure, Timeout, Unavailable
 from ..wire.arena import Arena
+from ..settings import ModelSettings
 from ..wire.request import Tensor, WireRequest
 from ..wire.sockets import LoopSocket
+from .queue import RequestQueue
 
 log = logging.getLogger("gateway.pool")
 
@@ -46,10 +56,13 @@ class _Waiting:
     request: WireRequest
     reply: asyncio.Future
     batch_key: Optional[Hashable]  # None: runs alone
+    level: int  # its priority level: lower is served first
     # for the queue-time metric: loop.time() is uvloop's per-iteration clock, in whole milliseconds
     queued: int = field(default_factory=time.perf_counter_ns)
     # loop.time() when it arrived: the batch it starts leaves by arrived + max_batch_time
     arrived: float = field(default_factory=lambda: asyncio.get_running_loop().time())
+    worker: Optional["Worker"] = None  # the worker running it, while it runs
+    retried: bool = False  # it ran on a worker that died, and was queued again
 
 
 @dataclass(eq=False)
@@ -113,6 +126,19 @@ class Router:
         self._context.term()
 
 
+@dataclass(frozen=True)
+class QueuePolicy:
+    """A model's queueing settings (model-settings.json: same names)."""
+
+    max_queue_size: int = 0  # 0: no limit
+    default_priority_level: int = 1
+    retry_on_worker_death: bool = True
+
+    @classmethod
+    def of(cls, settings: ModelSettings) -> "QueuePolicy":
+        return cls(settings.max_queue_size, settings.default_priority_level, settings.retry_on_worker_death)
+
+
 class ModelPool:
     """The queue and the workers of one model version."""
 
@@ -125,8 +151,10 @@ class ModelPool:
         max_batch_size: int = 0,
         version: str | None = None,
         max_batch_time: float = 0.0,
+        policy: "QueuePolicy | None" = None,
     ):
         self.name = name
+        self.policy = policy or QueuePolicy()
         self.stats = model_stats(name, version)  # told of each call sent and each worker report
         self.request_timeout = request_timeout
         self.arena_bytes = arena_bytes
@@ -136,7 +164,7 @@ class ModelPool:
         self.workers: list[Worker] = []
         self.on_worker_lost: Callable[[Worker, str], None] = lambda worker, why: None
         self._router = router
-        self._waiting: deque[_Waiting] = deque()
+        self._waiting: RequestQueue[_Waiting] = RequestQueue()
         self._idle: list[Worker] = []
         self._seq = itertools.count()
         self._quiet = asyncio.Event()
@@ -164,21 +192,20 @@ class ModelPool:
 
         The outputs may view a worker's shared memory: they are valid only
         inside `render`, which must copy what it keeps."""
-        if not self.ready_workers:
-            raise Unavailable(f"model {self.name!r} has no running worker")
-        loop = asyncio.get_running_loop()
-        key = batch_key(request) if self.max_batch_size > 1 and kind == messages.INFER else None
-        waiting = _Waiting(kind, request, loop.create_future(), key)
-        self._waiting.append(waiting)
-        self._quiet.clear()
-        self._dispatch()
-        deadline = loop.call_later(self.request_timeout, self._expire, waiting.reply)
+        seconds = self._time_left(request)
+        if seconds <= 0:
+            raise Timeout(f"model {self.name!r}: the request's deadline passed before it could be queued")
+        waiting = self._enqueue(kind, request)
+        deadline = asyncio.get_running_loop().call_later(seconds, self._expire, waiting, seconds)
         try:
             outputs, parameters, lender = await waiting.reply
         except asyncio.CancelledError:
             # the client went away; if the reply had already arrived, give its lease back
             if waiting.reply.done() and not waiting.reply.cancelled() and waiting.reply.exception() is None:
                 self._release(waiting.reply.result()[2])
+            else:
+                waiting.reply.cancel()
+                self._abandon(waiting)
             raise
         finally:
             deadline.cancel()
@@ -190,24 +217,62 @@ class ModelPool:
         finally:
             self._release(lender)
 
-    def _expire(self, reply: asyncio.Future) -> None:
-        if not reply.done():  # a late answer finds it done and is dropped
-            reply.set_exception(Timeout(f"model {self.name!r} did not answer within {self.request_timeout} s"))
+    def _enqueue(self, kind: bytes, request: WireRequest) -> _Waiting:
+        """Queue the request (refused if no worker runs, or if the queue is full) and dispatch."""
+        if not self.ready_workers:
+            raise Unavailable(f"model {self.name!r} has no running worker")
+        limit = self.policy.max_queue_size
+        if limit and len(self._waiting) >= limit:
+            self.stats.shed()
+            raise QueueFull(f"model {self.name!r} has {limit} requests waiting already (max_queue_size); retry later")
+        key = batch_key(request) if self.max_batch_size > 1 and kind == messages.INFER else None
+        level = request.priority or self.policy.default_priority_level
+        waiting = _Waiting(kind, request, asyncio.get_running_loop().create_future(), key, level)
+        self._waiting.push(waiting)
+        self._quiet.clear()
+        self._dispatch()
+        return waiting
+
+    def _time_left(self, request: WireRequest) -> float:
+        """Seconds until the request's deadline: its client's, at most request_timeout from now."""
+        if request.deadline is None:
+            return self.request_timeout
+        return min(self.request_timeout, request.deadline - time.monotonic())
+
+    def _expire(self, waiting: _Waiting, seconds: float) -> None:
+        if waiting.reply.done():
+            return  # a late answer finds it done and is dropped
+        where = "running" if waiting.worker is not None else "waiting for a worker"
+        waiting.reply.set_exception(Timeout(f"model {self.name!r} did not answer within {seconds:.3g} s, the request's deadline (it was {where})"))
+        self._abandon(waiting)
+
+    def _abandon(self, waiting: _Waiting) -> None:
+        """The request is no longer waited for (client gone, deadline passed): drop it from the queue, or
+        cancel its call in the worker once no request of the call is waited for any more."""
+        if self._waiting.remove(waiting):
+            self._check_quiet()
+            return
+        worker = waiting.worker
+        if worker is None or worker.inflight is None:
+            return
+        seq, batch = worker.inflight
+        if all(w.reply.done() for w in batch):
+            try:
+                self._router.send(worker, messages.cancel_frames(seq))
+            except zmq.ZMQError:
+                pass  # gone: worker_exited will free it
 
     def _dispatch(self) -> None:
-        """Each idle worker takes the oldest waiting request and those waiting that can join it.
+        """Each idle worker takes the first waiting request and those waiting that can join it.
 
         Without max_batch_time nothing waits for company while a worker is idle: batches form
         from the requests that queue while every worker is busy. With it (MLServer's rule), a
         batch waits for max_batch_size requests, at most max_batch_time from its oldest one."""
         while self._waiting and self._idle:
-            first = self._waiting[0]
-            if first.reply.done():
-                self._waiting.popleft()
-                continue  # timed out or cancelled while queued
+            first = self._waiting.peek()
             if self._waits_for_company(first):
                 break
-            self._waiting.popleft()
+            self._waiting.pop()
             worker = self._idle.pop()
             if not self._send(worker, self._take_batch(first)):
                 self._idle.append(worker)  # the call never left: the worker is still free
@@ -236,19 +301,10 @@ class ModelPool:
         self._dispatch()
 
     def _take_batch(self, first: _Waiting) -> list[_Waiting]:
-        """`first` and the waiting requests that can join it, oldest first, up to max_batch_size."""
-        batch = [first]
+        """`first` and the waiting requests that can join it, in serving order, up to max_batch_size."""
         if first.batch_key is None:
-            return batch
-        kept: deque[_Waiting] = deque()
-        while self._waiting and len(batch) < self.max_batch_size:
-            waiting = self._waiting.popleft()
-            if waiting.reply.done():
-                continue
-            (batch if waiting.batch_key == first.batch_key else kept).append(waiting)
-        kept.extend(self._waiting)
-        self._waiting = kept
-        return batch
+            return [first]
+        return [first, *self._waiting.take(lambda waiting: waiting.batch_key == first.batch_key, self.max_batch_size - 1)]
 
     def _send(self, worker: Worker, batch: list[_Waiting]) -> bool:
         """Give the batch to the worker; False if its message could not be built (the batch
@@ -262,6 +318,8 @@ class ModelPool:
             self._fail(batch, _request_error(exc, f"could not send a call of model {self.name!r} to its worker"))
             return False
         worker.inflight = (seq, batch)
+        for waiting in batch:
+            waiting.worker = worker
         worker.busy_since = asyncio.get_running_loop().time()
         self.stats.dispatched([w.queued for w in batch])
         try:
@@ -325,7 +383,7 @@ class ModelPool:
             log.warning("worker %s answered a request it was not given", worker.identity.decode())
             return
         seq, batch = worker.inflight
-        worker.inflight = None
+        self._end_call(worker)
         try:
             # a worker holds one call at a time, so a reply answers the call in flight
             reply_seq, result, in_arena, report = messages.parse_reply(frames, worker.out_arena)
@@ -369,8 +427,9 @@ class ModelPool:
                     hung.append(worker)
         return hung
 
-    def worker_exited(self, worker: Worker, why: str) -> None:
-        """Fail what the worker was running at once, free its arenas, and forget it."""
+    def worker_exited(self, worker: Worker, why: str, rerun: bool = True) -> None:
+        """Queue again what the worker was running (`rerun`, unless the model opts out) or fail it at
+        once, free its arenas, and forget it."""
         if worker not in self.workers:
             return
         self.workers.remove(worker)
@@ -379,23 +438,47 @@ class ModelPool:
             self._idle.remove(worker)
         if not worker.loaded.done():
             worker.loaded.set_exception(RuntimeError(f"worker exited during load ({why})"))
-        for waiting in worker.inflight[1] if worker.inflight is not None else ():
-            if not waiting.reply.done():
-                waiting.reply.set_exception(Unavailable(f"model {self.name!r}: its worker stopped during the request ({why})"))
-        worker.inflight = None
+        if worker.inflight is not None:
+            self._rerun_or_fail(worker.inflight[1], why, rerun and self.policy.retry_on_worker_death)
+            self._end_call(worker)
         worker.in_arena.close()
         worker.out_arena.close()  # a render still reading keeps its mapping alive until it is done
         if worker.ready:
             self.on_worker_lost(worker, why)
-        if not self.ready_workers:
-            self.fail_waiting(f"model {self.name!r} has no running worker")
-        self._check_quiet()
+        self._dispatch()  # a retried request to a sibling (with none, it waits for the restart: see fail_waiting)
+
+    @staticmethod
+    def _end_call(worker: Worker) -> None:
+        if worker.inflight is not None:
+            for waiting in worker.inflight[1]:
+                waiting.worker = None
+        worker.inflight = None
+
+    def _rerun_or_fail(self, batch: list[_Waiting], why: str, rerun: bool) -> None:
+        """The requests of a call whose worker died: with `rerun`, each still waited for runs again,
+        first in line, unless it has been retried already; the others fail (503 / UNAVAILABLE)."""
+        retried = []
+        for waiting in batch:
+            if waiting.reply.done():
+                continue
+            if rerun and not waiting.retried:
+                waiting.retried = True
+                retried.append(waiting)
+            else:
+                again = " again" if waiting.retried else ""
+                waiting.reply.set_exception(Unavailable(f"model {self.name!r}: its worker stopped during the request{again} ({why})"))
+        for waiting in reversed(retried):  # each to the front: the batch's order kept
+            self._waiting.push(waiting, first=True)
+        if retried:
+            self.stats.retried(len(retried))
+            log.warning("model %s: %d request(s) of a worker that stopped (%s) will run again", self.name, len(retried), why)
 
     def fail_waiting(self, why: str) -> int:
-        """Fail every queued request (503 / UNAVAILABLE); returns how many."""
+        """Fail every queued request (503 / UNAVAILABLE); returns how many. Queued requests outlive
+        the death of the last worker, waiting for its restart: the supervisor calls this when
+        none is coming (the model unloaded, the gateway stopping, a restart that failed)."""
         failed = 0
-        while self._waiting:
-            waiting = self._waiting.popleft()
+        for waiting in self._waiting.clear():
             if not waiting.reply.done():
                 waiting.reply.set_exception(Unavailable(why))
                 failed += 1

@@ -33,14 +33,16 @@ disable_created_metrics()  # no `_created` series: they would double the exposit
 REGISTRY = CollectorRegistry()
 MODEL = ["model", "version"]
 PROTOCOLS = ("rest", "grpc")
-OUTCOMES = ("success", "client_error", "server_error")
+# cancelled: the client went away (499); deadline_exceeded: its deadline passed (504); neither is an error
+OUTCOMES = ("success", "client_error", "server_error", "cancelled", "deadline_exceeded")
 MODEL_STATES = [state for state in State if state is not State.UNKNOWN]  # UNKNOWN is never a model's state
 # from 0.1 ms (a short wait in a queue) to a minute (request_timeout's default)
 SECONDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 REQUESTS = Counter(
     "gateway_requests",
-    "Inference requests answered, by protocol and outcome (success, client_error: 4xx, server_error: 5xx).",
+    "Inference requests answered, by protocol and outcome (success, client_error: 4xx, server_error: 5xx, "
+    "cancelled: the client went away, deadline_exceeded: its deadline passed).",
     [*MODEL, "protocol", "outcome"],
     registry=REGISTRY,
 )
@@ -73,6 +75,18 @@ BATCH_SIZE = Histogram(
     registry=REGISTRY,
 )
 INFLIGHT = Gauge("gateway_inflight_requests", "Requests queued, running in a worker or being rendered.", MODEL, registry=REGISTRY)
+SHED = Counter(
+    "gateway_requests_shed",
+    "Inference requests refused because their model's queue held max_queue_size requests (503 / UNAVAILABLE).",
+    MODEL,
+    registry=REGISTRY,
+)
+RETRIES = Counter(
+    "gateway_request_retries",
+    "Inference requests run again because the worker running them died.",
+    MODEL,
+    registry=REGISTRY,
+)
 RESTARTS = Counter("gateway_worker_restarts", "Worker processes started to replace one that died or hung.", MODEL, registry=REGISTRY)
 
 # custom metrics from runtimes (gateway/metrics.py), by name; None: refused (name taken or invalid)
@@ -89,7 +103,12 @@ def _custom_family(name: str, description: str) -> Optional[Histogram]:
     return _custom[name]
 
 
+_OUTCOME_OF_STATUS = {499: "cancelled", 504: "deadline_exceeded"}
+
+
 def _outcome(http_status: int) -> str:
+    if http_status in _OUTCOME_OF_STATUS:
+        return _OUTCOME_OF_STATUS[http_status]
     return OUTCOMES[0] if http_status < 400 else OUTCOMES[1] if http_status < 500 else OUTCOMES[2]
 
 
@@ -123,6 +142,8 @@ class ModelStats:
         self._batch_size = BATCH_SIZE.labels(*labels)
         self._inflight = INFLIGHT.labels(*labels)
         self._restarts = RESTARTS.labels(*labels)
+        self._shed = SHED.labels(*labels)
+        self._retries = RETRIES.labels(*labels)
         self._custom: dict[str, object] = {}  # name -> this model's child of the custom histogram (None: refused)
         # the statistics extension
         self.last_inference = 0  # ms since the epoch
@@ -159,6 +180,12 @@ class ModelStats:
         for started in queued:
             self._queue_seconds.observe((now - started) / 1e9)
             self.stages["queue"].add(1, now - started)
+
+    def shed(self) -> None:
+        self._shed.inc()
+
+    def retried(self, requests: int) -> None:
+        self._retries.inc(requests)
 
     def worker_report(self, report: dict, requests: int = 0) -> None:
         """The report a worker message carries: custom metrics, and for a reply

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from dataclasses import dataclass
 from typing import Callable, Optional, TypeVar
 
 from .. import logs
@@ -21,7 +22,7 @@ from ..control.models import ModelEntry, Supervisor, version_key
 from ..wire.request import WireRequest, WireResponse
 from ..types import MetadataTensor, State
 
-EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "schedule_policy"]
 
 T = TypeVar("T")
 
@@ -97,12 +98,13 @@ class DataPlane:
 
     async def _run(self, kind: bytes, request: WireRequest, render: Callable[[WireResponse], T]) -> T:
         entry = self._ready_entry(request.model_name, request.model_version)
-        if kind == messages.EXPLAIN and not entry.has_explain:
+        if kind in (messages.EXPLAIN, messages.EXPLAIN_V1) and not entry.has_explain:
             raise NotSupported(f"model {entry.name!r} has no explainer")
         if not request.id:
             request.id = f"{_ID_PREFIX}-{next(_ids)}"
         logs.REQUEST_ID.set(request.id)
         _check_against_metadata(entry, request)
+        _take_schedule_policy(request)
         stats = entry.pool.stats
         started = stats.request_started()
         try:
@@ -114,6 +116,15 @@ class DataPlane:
             raise
         stats.request_finished(started, ok=True)
         return result
+
+    def takes_headers(self, name: str, version: Optional[str] = None) -> bool:
+        """Whether the model's hooks take the request's headers (a KServe model's do)."""
+        return self.supervisor.get(name, version).kserve
+
+    async def v1(self, name: str, body: bytes, headers: dict[str, str], explain: bool) -> "V1Answer":
+        """KServe's V1 protocol: the body to the model as it came, its answer as the model gave it."""
+        kind = messages.EXPLAIN_V1 if explain else messages.PREDICT_V1
+        return await self._run(kind, messages.v1_request(name, body, headers), _v1_answer)
 
     # --- statistics extension -------------------------------------------
 
@@ -153,6 +164,35 @@ class DataPlane:
             why = f": {entry.reason}" if entry.reason else ""
             raise Unavailable(f"model {name!r} is not ready ({entry.state.value}{why})")
         return entry
+
+
+def _take_schedule_policy(request: WireRequest) -> None:
+    """Triton's schedule policy parameters, which are the pool's and never reach the model (nor split
+    a batch): `priority`, a level (lower is served first; 0: the model's default), and `timeout`, in
+    microseconds (0: none), which bounds the request's deadline."""
+    priority = request.parameters.pop("priority", 0)
+    timeout = request.parameters.pop("timeout", 0)
+    if priority < 0:
+        raise BadRequest(f"parameter 'priority' must be 0 (the default) or more, got {priority}")
+    if timeout < 0:
+        raise BadRequest(f"parameter 'timeout' must be 0 (none) or more microseconds, got {timeout}")
+    request.priority = priority
+    if timeout:
+        request.bound_by(timeout / 1e6)
+
+
+@dataclass
+class V1Answer:
+    body: bytes
+    content_type: str
+    headers: Optional[dict]
+
+
+def _v1_answer(response: InferResponse) -> V1Answer:
+    """The one output a V1 answer travels as, copied out of the worker's shared memory."""
+    (body,) = response.outputs
+    headers = response.parameters.get("headers") if response.parameters else None
+    return V1Answer(body.data.tobytes(), body.parameters.get("content_type", "application/json"), headers)
 
 
 def _shape_matches(declared: list[int], shape: list[int]) -> bool:

@@ -32,6 +32,7 @@ from ..control import stats
 from .access import Access
 from .rest.connection import GatewayProtocol
 from .dataplane import DataPlane
+from ..control.forkserver import Preloaded
 from .grpc import server as grpc_server
 from .rest.app import create_app, guard, metrics_endpoint, on_error
 from ..settings import ConfigError, ServerSettings
@@ -106,8 +107,8 @@ class Stopping:
         self.supervisor.cut_off(why)
 
 
-def build(settings: ServerSettings, access: Access, tls: Optional[TLS]) -> Sanic:
-    supervisor = Supervisor(settings)
+def build(settings: ServerSettings, access: Access, tls: Optional[TLS], preloaded: Optional[Preloaded] = None) -> Sanic:
+    supervisor = Supervisor(settings, preloaded)
     dataplane = DataPlane(settings, supervisor)
     stats.watch(supervisor)
     app = create_app(dataplane, access)
@@ -120,6 +121,12 @@ def build(settings: ServerSettings, access: Access, tls: Optional[TLS]) -> Sanic
             await supervisor.start()
         except Exception:  # a task's exception is otherwise never seen; the server stays not ready
             log.exception("the model repository could not be loaded")
+
+    if preloaded is not None and preloaded.setup_loop is not None:
+
+        @app.before_server_start
+        async def setup_loop(app: Sanic) -> None:
+            preloaded.setup_loop(asyncio.get_running_loop())
 
     @app.before_server_start
     async def start_models(app: Sanic) -> None:
@@ -134,7 +141,7 @@ def build(settings: ServerSettings, access: Access, tls: Optional[TLS]) -> Sanic
     @app.before_server_start
     async def start_grpc(app: Sanic) -> None:
         # the gRPC front door runs on Sanic's loop, in this process (see gateway/frontdoor/grpc/__init__.py)
-        app.ctx.grpc = await grpc_server.start(dataplane, settings, access, tls)
+        app.ctx.grpc = await grpc_server.start(dataplane, settings, access, tls) if settings.enable_grpc else None
 
     @app.after_server_start
     async def take_signals(app: Sanic) -> None:
@@ -145,12 +152,14 @@ def build(settings: ServerSettings, access: Access, tls: Optional[TLS]) -> Sanic
         stopping.listeners_closing()
         # not awaited here: gRPC calls go on while Sanic waits for its REST connections. Its grace ends
         # after the cut-off, so that the calls cut off are answered UNAVAILABLE, not cancelled
-        grace = settings.shutdown_grace + CUT_OFF_MARGIN
-        app.ctx.grpc_stopped = asyncio.get_running_loop().create_task(grpc_server.stop(app.ctx.grpc, grace))
+        if app.ctx.grpc is not None:
+            grace = settings.shutdown_grace + CUT_OFF_MARGIN
+            app.ctx.grpc_stopped = asyncio.get_running_loop().create_task(grpc_server.stop(app.ctx.grpc, grace))
 
     @app.after_server_stop
     async def stop_models(app: Sanic) -> None:
-        await app.ctx.grpc_stopped
+        if app.ctx.grpc is not None:
+            await app.ctx.grpc_stopped
         await supervisor.stop()
         log.info("gateway stopped")
 
@@ -176,7 +185,8 @@ def listen(host: str, port: int, setting: str) -> socket.socket:
         raise PortUnavailable(f"cannot listen on {host}:{port} ({setting}): {exc.strerror or exc}") from None
 
 
-def run(settings: ServerSettings) -> None:
+def run(settings: ServerSettings, preloaded: Optional[Preloaded] = None) -> None:
+    """Serve until stopped; `preloaded`: a KServe script's models (gateway/kserve/model_server.py)."""
     try:
         access, tls = Access(settings), TLS.load(settings)
     except ConfigError as exc:
@@ -188,12 +198,12 @@ def run(settings: ServerSettings) -> None:
     try:
         rest_socket = listen(settings.host, settings.http_port, "http_port")
         metrics_socket = listen(settings.host, settings.metrics_port, "metrics_port") if settings.metrics_port else None
-        # grpc binds a socket of its own when it starts: this only checks that it will be able to
-        listen(settings.host, settings.grpc_port, "grpc_port").close()
+        if settings.enable_grpc:  # grpc binds a socket of its own when it starts: this only checks that it will be able to
+            listen(settings.host, settings.grpc_port, "grpc_port").close()
     except PortUnavailable as exc:
         log.error("%s", exc)
         sys.exit(1)
-    app = build(settings, access, tls)
+    app = build(settings, access, tls, preloaded)
     options = {"single_process": True, "access_log": False, "motd": False, "debug": False, "protocol": GatewayProtocol}
     scheme = "http"
     if tls is not None:  # every port, the metrics port too (docs/SECURITY.md)

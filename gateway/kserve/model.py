@@ -14,9 +14,9 @@ Each call records KServe's latency metrics (`request_preprocess_seconds`,
 histograms labelled with the model) through `gateway.metrics`, and logs KServe's
 per-request latency line on "kserve.trace" when `enable_latency_logging` is on.
 
-Transformer mode (a `Model` that does not override `predict` forwarding to
-`--predictor_host`, or `explain` to `explainer_host`) is not available yet: those
-defaults raise NotImplementedError, which the server answers with 501.
+Transformer mode: a `Model` that does not override `predict` sends the preprocessed request to
+`--predictor_host` (v1, v2 or grpc-v2), one that does not override `explain` to
+`explainer_host`; `postprocess` gets the answer (gateway/kserve/predictor_client.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any, AsyncIterator, Awaitable, Dict, List, Optional, Union
 
 from .. import metrics
 from ..protocol.generated.inference_pb2 import ModelInferRequest
-from . import context
+from . import context, predictor_client
 from .constants.constants import PredictorProtocol
 from .errors import InvalidInput
 from .logging import trace_logger
@@ -214,30 +214,22 @@ class Model(InferenceModel):
         headers: Optional[Dict[str, str]] = None,
         response_headers: Optional[Dict[str, str]] = None,
     ) -> Union[Dict, InferResponse, AsyncIterator[Any]]:
-        """Run the model. Not overridden, KServe forwards to the predictor (transformer mode),
-        which the gateway does not do yet."""
+        """Run the model. Not overridden, the request goes to the predictor (transformer mode:
+        gateway/kserve/predictor_client.py), over the protocol the predictor configuration names."""
         config = self.predictor_config
         if config is None:
-            raise NotImplementedError(f"Could not find PredictorConfig: model {self.name!r} does not override predict()")
+            raise NotImplementedError("Could not find PredictorConfig.")
         if not config.predictor_host:
-            raise NotImplementedError(
-                f"Could not find predictor_host: model {self.name!r} does not override predict(), "
-                "so it would forward to a predictor, and --predictor_host is not set"
-            )
-        raise NotImplementedError(
-            f"model {self.name!r} does not override predict(): forwarding to the predictor at "
-            f"{config.predictor_host} (KServe's transformer mode) is not supported by the gateway yet"
-        )
+            raise NotImplementedError("Could not find predictor_host.")
+        if config.predictor_protocol == PredictorProtocol.GRPC_V2.value:
+            return await predictor_client.predict_grpc(config, payload, headers)
+        return await predictor_client.predict_rest(config, config.predictor_base_url, self.name, payload, headers, response_headers)
 
     async def explain(self, payload: Any, headers: Optional[Dict[str, str]] = None) -> Dict:
-        """Explain a prediction. Not overridden, KServe forwards to `explainer_host`, which the
-        gateway does not do yet."""
+        """Explain a prediction. Not overridden, the request goes to `explainer_host` (KServe V1)."""
         if self.explainer_host is None:
-            raise NotImplementedError(f"Could not find explainer_host: model {self.name!r} does not override explain()")
-        raise NotImplementedError(
-            f"model {self.name!r} does not override explain(): forwarding to the explainer at "
-            f"{self.explainer_host} is not supported by the gateway yet"
-        )
+            raise NotImplementedError("Could not find explainer_host.")
+        return await predictor_client.explain(self.predictor_config, self.explainer_host, self.name, payload, headers)
 
 
 def _record(latency_ms: Dict[str, float], step: str, started: float) -> None:

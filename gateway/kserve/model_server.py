@@ -10,11 +10,9 @@ per model (KServe: uvicorn processes); `--max_threads`, `--max_asyncio_workers`,
 `--event-loop`, `--timeout-keep-alive` and `--access_log_format` tune KServe's uvicorn
 and grpc servers, which the gateway does not have.
 
-Serving (`start`, `stop`) is not implemented yet: `start()` checks and registers the
-models, then raises NotImplementedError. It is built to serve each registered model
-from worker processes forked from the process that built (and loaded) the model
-objects: everything it needs is held on the instance (ports, `workers`, the
-repository of models, the predictor configuration, the event-loop exception handler).
+`start()` serves the script's models with the gateway: each from `workers` worker
+processes forked from a fork server that holds the models as the script loaded them
+(workers/forkserver.py), this process being the front door (gateway/server.py).
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import os
+import signal
 from typing import Any, Callable, Dict, List, Optional
 
 from . import context
@@ -49,7 +48,7 @@ parser.add_argument("--workers", default=1, type=int, help="The number of worker
 parser.add_argument("--max_threads", default=4, type=int, help="KServe: the gRPC server's threads (accepted, unused by the gateway).")
 parser.add_argument("--max_asyncio_workers", default=None, type=int, help="The size of the event loop's default thread pool (default: min(32, CPUs + 4)).")
 parser.add_argument("--enable_grpc", default=True, type=strtobool, help="Serve gRPC.")
-parser.add_argument("--enable_docs_url", default=False, type=strtobool, help="KServe: Swagger UI at /docs (not offered by the gateway).")
+parser.add_argument("--enable_docs_url", default=False, type=strtobool, help="Serve the API's documentation (Swagger UI) at /docs.")
 parser.add_argument("--enable_latency_logging", default=True, type=strtobool, help="Log one line per request with the preprocess/predict/postprocess latencies.")
 parser.add_argument("--configure_logging", default=True, type=strtobool, help="Configure KServe's loggers when the ModelServer is built.")
 parser.add_argument("--log_config_file", default=None, type=str, help="A logging configuration file (.json, .yaml/.yml, or fileConfig format).")
@@ -108,13 +107,11 @@ parser.add_argument(
     type=str,
     help=f"The private key for serving HTTPS (default: ${KSERVE_TLS_KEY_FILE_ENV}).",
 )
+# without abbreviations: a flag of the program importing this (`gateway start --config`) must not
+# be taken for one of KServe's (--configure_logging); a script's own parser keeps them
+parser.allow_abbrev = False
 args, _ = parser.parse_known_args()
-
-_SERVING_NOT_YET = (
-    "ModelServer.{}() is not implemented yet: serving KServe models from the gateway's worker "
-    "processes (issue 15, points 4-5) comes with the next change"
-)
-
+parser.allow_abbrev = True
 
 class ModelServer:
     def __init__(
@@ -160,6 +157,7 @@ class ModelServer:
         self.enable_latency_logging = enable_latency_logging
         self.access_log_format = access_log_format
         self.grace_period = grace_period
+        self._serving_pid: Optional[int] = None
         if args.configure_logging and not logger.handlers:
             configure_logging(args.log_config_file)
         self._custom_exception_handler: Optional[Callable[[asyncio.AbstractEventLoop, Dict[str, Any]], None]] = None
@@ -175,14 +173,36 @@ class ModelServer:
         context.set_predictor_config(predictor_config)
 
     def start(self, models: List[BaseKServeModel]) -> None:
-        """Serve `models` (registered, and at least one ready) until stopped. Not implemented yet:
-        raises NotImplementedError once the models are checked and registered."""
+        """Serve `models` (the ready ones; at least one must be) and every model registered before,
+        until the server is stopped (SIGTERM, SIGINT or `stop()`); returns then.
+
+        This process forks a fork server first, which holds the loaded models and forks
+        `workers` worker processes for each (and any replacement): the models are loaded
+        once and their memory is shared. So nothing may run besides this thread when
+        `start()` is called: a thread (started by a model's load(), say) or a running event
+        loop is refused with RuntimeError saying which. Per worker, a model's `start()` (and
+        `start_engine()`) runs after the fork, and `stop()` (`stop_engine()`) when it stops.
+        This process then serves REST (V1 and V2, /metrics) on `http_port` and V2 gRPC on
+        `grpc_port` with the gateway's front door."""
         self._register_and_check_atleast_one_model_is_ready(models)
-        raise NotImplementedError(_SERVING_NOT_YET.format("start"))
+        # the serving side is an entry point of its own, imported here and not at the top: a worker
+        # imports this module too and must not hold the front door; only a script's process calls
+        # start() (the one allowed exception of tests/test_layers.py)
+        from ..script import serve
+
+        self._serving_pid = os.getpid()
+        try:
+            serve(self)
+        finally:
+            self._serving_pid = None
 
     def stop(self, sig: int) -> None:
-        """Stop serving (on signal `sig`) and unload the models. Not implemented yet."""
-        raise NotImplementedError(_SERVING_NOT_YET.format("stop"))
+        """Stop serving as the signal `sig` does: SIGINT at once, any other as SIGTERM (answer not
+        ready for drain_delay, then close the listeners; in-flight requests get `grace_period`).
+        Each worker then runs its model's `stop()`. Only in the process that called `start()`."""
+        if self._serving_pid != os.getpid():
+            raise RuntimeError("ModelServer.stop() stops the server started by start() in this process; none is serving")
+        os.kill(os.getpid(), signal.SIGINT if sig == signal.SIGINT else signal.SIGTERM)
 
     def setup_event_loop(self, loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
         """Give a serving event loop (default: the running one) the exception handler and a
@@ -230,3 +250,4 @@ class ModelServer:
             model.enable_latency_logging = self.enable_latency_logging
         if models and not ready:
             raise NoModelReady(models)
+

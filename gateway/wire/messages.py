@@ -7,9 +7,15 @@ when the arena is full, travel inline as a frame of their own; either way they
 are never pickled nor turned into JSON. Each arena holds one message at a
 time, so placement is a bump from offset 0. Both sides use only these functions.
 
-Kinds, gateway -> worker: INFER, EXPLAIN, PING, STOP.
+Kinds, gateway -> worker: INFER, EXPLAIN, PREDICT_V1, EXPLAIN_V1 (KServe's V1 protocol: the
+request body as one UINT8 tensor, answered by one), PING, STOP, CANCEL (stop the call "seq":
+every request it carries is gone; the worker answers it at once, with ERROR 499 if it stopped).
 Kinds, worker -> gateway: READY (loaded; header has metadata), FAILED (load
-failed; header has the reason), REPLY (outputs), ERROR (status and message), PONG.
+failed; header has the reason), REPLY (outputs), ERROR (HTTP status, gRPC code and message), PONG.
+
+An INFER or EXPLAIN header may carry the request's "headers" (for KServe models, whose hooks
+take them); a reply's parameters may carry "headers" for the REST answer (MLServer's
+`parameters.headers`, KServe's `response_headers`).
 
 READY, REPLY, ERROR and PONG headers carry a "report" for the gateway's
 metrics (gateway/control/stats.py): "times", a reply's [input, infer, output]
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
 import orjson
 
 from ..errors import GatewayError, from_status
@@ -31,13 +38,18 @@ from .request import raw_bytes, RequestedOutput, Tensor, WireRequest
 
 INFER = b"infer"
 EXPLAIN = b"explain"
+PREDICT_V1 = b"v1predict"
+EXPLAIN_V1 = b"v1explain"
 PING = b"ping"
 STOP = b"stop"
+CANCEL = b"cancel"
 READY = b"ready"
 FAILED = b"failed"
 REPLY = b"reply"
 ERROR = b"error"
 PONG = b"pong"
+
+V1_BODY = "body"  # the one UINT8 tensor a V1 request (PREDICT_V1, EXPLAIN_V1) and its answer travel as
 
 # Below this size a tensor is copied into the ZeroMQ message instead of shared
 # memory: one small copy is cheaper than the bookkeeping (see docs/PERFORMANCE.md).
@@ -97,8 +109,16 @@ def request_frames(kind: bytes, seq: int, request: WireRequest, arena: Arena | N
         "parameters": request.parameters,
         "inputs": descriptions,
         "outputs": None if request.outputs is None else [{"name": o.name, "parameters": o.parameters} for o in request.outputs],
+        "headers": request.headers,
+        "from_grpc": request.from_grpc,
     }
     return [kind, orjson.dumps(header), *frames]
+
+
+def v1_request(model: str, body: bytes, headers: dict[str, str]) -> WireRequest:
+    """A KServe V1 request: its body, as it came, in one tensor (the worker decodes it as KServe does)."""
+    data = np.frombuffer(body, dtype=np.uint8)
+    return WireRequest(model, None, "", [Tensor(V1_BODY, "UINT8", [data.size], data, {})], headers=headers)
 
 
 def request_header(frames: Sequence[Any]) -> dict:
@@ -116,6 +136,8 @@ def parse_request(header: dict, frames: Sequence[Any], arena: Arena | None, mode
         inputs=_views(header["inputs"], frames[2:], arena),
         parameters=header["parameters"],
         outputs=None if outputs is None else [RequestedOutput(o["name"], o["parameters"]) for o in outputs],
+        headers=header["headers"],
+        from_grpc=header["from_grpc"],
     )
 
 
@@ -126,23 +148,28 @@ def reply_frames(seq: int, outputs: list[Tensor], parameters: dict, arena: Arena
 
 
 def error_frames(seq: int, error: GatewayError, report: dict) -> list:
-    return [ERROR, orjson.dumps({"seq": seq, "status": error.http_status, "message": error.message, "report": report})]
+    header = {"seq": seq, "status": error.http_status, "code": error.grpc_code, "message": error.message, "report": report}
+    return [ERROR, orjson.dumps(header)]
 
 
 def parse_reply(frames: Sequence[Any], arena: Arena | None) -> tuple[int, tuple[list[Tensor], dict] | GatewayError, bool, dict]:
     """(seq, (outputs, parameters) or error, whether the outputs view the arena, the worker's report)."""
     header = orjson.loads(_buffer(frames[1]))
     if bytes(_buffer(frames[0])) == ERROR:
-        return header["seq"], from_status(header["status"], header["message"]), False, header["report"]
+        return header["seq"], from_status(header["status"], header["message"], header["code"]), False, header["report"]
     descriptions = header["outputs"]
     in_arena = any("shm" in d for d in descriptions)
     return header["seq"], (_views(descriptions, frames[2:], arena), header["parameters"]), in_arena, header["report"]
 
 
 def control_frames(kind: bytes, payload: dict | None = None) -> list:
-    """READY / FAILED / PING / PONG / STOP: a kind and a small JSON payload."""
+    """READY / FAILED / PING / PONG / STOP / CANCEL: a kind and a small JSON payload."""
     return [kind, orjson.dumps(payload or {})]
 
 
 def parse_control(frames: Sequence[Any]) -> dict:
     return orjson.loads(_buffer(frames[1]))
+
+
+def cancel_frames(seq: int) -> list:
+    return control_frames(CANCEL, {"seq": seq})

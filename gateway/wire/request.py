@@ -8,6 +8,7 @@ packed wire form (`PackedBytes`), and is turned into an InferenceRequest only in
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +40,18 @@ class WireRequest:
     inputs: list[Tensor]
     parameters: dict = field(default_factory=dict)
     outputs: list[RequestedOutput] | None = None
+    headers: dict[str, str] | None = None  # the HTTP headers (gRPC metadata), for runtimes that take them (KServe's)
+    from_grpc: bool = False  # KServe's models see BYTES as str from REST, as bytes from gRPC
+    # when the client stops waiting, in time.monotonic() seconds (None: the server's request_timeout)
+    deadline: float | None = None
+    # Triton's priority level: lower is served first; 0: the model's default_priority_level
+    priority: int = 0
+
+    def bound_by(self, seconds: float | None) -> None:
+        """The request ends at the latest `seconds` from now (None: no bound): the earliest deadline wins."""
+        if seconds is not None:
+            deadline = time.monotonic() + seconds
+            self.deadline = deadline if self.deadline is None else min(self.deadline, deadline)
 
 
 @dataclass(slots=True)
@@ -58,9 +71,16 @@ def raw_bytes(tensor: Tensor) -> memoryview | bytes:
     return memoryview(np.ascontiguousarray(tensor.data).reshape(-1).view(np.uint8))
 
 
-# Parameters with a meaning, and the type that meaning needs: the binary tensor extension's, and the
-# fields of gateway.types.Parameters, which the worker builds from every parameters map.
-_PARAMETER_TYPES = {"content_type": str, "binary_data": bool, "binary_data_output": bool, "binary_data_size": int}
+# Parameters with a meaning, and the type that meaning needs: the binary tensor extension's, the
+# schedule policy extension's (priority, timeout), and the fields of gateway.types.Parameters, which the worker builds from every parameters map.
+_PARAMETER_TYPES = {
+    "content_type": str,
+    "binary_data": bool,
+    "binary_data_output": bool,
+    "binary_data_size": int,
+    "priority": int,  # Triton's schedule policy: read by the data plane, never passed to the model
+    "timeout": int,
+}
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer"}
 
 

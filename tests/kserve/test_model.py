@@ -127,18 +127,16 @@ def test_errors_from_hooks_reach_the_caller_with_their_status():
     assert (caught.value.http_status, caught.value.grpc_code) == (400, "INVALID_ARGUMENT")
 
 
-def test_transformer_defaults_raise_not_implemented_until_forwarding_exists():
+def test_transformer_defaults_without_a_predictor_or_explainer_raise_not_implemented():
+    """As KServe's (forwarding itself: tests/kserve/test_transformer.py, between real servers)."""
     plain = Model("plain")
     with pytest.raises(NotImplementedError, match="Could not find PredictorConfig"):
         call(plain, {"instances": [1]})
     with pytest.raises(NotImplementedError, match="Could not find explainer_host"):
         call(plain, {"instances": [1]}, verb=InferenceVerb.EXPLAIN)
     context.set_predictor_config(PredictorConfig(predictor_host=None))
-    with pytest.raises(NotImplementedError, match="predictor_host is not set"):
+    with pytest.raises(NotImplementedError, match="Could not find predictor_host"):
         call(plain, {"instances": [1]})
-    context.set_predictor_config(PredictorConfig(predictor_host="predictor:8080", predictor_protocol="v2"))
-    with pytest.raises(NotImplementedError, match="transformer mode"):
-        call(plain, {"inputs": []})
 
 
 def test_validate_checks_instances_and_inputs_against_the_predictor_protocol():

@@ -122,12 +122,12 @@ def test_register_model_under_its_name_or_another():
         server.register_model(nameless)
 
 
-def test_start_checks_and_registers_the_models_then_says_serving_is_not_there_yet():
+def test_start_checks_and_registers_the_models():
+    """What start() does before it forks (serving itself: tests/kserve/test_serving.py, in subprocesses)."""
     server = ModelServer(enable_latency_logging=True)
     ready, not_ready = Model("ready"), Model("not-ready")
     ready.load()
-    with pytest.raises(NotImplementedError, match="not implemented yet"):
-        server.start([ready, not_ready])
+    server._register_and_check_atleast_one_model_is_ready([ready, not_ready])
     assert list(server.registered_models.get_models()) == ["ready"]  # a model not ready is not served
     assert ready.enable_latency_logging is True and not_ready.enable_latency_logging is False
 
@@ -137,7 +137,7 @@ def test_start_checks_and_registers_the_models_then_says_serving_is_not_there_ye
         ModelServer().start(ready)
     with pytest.raises(RuntimeError, match="should be 'BaseKServeModel'"):
         ModelServer().start([ready, object()])
-    with pytest.raises(NotImplementedError, match="not implemented yet"):
+    with pytest.raises(RuntimeError, match="none is serving"):
         server.stop(15)
 
 

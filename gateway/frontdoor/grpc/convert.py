@@ -112,6 +112,7 @@ def parse_infer_request(message: pb.ModelInferRequest, max_tensor_bytes: int) ->
         inputs=tensors,
         parameters=_checked_parameters(message.parameters, "the request"),
         outputs=outputs or None,
+        from_grpc=True,
     )
     return request, pending
 
@@ -174,7 +175,8 @@ def render_infer_response(response: WireResponse) -> bytes:
     field, so that they are copied once, into the answer (a message, then its serialization, would
     copy them twice more)."""
     message = pb.ModelInferResponse(model_name=response.model_name, model_version=response.model_version or "", id=response.id)
-    parameters_to_pb(message.parameters, response.parameters)
+    # parameters.headers are HTTP headers for a REST answer (as MLServer's, and KServe's response_headers): gRPC has none
+    parameters_to_pb(message.parameters, {k: v for k, v in response.parameters.items() if k != "headers"})
     parts = [b""]
     for tensor in response.outputs:
         output = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=[int(d) for d in tensor.shape])

@@ -77,6 +77,9 @@ def unary(method):
             return await method(self, request, context)
         except GatewayError as exc:
             http_status, code = exc.http_status, getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
+            retry_after = getattr(exc, "retry_after", None)
+            if retry_after is not None:  # gRPC's retry pushback: a client's retry policy waits this long
+                context.set_trailing_metadata((("grpc-retry-pushback-ms", str(int(retry_after * 1000))),))
             await context.abort(code, _status_message(exc.message))
         except asyncio.CancelledError:
             # the client cancelled or its deadline passed: unanswered, and the client's doing
@@ -152,8 +155,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # --- inference ----------------------------------------------------
 
-    async def _infer(self, request: pb.ModelInferRequest) -> bytes:
-        """The serialized answer (convert.render_infer_response)."""
+    async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> bytes:
+        """The serialized answer (convert.render_infer_response); the call's deadline bounds the request's."""
         check_parsed(request)  # a stream's message
         if not request.model_name:
             raise BadRequest("model_name is required")
@@ -165,11 +168,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await convert.convert_contents(request, pending, self.max_tensor_bytes)
         elif sum(t.data.nbytes for t in parsed.inputs) >= LARGE_MESSAGE:
             await asyncio.sleep(0)  # its raw contents were just copied out of the message: let others in before the next copy
+        parsed.bound_by(context.time_remaining())
+        if self.dataplane.takes_headers(parsed.model_name, parsed.model_version):
+            # KServe's hooks get the call's metadata as headers (binary "-bin" values left out)
+            parsed.headers = {key: value for key, value in context.invocation_metadata() if not key.endswith("-bin")}
         return await self.dataplane.infer(parsed, convert.render_infer_response)
 
     @unary
     async def ModelInfer(self, request, context):
-        return await self._infer(request)
+        return await self._infer(request, context)
 
     async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse | bytes]:
         """Answer each request as soon as it is done (match replies by id); a failed one answers with error_message."""
@@ -185,7 +192,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async def answer(request: pb.ModelInferRequest) -> None:
             started, http_status, code = time.perf_counter_ns(), 200, grpc.StatusCode.OK
             try:
-                reply = convert.stream_reply(await self._infer(request))
+                reply = convert.stream_reply(await self._infer(request, context))
             except Exception as exc:
                 if not isinstance(exc, GatewayError):
                     log.exception("unexpected error in ModelStreamInfer")

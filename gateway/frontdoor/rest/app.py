@@ -23,7 +23,8 @@ from . import apidoc, mlrun
 from ..access import Access, rest_scope
 from ..dataplane import DataPlane
 from ...protocol import HEADER_LENGTH
-from ...errors import BadRequest, GatewayError
+from ...errors import SHOWN_LIMIT, BadRequest, GatewayError, NotFound, Unavailable, shown
+from .apidoc.spec import REQUEST_TIMEOUT_HEADER  # seconds the client waits, for clients that cannot set the `timeout` parameter
 from .largejson import LARGE_JSON
 from .body import (
     RenderedResponse,
@@ -43,6 +44,20 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answe
 
 def _json(document, status: int = 200, headers: Optional[dict] = None) -> HTTPResponse:
     return HTTPResponse(orjson.dumps(document), status=status, headers=headers, content_type="application/json")
+
+
+def _request_headers(request: Request) -> dict[str, str]:
+    """The request's HTTP headers as KServe's hooks get them: lower-case names (the last of repeated ones)."""
+    return {name.lower(): value for name, value in request.headers.items()}
+
+
+def _response_headers(headers: Optional[dict]) -> dict[str, str]:
+    """A model's response headers, less those the server itself writes (the body's framing)."""
+    return {str(k): str(v) for k, v in (headers or {}).items() if str(k).lower() not in _FRAMING_HEADERS}
+
+
+_FRAMING_HEADERS = frozenset({"content-length", "content-type", "transfer-encoding", "connection"})
+V1_VERBS = ("predict", "explain")
 
 
 def _json_body(request: Request) -> dict:
@@ -66,7 +81,11 @@ async def metrics_endpoint(request: Request) -> HTTPResponse:
 async def on_error(request: Request, exc: Exception) -> HTTPResponse:
     """Every error as `{"error": ...}` with its status."""
     if isinstance(exc, GatewayError):
-        return _json({"error": exc.message}, exc.http_status, exc.headers)
+        headers = dict(exc.headers)  # a 401's WWW-Authenticate
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
+        return _json({"error": exc.message}, exc.http_status, headers or None)
     if isinstance(exc, SanicException):  # its headers: Allow for a 405, as RFC 9110 asks
         return _json({"error": str(exc)}, exc.status_code, exc.headers)
     log.exception("unexpected error on %s %s", request.method, request.path)
@@ -87,6 +106,20 @@ def guard(app: Sanic, access: Access) -> None:
         scope = protected.get(route.name)
         if scope is not None:
             access.check(scope, request.headers.get("authorization"))
+
+
+def _header_timeout(request: Request) -> Optional[float]:
+    """The Request-Timeout header: seconds (a decimal number above 0), or None if absent."""
+    value = request.headers.get(REQUEST_TIMEOUT_HEADER)
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise BadRequest(f"{REQUEST_TIMEOUT_HEADER} must be a number of seconds above 0, got {shown(value)}")
+    return seconds
 
 
 def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> Sanic:
@@ -166,7 +199,9 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
     async def _send(request: Request, rendered: RenderedResponse) -> Optional[HTTPResponse]:
         json_body = rendered.json_length is None
         content_type = "application/json" if json_body else "application/octet-stream"
-        headers = {} if json_body else {HEADER_LENGTH: str(rendered.json_length)}
+        headers = _response_headers(rendered.headers)
+        if not json_body:
+            headers[HEADER_LENGTH] = str(rendered.json_length)
         if not rendered.chunks:
             return HTTPResponse(rendered.body, content_type=content_type, headers=headers)
         # large: the parts go out as writes of their own
@@ -179,6 +214,9 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
 
     async def _serve(request: Request, model: Optional[str], version: Optional[str], verb: Optional[str]) -> Optional[HTTPResponse]:
         parsed, verb = await _parse(request, model, version, verb)
+        parsed.bound_by(_header_timeout(request))
+        if dataplane.takes_headers(parsed.model_name, parsed.model_version):
+            parsed.headers = _request_headers(request)
         run = dataplane.explain if verb == "explain" else dataplane.infer
         return await _send(request, await run(parsed, lambda response: render_infer_response(response, parsed)))
 
@@ -194,6 +232,34 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
     async def infer_named_in_body(request: Request) -> Optional[HTTPResponse]:
         """MLRun's route for clients that cannot put the model in a URL: the body's model and operation."""
         return await _serve(request, None, None, None)
+
+    # --- KServe's V1 protocol (models of gateway.kserve; errors as KServe answers them)
+
+    def _v1_model(model: str) -> None:
+        """KServe's answers (kserve.errors.ModelNotFound, ModelNotReady) for a model that is not there."""
+        try:
+            state, _ = dataplane.model_state(model)
+        except NotFound:
+            raise NotFound(f"Model with name {model if len(model) <= SHOWN_LIMIT else shown(model)} does not exist.") from None
+        if state != "READY":
+            raise Unavailable(f"Model with name {model} is not ready.")
+
+    async def v1_models(request: Request) -> HTTPResponse:
+        return _json({"models": dataplane.model_names()})
+
+    async def v1_model_ready(request: Request, model: str) -> HTTPResponse:
+        _v1_model(model)
+        return _json({"name": model, "ready": True})
+
+    async def v1_verb(request: Request, target: str) -> HTTPResponse:
+        """POST /v1/models/{name}:predict and :explain (one route: the verb is part of the last segment)."""
+        model, _, verb = target.rpartition(":")
+        request.ctx.model = (model, None)  # for the access line and the request metrics
+        if verb not in V1_VERBS or not model:
+            raise NotFound(f"no such V1 endpoint: {shown(request.path)}; use /v1/models/{{name}}:predict or :explain")
+        _v1_model(model)
+        answer = await dataplane.v1(model, request.body, _request_headers(request), explain=verb == "explain")
+        return HTTPResponse(answer.body, content_type=answer.content_type, headers=_response_headers(answer.headers))
 
     async def statistics(request: Request, model: Optional[str] = None, version: Optional[str] = None) -> HTTPResponse:
         return _json({"model_stats": dataplane.statistics(model, version)})
@@ -233,6 +299,10 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
     route(statistics, "/v2/models/<model>/stats", ("GET",))
     app.add_route(statistics, "/v2/models/stats", methods=("GET",), name="statistics_all")
 
+    app.add_route(v1_models, "/v1/models", methods=("GET",), name="v1_models")
+    app.add_route(v1_model_ready, "/v1/models/<model>", methods=("GET",), name="v1_model_ready")
+    app.add_route(v1_verb, "/v1/models/<target>", methods=("POST",), name="v1_verb")
+
     route(repository_index, "/v2/repository/index", ("POST",), versioned=False)
     route(repository_load, "/v2/repository/models/<model>/load", ("POST",), versioned=False)
     route(repository_unload, "/v2/repository/models/<model>/unload", ("POST",), versioned=False)
@@ -244,6 +314,7 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
     # inference routes: counted in the request metrics of their model
     inference = ("infer", "explain", "infer_dict", "predict", "predict_dict")
     counted = {f"{app.name}.{handler}{suffix}" for handler in inference for suffix in ("", "_version")} | {f"{app.name}.infer_named_in_body"}
+    counted.add(f"{app.name}.v1_verb")
 
     @app.on_response
     def answered(request: Request, response: HTTPResponse) -> None:

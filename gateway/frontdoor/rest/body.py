@@ -274,6 +274,7 @@ class RenderedResponse:
     body: bytes  # what is sent first: the JSON document, with small binary outputs joined to it
     chunks: list[bytes | bytearray]  # what is sent after `body`, a write each: large binary outputs, or a large JSON's parts
     json_length: Optional[int]  # the JSON document's length when binary data follows; None: a JSON body
+    headers: Optional[dict] = None  # HTTP headers: the response's parameters.headers (MLServer's; KServe's response_headers)
 
     @property
     def size(self) -> int:
@@ -283,7 +284,9 @@ class RenderedResponse:
 def render_infer_response(response: WireResponse, request: WireRequest) -> RenderedResponse | Awaitable[RenderedResponse]:
     """Render outputs (which may view shared memory) into bytes the response owns.
 
-    A large answer is rendered in steps: then this returns an awaitable."""
+    A large answer is rendered in steps: then this returns an awaitable. The response's
+    parameters.headers leave as HTTP headers, not in the document."""
+    headers = response.parameters.pop("headers", None) if response.parameters else None
     binary_default = bool(request.parameters.get("binary_data_output", False))
     per_output = {o.name: o.parameters for o in request.outputs or ()}
     plan, copied, written = [], 0, 0
@@ -295,7 +298,7 @@ def render_infer_response(response: WireResponse, request: WireRequest) -> Rende
         else:
             written += tensor.data.size
     if copied > COPY_STEP or written > JSON_STEP:
-        return _render_in_steps(response, plan)
+        return _render_in_steps(response, plan, headers)
     outputs, chunks = [], []
     for tensor, binary in plan:
         description = _description(tensor)
@@ -308,10 +311,10 @@ def render_infer_response(response: WireResponse, request: WireRequest) -> Rende
         outputs.append(description)
     header = orjson.dumps(_document(response, outputs), option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
-        return RenderedResponse(header, [], None)
+        return RenderedResponse(header, [], None, headers)
     if sum(len(c) for c in chunks) < STREAM_ABOVE:
-        return RenderedResponse(b"".join([header, *chunks]), [], len(header))  # one copy, one write
-    return RenderedResponse(header, [bytes(c) for c in chunks], len(header))
+        return RenderedResponse(b"".join([header, *chunks]), [], len(header), headers)  # one copy, one write
+    return RenderedResponse(header, [bytes(c) for c in chunks], len(header), headers)
 
 
 def _description(tensor: Tensor) -> dict[str, Any]:
@@ -332,7 +335,7 @@ def _document(response: WireResponse, outputs: list) -> dict[str, Any]:
     return document
 
 
-async def _render_in_steps(response: WireResponse, plan: list[tuple[Tensor, bool]]) -> RenderedResponse:
+async def _render_in_steps(response: WireResponse, plan: list[tuple[Tensor, bool]], headers: Optional[dict] = None) -> RenderedResponse:
     """The same bytes as render_infer_response's one step: the JSON written as orjson writes it,
     each JSON output's data spliced in, JSON_STEP elements at a time; each part a write of its own."""
     parts = [orjson.dumps(_document(response, []))[: -len(b"]}")]]  # ends with "outputs":[
@@ -349,7 +352,7 @@ async def _render_in_steps(response: WireResponse, plan: list[tuple[Tensor, bool
         else:
             parts += [orjson.dumps(description)[:-1], b',"data":', *await _json_text(tensor), b"}"]
     parts.append(b"]}")
-    return RenderedResponse(parts[0], [*parts[1:], *binary], sum(map(len, parts)) if binary else None)
+    return RenderedResponse(parts[0], [*parts[1:], *binary], sum(map(len, parts)) if binary else None, headers)
 
 
 async def _copy(raw: memoryview | bytes) -> bytearray:

@@ -20,6 +20,7 @@ OPENAPI_VERSION = "3.1.0"
 DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"]
 MODEL_STATES = ["LOADING", "READY", "UNLOADING", "UNAVAILABLE"]
 HEADER_LENGTH = "Inference-Header-Content-Length"
+REQUEST_TIMEOUT_HEADER = "Request-Timeout"
 
 
 def ref(name: str) -> dict:
@@ -180,6 +181,7 @@ SCHEMAS: dict[str, dict] = {
             ),
         },
     ),
+    "V1ModelReady": _object(["name", "ready"], name={"type": "string"}, ready={"type": "boolean"}),
     "Statistics": _object(["model_stats"], model_stats={"type": "array", "items": ref("ModelStatistics")}),
 }
 
@@ -212,7 +214,11 @@ def response(description: str, content: Optional[dict] = None, headers: Optional
 
 ERRORS = {
     "4XX": response("The request is at fault (README, REST API): bad input, unknown model or route, body too large or too slow", json_content(ref("Error"))),
-    "5XX": response("The model or the server failed: the runtime's exception (500), no explainer (501), not ready (503), timeout (504)", json_content(ref("Error"))),
+    "5XX": response(
+        "The model or the server failed: the runtime's exception (500), no explainer (501), not ready or its queue full (503, the latter with "
+        "Retry-After), no answer within the request's deadline (504)",
+        json_content(ref("Error")),
+    ),
 }
 BINARY_HEADER = {HEADER_LENGTH: {"description": "length of the JSON header that starts the body", "schema": {"type": "integer", "minimum": 0}}}
 INFER_BODY = {
@@ -238,6 +244,14 @@ INFER_RESPONSES = {
     ),
 }
 
+# KServe's V1 protocol: the body is the model's to read (as JSON unless its content type says otherwise), the answer is the model's
+V1_BODY = {
+    "required": True,
+    "description": 'What the model takes, usually {"instances": [...]}: JSON (application/json), or other bytes the model reads itself',
+    "content": json_content({"type": "object"}, {"instances": [[5.1, 3.5, 1.4, 0.2]]}),
+}
+V1_RESPONSES = {"200": response('What the model answers, usually {"predictions": [...]}', {"*/*": {"schema": {}}})}
+
 
 HEADERS = {
     HEADER_LENGTH: {
@@ -246,7 +260,14 @@ HEADERS = {
         "required": False,
         "description": "binary tensor data extension: the JSON header's length in bytes (decimal digits); 0: a raw single-input body",
         "schema": {"type": "integer", "minimum": 0},
-    }
+    },
+    REQUEST_TIMEOUT_HEADER: {
+        "name": REQUEST_TIMEOUT_HEADER,
+        "in": "header",
+        "required": False,
+        "description": "seconds the client waits for its answer (as the request parameter timeout, in microseconds); at most request_timeout",
+        "schema": {"type": "number", "exclusiveMinimum": 0},
+    },
 }
 MODEL = {"name": "model", "in": "path", "required": True, "description": "model name", "schema": {"type": "string"}}
 # the model repository extension checks a name before it looks for it
@@ -313,12 +334,12 @@ ENDPOINTS = [
         },
         versioned=True,
     ),
-    Endpoint("infer", "POST", "/v2/models/{model}/infer", "Inference", "Inference", INFER_RESPONSES, MLRUN_INFER_BODY, versioned=True, headers=(HEADER_LENGTH,)),
+    Endpoint("infer", "POST", "/v2/models/{model}/infer", "Inference", "Inference", INFER_RESPONSES, MLRUN_INFER_BODY, versioned=True, headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER)),
     Endpoint(
-        "predict", "POST", "/v2/models/{model}/predict", "Inference (MLRun's name for infer)", "Inference", INFER_RESPONSES, MLRUN_INFER_BODY, versioned=True, headers=(HEADER_LENGTH,)
+        "predict", "POST", "/v2/models/{model}/predict", "Inference (MLRun's name for infer)", "Inference", INFER_RESPONSES, MLRUN_INFER_BODY, versioned=True, headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER)
     ),
     Endpoint(
-        "explain", "POST", "/v2/models/{model}/explain", "Explanation by the model's explain()", "Inference", INFER_RESPONSES, MLRUN_INFER_BODY, versioned=True, headers=(HEADER_LENGTH,)
+        "explain", "POST", "/v2/models/{model}/explain", "Explanation by the model's explain()", "Inference", INFER_RESPONSES, MLRUN_INFER_BODY, versioned=True, headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER)
     ),
     Endpoint(
         "infer_dict",
@@ -329,6 +350,7 @@ ENDPOINTS = [
         INFER_RESPONSES,
         INFER_DICT_BODY,
         versioned=True,
+        headers=(REQUEST_TIMEOUT_HEADER,),
     ),
     Endpoint(
         "predict_dict", "POST", "/v2/models/{model}/predict_dict", "Inference on rows of named features (MLRun's name for infer_dict)", "Inference", INFER_RESPONSES, INFER_DICT_BODY, versioned=True
@@ -388,6 +410,17 @@ ENDPOINTS = [
         {"200": response("Prometheus' text format", {"text/plain": {"schema": {"type": "string"}}})},
         served=lambda settings: settings.metrics_on_http,
     ),
+    Endpoint("v1_models", "GET", "/v1/models", "Names of the models (KServe V1)", "KServe V1", {"200": response("The model names", json_content(ref("ModelList")))}),
+    Endpoint(
+        "v1_model_ready",
+        "GET",
+        "/v1/models/{model}",
+        "Whether the model is ready (KServe V1: 503 when it is not)",
+        "KServe V1",
+        {"200": response("The model is ready", json_content(ref("V1ModelReady")))},
+    ),
+    Endpoint("v1_predict", "POST", "/v1/models/{model}:predict", "Prediction (KServe V1; models of gateway.kserve)", "KServe V1", V1_RESPONSES, V1_BODY),
+    Endpoint("v1_explain", "POST", "/v1/models/{model}:explain", "Explanation (KServe V1; models of gateway.kserve)", "KServe V1", V1_RESPONSES, V1_BODY),
     Endpoint("openapi", "GET", "/openapi.json", "This document", "API documentation", {"200": response("OpenAPI 3.1", json_content({"type": "object"}))}),
     Endpoint(
         "docs",
@@ -469,8 +502,9 @@ def document(settings: "ServerSettings") -> dict:
         "info": {
             "title": settings.server_name,
             "version": __version__,
-            "description": "Open Inference Protocol (KServe V2) REST API, with the model repository and statistics extensions "
-            "and MLRun's serving API (infer_dict, plain inputs, data_url, the model named in the body). Errors are always JSON {\"error\": \"...\"}. Metrics are also served at /metrics on metrics_port.",
+            "description": "Open Inference Protocol (KServe V2) REST API, with the model repository and statistics extensions, "
+            "MLRun's serving API (infer_dict, plain inputs, data_url, the model named in the body) and KServe's V1 protocol for models "
+            "of gateway.kserve. Errors are always JSON {\"error\": \"...\"}. Metrics are also served at /metrics on metrics_port.",
         },
         "paths": paths,
         "components": components,
