@@ -92,6 +92,10 @@ REST = [
     ("POST", "/v2/models/echo/predict_dict", {"inputs": [{"x": 1.0}]}, Scope.INFERENCE, 400),
     ("POST", "/v2/models/echo/versions/1/predict_dict", {"inputs": [{"x": 1.0}]}, Scope.INFERENCE, 404),
     ("POST", "/", {"model": "echo", **ECHO_INPUT}, Scope.INFERENCE, 200),  # MLRun: the model named in the body
+    ("GET", "/v1/models", None, Scope.INFERENCE, 200),  # KServe V1
+    ("GET", "/v1/models/echo", None, Scope.INFERENCE, 200),
+    ("POST", "/v1/models/echo:predict", {"instances": [[1, 2]]}, Scope.INFERENCE, 400),  # echo speaks V2 only
+    ("POST", "/v1/models/echo:explain", {"instances": [[1, 2]]}, Scope.INFERENCE, 501),
     ("POST", "/v2/repository/index", {}, Scope.REPOSITORY, 200),
     ("POST", "/v2/repository/models/spare/load", None, Scope.REPOSITORY, 200),
     ("POST", "/v2/repository/models/spare/unload", None, Scope.REPOSITORY, 200),
@@ -134,7 +138,7 @@ def test_every_rest_route_is_in_the_table(gateway):
     validate(document)  # still a valid OpenAPI 3.1 document, with its security schemes
     operations = {(method.upper(), path): operation for path, methods in document["paths"].items() for method, operation in methods.items()}
     protected = {key for key, operation in operations.items() if "security" in operation}
-    tested = {(method, path.replace("echo", "{model}").replace("spare", "{model}").replace("/versions/1", "/versions/{version}")) for method, path, *_ in REST}
+    tested = {(method, path.replace("/echo", "/{model}").replace("/spare", "/{model}").replace("/versions/1", "/versions/{version}")) for method, path, *_ in REST}
     assert protected == tested
     assert set(operations) - protected == {("GET", path) for path in OPEN_REST}
     assert set(document["components"]["securitySchemes"]) == {"inferenceToken", "repositoryToken", "metricsToken"}

@@ -63,6 +63,12 @@ REST = {
     "predict": Scope.INFERENCE,  # MLRun's names of infer and infer_dict, and its POST / naming the model in the body
     "predict_dict": Scope.INFERENCE,
     "infer_named_in_body": Scope.INFERENCE,
+    # KServe V1 (gateway.kserve's models): a model's readiness too, as V2's, since it tells which models exist
+    "v1_models": Scope.INFERENCE,
+    "v1_model_ready": Scope.INFERENCE,
+    "v1_verb": Scope.INFERENCE,  # the route of :predict and :explain, which the API document lists apart
+    "v1_predict": Scope.INFERENCE,
+    "v1_explain": Scope.INFERENCE,
     "repository_index": Scope.REPOSITORY,
     "repository_load": Scope.REPOSITORY,
     "repository_unload": Scope.REPOSITORY,
