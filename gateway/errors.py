@@ -2,13 +2,16 @@
 
 Raise one of these anywhere on the request path (parsing, dispatch, or inside a
 runtime) and each front door turns it into its own status: an HTTP status with
-`{"error": message}` over REST, the matching status code over gRPC.
+`{"error": message}` over REST, the matching status code over gRPC. Each class
+names both (`http_status`, `grpc_code`); `answer_for` is the one table both front
+doors read, for these and for everything else that can end a request.
 
 A message that quotes what the client sent (a name, a shape, a parameter)
 quotes it through `shown`, so that no request can make its own error message
 long.
 """
 
+import asyncio
 import reprlib
 
 SHOWN_LIMIT = 100  # characters of a client's value that an error message quotes
@@ -105,3 +108,19 @@ def from_status(status: int, message: str, grpc_code: str | None = None) -> Gate
     if grpc_code is not None:
         error.grpc_code = grpc_code
     return error
+
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer; a cancelled gRPC call counts the same
+
+
+def answer_for(exc: BaseException) -> tuple[int, str, str]:
+    """What a request that ended with `exc` is answered: (REST status, gRPC status code name, message).
+
+    A GatewayError: its own status and code; the client gone or its deadline passed
+    (asyncio.CancelledError, Sanic's RequestCancelled): 499 / CANCELLED, the client's doing (a 4xx for
+    the metrics), though nothing can be sent; anything else: a bug of ours, 500 / INTERNAL."""
+    if isinstance(exc, GatewayError):
+        return exc.http_status, exc.grpc_code, exc.message
+    if isinstance(exc, asyncio.CancelledError):
+        return CLIENT_CLOSED_REQUEST, "CANCELLED", "the client closed the connection before its answer"
+    return 500, "INTERNAL", f"internal error: {type(exc).__name__}: {exc}"

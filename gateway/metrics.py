@@ -47,7 +47,7 @@ def log(**values: float) -> None:
 
 def take_report() -> dict:
     """What the worker sends with its next message (and forgets): new registrations and values."""
-    report = {}
+    report: dict[str, dict] = {}
     if _unsent:
         report["register"] = dict(_unsent)
         _unsent.clear()

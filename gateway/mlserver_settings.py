@@ -160,7 +160,16 @@ def _json_or_text(text: str) -> Any:
 # those holding lists or objects are JSON, as pydantic-settings reads them
 MODEL_FIELDS = {"implementation", "name", "platform", "parallel_workers", "warm_workers", "max_batch_size", "max_batch_time", "cache_enabled"}
 MODEL_JSON_FIELDS = {"versions", "inputs", "outputs", "parameters"}
-PARAMETER_FIELDS = {"uri", "version", "environment_path", "environment_tarball", "inference_pool_gid", "autogenerate_inference_pool_gid", "format", "content_type"}
+PARAMETER_FIELDS = {
+    "uri",
+    "version",
+    "environment_path",
+    "environment_tarball",
+    "inference_pool_gid",
+    "autogenerate_inference_pool_gid",
+    "format",
+    "content_type",
+}
 PARAMETER_JSON_FIELDS = {"extra"}
 
 

@@ -51,8 +51,7 @@ def serve(server: ModelServer) -> None:
     models = server.registered_models.get_models()
     served = {name: (ServedKServe(model, name, server.setup_event_loop), None) for name, model in models.items()}
     described = [
-        ModelSettings(name=name, implementation=_import_path(model), load_once=True, parallel_workers=server.workers)
-        for name, model in models.items()
+        ModelSettings(name=name, implementation=_import_path(model), load_once=True, parallel_workers=server.workers) for name, model in models.items()
     ]
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     parent = os.getpid()

@@ -56,14 +56,25 @@ class ServerSettings(BaseModel):
     host: str = Field("0.0.0.0", description="address to listen on")
     http_port: int = Field(8080, ge=0, le=65535, description="REST port")
     grpc_port: int = Field(8081, ge=0, le=65535, description="gRPC port")
-    grpc_max_message_bytes: int = Field(256 * MIB, gt=0, le=2**31 - 1, description="largest gRPC message received or sent (a 64 MiB tensor fits with room to spare); larger ones get RESOURCE_EXHAUSTED")
-    grpc_max_connection_age: float = Field(0.0, ge=0, description="seconds after which a gRPC client connection is asked to reconnect (HTTP/2 GOAWAY while serving; its calls finish first), so that clients behind a connection-level balancer move between replicas; 0: never")
+    grpc_max_message_bytes: int = Field(
+        256 * MIB,
+        gt=0,
+        le=2**31 - 1,
+        description="largest gRPC message received or sent (a 64 MiB tensor fits with room to spare); larger ones get RESOURCE_EXHAUSTED",
+    )
+    grpc_max_connection_age: float = Field(
+        0.0,
+        ge=0,
+        description="seconds after which a gRPC client connection is asked to reconnect (HTTP/2 GOAWAY while serving; its calls finish first), so that clients behind a connection-level balancer move between replicas; 0: never",
+    )
     metrics_port: int = Field(8082, ge=0, le=65535, description="Prometheus /metrics on a port of its own; 0: none")
     metrics_on_http: bool = Field(False, description="also serve /metrics on the REST port")
     enable_grpc: bool = Field(True, description="serve gRPC on grpc_port")
     enable_docs_url: bool = Field(False, description="serve the API's documentation page (Swagger UI) at /docs")
     model_repository: Optional[Path] = Field(None, description="folder searched for model-settings.json files, relative to the config folder")
-    data_folder: Optional[Path] = Field(None, description="folder MLRun's data_url files are read from (relative to the config folder); unset: data_url is refused")
+    data_folder: Optional[Path] = Field(
+        None, description="folder MLRun's data_url files are read from (relative to the config folder); unset: data_url is refused"
+    )
     parallel_workers: int = Field(1, ge=0, description="worker processes per model unless its model-settings.json says otherwise (0: 1, as MLServer's 0)")
     worker_blas_threads: int = Field(1, ge=1, description="OMP/OpenBLAS/MKL threads in each worker process")
     max_request_bytes: int = Field(256 * MIB, gt=0, description="largest REST request body")
@@ -76,18 +87,30 @@ class ServerSettings(BaseModel):
     restart_backoff: float = Field(0.5, ge=0, description="first restart delay after a worker crash; doubles per crash in a row, up to 30 s")
     header_timeout: float = Field(10.0, gt=0, description="seconds a REST request's headers may take to arrive, from its first byte (408 and close beyond)")
     body_timeout: float = Field(60.0, gt=0, description="seconds a REST request's body may take to arrive, once its headers are in (408 and close beyond)")
-    drain_delay: float = Field(5.0, ge=0, description="on SIGTERM: seconds during which ready answers 503 while requests are still served, before the listeners close")
-    shutdown_grace: float = Field(15.0, gt=0, description="seconds in-flight requests get to finish when the gateway stops (REST and gRPC alike) or a model is unloaded")
+    drain_delay: float = Field(
+        5.0, ge=0, description="on SIGTERM: seconds during which ready answers 503 while requests are still served, before the listeners close"
+    )
+    shutdown_grace: float = Field(
+        15.0, gt=0, description="seconds in-flight requests get to finish when the gateway stops (REST and gRPC alike) or a model is unloaded"
+    )
     worker_stop_grace: float = Field(10.0, gt=0, description="seconds a worker may take to unload() before it is killed")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL, for the gateway and its workers")
     log_format: Literal["text", "json"] = Field("text", description="log lines of the gateway and its workers: text, or one JSON object per line")
     access_log: bool = Field(True, description="one log line per request (logger gateway.access)")
     # access control (gateway/access.py, docs/SECURITY.md): a scope with neither setting is open
-    inference_tokens: Optional[SecretStr] = Field(None, description="bearer tokens for inference and model metadata, separated by commas (environment variable GATEWAY_INFERENCE_TOKENS only)")
+    inference_tokens: Optional[SecretStr] = Field(
+        None, description="bearer tokens for inference and model metadata, separated by commas (environment variable GATEWAY_INFERENCE_TOKENS only)"
+    )
     inference_tokens_file: Optional[Path] = Field(None, description="file of bearer tokens (one per line) for inference and model metadata; unset: open")
-    repository_tokens: Optional[SecretStr] = Field(None, description="bearer tokens for the model repository API: index, load, unload (environment variable GATEWAY_REPOSITORY_TOKENS only)")
-    repository_tokens_file: Optional[Path] = Field(None, description="file of bearer tokens (one per line) for the model repository API: index, load, unload; unset: open")
-    metrics_tokens: Optional[SecretStr] = Field(None, description="bearer tokens for /metrics and the statistics endpoints (environment variable GATEWAY_METRICS_TOKENS only)")
+    repository_tokens: Optional[SecretStr] = Field(
+        None, description="bearer tokens for the model repository API: index, load, unload (environment variable GATEWAY_REPOSITORY_TOKENS only)"
+    )
+    repository_tokens_file: Optional[Path] = Field(
+        None, description="file of bearer tokens (one per line) for the model repository API: index, load, unload; unset: open"
+    )
+    metrics_tokens: Optional[SecretStr] = Field(
+        None, description="bearer tokens for /metrics and the statistics endpoints (environment variable GATEWAY_METRICS_TOKENS only)"
+    )
     metrics_tokens_file: Optional[Path] = Field(None, description="file of bearer tokens (one per line) for /metrics and the statistics endpoints; unset: open")
     # TLS (gateway/tls.py): on every port the gateway listens on
     tls_cert_file: Optional[Path] = Field(None, description="PEM certificate (chain) of the server: REST, gRPC and metrics are served over TLS")
@@ -221,7 +244,7 @@ def _mlserver_environment() -> Layer:
     return layer
 
 
-def _blame(error: dict, sources: dict[str, str], path: Path) -> str:
+def _blame(error: Any, sources: dict[str, str], path: Path) -> str:
     """One validation error, blamed on where its value came from."""
     if not error["loc"]:  # from a validator of the whole settings: its message says where
         return error["msg"].removeprefix("Value error, ")
@@ -376,8 +399,9 @@ def scan_model_settings(repository: Path) -> tuple[list[ModelSettings], list[Unu
     can be served, and those that cannot, with the reason. One bad file spoils only its own."""
     candidates: dict[tuple[str, Optional[str]], list[tuple[Path, ModelSettings | ConfigError]]] = {}
     for path in sorted(path.resolve() for path in repository.rglob(MODEL_SETTINGS_FILE)):
+        settings: ModelSettings | ConfigError
         try:
-            settings: ModelSettings | ConfigError = ModelSettings.from_file(path)
+            settings = ModelSettings.from_file(path)
             key = (settings.name, settings.version)
         except ConfigError as exc:
             settings, key = exc, _declared_name(path)
@@ -389,11 +413,12 @@ def scan_model_settings(repository: Path) -> tuple[list[ModelSettings], list[Unu
             prefix = mlserver_settings.MODEL_ENV_PREFIX
             return [], [UnusableSettings(os.environ.get(prefix + "NAME", ""), os.environ.get(prefix + "VERSION"), [], str(exc))]
         return ([from_environment] if from_environment else []), []
-    usable, unusable = [], []
+    usable: list[ModelSettings] = []
+    unusable: list[UnusableSettings] = []
     for (name, version), found in candidates.items():
         paths = [path for path, _ in found]
         errors = [str(settings) for _, settings in found if isinstance(settings, ConfigError)]
-        if len(found) == 1 and not errors:
+        if len(found) == 1 and isinstance(found[0][1], ModelSettings):
             usable.append(found[0][1])
             continue
         if len(found) > 1:

@@ -15,7 +15,7 @@ worker sends without ever turning it into a list.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Callable, Dict, List, Optional, Union
+from typing import Annotated, Any, Callable, Dict, List, Optional, Union, cast
 
 import numpy as np
 import pydantic
@@ -100,14 +100,18 @@ class TensorData(RootModel[Union[List, Any]]):
 
     def deferred_array(self) -> Optional[np.ndarray]:
         """The array the list is to be made from, while nothing has read (and so perhaps changed) the list."""
-        return None if "root" in self.__dict__ else self.__pydantic_private__["_array"]
+        return None if "root" in self.__dict__ else self._private["_array"]
+
+    @property
+    def _private(self) -> dict[str, Any]:
+        return cast(dict[str, Any], self.__pydantic_private__)
 
     def __getattr__(self, name: str) -> Any:
-        private = self.__pydantic_private__
+        private = self._private
         if name == "root" and private["_make_list"] is not None:
             root = self.__dict__["root"] = private["_make_list"](private["_array"])
             return root
-        return super().__getattr__(name)
+        return super().__getattr__(name)  # type: ignore[misc]  # pydantic's, hidden from type checkers
 
     def __eq__(self, other: Any) -> bool:
         if not isinstance(other, TensorData):

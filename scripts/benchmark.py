@@ -53,7 +53,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -121,9 +121,7 @@ def all_cases() -> list[Case]:
         label = "rest" if transport == "rest-large" else transport
         for c in (1, 8):
             cases.append(Case(f"echo-1mib-{label}-c{c}", "large", "echo", [MIB_FLOATS], 1, c, transport, f"echo 1MiB {label}"))
-        cases.append(
-            Case(f"echo-64mib-{label}-c1", "large", "echo", [64 * MIB_FLOATS], 1, 1, transport, f"echo 64MiB {label}", timeout=60.0)
-        )
+        cases.append(Case(f"echo-64mib-{label}-c1", "large", "echo", [64 * MIB_FLOATS], 1, 1, transport, f"echo 64MiB {label}", timeout=60.0))
     # a saved scikit-learn model, served by each server's own runtime for it; then with adaptive batching on
     for transport in ("rest", "grpc"):
         for c in (1, 8, 64):
@@ -131,14 +129,24 @@ def all_cases() -> list[Case]:
     for transport in ("rest", "grpc"):
         for c in (8, 64):
             cases.append(
-                Case(f"sklearn-iris-batch-{transport}-c{c}", "sklearn", "iris-sklearn-batched", [4], 1, c, transport, f"sklearn iris {transport} batching", needs_batching=True)
+                Case(
+                    f"sklearn-iris-batch-{transport}-c{c}",
+                    "sklearn",
+                    "iris-sklearn-batched",
+                    [4],
+                    1,
+                    c,
+                    transport,
+                    f"sklearn iris {transport} batching",
+                    needs_batching=True,
+                )
             )
     return cases
 
 
 # --------------------------------------------------------------------------- model code written into the repositories
 
-MODEL_MATH = '''
+MODEL_MATH = """
 import numpy as np
 
 
@@ -161,7 +169,7 @@ class MLPWeights:
 
 def echo(x):
     return x
-'''
+"""
 
 MLMODEL_SOURCE = '''"""Benchmark models for {pkg} (written by scripts/benchmark.py)."""
 {math}
@@ -482,9 +490,7 @@ def venv_python(path: Path) -> Path:
 def installed_version(python: Path, dist: str) -> Optional[str]:
     if not python.exists():
         return None
-    probe = subprocess.run(
-        [str(python), "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"], capture_output=True, text=True, timeout=60
-    )
+    probe = subprocess.run([str(python), "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"], capture_output=True, text=True, timeout=60)
     return probe.stdout.strip() if probe.returncode == 0 else None
 
 
@@ -519,7 +525,9 @@ def prepare_server(server: Server, args) -> dict[str, Any]:
     """Install what the server needs; returns how to start it."""
     if server.kind == "gateway":
         python = Path(args.gateway_python or sys.executable)
-        check = subprocess.run([str(python), "-c", "import gateway, sys; print(gateway.__file__)"], capture_output=True, text=True, cwd="/", env=gateway_env(os.environ))
+        check = subprocess.run(
+            [str(python), "-c", "import gateway, sys; print(gateway.__file__)"], capture_output=True, text=True, cwd="/", env=gateway_env(os.environ)
+        )
         if check.returncode != 0:
             raise RuntimeError(f"`import gateway` fails in {python}: install the project (pip install -e {REPO})")
         return {"python": python, "version": installed_version(python, "inference-gateway") or "?"}
@@ -920,7 +928,9 @@ def make_plot(report_path: Path, png: Path, allow_install: bool) -> Optional[str
         path = ensure_venv("plot", ["matplotlib", "numpy"], "matplotlib", None, allow_install)
     except RuntimeError as exc:
         return str(exc)
-    result = subprocess.run([str(venv_python(path)), str(Path(__file__).resolve()), "--plot-only", str(report_path), "--png", str(png)], capture_output=True, text=True)
+    result = subprocess.run(
+        [str(venv_python(path)), str(Path(__file__).resolve()), "--plot-only", str(report_path), "--png", str(png)], capture_output=True, text=True
+    )
     return None if result.returncode == 0 else result.stderr[-1000:]
 
 
@@ -928,7 +938,9 @@ def make_plot(report_path: Path, png: Path, allow_install: bool) -> Optional[str
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=textwrap.dedent(__doc__.split("\n\n", 1)[1]), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=textwrap.dedent(__doc__.split("\n\n", 1)[1]), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--servers", default=",".join(SERVERS), help=f"comma list from {', '.join(SERVERS)} (default: all)")
     parser.add_argument("--cases", default="*", help="comma list of case names or glob patterns, e.g. 'rowsum-*,mlp-b1-*' (see --list-cases)")
     parser.add_argument("--list-cases", action="store_true", help="print the cases and exit")
@@ -942,9 +954,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--mlserver-tuned-workers", type=int, default=0, help="parallel_workers for mlserver-tuned")
     parser.add_argument("--gateway-python", default=None, help="interpreter with our gateway installed (default: this one)")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
-    parser.add_argument("--quiet-threshold", type=float, default=NOISY_OTHER_PCT, help="before each run, wait while other processes use more than this %% of a core")
-    parser.add_argument("--noisy-retries", type=int, default=2, help="run a run again (at most this often) when other processes took more than --quiet-threshold during it")
-    parser.add_argument("--quiet-wait", type=float, default=60.0, help="longest wait for a quiet machine before each run (s); the run then goes ahead and is marked noisy if it was")
+    parser.add_argument(
+        "--quiet-threshold", type=float, default=NOISY_OTHER_PCT, help="before each run, wait while other processes use more than this %% of a core"
+    )
+    parser.add_argument(
+        "--noisy-retries", type=int, default=2, help="run a run again (at most this often) when other processes took more than --quiet-threshold during it"
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60.0,
+        help="longest wait for a quiet machine before each run (s); the run then goes ahead and is marked noisy if it was",
+    )
     parser.add_argument("--report-only", type=Path, default=None, help="rewrite results.md and throughput.png next to this results.json, and print the table")
     parser.add_argument("--plot-only", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--png", type=Path, default=None, help=argparse.SUPPRESS)
@@ -967,7 +988,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     cases = [c for c in all_cases() if any(fnmatch.fnmatchcase(c.name, p) for p in patterns)]
     if args.list_cases:
         for c in all_cases():
-            print(f"{c.name:<24} group {c.group:<6} model {c.model:<12} shape [{c.batch},{','.join(map(str, c.shape))}] concurrency {c.concurrency} via {c.transport}")
+            print(
+                f"{c.name:<24} group {c.group:<6} model {c.model:<12} shape [{c.batch},{','.join(map(str, c.shape))}] concurrency {c.concurrency} via {c.transport}"
+            )
         return 0
     server_names = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = [s for s in server_names if s not in SERVERS]
@@ -1016,11 +1039,29 @@ def main(argv: Optional[list[str]] = None) -> int:
                 server = SERVERS[name]
                 if name not in prepared:
                     for case in group_cases:
-                        report["results"].append({"case": case.name, "server": name, "series": case.series, "concurrency": case.concurrency, "protocol": protocol_for(case, server), "error": "server not installed: " + report["server_info"][name].get("error", "")})
+                        report["results"].append(
+                            {
+                                "case": case.name,
+                                "server": name,
+                                "series": case.series,
+                                "concurrency": case.concurrency,
+                                "protocol": protocol_for(case, server),
+                                "error": "server not installed: " + report["server_info"][name].get("error", ""),
+                            }
+                        )
                     continue
                 if group == "sklearn" and not server.serves_sklearn:
                     for case in group_cases:
-                        report["results"].append({"case": case.name, "server": name, "series": case.series, "concurrency": case.concurrency, "protocol": protocol_for(case, server), "skipped": "no scikit-learn server on PyPI"})
+                        report["results"].append(
+                            {
+                                "case": case.name,
+                                "server": name,
+                                "series": case.series,
+                                "concurrency": case.concurrency,
+                                "protocol": protocol_for(case, server),
+                                "skipped": "no scikit-learn server on PyPI",
+                            }
+                        )
                     continue
                 print(f"[{name}] starting for the {group} cases ...", flush=True)
                 try:
@@ -1028,18 +1069,41 @@ def main(argv: Optional[list[str]] = None) -> int:
                 except RuntimeError as exc:
                     print(f"[{name}] failed to start: {exc}", flush=True)
                     for case in group_cases:
-                        report["results"].append({"case": case.name, "server": name, "series": case.series, "concurrency": case.concurrency, "protocol": protocol_for(case, server), "error": f"server did not start: {exc}"})
+                        report["results"].append(
+                            {
+                                "case": case.name,
+                                "server": name,
+                                "series": case.series,
+                                "concurrency": case.concurrency,
+                                "protocol": protocol_for(case, server),
+                                "error": f"server did not start: {exc}",
+                            }
+                        )
                     save()
                     continue
                 try:
                     for case in group_cases:
                         if running.proc.poll() is not None:
-                            record = {"case": case.name, "server": name, "series": case.series, "concurrency": case.concurrency, "protocol": protocol_for(case, server), "error": f"server had exited ({running.proc.returncode})"}
+                            record = {
+                                "case": case.name,
+                                "server": name,
+                                "series": case.series,
+                                "concurrency": case.concurrency,
+                                "protocol": protocol_for(case, server),
+                                "error": f"server had exited ({running.proc.returncode})",
+                            }
                         else:
                             try:
                                 record = run_case(case, running, args)
                             except Exception as exc:  # one broken case must not end the whole benchmark
-                                record = {"case": case.name, "server": name, "series": case.series, "concurrency": case.concurrency, "protocol": protocol_for(case, server), "error": f"benchmark error: {exc!r}"}
+                                record = {
+                                    "case": case.name,
+                                    "server": name,
+                                    "series": case.series,
+                                    "concurrency": case.concurrency,
+                                    "protocol": protocol_for(case, server),
+                                    "error": f"benchmark error: {exc!r}",
+                                }
                         report["results"].append(record)
                         print(f"  {name:<15} {case.name:<24} {_summary_line(record)}", flush=True)
                         save()

@@ -145,7 +145,9 @@ def usable_by_user(python: Path) -> bool:
     its workers (pyenv's interpreters under /root are out of its reach)."""
     check = "import subprocess, sys; subprocess.run([sys.executable, '-c', ''], check=True); print(sys.base_prefix)"
     as_root = subprocess.run([str(python), "-c", check], capture_output=True, text=True)
-    as_user = subprocess.run(["setpriv", f"--reuid={USER_ID}", f"--regid={USER_ID}", "--clear-groups", str(python), "-c", check], capture_output=True, text=True)
+    as_user = subprocess.run(
+        ["setpriv", f"--reuid={USER_ID}", f"--regid={USER_ID}", "--clear-groups", str(python), "-c", check], capture_output=True, text=True
+    )
     return as_root.returncode == as_user.returncode == 0 and as_root.stdout == as_user.stdout
 
 
@@ -217,7 +219,10 @@ def large_infer(url: str, rows: int) -> None:
     probabilities = np.frombuffer(response.content[length:], dtype=np.float32).reshape(rows, 3)
     few = requests.post(
         f"{url}/v2/models/iris-mlp/infer",
-        json={"inputs": [{"name": "features", "datatype": "FP32", "shape": [3, 4], "data": features[-3:].ravel().tolist()}], "outputs": [{"name": "probabilities"}]},
+        json={
+            "inputs": [{"name": "features", "datatype": "FP32", "shape": [3, 4], "data": features[-3:].ravel().tolist()}],
+            "outputs": [{"name": "probabilities"}],
+        },
         timeout=30,
     )
     few.raise_for_status()
@@ -308,7 +313,11 @@ def main() -> int:
 
             step("a tensor larger than /dev/shm")
             large_infer(url, rows=6 * 1024 * 1024)  # 96 MiB of FP32 features
-            arenas = [line for line in requests.get(f"http://127.0.0.1:{run_env['GATEWAY_METRICS_PORT']}/metrics", timeout=5).text.splitlines() if line.startswith("gateway_shared_memory_bytes")]
+            arenas = [
+                line
+                for line in requests.get(f"http://127.0.0.1:{run_env['GATEWAY_METRICS_PORT']}/metrics", timeout=5).text.splitlines()
+                if line.startswith("gateway_shared_memory_bytes")
+            ]
             print("\n".join(arenas))
             print("memory after it:")
             for pid in [gateway_pid, *descendants(gateway_pid)]:

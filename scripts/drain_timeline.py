@@ -109,7 +109,11 @@ def start_gateway(args, repository: Path, log) -> tuple[subprocess.Popen, dict]:
         env["GATEWAY_DRAIN_DELAY"] = str(args.drain_delay)
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "start", "--config", str(repository)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=args.source, start_new_session=True,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=args.source,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{ports['http']}"
     deadline = time.monotonic() + 60
@@ -220,7 +224,7 @@ def report(timeline: Timeline, exited: float) -> dict:
     closed = timeline.events.get("REST listener closed (connection refused)", float("inf"))
     phases: dict[str, Counter] = {}
     long_requests = {}
-    for protocol, kind, sent, done, outcome, detail in timeline.outcomes:
+    for protocol, kind, _sent, done, outcome, detail in timeline.outcomes:
         if kind != "echo":
             long_requests[f"{protocol} {kind}"] = {"outcome": outcome, "answered_at": round(done - t0, 3), "detail": detail}
             continue
@@ -285,7 +289,13 @@ def main(argv: list[str] | None = None) -> int:
         for thread in threads + sleepers:
             thread.join()
         result = report(timeline, exited)
-        result["settings"] = {"drain_delay": args.drain_delay, "shutdown_grace": args.grace, "medium_request_s": medium, "long_request_s": long, "exit_code": process.returncode}
+        result["settings"] = {
+            "drain_delay": args.drain_delay,
+            "shutdown_grace": args.grace,
+            "medium_request_s": medium,
+            "long_request_s": long,
+            "exit_code": process.returncode,
+        }
         result["gateway_log_tracebacks"] = log_path.read_text(errors="replace").count("Traceback")
 
     print(f"SIGTERM at 0 s; drain_delay {args.drain_delay}, shutdown_grace {args.grace} s, exit code {process.returncode}")

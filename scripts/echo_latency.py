@@ -40,7 +40,7 @@ def measure(url: str, model: str, mib: float, calls: int, warmup: int = 3) -> di
         if response.status != 200:
             raise SystemExit(f"HTTP {response.status}: {answer[:300]!r}")
         json_length = int(response.getheader(HEADER_LENGTH))
-        if answer[json_length:] != body[len(header):]:
+        if answer[json_length:] != body[len(header) :]:
             raise SystemExit("the echo did not return the input")
         if i >= warmup:
             timings.append(elapsed * 1000)

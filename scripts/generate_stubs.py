@@ -53,7 +53,10 @@ _PRIVATE_POOL = (
     "_descriptor_pool.Default().AddSerializedFile(",
     "POOL.AddSerializedFile(",
 )
-_POOL_IMPORT = ("\nfrom google.protobuf.internal import builder as _builder\n", "\nfrom google.protobuf.internal import builder as _builder\nfrom . import POOL\n")
+_POOL_IMPORT = (
+    "\nfrom google.protobuf.internal import builder as _builder\n",
+    "\nfrom google.protobuf.internal import builder as _builder\nfrom . import POOL\n",
+)
 _INIT = f'''"""Generated from protos/{{{", ".join(f"{module}.proto" for module in MODULES)}}} by scripts/generate_stubs.py ({TOOLS}); do not edit."""
 
 from google.protobuf import descriptor_pool

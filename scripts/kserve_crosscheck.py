@@ -39,7 +39,7 @@ EXPECTED = {
     "from_grpc raw -> to_rest": "KServe writes raw inputs without binary_data_size (the receiver cannot split the body); the gateway adds it",
     "from_bytes trailing bytes": "KServe ignores bytes after the last tensor; the gateway refuses the body",
     "from_bytes truncated": "KServe fails with a numpy ValueError; the gateway with InvalidInput",
-    "zero-size binary to_rest": "KServe sends a zero-element binary input as \"data\": null; the gateway as zero bytes with binary_data_size 0",
+    "zero-size binary to_rest": 'KServe sends a zero-element binary input as "data": null; the gateway as zero bytes with binary_data_size 0',
 }
 
 
@@ -207,7 +207,9 @@ def cases(sdk):
             case(f"response from_grpc {label}")(
                 lambda key=key, binary=binary: response_form(
                     t.InferResponse.from_grpc(
-                        sdk.pb.ModelInferResponse.FromString(grpc_form(t.InferResponse("r1", "m", [infer_output("y", key, binary)], use_binary_outputs=binary).to_grpc()))
+                        sdk.pb.ModelInferResponse.FromString(
+                            grpc_form(t.InferResponse("r1", "m", [infer_output("y", key, binary)], use_binary_outputs=binary).to_grpc())
+                        )
                     )
                 )
             )
@@ -233,18 +235,24 @@ def cases(sdk):
     case("mixed request to_rest")(lambda: rest_form(mixed_request().to_rest()))
     case("mixed request from_bytes")(lambda: request_form(t.InferRequest.from_bytes(*mixed_request().to_rest(), "m")))
     case("request to_grpc mixed list+array")(
-        lambda: grpc_form(t.InferRequest("m", [t.InferInput("a", [2], "INT32", [1, 2]), t.InferInput("b", [2], "INT32", np.array([3, 4], dtype=np.int32))], request_id="r").to_grpc())
+        lambda: grpc_form(
+            t.InferRequest(
+                "m", [t.InferInput("a", [2], "INT32", [1, 2]), t.InferInput("b", [2], "INT32", np.array([3, 4], dtype=np.int32))], request_id="r"
+            ).to_grpc()
+        )
     )
     case("request to_grpc lists")(
         lambda: grpc_form(
-            t.InferRequest("m", [t.InferInput("a", [2], "INT32", [1, 2]), t.InferInput("s", [2], "BYTES", ["x", b"y"])], request_id="r", parameters={"p": 1}).to_grpc()
+            t.InferRequest(
+                "m", [t.InferInput("a", [2], "INT32", [1, 2]), t.InferInput("s", [2], "BYTES", ["x", b"y"])], request_id="r", parameters={"p": 1}
+            ).to_grpc()
         )
     )
     case("request to_grpc FP16 list")(lambda: grpc_form(t.InferRequest("m", [t.InferInput("h", [2], "FP16", [1.0, 2.0])], request_id="r").to_grpc()))
-    case("request to_grpc nested list")(lambda: grpc_form(t.InferRequest("m", [t.InferInput("a", [2, 2], "INT32", [[1, 2], [3, 4]])], request_id="r").to_grpc()))
-    case("zero-size binary to_rest")(
-        lambda: rest_form(t.InferRequest("m", [infer_input_empty(t)], request_id="r").to_rest())
+    case("request to_grpc nested list")(
+        lambda: grpc_form(t.InferRequest("m", [t.InferInput("a", [2, 2], "INT32", [[1, 2], [3, 4]])], request_id="r").to_grpc())
     )
+    case("zero-size binary to_rest")(lambda: rest_form(t.InferRequest("m", [infer_input_empty(t)], request_id="r").to_rest()))
 
     # which binary setting wins for response outputs
     def response(requested, use_binary):
@@ -255,7 +263,9 @@ def cases(sdk):
         case(f"response all outputs use_binary={use_binary}")(lambda use_binary=use_binary: rest_form(response(None, use_binary).to_rest()))
         case(f"response requested use_binary={use_binary}")(
             lambda use_binary=use_binary: rest_form(
-                response([t.RequestedOutput("w", {"binary_data": True}), t.RequestedOutput("y", {"binary_data": False}), t.RequestedOutput("z")], use_binary).to_rest()
+                response(
+                    [t.RequestedOutput("w", {"binary_data": True}), t.RequestedOutput("y", {"binary_data": False}), t.RequestedOutput("z")], use_binary
+                ).to_rest()
             )
         )
     case("response requested missing output")(lambda: rest_form(response([t.RequestedOutput("nope")], False).to_rest()))
@@ -269,14 +279,18 @@ def cases(sdk):
         )
     )
     case("response to_grpc mixed list+array")(
-        lambda: grpc_form(t.InferResponse("r", "m", [t.InferOutput("a", [2], "INT32", [1, 2]), t.InferOutput("b", [1], "FP32", np.array([1.5], dtype=np.float32))]).to_grpc())
+        lambda: grpc_form(
+            t.InferResponse("r", "m", [t.InferOutput("a", [2], "INT32", [1, 2]), t.InferOutput("b", [1], "FP32", np.array([1.5], dtype=np.float32))]).to_grpc()
+        )
     )
 
     # parameters
     case("parameters to_grpc")(lambda: {k: v.SerializeToString() for k, v in t.to_grpc_parameters({"s": "x", "b": False, "i": -3}).items()})
     case("parameters float to_grpc")(lambda: {k: v.SerializeToString() for k, v in t.to_grpc_parameters({"f": 0.5}).items()})
     case("parameters double/uint64 to_http")(
-        lambda: t.to_http_parameters({"d": sdk.pb.InferParameter(double_param=0.5), "u": sdk.pb.InferParameter(uint64_param=2**63), "s": sdk.pb.InferParameter(string_param="x")})
+        lambda: t.to_http_parameters(
+            {"d": sdk.pb.InferParameter(double_param=0.5), "u": sdk.pb.InferParameter(uint64_param=2**63), "s": sdk.pb.InferParameter(string_param="x")}
+        )
     )
 
     # use_binary_outputs
@@ -306,8 +320,10 @@ def cases(sdk):
 
     # equality as KServe defines it
     case("equality from_grpc round trip")(
-        lambda: t.InferRequest.from_grpc(t.InferRequest("m", [t.InferInput("a", [2], "INT32", [1, 2], {"p": "q"})], request_id="r").to_grpc())
-        == t.InferRequest("m", [t.InferInput("a", [2], "INT32", [1, 2], {"p": "q"})], request_id="r", from_grpc=True, parameters={})
+        lambda: (
+            t.InferRequest.from_grpc(t.InferRequest("m", [t.InferInput("a", [2], "INT32", [1, 2], {"p": "q"})], request_id="r").to_grpc())
+            == t.InferRequest("m", [t.InferInput("a", [2], "INT32", [1, 2], {"p": "q"})], request_id="r", from_grpc=True, parameters={})
+        )
     )
     case("equality outputs")(lambda: t.InferOutput("a", [1], "INT32", [1]) == t.InferOutput("a", [1], "INT32", [1], None))
 
@@ -316,7 +332,9 @@ def cases(sdk):
     case("get_predict_response v2")(
         lambda: rest_form(
             sdk.utils.get_predict_response(
-                t.InferRequest("m", [t.InferInput("a", [1], "INT32", [1])], request_id="r", parameters={"binary_data_output": True}), np.array([1.5, 2.5], dtype=np.float32), "m"
+                t.InferRequest("m", [t.InferInput("a", [1], "INT32", [1])], request_id="r", parameters={"binary_data_output": True}),
+                np.array([1.5, 2.5], dtype=np.float32),
+                "m",
             ).to_rest()
         )
     )
@@ -346,8 +364,25 @@ def proto_fields(pb) -> dict:
     return fields
 
 
-ARGV = ["--workers", "3", "--enable_grpc", "false", "--enable_docs_url", "yes", "--event-loop", "uvloop", "--timeout-keep-alive", "5",
-        "--predictor_protocol", "grpc-v2", "--predictor_use_ssl", "1", "--enable_predictor_health_check", "--model_name", "m"]
+ARGV = [
+    "--workers",
+    "3",
+    "--enable_grpc",
+    "false",
+    "--enable_docs_url",
+    "yes",
+    "--event-loop",
+    "uvloop",
+    "--timeout-keep-alive",
+    "5",
+    "--predictor_protocol",
+    "grpc-v2",
+    "--predictor_use_ssl",
+    "1",
+    "--enable_predictor_health_check",
+    "--model_name",
+    "m",
+]
 
 
 def parser_form(which: str) -> dict:
@@ -357,9 +392,7 @@ def parser_form(which: str) -> dict:
         from kserve import model_server
     else:
         from gateway.kserve import model_server
-    actions = {
-        tuple(a.option_strings): (a.dest, a.default, a.choices, a.nargs, a.const, type(a).__name__) for a in model_server.parser._actions
-    }
+    actions = {tuple(a.option_strings): (a.dest, a.default, a.choices, a.nargs, a.const, type(a).__name__) for a in model_server.parser._actions}
     return {"actions": actions, "defaults": vars(model_server.parser.parse_args([])), "parsed": vars(model_server.parser.parse_args(ARGV))}
 
 

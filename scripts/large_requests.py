@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HEADER_LENGTH = "Inference-Header-Content-Length"
 MIB = 1024 * 1024
 
-ECHO_RUNTIME = '''
+ECHO_RUNTIME = """
 from gateway import MLModel
 from gateway.types import InferenceResponse, ResponseOutput
 
@@ -59,7 +59,7 @@ class Echo(MLModel):
     async def predict(self, payload):
         return InferenceResponse(model_name=self.name, outputs=[
             ResponseOutput(name=i.name, shape=i.shape, datatype=i.datatype, data=i.data) for i in payload.inputs])
-'''
+"""
 
 
 def free_port() -> int:
@@ -144,7 +144,9 @@ class Gateway:
         if max_tensor_bytes is not None:
             env["GATEWAY_MAX_TENSOR_BYTES"] = str(max_tensor_bytes)
         self.log = open(repo / "gateway.log", "w+b")
-        self.process = subprocess.Popen([sys.executable, "-m", "gateway", "start", "--config", str(repo)], env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=source)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "start", "--config", str(repo)], env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=source
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -224,6 +226,7 @@ def binary_body(datatype: str, count: int, raw: bytes) -> tuple[bytes, dict]:
 def grpc_request(gateway: Gateway, datatype: str, count: int, raw: bytes | None = None, typed: list | None = None) -> Request:
     sys.path.insert(0, str(gateway_source))
     import grpc
+
     from gateway.protocol.generated import inference_pb2 as pb
     from gateway.protocol.generated import inference_pb2_grpc as pb_grpc
 

@@ -737,7 +737,9 @@ async def _probe_grpc(opts, payload: bytes) -> dict[str, Any]:
     return {"response_bytes": len(reply), **described}
 
 
-def fetch_metadata(model: str, version: Optional[str] = None, url: Optional[str] = None, grpc_url: Optional[str] = None, timeout: float = 10.0) -> dict[str, Any]:
+def fetch_metadata(
+    model: str, version: Optional[str] = None, url: Optional[str] = None, grpc_url: Optional[str] = None, timeout: float = 10.0
+) -> dict[str, Any]:
     """The model's V2 metadata (inputs with name/datatype/shape), over REST if a URL is given, else gRPC."""
     if url:
         path = _infer_path(model, version)[: -len("/infer")]
@@ -999,11 +1001,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--model-version", default=None)
     parser.add_argument("--protocol", choices=PROTOCOLS, default="rest-json")
     parser.add_argument("--input-name", default=None, help="default: the model's first input from its metadata")
-    parser.add_argument("--shape", type=_shape, default=None, help="one request's input shape WITHOUT the batch dimension, e.g. 16 or 3,224,224 (default: from metadata)")
+    parser.add_argument(
+        "--shape", type=_shape, default=None, help="one request's input shape WITHOUT the batch dimension, e.g. 16 or 3,224,224 (default: from metadata)"
+    )
     parser.add_argument("--datatype", default=None, help="V2 datatype, e.g. FP32, INT64, BYTES (default: from metadata)")
     parser.add_argument("--batch", type=int, default=1, help="rows per request (the leading dimension)")
     parser.add_argument("--concurrency", type=int, default=1, help="requests in flight")
-    parser.add_argument("--rate", type=float, default=None, help="at most this many requests started per second, spread over the workers (default: as fast as answered)")
+    parser.add_argument(
+        "--rate", type=float, default=None, help="at most this many requests started per second, spread over the workers (default: as fast as answered)"
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before the window")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds a request may take; also the grace after the window")
@@ -1012,7 +1018,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--grpc-channels", type=int, default=1, help="gRPC channels (HTTP/2 connections) the workers share")
     parser.add_argument("--text", default="the quick brown fox", help="element value for BYTES inputs")
     parser.add_argument("--server-pgid", type=int, action="append", default=[], help="also report the CPU of this process group (repeatable)")
-    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto", help="event loop (auto: uvloop for REST if installed, asyncio for gRPC)")
+    parser.add_argument(
+        "--loop", choices=("auto", "asyncio", "uvloop"), default="auto", help="event loop (auto: uvloop for REST if installed, asyncio for gRPC)"
+    )
     parser.add_argument("--json-out", default=None, help="also write the result as JSON to this file")
     args = parser.parse_args(argv)
     binary_output = {"auto": None, "yes": True, "no": False}[args.binary_output]

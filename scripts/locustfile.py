@@ -43,11 +43,10 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import loadgen  # noqa: E402  (scripts/loadgen.py: request encoding, metadata)
 from locust import User, events, task  # noqa: E402
 from locust.contrib.fasthttp import FastHttpUser  # noqa: E402
 from locust.exception import StopUser  # noqa: E402
-
-import loadgen  # noqa: E402  (scripts/loadgen.py: request encoding, metadata)
 
 
 @events.init_command_line_parser.add_listener

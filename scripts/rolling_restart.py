@@ -99,7 +99,11 @@ class Replica:
             log.flush()
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "start", "--config", str(self.config)],
-                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                start_new_session=True,
             )
 
     def lost_its_port(self) -> bool:
@@ -179,23 +183,33 @@ class Balancer:
         self.socket_path = folder / "haproxy.sock"
         self.log_path = folder / "haproxy.log"
         self.config_path = folder / "haproxy.cfg"
-        self.config_path.write_text(HAPROXY_CONFIG.format(
-            socket=self.socket_path, rest_port=self.rest_port, grpc_port=self.grpc_port, retry_on=retry_on,
-            rest_servers="\n".join(f"    server {r.name} 127.0.0.1:{r.http_port} check" for r in replicas),
-            # "http": each call balanced over HTTP/2 connections of HAProxy's own; "tcp": each client
-            # connection, calls and all, as a Kubernetes Service (kube-proxy) balances
-            grpc_mode=grpc_balancing, grpc_bind=" proto h2" if grpc_balancing == "http" else "",
-            grpc_servers="\n".join(
-                f"    server {r.name} 127.0.0.1:{r.grpc_port}{' proto h2' if grpc_balancing == 'http' else ''} track rest/{r.name}" for r in replicas
-            ),
-            **checks,
-        ))
+        self.config_path.write_text(
+            HAPROXY_CONFIG.format(
+                socket=self.socket_path,
+                rest_port=self.rest_port,
+                grpc_port=self.grpc_port,
+                retry_on=retry_on,
+                rest_servers="\n".join(f"    server {r.name} 127.0.0.1:{r.http_port} check" for r in replicas),
+                # "http": each call balanced over HTTP/2 connections of HAProxy's own; "tcp": each client
+                # connection, calls and all, as a Kubernetes Service (kube-proxy) balances
+                grpc_mode=grpc_balancing,
+                grpc_bind=" proto h2" if grpc_balancing == "http" else "",
+                grpc_servers="\n".join(
+                    f"    server {r.name} 127.0.0.1:{r.grpc_port}{' proto h2' if grpc_balancing == 'http' else ''} track rest/{r.name}" for r in replicas
+                ),
+                **checks,
+            )
+        )
         self.process: Optional[subprocess.Popen] = None
 
     def start(self, haproxy: str) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([haproxy, "-db", "-f", str(self.config_path)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(lambda: self.process.poll() is not None or (self.socket_path.exists() and not refused(self.rest_port) and not refused(self.grpc_port)), 10, "HAProxy listening")
+        wait_until(
+            lambda: self.process.poll() is not None or (self.socket_path.exists() and not refused(self.rest_port) and not refused(self.grpc_port)),
+            10,
+            "HAProxy listening",
+        )
         if self.process.poll() is not None:
             raise RuntimeError(f"haproxy exited with {self.process.returncode}:\n{self.log_path.read_text(errors='replace')}")
 
@@ -358,16 +372,22 @@ def run(
         raise RuntimeError(f"{haproxy!r} not found: install HAProxy (Debian: apt-get install -y haproxy)")
     inter_ms = round(check_interval * 1000)
     checks = {
-        "inter": inter_ms, "fastinter": max(100, inter_ms // 2), "downinter": max(100, inter_ms // 2),
-        "fall": fall, "rise": rise, "check_timeout": min(1000, inter_ms),
+        "inter": inter_ms,
+        "fastinter": max(100, inter_ms // 2),
+        "downinter": max(100, inter_ms // 2),
+        "fall": fall,
+        "rise": rise,
+        "check_timeout": min(1000, inter_ms),
     }
     # the slowest HAProxy can take to see a replica's 503: a check just missed, then `fall` failed ones
     notice_bound = (checks["inter"] + (fall - 1) * checks["fastinter"] + checks["check_timeout"]) / 1000
     if notice_bound >= drain_delay:
         log(f"warning: HAProxy may take up to {notice_bound:g} s to see a draining replica, drain_delay is {drain_delay:g} s: expect failures")
     if grpc_balancing == "tcp" and notice_bound + 1.1 * grpc_max_connection_age >= drain_delay:
-        log("warning: gRPC connections may still be on a draining replica when its listeners close "
-            f"(drain_delay {drain_delay:g} s, HAProxy notices within {notice_bound:g} s, grpc_max_connection_age {grpc_max_connection_age:g} s + 10 %)")
+        log(
+            "warning: gRPC connections may still be on a draining replica when its listeners close "
+            f"(drain_delay {drain_delay:g} s, HAProxy notices within {notice_bound:g} s, grpc_max_connection_age {grpc_max_connection_age:g} s + 10 %)"
+        )
     settings = {"drain_delay": drain_delay, "shutdown_grace": shutdown_grace, "grpc_max_connection_age": grpc_max_connection_age}
     with tempfile.TemporaryDirectory(prefix="rolling-restart-") as folder_name:
         folder = Path(folder_name)
@@ -399,11 +419,19 @@ def run(
             def load(protocol: str, rate: float) -> None:
                 try:
                     results[protocol] = loadgen.run(
-                        model=model, url=f"http://127.0.0.1:{balancer.rest_port}", grpc_url=f"127.0.0.1:{balancer.grpc_port}",
-                        protocol="grpc" if protocol == "grpc" else "rest-json", concurrency=concurrency, rate=rate,
+                        model=model,
+                        url=f"http://127.0.0.1:{balancer.rest_port}",
+                        grpc_url=f"127.0.0.1:{balancer.grpc_port}",
+                        protocol="grpc" if protocol == "grpc" else "rest-json",
+                        concurrency=concurrency,
+                        rate=rate,
                         # behind an L4 balancer, one connection per worker spreads the calls over the replicas
                         grpc_channels=concurrency if grpc_balancing == "tcp" else 1,
-                        duration=bound, warmup=0, timeout=request_timeout, trace=traces[protocol], stop=stop_load,
+                        duration=bound,
+                        warmup=0,
+                        timeout=request_timeout,
+                        trace=traces[protocol],
+                        stop=stop_load,
                     )
                 except Exception as exc:  # noqa: BLE001 - reported with the figures
                     results[protocol] = {"error": repr(exc)}
@@ -439,23 +467,33 @@ def run(
                 raise RuntimeError(f"the {protocol} load failed: {result['error']}")
         tracebacks = {r.name: r.log_path.read_text(errors="replace").count("Traceback") for r in group}
         backend_counters = {
-            backend: {name: int(stats[(backend, "BACKEND")][key] or 0) for name, key in
-                      (("retries", "wretr"), ("redispatches", "wredis"), ("connection errors", "econ"), ("response errors", "eresp"))}
+            backend: {
+                name: int(stats[(backend, "BACKEND")][key] or 0)
+                for name, key in (("retries", "wretr"), ("redispatches", "wredis"), ("connection errors", "econ"), ("response errors", "eresp"))
+            }
             for backend in ("rest", "grpc")
         }
         served = {backend: {r.name: int(stats[(backend, r.name)]["stot"] or 0) for r in group} for backend in ("rest", "grpc")}
     return {
         "settings": {
-            "replicas": replicas, "model": model, "drain_delay_s": drain_delay, "shutdown_grace_s": shutdown_grace,
-            "grpc_max_connection_age_s": grpc_max_connection_age, "rest_rate": rest_rate, "grpc_rate": grpc_rate, "concurrency": concurrency,
-            "haproxy_checks_ms": checks, "retry_on": retry_on, "grpc_balancing": grpc_balancing, "notice_bound_s": notice_bound,
+            "replicas": replicas,
+            "model": model,
+            "drain_delay_s": drain_delay,
+            "shutdown_grace_s": shutdown_grace,
+            "grpc_max_connection_age_s": grpc_max_connection_age,
+            "rest_rate": rest_rate,
+            "grpc_rate": grpc_rate,
+            "concurrency": concurrency,
+            "haproxy_checks_ms": checks,
+            "retry_on": retry_on,
+            "grpc_balancing": grpc_balancing,
+            "notice_bound_s": notice_bound,
             "haproxy_version": subprocess.run([haproxy, "-v"], capture_output=True, text=True).stdout.split("\n")[0],
         },
         "load_s": [round(load_began, 3), round(load_ended, 3)],
         "load_average_1min": [round(value, 1) for value in load_average],
         "summary": {
-            protocol: summarize(protocol, traces[protocol], results[protocol]["errors"].get("stopped in flight", 0), t0)
-            for protocol in ("rest", "grpc")
+            protocol: summarize(protocol, traces[protocol], results[protocol]["errors"].get("stopped in flight", 0), t0) for protocol in ("rest", "grpc")
         },
         "restarts": restarts,
         "haproxy_changes": watch.changes,
@@ -488,8 +526,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
         failed = [done for _, done, outcome in trace if outcome != "ok"]
         if failed:
             rate_axis.plot(failed, [0] * len(failed), "x", color="red", ms=7, label=f"{label} failed ({len(failed)})")
-        latency_axis.plot([start for start, _, _ in trace], [(done - start) * 1e3 for start, done, _ in trace], ".",
-                          color=colours[protocol], ms=1.5, alpha=0.5, label=label)
+        latency_axis.plot(
+            [start for start, _, _ in trace], [(done - start) * 1e3 for start, done, _ in trace], ".", color=colours[protocol], ms=1.5, alpha=0.5, label=label
+        )
     rate_axis.set_ylabel("answered / s\n(500 ms bins)")
     rate_axis.legend(loc="lower left", fontsize=8, ncol=4)
     rate_axis.set_ylim(bottom=-5)
@@ -511,8 +550,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
             begin, finish = events[start_event], events[end_event] if end_event else exited
             replica_axis.barh(row, finish - begin, left=begin, color=colour, height=0.6, label=None if label in labelled else label)
             labelled.add(label)
-        replica_axis.plot([events["out of rotation (HAProxy: DOWN)"]], [row], "v", color="black", ms=7,
-                          label=None if "down" in labelled else "HAProxy: DOWN")
+        replica_axis.plot([events["out of rotation (HAProxy: DOWN)"]], [row], "v", color="black", ms=7, label=None if "down" in labelled else "HAProxy: DOWN")
         labelled.add("down")
         for axis in (rate_axis, latency_axis):
             axis.axvline(events["SIGTERM"], color="grey", lw=0.6, ls=":")
@@ -524,7 +562,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     settings = result["settings"]
     figure.suptitle(
         f"Rolling restart of {settings['replicas']} replicas behind HAProxy: drain_delay {settings['drain_delay_s']:g} s, "
-        f"REST {settings['rest_rate']:g}/s + gRPC {settings['grpc_rate']:g}/s", fontsize=11,
+        f"REST {settings['rest_rate']:g}/s + gRPC {settings['grpc_rate']:g}/s",
+        fontsize=11,
     )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -575,18 +614,33 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--fall", type=int, default=2, help="failed checks before HAProxy takes a replica out")
     parser.add_argument("--rise", type=int, default=2, help="passed checks before HAProxy puts it back")
     parser.add_argument("--retry-on", default="conn-failure", help="HAProxy's retry-on")
-    parser.add_argument("--grpc-balancing", choices=("http", "tcp"), default="http",
-                        help="http: HAProxy balances each gRPC call (L7); tcp: each connection, as a Kubernetes Service does (L4)")
+    parser.add_argument(
+        "--grpc-balancing",
+        choices=("http", "tcp"),
+        default="http",
+        help="http: HAProxy balances each gRPC call (L7); tcp: each connection, as a Kubernetes Service does (L4)",
+    )
     parser.add_argument("--settle", type=float, default=3.0, help="seconds of load before the first restart, between restarts and after the last")
     parser.add_argument("--haproxy", default="haproxy", help="the HAProxy binary")
     parser.add_argument("--json-out", type=Path, default=None, help="write the figures and every request's (start, end, outcome)")
     parser.add_argument("--plot", type=Path, default=None, help="write the timeline plot (PNG; needs matplotlib)")
     args = parser.parse_args(argv)
     result = run(
-        replicas=args.replicas, config=args.config.resolve(), model=args.model, drain_delay=args.drain_delay,
-        shutdown_grace=args.shutdown_grace, rest_rate=args.rest_rate, grpc_rate=args.grpc_rate, concurrency=args.concurrency,
-        check_interval=args.check_interval, fall=args.fall, rise=args.rise, retry_on=args.retry_on,
-        grpc_balancing=args.grpc_balancing, grpc_max_connection_age=args.grpc_max_connection_age, settle=args.settle,
+        replicas=args.replicas,
+        config=args.config.resolve(),
+        model=args.model,
+        drain_delay=args.drain_delay,
+        shutdown_grace=args.shutdown_grace,
+        rest_rate=args.rest_rate,
+        grpc_rate=args.grpc_rate,
+        concurrency=args.concurrency,
+        check_interval=args.check_interval,
+        fall=args.fall,
+        rise=args.rise,
+        retry_on=args.retry_on,
+        grpc_balancing=args.grpc_balancing,
+        grpc_max_connection_age=args.grpc_max_connection_age,
+        settle=args.settle,
         haproxy=args.haproxy,
     )
     print(report(result))

@@ -66,7 +66,10 @@ def main() -> None:
     }
     gateway = subprocess.Popen(
         [sys.executable, "-m", "gateway", "start", "--config", str(ROOT / "tests" / "repository")],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         connection = connect(args.port)
@@ -99,8 +102,7 @@ def main() -> None:
         gateway.wait()
     timings.sort()
     print(
-        f"p50 {statistics.median(timings) * 1e6:.0f} us  p90 {timings[int(0.9 * (len(timings) - 1))] * 1e6:.0f} us"
-        f"  server CPU {cpu_per_call * 1e6:.0f} us/call"
+        f"p50 {statistics.median(timings) * 1e6:.0f} us  p90 {timings[int(0.9 * (len(timings) - 1))] * 1e6:.0f} us  server CPU {cpu_per_call * 1e6:.0f} us/call"
     )
 
 

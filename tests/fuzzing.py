@@ -118,12 +118,47 @@ ODD_VALUES: list[Callable[[random.Random], Any]] = [
 FIELD_VALUES: dict[str, Callable[[random.Random], Any]] = {
     "datatype": lambda r: r.choice(DATATYPES + ["BF16", "fp32", "FP 32", "STRING", "TYPE_FP32", "", "INT128", "FP32 "]),
     "shape": lambda r: r.choice(
-        [[], [0], [-1], [1, -1], [2**31, 2**31], [2147483648, 4611686018427387904, 0], [2**63 - 1, 0], [1] * 40,
-         [1] * 33, [1.0], ["1"], [True], [None], [[1]], [10**9], [0, 10**18], [10**18, 0], [2**40, 0, 3], [3, 0, 5]]
+        [
+            [],
+            [0],
+            [-1],
+            [1, -1],
+            [2**31, 2**31],
+            [2147483648, 4611686018427387904, 0],
+            [2**63 - 1, 0],
+            [1] * 40,
+            [1] * 33,
+            [1.0],
+            ["1"],
+            [True],
+            [None],
+            [[1]],
+            [10**9],
+            [0, 10**18],
+            [10**18, 0],
+            [2**40, 0, 3],
+            [3, 0, 5],
+        ]
     ),  # fmt: skip
     "data": lambda r: r.choice(
-        [[], [1], [1.5], [True], ["a"], [[1, 2], [3]], [None], [1e39], [-1], [2**64], [float(2**63)], ["1"], [{}], "abc", 5,
-         [0.5] * 5000 + ["x" * 20_000]]  # numpy would make each of 5,001 numbers a 20,000-character string: 400 MB
+        [
+            [],
+            [1],
+            [1.5],
+            [True],
+            ["a"],
+            [[1, 2], [3]],
+            [None],
+            [1e39],
+            [-1],
+            [2**64],
+            [float(2**63)],
+            ["1"],
+            [{}],
+            "abc",
+            5,
+            [0.5] * 5000 + ["x" * 20_000],
+        ]  # numpy would make each of 5,001 numbers a 20,000-character string: 400 MB
     ),
     "name": lambda r: r.choice(["", "x", "y", "s", " x", "x" * 10_000, "é€😀", "\x00", "x\ny", 5, None]),
     "binary_data_size": lambda r: r.choice([0, -1, 1, 2**31, 2**63 - 1, 2**64, -(2**63), 3.0, "8", True, None]),
@@ -370,7 +405,22 @@ def rest_binary_case(rng: random.Random) -> RestCase:
     payload = b"".join(chunks)
     length = str(len(header))
     if operation == "length":
-        length = rng.choice([str(len(header) + rng.choice([-2, -1, 1, 5])), "0", str(10**30), "-1", "abc", "", "+5", "0x10", "1_0", "9" * 5000, "0" * 5000 + "1", str(len(header) + len(payload) + 1)])
+        length = rng.choice(
+            [
+                str(len(header) + rng.choice([-2, -1, 1, 5])),
+                "0",
+                str(10**30),
+                "-1",
+                "abc",
+                "",
+                "+5",
+                "0x10",
+                "1_0",
+                "9" * 5000,
+                "0" * 5000 + "1",
+                str(len(header) + len(payload) + 1),
+            ]
+        )
     body = header + payload
     if operation == "body":
         body = header + _damage_binary(rng, payload, "") if rng.random() < 0.7 else _damage_binary(rng, body, "")

@@ -17,9 +17,7 @@ def echoed(model: MLModel, payload: InferenceRequest) -> InferenceResponse:
     return InferenceResponse(
         model_name=model.name,
         parameters={"echoed": len(payload.inputs)},
-        outputs=[
-            ResponseOutput(name=i.name, shape=i.shape, datatype=i.datatype, parameters=i.parameters, data=i.data) for i in payload.inputs
-        ],
+        outputs=[ResponseOutput(name=i.name, shape=i.shape, datatype=i.datatype, parameters=i.parameters, data=i.data) for i in payload.inputs],
     )
 
 
@@ -157,9 +155,7 @@ class Versioned(MLModel):
     """Answers with its own version, so tests can tell versions apart."""
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        return InferenceResponse(
-            model_name=self.name, outputs=[ResponseOutput(name="version", shape=[1], datatype="BYTES", data=[self.version])]
-        )
+        return InferenceResponse(model_name=self.name, outputs=[ResponseOutput(name="version", shape=[1], datatype="BYTES", data=[self.version])])
 
 
 class BatchProbe(MLModel):
@@ -205,7 +201,9 @@ class Summary(MLModel):
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         await asyncio.sleep(0.2)
-        return InferenceResponse(model_name=self.name, outputs=[ResponseOutput(name="sum", shape=[1], datatype="FP64", data=[float(payload.inputs[0].data.sum())])])
+        return InferenceResponse(
+            model_name=self.name, outputs=[ResponseOutput(name="sum", shape=[1], datatype="FP64", data=[float(payload.inputs[0].data.sum())])]
+        )
 
 
 class Scored(MLModel):

@@ -138,7 +138,9 @@ def test_every_rest_route_is_in_the_table(gateway):
     validate(document)  # still a valid OpenAPI 3.1 document, with its security schemes
     operations = {(method.upper(), path): operation for path, methods in document["paths"].items() for method, operation in methods.items()}
     protected = {key for key, operation in operations.items() if "security" in operation}
-    tested = {(method, path.replace("/echo", "/{model}").replace("/spare", "/{model}").replace("/versions/1", "/versions/{version}")) for method, path, *_ in REST}
+    tested = {
+        (method, path.replace("/echo", "/{model}").replace("/spare", "/{model}").replace("/versions/1", "/versions/{version}")) for method, path, *_ in REST
+    }
     assert protected == tested
     assert set(operations) - protected == {("GET", path) for path in OPEN_REST}
     assert set(document["components"]["securitySchemes"]) == {"inferenceToken", "repositoryToken", "metricsToken"}

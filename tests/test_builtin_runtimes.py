@@ -56,9 +56,18 @@ DIABETES_ROWS = DIABETES.data
 PROTOCOLS = ["rest-json", "rest-binary", "grpc"]
 # model folders whose load must fail: their parameters, and the reason their ready answer gives
 UNLOADABLE = {
-    "sk-no-file": ({}, "FileNotFoundError: no model file in {folder}: expected one of model.joblib, model.pickle, model.pkl, or parameters.uri naming the file"),
-    "sk-remote": ({"uri": "s3://models/iris.joblib"}, "ValueError: parameters.uri 's3://models/iris.joblib': only local files are supported; put the model file in the model's folder"),
-    "sk-bad-predict-fn": ({"uri": "../sk-iris/classifier.joblib", "extra": {"predict_fn": "explode"}}, "ValueError: parameters.extra.predict_fn is 'explode': LogisticRegression has no such method"),
+    "sk-no-file": (
+        {},
+        "FileNotFoundError: no model file in {folder}: expected one of model.joblib, model.pickle, model.pkl, or parameters.uri naming the file",
+    ),
+    "sk-remote": (
+        {"uri": "s3://models/iris.joblib"},
+        "ValueError: parameters.uri 's3://models/iris.joblib': only local files are supported; put the model file in the model's folder",
+    ),
+    "sk-bad-predict-fn": (
+        {"uri": "../sk-iris/classifier.joblib", "extra": {"predict_fn": "explode"}},
+        "ValueError: parameters.extra.predict_fn is 'explode': LogisticRegression has no such method",
+    ),
 }
 # model folder -> (module the runtime imports, its package's name, the extra that installs it)
 FRAMEWORKS = {
@@ -167,7 +176,9 @@ def build_repository(root: Path) -> dict:
 
     # MLServer's own example folder (docs/examples/sklearn), unchanged but for the model
     trained["mlserver-sklearn"] = SVC().fit(IRIS.data, IRIS.target)
-    path = folder(root, "mlserver-sklearn", {"implementation": "mlserver_sklearn.SKLearnModel", "parameters": {"uri": "./iris-svm.joblib", "version": "v0.1.0"}})
+    path = folder(
+        root, "mlserver-sklearn", {"implementation": "mlserver_sklearn.SKLearnModel", "parameters": {"uri": "./iris-svm.joblib", "version": "v0.1.0"}}
+    )
     joblib.dump(trained["mlserver-sklearn"], path / "iris-svm.joblib")
 
     trained["xgb-iris"] = xgboost.XGBClassifier(n_estimators=8, max_depth=3).fit(IRIS.data, IRIS.target)
@@ -236,7 +247,9 @@ CLIENTS: dict = {}
 def client(gateway, protocol: str):
     if protocol not in CLIENTS:
         CLIENTS[protocol] = (
-            httpclient.InferenceServerClient(gateway.url.removeprefix("http://")) if protocol == "rest-binary" else grpcclient.InferenceServerClient(gateway.grpc_url)
+            httpclient.InferenceServerClient(gateway.url.removeprefix("http://"))
+            if protocol == "rest-binary"
+            else grpcclient.InferenceServerClient(gateway.grpc_url)
         )
     return CLIENTS[protocol]
 
@@ -343,7 +356,9 @@ def test_sklearn_dataframe_input_and_predict_fn(gateway, trained):
     frame = pd.concat([IRIS_FRAME] * 4, ignore_index=True)
     columns = {name: frame[name].to_numpy().reshape(-1, 1) for name in COLUMNS}
     assert_answers(gateway, "sk-frame", columns, [("predict_proba", "FP64", pipeline.predict_proba(frame))], parameters={"content_type": "pd"})
-    assert_answers(gateway, "sk-frame", columns, [("predict", "INT64", column(pipeline.predict(frame)))], outputs=["predict"], parameters={"content_type": "pd"})
+    assert_answers(
+        gateway, "sk-frame", columns, [("predict", "INT64", column(pipeline.predict(frame)))], outputs=["predict"], parameters={"content_type": "pd"}
+    )
 
 
 def test_sklearn_dataframe_result_answers_one_output_per_column(gateway, trained):
@@ -352,7 +367,9 @@ def test_sklearn_dataframe_result_answers_one_output_per_column(gateway, trained
     scaled = trained["sk-scaler"].transform(IRIS_FRAME)
     columns = {name: IRIS_FRAME[name].to_numpy() for name in COLUMNS}
     assert_answers(gateway, "sk-scaler", columns, [(name, "FP64", column(scaled[name].to_numpy())) for name in COLUMNS])
-    assert_refused(gateway, "sk-scaler", columns, "'transform' returns a DataFrame, whose columns become the outputs: request it alone", outputs=["transform", "transform"])
+    assert_refused(
+        gateway, "sk-scaler", columns, "'transform' returns a DataFrame, whose columns become the outputs: request it alone", outputs=["transform", "transform"]
+    )
     assert_answers(gateway, "sk-scaler", columns, [(name, "FP64", column(scaled[name].to_numpy())) for name in COLUMNS])
 
 
@@ -374,16 +391,27 @@ def test_mlserver_model_folder_starts_unchanged(gateway, trained):
 def test_refused_outputs_and_inputs_and_the_models_keep_serving(gateway, trained):
     classifier = trained["sk-iris"]
     assert_refused(
-        gateway, "sk-iris", IRIS_ROWS, "SKLearnModel only supports 'predict', 'predict_proba' and 'transform' as outputs ('decision_function' was requested)", outputs=["decision_function"]
+        gateway,
+        "sk-iris",
+        IRIS_ROWS,
+        "SKLearnModel only supports 'predict', 'predict_proba' and 'transform' as outputs ('decision_function' was requested)",
+        outputs=["decision_function"],
     )
     assert_refused(gateway, "sk-iris", IRIS_ROWS, "LogisticRegression models do not support 'transform'", outputs=["transform"])
     assert_refused(gateway, "mlserver-sklearn", IRIS_ROWS, "SVC models do not support 'predict_proba'", outputs=["predict_proba"])
     two_tensors = {"a": IRIS_ROWS, "b": IRIS_ROWS}
     assert_refused(gateway, "sk-iris", two_tensors, "The 'np' codec only supports a single input tensor (2 were received)")
     five_features = np.ones((3, 5))
-    assert_refused(gateway, "sk-iris", five_features, "LogisticRegression.predict refused the input: X has 5 features, but LogisticRegression is expecting 4 features")
+    assert_refused(
+        gateway, "sk-iris", five_features, "LogisticRegression.predict refused the input: X has 5 features, but LogisticRegression is expecting 4 features"
+    )
     assert_refused(gateway, "xgb-iris", five_features, "XGBClassifier.predict refused the input: Feature shape mismatch, expected: 4, got 5")
-    assert_refused(gateway, "lgb-iris", five_features, "Booster.predict refused the input: The number of features in data (5) is not the same as it was in training data (4)")
+    assert_refused(
+        gateway,
+        "lgb-iris",
+        five_features,
+        "Booster.predict refused the input: The number of features in data (5) is not the same as it was in training data (4)",
+    )
     assert_answers(gateway, "xgb-iris", IRIS_ROWS, [("predict", "INT64", column(trained["xgb-iris"].predict(IRIS_ROWS)))])
     assert_answers(gateway, "lgb-iris", IRIS_ROWS, [("predict", "FP64", trained["lgb-iris"].predict(IRIS_ROWS))])
     assert_answers(gateway, "sk-iris", IRIS_ROWS, [("predict", "BYTES", names(classifier.predict(IRIS_ROWS)))])
@@ -418,7 +446,9 @@ def test_xgboost_regressor_from_a_folder_uri(gateway, trained):
 def test_lightgbm_classifier_answers_the_boosters_probabilities(gateway, trained):
     booster = trained["lgb-iris"]
     assert_answers(gateway, "lgb-iris", IRIS_ROWS, [("predict", "FP64", booster.predict(IRIS_ROWS))])
-    assert_refused(gateway, "lgb-iris", IRIS_ROWS, "LightGBMModel only supports 'predict' as outputs ('predict_proba' was requested)", outputs=["predict_proba"])
+    assert_refused(
+        gateway, "lgb-iris", IRIS_ROWS, "LightGBMModel only supports 'predict' as outputs ('predict_proba' was requested)", outputs=["predict_proba"]
+    )
     assert_answers(gateway, "lgb-iris", IRIS_ROWS, [("predict", "FP64", booster.predict(IRIS_ROWS))], outputs=["predict"])
 
 
@@ -467,7 +497,9 @@ def test_onnx_refuses_inputs_that_do_not_fit_the_graph(gateway, trained):
     assert_refused(gateway, "onnx-iris", {"petals": rows}, "unknown input 'petals'")
     assert_refused(gateway, "onnx-iris", {"features": np.ones((3, 5), np.float32)}, "input 'features' must have shape [-1, 4]")
     assert_refused(gateway, "onnx-iris", {"features": rows}, "unknown output(s) ['zipped']", outputs=["zipped"])
-    assert_refused(gateway, "onnx-text", {"words": np.array([b"\xff"], dtype=object)}, "input 'words': a string tensor needs UTF-8", protocols=["rest-binary", "grpc"])  # JSON cannot carry it
+    assert_refused(
+        gateway, "onnx-text", {"words": np.array([b"\xff"], dtype=object)}, "input 'words': a string tensor needs UTF-8", protocols=["rest-binary", "grpc"]
+    )  # JSON cannot carry it
     probabilities, label = trained["onnx-iris"].run(["probabilities", "label"], {"features": rows})
     assert_answers(gateway, "onnx-iris", {"features": rows}, [("probabilities", "FP32", probabilities), ("label", "INT64", label)])
 
@@ -492,9 +524,7 @@ def test_concurrent_requests_are_merged_and_each_gets_its_own_rows(gateway, trai
     for _ in range(5):
         before = merged_calls(gateway, "sk-iris-batched")
         answers: dict = {}
-        blocker = threading.Thread(
-            target=lambda: answers.update(big=infer(gateway, "grpc", "sk-iris-batched", {"x": big}, outputs=["predict_proba"]))
-        )
+        blocker = threading.Thread(target=lambda: answers.update(big=infer(gateway, "grpc", "sk-iris-batched", {"x": big}, outputs=["predict_proba"])))
         blocker.start()
         gateway.wait_for(lambda: inflight(gateway, "sk-iris-batched") >= 1, what="the large request")
         start = threading.Barrier(8)

@@ -167,6 +167,7 @@ def test_many_typed_contents_are_converted_in_steps_and_arrive_exactly(gateway, 
 def test_bytes_outputs_of_a_batched_call_are_split_for_each_caller(gateway, stub):
     """Requests queued behind a busy worker run as one call; each gets exactly its own BYTES rows,
     whatever its encoding, and a request whose framing is broken fails alone."""
+
     def rows_of(i: int) -> list[list[bytes]]:
         return [[f"{i}-{r}".encode() * (r + 1), b"\xff" * i] for r in range(i + 1)]
 

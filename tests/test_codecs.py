@@ -135,10 +135,23 @@ def test_numpy_decode_output_of_a_1d_encode_is_a_column():
 @pytest.mark.parametrize(
     "dtype, datatype",
     [
-        (np.bool_, "BOOL"), (np.uint8, "UINT8"), (np.uint16, "UINT16"), (np.uint32, "UINT32"), (np.uint64, "UINT64"),
-        (np.int8, "INT8"), (np.int16, "INT16"), (np.int32, "INT32"), (np.int64, "INT64"), (np.float16, "FP16"),
-        (np.float32, "FP32"), (np.float64, "FP64"), (np.byte, "INT8"), (bytes, "BYTES"), (str, "BYTES"),
-        (object, "BYTES"), (">f4", "FP32"),
+        (np.bool_, "BOOL"),
+        (np.uint8, "UINT8"),
+        (np.uint16, "UINT16"),
+        (np.uint32, "UINT32"),
+        (np.uint64, "UINT64"),
+        (np.int8, "INT8"),
+        (np.int16, "INT16"),
+        (np.int32, "INT32"),
+        (np.int64, "INT64"),
+        (np.float16, "FP16"),
+        (np.float32, "FP32"),
+        (np.float64, "FP64"),
+        (np.byte, "INT8"),
+        (bytes, "BYTES"),
+        (str, "BYTES"),
+        (object, "BYTES"),
+        (">f4", "FP32"),
     ],
 )
 def test_to_datatype(dtype, datatype):

@@ -305,7 +305,10 @@ def test_healthcheck_follows_readiness(gateway):
     features = np.random.default_rng(1).random((2048, 4), dtype=np.float32)  # 32 KiB: through shared memory
     answer = requests.post(
         f"{gateway.url}/v2/models/iris-mlp/infer",
-        json={"inputs": [{"name": "features", "datatype": "FP32", "shape": [2048, 4], "data": features.ravel().tolist()}], "outputs": [{"name": "probabilities"}]},
+        json={
+            "inputs": [{"name": "features", "datatype": "FP32", "shape": [2048, 4], "data": features.ravel().tolist()}],
+            "outputs": [{"name": "probabilities"}],
+        },
         timeout=30,
     )
     assert answer.status_code == 200

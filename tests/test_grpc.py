@@ -311,8 +311,15 @@ def raw_method(channel: grpc.Channel, rpc: str):
     return channel.unary_unary(f"/inference.GRPCInferenceService/{rpc}", request_serializer=None, response_deserializer=None)
 
 
-@pytest.mark.parametrize("rpc, message_type", [("ModelInfer", "ModelInferRequest"), ("ModelMetadata", "ModelMetadataRequest"),
-                                               ("ServerReady", "ServerReadyRequest"), ("RepositoryIndex", "RepositoryIndexRequest")])
+@pytest.mark.parametrize(
+    "rpc, message_type",
+    [
+        ("ModelInfer", "ModelInferRequest"),
+        ("ModelMetadata", "ModelMetadataRequest"),
+        ("ServerReady", "ServerReadyRequest"),
+        ("RepositoryIndex", "RepositoryIndexRequest"),
+    ],
+)
 def test_bytes_that_are_no_message_are_invalid_argument(gateway, rpc, message_type):
     # 0xff starts a field of wire type 7, which does not exist; grpcio's own deserializer answered UNKNOWN
     with grpc.insecure_channel(gateway.grpc_url) as channel:
@@ -505,7 +512,10 @@ def test_client_deadline_and_cancelled_stream_leave_the_server_serving(stub, cli
     def sleepy_metrics() -> tuple[float, float, float]:
         """(in flight, gRPC requests counted as a success, as past their deadline or cancelled) for model sleepy"""
         samples = metrics_of(gateway)
-        count = lambda outcome: samples["gateway_requests_total"][labels(model="sleepy", version="", protocol="grpc", outcome=outcome)]
+
+        def count(outcome: str) -> float:
+            return samples["gateway_requests_total"][labels(model="sleepy", version="", protocol="grpc", outcome=outcome)]
+
         given_up = count("deadline_exceeded") + count("cancelled")  # the gateway's timer or grpc's cancellation: whichever comes first
         return samples["gateway_inflight_requests"][labels(model="sleepy", version="")], count("success"), given_up
 

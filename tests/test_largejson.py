@@ -14,9 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.frontdoor.rest import body as restbody, largejson
 from gateway.errors import BadRequest
-from gateway.wire.packed import pack_bytes, PackedBytes, unpack_bytes
+from gateway.frontdoor.rest import body as restbody
+from gateway.frontdoor.rest import largejson
+from gateway.wire.packed import PackedBytes, pack_bytes, unpack_bytes
 from gateway.wire.request import Tensor, WireRequest, WireResponse
 
 DATATYPES = ["BOOL", "UINT8", "INT8", "INT32", "UINT64", "INT64", "FP16", "FP32", "FP64", "BYTES"]
@@ -61,7 +62,7 @@ scalars = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.booleans(),
     st.none(),
-    st.text(alphabet=string.printable + "é€\"\\[],", max_size=6),
+    st.text(alphabet=string.printable + 'é€"\\[],', max_size=6),
 )
 nested = st.recursive(scalars, lambda children: st.lists(children, max_size=5), max_leaves=30)
 
@@ -138,8 +139,7 @@ def test_a_placeholder_a_client_writes_is_only_data(small_steps):
 
 
 def render_both_ways(monkeypatch, response: WireResponse, request: WireRequest) -> tuple[bytes, bytes]:
-    at_once = restbody.render_infer_response(response, request)
-    assert not asyncio.iscoroutine(at_once)
+    at_once = asyncio.run(restbody.render_infer_response(response, request))
     monkeypatch.setattr(restbody, "JSON_STEP", 3)  # steps of a few elements or bytes
     monkeypatch.setattr(restbody, "COPY_STEP", 5)
     in_steps = asyncio.run(restbody.render_infer_response(response, request))
@@ -156,10 +156,19 @@ def test_an_answer_rendered_in_steps_is_the_same_bytes(monkeypatch, binary_outpu
         Tensor("w", "UINT64", [4], np.array([0, 1, 2**64 - 1, 7], dtype=np.uint64)),
     ]
     response = WireResponse("m", "1", "id-1", outputs, {"k": "v"})
-    request = WireRequest("m", "1", "id-1", [], {}, None if binary_output is None else [
-        *(restbody.RequestedOutput(t.name) for t in outputs if t.name != binary_output),
-        restbody.RequestedOutput(binary_output, {"binary_data": True}),
-    ])
+    request = WireRequest(
+        "m",
+        "1",
+        "id-1",
+        [],
+        {},
+        None
+        if binary_output is None
+        else [
+            *(restbody.RequestedOutput(t.name) for t in outputs if t.name != binary_output),
+            restbody.RequestedOutput(binary_output, {"binary_data": True}),
+        ],
+    )
     at_once, in_steps = render_both_ways(monkeypatch, response, request)
     assert at_once == in_steps
     if binary_output is None:

@@ -38,7 +38,11 @@ def _without_time(line: str) -> str:
 
 def test_text_lines_are_the_same_on_both_paths(stderr):
     fast, usual = _both_paths("text", stderr)
-    assert _without_time(fast) == _without_time(usual) == "INFO [gateway.access] [request req-7] rest POST /v2/models/m/versions/2/infer 200 1.235 ms model=m version=2\n"
+    assert (
+        _without_time(fast)
+        == _without_time(usual)
+        == "INFO [gateway.access] [request req-7] rest POST /v2/models/m/versions/2/infer 200 1.235 ms model=m version=2\n"
+    )
 
 
 def test_json_lines_are_the_same_on_both_paths(stderr):

@@ -151,7 +151,11 @@ def test_images_as_nested_rgb_lists(gateway):
 @pytest.mark.parametrize(
     "model, body, message",
     [
-        ("rows", {"inputs": [[[1.0, 2.0, 3.0, 4.0]]]}, "input 'features' has shape [-1, 4]: inputs must be one data point of 1 dimension(s) or a batch of 2, got nested lists of shape [1, 1, 4]"),
+        (
+            "rows",
+            {"inputs": [[[1.0, 2.0, 3.0, 4.0]]]},
+            "input 'features' has shape [-1, 4]: inputs must be one data point of 1 dimension(s) or a batch of 2, got nested lists of shape [1, 1, 4]",
+        ),
         ("rows", {"inputs": [[1.0, 2.0], [3.0]]}, "input 'features': the inputs are a ragged nested list"),
         ("rows", {"inputs": [1.0, 2.0, 3.0]}, "input 'features' must have shape [-1, 4] (-1: any), got [1, 3]"),
         ("rows", {"inputs": ["a", "b", "c", "d"]}, "input 'features': FP64 data must be numbers, got strings"),

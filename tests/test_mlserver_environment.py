@@ -26,7 +26,11 @@ def test_without_model_settings_files_the_variables_define_one_model(tmp_path, m
     (settings,), unusable = scan_model_settings(tmp_path)
     assert unusable == []
     assert (settings.name, settings.implementation, settings.version, settings.max_batch_size, settings.max_batch_time) == (
-        "from-env", "tests.runtimes.BatchProbe", "3", 2, 60.0
+        "from-env",
+        "tests.runtimes.BatchProbe",
+        "3",
+        2,
+        60.0,
     )
     # a folder with a model-settings.json is served from its files (the variables fill in what they leave out)
     (tmp_path / "m").mkdir()

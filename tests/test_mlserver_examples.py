@@ -139,7 +139,9 @@ def test_decode_args_runtime_refuses_bad_inputs_and_keeps_serving(gateway, http)
     with pytest.raises(InferenceServerException, match="input 'questions': element 0 is not a UTF-8 string") as caught:
         http.infer("sum-model", [not_utf8, context])
     assert caught.value.status() == "400"
-    unknown = {"inputs": [{"name": "questions", "datatype": "BYTES", "shape": [1], "data": ["a"]}, {"name": "extra", "datatype": "INT32", "shape": [1], "data": [1]}]}
+    unknown = {
+        "inputs": [{"name": "questions", "datatype": "BYTES", "shape": [1], "data": ["a"]}, {"name": "extra", "datatype": "INT32", "shape": [1], "data": [1]}]
+    }
     response = infer(gateway, "sum-model", unknown)
     assert response.status_code == 400
     assert response.json() == {"error": "Input 'extra' was not found. Available inputs are 'questions', 'context'."}
@@ -147,10 +149,12 @@ def test_decode_args_runtime_refuses_bad_inputs_and_keeps_serving(gateway, http)
     rows = 2000
     questions = [f"question number {i} about cats" for i in range(rows)]
     contexts = [f"cats and number {i}" for i in range(rows)]
-    body = {"inputs": [
-        {"name": "questions", "datatype": "BYTES", "shape": [rows], "data": questions},
-        {"name": "context", "datatype": "BYTES", "shape": [rows], "data": contexts},
-    ]}
+    body = {
+        "inputs": [
+            {"name": "questions", "datatype": "BYTES", "shape": [rows], "data": questions},
+            {"name": "context", "datatype": "BYTES", "shape": [rows], "data": contexts},
+        ]
+    }
     assert len("".join(questions)) > 16 * 1024
     response = infer(gateway, "sum-model", body)
     assert response.status_code == 200, response.text
@@ -173,7 +177,13 @@ def test_dataframe_runtime_with_the_docs_request(gateway):
     answer = response.json()
     assert answer["parameters"] == {"content_type": "pd"}
     outputs = {o["name"]: o for o in answer["outputs"]}
-    assert outputs["Greeting"] == {"name": "Greeting", "datatype": "BYTES", "shape": [2, 1], "parameters": {"content_type": "str"}, "data": ["Hello Joanne", "Hello Michael"]}
+    assert outputs["Greeting"] == {
+        "name": "Greeting",
+        "datatype": "BYTES",
+        "shape": [2, 1],
+        "parameters": {"content_type": "str"},
+        "data": ["Hello Joanne", "Hello Michael"],
+    }
     assert outputs["Age Next Year"]["shape"] == [2, 1] and outputs["Age Next Year"]["data"] == [35, 23]
     assert outputs["Score"] == {"name": "Score", "datatype": "FP64", "shape": [2, 1], "data": [17.0, 11.0]}
 
@@ -198,20 +208,24 @@ def test_dataframe_runtime_with_pandas_codec_clients(gateway, http):
 
 
 def test_dataframe_runtime_refuses_ragged_columns_and_keeps_serving(gateway):
-    ragged = {"inputs": [
-        {"name": "First Name", "datatype": "BYTES", "shape": [2], "data": ["a", "b"]},
-        {"name": "Age", "datatype": "INT32", "shape": [3], "data": [1, 2, 3]},
-    ]}
+    ragged = {
+        "inputs": [
+            {"name": "First Name", "datatype": "BYTES", "shape": [2], "data": ["a", "b"]},
+            {"name": "Age", "datatype": "INT32", "shape": [3], "data": [1, 2, 3]},
+        ]
+    }
     response = infer(gateway, "dataframe", ragged)
     assert response.status_code == 400
     assert "columns of different lengths: 'First Name' has 2 rows, 'Age' has 3" in response.json()["error"]
     response = infer(gateway, "dataframe", {"inputs": ragged["inputs"][1:]})
     assert response.status_code == 400 and response.json()["error"] == "model 'dataframe' needs input(s) ['First Name']"
     rows = 5000  # 20 KiB of INT32: through shared memory
-    body = {"inputs": [
-        {"name": "First Name", "datatype": "BYTES", "shape": [rows], "data": ["x"] * rows},
-        {"name": "Age", "datatype": "INT32", "shape": [rows], "data": list(range(rows))},
-    ]}
+    body = {
+        "inputs": [
+            {"name": "First Name", "datatype": "BYTES", "shape": [rows], "data": ["x"] * rows},
+            {"name": "Age", "datatype": "INT32", "shape": [rows], "data": list(range(rows))},
+        ]
+    }
     response = infer(gateway, "dataframe", body)
     assert response.status_code == 200, response.text
     outputs = {o["name"]: o["data"] for o in response.json()["outputs"]}

@@ -78,7 +78,9 @@ def test_mlserver_names_map_to_ours_and_ours_win(tmp_path, caplog):
     assert settings.grpc_max_message_bytes == 1000
     assert settings.model_repository == tmp_path / "models"
     assert (settings.worker_stop_grace, settings.log_format, settings.metrics_port) == (7, "json", 0)
-    assert [message.split(": ", 1)[1] for message in warnings(caplog)] == ["MLServer setting cors_settings={'allow_origins': ['*']} is ignored: the gateway sends no CORS headers"]
+    assert [message.split(": ", 1)[1] for message in warnings(caplog)] == [
+        "MLServer setting cors_settings={'allow_origins': ['*']} is ignored: the gateway sends no CORS headers"
+    ]
     caplog.clear()
     settings = from_folder(tmp_path, {"grpc_max_message_length": 1000, "grpc_max_message_bytes": 2000, "debug": True, "log_level": "warning"})
     assert (settings.grpc_max_message_bytes, settings.log_level) == (2000, "WARNING")
@@ -171,7 +173,12 @@ def test_an_mlserver_folder_starts_unchanged(gateway):
     questions = [" ".join(rng.choice(words, 8)) for _ in range(600)]
     context = [" ".join(rng.choice(words, 8)) for _ in range(600)]
     expected = [[len(set(q.split()) & set(c.split()))] for q, c in zip(questions, context)]
-    body = {"inputs": [{"name": "questions", "datatype": "BYTES", "shape": [600], "data": questions}, {"name": "context", "datatype": "BYTES", "shape": [600], "data": context}]}
+    body = {
+        "inputs": [
+            {"name": "questions", "datatype": "BYTES", "shape": [600], "data": questions},
+            {"name": "context", "datatype": "BYTES", "shape": [600], "data": context},
+        ]
+    }
     assert len(json.dumps(body)) > 16 * 1024  # the tensors travel through shared memory
     answer = requests.post(f"{gateway.url}/v2/models/sum-model/infer", json=body, timeout=30)
     assert answer.status_code == 200, answer.text

@@ -74,9 +74,7 @@ def test_decode_request(model):
     request = InferenceRequest(inputs=[ints("x", 1)])
     assert model.decode_request(request) is request  # MLServer returns the request itself
     assert model.decode_request(request, default_codec=NumpyRequestCodec).tolist() == [1]
-    frame = model.decode_request(
-        InferenceRequest(parameters=Parameters(content_type="pd"), inputs=[text("t", b"a", b"b"), ints("n", 1, 2)])
-    )
+    frame = model.decode_request(InferenceRequest(parameters=Parameters(content_type="pd"), inputs=[text("t", b"a", b"b"), ints("n", 1, 2)]))
     assert frame.to_dict("list") == {"t": ["a", "b"], "n": [1, 2]}  # "t" by its metadata's "str"
 
 

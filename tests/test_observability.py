@@ -33,7 +33,17 @@ MODELS = {
     "versioned-1": {"name": "versioned", "implementation": "tests.runtimes.Versioned", "parameters": {"version": "1"}},
     "versioned-2": {"name": "versioned", "implementation": "tests.runtimes.Versioned", "parameters": {"version": "2"}},
 }
-LOADED = [("echo", ""), ("failing", ""), ("burst", ""), ("scored", ""), ("stats-echo", ""), ("logged", ""), ("logged-batch", ""), ("versioned", "1"), ("versioned", "2")]
+LOADED = [
+    ("echo", ""),
+    ("failing", ""),
+    ("burst", ""),
+    ("scored", ""),
+    ("stats-echo", ""),
+    ("logged", ""),
+    ("logged-batch", ""),
+    ("versioned", "1"),
+    ("versioned", "2"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +129,10 @@ def test_metrics_after_a_known_sequence(gateway):
     os.kill(worker, signal.SIGKILL)
     echo = labels(model="echo", version="")
     gateway.wait_for(
-        lambda: (m := metrics_of(gateway))["gateway_worker_restarts_total"][echo] == 1
-        and m["gateway_model_state"][labels(model="echo", version="", state="READY")] == 1,
+        lambda: (
+            (m := metrics_of(gateway))["gateway_worker_restarts_total"][echo] == 1
+            and m["gateway_model_state"][labels(model="echo", version="", state="READY")] == 1
+        ),
         what="the echo worker's replacement",
     )
     assert infer(gateway, "echo", [0.5] * 16384).status_code == 200
@@ -182,9 +194,7 @@ def test_metrics_after_a_known_sequence(gateway):
     assert set(found["gateway_inflight_requests"].values()) == {0}
     assert nonzero(found["gateway_worker_restarts_total"]) == {model_key("echo"): 1}
     assert found["gateway_model_state"] == {
-        labels(model=m, version=v, state=state): float(state == "READY")
-        for m, v in LOADED
-        for state in ("READY", "UNAVAILABLE", "LOADING", "UNLOADING")
+        labels(model=m, version=v, state=state): float(state == "READY") for m, v in LOADED for state in ("READY", "UNAVAILABLE", "LOADING", "UNLOADING")
     }
     # the new echo worker's arenas hold exactly the 64 KiB written into each; the others wrote nothing there
     assert nonzero(found["gateway_shared_memory_bytes"]) == {model_key("echo"): 2 * 65536}
@@ -335,9 +345,14 @@ def test_a_batched_call_logs_every_request_id(gateway):
     # ids compared whole: a generated id (a random hex prefix) may hold "b1" too
     (raised,) = [line for line in log_lines(gateway) if line["logger"] == "gateway.worker" and "b1" in line.get("request_id", "").split(",")]
     assert sorted(raised["request_id"].split(",")) == ["b1", "b2"] and raised["message"] == "the runtime raised"
+
     # each caller still has its own access line
     def access() -> dict:
-        return {line["request_id"]: line["status"] for line in log_lines(gateway) if line["logger"] == "gateway.access" and line.get("path") == "/v2/models/logged-batch/infer"}
+        return {
+            line["request_id"]: line["status"]
+            for line in log_lines(gateway)
+            if line["logger"] == "gateway.access" and line.get("path") == "/v2/models/logged-batch/infer"
+        }
 
     # the access line is written once the response has been sent, so a client can be a little ahead of it
     gateway.wait_for(lambda: len(access()) == 3, timeout=10, what="three access lines")

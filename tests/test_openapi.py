@@ -99,15 +99,27 @@ def test_the_docs_page_renders_every_endpoint_in_chromium(gateway, monkeypatch, 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     # as the machine's notes say: without the networking flags Chromium reaches for Google's hosts
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
         options.add_argument(flag)
     browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         browser.get(f"{gateway.url}/docs")
         WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
         shown = {
-            (block.find_element(By.CSS_SELECTOR, ".opblock-summary-method").text, block.find_element(By.CSS_SELECTOR, ".opblock-summary-path").get_attribute("data-path"))
+            (
+                block.find_element(By.CSS_SELECTOR, ".opblock-summary-method").text,
+                block.find_element(By.CSS_SELECTOR, ".opblock-summary-path").get_attribute("data-path"),
+            )
             for block in browser.find_elements(By.CSS_SELECTOR, ".opblock")
         }
         assert shown == described_routes(requests.get(f"{gateway.url}/openapi.json").json())

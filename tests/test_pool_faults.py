@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 
 from gateway.control import pool as pool_module
-from gateway.wire import messages
+from gateway.control import processes as processes_module
+from gateway.control.models import Supervisor
 from gateway.errors import BadRequest, GatewayError
 from gateway.settings import ServerSettings
-from gateway.control.models import Supervisor
+from gateway.wire import messages
 from gateway.wire.request import Tensor, WireRequest
 from tests.conftest import ROOT
 from tests.test_worker_plane import write_repository
@@ -59,9 +60,7 @@ class Loop:
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
     os.environ["PYTHONPATH"] = str(ROOT)  # the workers import tests.runtimes
-    repository = write_repository(
-        tmp_path_factory.mktemp("faults"), {"echo": {"implementation": "tests.runtimes.Echo", "max_batch_size": 4}}
-    )
+    repository = write_repository(tmp_path_factory.mktemp("faults"), {"echo": {"implementation": "tests.runtimes.Echo", "max_batch_size": 4}})
     harness = Loop(repository)
     yield harness
     harness.close()
@@ -77,7 +76,8 @@ def copy_outputs(outputs, parameters) -> list[np.ndarray]:
 
 
 async def infer(pool, value: int, render=copy_outputs) -> list[np.ndarray]:
-    return await pool.submit(messages.INFER, request(value), render)
+    async with pool.call(messages.INFER, request(value)) as reply:
+        return render(reply.outputs, reply.parameters)
 
 
 async def outcomes(pool, values: list[int]) -> list:
@@ -146,3 +146,27 @@ def test_a_failing_render_gives_the_arena_back(harness, pool):
         harness.run(infer(pool, 1, render=refuse))
     assert_serves_correctly(harness, pool, worker)
 
+
+def test_a_worker_that_cannot_start_fails_its_load_with_the_reason(harness, monkeypatch, caplog):
+    """The process of a worker cannot even be started (its exec fails): the load ends at once,
+    the model UNAVAILABLE with the reason, logged and in the repository index; the next load,
+    once processes start again, serves it."""
+    supervisor = harness.supervisor
+    write_repository(supervisor.settings.model_repository, {"unstartable": {"implementation": "tests.runtimes.Echo"}})
+
+    async def exec_fails(*args, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", args[0])
+
+    monkeypatch.setattr(processes_module.asyncio, "create_subprocess_exec", exec_fails)
+    with caplog.at_level("ERROR", logger="gateway.supervisor"), pytest.raises(BadRequest, match="a worker could not be started"):
+        harness.run(supervisor.load_model("unstartable"))
+    monkeypatch.undo()
+    (item,) = [i for i in supervisor.index() if i["name"] == "unstartable"]
+    assert item["state"] == "UNAVAILABLE" and "could not be started" in item["reason"] and "No such file" in item["reason"]
+    assert any("unstartable" in r.getMessage() and "could not be started" in r.getMessage() for r in caplog.records)
+    assert supervisor.get("unstartable").pool.workers == []
+
+    harness.run(supervisor.load_model("unstartable"), timeout=60)
+    pool = supervisor.get("unstartable").pool
+    assert_serves_correctly(harness, pool, pool.workers[0])
+    harness.run(supervisor.unload_model("unstartable"), timeout=60)

@@ -230,9 +230,7 @@ def test_binary_outputs_by_request_parameter_and_per_output(gateway):
 
 def test_bytes_binary_input_is_length_prefixed(gateway):
     raw = b"".join(struct.pack("<I", len(s)) + s for s in (b"ab", b"", b"xyz"))
-    body, headers = binary_body(
-        {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [3], "parameters": {"binary_data_size": len(raw)}}]}, raw
-    )
+    body, headers = binary_body({"inputs": [{"name": "s", "datatype": "BYTES", "shape": [3], "parameters": {"binary_data_size": len(raw)}}]}, raw)
     answer = post(gateway, "/v2/models/echo/infer", data=body, headers=headers).json()
     assert answer["outputs"][0]["data"] == ["ab", "", "xyz"]
 
@@ -374,11 +372,30 @@ def test_malformed_json_gets_400(gateway):
         (None, {"inputs": [{"name": "x", "datatype": "FP32", "shape": [4], "parameters": {"binary_data_size": 16}}]}, [b"\0" * 10], "truncated"),
         (None, {"inputs": [{"name": "x", "datatype": "FP32", "shape": [4], "parameters": {"binary_data_size": 8}}]}, [b"\0" * 8], "needs 16"),
         (None, {"inputs": [{"name": "x", "datatype": "INT8", "shape": [2], "parameters": {"binary_data_size": 2}}]}, [b"\0" * 5], "no input claims"),
-        (None, {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 6}}]}, [struct.pack("<I", 50) + b"ab"], "overruns"),
-        (None, {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": 8}}]}, [struct.pack("<I", 4) + b"abcd"], "holds 1 elements"),
-        (None, {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [3], "parameters": {"binary_data_size": 6}}]}, [struct.pack("<I", 2) + b"ab"], "6 bytes of BYTES data cannot hold the 3 elements"),
-        (None, {"inputs": [{"name": "x", "datatype": "INT8", "shape": [1], "data": [1], "parameters": {"binary_data_size": 1}}]}, [b"\x01"],
-         "input 'x' has both data and binary_data_size"),
+        (
+            None,
+            {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 6}}]},
+            [struct.pack("<I", 50) + b"ab"],
+            "overruns",
+        ),
+        (
+            None,
+            {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": 8}}]},
+            [struct.pack("<I", 4) + b"abcd"],
+            "holds 1 elements",
+        ),
+        (
+            None,
+            {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [3], "parameters": {"binary_data_size": 6}}]},
+            [struct.pack("<I", 2) + b"ab"],
+            "6 bytes of BYTES data cannot hold the 3 elements",
+        ),
+        (
+            None,
+            {"inputs": [{"name": "x", "datatype": "INT8", "shape": [1], "data": [1], "parameters": {"binary_data_size": 1}}]},
+            [b"\x01"],
+            "input 'x' has both data and binary_data_size",
+        ),
         ("99999", {"inputs": []}, [], "body has"),
         ("abc", {"inputs": []}, [], "must be a non-negative decimal integer, got 'abc'"),
         # Python's int() refuses strings of more than 4,300 digits
@@ -441,9 +458,7 @@ def test_outputs_json_cannot_carry_are_400_and_travel_as_binary(gateway, client,
     with pytest.raises(InferenceServerException) as caught:
         client.infer("echo", [tensor], outputs=[httpclient.InferRequestedOutput("x", binary_data=False)])
     assert caught.value.status() == "400"
-    assert caught.value.message() == (
-        f"output 'x' holds {what}, which JSON cannot carry; request it as binary data (output parameter binary_data: true)"
-    )
+    assert caught.value.message() == (f"output 'x' holds {what}, which JSON cannot carry; request it as binary data (output parameter binary_data: true)")
     result = client.infer("echo", [tensor], outputs=[httpclient.InferRequestedOutput("x", binary_data=True)])
     if datatype == "BYTES":
         assert result.as_numpy("x").tolist() == array.tolist()

@@ -22,8 +22,16 @@ def rolling():
     # not skipped when HAProxy is missing: .ci/run installs it, and this is the only test of the drain behind a balancer
     assert shutil.which("haproxy"), "HAProxy is needed: apt-get install -y haproxy (.ci/run installs it)"
     return rolling_restart.run(
-        replicas=2, drain_delay=DRAIN_DELAY, shutdown_grace=5.0, rest_rate=40, grpc_rate=40, concurrency=4,
-        check_interval=0.5, settle=1.0, request_timeout=20.0, log=lambda line: None,
+        replicas=2,
+        drain_delay=DRAIN_DELAY,
+        shutdown_grace=5.0,
+        rest_rate=40,
+        grpc_rate=40,
+        concurrency=4,
+        check_interval=0.5,
+        settle=1.0,
+        request_timeout=20.0,
+        log=lambda line: None,
     )
 
 

@@ -14,8 +14,8 @@ import requests
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from gateway.settings import ConfigError, ServerSettings
 from gateway.frontdoor.tls import TLS
+from gateway.settings import ConfigError, ServerSettings
 
 from . import certificates
 from .conftest import ROOT, assert_serves_large
@@ -116,4 +116,3 @@ def test_relative_tls_paths_are_the_config_folders(tmp_path, certs):
     (tmp_path / "settings.json").write_text('{"tls_cert_file": "tls/server.crt", "tls_key_file": "tls/server.key"}')
     settings = ServerSettings.from_folder(tmp_path)
     assert settings.tls_cert_file == tmp_path / "tls" / "server.crt"
-

@@ -8,7 +8,6 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.errors import BadRequest
-from gateway.wire.request import RequestedOutput, Tensor, WireRequest
 from gateway.types import (
     Datatype,
     InferenceRequest,
@@ -21,6 +20,7 @@ from gateway.types import (
     State,
     TensorData,
 )
+from gateway.wire.request import RequestedOutput, Tensor, WireRequest
 from workers.worker import to_inference_request
 
 REQUEST = {
@@ -159,9 +159,7 @@ def test_a_worker_input_dumps_as_mlserver_holds_v2_json():
 
 
 def test_metadata_and_repository_types():
-    metadata = MetadataModelResponse.model_validate(
-        {"name": "m", "platform": "", "inputs": [{"name": "a", "datatype": "FP32", "shape": [-1, 3]}]}
-    )
+    metadata = MetadataModelResponse.model_validate({"name": "m", "platform": "", "inputs": [{"name": "a", "datatype": "FP32", "shape": [-1, 3]}]})
     assert metadata.inputs[0].shape == [-1, 3]
     index = RepositoryIndexResponse.model_validate([{"name": "m", "state": "READY"}])
     assert index.root[0].state is State.READY and index[0].state == "READY" and len(index) == 1

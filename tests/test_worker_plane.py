@@ -16,7 +16,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import ROOT, SHARED_MEMORY_BYTES, assert_serves_large
+from tests.conftest import SHARED_MEMORY_BYTES, assert_serves_large
 
 MODELS = {
     "echo": {"implementation": "tests.runtimes.Echo"},
@@ -510,8 +510,10 @@ def test_client_gone_mid_request_releases_the_worker(gateway):
 
     array = np.ones(4 * 1024 * 1024, dtype=np.float32)  # 16 MiB: its output lies in shared memory
     header = json.dumps(
-        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [array.size], "parameters": {"binary_data_size": array.nbytes}}],
-         "parameters": {"binary_data_output": True}}
+        {
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [array.size], "parameters": {"binary_data_size": array.nbytes}}],
+            "parameters": {"binary_data_output": True},
+        }
     ).encode()
     body = header + array.tobytes()
     for _ in range(3):

@@ -109,8 +109,10 @@ def serve_forks(sock: socket.socket, models: Mapping[str, tuple[Served, str | No
     threads = native_threads()
     if len(threads) > 1:
         log.warning(
-            "forking workers with %d threads started by native code (%s): only libraries that prepare for fork "
-            "(OpenBLAS, MKL) are safe so", len(threads) - 1, ", ".join(threads))
+            "forking workers with %d threads started by native code (%s): only libraries that prepare for fork (OpenBLAS, MKL) are safe so",
+            len(threads) - 1,
+            ", ".join(threads),
+        )
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, signal.SIG_IGN)  # the gateway stops us, after its workers
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -182,9 +184,7 @@ def _fork_worker(served: Served, version: str | None, request: dict, fds: list[i
         import uvloop
 
         in_arena, out_arena = Arena.attach(fds[0]), Arena.attach(fds[1])
-        code = uvloop.run(
-            serve_loaded(served, request["model"], version, request["endpoint"], request["identity"].encode(), in_arena, out_arena)
-        )
+        code = uvloop.run(serve_loaded(served, request["model"], version, request["endpoint"], request["identity"].encode(), in_arena, out_arena))
     except BaseException:
         traceback.print_exc()
     finally:

@@ -27,24 +27,24 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 import zmq
 from pydantic import ValidationError
 
 from gateway import logs, metrics
-from gateway.wire import messages
 from gateway.codecs.utils import tensor_data
 from gateway.errors import BadRequest, Cancelled, GatewayError, RuntimeFailure, shown
 from gateway.model import MLModel
 from gateway.runtimes import resolve_implementation
 from gateway.settings import ModelSettings
+from gateway.types import Datatype, InferenceRequest, InferenceResponse, Parameters, RequestInput, RequestOutput
+from gateway.wire import messages
 from gateway.wire.arena import Arena
-from gateway.wire.sockets import LoopSocket
 from gateway.wire.datatypes import array_from_output
 from gateway.wire.packed import PackedBytes, unpack_bytes
 from gateway.wire.request import RequestedOutput, Tensor, WireRequest
-from gateway.types import Datatype, InferenceRequest, InferenceResponse, Parameters, RequestInput, RequestOutput
+from gateway.wire.sockets import LoopSocket
 
 log = logging.getLogger("gateway.worker")
 
@@ -79,7 +79,7 @@ class Served:
         """Per worker, once loaded: the READY payload (metadata, explain, ...)."""
         raise NotImplementedError
 
-    async def call(self, kind: bytes, request: InferRequest, received: int, batch: list[int] | None) -> tuple[list[Tensor], dict, list[int]]:
+    async def call(self, kind: bytes, request: WireRequest, received: int, batch: list[int] | None) -> tuple[list[Tensor], dict, list[int]]:
         """(outputs, parameters, [input, infer, output] stage times in ns since `received`)."""
         raise NotImplementedError
 
@@ -135,7 +135,7 @@ def build_served(settings: ModelSettings) -> Served:
     from .kserve import ServedKServe, is_kserve_model_class
 
     if is_kserve_model_class(cls):
-        return ServedKServe(cls(settings.name))
+        return ServedKServe(cast(Any, cls)(settings.name))
     raise TypeError(f"{settings.implementation} is neither a gateway.MLModel nor a KServe model (gateway.kserve.Model)")
 
 
@@ -228,9 +228,7 @@ async def _call(method, payload):
     return await result if inspect.isawaitable(result) else result
 
 
-async def run(
-    runtime: MLModel, kind: bytes, request: WireRequest, received: int, batch: list[int] | None = None
-) -> tuple[list[Tensor], dict, list[int]]:
+async def run(runtime: MLModel, kind: bytes, request: WireRequest, received: int, batch: list[int] | None = None) -> tuple[list[Tensor], dict, list[int]]:
     """(outputs, parameters, [input, infer, output] stage times in ns since `received`, for the statistics)."""
     payload = to_inference_request(request)
     if kind == messages.EXPLAIN:
@@ -334,9 +332,7 @@ async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_aren
     return await serve_loaded(loaded, settings.name, settings.version, endpoint, identity, in_arena, out_arena)
 
 
-async def serve_loaded(
-    served: Served | str, name: str, version: str | None, endpoint: str, identity: bytes, in_arena: Arena, out_arena: Arena
-) -> int:
+async def serve_loaded(served: Served | str, name: str, version: str | None, endpoint: str, identity: bytes, in_arena: Arena, out_arena: Arena) -> int:
     """Announce READY (or FAILED: `served` is then the reason) and answer calls until told to stop."""
     context = zmq.Context()
     dealer = context.socket(zmq.DEALER)
@@ -432,8 +428,10 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(stop_signal, signal.SIG_IGN)
     logs.configure(args.log_level, args.log_format, worker=args.identity)
     # a runtime's print() reaches the log line by line, not when a block fills (or the worker exits)
-    sys.stdout.reconfigure(line_buffering=True)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # a TextIOWrapper, as Python starts it
     settings = ModelSettings.from_file(args.settings) if args.settings else ModelSettings.from_environment()
+    if settings is None:
+        sys.exit("no model settings: give --settings, or set MLSERVER_MODEL_IMPLEMENTATION")
     import uvloop
 
     if args.fork_server is not None:

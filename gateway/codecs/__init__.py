@@ -5,6 +5,7 @@ Importing this package registers the built-in codecs, in MLServer's order (the
 order they are asked whether they can encode a payload): input codecs "str",
 "np", "base64", "datetime"; request codecs "str", "np", "pd".
 """
+# ruff: noqa: I001 (the imports run in registration order)
 
 from .numpy import NumpyCodec, NumpyRequestCodec  # first: it registers the string codecs before its own
 from .string import StringCodec, StringRequestCodec

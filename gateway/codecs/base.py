@@ -98,9 +98,7 @@ class RequestCodec:
         return cls.encode_response(model_name, payload, model_version)
 
     @classmethod
-    def encode_response(
-        cls, model_name: str, payload: Any, model_version: Optional[str] = None, **kwargs
-    ) -> InferenceResponse:
+    def encode_response(cls, model_name: str, payload: Any, model_version: Optional[str] = None, **kwargs) -> InferenceResponse:
         raise NotImplementedError()
 
     @classmethod
@@ -153,9 +151,7 @@ class _CodecRegistry:
     def register_request_codec(self, content_type: str, codec: RequestCodecLike) -> None:
         self._request_codecs[content_type] = codec
 
-    def find_input_codec(
-        self, content_type: Optional[str] = None, payload: Any = None, type_hint: Any = None
-    ) -> Optional[InputCodecLike]:
+    def find_input_codec(self, content_type: Optional[str] = None, payload: Any = None, type_hint: Any = None) -> Optional[InputCodecLike]:
         """By content type if given, else by payload if given, else by type hint."""
         if content_type:
             return self._input_codecs.get(content_type)
@@ -171,9 +167,7 @@ class _CodecRegistry:
     def find_input_codec_by_type_hint(self, type_hint: Any) -> Optional[InputCodecLike]:
         return _find_by_type_hint(type_hint, list(self._input_codecs.values()))
 
-    def find_request_codec(
-        self, content_type: Optional[str] = None, payload: Any = None, type_hint: Any = None
-    ) -> Optional[RequestCodecLike]:
+    def find_request_codec(self, content_type: Optional[str] = None, payload: Any = None, type_hint: Any = None) -> Optional[RequestCodecLike]:
         """By content type if given, else by payload if given, else by type hint."""
         if content_type:
             return self._request_codecs.get(content_type)

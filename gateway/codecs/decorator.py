@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 from functools import wraps
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Dict, List, Optional, Tuple, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Dict, List, Optional, Tuple, Union, cast, get_args, get_origin, get_type_hints
 
 from ..types import InferenceRequest, InferenceResponse, ResponseOutput
 from .base import InputCodec, RequestCodec, find_input_codec, find_request_codec
@@ -87,7 +87,7 @@ class SignatureCodec(RequestCodec):
                 continue
             if not _is_codec_type(codec, InputCodec):
                 raise CodecNotFound(name=request_input.name, is_input=True)
-            inputs[request_input.name] = codec.decode_input(request_input)
+            inputs[request_input.name] = cast(Any, codec).decode_input(request_input)
         if extra_request_inputs:
             request_codec = self._get_request_codec()
             if request_codec is None:
@@ -115,9 +115,9 @@ class SignatureCodec(RequestCodec):
             raise OutputNotFound(idx, type(payload), self._output_hints)
         codec = self._output_codecs[idx]
         if _is_codec_type(codec, InputCodec):
-            return [codec.encode_output(name=f"output-{idx}", payload=payload)]
+            return [cast(Any, codec).encode_output(name=f"output-{idx}", payload=payload)]
         # a request codec: its outputs, without its model name
-        return codec.encode_response(model_name="", payload=payload).outputs
+        return cast(Any, codec).encode_response(model_name="", payload=payload).outputs
 
 
 def decode_args(predict: Callable) -> PredictFunc:

@@ -42,9 +42,7 @@ class CodecError(BadRequest):
 class OutputNotFound(RuntimeFailure):
     def __init__(self, output_idx: int, output_type: type, output_hints: List[Any]):
         expected = ", ".join(f"'{hint}'" for hint in output_hints)
-        super().__init__(
-            f"Unexpected output value at position '{output_idx}' ({output_type}). Expected outputs are {expected} outputs."
-        )
+        super().__init__(f"Unexpected output value at position '{output_idx}' ({output_type}). Expected outputs are {expected} outputs.")
 
 
 class InputsNotFound(BadRequest):

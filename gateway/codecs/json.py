@@ -10,14 +10,13 @@ import numpy as np
 import orjson
 
 from .errors import CodecError
-from .string import decode_str
 from .utils import InputOrOutput, bytes_elements, tensor_label
 
 
 def _bytes_as_text(obj: Any) -> str:
     """orjson's fallback: bytes become text (best effort, as MLServer's REST answers do)."""
     if isinstance(obj, bytes):
-        return decode_str(obj)
+        return obj.decode()
     raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadRequest
-from ..wire.datatypes import array_from_json, element_count, NUMPY_DTYPES
 from ..types import Datatype, Parameters, RequestInput, ResponseOutput, TensorData
+from ..wire.datatypes import NUMPY_DTYPES, array_from_json, element_count
 from .base import InputCodec, register_input_codec, register_request_codec
 from .errors import CodecError
 from .lists import as_list, is_list_of

@@ -152,9 +152,7 @@ class PandasCodec(RequestCodec):
         return pd is not None and isinstance(payload, pd.DataFrame)
 
     @classmethod
-    def encode_response(
-        cls, model_name: str, payload: Any, model_version: Optional[str] = None, use_bytes: bool = True, **kwargs
-    ) -> InferenceResponse:
+    def encode_response(cls, model_name: str, payload: Any, model_version: Optional[str] = None, use_bytes: bool = True, **kwargs) -> InferenceResponse:
         return InferenceResponse(
             model_name=model_name,
             model_version=model_version,

@@ -65,7 +65,7 @@ class StringCodec(InputCodec):
         )
 
     @classmethod
-    def decode_output(cls, response_output: ResponseOutput) -> List[str]:
+    def decode_output(cls, response_output: ResponseOutput) -> List[Optional[str]]:
         return _decode_input_or_output(response_output)
 
     @classmethod
@@ -80,7 +80,7 @@ class StringCodec(InputCodec):
         )
 
     @classmethod
-    def decode_input(cls, request_input: RequestInput) -> List[str]:
+    def decode_input(cls, request_input: RequestInput) -> List[Optional[str]]:
         return _decode_input_or_output(request_input)
 
 

@@ -108,7 +108,7 @@ def get_decoded_or_raw(parametrised_obj: Parametrised) -> Any:
 def encode_response_output(
     payload: Any,
     request_output: RequestOutput,
-    metadata_outputs: Dict[str, MetadataTensor] = {},
+    metadata_outputs: Dict[str, MetadataTensor] = {},  # noqa: B006 (MLServer's signature; never changed here)
 ) -> Optional[ResponseOutput]:
     """The payload as the requested output, by the codec its content type names (the request
     output's, else its metadata's), else by one that can encode it; None if there is none."""
@@ -129,7 +129,8 @@ def encode_inference_response(payload: Any, model_settings: ModelSettings) -> Op
 
 
 def decode_request_input(
-    request_input: RequestInput, metadata_inputs: Dict[str, MetadataTensor] = {}
+    request_input: RequestInput,
+    metadata_inputs: Dict[str, MetadataTensor] = {},  # noqa: B006 (MLServer's signature; never changed here)
 ) -> Optional[Any]:
     """Decode (and cache) an input by its content type; None when it has none or no codec has it."""
     content_type = _get_content_type(request_input, metadata_inputs.get(request_input.name))
@@ -146,7 +147,7 @@ def decode_request_input(
 def decode_inference_request(
     inference_request: InferenceRequest,
     model_settings: Optional[ModelSettings] = None,
-    metadata_inputs: Dict[str, MetadataTensor] = {},
+    metadata_inputs: Dict[str, MetadataTensor] = {},  # noqa: B006 (MLServer's signature; never changed here)
 ) -> Optional[Any]:
     """Decode every input by its content type, then the whole request by the request's (or the
     model's) content type, caching each; the request itself when no request codec applies."""
@@ -172,9 +173,7 @@ class SingleInputRequestCodec(RequestCodec):
         return cls.InputCodec is not None and cls.InputCodec.can_encode(payload)
 
     @classmethod
-    def encode_response(
-        cls, model_name: str, payload: Any, model_version: Optional[str] = None, **kwargs
-    ) -> InferenceResponse:
+    def encode_response(cls, model_name: str, payload: Any, model_version: Optional[str] = None, **kwargs) -> InferenceResponse:
         output = cls._input_codec().encode_output(f"{DefaultOutputPrefix}1", payload, **kwargs)
         return InferenceResponse(
             model_name=model_name,
@@ -211,9 +210,7 @@ class SingleInputRequestCodec(RequestCodec):
     @classmethod
     def _only(cls, tensors: list, kind: str) -> Any:
         if len(tensors) != 1:
-            raise CodecError(
-                f"The '{cls.ContentType}' codec only supports a single {kind} tensor ({len(tensors)} were received)"
-            )
+            raise CodecError(f"The '{cls.ContentType}' codec only supports a single {kind} tensor ({len(tensors)} were received)")
         return tensors[0]
 
 

@@ -8,7 +8,7 @@ knows tensors.
 
 from __future__ import annotations
 
-from typing import Hashable, Optional
+from typing import Hashable, Optional, cast
 
 import numpy as np
 
@@ -70,10 +70,12 @@ def merge(requests: list[WireRequest]) -> WireRequest:
     inputs = []
     for i, tensor in enumerate(first.inputs):
         parts = [r.inputs[i].data for r in requests]
+        data: np.ndarray | PackedBytes
         if tensor.datatype == "BYTES":  # row-major: the rows of each request follow the previous one's
-            data = PackedBytes(b"".join(p.buffer for p in parts), sum(p.count for p in parts))
+            packed = cast(list[PackedBytes], parts)
+            data = PackedBytes(b"".join(p.buffer for p in packed), sum(p.count for p in packed))
         else:
-            data = np.concatenate(parts, axis=0)
+            data = np.concatenate(cast(list[np.ndarray], parts), axis=0)
         rows = sum(r.inputs[i].shape[0] for r in requests)
         inputs.append(Tensor(tensor.name, tensor.datatype, [rows, *tensor.shape[1:]], data, tensor.parameters))
     # every caller's id, so that the worker's log lines of the call name each of them
@@ -105,8 +107,9 @@ def split(outputs: list[Tensor], requests: list[WireRequest]) -> list[list[Tenso
 def _rows(tensor: Tensor, i: int, start: int, stop: int) -> "np.ndarray | PackedBytes":
     """Rows start:stop of an output, which are batch-mate i's."""
     data = tensor.data
-    if type(data) is not PackedBytes:
+    if not isinstance(data, PackedBytes):
         return data[start:stop]
     # the worker marked where each batch-mate's elements start (transport.request_frames' batch)
     per_row = data.count // tensor.shape[0] if tensor.shape[0] else 0
-    return PackedBytes(data.buffer[data.bounds[i] : data.bounds[i + 1]], (stop - start) * per_row)
+    bounds = cast(list[int], data.bounds)  # split() checked that the worker gave them
+    return PackedBytes(data.buffer[bounds[i] : bounds[i + 1]], (stop - start) * per_row)

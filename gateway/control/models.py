@@ -1,8 +1,11 @@
-"""Starts, watches, restarts and stops the model worker processes, and keeps
-each model's state: the table that readiness and the repository index answer from.
+"""The model table: each model version's state, which readiness, metadata and the repository
+index answer from, and the repository operations (load, unload). The worker processes themselves
+are started, watched and killed by processes.py; this module decides what their fate means for
+their model.
 
 - A model is READY once all of its workers have loaded. A load that raises,
-  returns False or times out leaves it UNAVAILABLE with the reason.
+  returns False or times out, or a worker that cannot even be started, leaves
+  it UNAVAILABLE with the reason (logged, and in the repository index).
 - A worker that dies (or is killed for hanging) has its in-flight request run
   again once on a sibling or on its replacement (or failed at once, if the model
   opts out: pool.worker_exited), and is replaced after a back-off that doubles with
@@ -25,37 +28,30 @@ reader (REST, gRPC) sees it directly: no cross-process state is needed.
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import itertools
 import logging
-import os
 import re
-import shutil
-import socket
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable, Optional
+from typing import Awaitable, Callable, Coroutine, Iterator, Optional
 
 from ..errors import BadRequest, NotFound, Unavailable, shown
-from .forkserver import ForkedProcess, ForkServer, Preloaded
-from .pool import ModelPool, QueuePolicy, Router, Worker
-from ..settings import MODEL_SETTINGS_FILE, SECRET_VARIABLES, ModelParameters, ModelSettings, ServerSettings, UnusableSettings, scan_model_settings
+from ..settings import ModelParameters, ModelSettings, ServerSettings, UnusableSettings, scan_model_settings
 from ..types import MetadataModelResponse, MetadataTensor, State
+from .forkserver import ForkServer, Preloaded
+from .pool import ModelPool, QueuePolicy, Worker
+from .processes import WorkerProcesses
+from .stats import ModelGauges
 
 log = logging.getLogger("gateway.supervisor")
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 STABLE_AFTER = 30.0  # a worker that lived this long resets the crash back-off
-SOCKET_FOLDER_PREFIX = "gateway-ipc-"
-SOCKET_NAME = "workers.sock"
 
 
 @dataclass(eq=False)
 class ModelEntry:
     settings: ModelSettings
-    pool: ModelPool
+    pool: ModelPool = field(init=False)  # made by the table, told how to report a lost worker
     state: State = State.LOADING
     reason: str = ""
     wanted: bool = True  # should be loaded: counts for server readiness, gets restarts
@@ -96,36 +92,6 @@ def version_key(version: Optional[str]) -> tuple:
     return (1, int(version), "") if version.isdigit() else (1, -1, version)
 
 
-def _socket_folder() -> tuple[str, int]:
-    """A private folder for the workers' socket, and a lock on it (flock) held while this gateway lives.
-
-    A gateway killed with SIGKILL cannot remove its folder, but the kernel lets go
-    of its lock: a folder whose socket exists while nobody holds its lock was left
-    by a dead gateway (a live one locks its folder before it binds the socket), and
-    is removed here. (Linux's abstract sockets, ipc://@name, leave nothing behind
-    but have no permissions: any local user could connect as a worker.)"""
-    for socket_file in Path(tempfile.gettempdir()).glob(f"{SOCKET_FOLDER_PREFIX}*/{SOCKET_NAME}"):
-        _remove_if_abandoned(socket_file.parent)
-    folder = tempfile.mkdtemp(prefix=SOCKET_FOLDER_PREFIX)
-    lock = os.open(folder, os.O_RDONLY)
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    return folder, lock
-
-
-def _remove_if_abandoned(folder: Path) -> None:
-    try:
-        lock = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # removed meanwhile, or another user's
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        shutil.rmtree(folder, ignore_errors=True)
-    except BlockingIOError:
-        pass  # its gateway lives
-    finally:
-        os.close(lock)
-
-
 class Supervisor:
     def __init__(self, settings: ServerSettings, preloaded: Optional[Preloaded] = None):
         """`preloaded`: models loaded by a KServe script, held by the fork server it forked (served
@@ -134,12 +100,8 @@ class Supervisor:
         self._preloaded = preloaded
         self._script_forker: Optional[ForkServer] = None
         self.models: dict[str, dict[Optional[str], ModelEntry]] = {}
-        self.router: Router | None = None
-        self._processes: dict[Worker, asyncio.subprocess.Process | ForkedProcess] = {}
-        self._identities = itertools.count()
-        self._socket_folder, self._socket_folder_lock = "", -1
+        self.processes = WorkerProcesses(settings)
         self._stopping = False
-        self._heartbeat: Optional[asyncio.Task] = None
         self._tasks: set[asyncio.Task] = set()
         self._locks: dict[str, asyncio.Lock] = {}  # per model name: repository operations run one at a time
         self._scanned = False  # the repository has been read: before, no model is known, and the server is not ready
@@ -147,9 +109,8 @@ class Supervisor:
     # --- start, lookup, state ---------------------------------------------
 
     async def start(self) -> None:
-        """Bind the worker socket and load every model of the repository (concurrently)."""
-        self._socket_folder, self._socket_folder_lock = _socket_folder()
-        self.router = Router(f"ipc://{self._socket_folder}/{SOCKET_NAME}")
+        """Start the worker processes' socket and load every model of the repository (concurrently)."""
+        self.processes.start()
         usable, unusable = self._scan()
         if self._preloaded is not None:
             self._script_forker = ForkServer(self._preloaded.sock, self._preloaded.pid, "the KServe script's fork server")
@@ -159,7 +120,6 @@ class Supervisor:
             self._add_unusable(failure)
         self._scanned = True
         log.info("loading %d model(s) from %s", len(loading), self.settings.model_repository)
-        self._heartbeat = self._background(self._watch_heartbeats())
         await asyncio.gather(*(self._start_loading(entry) for entry in loading), return_exceptions=True)
 
     def _scan(self) -> tuple[list[ModelSettings], list[UnusableSettings]]:
@@ -168,7 +128,7 @@ class Supervisor:
             return [], []
         return scan_model_settings(Path(self.settings.model_repository))
 
-    def _background(self, coroutine) -> asyncio.Task:
+    def _background(self, coroutine: Coroutine) -> asyncio.Task:
         """A task that stop() cancels and waits for, so that none is left pending when the loop closes."""
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
@@ -176,18 +136,18 @@ class Supervisor:
         return task
 
     def _add(self, model_settings: ModelSettings) -> ModelEntry:
-        pool = ModelPool(
+        entry = ModelEntry(model_settings)
+        entry.pool = ModelPool(
             model_settings.name,
-            self.router,
+            self.processes.router,
             self.settings.request_timeout,
             self.settings.shm_arena_bytes,
             model_settings.max_batch_size,
             version=model_settings.version,
             max_batch_time=model_settings.max_batch_time,
             policy=QueuePolicy.of(model_settings),
+            on_worker_lost=lambda worker, why: self._worker_lost(entry, worker, why),
         )
-        entry = ModelEntry(model_settings, pool)
-        pool.on_worker_lost = lambda worker, why: self._worker_lost(entry, worker, why)
         self.models.setdefault(model_settings.name, {})[model_settings.version] = entry
         return entry
 
@@ -211,6 +171,11 @@ class Supervisor:
         if version not in versions:
             raise NotFound(f"model {shown(name)} has no version {shown(version)}; it has {sorted(v or '' for v in versions)}")
         return versions[version]
+
+    def gauges(self) -> Iterator[ModelGauges]:
+        """What the metrics read when scraped (stats.watch): each model version's state and shared memory."""
+        for entry in self.entries():
+            yield ModelGauges(entry.name, entry.version, entry.state, entry.pool.shared_memory_bytes())
 
     @property
     def ready(self) -> bool:
@@ -242,6 +207,8 @@ class Supervisor:
             loaded = await asyncio.wait_for(asyncio.gather(*(w.loaded for w in workers)), self.settings.load_timeout)
         except asyncio.TimeoutError:
             self._fail(entry, f"load() did not finish within {self.settings.load_timeout} s")
+        except OSError as exc:  # the worker process could not even start
+            self._fail(entry, f"a worker could not be started: {exc}")
         except Exception as exc:
             self._fail(entry, str(exc))
         else:
@@ -252,103 +219,45 @@ class Supervisor:
         entry.state, entry.reason = State.UNAVAILABLE, reason
         log.error("model %s (version %s) failed to load: %s", entry.name, entry.version, reason)
         for worker in list(entry.pool.workers):
-            self._kill(worker)
+            self.processes.kill(worker)
         if entry.forker is not None:  # a failed load, or one that left threads: the fork server exits
             self._background(entry.forker.close())
             entry.forker = None
-
-    def _worker_environment(self) -> dict[str, str]:
-        threads = str(self.settings.worker_blas_threads)
-        # tokens stay in the front door: a library in a runtime that logs or reports its environment cannot
-        # leak them (a runtime's own code, as the same user, could still read ours: docs/SECURITY.md)
-        environment = {name: value for name, value in os.environ.items() if name.upper() not in SECRET_VARIABLES}
-        return {**environment, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
     async def _forker(self, entry: ModelEntry) -> Optional[ForkServer]:
         """The fork server of a load_once model, its model loaded (started, or restarted, if need be);
         None for a model whose workers load it themselves."""
         if self._preloaded is not None and any(entry.settings is preloaded for preloaded in self._preloaded.models):
+            assert self._script_forker is not None  # made at start, with the preloaded models
             forker = self._script_forker
             if forker.closed:  # it held the script's models: nothing can load them again
                 raise Unavailable(f"{forker.label} has exited: the model can be served again only by restarting the script")
         elif entry.settings.load_once:
             if entry.forker is None or entry.forker.closed:
-                entry.forker = await self._start_fork_server(entry)
+                entry.forker = await self.processes.start_fork_server(entry.settings)
             forker = entry.forker
         else:
             return None
         await asyncio.wait_for(forker.loaded(), self.settings.load_timeout)
         return forker
 
-    async def _start_fork_server(self, entry: ModelEntry) -> ForkServer:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "workers",
-                "--fork-server", str(theirs.fileno()),
-                *(("--settings", str(entry.settings.path)) if entry.settings.path else ()),  # else: from the environment
-                "--identity", f"{entry.name}:{entry.version or '-'}#fork-server",
-                "--parent", str(os.getpid()),
-                "--log-level", self.settings.log_level,
-                "--log-format", self.settings.log_format,
-                env=self._worker_environment(),
-                pass_fds=(theirs.fileno(),),
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        log.info("model %s (version %s): loading it once, in a fork server (pid %d)", entry.name, entry.version, process.pid)
-        return ForkServer(ours, process, f"the fork server of model {entry.name!r}")
-
     async def _spawn(self, entry: ModelEntry) -> Worker:
-        identity = f"{entry.name}:{entry.version or '-'}#{next(self._identities)}"
-        worker = entry.pool.add_worker(identity)
-        try:
-            forker = await self._forker(entry)
-            if forker is not None:
-                process = await forker.fork(
-                    entry.name, identity, self.router.endpoint, worker.in_arena.fd, worker.out_arena.fd,
-                    self.settings.log_level, self.settings.log_format,
-                )
-            else:
-                process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "workers",
-                *(("--settings", str(entry.settings.path)) if entry.settings.path else ()),  # else: from the environment, as here
-                "--endpoint", self.router.endpoint,
-                "--identity", identity,
-                "--parent", str(os.getpid()),
-                "--in-fd", str(worker.in_arena.fd),
-                "--out-fd", str(worker.out_arena.fd),
-                "--log-level", self.settings.log_level,
-                "--log-format", self.settings.log_format,
-                env=self._worker_environment(),
-                pass_fds=(worker.in_arena.fd, worker.out_arena.fd),
-            )
-        except BaseException:  # also cancelled by an unload: the loop has killed the process if it had started
-            entry.pool.worker_exited(worker, "it could not be started")
-            raise
-        self._processes[worker] = process
-        self._background(self._watch(entry, worker, process))
-        return worker
+        def exited(worker: Worker, code: int, lived: float) -> None:
+            if worker in entry.pool.workers:  # its requests run again elsewhere, unless the model is going away
+                entry.pool.worker_exited(worker, f"exit code {code}", rerun=entry.wanted and not self._stopping)
+            if worker.ready and entry.wanted and not self._stopping:
+                if lived > STABLE_AFTER:
+                    entry.crashes = 0
+                log.warning("worker %s of model %s exited with code %s", worker.identity.decode(), entry.name, code)
+                self._starting(entry, self._replace(entry))
+
+        forker = await self._forker(entry)  # a load_once model's workers are forked from its fork server
+        return await self.processes.spawn(entry.pool, entry.settings.path, exited, forker)
 
     # --- crashes, hangs, restarts ------------------------------------------
 
-    async def _watch(self, entry: ModelEntry, worker: Worker, process: asyncio.subprocess.Process) -> None:
-        started = asyncio.get_running_loop().time()
-        code = await process.wait()
-        self._processes.pop(worker, None)
-        if worker in entry.pool.workers:
-            entry.pool.worker_exited(worker, f"exit code {code}", rerun=entry.wanted and not self._stopping)
-        if worker.ready and entry.wanted and not self._stopping:
-            if asyncio.get_running_loop().time() - started > STABLE_AFTER:
-                entry.crashes = 0
-            log.warning("worker %s of model %s exited with code %s", worker.identity.decode(), entry.name, code)
-            self._starting(entry, self._replace(entry))
-
     def _worker_lost(self, entry: ModelEntry, worker: Worker, why: str) -> None:
-        self._kill(worker)  # it may still run, e.g. if it stopped answering
+        self.processes.kill(worker)  # it may still run, e.g. if it stopped answering
         if entry.pool.ready_workers == 0 and entry.state == State.READY and not self._stopping:
             entry.state, entry.reason = State.UNAVAILABLE, f"its worker stopped ({why}); restarting it"
             log.error("model %s is unavailable until its worker is restarted (%s)", entry.name, why)
@@ -371,28 +280,13 @@ class Supervisor:
                 log.error("restarted worker of model %s failed to load: %s", entry.name, exc)
                 entry.reason = f"restart failed: {exc}"
                 if worker is not None:
-                    self._kill(worker)
+                    self.processes.kill(worker)
                 if not entry.pool.ready_workers:  # what queued for the restart would wait for nothing
                     entry.pool.fail_waiting(f"model {entry.name!r}: its worker stopped and could not be restarted ({exc})")
                 continue
             entry.take_ready(payload)
             log.info("model %s has a new worker (%d ready)", entry.name, entry.pool.ready_workers)
             return
-
-    async def _watch_heartbeats(self) -> None:
-        every, silent_after = self.settings.heartbeat_interval, self.settings.heartbeat_timeout
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(every)
-            for entry in self.entries():
-                for worker in entry.pool.hung_workers(loop.time(), every, silent_after):
-                    log.error("worker %s of model %s is hung; killing it", worker.identity.decode(), entry.name)
-                    self._kill(worker)
-
-    def _kill(self, worker: Worker) -> None:
-        process = self._processes.get(worker)
-        if process is not None and process.returncode is None:
-            process.kill()
 
     # --- repository: load, unload, index -------------------------------------
 
@@ -430,9 +324,9 @@ class Supervisor:
         failed = [entry for entry in entries if entry.state != State.READY]
         if failed:
             raise BadRequest(f"model {name!r} failed to load: {failed[0].reason or 'it was unloaded meanwhile'}")
-        self._forget_unusable({entry.settings.folder / MODEL_SETTINGS_FILE for entry in entries})
+        self._forget_unusable({entry.settings.path for entry in entries})
 
-    def _forget_unusable(self, loaded: set[Path]) -> None:
+    def _forget_unusable(self, loaded: set[Optional[Path]]) -> None:
         """A file that failed at start and now loaded (perhaps under another name than it was listed by)
         is no longer a failure."""
         for name, versions in list(self.models.items()):
@@ -487,16 +381,8 @@ class Supervisor:
             if worker.ready:
                 entry.pool.stop_worker(worker)
             else:
-                self._kill(worker)  # still loading: it cannot take STOP before load() ends
-        processes = [p for w in workers if (p := self._processes.get(w)) is not None]
-        if processes:
-            _, pending = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in processes], timeout=self.settings.worker_stop_grace)
-            for process in processes:
-                if process.returncode is None:
-                    log.warning("a worker of model %s did not stop in %s s; killing it", entry.name, self.settings.worker_stop_grace)
-                    process.kill()
-            if pending:
-                await asyncio.wait(pending)
+                self.processes.kill(worker)  # still loading: it cannot take STOP before load() ends
+        await self.processes.stop_gracefully(workers, f"model {entry.name}")
         entry.pool.fail_waiting(f"model {entry.name!r} was unloaded")
         if entry.forker is not None:
             await entry.forker.close()
@@ -507,11 +393,11 @@ class Supervisor:
     def _abandon_requests(self, entry: ModelEntry, why: str) -> int:
         """Fail the entry's queued and running requests at once (503 / UNAVAILABLE, saying why) and kill
         the workers running them: a worker would read STOP only once its request ends. Returns how many failed."""
-        running = [worker for worker in entry.pool.workers if worker.inflight is not None]
-        failed = sum(not waiting.reply.done() for worker in running for waiting in worker.inflight[1])
-        for worker in running:
+        running = [(worker, worker.inflight[1]) for worker in entry.pool.workers if worker.inflight is not None]
+        failed = sum(not waiting.reply.done() for _, batch in running for waiting in batch)
+        for worker, _ in running:
             entry.pool.worker_exited(worker, why, rerun=False)
-            self._kill(worker)
+            self.processes.kill(worker)
         return failed + entry.pool.fail_waiting(why)
 
     # --- shutdown ---------------------------------------------------------------
@@ -529,19 +415,10 @@ class Supervisor:
 
         The front doors have given in-flight requests their grace already: what still runs is cut off."""
         self.cut_off("the gateway stopped")
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
         await asyncio.gather(*(self._unload(entry, "the gateway stopped", grace=0) for entry in self.entries()))
-        for process in list(self._processes.values()):  # e.g. a replacement still loading
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        for task in self._tasks:  # watchers of exited workers, restarts waiting out their back-off
+        for task in self._tasks:  # restarts waiting out their back-off
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._script_forker is not None:
             await self._script_forker.close()
-        if self.router is not None:
-            await self.router.close()
-            shutil.rmtree(self._socket_folder, ignore_errors=True)
-            os.close(self._socket_folder_lock)  # only now: a starting gateway would take the folder for abandoned
+        await self.processes.stop()

@@ -17,10 +17,10 @@ whose worker died runs again once, first in line (unless the model opts out:
 
 Every worker has two shared-memory arenas: the gateway writes inputs into its
 input arena, the worker writes outputs into its output arena. When a reply's
-outputs lie in the output arena, the arena is lent to the request until its
-response has been rendered (`submit`'s `render` callback); only then may the
-worker take the next request. Every path gives the lease back: success, error,
-timeout, client gone, worker death.
+outputs lie in the output arena, the arena is lent to the request for as long
+as its caller holds the reply (`async with pool.call(kind, request) as reply:`);
+only then may the worker take the next request. Every path gives the lease
+back: the block left (normally or by an error), timeout, client gone, worker death.
 """
 
 from __future__ import annotations
@@ -30,24 +30,48 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Coroutine, Hashable, Optional, TypeVar
+from typing import Any, Callable, Hashable, Optional
 
 import zmq
 
-from ..wire import messages
-from .stats import model_stats
-from .batching import batch_key, merge, rows_of, split
 from ..errors import GatewayError, QueueFull, RuntimeFailure, Timeout, Unavailable
-from ..wire.arena import Arena
 from ..settings import ModelSettings
+from ..wire import messages
+from ..wire.arena import Arena
 from ..wire.request import Tensor, WireRequest
 from ..wire.sockets import LoopSocket
+from .batching import batch_key, merge, rows_of, split
 from .queue import RequestQueue
+from .stats import model_stats
 
 log = logging.getLogger("gateway.pool")
 
-T = TypeVar("T")
-Render = Callable[[list[Tensor], dict], "T | Coroutine[Any, Any, T]"]
+
+@dataclass(slots=True)
+class Reply:
+    """A call's outputs and parameters. The outputs may view the worker's output arena: they are
+    valid only while the call's `async with` block runs (copy what you keep)."""
+
+    outputs: list[Tensor]
+    parameters: dict
+
+
+class Call:
+    """`async with pool.call(kind, request) as reply:` runs the request on a worker; leaving the
+    block gives the worker's output arena back (the lease), whatever happened inside it."""
+
+    __slots__ = ("_pool", "_kind", "_request", "_lender")
+
+    def __init__(self, pool: "ModelPool", kind: bytes, request: WireRequest):
+        self._pool, self._kind, self._request = pool, kind, request
+        self._lender: Worker | None = None
+
+    async def __aenter__(self) -> Reply:
+        outputs, parameters, self._lender = await self._pool._run(self._kind, self._request)
+        return Reply(outputs, parameters)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._pool._release(self._lender)
 
 
 @dataclass(eq=False)
@@ -152,8 +176,11 @@ class ModelPool:
         version: str | None = None,
         max_batch_time: float = 0.0,
         policy: "QueuePolicy | None" = None,
+        on_worker_lost: Callable[[Worker, str], None] = lambda worker, why: None,
     ):
-        self.name = name
+        """`on_worker_lost(worker, why)`: told when a worker that had loaded is gone (it exited, or
+        cannot be reached), after its requests have been run again or failed; its process may still run."""
+        self.name, self.version = name, version
         self.policy = policy or QueuePolicy()
         self.stats = model_stats(name, version)  # told of each call sent and each worker report
         self.request_timeout = request_timeout
@@ -162,7 +189,7 @@ class ModelPool:
         self.max_batch_time = max_batch_time  # 0: no request waits for company while a worker is idle
         self._batch_timer: Optional[asyncio.TimerHandle] = None
         self.workers: list[Worker] = []
-        self.on_worker_lost: Callable[[Worker, str], None] = lambda worker, why: None
+        self._on_worker_lost = on_worker_lost
         self._router = router
         self._waiting: RequestQueue[_Waiting] = RequestQueue()
         self._idle: list[Worker] = []
@@ -185,20 +212,25 @@ class ModelPool:
     def ready_workers(self) -> int:
         return sum(w.ready for w in self.workers)
 
+    def shared_memory_bytes(self) -> int:
+        """Memory the workers' arenas hold (pages written at least once)."""
+        return sum(w.in_arena.resident_bytes() + w.out_arena.resident_bytes() for w in self.workers)
+
     # --- requests -------------------------------------------------------
 
-    async def submit(self, kind: bytes, request: WireRequest, render: Render[T]) -> T:
-        """Run the request on a worker and return `render(outputs, parameters)`.
+    def call(self, kind: bytes, request: WireRequest) -> Call:
+        """Run the request on a worker: `async with pool.call(kind, request) as reply:` (see Call)."""
+        return Call(self, kind, request)
 
-        The outputs may view a worker's shared memory: they are valid only
-        inside `render`, which must copy what it keeps."""
+    async def _run(self, kind: bytes, request: WireRequest) -> tuple[list[Tensor], dict, Worker | None]:
+        """(outputs, parameters, the worker whose arena they view: released by the Call)."""
         seconds = self._time_left(request)
         if seconds <= 0:
             raise Timeout(f"model {self.name!r}: the request's deadline passed before it could be queued")
         waiting = self._enqueue(kind, request)
         deadline = asyncio.get_running_loop().call_later(seconds, self._expire, waiting, seconds)
         try:
-            outputs, parameters, lender = await waiting.reply
+            return await waiting.reply
         except asyncio.CancelledError:
             # the client went away; if the reply had already arrived, give its lease back
             if waiting.reply.done() and not waiting.reply.cancelled() and waiting.reply.exception() is None:
@@ -209,13 +241,6 @@ class ModelPool:
             raise
         finally:
             deadline.cancel()
-        try:
-            rendered = render(outputs, parameters)
-            if asyncio.iscoroutine(rendered):  # a large answer, rendered in steps: the outputs stay lent until it is done
-                rendered = await rendered
-            return rendered
-        finally:
-            self._release(lender)
 
     def _enqueue(self, kind: bytes, request: WireRequest) -> _Waiting:
         """Queue the request (refused if no worker runs, or if the queue is full) and dispatch."""
@@ -442,9 +467,9 @@ class ModelPool:
             self._rerun_or_fail(worker.inflight[1], why, rerun and self.policy.retry_on_worker_death)
             self._end_call(worker)
         worker.in_arena.close()
-        worker.out_arena.close()  # a render still reading keeps its mapping alive until it is done
+        worker.out_arena.close()  # a reply still being read keeps its mapping alive until it is done
         if worker.ready:
-            self.on_worker_lost(worker, why)
+            self._on_worker_lost(worker, why)
         self._dispatch()  # a retried request to a sibling (with none, it waits for the restart: see fail_waiting)
 
     @staticmethod

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Iterator, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from ..types import State
-
-if TYPE_CHECKING:
-    from .models import Supervisor
 
 log = logging.getLogger("gateway.metrics")
 
@@ -144,7 +142,7 @@ class ModelStats:
         self._restarts = RESTARTS.labels(*labels)
         self._shed = SHED.labels(*labels)
         self._retries = RETRIES.labels(*labels)
-        self._custom: dict[str, object] = {}  # name -> this model's child of the custom histogram (None: refused)
+        self._custom: dict[str, Any] = {}  # name -> this model's child of the custom histogram (None: refused)
         # the statistics extension
         self.last_inference = 0  # ms since the epoch
         self.inference_count = 0
@@ -250,28 +248,39 @@ def model_stats(name: str, version: Optional[str]) -> ModelStats:
     return _models[key]
 
 
-class _ModelsCollector:
-    """What is read from the supervisor when scraped, rather than counted: model states, shared memory."""
+@dataclass(frozen=True)
+class ModelGauges:
+    """What is read when scraped, rather than counted, of one model version."""
 
-    def __init__(self, supervisor: "Supervisor"):
-        self.supervisor = supervisor
+    name: str
+    version: Optional[str]
+    state: State
+    shared_memory_bytes: int
+
+
+class _ModelsCollector:
+    """Model states and shared memory, read from whoever registered them (`watch`) at each scrape."""
+
+    def __init__(self, read: Callable[[], Iterable[ModelGauges]]):
+        self.read = read
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         states = GaugeMetricFamily("gateway_model_state", "1 for the state the model version is in, 0 for the others.", labels=[*MODEL, "state"])
         shm = GaugeMetricFamily(
             "gateway_shared_memory_bytes", "Memory held by the shared-memory arenas of the model's workers (pages written at least once).", labels=MODEL
         )
-        for entry in self.supervisor.entries():
-            labels = [entry.name, entry.version or ""]
+        for model in self.read():
+            labels = [model.name, model.version or ""]
             for state in MODEL_STATES:
-                states.add_metric([*labels, state.value], float(entry.state == state))
-            shm.add_metric(labels, float(sum(w.in_arena.resident_bytes() + w.out_arena.resident_bytes() for w in entry.pool.workers)))
+                states.add_metric([*labels, state.value], float(model.state == state))
+            shm.add_metric(labels, float(model.shared_memory_bytes))
         yield states
         yield shm
 
 
-def watch(supervisor: "Supervisor") -> None:
-    REGISTRY.register(_ModelsCollector(supervisor))
+def watch(read: Callable[[], Iterable[ModelGauges]]) -> None:
+    """Serve the gauges `read` returns at each scrape (the model table registers its own)."""
+    REGISTRY.register(_ModelsCollector(read))
 
 
 def exposition() -> bytes:

@@ -133,7 +133,9 @@ def _parse_tokens(text: str, where: str) -> list[str]:
     for token in tokens:
         if not TOKEN.fullmatch(token):
             # never quote the token: the message goes to the log
-            raise ConfigError(f"{where}: a token of {len(token)} characters has characters a bearer token cannot carry (letters, digits, -._~+/ and trailing =)")
+            raise ConfigError(
+                f"{where}: a token of {len(token)} characters has characters a bearer token cannot carry (letters, digits, -._~+/ and trailing =)"
+            )
     if not tokens:
         raise ConfigError(f"{where}: no token in it (one token per line; to leave the scope open, do not set it)")
     return tokens
@@ -233,5 +235,6 @@ class Access:
 
 def configured_scopes(settings: "ServerSettings") -> set[Scope]:
     """The scopes the settings protect (for the API document, without reading any file)."""
-    return {scope for scope in PROTECTED if getattr(settings, f"{scope.value}_tokens") is not None or getattr(settings, f"{scope.value}_tokens_file") is not None}
-
+    return {
+        scope for scope in PROTECTED if getattr(settings, f"{scope.value}_tokens") is not None or getattr(settings, f"{scope.value}_tokens_file") is not None
+    }

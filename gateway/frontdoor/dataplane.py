@@ -3,28 +3,34 @@
 REST and gRPC parse their requests into `wire.request.WireRequest` and call
 `DataPlane.infer`; everything about models (lookup, readiness, checking the
 request against the model's declared inputs, handing it to the worker pool)
-happens here, once.
+happens here, once, and so does the accounting of every answered request
+(`answered`).
+
+    async with dataplane.infer(request) as response:
+        ... render the answer from `response` into bytes the front door owns ...
+
+The response's outputs may view a worker's shared memory: they are valid inside
+the block only, and that worker takes no other request until the block is left.
 """
 
 from __future__ import annotations
 
 import itertools
 import uuid
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Callable, Optional, TypeVar
+from typing import Optional, cast
 
 from .. import logs
+from ..control.models import ModelEntry, Supervisor, version_key
 from ..control.stats import ModelStats, model_stats
-from ..wire import messages
 from ..errors import BadRequest, NotFound, NotSupported, Unavailable, shown
 from ..settings import ServerSettings
-from ..control.models import ModelEntry, Supervisor, version_key
-from ..wire.request import WireRequest, WireResponse
 from ..types import MetadataTensor, State
+from ..wire import messages
+from ..wire.request import WireRequest, WireResponse, raw_bytes
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "schedule_policy"]
-
-T = TypeVar("T")
 
 # ids for requests that come without one: unique per gateway process, cheaper than a uuid4 each
 _ID_PREFIX = uuid.uuid4().hex[:12]
@@ -48,7 +54,10 @@ class DataPlane:
         return not self.draining and self.supervisor.ready
 
     def check_model_exists(self, name: str, version: Optional[str] = None) -> None:
-        """Raise NotFound for an unknown model or version (before a body is parsed)."""
+        """The one check that a request names a known model (and version), made before its body is
+        parsed: NotFound for an unknown one, whatever its inputs."""
+        if not name:
+            raise BadRequest("model_name is required")
         self.supervisor.get(name, version)
 
     def model_state(self, name: str, version: Optional[str] = None) -> tuple[str, str]:
@@ -84,19 +93,14 @@ class DataPlane:
         for a front door that reads a large request's data only once it passes."""
         _check_against_metadata(self._ready_entry(request.model_name, request.model_version), request)
 
-    async def infer(self, request: WireRequest, render: Callable[[WireResponse], T]) -> T:
-        """Run a request and return `render(response)`.
+    def infer(self, request: WireRequest) -> AbstractAsyncContextManager[WireResponse]:
+        """`async with dataplane.infer(request) as response:` (see the module docstring)."""
+        return self._run(messages.INFER, request)
 
-        The outputs may view a worker's shared memory and are valid only
-        during `render`: a front door renders its answer there, straight from
-        shared memory, into bytes it owns. `render` may return a coroutine (a
-        large answer rendered in steps): it is awaited, the outputs valid meanwhile."""
-        return await self._run(messages.INFER, request, render)
+    def explain(self, request: WireRequest) -> AbstractAsyncContextManager[WireResponse]:
+        return self._run(messages.EXPLAIN, request)
 
-    async def explain(self, request: WireRequest, render: Callable[[WireResponse], T]) -> T:
-        return await self._run(messages.EXPLAIN, request, render)
-
-    async def _run(self, kind: bytes, request: WireRequest, render: Callable[[WireResponse], T]) -> T:
+    def _run(self, kind: bytes, request: WireRequest) -> "_Inference":
         entry = self._ready_entry(request.model_name, request.model_version)
         if kind in (messages.EXPLAIN, messages.EXPLAIN_V1) and not entry.has_explain:
             raise NotSupported(f"model {entry.name!r} has no explainer")
@@ -105,17 +109,20 @@ class DataPlane:
         logs.REQUEST_ID.set(request.id)
         _check_against_metadata(entry, request)
         _take_schedule_policy(request)
-        stats = entry.pool.stats
-        started = stats.request_started()
-        try:
-            result = await entry.pool.submit(
-                kind, request, lambda outputs, parameters: render(WireResponse(entry.name, entry.version, request.id, outputs, parameters))
-            )
-        except BaseException:  # an error, a timeout, or the client gone (cancelled)
-            stats.request_finished(started, ok=False)
-            raise
-        stats.request_finished(started, ok=True)
-        return result
+        return _Inference(entry, kind, request)
+
+    # --- accounting -----------------------------------------------------
+
+    def answered(
+        self, protocol: str, method: str, path: str, status: int | str, http_status: int, ns: int, model: Optional[str], version: Optional[str], inference: bool
+    ) -> None:
+        """The one place a request is accounted for, whatever its protocol: an inference request is
+        counted in its model's metrics (`http_status`: its outcome as REST answers it, so that both
+        protocols count alike), and every request gets its access line (`status`: as the protocol
+        says it)."""
+        if inference:
+            self.model_stats(model or "", version).request_done(protocol, http_status, ns)
+        logs.access(protocol, method, path, status, ns, model, version)
 
     def takes_headers(self, name: str, version: Optional[str] = None) -> bool:
         """Whether the model's hooks take the request's headers (a KServe model's do)."""
@@ -124,7 +131,8 @@ class DataPlane:
     async def v1(self, name: str, body: bytes, headers: dict[str, str], explain: bool) -> "V1Answer":
         """KServe's V1 protocol: the body to the model as it came, its answer as the model gave it."""
         kind = messages.EXPLAIN_V1 if explain else messages.PREDICT_V1
-        return await self._run(kind, messages.v1_request(name, body, headers), _v1_answer)
+        async with self._run(kind, messages.v1_request(name, body, headers)) as response:
+            return _v1_answer(response)  # copied out of the worker's shared memory
 
     # --- statistics extension -------------------------------------------
 
@@ -139,7 +147,7 @@ class DataPlane:
     def statistics(self, name: Optional[str] = None, version: Optional[str] = None) -> list[dict]:
         """The statistics extension: every model version, every version of `name`, or one version."""
         if version is not None:
-            entries = [self.supervisor.get(name, version)]
+            entries = [self.supervisor.get(cast(str, name), version)]  # a version comes with a model name
         elif name is not None:
             self.supervisor.get(name)  # NotFound for an unknown model
             entries = list(self.supervisor.models[name].values())
@@ -166,6 +174,32 @@ class DataPlane:
         return entry
 
 
+class _Inference:
+    """One request on its way through the pool, counted in its model's statistics from the moment it
+    is queued until its answer has been rendered (or it failed, timed out, or its client left)."""
+
+    __slots__ = ("_entry", "_call", "_request", "_started")
+
+    def __init__(self, entry: ModelEntry, kind: bytes, request: WireRequest):
+        self._entry, self._request = entry, request
+        self._call = entry.pool.call(kind, request)
+        self._started = 0
+
+    async def __aenter__(self) -> WireResponse:
+        self._started = self._entry.pool.stats.request_started()
+        try:
+            reply = await self._call.__aenter__()
+        except BaseException:  # an error, a timeout, or the client gone (cancelled)
+            self._entry.pool.stats.request_finished(self._started, ok=False)
+            raise
+        entry, request = self._entry, self._request
+        return WireResponse(entry.name, entry.version, request.id, reply.outputs, reply.parameters)
+
+    async def __aexit__(self, error_type: type[BaseException] | None, *exc_info: object) -> None:
+        await self._call.__aexit__(error_type, *exc_info)  # the lease is given back
+        self._entry.pool.stats.request_finished(self._started, ok=error_type is None)
+
+
 def _take_schedule_policy(request: WireRequest) -> None:
     """Triton's schedule policy parameters, which are the pool's and never reach the model (nor split
     a batch): `priority`, a level (lower is served first; 0: the model's default), and `timeout`, in
@@ -188,11 +222,11 @@ class V1Answer:
     headers: Optional[dict]
 
 
-def _v1_answer(response: InferResponse) -> V1Answer:
+def _v1_answer(response: WireResponse) -> V1Answer:
     """The one output a V1 answer travels as, copied out of the worker's shared memory."""
     (body,) = response.outputs
     headers = response.parameters.get("headers") if response.parameters else None
-    return V1Answer(body.data.tobytes(), body.parameters.get("content_type", "application/json"), headers)
+    return V1Answer(bytes(raw_bytes(body)), body.parameters.get("content_type", "application/json"), headers)
 
 
 def _shape_matches(declared: list[int], shape: list[int]) -> bool:

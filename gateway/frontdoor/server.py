@@ -23,20 +23,20 @@ import logging
 import signal
 import socket
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 from sanic import Sanic
 from sanic.server.socket import bind_socket
 
 from ..control import stats
-from .access import Access
-from .rest.connection import GatewayProtocol
-from .dataplane import DataPlane
 from ..control.forkserver import Preloaded
+from ..control.models import Supervisor
+from ..settings import ConfigError, ServerSettings
+from .access import Access
+from .dataplane import DataPlane
 from .grpc import server as grpc_server
 from .rest.app import create_app, guard, metrics_endpoint, on_error
-from ..settings import ConfigError, ServerSettings
-from ..control.models import Supervisor
+from .rest.connection import GatewayProtocol
 from .tls import TLS
 
 log = logging.getLogger("gateway")
@@ -110,7 +110,7 @@ class Stopping:
 def build(settings: ServerSettings, access: Access, tls: Optional[TLS], preloaded: Optional[Preloaded] = None) -> Sanic:
     supervisor = Supervisor(settings, preloaded)
     dataplane = DataPlane(settings, supervisor)
-    stats.watch(supervisor)
+    stats.watch(supervisor.gauges)
     app = create_app(dataplane, access)
     # how long Sanic waits for busy connections once its listener closed, before it cuts them
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_grace + CUT_OFF_MARGIN
@@ -123,10 +123,11 @@ def build(settings: ServerSettings, access: Access, tls: Optional[TLS], preloade
             log.exception("the model repository could not be loaded")
 
     if preloaded is not None and preloaded.setup_loop is not None:
+        setup = preloaded.setup_loop
 
         @app.before_server_start
         async def setup_loop(app: Sanic) -> None:
-            preloaded.setup_loop(asyncio.get_running_loop())
+            setup(asyncio.get_running_loop())
 
     @app.before_server_start
     async def start_models(app: Sanic) -> None:
@@ -204,7 +205,7 @@ def run(settings: ServerSettings, preloaded: Optional[Preloaded] = None) -> None
         log.error("%s", exc)
         sys.exit(1)
     app = build(settings, access, tls, preloaded)
-    options = {"single_process": True, "access_log": False, "motd": False, "debug": False, "protocol": GatewayProtocol}
+    options: dict[str, Any] = {"single_process": True, "access_log": False, "motd": False, "debug": False, "protocol": GatewayProtocol}
     scheme = "http"
     if tls is not None:  # every port, the metrics port too (docs/SECURITY.md)
         options["ssl"], scheme = tls.ssl_context(), "https"

@@ -49,7 +49,9 @@ parser.add_argument("--max_threads", default=4, type=int, help="KServe: the gRPC
 parser.add_argument("--max_asyncio_workers", default=None, type=int, help="The size of the event loop's default thread pool (default: min(32, CPUs + 4)).")
 parser.add_argument("--enable_grpc", default=True, type=strtobool, help="Serve gRPC.")
 parser.add_argument("--enable_docs_url", default=False, type=strtobool, help="Serve the API's documentation (Swagger UI) at /docs.")
-parser.add_argument("--enable_latency_logging", default=True, type=strtobool, help="Log one line per request with the preprocess/predict/postprocess latencies.")
+parser.add_argument(
+    "--enable_latency_logging", default=True, type=strtobool, help="Log one line per request with the preprocess/predict/postprocess latencies."
+)
 parser.add_argument("--configure_logging", default=True, type=strtobool, help="Configure KServe's loggers when the ModelServer is built.")
 parser.add_argument("--log_config_file", default=None, type=str, help="A logging configuration file (.json, .yaml/.yml, or fileConfig format).")
 parser.add_argument("--access_log_format", default=None, type=str, help="KServe: uvicorn's access log format (accepted, unused by the gateway).")
@@ -112,6 +114,7 @@ parser.add_argument(
 parser.allow_abbrev = False
 args, _ = parser.parse_known_args()
 parser.allow_abbrev = True
+
 
 class ModelServer:
     def __init__(
@@ -250,4 +253,3 @@ class ModelServer:
             model.enable_latency_logging = self.enable_latency_logging
         if models and not ready:
             raise NoModelReady(models)
-

@@ -10,8 +10,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar, Sequence
 
-import numpy as np
-
 from ..codecs import NumpyCodec, NumpyRequestCodec
 from ..errors import BadRequest
 from ..model import MLModel
@@ -56,7 +54,7 @@ def model_path(settings: ModelSettings, wellknown: Sequence[str]) -> Path:
     elif "://" in uri:
         raise ValueError(f"parameters.uri {uri!r}: only local files are supported; put the model file in the model's folder")
     else:
-        path = Path(settings.uri)  # resolved against the model's folder
+        path = Path(str(settings.uri))  # resolved against the model's folder (set: uri is)
     if path.is_file():
         return path
     if path.is_dir():

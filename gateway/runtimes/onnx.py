@@ -45,7 +45,7 @@ def _metadata_tensor(arg: Any) -> MetadataTensor | None:
     if datatype is None:
         return None
     # a symbolic dimension ("batch") or an unknown one (None) takes any size
-    return MetadataTensor(name=arg.name, datatype=datatype, shape=[d if isinstance(d, int) else -1 for d in arg.shape])
+    return MetadataTensor(name=arg.name, datatype=Datatype(datatype), shape=[d if isinstance(d, int) else -1 for d in arg.shape])
 
 
 class ONNXModel(MLModel):
@@ -107,8 +107,7 @@ class ONNXModel(MLModel):
             model_name=self.name,
             model_version=self.version,
             outputs=[
-                ResponseOutput(name=name, datatype=self._outputs[name].datatype, shape=list(result.shape), data=result)
-                for name, result in zip(names, results)
+                ResponseOutput(name=name, datatype=self._outputs[name].datatype, shape=list(result.shape), data=result) for name, result in zip(names, results)
             ],
         )
 

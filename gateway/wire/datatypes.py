@@ -11,7 +11,6 @@ changed (an integer out of range, a number a float type would turn into infinity
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Any
 
 import numpy as np
@@ -99,9 +98,7 @@ def array_from_raw(datatype: str, shape: list[int], buf: memoryview | bytes, whe
         return PackedBytes(buf, count)
     dtype = NUMPY_DTYPES[datatype]
     if len(buf) != count * dtype.itemsize:
-        raise BadRequest(
-            f"{where}: {len(buf)} bytes of data, but shape {shape} of {datatype} needs {count * dtype.itemsize}"
-        )
+        raise BadRequest(f"{where}: {len(buf)} bytes of data, but shape {shape} of {datatype} needs {count * dtype.itemsize}")
     return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 
@@ -193,21 +190,20 @@ def json_numbers(values: list, datatype: str, where: str, kinds: set | None = No
     # (a float datatype needs them only where numpy could not read them at all)
     exact = (kind == "O" or (kind == "f" and target.kind != "f")) and kinds == {int}
     if target.kind == "f":
+        largest = _LARGEST[datatype]
         if exact:
-            parsed = np.array([float(v) if abs(v) < 2**1024 else math.copysign(math.inf, v) for v in values])
+            parsed = np.array([_as_float(v, datatype, largest, where) for v in values])
         elif kind not in "iuf":
             raise BadRequest(f"{where}: {datatype} data must be numbers")
         # a number beyond the type's range would silently become infinity: two reductions tell whether
         # any value is near enough to look closer (gRPC's typed contents may hold infinities and NaN,
         # which stay what they are)
-        largest = _LARGEST[datatype]
         if (target.itemsize < 8 or exact) and (float(parsed.max()) > largest or float(parsed.min()) < -largest):
             with np.errstate(over="ignore"):
                 overflow = np.isinf(parsed.astype(target)) & np.isfinite(parsed)
             if overflow.any():
                 raise BadRequest(
-                    f"{where}: {datatype} data out of range: {values[int(np.argmax(overflow))]} would become infinity "
-                    f"(the largest {datatype} is {largest})"
+                    f"{where}: {datatype} data out of range: {values[int(np.argmax(overflow))]} would become infinity (the largest {datatype} is {largest})"
                 )
         return parsed.astype(target)
     info = np.iinfo(target)
@@ -221,6 +217,14 @@ def json_numbers(values: list, datatype: str, where: str, kinds: set | None = No
     if parsed.min() < info.min or parsed.max() > info.max:
         raise BadRequest(f"{where}: {datatype} data out of range [{info.min}, {info.max}]")
     return parsed.astype(target)
+
+
+def _as_float(value: int, datatype: str, largest: float, where: str) -> float:
+    """An integer beyond 64 bits as a float; one beyond every float is refused (it would become infinity)."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise BadRequest(f"{where}: {datatype} data out of range: {shown(value)} would become infinity (the largest {datatype} is {largest})") from None
 
 
 def _json_values(datatype: str, shape: list[int], data: Any, where: str) -> tuple[int, list, set]:

@@ -34,7 +34,7 @@ from ..errors import GatewayError, from_status
 from .arena import Arena, aligned
 from .datatypes import array_from_raw
 from .packed import PackedBytes
-from .request import raw_bytes, RequestedOutput, Tensor, WireRequest
+from .request import RequestedOutput, Tensor, WireRequest, raw_bytes
 
 INFER = b"infer"
 EXPLAIN = b"explain"
@@ -58,13 +58,16 @@ INLINE_BELOW = 16 * 1024
 
 def _place(tensors: list[Tensor], arena: Arena | None) -> tuple[list[dict], list]:
     """Describe the tensors; put each one's bytes in the arena or in an inline frame."""
-    descriptions, frames, offset = [], [], 0
+    descriptions: list[dict] = []
+    frames: list = []
+    offset = 0
     for tensor in tensors:
         raw = raw_bytes(tensor)
         size = len(raw)
-        description = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape, "parameters": tensor.parameters}
-        if type(tensor.data) is PackedBytes and tensor.data.bounds is not None:
-            description["bounds"] = tensor.data.bounds
+        description: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape, "parameters": tensor.parameters}
+        data = tensor.data
+        if type(data) is PackedBytes and data.bounds is not None:
+            description["bounds"] = data.bounds
         if arena is not None and size >= INLINE_BELOW and offset + size <= arena.size:
             arena.buf[offset : offset + size] = raw
             description["shm"] = [offset, size]
@@ -83,11 +86,12 @@ def _views(descriptions: list[dict], frames: Sequence[Any], arena: Arena | None)
     for d in descriptions:
         if "shm" in d:
             offset, size = d["shm"]
+            assert arena is not None, "a tensor placed in shared memory, but no arena to read it from"
             buf = arena.buf[offset : offset + size]
         else:
             buf = _buffer(frames[d["frame"]])
         array = array_from_raw(d["datatype"], d["shape"], buf.toreadonly(), d["name"])
-        if "bounds" in d:
+        if type(array) is PackedBytes and "bounds" in d:
             array.bounds = d["bounds"]
         tensors.append(Tensor(d["name"], d["datatype"], d["shape"], array, d["parameters"]))
     return tensors

@@ -114,8 +114,7 @@ def unpack_in_steps(packed: PackedBytes, step: int, where: str) -> Iterator[list
         except struct.error:  # fewer than 4 bytes left for the next length
             if pos <= end:
                 raise BadRequest(
-                    f"{where}: BYTES data holds {first + i} elements, the shape declares {count} "
-                    "(each is a 4-byte little-endian length, then its bytes)"
+                    f"{where}: BYTES data holds {first + i} elements, the shape declares {count} (each is a 4-byte little-endian length, then its bytes)"
                 ) from None
             i -= 1
         if pos > end:
@@ -127,8 +126,7 @@ def unpack_in_steps(packed: PackedBytes, step: int, where: str) -> Iterator[list
         raise BadRequest(f"{where}: {end - pos} bytes left over after the {count} BYTES elements the shape declares")
 
 
-
-def count_bytes_elements(buffer: bytes | memoryview, start: int, stop_at: int) -> tuple[int, int]:
+def count_bytes_elements(buffer: bytes | bytearray | memoryview, start: int, stop_at: int) -> tuple[int, int]:
     """Walk the length prefixes from byte `start` for at most `stop_at` elements: (elements, next offset).
     The framing is not checked here (the worker does): the count is only what a shape needs."""
     unpack_from, size, end = _LENGTH.unpack_from, _LENGTH.size, len(buffer)

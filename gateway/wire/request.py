@@ -63,12 +63,13 @@ class WireResponse:
     parameters: dict = field(default_factory=dict)
 
 
-def raw_bytes(tensor: Tensor) -> memoryview | bytes:
+def raw_bytes(tensor: Tensor) -> memoryview | bytes | bytearray:
     """The tensor's bytes as they travel raw (binary extension, gRPC raw contents, workers)."""
-    if tensor.datatype == "BYTES":
-        return tensor.data.buffer
+    data = tensor.data
+    if type(data) is PackedBytes:
+        return data.buffer
     # a flat byte view: memoryview.cast refuses shapes with a zero in them
-    return memoryview(np.ascontiguousarray(tensor.data).reshape(-1).view(np.uint8))
+    return np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
 
 
 # Parameters with a meaning, and the type that meaning needs: the binary tensor extension's, the
@@ -101,4 +102,3 @@ def check_parameters(parameters: dict, where: str) -> dict:
             raise BadRequest(f"parameter {key!r} of {where} must be {_TYPE_NAMES[expected]}, got {shown(value)}")
         checked[key] = value
     return checked
-

@@ -23,7 +23,7 @@ class LoopSocket:
         self.socket = socket
         self._readable = asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self._fd = socket.getsockopt(zmq.FD)
+        self._fd: int = socket.getsockopt(zmq.FD)  # type: ignore[assignment]  # an int for zmq.FD
         self._loop.add_reader(self._fd, self._readable.set)
 
     async def recv(self) -> list[zmq.Frame]:
@@ -33,13 +33,16 @@ class LoopSocket:
             except zmq.Again:
                 pass
             self._readable.clear()
-            if not self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if not self._events() & zmq.POLLIN:
                 await self._readable.wait()
 
     def send(self, frames: list) -> None:
         self.socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
-        if self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if self._events() & zmq.POLLIN:
             self._readable.set()  # the send may have swallowed a message's edge
+
+    def _events(self) -> int:
+        return self.socket.getsockopt(zmq.EVENTS)  # type: ignore[return-value]  # an int for zmq.EVENTS
 
     def close(self, linger: int = 0) -> None:
         self._loop.remove_reader(self._fd)

@@ -11,28 +11,73 @@ from gateway.kserve.utils.utils import get_predict_input, get_predict_response, 
 
 # the names KServe 0.21's kserve/__init__.py exports for model servers, and the submodules scripts use by attribute
 TOP_LEVEL = [
-    "Model", "PredictorConfig", "ModelServer", "InferRequest", "InferInput", "InferResponse", "InferOutput",
-    "ModelRepository", "constants", "utils", "RequestedOutput", "InferenceVerb", "BaseKServeModel", "InferenceModel",
-    "errors", "logging", "model_server",
+    "Model",
+    "PredictorConfig",
+    "ModelServer",
+    "InferRequest",
+    "InferInput",
+    "InferResponse",
+    "InferOutput",
+    "ModelRepository",
+    "constants",
+    "utils",
+    "RequestedOutput",
+    "InferenceVerb",
+    "BaseKServeModel",
+    "InferenceModel",
+    "errors",
+    "logging",
+    "model_server",
 ]
 
 # module -> names, as KServe's docs, samples and model servers import them
 MODULES = {
-    "gateway.kserve.model": ["Model", "BaseKServeModel", "InferenceModel", "InferenceVerb", "PredictorProtocol", "InferRequest", "ModelInferRequest", "get_latency_ms"],
+    "gateway.kserve.model": [
+        "Model",
+        "BaseKServeModel",
+        "InferenceModel",
+        "InferenceVerb",
+        "PredictorProtocol",
+        "InferRequest",
+        "ModelInferRequest",
+        "get_latency_ms",
+    ],
     "gateway.kserve.model_server": ["ModelServer", "parser", "args"],
     "gateway.kserve.errors": [
-        "InferenceError", "InvalidInput", "ModelMissingError", "ModelNotFound", "ModelNotReady", "NoModelReady",
-        "ServerNotLive", "ServerNotReady", "UnsupportedProtocol", "WorkersShouldBeLessThanMaxWorkersError",
+        "InferenceError",
+        "InvalidInput",
+        "ModelMissingError",
+        "ModelNotFound",
+        "ModelNotReady",
+        "NoModelReady",
+        "ServerNotLive",
+        "ServerNotReady",
+        "UnsupportedProtocol",
+        "WorkersShouldBeLessThanMaxWorkersError",
     ],
     "gateway.kserve.protocol.infer_type": [
-        "InferInput", "InferOutput", "InferRequest", "InferResponse", "RequestedOutput", "serialize_byte_tensor",
-        "deserialize_bytes_tensor", "to_grpc_parameters", "to_http_parameters", "get_content",
+        "InferInput",
+        "InferOutput",
+        "InferRequest",
+        "InferResponse",
+        "RequestedOutput",
+        "serialize_byte_tensor",
+        "deserialize_bytes_tensor",
+        "to_grpc_parameters",
+        "to_http_parameters",
+        "get_content",
     ],
     "gateway.kserve.protocol.grpc.grpc_predict_v2_pb2": ["ModelInferRequest", "ModelInferResponse", "InferParameter", "InferTensorContents"],
     "gateway.kserve.model_repository": ["ModelRepository", "MODEL_MOUNT_DIRS"],
     "gateway.kserve.predictor_config": ["PredictorConfig"],
     "gateway.kserve.logging": ["logger", "trace_logger", "configure_logging", "KSERVE_LOG_CONFIG"],
-    "gateway.kserve.constants.constants": ["PredictorProtocol", "INFERENCE_CONTENT_LENGTH_HEADER", "GRPC_CONTENT_DATATYPE_MAPPINGS", "DEFAULT_HTTP_PORT", "DEFAULT_GRPC_PORT"],
+    "gateway.kserve.constants.constants": [
+        "PredictorProtocol",
+        "INFERENCE_CONTENT_LENGTH_HEADER",
+        "GRPC_CONTENT_DATATYPE_MAPPINGS",
+        "DEFAULT_HTTP_PORT",
+        "DEFAULT_GRPC_PORT",
+    ],
     "gateway.kserve.utils.utils": ["get_predict_input", "get_predict_response", "generate_uuid", "strtobool", "cpu_count", "is_v1", "is_v2", "to_headers"],
     "gateway.kserve.utils.numpy_codec": ["to_np_dtype", "from_np_dtype"],
     "gateway.kserve.context": ["get_predictor_config", "set_predictor_config"],
@@ -68,7 +113,9 @@ def test_get_predict_input_of_v1_and_v2_payloads():
     assert get_predict_input(request).tolist() == [[1.0, 2.0], [3.0, 4.0]]
     text = InferRequest("m", [InferInput("t", [2], "BYTES", ["hi", "yo"])])
     assert get_predict_input(text) == ["hi", "yo"]
-    frame = get_predict_input(InferRequest("m", [InferInput("a", [2], "INT64", [1, 2]), InferInput("b", [2], "FP64", [0.5, 1.5])], parameters={"content_type": "pd"}))
+    frame = get_predict_input(
+        InferRequest("m", [InferInput("a", [2], "INT64", [1, 2]), InferInput("b", [2], "FP64", [0.5, 1.5])], parameters={"content_type": "pd"})
+    )
     assert frame.to_dict("list") == {"a": [1, 2], "b": [0.5, 1.5]}
     grpc_pd = InferRequest.from_grpc(InferRequest("m", [InferInput("a", [1], "INT64", [7])], parameters={"content_type": "pd"}).to_grpc())
     assert get_predict_input(grpc_pd).to_dict("list") == {"a": [7]}  # gRPC parameters are InferParameter messages

@@ -38,7 +38,7 @@ def test_serialize_byte_tensor_writes_little_endian_lengths_then_bytes_in_row_ma
     tensor = np.array([[b"cat", "d\u00f6g"], [b"", 3]], dtype=np.object_)
     serialized = serialize_byte_tensor(tensor)
     assert serialized.shape == () and serialized.dtype == np.object_
-    assert serialized.item() == b"\x03\x00\x00\x00cat" b"\x04\x00\x00\x00d\xc3\xb6g" b"\x00\x00\x00\x00" b"\x01\x00\x00\x003"
+    assert serialized.item() == b"\x03\x00\x00\x00cat\x04\x00\x00\x00d\xc3\xb6g\x00\x00\x00\x00\x01\x00\x00\x003"
     assert serialize_byte_tensor(np.array([], dtype=np.object_)).shape == (0,)
     with pytest.raises(InferenceError):
         serialize_byte_tensor(np.array([1, 2], dtype=np.int32))
@@ -237,7 +237,9 @@ def test_requested_outputs_binary_data_wins_over_use_binary_outputs_and_absent_m
 
 
 def test_response_rest_round_trips():
-    response = InferResponse("r", "m", [InferOutput("y", [2], "FP64", [0.5, -1.0]), InferOutput("s", [1], "BYTES", ["t"])], model_version="2", parameters={"p": 1})
+    response = InferResponse(
+        "r", "m", [InferOutput("y", [2], "FP64", [0.5, -1.0]), InferOutput("s", [1], "BYTES", ["t"])], model_version="2", parameters={"p": 1}
+    )
     document, _ = response.to_rest()
     assert InferResponse.from_rest(orjson.loads(orjson.dumps(document))) == response
 
@@ -289,7 +291,9 @@ def test_request_to_grpc_with_arrays_sends_raw_contents_as_kserve():
 
 def test_raw_grpc_inputs_as_tritonclient_sends_them():
     message = pb.ModelInferRequest(
-        model_name="m", id="t", inputs=[{"name": "x", "shape": [2], "datatype": "FP32"}, {"name": "s", "shape": [1], "datatype": "BYTES"}],
+        model_name="m",
+        id="t",
+        inputs=[{"name": "x", "shape": [2], "datatype": "FP32"}, {"name": "s", "shape": [1], "datatype": "BYTES"}],
         raw_input_contents=[struct.pack("<2f", 0.5, 8.0), length_prefixed(b"q")],
     )
     request = InferRequest.from_grpc(message)
@@ -301,7 +305,9 @@ def test_raw_grpc_inputs_as_tritonclient_sends_them():
     assert orjson.loads(body[:json_length])["inputs"][0]["parameters"] == {"binary_data_size": 8}
     assert InferRequest.from_bytes(body, json_length, "m").inputs[1].data == ["q"]
     with pytest.raises(InvalidInput, match="does not match the number of raw input contents"):
-        InferRequest.from_grpc(pb.ModelInferRequest(model_name="m", inputs=[{"name": "x", "shape": [1], "datatype": "FP32"}], raw_input_contents=[b"1234", b"5678"]))
+        InferRequest.from_grpc(
+            pb.ModelInferRequest(model_name="m", inputs=[{"name": "x", "shape": [1], "datatype": "FP32"}], raw_input_contents=[b"1234", b"5678"])
+        )
 
 
 def test_a_grpc_message_never_mixes_raw_and_typed_contents():
@@ -312,7 +318,9 @@ def test_a_grpc_message_never_mixes_raw_and_typed_contents():
 
 
 def test_response_to_grpc_with_lists_is_the_message_kserve_produces():
-    response = InferResponse("r9", "m", [InferOutput("y", [2], "INT64", [5, -6]), InferOutput("l", [1], "BYTES", ["ok"])], model_version="1", parameters={"p": "q"})
+    response = InferResponse(
+        "r9", "m", [InferOutput("y", [2], "INT64", [5, -6]), InferOutput("l", [1], "BYTES", ["ok"])], model_version="1", parameters={"p": "q"}
+    )
     message = response.to_grpc()
     assert message.SerializeToString(deterministic=True) == (  # KServe's bytes
         b'\n\x01m\x12\x011\x1a\x02r9"\x08\n\x01p\x12\x03\x1a\x01q'

@@ -17,9 +17,9 @@ from gateway.kserve import (
     InferResponse,
     Model,
     PredictorConfig,
+    context,
     errors,
 )
-from gateway.kserve import context
 from gateway.kserve.logging import trace_logger
 
 

@@ -9,8 +9,7 @@ import textwrap
 
 import pytest
 
-from gateway.kserve import Model, ModelRepository, ModelServer, PredictorConfig, errors, model_server
-from gateway.kserve import context
+from gateway.kserve import Model, ModelRepository, ModelServer, PredictorConfig, context, errors, model_server
 from gateway.kserve.logging import logger
 
 from ..conftest import ROOT
@@ -62,11 +61,34 @@ def test_scripts_extend_the_parser_and_kserve_spellings_parse():
     parser = argparse.ArgumentParser(parents=[model_server.parser])
     parser.add_argument("--model_dir", default="/mnt/models")
     args = parser.parse_args(
-        ["--model_name", "iris", "--workers", "4", "--enable_grpc", "false", "--enable_docs_url", "YES", "--event-loop", "uvloop",
-         "--timeout-keep-alive", "5", "--predictor_protocol", "grpc-v2", "--enable_predictor_health_check", "--model_dir", "/m"]
+        [
+            "--model_name",
+            "iris",
+            "--workers",
+            "4",
+            "--enable_grpc",
+            "false",
+            "--enable_docs_url",
+            "YES",
+            "--event-loop",
+            "uvloop",
+            "--timeout-keep-alive",
+            "5",
+            "--predictor_protocol",
+            "grpc-v2",
+            "--enable_predictor_health_check",
+            "--model_dir",
+            "/m",
+        ]
     )
     assert (args.model_name, args.workers, args.enable_grpc, args.enable_docs_url) == ("iris", 4, False, True)
-    assert (args.event_loop, args.timeout_keep_alive, args.predictor_protocol, args.enable_predictor_health_check, args.model_dir) == ("uvloop", 5, "grpc-v2", True, "/m")
+    assert (args.event_loop, args.timeout_keep_alive, args.predictor_protocol, args.enable_predictor_health_check, args.model_dir) == (
+        "uvloop",
+        5,
+        "grpc-v2",
+        True,
+        "/m",
+    )
     with pytest.raises(SystemExit):
         parser.parse_args(["--enable_grpc", "maybe"])
     with pytest.raises(SystemExit):
@@ -85,8 +107,24 @@ def test_args_and_the_constructor_defaults_come_from_the_command_line():
               config.predictor_host, config.predictor_protocol, config.predictor_request_timeout_seconds)
         """
     )
-    argv = ["--model_name", "m1", "--workers", "3", "--http_port", "9001", "--enable_grpc", "false", "--predictor_host", "p:80",
-            "--predictor_protocol", "v2", "--predictor_request_timeout_seconds", "9", "--unknown_to_kserve", "x"]
+    argv = [
+        "--model_name",
+        "m1",
+        "--workers",
+        "3",
+        "--http_port",
+        "9001",
+        "--enable_grpc",
+        "false",
+        "--predictor_host",
+        "p:80",
+        "--predictor_protocol",
+        "v2",
+        "--predictor_request_timeout_seconds",
+        "9",
+        "--unknown_to_kserve",
+        "x",
+    ]
     done = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["m1", "3", "9001", "False", "p:80", "v2", "9"]

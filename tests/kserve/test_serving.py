@@ -160,7 +160,11 @@ def test_errors_keep_kserve_statuses_over_rest_and_grpc(server, error, status, c
 def test_start_refuses_to_fork_with_a_thread_or_a_loop_running(hazard, reason):
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--http_port", "0", "--grpc_port", "0", "--hazard", hazard],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert done.returncode != 0
     assert "ModelServer.start() forks the model workers from this process, which cannot be done safely now" in done.stderr

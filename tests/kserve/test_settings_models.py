@@ -5,13 +5,12 @@ import json
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 import requests
 
 from tests.conftest import assert_serves_large
 
-KSERVE_MODEL = '''
+KSERVE_MODEL = """
 import os
 import threading
 
@@ -38,9 +37,9 @@ class Threaded(Doubler):
     def load(self):
         threading.Thread(target=threading.Event().wait, name="poller", daemon=True).start()
         return super().load()
-'''
+"""
 
-MLMODEL = '''
+MLMODEL = """
 import os
 
 from gateway import MLModel
@@ -57,7 +56,7 @@ class Echo(MLModel):
         x = self.decode(payload.inputs[0], default_codec=NumpyCodec)
         parameters = {"pid": os.getpid(), "loaded_in": self.loaded_in}
         return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output(payload.inputs[0].name, x)], parameters=parameters)
-'''
+"""
 
 MODELS = {
     "kserve-doubler": {"implementation": "models.Doubler"},

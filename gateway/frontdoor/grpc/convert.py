@@ -17,11 +17,11 @@ import numpy as np
 import orjson
 
 from ...errors import BadRequest, shown
-from ...wire.datatypes import check_datatype, check_size, data_from_json, data_from_raw, DataBuilder, element_count
-from ...wire.packed import PackedBytes
-from ...wire.request import check_parameters, raw_bytes, RequestedOutput, Tensor, WireRequest, WireResponse
 from ...protocol import CONTENTS_FIELD
 from ...protocol.generated import inference_pb2 as pb
+from ...wire.datatypes import DataBuilder, element_count
+from ...wire.request import RequestedOutput, Tensor, WireRequest, WireResponse, check_parameters, raw_bytes
+from ..inputs import Declared, RequestInputs
 
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -82,28 +82,25 @@ def parse_infer_request(message: pb.ModelInferRequest, max_tensor_bytes: int) ->
         raise BadRequest("inputs must be a non-empty list")
     raw = message.raw_input_contents
     if raw and len(raw) != len(message.inputs):
-        raise BadRequest(
-            f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs: it needs one per input, in order"
-        )
-    tensors, pending = [], []
+        raise BadRequest(f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs: it needs one per input, in order")
+    built = RequestInputs(max_tensor_bytes)
+    pending = []
     for i, item in enumerate(message.inputs):
         if not item.name:
             raise BadRequest(f"input {i} needs a name")
-        where = f"input {shown(item.name)}"
-        datatype = check_datatype(item.datatype, where)
-        shape = list(item.shape)
-        check_size(datatype, element_count(shape, where), max_tensor_bytes, where)
+        declared = built.declare(item.name, item.datatype, list(item.shape))
+        parameters = _checked_parameters(item.parameters, declared.where)
         if raw:
             if item.HasField("contents"):
-                raise BadRequest(f"{where} has contents, but the request uses raw_input_contents: use one or the other for every input")
-            data = data_from_raw(datatype, shape, raw[i], where, max_tensor_bytes)
+                raise BadRequest(f"{declared.where} has contents, but the request uses raw_input_contents: use one or the other for every input")
+            built.from_raw(declared, raw[i], parameters)
         else:
-            data = _from_contents(item, datatype, shape, where, max_tensor_bytes)
-        tensors.append(Tensor(item.name, datatype, shape, data, _checked_parameters(item.parameters, where)))
-        if data is None:
-            pending.append(tensors[-1])
-    if len({t.name for t in tensors}) != len(tensors):
-        raise BadRequest("input names must be unique")
+            values = _contents(item, declared)
+            if values is None:
+                pending.append(built.later(declared, parameters))
+            else:
+                built.from_json(declared, values, parameters)
+    tensors = built.finish()
     outputs = [RequestedOutput(o.name, _checked_parameters(o.parameters, f"output {shown(o.name)}")) for o in message.outputs]
     request = WireRequest(
         model_name=message.model_name,
@@ -129,11 +126,15 @@ async def convert_contents(message: pb.ModelInferRequest, pending: list[Tensor],
         tensor.data = builder.finish()
 
 
-def _from_contents(item, datatype: str, shape: list[int], where: str, max_tensor_bytes: int) -> np.ndarray | PackedBytes | None:
+def _contents(item, declared: Declared) -> list | None:
+    """The typed contents of an input, as values of its datatype's field (converted by the rules of
+    JSON numbers: integers range-checked, no silent wrap-around); None when they are more than
+    CONTENTS_STEP: converted by convert_contents, a step at a time."""
+    datatype, shape, where = declared.datatype, declared.shape, declared.where
     field = CONTENTS_FIELD.get(datatype)
     used = [descriptor.name for descriptor, _ in item.contents.ListFields()]
     if not used and element_count(shape, where) == 0:
-        return data_from_json(datatype, shape, [], where, max_tensor_bytes)  # no elements need no data, whatever the datatype
+        return []  # no elements need no data, whatever the datatype
     if field is None:
         raise BadRequest(f"{where}: {datatype} has no typed contents field; send it in raw_input_contents")
     if any(name != field for name in used):
@@ -144,10 +145,7 @@ def _from_contents(item, datatype: str, shape: list[int], where: str, max_tensor
     count = element_count(shape, where)
     if len(contents) != count:
         raise BadRequest(f"{where}: data holds {len(contents)} elements, shape {shape} needs {count}")
-    if count > CONTENTS_STEP:
-        return None  # converted by convert_contents, a step at a time
-    # same conversion as JSON numbers: integers range-checked, no silent wrap-around
-    return data_from_json(datatype, shape, list(contents), where, max_tensor_bytes)
+    return None if count > CONTENTS_STEP else list(contents)
 
 
 # --- responses
@@ -177,7 +175,7 @@ def render_infer_response(response: WireResponse) -> bytes:
     message = pb.ModelInferResponse(model_name=response.model_name, model_version=response.model_version or "", id=response.id)
     # parameters.headers are HTTP headers for a REST answer (as MLServer's, and KServe's response_headers): gRPC has none
     parameters_to_pb(message.parameters, {k: v for k, v in response.parameters.items() if k != "headers"})
-    parts = [b""]
+    parts: list[bytes | bytearray | memoryview] = [b""]
     for tensor in response.outputs:
         output = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=[int(d) for d in tensor.shape])
         parameters_to_pb(output.parameters, tensor.parameters)
@@ -213,7 +211,7 @@ def render_metadata(metadata: dict) -> pb.ModelMetadataResponse:
 def render_config(metadata: dict) -> pb.ModelConfig:
     """Triton's ModelConfig from V2 metadata. max_batch_size 0: dims are the full shapes (batch included)."""
 
-    def data_type(datatype: str) -> int:
+    def data_type(datatype: str) -> pb.DataType:
         return pb.DataType.Value("TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}")
 
     return pb.ModelConfig(

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from ...errors import BadRequest
 
@@ -20,7 +20,7 @@ from ...errors import BadRequest
 class Malformed:
     """What our deserializer makes of bytes that are not a valid message of the RPC's request type."""
 
-    def __init__(self, message_type: type, error: DecodeError):
+    def __init__(self, message_type: type[Message], error: DecodeError):
         self.error = BadRequest(f"the request is not a valid {message_type.DESCRIPTOR.full_name} message: {error}")
 
 

@@ -28,11 +28,11 @@ from typing import AsyncIterator, Optional
 import grpc
 
 from ... import logs
+from ...errors import GatewayError, NotFound
+from ...protocol.generated import health_pb2 as pb
+from ...types import State
 from ..access import Access, health_scope
 from ..dataplane import DataPlane
-from ...errors import GatewayError, NotFound
-from ...types import State
-from ...protocol.generated import health_pb2 as pb
 from .handlers import authorization, check_parsed, method_handlers
 
 SERVICE = "grpc.health.v1.Health"
@@ -59,7 +59,7 @@ class HealthServicer:
         """The gateway stops: end every Watch."""
         self._closed.set()
 
-    def status(self, service: str) -> Optional[int]:
+    def status(self, service: str) -> Optional[pb.HealthCheckResponse.ServingStatus]:
         """The service's ServingStatus; None for a name this server does not know."""
         if service in SERVER_NAMES:
             return pb.HealthCheckResponse.SERVING if self.dataplane.server_ready() else pb.HealthCheckResponse.NOT_SERVING
@@ -76,7 +76,7 @@ class HealthServicer:
         versions = [f"{model['name']}/{model['version']}" for model in models if model["version"]]
         return [*SERVER_NAMES, *sorted({model["name"] for model in models}), *versions]
 
-    async def Check(self, request: pb.HealthCheckRequest, context: grpc.aio.ServicerContext) -> pb.HealthCheckResponse:
+    async def Check(self, request: pb.HealthCheckRequest, context: grpc.aio.ServicerContext) -> pb.HealthCheckResponse:  # type: ignore[return]  # context.abort raises
         started, code = time.perf_counter_ns(), grpc.StatusCode.OK
         try:
             check_parsed(request)
@@ -92,7 +92,7 @@ class HealthServicer:
         finally:
             logs.access("grpc", "Check", f"/{SERVICE}/Check", code.name, time.perf_counter_ns() - started, None, None)
 
-    async def List(self, request: pb.HealthListRequest, context: grpc.aio.ServicerContext) -> pb.HealthListResponse:
+    async def List(self, request: pb.HealthListRequest, context: grpc.aio.ServicerContext) -> pb.HealthListResponse:  # type: ignore[return]  # context.abort raises
         started, code = time.perf_counter_ns(), grpc.StatusCode.OK
         try:
             check_parsed(request)

@@ -24,15 +24,14 @@ from typing import AsyncIterator, Optional
 
 import grpc
 
-from ... import logs
-from ..access import GRPC, Access
-from ..dataplane import DataPlane
-from ...errors import BadRequest, GatewayError, NotSupported, Unauthenticated
-from ...settings import ServerSettings
-from ..tls import TLS
-from . import convert
+from ...errors import BadRequest, GatewayError, NotSupported, Unauthenticated, answer_for
 from ...protocol.generated import inference_pb2 as pb
 from ...protocol.generated import inference_pb2_grpc as pb_grpc
+from ...settings import ServerSettings
+from ..access import GRPC, Access
+from ..dataplane import DataPlane
+from ..tls import TLS
+from . import convert
 from .handlers import Malformed, authorization, check_parsed, method_handlers
 from .health import HealthServicer
 from .reflection import ReflectionServicer
@@ -53,10 +52,6 @@ INFERENCE_RPCS = ("ModelInfer", "ModelStreamInfer")  # counted in the request me
 STATUS_MESSAGE_BYTES = 2048
 
 
-def _internal(exc: Exception) -> str:
-    return f"internal error: {type(exc).__name__}: {exc}"
-
-
 def _status_message(message: str) -> str:
     encoded = message.encode()
     if len(encoded) <= STATUS_MESSAGE_BYTES:
@@ -75,25 +70,28 @@ def unary(method):
             self.check_token(method.__name__, context)
             check_parsed(request)
             return await method(self, request, context)
-        except GatewayError as exc:
-            http_status, code = exc.http_status, getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
+        except asyncio.CancelledError as exc:
+            # the client cancelled or its deadline passed: unanswered, and the client's doing
+            http_status, code, _ = _answer_for(exc)
+            raise
+        except Exception as exc:
+            if not isinstance(exc, GatewayError):
+                log.exception("unexpected error in %s", method.__name__)
+            http_status, code, message = _answer_for(exc)
             retry_after = getattr(exc, "retry_after", None)
             if retry_after is not None:  # gRPC's retry pushback: a client's retry policy waits this long
                 context.set_trailing_metadata((("grpc-retry-pushback-ms", str(int(retry_after * 1000))),))
-            await context.abort(code, _status_message(exc.message))
-        except asyncio.CancelledError:
-            # the client cancelled or its deadline passed: unanswered, and the client's doing
-            # (499: "client closed request", a 4xx for the metrics), not a success
-            http_status, code = 499, grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            http_status, code = 500, grpc.StatusCode.INTERNAL
-            log.exception("unexpected error in %s", method.__name__)
-            await context.abort(code, _status_message(_internal(exc)))
+            await context.abort(code, _status_message(message))
         finally:
             self.answered(method.__name__, request, http_status, code, started)
 
     return wrapper
+
+
+def _answer_for(exc: BaseException) -> tuple[int, grpc.StatusCode, str]:
+    """errors.answer_for, its code as grpc's: (the REST status of the same outcome, code, message)."""
+    http_status, code, message = answer_for(exc)
+    return http_status, getattr(grpc.StatusCode, code, grpc.StatusCode.INTERNAL), message
 
 
 def _unimplemented(what: str) -> NotSupported:
@@ -114,15 +112,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             self.access.check(scope, authorization(context))
 
     def answered(self, rpc: str, request, http_status: int, code: grpc.StatusCode, started: int) -> None:
-        """Count an inference request in its model's metrics (`http_status`: the REST status of the same
-        outcome) and write the access line. Each call, and each stream message, runs in a task (so a
-        request-id context) of its own."""
+        """Account for a call (DataPlane.answered; `http_status`: the REST status of the same outcome).
+        Each call, and each stream message, runs in a task (so a request-id context) of its own."""
         elapsed = time.perf_counter_ns() - started
         model = getattr(request, "model_name", "") or getattr(request, "name", "")
         version = getattr(request, "model_version", "") or getattr(request, "version", "")
-        if rpc in INFERENCE_RPCS:
-            self.dataplane.model_stats(model, version or None).request_done("grpc", http_status, elapsed)
-        logs.access("grpc", rpc, SERVICE_PATH + rpc, code.name, elapsed, model or None, version or None)
+        self.dataplane.answered("grpc", rpc, SERVICE_PATH + rpc, code.name, http_status, elapsed, model or None, version or None, rpc in INFERENCE_RPCS)
 
     # --- health and metadata ------------------------------------------
 
@@ -158,8 +153,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> bytes:
         """The serialized answer (convert.render_infer_response); the call's deadline bounds the request's."""
         check_parsed(request)  # a stream's message
-        if not request.model_name:
-            raise BadRequest("model_name is required")
         # an unknown model or version is NOT_FOUND whatever its inputs, as over REST
         self.dataplane.check_model_exists(request.model_name, request.model_version or None)
         parsed, pending = convert.parse_infer_request(request, self.max_tensor_bytes)
@@ -172,7 +165,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if self.dataplane.takes_headers(parsed.model_name, parsed.model_version):
             # KServe's hooks get the call's metadata as headers (binary "-bin" values left out)
             parsed.headers = {key: value for key, value in context.invocation_metadata() if not key.endswith("-bin")}
-        return await self.dataplane.infer(parsed, convert.render_infer_response)
+        async with self.dataplane.infer(parsed) as response:
+            return convert.render_infer_response(response)  # while the outputs may view the worker's shared memory
 
     @unary
     async def ModelInfer(self, request, context):
@@ -196,12 +190,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             except Exception as exc:
                 if not isinstance(exc, GatewayError):
                     log.exception("unexpected error in ModelStreamInfer")
-                    exc = GatewayError(_internal(exc))
-                http_status, code = exc.http_status, getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
+                http_status, code, message = _answer_for(exc)
                 echo = pb.ModelInferResponse()
                 if not isinstance(request, Malformed):
                     echo = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version, id=request.id)
-                reply = pb.ModelStreamInferResponse(error_message=exc.message, infer_response=echo)
+                reply = pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
             finally:
                 slots.release()
             self.answered("ModelStreamInfer", request, http_status, code, started)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Optional
+from typing import Optional, cast
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -19,13 +19,13 @@ from sanic.response import HTTPResponse
 
 from ... import logs
 from ...control.stats import exposition
-from . import apidoc, mlrun
+from ...errors import SHOWN_LIMIT, BadRequest, GatewayError, NotFound, Unavailable, answer_for, shown
+from ...protocol import HEADER_LENGTH
+from ...wire.request import WireRequest
 from ..access import Access, rest_scope
 from ..dataplane import DataPlane
-from ...protocol import HEADER_LENGTH
-from ...errors import SHOWN_LIMIT, BadRequest, GatewayError, NotFound, Unavailable, shown
+from . import apidoc, mlrun
 from .apidoc.spec import REQUEST_TIMEOUT_HEADER  # seconds the client waits, for clients that cannot set the `timeout` parameter
-from .largejson import LARGE_JSON
 from .body import (
     RenderedResponse,
     build_infer_request,
@@ -35,11 +35,10 @@ from .body import (
     render_infer_response,
     request_of,
 )
-from ...wire.request import WireRequest
+from .connection import TimedHttp
+from .largejson import LARGE_JSON
 
 log = logging.getLogger("gateway.rest")
-
-CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer; gRPC counts a cancelled call the same
 
 
 def _json(document, status: int = 200, headers: Optional[dict] = None) -> HTTPResponse:
@@ -79,17 +78,17 @@ async def metrics_endpoint(request: Request) -> HTTPResponse:
 
 
 async def on_error(request: Request, exc: Exception) -> HTTPResponse:
-    """Every error as `{"error": ...}` with its status."""
-    if isinstance(exc, GatewayError):
-        headers = dict(exc.headers)  # a 401's WWW-Authenticate
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after is not None:
-            headers["Retry-After"] = str(retry_after)
-        return _json({"error": exc.message}, exc.http_status, headers or None)
+    """Every error as `{"error": ...}` with its status (the REST port's and the metrics port's)."""
     if isinstance(exc, SanicException):  # its headers: Allow for a 405, as RFC 9110 asks
         return _json({"error": str(exc)}, exc.status_code, exc.headers)
-    log.exception("unexpected error on %s %s", request.method, request.path)
-    return _json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
+    if not isinstance(exc, GatewayError):
+        log.exception("unexpected error on %s %s", request.method, request.path)
+    status, _, message = answer_for(exc)
+    headers = dict(getattr(exc, "headers", {}))  # a 401's WWW-Authenticate
+    retry_after = getattr(exc, "retry_after", None)  # a full queue: when to try again
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return _json({"error": message}, status, headers or None)
 
 
 def guard(app: Sanic, access: Access) -> None:
@@ -126,7 +125,7 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
     app = Sanic(name, configure_logging=False)
     settings = dataplane.settings
     app.config.REQUEST_MAX_SIZE = settings.max_request_bytes
-    app.config.RESPONSE_TIMEOUT = settings.request_timeout + 30
+    app.config.RESPONSE_TIMEOUT = settings.request_timeout + 30  # type: ignore[assignment]  # Sanic takes seconds as a float too
     # read by connection.TimedHttp (Sanic's REQUEST_TIMEOUT restarts with every byte: see there)
     app.config.HEADER_TIMEOUT = settings.header_timeout
     app.config.BODY_TIMEOUT = settings.body_timeout
@@ -217,8 +216,10 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
         parsed.bound_by(_header_timeout(request))
         if dataplane.takes_headers(parsed.model_name, parsed.model_version):
             parsed.headers = _request_headers(request)
-        run = dataplane.explain if verb == "explain" else dataplane.infer
-        return await _send(request, await run(parsed, lambda response: render_infer_response(response, parsed)))
+        # rendered while the outputs may view the worker's shared memory, into bytes the answer owns
+        async with (dataplane.explain if verb == "explain" else dataplane.infer)(parsed) as response:
+            rendered = await render_infer_response(response, parsed)
+        return await _send(request, rendered)
 
     async def infer(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
         return await _serve(request, model, version, "infer")
@@ -321,22 +322,22 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
         # Sanic stamps perft0 once a request's headers are read, before its body: so the latency
         # includes receiving the body (a request middleware would run after it), at no extra cost.
         # A request whose headers never all came (timed out, or the client left) counts from the first wait for them.
-        stream = request.stream
+        stream = cast(TimedHttp, request.stream)  # our connections' (GatewayProtocol)
         elapsed = int((time.perf_counter() - stream.began()) * 1e9)
         # the model a request named in its URL, or in its body (POST /)
         model, version = getattr(request.ctx, "model", None) or (request.match_info.get("model"), request.match_info.get("version"))
-        if request.route is not None and request.route.name in counted:
-            dataplane.model_stats(model, version).request_done("rest", response.status, elapsed)
-        logs.access("rest", request.method, request.path, response.status, elapsed, model, version)
+        inference = request.route is not None and request.route.name in counted
+        dataplane.answered("rest", request.method, request.path, response.status, response.status, elapsed, model, version, inference)
         logs.REQUEST_ID.set(None)  # the requests of a keep-alive connection share a task, and so a context
         if dataplane.draining:
             stream.keep_alive = False  # Connection: close, so that a kept-alive client moves to another server
 
-    @app.exception(RequestCancelled)
+    @app.exception(RequestCancelled)  # type: ignore[arg-type]  # a CancelledError, which Sanic routes to handlers too
     async def on_client_gone(request: Request, exc: RequestCancelled) -> HTTPResponse:
         # the client closed its connection before its answer: nothing can be sent, but the access line
         # and the metrics (answered) count it as the client's doing
-        return _json({"error": "the client closed the connection before its answer"}, CLIENT_CLOSED_REQUEST)
+        status, _, message = answer_for(exc)
+        return _json({"error": message}, status)
 
     app.exception(Exception)(on_error)
     return app

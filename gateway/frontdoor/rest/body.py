@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import orjson
 
-from . import largejson
 from ...errors import BadRequest, shown
-from ...wire.datatypes import BYTES_ELEMENT_COST, check_datatype, check_size, data_from_json, data_from_raw, element_count, NUMPY_DTYPES
-from ...wire.packed import PackedBytes, count_bytes_elements, unpack_in_steps
-from ...wire.request import check_parameters, raw_bytes, RequestedOutput, Tensor, WireRequest, WireResponse
 from ...protocol import HEADER_LENGTH
 from ...types import MetadataTensor
+from ...wire.datatypes import BYTES_ELEMENT_COST, NUMPY_DTYPES
+from ...wire.packed import PackedBytes, count_bytes_elements, unpack_in_steps
+from ...wire.request import RequestedOutput, Tensor, WireRequest, WireResponse, check_parameters, raw_bytes
+from ..inputs import RequestInputs
+from . import largejson
 
 
 def _load_json(body: bytes | memoryview) -> dict:
@@ -142,61 +143,48 @@ def _build_request(
     inputs = document.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest("inputs must be a non-empty list")
-    tensors: list[Tensor] = []
+    built = RequestInputs(max_tensor_bytes)
     pending: list[tuple[Tensor, int]] = []
     offset = 0
     for item in inputs:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise BadRequest("each input needs a name")
-        name = item["name"]
-        where = f"input {shown(name)}"
-        datatype = check_datatype(item.get("datatype"), where)
-        shape = item.get("shape")
-        count = element_count(shape, where)
-        check_size(datatype, count, max_tensor_bytes, where)
+        declared = built.declare(item["name"], item.get("datatype"), item.get("shape"))
+        where = declared.where
         parameters = _parameters(item.get("parameters"), where)
         size = parameters.pop("binary_data_size", None)
-        value = None  # which of a large document's data values this input's data is, to read later
         if size is not None:
             if "data" in item:
                 raise BadRequest(f"{where} has both data and binary_data_size")
             if size < 0:
                 raise BadRequest(f"{where}: binary_data_size must be a non-negative integer")
             if offset + size > len(binary):
-                raise BadRequest(
-                    f"{where}: binary_data_size {size} runs past the end of the body "
-                    f"({len(binary) - offset} bytes left): truncated body?"
-                )
-            data = data_from_raw(datatype, shape, binary[offset : offset + size], where, max_tensor_bytes)
+                raise BadRequest(f"{where}: binary_data_size {size} runs past the end of the body ({len(binary) - offset} bytes left): truncated body?")
+            built.from_raw(declared, binary[offset : offset + size], parameters)
             offset += size
         elif "data" in item:
-            value = None if large is None else large.value_of(item["data"])
-            data = None if value is not None else data_from_json(datatype, shape, item["data"], where, max_tensor_bytes)
+            value = None if large is None else large.value_of(item["data"])  # a large document's data value, read later
+            if value is None:
+                built.from_json(declared, item["data"], parameters)
+            else:
+                pending.append((built.later(declared, parameters), value))
         else:
             raise BadRequest(f"{where} has neither data nor binary_data_size")
-        tensors.append(Tensor(name, datatype, list(shape), data, parameters))
-        if value is not None:
-            pending.append((tensors[-1], value))
     if offset != len(binary):
         raise BadRequest(f"{len(binary) - offset} bytes of binary data follow the inputs that no input claims")
-    if len({t.name for t in tensors}) != len(tensors):
-        raise BadRequest("input names must be unique")
-    return request_of(document, model_name, model_version, tensors), pending
+    return request_of(document, model_name, model_version, built.finish()), pending
 
 
 # raw BYTES bodies have their elements counted (for the shape) this many at a time between yields
 COUNT_STEP = 65536
 
 
-async def parse_raw_request(
-    body: bytes, model_name: str, model_version: Optional[str], declared: list[MetadataTensor], max_tensor_bytes: int
-) -> WireRequest:
+async def parse_raw_request(body: bytes, model_name: str, model_version: Optional[str], declared: list[MetadataTensor], max_tensor_bytes: int) -> WireRequest:
     """`Inference-Header-Content-Length: 0`: the body is the bytes of the model's single input."""
     if len(declared) != 1:
         raise BadRequest("a raw binary request needs a model that declares exactly one input")
     spec = declared[0]
     datatype = spec.datatype.value
-    where = f"input {spec.name!r}"
     if len(body) > max_tensor_bytes:
         raise BadRequest(f"raw input of {len(body)} bytes is over the limit of {max_tensor_bytes} bytes")
     if datatype == "BYTES":
@@ -216,9 +204,9 @@ async def parse_raw_request(
         if len(body) % itemsize:
             raise BadRequest(f"raw input of {len(body)} bytes is not a whole number of {datatype} elements")
         count = len(body) // itemsize
-    shape = _resolve_shape(spec.shape, count, spec.name)
-    data = data_from_raw(datatype, shape, memoryview(body), where, max_tensor_bytes)
-    return WireRequest(model_name, model_version, "", [Tensor(spec.name, datatype, shape, data, {})], {"binary_data_output": True})
+    built = RequestInputs(max_tensor_bytes)
+    built.from_raw(built.declare(spec.name, datatype, _resolve_shape(spec.shape, count, spec.name)), memoryview(body), {})
+    return WireRequest(model_name, model_version, "", built.finish(), {"binary_data_output": True})
 
 
 def _resolve_shape(declared: list[int], count: int, name: str) -> list[int]:
@@ -240,9 +228,10 @@ def json_data(tensor: Tensor) -> Any:
 
     What JSON cannot carry (bytes that are not UTF-8, NaN, infinities) is refused, never
     changed: the client asked for a form that cannot hold the output, and binary can."""
-    if tensor.datatype == "BYTES":
-        return next(decode_bytes_in_steps(tensor.data, tensor.data.count or 1, f"output {shown(tensor.name)}"), [])
-    flat = np.ascontiguousarray(tensor.data).ravel()
+    data = tensor.data
+    if type(data) is PackedBytes:
+        return next(decode_bytes_in_steps(data, data.count or 1, f"output {shown(tensor.name)}"), [])
+    flat = np.ascontiguousarray(data).ravel()
     if flat.dtype.kind == "f" and not np.isfinite(flat).all():
         raise BadRequest(f"output {shown(tensor.name)} holds NaN or infinity, which JSON cannot carry; {BINARY_PLEASE}")
     return flat
@@ -281,10 +270,10 @@ class RenderedResponse:
         return len(self.body) + sum(len(c) for c in self.chunks)
 
 
-def render_infer_response(response: WireResponse, request: WireRequest) -> RenderedResponse | Awaitable[RenderedResponse]:
+async def render_infer_response(response: WireResponse, request: WireRequest) -> RenderedResponse:
     """Render outputs (which may view shared memory) into bytes the response owns.
 
-    A large answer is rendered in steps: then this returns an awaitable. The response's
+    A large answer is rendered in steps, yielding to the event loop between them. The response's
     parameters.headers leave as HTTP headers, not in the document."""
     headers = response.parameters.pop("headers", None) if response.parameters else None
     binary_default = bool(request.parameters.get("binary_data_output", False))
@@ -298,7 +287,7 @@ def render_infer_response(response: WireResponse, request: WireRequest) -> Rende
         else:
             written += tensor.data.size
     if copied > COPY_STEP or written > JSON_STEP:
-        return _render_in_steps(response, plan, headers)
+        return await _render_in_steps(response, plan, headers)
     outputs, chunks = [], []
     for tensor, binary in plan:
         description = _description(tensor)
@@ -355,7 +344,7 @@ async def _render_in_steps(response: WireResponse, plan: list[tuple[Tensor, bool
     return RenderedResponse(parts[0], [*parts[1:], *binary], sum(map(len, parts)) if binary else None, headers)
 
 
-async def _copy(raw: memoryview | bytes) -> bytearray:
+async def _copy(raw: memoryview | bytes | bytearray) -> bytearray:
     out = bytearray(len(raw))
     for start in range(0, len(raw), COPY_STEP):
         out[start : start + COPY_STEP] = raw[start : start + COPY_STEP]
@@ -365,10 +354,12 @@ async def _copy(raw: memoryview | bytes) -> bytearray:
 
 async def _json_text(tensor: Tensor) -> list[bytes]:
     """The data of an output as a JSON array, in parts of JSON_STEP elements."""
-    if tensor.datatype == "BYTES":
-        pieces = decode_bytes_in_steps(tensor.data, JSON_STEP, f"output {shown(tensor.name)}")
+    data = tensor.data
+    pieces: Iterator[Any]
+    if type(data) is PackedBytes:
+        pieces = decode_bytes_in_steps(data, JSON_STEP, f"output {shown(tensor.name)}")
     else:
-        flat = np.ascontiguousarray(tensor.data).ravel()
+        flat = np.ascontiguousarray(data).ravel()
         pieces = (json_data(Tensor(tensor.name, tensor.datatype, [], flat[i : i + JSON_STEP])) for i in range(0, flat.size, JSON_STEP))
     parts = [b"["]
     for piece in pieces:

@@ -35,7 +35,7 @@ import numpy as np
 import orjson
 
 from ...errors import BadRequest
-from ...wire.datatypes import data_from_json, DataBuilder, flatten
+from ...wire.datatypes import DataBuilder, data_from_json, flatten
 from ...wire.packed import PackedBytes
 
 LARGE_JSON = 1024 * 1024  # JSON from this size takes this path (docs/PERFORMANCE.md: where it starts to pay)
@@ -54,6 +54,12 @@ _STRING_BODY = re.compile(rb'(?:[^"\\]++|\\.)*+')  # a string's characters, esca
 _ELEMENTS = re.compile(rb"(?:(?:" + _SCALARS + rb"++|" + _STRING + rb")*+,)*+")
 _ONE_ELEMENT = re.compile(rb"(?:" + _SCALARS + rb"++|" + _STRING + rb")*+,")
 _SPACE = re.compile(rb"[ \t\n\r]*+")
+
+
+def _always(match: re.Match[bytes] | None) -> re.Match[bytes]:
+    """The match of a pattern that also matches the empty string (so it never fails)."""
+    assert match is not None
+    return match
 
 
 @dataclass(slots=True)
@@ -101,7 +107,7 @@ class LargeDocument:
         pos, depth = span.start, 0
         while pos < end:
             if pos > span.start:
-                after_comma = _SPACE.match(body, pos, end).end()
+                after_comma = _always(_SPACE.match(body, pos, end)).end()
                 if body[after_comma : after_comma + 1] in (b"]", b",", b""):
                     raise _malformed("a comma with no element after it")
             cut = self._cut(pos, end, span.has_strings)
@@ -136,7 +142,7 @@ class LargeDocument:
             if cut < 0:
                 cut = self.body.find(b",", stop, end)
             return end if cut < 0 else cut
-        matched = _ELEMENTS.match(self.body, pos, stop).end()
+        matched = _always(_ELEMENTS.match(self.body, pos, stop)).end()
         if matched == pos:  # one element longer than a chunk
             one = _ONE_ELEMENT.match(self.body, pos, end)
             matched = end + 1 if one is None else one.end()
@@ -157,10 +163,10 @@ async def scan(body: bytes, limit: int) -> LargeDocument:
         # a quoted "data" and a colon: the key of a member (inside a string, a quote ends the string);
         # should its first quote be an escaped one, the key is another, whose value no input claims
         pos = key + len(b'"data"')
-        colon = _SPACE.match(body, pos, limit).end()
+        colon = _always(_SPACE.match(body, pos, limit)).end()
         if body[colon : colon + 1] != b":":
             continue
-        value = _SPACE.match(body, colon + 1, limit).end()
+        value = _always(_SPACE.match(body, colon + 1, limit)).end()
         first = body[value : value + 1]
         if first == b"[":
             span = await _array(body, value, limit)
@@ -202,7 +208,7 @@ async def _string_end(body: bytes, start: int, limit: int) -> int | None:
     pos = start + 1
     while True:
         stop = min(pos + WINDOW, limit)
-        pos = _STRING_BODY.match(body, pos, stop).end()
+        pos = _always(_STRING_BODY.match(body, pos, stop)).end()
         if body[pos : pos + 1] == b'"':
             return pos + 1
         if stop == limit or pos < stop - 1 or (pos == stop - 1 and body[pos] != ord("\\")):
@@ -216,15 +222,16 @@ async def _array(body: bytes, start: int, limit: int) -> Span | None:
     pos, first_string, last_string = start + 1, None, None
     while True:
         stop = min(pos + WINDOW, limit)
-        match = _SCAN.match(body, pos, stop)
+        match = _always(_SCAN.match(body, pos, stop))
         if match.start(1) >= 0:
             last_string = match.start(1)
             first_string = body.find(b'"', pos, stop) if first_string is None else first_string
         pos = match.end()
         if pos < stop and body[pos : pos + 1] == b'"':  # a string running past the window
-            last_string, pos = pos, await _string_end(body, pos, limit)
-            if pos is None:
+            string_end = await _string_end(body, pos, limit)
+            if string_end is None:
                 return None
+            last_string, pos = pos, string_end
             first_string = last_string if first_string is None else first_string
         elif pos < stop or stop == limit:
             break

@@ -22,6 +22,7 @@ from ...types import MetadataTensor
 from ...wire.datatypes import MAX_RANK, NUMPY_DTYPES, check_size, data_from_json, element_count
 from ...wire.packed import pack_bytes
 from ...wire.request import Tensor
+from ..inputs import RequestInputs
 from .largejson import LARGE_JSON
 
 # MLRun's operations: the URL's last segment, or the body's `operation`, and the verb each runs
@@ -45,8 +46,8 @@ def resolve_target(document: dict, model: Optional[str], version: Optional[str],
     if named is not None:
         if not isinstance(named, str) or not named.partition(":")[0]:
             raise BadRequest(f"model must be a model name, or name:version, got {shown(named)}")
-        name, _, named_version = named.partition(":")
-        named_version = named_version or None
+        name, _, after_colon = named.partition(":")
+        named_version = after_colon or None
         if model is None:
             model, version = name, named_version
         elif name != model or (named_version is not None and version is not None and named_version != version):
@@ -119,9 +120,8 @@ def plain_tensor(inputs: list, spec: MetadataTensor, max_tensor_bytes: int) -> T
             f"{where} has shape {spec.shape}: inputs must be one data point of {len(spec.shape) - 1} dimension(s) "
             f"or a batch of {len(spec.shape)}, got nested lists of shape {shape}"
         )
-    datatype = spec.datatype.value
-    check_size(datatype, element_count(shape, where), max_tensor_bytes, where)
-    return Tensor(spec.name, datatype, shape, data_from_json(datatype, shape, inputs, where, max_tensor_bytes), {})
+    built = RequestInputs(max_tensor_bytes)
+    return built.from_json(built.declare(spec.name, spec.datatype.value, shape), inputs, {})
 
 
 def rows_tensor(inputs: Any, declared: list[MetadataTensor], max_tensor_bytes: int) -> Tensor:
@@ -146,12 +146,9 @@ def rows_tensor(inputs: Any, declared: list[MetadataTensor], max_tensor_bytes: i
         nested = [key for key in features if isinstance(row[key], (list, dict))]
         if nested:
             raise BadRequest(f"row {i}: feature {shown(nested[0])} must be a single value, got {shown(row[nested[0]])}")
-    where = f"input {spec.name!r}"
-    shape = [len(rows), len(features)]
-    datatype = spec.datatype.value
-    check_size(datatype, element_count(shape, where), max_tensor_bytes, where)
+    built = RequestInputs(max_tensor_bytes)
     values = [[row[f] for f in features] for row in rows]
-    return Tensor(spec.name, datatype, shape, data_from_json(datatype, shape, values, where, max_tensor_bytes), {})
+    return built.from_json(built.declare(spec.name, spec.datatype.value, [len(rows), len(features)]), values, {})
 
 
 def nested_shape(value: Any, where: str) -> tuple[int, ...]:
@@ -248,7 +245,7 @@ def array_tensor(array: np.ndarray, spec: MetadataTensor, max_tensor_bytes: int)
 
 
 def is_binary_body(content_type: Optional[str]) -> bool:
-    return bool(content_type) and content_type.split(";")[0].strip().lower().startswith(BINARY_CONTENT_TYPES)
+    return content_type is not None and content_type.split(";")[0].strip().lower().startswith(BINARY_CONTENT_TYPES)
 
 
 def binary_tensor(body: bytes, declared: list[MetadataTensor], max_tensor_bytes: int) -> Tensor:

@@ -50,9 +50,9 @@ from ...protocol.generated.inference_pb2 import (
     ModelInferRequest,
     ModelInferResponse,
 )
-from ...wire.datatypes import array_from_raw, flatten
-from ...wire.packed import pack_bytes, PackedBytes, unpack_bytes
 from ...types import InferenceRequest
+from ...wire.datatypes import array_from_raw, flatten
+from ...wire.packed import PackedBytes, pack_bytes, unpack_bytes
 from ..constants.constants import GRPC_CONTENT_DATATYPE_MAPPINGS
 from ..errors import InferenceError, InvalidInput
 from ..utils.numpy_codec import from_np_dtype, to_np_dtype
@@ -162,8 +162,7 @@ def _json_strings(tensor: np.ndarray, where: str) -> List[str]:
                 item = item.decode("utf-8")
             except UnicodeDecodeError:
                 raise InferenceError(
-                    f'{where}: failed to encode "{item!r}" using UTF-8. Please use binary_data=True, '
-                    "if you want to pass a byte array."
+                    f'{where}: failed to encode "{item!r}" using UTF-8. Please use binary_data=True, if you want to pass a byte array.'
                 ) from None
         strings.append(item if isinstance(item, str) else str(item))
     return strings
@@ -259,10 +258,7 @@ class _Tensor:
         if datatype != self._datatype:
             raise InferenceError(f"got unexpected datatype {datatype} from numpy array, expected {self._datatype}")
         if list(input_tensor.shape) != list(self._shape):
-            raise InferenceError(
-                f"got unexpected numpy array shape [{', '.join(map(str, input_tensor.shape))}], "
-                f"expected [{', '.join(map(str, self._shape))}]"
-            )
+            raise InferenceError(f"got unexpected numpy array shape [{', '.join(map(str, input_tensor.shape))}], expected [{', '.join(map(str, self._shape))}]")
         if input_tensor.dtype.kind == "M":  # datetimes travel as their text
             input_tensor = input_tensor.astype(np.object_)
         if self._parameters is not None and not isinstance(self._parameters, dict):
@@ -306,10 +302,7 @@ class _Tensor:
         }
 
     def __repr__(self) -> str:
-        return (
-            f'"name": "{self.name}","shape": {self.shape},"datatype": "{self.datatype}",'
-            f'"data": {self.data},"parameters": {self.parameters}'
-        )
+        return f'"name": "{self.name}","shape": {self.shape},"datatype": "{self.datatype}","data": {self.data},"parameters": {self.parameters}'
 
     __str__ = __repr__
 
@@ -430,9 +423,7 @@ def _check_consumed(body: bytes, end: int) -> None:
 
 def _no_fp16_json(tensor: _Tensor, verb: str) -> None:
     if tensor.datatype == "FP16" and tensor.data:
-        raise InvalidInput(
-            f"{verb} FP16 data via JSON is not supported. Please use the binary data format for {tensor._where}"
-        )
+        raise InvalidInput(f"{verb} FP16 data via JSON is not supported. Please use the binary data format for {tensor._where}")
 
 
 def _rest_entry(tensor: _Tensor, binary: bool) -> dict:
@@ -510,8 +501,7 @@ class InferRequest:
         if raw_inputs:
             if len(raw_inputs) != len(infer_inputs):
                 raise InvalidInput(
-                    f"the number of inputs ({len(infer_inputs)}) does not match the number of raw input "
-                    f"contents ({len(raw_inputs)}) for model '{model_name}'"
+                    f"the number of inputs ({len(infer_inputs)}) does not match the number of raw input contents ({len(raw_inputs)}) for model '{model_name}'"
                 )
             self._use_raw_outputs = True
             for infer_input, raw in zip(infer_inputs, raw_inputs):
@@ -544,8 +534,7 @@ class InferRequest:
             for tensor in request.inputs
         ]
         request_outputs = [
-            RequestedOutput(name=output.name, parameters=to_http_parameters(output.parameters) if output.parameters else None)
-            for output in request.outputs
+            RequestedOutput(name=output.name, parameters=to_http_parameters(output.parameters) if output.parameters else None) for output in request.outputs
         ]
         return cls(
             request_id=request.id,
@@ -607,10 +596,7 @@ class InferRequest:
             infer_inputs.append(infer_input)
         requested_outputs = None
         if request.outputs:
-            requested_outputs = [
-                RequestedOutput(name=output.name, parameters=_plain_parameters(output.parameters) or {})
-                for output in request.outputs
-            ]
+            requested_outputs = [RequestedOutput(name=output.name, parameters=_plain_parameters(output.parameters) or {}) for output in request.outputs]
         return cls(
             request_id=request.id,
             model_name=model_name,
@@ -630,9 +616,7 @@ class InferRequest:
             if isinstance(infer_input.data, np.ndarray):
                 infer_input.set_data_from_numpy(infer_input.data, binary_data=False)
             if infer_input.data and infer_input._raw_data is not None:
-                raise InvalidInput(
-                    f"Both 'data' and 'raw_data' fields are set for input '{infer_input.name}' for model '{self.model_name}'"
-                )
+                raise InvalidInput(f"Both 'data' and 'raw_data' fields are set for input '{infer_input.name}' for model '{self.model_name}'")
             _no_fp16_json(infer_input, "Sending")
             binary = infer_input._raw_data is not None
             entries.append(_rest_entry(infer_input, binary))
@@ -708,10 +692,7 @@ class InferRequest:
         }
 
     def __repr__(self) -> str:
-        return (
-            f'"id": "{self.id}","model_name": "{self.model_name}","inputs": {self.inputs!r},'
-            f'"parameters": {self.parameters},"from_grpc": {self.from_grpc}'
-        )
+        return f'"id": "{self.id}","model_name": "{self.model_name}","inputs": {self.inputs!r},"parameters": {self.parameters},"from_grpc": {self.from_grpc}'
 
     __str__ = __repr__
 
@@ -912,9 +893,6 @@ class InferResponse:
         }
 
     def __repr__(self) -> str:
-        return (
-            f'"id": "{self.id}","model_name": "{self.model_name}","outputs": {self.outputs!r},'
-            f'"parameters": {self.parameters},"from_grpc": {self.from_grpc}'
-        )
+        return f'"id": "{self.id}","model_name": "{self.model_name}","outputs": {self.outputs!r},"parameters": {self.parameters},"from_grpc": {self.from_grpc}'
 
     __str__ = __repr__

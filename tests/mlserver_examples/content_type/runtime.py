@@ -3,13 +3,11 @@
 import json
 
 from gateway import MLModel
-from gateway.types import InferenceRequest, InferenceResponse, ResponseOutput
 from gateway.codecs import DecodedParameterName
+from gateway.types import InferenceRequest, InferenceResponse, ResponseOutput
 
-_to_exclude = {
-    "parameters": {DecodedParameterName, "headers"},
-    'inputs': {"__all__": {"parameters": {DecodedParameterName, "headers"}}}
-}
+_to_exclude = {"parameters": {DecodedParameterName, "headers"}, "inputs": {"__all__": {"parameters": {DecodedParameterName, "headers"}}}}
+
 
 class EchoRuntime(MLModel):
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
@@ -22,13 +20,6 @@ class EchoRuntime(MLModel):
             print(f"------ Decoded input ({request_input.name}) ------")
             print(decoded_input)
 
-            outputs.append(
-                ResponseOutput(
-                    name=request_input.name,
-                    datatype=request_input.datatype,
-                    shape=request_input.shape,
-                    data=request_input.data
-                )
-            )
+            outputs.append(ResponseOutput(name=request_input.name, datatype=request_input.datatype, shape=request_input.shape, data=request_input.data))
 
         return InferenceResponse(model_name=self.name, outputs=outputs)

@@ -63,7 +63,11 @@ SCHEMAS: dict[str, dict] = {
             [],
             id={"type": ["string", "null"]},
             model={"type": "string", "description": "MLRun: the model, or name:version; the URL's if it names one (another is a 400)"},
-            operation={"type": "string", "enum": ["infer", "predict", "infer_dict", "predict_dict", "explain"], "description": "MLRun: the operation; the URL's if it names one"},
+            operation={
+                "type": "string",
+                "enum": ["infer", "predict", "infer_dict", "predict_dict", "explain"],
+                "description": "MLRun: the operation; the URL's if it names one",
+            },
             data_url={"type": "string", "description": "MLRun: a .json or .npy file below the data_folder setting to read the inputs from (instead of inputs)"},
             parameters=ref("Parameters"),
             inputs={
@@ -221,7 +225,7 @@ ERRORS = {
     ),
 }
 BINARY_HEADER = {HEADER_LENGTH: {"description": "length of the JSON header that starts the body", "schema": {"type": "integer", "minimum": 0}}}
-INFER_BODY = {
+INFER_BODY: dict[str, Any] = {
     "required": False,  # a raw body may be empty: a zero-size input (README, Inference details)
     "description": f"An InferenceRequest as JSON; or, with the binary tensor data extension, a JSON InferenceRequest of "
     f"{HEADER_LENGTH} bytes followed by the inputs' bytes; or, with {HEADER_LENGTH}: 0, the bytes of a single-input model's input.",
@@ -235,7 +239,10 @@ MLRUN_INFER_BODY = {
     "image/*, audio/* or video/*, which becomes one BYTES element of the model's one input.",
     "content": {**INFER_BODY["content"], "image/*": BINARY_BODY, "audio/*": BINARY_BODY, "video/*": BINARY_BODY},
 }
-INFER_DICT_BODY = {"required": True, "content": json_content(ref("InferDictRequest"), {"inputs": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]})}
+INFER_DICT_BODY = {
+    "required": True,
+    "content": json_content(ref("InferDictRequest"), {"inputs": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]}),
+}
 INFER_RESPONSES = {
     "200": response(
         "The outputs: JSON, or with binary outputs (requested by binary_data / binary_data_output) a JSON header and the outputs' bytes",
@@ -298,9 +305,16 @@ class Endpoint:
 
 ENDPOINTS = [
     Endpoint("server_metadata", "GET", "/", "Server metadata", "Server", {"200": response("name, version, extensions", json_content(ref("ServerMetadata")))}),
-    Endpoint("server_metadata_v2", "GET", "/v2", "Server metadata", "Server", {"200": response("name, version, extensions", json_content(ref("ServerMetadata")))}),
     Endpoint(
-        "server_metadata_health", "GET", "/v2/health", "Server metadata (MLRun)", "Server", {"200": response("name, version, extensions", json_content(ref("ServerMetadata")))}
+        "server_metadata_v2", "GET", "/v2", "Server metadata", "Server", {"200": response("name, version, extensions", json_content(ref("ServerMetadata")))}
+    ),
+    Endpoint(
+        "server_metadata_health",
+        "GET",
+        "/v2/health",
+        "Server metadata (MLRun)",
+        "Server",
+        {"200": response("name, version, extensions", json_content(ref("ServerMetadata")))},
     ),
     Endpoint("live", "GET", "/v2/health/live", "Liveness", "Health", {"200": response("The server is live", json_content(ref("Live")))}),
     Endpoint(
@@ -309,7 +323,10 @@ ENDPOINTS = [
         "/v2/health/ready",
         "Readiness: every model meant to be served is ready",
         "Health",
-        {"200": response("Ready", json_content(ref("Ready"))), "503": response("Not ready (models loading, failed, or the gateway stopping)", json_content(ref("Ready")))},
+        {
+            "200": response("Ready", json_content(ref("Ready"))),
+            "503": response("Not ready (models loading, failed, or the gateway stopping)", json_content(ref("Ready"))),
+        },
     ),
     Endpoint(
         "list_models",
@@ -320,7 +337,13 @@ ENDPOINTS = [
         {"200": response("The model names", json_content(ref("ModelList")))},
     ),
     Endpoint(
-        "model_metadata", "GET", "/v2/models/{model}", "Model metadata", "Models", {"200": response("The model's metadata", json_content(ref("ModelMetadata")))}, versioned=True
+        "model_metadata",
+        "GET",
+        "/v2/models/{model}",
+        "Model metadata",
+        "Models",
+        {"200": response("The model's metadata", json_content(ref("ModelMetadata")))},
+        versioned=True,
     ),
     Endpoint(
         "model_ready",
@@ -334,12 +357,38 @@ ENDPOINTS = [
         },
         versioned=True,
     ),
-    Endpoint("infer", "POST", "/v2/models/{model}/infer", "Inference", "Inference", INFER_RESPONSES, MLRUN_INFER_BODY, versioned=True, headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER)),
     Endpoint(
-        "predict", "POST", "/v2/models/{model}/predict", "Inference (MLRun's name for infer)", "Inference", INFER_RESPONSES, MLRUN_INFER_BODY, versioned=True, headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER)
+        "infer",
+        "POST",
+        "/v2/models/{model}/infer",
+        "Inference",
+        "Inference",
+        INFER_RESPONSES,
+        MLRUN_INFER_BODY,
+        versioned=True,
+        headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER),
     ),
     Endpoint(
-        "explain", "POST", "/v2/models/{model}/explain", "Explanation by the model's explain()", "Inference", INFER_RESPONSES, MLRUN_INFER_BODY, versioned=True, headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER)
+        "predict",
+        "POST",
+        "/v2/models/{model}/predict",
+        "Inference (MLRun's name for infer)",
+        "Inference",
+        INFER_RESPONSES,
+        MLRUN_INFER_BODY,
+        versioned=True,
+        headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER),
+    ),
+    Endpoint(
+        "explain",
+        "POST",
+        "/v2/models/{model}/explain",
+        "Explanation by the model's explain()",
+        "Inference",
+        INFER_RESPONSES,
+        MLRUN_INFER_BODY,
+        versioned=True,
+        headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER),
     ),
     Endpoint(
         "infer_dict",
@@ -353,7 +402,14 @@ ENDPOINTS = [
         headers=(REQUEST_TIMEOUT_HEADER,),
     ),
     Endpoint(
-        "predict_dict", "POST", "/v2/models/{model}/predict_dict", "Inference on rows of named features (MLRun's name for infer_dict)", "Inference", INFER_RESPONSES, INFER_DICT_BODY, versioned=True
+        "predict_dict",
+        "POST",
+        "/v2/models/{model}/predict_dict",
+        "Inference on rows of named features (MLRun's name for infer_dict)",
+        "Inference",
+        INFER_RESPONSES,
+        INFER_DICT_BODY,
+        versioned=True,
     ),
     Endpoint(
         "infer_named_in_body",
@@ -364,7 +420,14 @@ ENDPOINTS = [
         INFER_RESPONSES,
         {"required": True, "content": json_content(ref("NamedInferenceRequest"), {"model": "iris-mlp", "inputs": [[5.1, 3.5, 1.4, 0.2]]})},
     ),
-    Endpoint("statistics_all", "GET", "/v2/models/stats", "Statistics of every model version", "Statistics", {"200": response("Statistics", json_content(ref("Statistics")))}),
+    Endpoint(
+        "statistics_all",
+        "GET",
+        "/v2/models/stats",
+        "Statistics of every model version",
+        "Statistics",
+        {"200": response("Statistics", json_content(ref("Statistics")))},
+    ),
     Endpoint(
         "statistics",
         "GET",
@@ -410,7 +473,9 @@ ENDPOINTS = [
         {"200": response("Prometheus' text format", {"text/plain": {"schema": {"type": "string"}}})},
         served=lambda settings: settings.metrics_on_http,
     ),
-    Endpoint("v1_models", "GET", "/v1/models", "Names of the models (KServe V1)", "KServe V1", {"200": response("The model names", json_content(ref("ModelList")))}),
+    Endpoint(
+        "v1_models", "GET", "/v1/models", "Names of the models (KServe V1)", "KServe V1", {"200": response("The model names", json_content(ref("ModelList")))}
+    ),
     Endpoint(
         "v1_model_ready",
         "GET",
@@ -449,7 +514,9 @@ SECURITY_SCHEMES = {
     Scope.REPOSITORY: "repositoryToken",
     Scope.METRICS: "metricsToken",
 }
-UNAUTHENTICATED = response("No valid bearer token for this endpoint's scope (the same answer for a missing, malformed or wrong token)", json_content(ref("Error")))
+UNAUTHENTICATED = response(
+    "No valid bearer token for this endpoint's scope (the same answer for a missing, malformed or wrong token)", json_content(ref("Error"))
+)
 
 
 def _security_scheme(scope: Scope) -> dict:
@@ -504,7 +571,7 @@ def document(settings: "ServerSettings") -> dict:
             "version": __version__,
             "description": "Open Inference Protocol (KServe V2) REST API, with the model repository and statistics extensions, "
             "MLRun's serving API (infer_dict, plain inputs, data_url, the model named in the body) and KServe's V1 protocol for models "
-            "of gateway.kserve. Errors are always JSON {\"error\": \"...\"}. Metrics are also served at /metrics on metrics_port.",
+            'of gateway.kserve. Errors are always JSON {"error": "..."}. Metrics are also served at /metrics on metrics_port.',
         },
         "paths": paths,
         "components": components,

@@ -1,0 +1,146 @@
+"""Two source trees of the gateway, measured in one run, alternating: small requests and a 1 MiB echo.
+
+    git worktree add /tmp/before <commit>
+    python scripts/before_after.py --before /tmp/before --after . --rounds 5
+
+Each round starts a gateway from each tree in turn (`PYTHONPATH=<tree>`, on the tree's
+tests/repository, ports picked by the OS) and measures, with the same client:
+
+- small: sequential binary REST echoes of 16 FP32 (`--calls`): p50 latency, and the server's
+  CPU time per call (the gateway process and its workers, from /proc);
+- small c=8: loadgen.py's closed loop, REST JSON, 16 FP32, 8 in flight: requests per second;
+- 1 MiB: sequential binary REST echoes of 1 MiB (echo_latency.py's client): p50 latency.
+
+It prints the median of each figure over the rounds, per tree, and their ratio after/before.
+The order of the trees alternates between rounds, so that a machine getting busier or
+quieter during the run weighs on both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import echo_latency  # noqa: E402
+import loadgen  # noqa: E402
+import numpy as np  # noqa: E402
+import small_echo_cost  # noqa: E402
+
+FIGURES = {
+    "small_p50_us": "small: p50 latency (us)",
+    "small_cpu_us": "small: server CPU per call (us)",
+    "small_c8_rps": "small, 8 in flight: requests/s",
+    "mib_p50_ms": "1 MiB echo: p50 latency (ms)",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def small_calls(port: int, calls: int) -> tuple[float, list[float]]:
+    connection = small_echo_cost.connect(port)
+    header = json.dumps(
+        {
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [16], "parameters": {"binary_data_size": 64}}],
+            "outputs": [{"name": "x", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    body = header + np.arange(16, dtype=np.float32).tobytes()
+    headers = {small_echo_cost.HEADER_LENGTH: str(len(header))}
+    timings = []
+    for i in range(300 + calls):
+        started = time.perf_counter()
+        connection.request("POST", "/v2/models/echo/infer", body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise SystemExit(f"HTTP {response.status}")
+        if i >= 300:
+            timings.append(time.perf_counter() - started)
+    connection.close()
+    return statistics.median(timings), timings
+
+
+def measure(tree: Path, calls: int) -> dict[str, float]:
+    ports = [free_port() for _ in range(3)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tree),
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_HTTP_PORT": str(ports[0]),
+        "GATEWAY_GRPC_PORT": str(ports[1]),
+        "GATEWAY_METRICS_PORT": str(ports[2]),
+    }
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "start", "--config", str(tree / "tests" / "repository")],
+        env=env,
+        cwd=tree,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        small_echo_cost.connect(ports[0])
+        cpu_before = small_echo_cost.cpu_seconds(gateway.pid)
+        p50, _ = small_calls(ports[0], calls)
+        cpu_per_call = (small_echo_cost.cpu_seconds(gateway.pid) - cpu_before) / (calls + 300)
+        concurrent = loadgen.run(
+            url=f"http://127.0.0.1:{ports[0]}",
+            model="echo",
+            protocol="rest-json",
+            concurrency=8,
+            duration=4,
+            warmup=1,
+            shape=[16],
+            datatype="FP32",
+            input_name="x",
+        )
+        mib = echo_latency.measure(f"127.0.0.1:{ports[0]}", "echo", 1, 40)
+    finally:
+        gateway.terminate()
+        gateway.wait()
+    return {"small_p50_us": p50 * 1e6, "small_cpu_us": cpu_per_call * 1e6, "small_c8_rps": concurrent["requests_per_s"], "mib_p50_ms": mib["p50_ms"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", required=True, type=Path)
+    parser.add_argument("--after", required=True, type=Path)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=3000, help="sequential small calls per round")
+    parser.add_argument("--json-out", default=None)
+    args = parser.parse_args()
+    trees = {"before": args.before.resolve(), "after": args.after.resolve()}
+    results: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    for round_ in range(args.rounds):
+        order = ["before", "after"] if round_ % 2 == 0 else ["after", "before"]
+        for name in order:
+            figures = measure(trees[name], args.calls)
+            results[name].append(figures)
+            print(f"round {round_ + 1} {name}: " + "  ".join(f"{key} {value:.1f}" for key, value in figures.items()), flush=True)
+    print(f"\nmedians of {args.rounds} rounds (before: {trees['before']}, after: {trees['after']})")
+    print("| figure | before | after | after / before |\n|---|---|---|---|")
+    summary = {}
+    for key, label in FIGURES.items():
+        before = statistics.median(r[key] for r in results["before"])
+        after = statistics.median(r[key] for r in results["after"])
+        summary[key] = {"before": before, "after": after}
+        print(f"| {label} | {before:.1f} | {after:.1f} | {after / before:.3f} |")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"rounds": results, "medians": summary}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
