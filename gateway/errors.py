@@ -42,7 +42,12 @@ class GatewayError(Exception):
 
     def __init__(self, message: str):
         super().__init__(message)
-        self.message = message
+        self._message = message
+
+    @property
+    def message(self) -> str:
+        """What the client is told; read-only, so that a subclass may compute it (gateway.kserve.errors)."""
+        return self._message
 
 
 class BadRequest(GatewayError):

@@ -83,7 +83,9 @@ class ServerSettings(BaseModel):
     load_timeout: float = Field(300.0, gt=0, description="seconds a model's load() may take")
     shm_arena_bytes: int = Field(256 * MIB, gt=0, description="each worker's input and output shared-memory arena (pages are used only when written)")
     heartbeat_interval: float = Field(2.0, gt=0, description="seconds between pings of an idle worker")
-    heartbeat_timeout: float = Field(10.0, gt=0, description="an idle worker silent this long is hung: killed and restarted")
+    heartbeat_timeout: float = Field(
+        10.0, gt=0, description="an idle worker silent this long is hung, and so is one still running a request this long after request_timeout cancelled it"
+    )
     restart_backoff: float = Field(0.5, ge=0, description="first restart delay after a worker crash; doubles per crash in a row, up to 30 s")
     header_timeout: float = Field(10.0, gt=0, description="seconds a REST request's headers may take to arrive, from its first byte (408 and close beyond)")
     body_timeout: float = Field(60.0, gt=0, description="seconds a REST request's body may take to arrive, once its headers are in (408 and close beyond)")

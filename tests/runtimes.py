@@ -270,6 +270,15 @@ class CancellableAsync(MLModel):
         return echoed(self, payload)
 
 
+class Stubborn(MLModel):
+    """Blocks its worker for the seconds in its input, never asking self.cancelled(); answers with its
+    process id (as Sleepy)."""
+
+    def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        time.sleep(float(payload.inputs[0].data.ravel()[0]))
+        return InferenceResponse(model_name=self.name, outputs=[ResponseOutput(name="pid", shape=[1], datatype="INT64", data=[os.getpid()])])
+
+
 class CancellableSync(MLModel):
     """The same with a synchronous predict, which blocks its worker's loop: it asks self.cancelled()
     every 10 ms, and stops early when it turns true."""

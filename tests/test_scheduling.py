@@ -5,6 +5,7 @@ and priority levels."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -205,9 +206,10 @@ def test_a_queued_request_past_its_deadline_is_dropped_without_reaching_the_work
     # REST: Triton's timeout parameter (microseconds), then the Request-Timeout header (seconds)
     by_parameter = rest_infer(gateway, "probe", small, {"timeout": 300_000})
     assert by_parameter.status_code == 504, by_parameter.text
-    assert "did not answer within 0.3 s" in by_parameter.json()["error"] and "waiting for a worker" in by_parameter.json()["error"]
+    # the time left when the request reached its model's queue: a little under what the client gave
+    assert re.search(r"did not answer within 0\.(29\d*|3) s", by_parameter.json()["error"]) and "waiting for a worker" in by_parameter.json()["error"]
     by_header = rest_infer(gateway, "probe", small, headers={"Request-Timeout": "0.25"})
-    assert by_header.status_code == 504 and "0.25 s" in by_header.json()["error"]
+    assert by_header.status_code == 504 and re.search(r"within 0\.(24\d*|25) s", by_header.json()["error"])
     # gRPC: the call's deadline
     with pytest.raises(grpc.RpcError) as caught:
         stub.ModelInfer(grpc_request("probe", small), timeout=0.3)

@@ -532,8 +532,9 @@ def test_client_gone_mid_request_releases_the_worker(gateway):
 def test_a_timed_out_request_is_504_and_the_model_recovers(start_gateway, tmp_path):
     """request_timeout bounds a request that sets no deadline: its async predict is cancelled in the
     worker, which serves the next request at once (it is not taken for hung)."""
-    repository = write_repository(tmp_path, {"sleepy": {"implementation": "tests.runtimes.Sleepy"}})
-    gateway = start_gateway(repository, request_timeout=0.5, heartbeat_interval=0.2, restart_backoff=0.1).wait_ready()
+    models = {"sleepy": {"implementation": "tests.runtimes.Sleepy"}, "stubborn": {"implementation": "tests.runtimes.Stubborn"}}
+    repository = write_repository(tmp_path, models)
+    gateway = start_gateway(repository, request_timeout=0.5, heartbeat_interval=0.2, heartbeat_timeout=3, restart_backoff=0.1).wait_ready()
     (worker,) = workers_of(gateway, "sleepy")
     results: list = []
     sleep_request(gateway, "sleepy", 3.0, results).join()
@@ -545,3 +546,24 @@ def test_a_timed_out_request_is_504_and_the_model_recovers(start_gateway, tmp_pa
     assert workers_of(gateway, "sleepy") == [worker]
     assert "is hung" not in gateway.log_text()
     assert_sleepy_serves_large(gateway, "sleepy", worker)
+
+    # a sync predict that ignores the cancel but gives its request back within heartbeat_timeout
+    # (3 s) of the timeout is not hung; one that holds it longer is killed and replaced
+    (stubborn,) = workers_of(gateway, "stubborn")
+    sleep_request(gateway, "stubborn", 1.5, results).join()
+    assert results[-1].status_code == 504
+    answers: list = []  # 504 while the worker still sleeps, then an answer from the same worker
+
+    def answered() -> bool:
+        sleep_request(gateway, "stubborn", 0, answers).join()
+        return answers[-1].status_code == 200
+
+    gateway.wait_for(answered, what="stubborn's worker to give its request back")
+    assert answers[-1].json()["outputs"][0]["data"] == [stubborn]
+    assert workers_of(gateway, "stubborn") == [stubborn] and "is hung" not in gateway.log_text()
+    sleep_request(gateway, "stubborn", 3600, results).join()
+    assert results[-1].status_code == 504
+    gateway.wait_for(lambda: workers_of(gateway, "stubborn") not in ([], [stubborn]), timeout=30, what="a new stubborn worker")
+    assert "of model stubborn is hung; killing it" in gateway.log_text()
+    gateway.wait_ready(["stubborn"], timeout=30)
+    assert_sleepy_serves_large(gateway, "stubborn", workers_of(gateway, "stubborn")[0])

@@ -121,12 +121,12 @@ def serve_forks(sock: socket.socket, models: Mapping[str, tuple[Served, str | No
     children: set[int] = set()
     send(sock, {"op": "loaded"})
     while True:
-        readable, _, _ = select.select([sock, wake_read], [], [])
+        readable, _, _ = select.select([sock.fileno(), wake_read], [], [])
         if wake_read in readable:
             while _drained(wake_read):
                 pass
         _reap(sock, children)
-        if sock not in readable:
+        if sock.fileno() not in readable:
             continue
         message, fds, _, _ = socket.recv_fds(sock, MESSAGE_BYTES, 2)
         if not message:  # the gateway is gone, or done with us

@@ -34,7 +34,7 @@ from gateway.kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
 from gateway.kserve.errors import InvalidInput
 from gateway.kserve.model import BaseKServeModel, InferenceModel, InferenceVerb, Model
 from gateway.kserve.protocol.infer_type import InferInput, InferRequest, InferResponse, RequestedOutput, to_http_parameters
-from gateway.types import InferenceResponse, ResponseOutput
+from gateway.types import Datatype, InferenceResponse, ResponseOutput
 from gateway.wire import messages
 from gateway.wire.packed import PackedBytes, unpack_bytes
 from gateway.wire.request import Tensor
@@ -127,7 +127,7 @@ class _ArrivedInput(InferInput):
     def __init__(self, tensor: Tensor, from_grpc: bool):
         super().__init__(tensor.name, list(tensor.shape), tensor.datatype, None, dict(tensor.parameters) or None)
         array = tensor.data
-        if type(array) is PackedBytes:
+        if isinstance(array, PackedBytes):
             array = unpack_bytes(array, f"input {tensor.name!r}").reshape(tensor.shape)
             array.flags.writeable = False
             if not from_grpc:  # KServe's REST decoding gives BYTES as str
@@ -171,11 +171,12 @@ def _infer_request(request: Arrived) -> InferRequest:
 def _v1_body(request: Arrived, headers: dict[str, str]) -> Any:
     """The V1 body as KServe decodes it: JSON, unless the content type says otherwise."""
     raw = request.inputs[0].data
+    assert isinstance(raw, np.ndarray), "the front door sends a V1 body as one UINT8 tensor"
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type and content_type not in JSON_CONTENT_TYPES:
         return raw.tobytes()
     try:
-        return orjson.loads(memoryview(raw))
+        return orjson.loads(raw.data)  # the array's memoryview: no copy
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"Unrecognized request format: {exc}") from None
 
@@ -205,14 +206,21 @@ def _v2_answer(name: str, response: Any, request: Arrived, batch) -> tuple[list[
         response = InferResponse.from_rest(response)
     if not isinstance(response, InferResponse):
         raise RuntimeFailure(f"model {name!r} answered a V2 request with {type(response).__name__}: expected an InferResponse or a dict")
+    # the parameters stay plain dicts: model_construct does not validate them, and select_outputs takes dicts
     outputs = []
     for output in response.outputs:
+        data = output.as_numpy()  # first: it refuses an unknown datatype with a clear error
         parameters = to_http_parameters(output.parameters or {})
         parameters.pop("binary_data_size", None)  # of the model's own encoding; the front door writes its own
         outputs.append(
             ResponseOutput.model_construct(
-                name=output.name, shape=list(output.shape), datatype=output.datatype, parameters=parameters or None, data=output.as_numpy()
+                name=output.name,
+                shape=list(output.shape),
+                datatype=Datatype(output.datatype),
+                parameters=parameters or None,  # type: ignore[arg-type]  # a dict, see above
+                data=data,
             )
         )
-    parameters = to_http_parameters(response.parameters) if response.parameters else None
-    return select_outputs(InferenceResponse.model_construct(model_name=name, outputs=outputs, parameters=parameters), request.outputs, batch)
+    response_parameters = to_http_parameters(response.parameters) if response.parameters else None
+    answer = InferenceResponse.model_construct(model_name=name, outputs=outputs, parameters=response_parameters)  # type: ignore[arg-type]  # a dict
+    return select_outputs(answer, request.outputs, batch)

@@ -128,9 +128,9 @@ class ForkServer:
             else:
                 forked.set_result(process)
         elif op == "exited":
-            process = self._children.pop(message["pid"], None)
-            if process is not None:
-                process.exited(message["code"])
+            exited = self._children.pop(message["pid"], None)
+            if exited is not None:
+                exited.exited(message["code"])
 
     def _gone(self, why: str) -> None:
         """The fork server is gone: its workers died with it (they ask for SIGKILL when it does)."""

@@ -10,8 +10,9 @@ their model.
   again once on a sibling or on its replacement (or failed at once, if the model
   opts out: pool.worker_exited), and is replaced after a back-off that doubles with
   each crash in a row; the model's other workers keep serving meanwhile.
-- A worker is hung when it stays silent to pings while idle, or holds one
-  request longer than request_timeout: it is killed, then replaced.
+- A worker is hung when it stays silent to pings while idle, or still holds one
+  request heartbeat_timeout after its request_timeout (the call was cancelled
+  then): it is killed, then replaced.
 - Repository operations (load, unload) on one model run one at a time, in
   the order asked; an unload cancels the tasks starting that model's workers
   and waits for them, so no worker it started is left running.

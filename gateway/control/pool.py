@@ -435,13 +435,15 @@ class ModelPool:
     # --- liveness ----------------------------------------------------------
 
     def hung_workers(self, now: float, ping_every: float, silent_after: float) -> list[Worker]:
-        """Ping idle workers; name those silent too long, or busy on one request past the timeout."""
+        """Ping idle workers; name those silent too long, or still busy on one request `silent_after`
+        past request_timeout: its call was cancelled at the timeout, and a worker gets that long to
+        give it back (a sync predict that never asks cancelled() does not)."""
         hung = []
         for worker in self.workers:
             if not worker.ready or worker.stopping:
                 continue
             if worker.inflight is not None:
-                if now - worker.busy_since > self.request_timeout:
+                if now - worker.busy_since > self.request_timeout + silent_after:
                     hung.append(worker)
             elif now - worker.last_seen > silent_after:
                 hung.append(worker)

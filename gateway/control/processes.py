@@ -5,8 +5,8 @@ It knows processes, not models. The model table (models.py) asks for a worker in
 means for the model (a restart, a failed load). This module alone holds process handles, so it
 alone kills:
 
-- a worker whose pool names it hung (silent to pings while idle, or holding one request past
-  request_timeout: `ModelPool.hung_workers`), checked every heartbeat_interval;
+- a worker whose pool names it hung (silent to pings while idle, or holding one request
+  heartbeat_timeout past request_timeout: `ModelPool.hung_workers`), checked every heartbeat_interval;
 - a worker the model table gives up on (`kill`), and, at `stop_gracefully`'s end, one that did
   not exit within worker_stop_grace.
 

@@ -25,7 +25,7 @@ import inspect
 import time
 from abc import ABC, abstractmethod
 from enum import Enum
-from typing import Any, AsyncIterator, Awaitable, Dict, List, Optional, Union
+from typing import Any, AsyncIterator, Awaitable, Dict, List, Optional, Tuple, Union
 
 from .. import metrics
 from ..protocol.generated.inference_pb2 import ModelInferRequest
@@ -51,6 +51,8 @@ class BaseKServeModel(ABC):
     `load()` runs once, in the process that builds the model; `start()` (and
     `start_engine()` for a model with `engine = True`) when the server starts serving it,
     `stop()`/`stop_engine()` when it stops."""
+
+    enable_latency_logging = False  # the server sets it on each model it serves (Model logs by it)
 
     @abstractmethod
     def __init__(self, name: str):
@@ -86,7 +88,10 @@ class InferenceVerb(Enum):
 
 
 InferReturnValueTypes = Union[Dict, InferResponse, List[str]]
-InferReturnType = Union[InferReturnValueTypes, Awaitable[InferReturnValueTypes]]
+InferReturnType = Union[InferReturnValueTypes, Awaitable[InferReturnValueTypes]]  # KServe's names, kept for its users
+# what a call answers, (response, response headers): the response is what `postprocess` returned
+# (a dict, an InferResponse, strings, a stream), the headers what the hooks put in `response_headers`
+InferCallResult = Tuple[Any, Dict[str, str]]
 
 
 class InferenceModel(BaseKServeModel):
@@ -99,7 +104,7 @@ class InferenceModel(BaseKServeModel):
         body: Union[Dict, InferRequest],
         headers: Optional[Dict[str, str]] = None,
         verb: InferenceVerb = InferenceVerb.PREDICT,
-    ) -> InferReturnType:
+    ) -> Awaitable[InferCallResult]:
         pass
 
     def get_input_types(self) -> List[Dict]:
@@ -137,11 +142,11 @@ class Model(InferenceModel):
         body: Union[Dict, InferRequest],
         headers: Optional[Dict[str, str]] = None,
         verb: InferenceVerb = InferenceVerb.PREDICT,
-    ) -> InferReturnType:
+    ) -> InferCallResult:
         """preprocess -> predict (or explain) -> postprocess; returns (response, response_headers)."""
         request_id = headers.get("x-request-id", "N.A.") if headers else "N.A."
         response_headers: Dict[str, str] = {}
-        latency_ms = dict.fromkeys(("preprocess", "explain", "predict", "postprocess"), 0)
+        latency_ms: Dict[str, float] = dict.fromkeys(("preprocess", "explain", "predict", "postprocess"), 0)
         # each hook's time counts from its call to its (awaited) result
         started = time.perf_counter()
         payload = await _settled(self.preprocess(body, headers))

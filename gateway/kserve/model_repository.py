@@ -44,10 +44,12 @@ class ModelRepository:
         self.models[name or model.name] = model
 
     def load(self, name: str) -> bool:
-        pass
+        """Load the model `name` on demand; whether it loaded. This repository loads none by name."""
+        return False
 
     def load_model(self, name: str) -> bool:
-        pass
+        """Load the model in `models_dir/name`; whether it loaded. This repository loads none by name."""
+        return False
 
     def unload(self, name: str):
         """Stop a model (`stop()`, and `stop_engine()` if it has an engine) and forget it."""

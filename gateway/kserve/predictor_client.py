@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import grpc
 import orjson
@@ -41,7 +41,9 @@ _GRPC_STATUS = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 
-_clients: Dict[Tuple, object] = {}  # per process: (pid, kind, target) -> session or channel
+# per process, by (pid, ...): a forked child must not use its parent's connections
+_sessions: Dict[Tuple, Any] = {}  # aiohttp.ClientSession (aiohttp is imported only when used)
+_stubs: Dict[Tuple, inference_pb2_grpc.GRPCInferenceServiceStub] = {}
 
 
 def forwarded(headers: Optional[Dict[str, str]], base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
@@ -58,9 +60,9 @@ def _session():
     except ImportError:
         raise ImportError('transformer mode over REST needs aiohttp: pip install "inference-gateway[kserve]"') from None
     key = (os.getpid(), "rest")
-    if key not in _clients:
-        _clients[key] = aiohttp.ClientSession()
-    return _clients[key]
+    if key not in _sessions:
+        _sessions[key] = aiohttp.ClientSession()
+    return _sessions[key]
 
 
 async def _post(config: PredictorConfig, url: str, body: bytes, headers: Dict[str, str]) -> Tuple[int, Dict[str, str], bytes]:
@@ -106,9 +108,9 @@ async def predict_rest(
         response_headers.update({k: v for k, v in answer_headers.items() if k not in ("content-length", "content-type")})
     if v1:
         return orjson.loads(answer)
-    json_length = answer_headers.get(INFERENCE_CONTENT_LENGTH_HEADER.lower())
-    if json_length is not None:
-        return InferResponse.from_bytes(answer, int(json_length))
+    answer_json_length = answer_headers.get(INFERENCE_CONTENT_LENGTH_HEADER.lower())
+    if answer_json_length is not None:
+        return InferResponse.from_bytes(answer, int(answer_json_length))
     return InferResponse.from_rest(orjson.loads(answer))
 
 
@@ -118,14 +120,14 @@ async def predict_grpc(config: PredictorConfig, payload, headers) -> InferRespon
     if not isinstance(payload, InferRequest):
         payload = InferRequest.from_grpc(payload)
     key = (os.getpid(), "grpc", config.predictor_host, config.predictor_use_ssl)
-    if key not in _clients:
+    if key not in _stubs:
         options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
         if config.predictor_use_ssl:
             channel = grpc.aio.secure_channel(config.predictor_host, grpc.ssl_channel_credentials(), options=options)
         else:
             channel = grpc.aio.insecure_channel(config.predictor_host, options=options)
-        _clients[key] = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
-    stub = _clients[key]
+        _stubs[key] = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+    stub = _stubs[key]
     metadata = tuple(forwarded(headers).items())
     for attempt in range(config.predictor_request_retries + 1):
         try:

@@ -4,7 +4,8 @@ Models:
 - "echo": V2 answers its inputs as outputs of the same names; V1 answers {"predictions": instances}.
   A request names an error to raise (V2 parameter or V1 key "raise": a kserve.errors name, or
   ValueError / NotImplementedError). It returns the header x-probe as the response parameter
-  "probe" (V2) or key "probe" (V1), and sets the response header x-echo.
+  "probe" (V2) or key "probe" (V1), and sets the response header x-echo. With the V2 parameter
+  "as_string" it answers each BYTES input with what its `as_string()` gives.
 - "info": holds BIG_MIB of weights; answers (V1) the process ids and its load and start counts.
 
 `--hazard thread` starts a thread in load(); `--hazard loop` calls start() in an event loop: both
@@ -48,7 +49,10 @@ class Echo(Model):
         outputs = []
         for infer_input in request.inputs:
             output = InferOutput(infer_input.name, list(infer_input.shape), infer_input.datatype)
-            output.set_data_from_numpy(infer_input.as_numpy())
+            data = infer_input.as_numpy()
+            if request.parameters and "as_string" in request.parameters and infer_input.datatype == "BYTES":
+                data = np.array(infer_input.as_string(), dtype=object).reshape(data.shape)
+            output.set_data_from_numpy(data)
             outputs.append(output)
         return InferResponse(request.id, self.name, outputs, parameters={"probe": probe} if probe else None)
 

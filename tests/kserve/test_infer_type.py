@@ -394,6 +394,39 @@ def test_as_dataframe_decodes_bytes_columns():
     assert frame.to_dict("list") == {"a": [1, 2], "s": ["x", "y"], "t": ["u", "v"]}
 
 
+def test_data_may_be_an_array_or_grpc_contents_wherever_it_is_read():
+    """KServe lets a tensor's data be a list, a numpy array or gRPC typed contents (InferTensorContents):
+    as_string() of an array raised numpy's "truth value of an array is ambiguous"; contents made
+    as_numpy() raise a TypeError, to_grpc() refuse them as "not a list" and as_dataframe() fail."""
+    words = InferInput("w", [2, 1], "BYTES", np.array([[b"caf\xc3\xa9"], [b"tea"]], dtype=np.object_))
+    assert words.as_string() == ["caf\u00e9", "tea"]
+
+    contents = InferInput("c", [2], "FP32", pb.InferTensorContents(fp32_contents=[1.5, 2.5]))
+    np.testing.assert_array_equal(contents.as_numpy(), np.array([1.5, 2.5], dtype=np.float32))
+    text = InferInput("t", [2], "BYTES", pb.InferTensorContents(bytes_contents=[b"x", b"y"]))
+    assert text.as_string() == ["x", "y"]
+    message = InferRequest("m", [contents, text]).to_grpc()
+    assert list(message.inputs[0].contents.fp32_contents) == [1.5, 2.5] and list(message.inputs[1].contents.bytes_contents) == [b"x", b"y"]
+    frame = InferRequest("m", [InferInput("c", [2], "FP32", pb.InferTensorContents(fp32_contents=[1.5, 2.5])), text]).as_dataframe()
+    assert frame.to_dict("list") == {"c": [1.5, 2.5], "t": ["x", "y"]}
+
+
+def test_from_grpc_builds_on_the_class_and_tells_the_origin_on_an_instance():
+    """KServe's one name for two things: `InferRequest.from_grpc(message)`, and `request.from_grpc`."""
+
+    class Subclassed(InferRequest):
+        pass
+
+    message = InferRequest("m", [InferInput("a", [1], "INT32", [1])]).to_grpc()
+    request = Subclassed.from_grpc(message)
+    assert type(request) is Subclassed and request.from_grpc is True
+    assert InferRequest("m", []).from_grpc is False
+    response = InferResponse.from_grpc(InferResponse("1", "m", [InferOutput("y", [1], "FP32", [1.0])]).to_grpc())
+    assert response.from_grpc is True and response.outputs[0].data == [1.0]
+    response.from_grpc = False
+    assert response.from_grpc is False and callable(InferResponse.from_grpc)
+
+
 def test_equality_compares_what_kserve_compares():
     a = InferInput("a", [2], "INT32", [1, 2], {"p": 1})
     assert a == InferInput("a", [2], "INT32", [1, 2], {"p": 1})
@@ -416,6 +449,9 @@ def test_equality_compares_what_kserve_compares():
     assert response == InferResponse("1", "m", [InferOutput("y", [1], "FP32", [1.0])], model_version="1")
     assert response != InferResponse("1", "m", [InferOutput("y", [1], "FP32", [1.0])], model_version="2")
     assert RequestedOutput("y", {"binary_data": True}) != RequestedOutput("y")
+    for mutable in (a, request, response, RequestedOutput("y")):  # compared by value, so unhashable
+        with pytest.raises(TypeError, match="unhashable"):
+            hash(mutable)
 
 
 def test_lookups_and_use_binary_outputs():

@@ -128,6 +128,26 @@ def test_v2_rest_json_and_binary_and_grpc(server):
     assert result.get_response().parameters["probe"].string_param == "grpc"
 
 
+def test_as_string_gives_the_strings_of_a_bytes_input_as_it_arrived(server):
+    """`InferInput.as_string()` in a served model, over REST binary, REST JSON and gRPC: it read the
+    list a worker's input makes only when first asked for, and so found no strings at all."""
+    words = np.array([f"caf\u00e9 {i}".encode() for i in range(4096)], dtype=object)  # 45 KiB: through shared memory
+    client = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+    tensor = httpclient.InferInput("text", [len(words)], "BYTES")
+    tensor.set_data_from_numpy(words, binary_data=True)
+    assert client.infer("echo", [tensor], parameters={"as_string": True}).as_numpy("text").tolist() == words.tolist()
+
+    body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["caf\u00e9", "tea"]}], "parameters": {"as_string": True}}
+    answer = requests.post(f"{server.url}/v2/models/echo/infer", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"][0]["data"] == ["caf\u00e9", "tea"]
+
+    grpc = grpcclient.InferenceServerClient(server.grpc_url)
+    tensor = grpcclient.InferInput("text", [len(words)], "BYTES")
+    tensor.set_data_from_numpy(words)
+    assert grpc.infer("echo", [tensor], parameters={"as_string": True}).as_numpy("text").tolist() == words.tolist()
+
+
 @pytest.mark.parametrize(
     "error, status, code, message",
     [

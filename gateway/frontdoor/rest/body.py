@@ -24,16 +24,6 @@ from ..inputs import RequestInputs
 from . import largejson
 
 
-def _load_json(body: bytes | memoryview) -> dict:
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise BadRequest("the request body must be a JSON object")
-    return document
-
-
 def _parameters(value: Any, where: str) -> dict:
     """A parameters object (absent: empty), its values checked."""
     if value is None:
@@ -104,7 +94,7 @@ async def read_json_body(body: bytes, header_length: Optional[int], large_from: 
     if json_end >= large_from:
         large = await largejson.scan(body, json_end)
         return JsonBody(large.document, memoryview(body)[json_end:], large)
-    return JsonBody(_load_json(body if header_length is None else memoryview(body)[:json_end]), memoryview(body)[json_end:], None)
+    return JsonBody(largejson.load_json_object(body if header_length is None else memoryview(body)[:json_end]), memoryview(body)[json_end:], None)
 
 
 async def build_infer_request(

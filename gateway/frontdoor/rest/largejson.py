@@ -62,6 +62,17 @@ def _always(match: re.Match[bytes] | None) -> re.Match[bytes]:
     return match
 
 
+def load_json_object(body: bytes | memoryview) -> dict:
+    """A request body's JSON (small bodies whole, large ones without their data arrays): an object, or a 400."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return document
+
+
 @dataclass(slots=True)
 class Span:
     start: int  # where the value starts in the body: its "[" or '"'
@@ -194,13 +205,7 @@ async def scan(body: bytes, limit: int) -> LargeDocument:
             f"the JSON body holds {len(rest)} bytes besides its inputs' data arrays, over the {HEADER_LIMIT} a body of "
             f"{LARGE_JSON} bytes or more may hold (names, shapes, parameters): send large values as tensor data"
         )
-    try:
-        document = orjson.loads(rest)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise BadRequest("the request body must be a JSON object")
-    return LargeDocument(body, spans, document, token)
+    return LargeDocument(body, spans, load_json_object(rest), token)
 
 
 async def _string_end(body: bytes, start: int, limit: int) -> int | None:

@@ -29,14 +29,16 @@ parameters travel as `double_param` (KServe refuses them) and gRPC `double_param
 raw and typed contents (if one tensor goes raw, all do, which the V2 protocol
 requires); nested JSON lists are flattened for gRPC contents; zero-element raw
 tensors are sent as zero bytes; `str` numpy arrays serialize as UTF-8;
-numpy-array `data` compares by value.
+numpy-array `data` compares by value; `data` given as gRPC typed contents
+(`InferTensorContents`, which KServe's signatures allow) is read as their list.
 """
 
 from __future__ import annotations
 
 import struct
+import types
 import uuid
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Generic, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union, overload
 
 import numpy as np
 import orjson
@@ -57,7 +59,9 @@ from ..constants.constants import GRPC_CONTENT_DATATYPE_MAPPINGS
 from ..errors import InferenceError, InvalidInput
 from ..utils.numpy_codec import from_np_dtype, to_np_dtype
 
-Parameters = Union[Dict[str, Any], Any]  # a dict, or a protobuf map<string, InferParameter>
+Parameters = Mapping[str, Any]  # a dict, or a protobuf map<string, InferParameter>
+# a tensor's data as KServe allows it: a (possibly nested) list, a numpy array, or gRPC typed contents
+Data = Union[List[Any], np.ndarray, InferTensorContents]
 _LENGTH = struct.Struct("<I")
 _INT64_MIN, _INT64_MAX, _UINT64_END = -(2**63), 2**63 - 1, 2**64
 
@@ -82,7 +86,8 @@ def serialize_byte_tensor(input_tensor: np.ndarray) -> np.ndarray:
 def deserialize_bytes_tensor(encoded_tensor: bytes) -> np.ndarray:
     """The elements of serialized BYTES (see `serialize_byte_tensor`): a 1-D object array of `bytes`."""
     view = memoryview(encoded_tensor)
-    items, pos = [], 0
+    items: List[bytes] = []
+    pos = 0
     while pos < len(view):
         if pos + _LENGTH.size > len(view):
             raise InvalidInput(f"BYTES data ends inside the length prefix of element {len(items)}")
@@ -178,7 +183,7 @@ class _Tensor:
         name: str,
         shape: List[int],
         datatype: str,
-        data: Union[List, np.ndarray, InferTensorContents, None] = None,
+        data: Optional[Data] = None,
         parameters: Optional[Parameters] = None,
     ):
         self._name = name
@@ -197,13 +202,20 @@ class _Tensor:
         return self._datatype
 
     @property
-    def data(self) -> Union[List, np.ndarray, InferTensorContents, None]:
+    def data(self) -> Optional[Data]:
         """A list (JSON, gRPC contents), a numpy array, or None when the tensor is held as raw bytes."""
         return self._data
 
     @data.setter
-    def data(self, data: Union[List, np.ndarray, InferTensorContents, None]):
+    def data(self, data: Optional[Data]):
         self._data = data
+
+    def _values(self) -> Union[List[Any], np.ndarray]:
+        """The data as given, gRPC typed contents as their list; [] when there is none (raw bytes)."""
+        data = self.data  # the property: a subclass may make it when first read
+        if isinstance(data, InferTensorContents):
+            return get_content(self._datatype, data)
+        return [] if data is None else data
 
     @property
     def shape(self) -> List[int]:
@@ -240,7 +252,7 @@ class _Tensor:
                 raise InvalidInput(exc.message) from None
         if self._data is None:
             raise InvalidInput(f"{self._where} has no data")
-        array = np.array(self._data, dtype=dtype)
+        array = np.array(self._values(), dtype=dtype)
         try:
             return array.reshape(self._shape)
         except ValueError:
@@ -261,11 +273,12 @@ class _Tensor:
             raise InferenceError(f"got unexpected numpy array shape [{', '.join(map(str, input_tensor.shape))}], expected [{', '.join(map(str, self._shape))}]")
         if input_tensor.dtype.kind == "M":  # datetimes travel as their text
             input_tensor = input_tensor.astype(np.object_)
-        if self._parameters is not None and not isinstance(self._parameters, dict):
-            self._parameters = to_http_parameters(self._parameters)  # a gRPC map cannot hold plain values
+        parameters = self._parameters
+        if parameters is not None and not isinstance(parameters, dict):
+            parameters = self._parameters = to_http_parameters(parameters)  # a gRPC map cannot hold plain values
         if not binary_data:
-            if self._parameters:
-                self._parameters.pop("binary_data_size", None)
+            if parameters:
+                parameters.pop("binary_data_size", None)
             self._raw_data = None
             if self._datatype == "BYTES":
                 self._data = _json_strings(input_tensor, self._where)
@@ -274,11 +287,11 @@ class _Tensor:
             return
         self._data = None
         self._raw_data = bytes(pack_bytes(input_tensor.ravel().tolist()).buffer) if self._datatype == "BYTES" else input_tensor.tobytes()
-        if self._parameters is None:
-            self._parameters = {}
-        self._parameters["binary_data_size"] = len(self._raw_data)
+        if parameters is None:
+            parameters = self._parameters = {}
+        parameters["binary_data_size"] = len(self._raw_data)
 
-    def __eq__(self, other):
+    def __eq__(self, other):  # defining it leaves instances unhashable: they are mutable
         if not (isinstance(other, type(self)) or isinstance(self, type(other))):
             return False
         return (
@@ -289,8 +302,6 @@ class _Tensor:
             and _same_data(self.data, other.data)
             and self._raw_data == other._raw_data
         )
-
-    __hash__ = None  # mutable, compared by value
 
     def to_dict(self) -> dict:
         return {
@@ -319,7 +330,8 @@ class InferInput(_Tensor):
         if self._raw_data is not None:
             items = self.as_numpy().ravel().tolist()
         else:
-            items = flatten(self._data or [], self._where)
+            values = self._values()
+            items = values.ravel().tolist() if isinstance(values, np.ndarray) else flatten(values, self._where)
         try:
             return [item.decode("utf-8") if isinstance(item, bytes) else item for item in items]
         except UnicodeDecodeError:
@@ -358,10 +370,8 @@ class RequestedOutput:
             return self._parameters["binary_data"]
         return None
 
-    def __eq__(self, other):
+    def __eq__(self, other):  # defining it leaves instances unhashable: they are mutable
         return isinstance(other, RequestedOutput) and self.name == other.name and self.parameters == other.parameters
-
-    __hash__ = None
 
     def __repr__(self):
         return f"RequestedOutput(name={self.name}, parameters={self.parameters})"
@@ -403,7 +413,7 @@ def _tensor_entries(document: dict, key: str) -> list:
 def _take_binary(tensor: _Tensor, body: bytes, start: int, model_name: str) -> int:
     """Give `tensor` its `binary_data_size` bytes of `body` from `start`, turned into a list as
     KServe does; returns where the next tensor's bytes begin."""
-    size = tensor.parameters.get("binary_data_size")
+    size = (tensor.parameters or {}).get("binary_data_size")
     if size is None:
         raise InvalidInput(f"'binary_data_size' is not specified for {tensor._where} for model '{model_name}'")
     if type(size) is not int or size < 0:
@@ -426,14 +436,15 @@ def _no_fp16_json(tensor: _Tensor, verb: str) -> None:
         raise InvalidInput(f"{verb} FP16 data via JSON is not supported. Please use the binary data format for {tensor._where}")
 
 
-def _rest_entry(tensor: _Tensor, binary: bool) -> dict:
-    entry = {"name": tensor.name, "shape": tensor.shape, "datatype": tensor.datatype}
+def _rest_entry(tensor: _Tensor) -> Dict[str, Any]:
+    """The tensor's JSON entry: with its `data`, or when it is held as raw bytes their size (they follow the JSON)."""
+    entry: Dict[str, Any] = {"name": tensor.name, "shape": tensor.shape, "datatype": tensor.datatype}
     parameters = to_http_parameters(tensor.parameters) if tensor.parameters else {}
-    if binary:
+    if tensor._raw_data is not None:
         parameters["binary_data_size"] = len(tensor._raw_data)  # the receiver finds the bytes by it
     if parameters:
         entry["parameters"] = parameters
-    if not binary:
+    if tensor._raw_data is None:
         entry["data"] = tensor.data
     return entry
 
@@ -449,32 +460,60 @@ def _rest_body(document: dict, raw: List[bytes]) -> Tuple[Union[bytes, Dict], Op
 # --- gRPC messages
 
 
-def _grpc_entries(tensors: List[_Tensor], all_raw: bool) -> Tuple[List[dict], List[bytes]]:
+def _grpc_entries(tensors: Sequence[_Tensor], all_raw: bool) -> Tuple[List[Dict[str, Any]], List[bytes]]:
     """Tensor entries and raw contents for a ModelInfer message. Raw and typed contents never
     mix in one message: with `all_raw`, or if any tensor is an array or raw bytes, all go raw."""
     all_raw = all_raw or any(t._raw_data is not None or isinstance(t.data, np.ndarray) or t.datatype == "FP16" for t in tensors)
-    entries, raw = [], []
+    entries: List[Dict[str, Any]] = []
+    raw: List[bytes] = []
     for tensor in tensors:
         if isinstance(tensor.data, np.ndarray):
             tensor.set_data_from_numpy(tensor.data, binary_data=True)
         elif all_raw and tensor._raw_data is None:
             tensor.set_data_from_numpy(tensor.as_numpy(), binary_data=True)
-        entry = {"name": tensor.name, "shape": tensor.shape, "datatype": tensor.datatype}
+        entry: Dict[str, Any] = {"name": tensor.name, "shape": tensor.shape, "datatype": tensor.datatype}
         if tensor.parameters:
             entry["parameters"] = to_grpc_parameters(tensor.parameters)
         if tensor._raw_data is not None:
             raw.append(tensor._raw_data)
         else:
-            if not isinstance(tensor.data, list):
+            values = tensor._values()
+            if not isinstance(values, list):
                 raise InvalidInput(f"{tensor._where}: data is not a list")
             field = GRPC_CONTENT_DATATYPE_MAPPINGS.get(tensor.datatype)
             if field is None:
                 raise InvalidInput(f"{tensor._where}: invalid datatype {tensor.datatype!r}")
-            flat = flatten(tensor.data, tensor._where)
-            tensor._data = [item.encode("utf-8") if isinstance(item, str) else item for item in flat]
-            entry["contents"] = {field: tensor.data}
+            flat = [item.encode("utf-8") if isinstance(item, str) else item for item in flatten(values, tensor._where)]
+            tensor._data = flat
+            entry["contents"] = {field: flat}
         entries.append(entry)
     return entries, raw
+
+
+_Made = TypeVar("_Made")
+_Message = TypeVar("_Message")
+
+
+class _FromGrpc(Generic[_Made, _Message]):
+    """KServe's `from_grpc`, one name with two meanings: on the class, the classmethod that builds
+    one from a gRPC message (`InferRequest.from_grpc(message)`); on an instance, whether it came
+    from gRPC (`request.from_grpc`, set by the constructor)."""
+
+    def __init__(self, build: Callable[[Type[_Made], _Message], _Made]):
+        self._build = build
+        self.__doc__ = build.__doc__
+
+    @overload
+    def __get__(self, instance: None, owner: Type[_Made]) -> Callable[[_Message], _Made]: ...
+    @overload
+    def __get__(self, instance: _Made, owner: Type[_Made]) -> Optional[bool]: ...
+    def __get__(self, instance: Optional[_Made], owner: Type[_Made]) -> Union[Callable[[_Message], _Made], Optional[bool]]:
+        if instance is None:
+            return types.MethodType(self._build, owner)
+        return vars(instance)["from_grpc"]
+
+    def __set__(self, instance: _Made, from_grpc: Optional[bool]) -> None:
+        vars(instance)["from_grpc"] = from_grpc
 
 
 class InferRequest:
@@ -519,8 +558,8 @@ class InferRequest:
             return self.parameters.get("binary_data_output", False)
         return False
 
-    @classmethod
-    def from_grpc(cls, request: ModelInferRequest) -> "InferRequest":
+    @_FromGrpc
+    def from_grpc(cls: Type[InferRequest], request: ModelInferRequest) -> InferRequest:
         """From a gRPC ModelInferRequest. Input and output parameters become plain values; the
         request's `parameters` stay the protobuf map (of InferParameter), as in KServe."""
         infer_inputs = [
@@ -609,7 +648,8 @@ class InferRequest:
         """As a V2 REST body: a dict (and None) when every input is JSON data, else the JSON
         followed by the raw inputs' bytes (and the JSON's length, for the
         Inference-Header-Content-Length header). A request without an id gets a new UUID."""
-        entries, raw = [], []
+        entries: List[Dict[str, Any]] = []
+        raw: List[bytes] = []
         for infer_input in self.inputs:
             if infer_input.data is None and infer_input._raw_data is None:
                 raise InvalidInput(f"'data' field is missing for input '{infer_input.name}' for model '{self.model_name}'")
@@ -618,11 +658,10 @@ class InferRequest:
             if infer_input.data and infer_input._raw_data is not None:
                 raise InvalidInput(f"Both 'data' and 'raw_data' fields are set for input '{infer_input.name}' for model '{self.model_name}'")
             _no_fp16_json(infer_input, "Sending")
-            binary = infer_input._raw_data is not None
-            entries.append(_rest_entry(infer_input, binary))
-            if binary:
+            entries.append(_rest_entry(infer_input))
+            if infer_input._raw_data is not None:
                 raw.append(infer_input._raw_data)
-        document = {"id": self.id or str(uuid.uuid4()), "model_name": self.model_name, "inputs": entries}
+        document: Dict[str, Any] = {"id": self.id or str(uuid.uuid4()), "model_name": self.model_name, "inputs": entries}
         if self.request_outputs:
             document["outputs"] = [_requested_output_entry(output) for output in self.request_outputs]
         if self.parameters:
@@ -635,7 +674,7 @@ class InferRequest:
         entries, raw = _grpc_entries(self.inputs, all_raw=False)
         outputs = []
         for output in self.request_outputs or ():
-            entry = {"name": output.name}
+            entry: Dict[str, Any] = {"name": output.name}
             if output.parameters:
                 entry["parameters"] = to_grpc_parameters(output.parameters)
             outputs.append(entry)
@@ -654,15 +693,16 @@ class InferRequest:
         pd = _pandas()
         frames = []
         for infer_input in self.inputs:
+            column: Union[List[Any], np.ndarray]
             if infer_input._raw_data is not None:
-                data = infer_input.as_numpy()
+                column = infer_input.as_numpy()
                 if infer_input.datatype == "BYTES":
-                    data = np.array([item.decode("utf-8") for item in data.ravel()], dtype=np.object_).reshape(data.shape)
+                    column = np.array([item.decode("utf-8") for item in column.ravel()], dtype=np.object_).reshape(column.shape)
             else:
-                data = infer_input.data
+                column = infer_input._values()
                 if infer_input.datatype == "BYTES":
-                    data = [item.decode("utf-8") if isinstance(item, bytes) else item for item in data]
-            frames.append(pd.DataFrame(data, columns=[infer_input.name]))
+                    column = [item.decode("utf-8") if isinstance(item, bytes) else item for item in column]
+            frames.append(pd.DataFrame(column, columns=[infer_input.name]))
         return pd.concat(frames, axis=1)
 
     def get_input_by_name(self, name: str) -> Optional[InferInput]:
@@ -679,8 +719,6 @@ class InferRequest:
             and self.inputs == other.inputs
             and self.request_outputs == other.request_outputs
         )
-
-    __hash__ = None
 
     def to_dict(self) -> dict:
         return {
@@ -704,8 +742,8 @@ def _outputs(document: dict) -> list:
     return outputs
 
 
-def _requested_output_entry(output: RequestedOutput) -> dict:
-    entry = {"name": output.name}
+def _requested_output_entry(output: RequestedOutput) -> Dict[str, Any]:
+    entry: Dict[str, Any] = {"name": output.name}
     if output.parameters:
         entry["parameters"] = to_http_parameters(output.parameters)
     return entry
@@ -723,8 +761,8 @@ class InferResponse:
 
     def __init__(
         self,
-        response_id: str,
-        model_name: str,
+        response_id: Optional[str],
+        model_name: Optional[str],  # a dict a model returns (from_rest) may leave both out
         infer_outputs: List[InferOutput],
         model_version: Optional[str] = None,
         raw_outputs=None,
@@ -752,8 +790,8 @@ class InferResponse:
             for infer_output, raw in zip(infer_outputs, raw_outputs):
                 infer_output._raw_data = raw
 
-    @classmethod
-    def from_grpc(cls, response: ModelInferResponse) -> "InferResponse":
+    @_FromGrpc
+    def from_grpc(cls: Type[InferResponse], response: ModelInferResponse) -> InferResponse:
         """From a gRPC ModelInferResponse (parameters stay protobuf maps, as in KServe)."""
         infer_outputs = [
             InferOutput(
@@ -831,13 +869,9 @@ class InferResponse:
         by the binary outputs' bytes (and the JSON's length). When the request named its outputs,
         only those are sent, each binary if its own `binary_data` is true; otherwise every output,
         binary if `use_binary_outputs`."""
-        entries, raw = [], []
-        requested = self._requested_outputs
-        for wanted in requested or self.outputs:
-            infer_output = self.get_output_by_name(wanted.name) if requested else wanted
-            if infer_output is None:
-                raise InvalidInput(f"Unexpected inference output '{wanted.name}' for model '{self.model_name}'")
-            binary = bool(wanted.binary_data if requested else self._use_binary_outputs)
+        entries: List[Dict[str, Any]] = []
+        raw: List[bytes] = []
+        for infer_output, binary in self._outputs_to_send():
             if infer_output.data is None and infer_output._raw_data is None:
                 raise InvalidInput(f"'data' field is missing for output '{infer_output.name}' for model '{self.model_name}'")
             if isinstance(infer_output.data, np.ndarray):
@@ -845,13 +879,26 @@ class InferResponse:
             else:
                 infer_output.set_data_from_numpy(infer_output.as_numpy(), binary_data=binary)
             _no_fp16_json(infer_output, "Sending")
-            entries.append(_rest_entry(infer_output, binary))
-            if binary:
+            entries.append(_rest_entry(infer_output))
+            if infer_output._raw_data is not None:
                 raw.append(infer_output._raw_data)
-        document = {"id": self.id, "model_name": self.model_name, "model_version": self.model_version, "outputs": entries}
+        document: Dict[str, Any] = {"id": self.id, "model_name": self.model_name, "model_version": self.model_version, "outputs": entries}
         if self.parameters:
             document["parameters"] = to_http_parameters(self.parameters)
         return _rest_body(document, raw)
+
+    def _outputs_to_send(self) -> List[Tuple[InferOutput, bool]]:
+        """Each output `to_rest` sends, and whether it goes binary: those the request named, by
+        their own `binary_data`; otherwise all, by `use_binary_outputs`."""
+        if not self._requested_outputs:
+            return [(infer_output, bool(self._use_binary_outputs)) for infer_output in self.outputs]
+        chosen = []
+        for wanted in self._requested_outputs:
+            infer_output = self.get_output_by_name(wanted.name)
+            if infer_output is None:
+                raise InvalidInput(f"Unexpected inference output '{wanted.name}' for model '{self.model_name}'")
+            chosen.append((infer_output, bool(wanted.binary_data)))
+        return chosen
 
     def to_grpc(self) -> ModelInferResponse:
         """As a gRPC ModelInferResponse: raw contents when `use_binary_outputs`, when an output is
@@ -880,8 +927,6 @@ class InferResponse:
             and self.parameters == other.parameters
             and self.outputs == other.outputs
         )
-
-    __hash__ = None
 
     def to_dict(self) -> dict:
         return {

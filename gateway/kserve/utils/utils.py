@@ -42,10 +42,10 @@ def _cgroup_cpu_quota() -> Optional[float]:
         pass
     try:  # cgroup v1
         with open("/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us") as f:
-            quota = int(f.read())
+            quota_us = int(f.read())
         with open("/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us") as f:
-            period = int(f.read())
-        return None if quota <= 0 else quota / period
+            period_us = int(f.read())
+        return None if quota_us <= 0 else quota_us / period_us
     except (OSError, ValueError):
         return None
 
@@ -84,7 +84,7 @@ def get_predict_input(payload: Union[Dict, InferRequest], columns: Optional[List
             return instances
         return np.array(instances)
     if isinstance(payload, InferRequest):
-        content_type = ""
+        content_type: Optional[str] = ""
         if payload.parameters:
             value = payload.parameters.get("content_type")
             # over gRPC the request parameters are InferParameter messages
