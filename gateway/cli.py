@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import logs
-from .settings import ConfigError, Layer, ServerSettings
+from .settings import PATH_SETTINGS, ConfigError, Layer, ServerSettings
 from .version import __version__
 
 # the settings users reach for, as flags of `gateway start` (every setting can be given in
@@ -26,6 +26,13 @@ FLAGS = {
     "access_log": ("--access-log", None),
     "metrics_on_http": ("--metrics-on-http", None),
     "enable_docs_url": ("--enable-docs-url", None),
+    # token values have no flag: a command line is visible to every user of the machine (ps)
+    "inference_tokens_file": ("--inference-tokens-file", "FILE"),
+    "repository_tokens_file": ("--repository-tokens-file", "FILE"),
+    "metrics_tokens_file": ("--metrics-tokens-file", "FILE"),
+    "tls_cert_file": ("--tls-cert-file", "FILE"),
+    "tls_key_file": ("--tls-key-file", "FILE"),
+    "tls_ca_file": ("--tls-ca-file", "FILE"),
 }
 
 
@@ -44,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--config", type=Path, metavar="FOLDER", help="the same folder, as a flag")
     for setting, (flag, metavar) in FLAGS.items():
         field = ServerSettings.model_fields[setting]
-        default = "the config folder" if field.default is None else field.default
+        default = "the config folder" if setting == "model_repository" else "none" if field.default is None else field.default
         help_text = f"{field.description} (default: {default})"
         if metavar is None:
             start.add_argument(flag, dest=setting, action=argparse.BooleanOptionalAction, default=None, help=help_text)
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     for setting, (flag, _) in FLAGS.items():
         value = getattr(args, setting)
         if value is not None:
-            if setting == "model_repository":
+            if setting in PATH_SETTINGS:
                 value = Path(value).resolve()  # a path typed in a shell is relative to where it is typed
             flags.set(setting, value, f"command-line flag {flag}")
     held = logs.hold()  # loading the settings may warn, before the logging they set up exists

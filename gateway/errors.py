@@ -38,6 +38,7 @@ def shown(value: object) -> str:
 class GatewayError(Exception):
     http_status = 500
     grpc_code = "INTERNAL"
+    headers: dict[str, str] = {}  # sent with the REST answer
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -52,6 +53,14 @@ class GatewayError(Exception):
 class BadRequest(GatewayError):
     http_status = 400
     grpc_code = "INVALID_ARGUMENT"
+
+
+class Unauthenticated(GatewayError):
+    """No valid bearer token for what was called (gateway/frontdoor/access.py)."""
+
+    http_status = 401
+    grpc_code = "UNAUTHENTICATED"
+    headers = {"www-authenticate": 'Bearer realm="inference-gateway"'}  # RFC 6750
 
 
 class NotFound(GatewayError):

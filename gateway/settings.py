@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 
 from . import mlserver_settings
 from .types import MetadataTensor
@@ -23,6 +23,11 @@ MIB = 1024 * 1024
 SERVER_SETTINGS_FILE = "settings.json"
 MODEL_SETTINGS_FILE = "model-settings.json"
 ENV_PREFIX = "GATEWAY_"
+# settings whose value is a secret: taken from the environment only, never from settings.json or a flag
+SECRET_SETTINGS = ("inference_tokens", "repository_tokens", "metrics_tokens")
+SECRET_VARIABLES = frozenset(ENV_PREFIX + setting.upper() for setting in SECRET_SETTINGS)  # matched in any case, as all GATEWAY_*
+# settings naming a file or folder: relative to the config folder (a flag's: to the current folder)
+PATH_SETTINGS = ("model_repository", "inference_tokens_file", "repository_tokens_file", "metrics_tokens_file", "tls_cert_file", "tls_key_file", "tls_ca_file")
 
 
 class ConfigError(Exception):
@@ -94,6 +99,25 @@ class ServerSettings(BaseModel):
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL, for the gateway and its workers")
     log_format: Literal["text", "json"] = Field("text", description="log lines of the gateway and its workers: text, or one JSON object per line")
     access_log: bool = Field(True, description="one log line per request (logger gateway.access)")
+    # access control (gateway/access.py, docs/SECURITY.md): a scope with neither setting is open
+    inference_tokens: Optional[SecretStr] = Field(
+        None, description="bearer tokens for inference and model metadata, separated by commas (environment variable GATEWAY_INFERENCE_TOKENS only)"
+    )
+    inference_tokens_file: Optional[Path] = Field(None, description="file of bearer tokens (one per line) for inference and model metadata; unset: open")
+    repository_tokens: Optional[SecretStr] = Field(
+        None, description="bearer tokens for the model repository API: index, load, unload (environment variable GATEWAY_REPOSITORY_TOKENS only)"
+    )
+    repository_tokens_file: Optional[Path] = Field(
+        None, description="file of bearer tokens (one per line) for the model repository API: index, load, unload; unset: open"
+    )
+    metrics_tokens: Optional[SecretStr] = Field(
+        None, description="bearer tokens for /metrics and the statistics endpoints (environment variable GATEWAY_METRICS_TOKENS only)"
+    )
+    metrics_tokens_file: Optional[Path] = Field(None, description="file of bearer tokens (one per line) for /metrics and the statistics endpoints; unset: open")
+    # TLS (gateway/tls.py): on every port the gateway listens on
+    tls_cert_file: Optional[Path] = Field(None, description="PEM certificate (chain) of the server: REST, gRPC and metrics are served over TLS")
+    tls_key_file: Optional[Path] = Field(None, description="PEM private key of tls_cert_file")
+    tls_ca_file: Optional[Path] = Field(None, description="PEM certificates of the CAs that sign client certificates: clients must present one (mutual TLS)")
 
     @model_validator(mode="before")
     @classmethod
@@ -120,6 +144,17 @@ class ServerSettings(BaseModel):
             return 1
         return value
 
+    @model_validator(mode="after")
+    def _security_settings_agree(self) -> "ServerSettings":
+        for scope in ("inference", "repository", "metrics"):
+            if getattr(self, f"{scope}_tokens") is not None and getattr(self, f"{scope}_tokens_file") is not None:
+                raise ValueError(f"{scope} tokens are given twice: set {scope}_tokens_file or GATEWAY_{scope.upper()}_TOKENS, not both")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both to serve TLS, or neither")
+        if self.tls_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_ca_file (client certificates) needs TLS: set tls_cert_file and tls_key_file too")
+        return self
+
     @classmethod
     def from_folder(cls, folder: Path, flags: Optional[Layer] = None) -> "ServerSettings":
         """The settings of a config folder: each layer overrides the ones before it (README, Configuration)."""
@@ -135,8 +170,10 @@ class ServerSettings(BaseModel):
             raise ConfigError("; ".join(_blame(error, sources, path) for error in exc.errors())) from None
         if settings.model_repository is None:
             settings.model_repository = folder
-        elif not settings.model_repository.is_absolute():
-            settings.model_repository = (folder / settings.model_repository).resolve()
+        for setting in PATH_SETTINGS:
+            value = getattr(settings, setting)
+            if value is not None and not value.is_absolute():
+                setattr(settings, setting, (folder / value).resolve())
         if settings.data_folder is not None:
             # resolved once: a data_url must lead below this path, symbolic links followed
             settings.data_folder = (folder / settings.data_folder).resolve()
@@ -182,6 +219,11 @@ def _file_layer(path: Path) -> Layer:
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a JSON object")
     for key, value in values.items():
+        if key in SECRET_SETTINGS:
+            raise ConfigError(
+                f"{path}: {key}: tokens are never read from settings.json, where they would sit in clear next to the models; "
+                f"put them in a file of one token per line named by {key}_file, or in the environment variable {ENV_PREFIX}{key.upper()}"
+            )
         layer.set(key, value, str(path))
     return layer
 

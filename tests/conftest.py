@@ -41,10 +41,19 @@ class Gateway:
     `args`: what follows `gateway start` (default: `--config CONFIG`); `env`: more environment
     variables; `port_prefix`: the prefix of the host and port variables (MLSERVER_: as an MLServer
     deployment gives them). `settings` are passed as GATEWAY_* variables. `command(gateway)`: another
-    command to run instead of `gateway start` (a KServe script), given the ports chosen."""
+    command to run instead of `gateway start` (a KServe script), given the ports chosen.
 
-    def __init__(self, config: Path, new_session: bool = False, args=None, env=None, port_prefix: str = "GATEWAY_", command=None, **settings):
+    A gateway serving TLS (`https`) or asking for tokens is reached with `requests_options` (for
+    requests: verify, cert, headers) and `http_client_options` (for tritonclient.http: ssl, ...),
+    which its test module sets; `wait_ready` and `assert_serves_large` use them."""
+
+    def __init__(
+        self, config: Path, new_session: bool = False, args=None, env=None, port_prefix: str = "GATEWAY_", command=None, https: bool = False, **settings
+    ):
         self.config, self.new_session, self.settings, self.command = config, new_session, settings, command
+        self.scheme = "https" if https else "http"
+        self.requests_options: dict = {}
+        self.http_client_options: dict = {}
         self.args = ["--config", str(config)] if args is None else [str(arg) for arg in args]
         self.extra_env, self.port_prefix = env or {}, port_prefix
         self.log = tempfile.NamedTemporaryFile(prefix="gateway-test-", suffix=".log", delete=False)
@@ -52,7 +61,8 @@ class Gateway:
 
     def _spawn(self) -> None:
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.address = f"127.0.0.1:{self.http_port}"
+        self.url = f"{self.scheme}://{self.address}"
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         env = {
             **os.environ,
@@ -103,10 +113,12 @@ class Gateway:
     def wait_ready(self, models: list[str] | None = None, timeout: float = 60.0) -> "Gateway":
         """Wait for /v2/health/ready, or (with `models`) for just those models to be ready."""
         if models is None:
-            self.wait_for(lambda: requests.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200, timeout)
+            self.wait_for(lambda: requests.get(f"{self.url}/v2/health/ready", timeout=2, **self.requests_options).status_code == 200, timeout)
         else:
             for model in models:
-                self.wait_for(lambda: requests.get(f"{self.url}/v2/models/{model}/ready", timeout=2).status_code == 200, timeout, model)
+                self.wait_for(
+                    lambda: requests.get(f"{self.url}/v2/models/{model}/ready", timeout=2, **self.requests_options).status_code == 200, timeout, model
+                )
         return self
 
     def peak_memory(self) -> int:
@@ -143,6 +155,7 @@ def assert_serves_large(
     version: str = "",
     parameters: dict | None = None,
     timeout: float = 10.0,
+    headers: dict | None = None,
 ) -> None:
     """How an error-path test ends: the same model still answers, exactly and at once, a request whose
     input tensors go through its workers' shared memory (so a worker left busy, or an arena left lent
@@ -154,7 +167,7 @@ def assert_serves_large(
     if inputs is None:
         inputs = {"x": np.arange(SHARED_MEMORY_BYTES // 4, dtype=np.float32).reshape(16, -1)}
     expected = expect(inputs) if expect is not None else inputs
-    client = httpclient.InferenceServerClient(gateway.url.removeprefix("http://"), network_timeout=timeout, connection_timeout=timeout)
+    client = httpclient.InferenceServerClient(gateway.address, network_timeout=timeout, connection_timeout=timeout, **gateway.http_client_options)
     try:
         tensors = []
         for name, array in inputs.items():
@@ -163,7 +176,8 @@ def assert_serves_large(
             tensor.set_data_from_numpy(array, binary_data=True)
             tensors.append(tensor)
         outputs = [httpclient.InferRequestedOutput(name, binary_data=True) for name in expected]
-        result = client.infer(model, tensors, outputs=outputs, model_version=version, parameters=parameters)
+        # a copy: tritonclient adds its own headers to the dict it is given
+        result = client.infer(model, tensors, outputs=outputs, model_version=version, parameters=parameters, headers=dict(headers or {}))
     finally:
         client.close()
     for name, array in expected.items():

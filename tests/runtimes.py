@@ -78,6 +78,14 @@ class InPlace(MLModel):
         return InferenceResponse(model_name=self.name, outputs=[ResponseOutput(name="x", shape=list(x.shape), datatype="FP32", data=x)])
 
 
+class Environment(MLModel):
+    """An echo that also tells, in its answer's parameters, the names of the GATEWAY_* variables its worker sees."""
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        names = ",".join(sorted(name for name in os.environ if name.upper().startswith("GATEWAY_")))
+        return echoed(self, payload).model_copy(update={"parameters": {"gateway_variables": names}})
+
+
 class Failing(MLModel):
     """Raises inside predict, with a message the client must see; unless the request parameter
     `succeed` is true: then it echoes, so that a test can see the model serve after its failures."""

@@ -15,6 +15,7 @@ from openapi_spec_validator import validate
 from sanic import Sanic
 from schemathesis.checks import negative_data_rejection, not_a_server_error, response_schema_conformance, status_code_conformance
 
+from gateway.frontdoor.access import Access
 from gateway.frontdoor.rest.apidoc import spec
 from gateway.frontdoor.server import build
 from gateway.settings import ServerSettings
@@ -30,7 +31,7 @@ def served_routes(settings: ServerSettings) -> set[tuple[str, str]]:
     """(method, path) of every route of the REST app a gateway with these settings serves, as OpenAPI writes them."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Sanic, "test_mode", True)  # several apps of one name in this process
-        app = build(settings)
+        app = build(settings, Access(settings), None)
     app.router.finalize()
     routes = set()
     for route in app.router.routes:

@@ -31,11 +31,13 @@ from sanic.server.socket import bind_socket
 from ..control import stats
 from ..control.forkserver import Preloaded
 from ..control.models import Supervisor
-from ..settings import ServerSettings
+from ..settings import ConfigError, ServerSettings
+from .access import Access
 from .dataplane import DataPlane
 from .grpc import server as grpc_server
-from .rest.app import create_app, metrics_endpoint
+from .rest.app import create_app, guard, metrics_endpoint, on_error
 from .rest.connection import GatewayProtocol
+from .tls import TLS
 
 log = logging.getLogger("gateway")
 
@@ -105,11 +107,11 @@ class Stopping:
         self.supervisor.cut_off(why)
 
 
-def build(settings: ServerSettings, preloaded: Optional[Preloaded] = None) -> Sanic:
+def build(settings: ServerSettings, access: Access, tls: Optional[TLS], preloaded: Optional[Preloaded] = None) -> Sanic:
     supervisor = Supervisor(settings, preloaded)
     dataplane = DataPlane(settings, supervisor)
     stats.watch(supervisor.gauges)
-    app = create_app(dataplane)
+    app = create_app(dataplane, access)
     # how long Sanic waits for busy connections once its listener closed, before it cuts them
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_grace + CUT_OFF_MARGIN
     stopping = Stopping(app, dataplane, supervisor, settings)
@@ -133,9 +135,14 @@ def build(settings: ServerSettings, preloaded: Optional[Preloaded] = None) -> Sa
         app.add_task(load_models(), name="load-models")
 
     @app.before_server_start
+    async def watch_tokens(app: Sanic) -> None:
+        if access.files:
+            app.add_task(access.watch(), name="watch-token-files")
+
+    @app.before_server_start
     async def start_grpc(app: Sanic) -> None:
         # the gRPC front door runs on Sanic's loop, in this process (see gateway/frontdoor/grpc/__init__.py)
-        app.ctx.grpc = await grpc_server.start(dataplane, settings) if settings.enable_grpc else None
+        app.ctx.grpc = await grpc_server.start(dataplane, settings, access, tls) if settings.enable_grpc else None
 
     @app.after_server_start
     async def take_signals(app: Sanic) -> None:
@@ -160,11 +167,13 @@ def build(settings: ServerSettings, preloaded: Optional[Preloaded] = None) -> Sa
     return app
 
 
-def metrics_app(app: Sanic) -> Sanic:
+def metrics_app(app: Sanic, access: Access) -> Sanic:
     """The metrics port: a second Sanic app served by the same process and loop as `app`."""
     metrics_only = Sanic(f"{app.name}-metrics", configure_logging=False)
     metrics_only.config.update({key: app.config[key] for key in ("HEADER_TIMEOUT", "BODY_TIMEOUT")})  # for TimedHttp
     metrics_only.add_route(metrics_endpoint, "/metrics", methods=("GET",))
+    metrics_only.exception(Exception)(on_error)
+    guard(metrics_only, access)
     return metrics_only
 
 
@@ -180,6 +189,14 @@ def listen(host: str, port: int, setting: str) -> socket.socket:
 def run(settings: ServerSettings, preloaded: Optional[Preloaded] = None) -> None:
     """Serve until stopped; `preloaded`: a KServe script's models (gateway/kserve/model_server.py)."""
     try:
+        access, tls = Access(settings), TLS.load(settings)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+    log.info("bearer tokens: %s", access.describe())
+    if tls is None and access.digests:
+        log.warning("bearer tokens are checked but TLS is off: they cross the network in clear unless a proxy or service mesh encrypts it (tls_cert_file)")
+    try:
         rest_socket = listen(settings.host, settings.http_port, "http_port")
         metrics_socket = listen(settings.host, settings.metrics_port, "metrics_port") if settings.metrics_port else None
         if settings.enable_grpc:  # grpc binds a socket of its own when it starts: this only checks that it will be able to
@@ -187,11 +204,15 @@ def run(settings: ServerSettings, preloaded: Optional[Preloaded] = None) -> None
     except PortUnavailable as exc:
         log.error("%s", exc)
         sys.exit(1)
-    app = build(settings, preloaded)
+    app = build(settings, access, tls, preloaded)
     options: dict[str, Any] = {"single_process": True, "access_log": False, "motd": False, "debug": False, "protocol": GatewayProtocol}
-    log.info("REST on http://%s:%d", settings.host, settings.http_port)
+    scheme = "http"
+    if tls is not None:  # every port, the metrics port too (docs/SECURITY.md)
+        options["ssl"], scheme = tls.ssl_context(), "https"
+        log.info("%s on every port", tls.describe())
+    log.info("REST on %s://%s:%d", scheme, settings.host, settings.http_port)
     app.prepare(sock=rest_socket, **options)
     if metrics_socket is not None:
-        log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
-        metrics_app(app).prepare(sock=metrics_socket, **options)
+        log.info("metrics on %s://%s:%d/metrics", scheme, settings.host, settings.metrics_port)
+        metrics_app(app, access).prepare(sock=metrics_socket, **options)
     Sanic.serve_single(app)

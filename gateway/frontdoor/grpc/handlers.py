@@ -34,6 +34,11 @@ def _deserializer(message_type) -> Callable[[bytes], object]:
     return deserialize
 
 
+def authorization(context: grpc.aio.ServicerContext) -> Optional[str]:
+    """The call's `authorization` metadata: gRPC's form of the REST header (gateway/frontdoor/access.py)."""
+    return dict(context.invocation_metadata() or ()).get("authorization")
+
+
 def check_parsed(request) -> None:
     if isinstance(request, Malformed):
         raise request.error

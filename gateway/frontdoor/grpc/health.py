@@ -10,6 +10,9 @@ Service names (`service` in the request):
 - any other name is unknown: Check answers NOT_FOUND, Watch SERVICE_UNKNOWN (and goes on
   watching: a model loaded later becomes known), as the health-checking protocol says.
 
+With inference tokens (gateway/frontdoor/access.py), the whole server's status stays open for
+probes; a model's, an unknown name's and List need the inference token (UNAUTHENTICATED).
+
 Watch reads the status every WATCH_INTERVAL and sends it when it changed: the states it follows
 are set in many places (the supervisor's model table, the gateway's draining flag), and a
 read of them costs a dictionary lookup. When the gateway stops, every Watch ends with
@@ -28,8 +31,9 @@ from ... import logs
 from ...errors import GatewayError, NotFound
 from ...protocol.generated import health_pb2 as pb
 from ...types import State
+from ..access import Access, health_scope
 from ..dataplane import DataPlane
-from .handlers import check_parsed, method_handlers
+from .handlers import authorization, check_parsed, method_handlers
 
 SERVICE = "grpc.health.v1.Health"
 SERVER_NAMES = ("", "inference.GRPCInferenceService")  # the whole server
@@ -39,9 +43,14 @@ WATCH_INTERVAL = 0.25  # seconds between two reads of a watched status
 class HealthServicer:
     services = (SERVICE,)
 
-    def __init__(self, dataplane: DataPlane):
+    def __init__(self, dataplane: DataPlane, access: Access):
         self.dataplane = dataplane
+        self.access = access
         self._closed = asyncio.Event()
+
+    def check_token(self, rpc: str, request: pb.HealthCheckRequest | pb.HealthListRequest, context: grpc.aio.ServicerContext) -> None:
+        whole_server = getattr(request, "service", None) in SERVER_NAMES
+        self.access.check(health_scope(rpc, whole_server), authorization(context))
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         return [method_handlers(self, pb.DESCRIPTOR.services_by_name["Health"], pb)]
@@ -71,13 +80,14 @@ class HealthServicer:
         started, code = time.perf_counter_ns(), grpc.StatusCode.OK
         try:
             check_parsed(request)
+            self.check_token("Check", request, context)
             status = self.status(request.service)
             if status is None:
                 code = grpc.StatusCode.NOT_FOUND
                 await context.abort(code, f"unknown service {request.service!r}: ask for '' (the server), a model's name, or name/version")
             return pb.HealthCheckResponse(status=status)
-        except GatewayError as exc:  # a malformed request
-            code = grpc.StatusCode.INVALID_ARGUMENT
+        except GatewayError as exc:  # a malformed request, or no valid token
+            code = getattr(grpc.StatusCode, exc.grpc_code)
             await context.abort(code, exc.message)
         finally:
             logs.access("grpc", "Check", f"/{SERVICE}/Check", code.name, time.perf_counter_ns() - started, None, None)
@@ -86,10 +96,11 @@ class HealthServicer:
         started, code = time.perf_counter_ns(), grpc.StatusCode.OK
         try:
             check_parsed(request)
+            self.check_token("List", request, context)
             statuses = {name: pb.HealthCheckResponse(status=status) for name in self.names() if (status := self.status(name)) is not None}
             return pb.HealthListResponse(statuses=statuses)
         except GatewayError as exc:
-            code = grpc.StatusCode.INVALID_ARGUMENT
+            code = getattr(grpc.StatusCode, exc.grpc_code)
             await context.abort(code, exc.message)
         finally:
             logs.access("grpc", "List", f"/{SERVICE}/List", code.name, time.perf_counter_ns() - started, None, None)
@@ -97,8 +108,9 @@ class HealthServicer:
     async def Watch(self, request: pb.HealthCheckRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.HealthCheckResponse]:
         try:
             check_parsed(request)
+            self.check_token("Watch", request, context)
         except GatewayError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+            await context.abort(getattr(grpc.StatusCode, exc.grpc_code), exc.message)
         sent = None
         while True:
             status = self.status(request.service)

@@ -20,18 +20,20 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Optional
 
 import grpc
 
-from ...errors import BadRequest, GatewayError, answer_for
+from ...errors import BadRequest, GatewayError, NotSupported, Unauthenticated, answer_for
 from ...protocol.generated import inference_pb2 as pb
 from ...protocol.generated import inference_pb2_grpc as pb_grpc
 from ...settings import ServerSettings
 from ...wire.request import WireRequest
+from ..access import GRPC, Access
 from ..dataplane import DataPlane, StreamCall
+from ..tls import TLS
 from . import convert
-from .handlers import Malformed, check_parsed, method_handlers
+from .handlers import Malformed, authorization, check_parsed, method_handlers
 from .health import HealthServicer
 from .reflection import ReflectionServicer
 
@@ -66,6 +68,7 @@ def unary(method):
     async def wrapper(self, request, context: grpc.aio.ServicerContext):
         started, http_status, code = time.perf_counter_ns(), 200, grpc.StatusCode.OK
         try:
+            self.check_token(method.__name__, context)
             check_parsed(request)
             return await method(self, request, context)
         except asyncio.CancelledError as exc:
@@ -92,14 +95,22 @@ def _answer_for(exc: BaseException) -> tuple[int, grpc.StatusCode, str]:
     return http_status, getattr(grpc.StatusCode, code, grpc.StatusCode.INTERNAL), message
 
 
-async def _unimplemented(context: grpc.aio.ServicerContext, what: str) -> None:
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not supported by this gateway yet")
+def _unimplemented(what: str) -> NotSupported:
+    return NotSupported(f"{what} is not supported by this gateway yet")
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, dataplane: DataPlane):
+    def __init__(self, dataplane: DataPlane, access: Access):
         self.dataplane = dataplane
         self.max_tensor_bytes = dataplane.settings.max_tensor_bytes
+        self.access = access
+        self.protected = {rpc: scope for rpc, scope in GRPC.items() if access.protects(scope)}
+
+    def check_token(self, rpc: str, context: grpc.aio.ServicerContext) -> None:
+        """Unauthenticated unless the call's metadata holds a token of the RPC's scope (gateway/frontdoor/access.py)."""
+        scope = self.protected.get(rpc)
+        if scope is not None:
+            self.access.check(scope, authorization(context))
 
     def answered(self, rpc: str, request, http_status: int, code: grpc.StatusCode, started: int, responses: int | None = None) -> None:
         """Account for a call (DataPlane.answered; `http_status`: the REST status of the same outcome).
@@ -172,6 +183,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         every request of the call, answering with its responses (as MLServer; an error ends the call
         with its status). Any other model answers each request with one response (as Triton; a failed
         one answers with error_message and the call goes on)."""
+        try:
+            self.check_token("ModelStreamInfer", context)
+        except Unauthenticated as exc:
+            self.answered("ModelStreamInfer", pb.ModelInferRequest(), exc.http_status, grpc.StatusCode.UNAUTHENTICATED, time.perf_counter_ns())
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
         requests = aiter(request_iterator)
         first = await anext(requests, None)
         if first is None:
@@ -225,6 +241,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _answer_each(self, first, requests: AsyncIterator, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ModelStreamInferResponse | bytes]:
         """Answer each request as soon as it is done (match replies by id); a failed one answers with error_message."""
+        try:
+            self.check_token("ModelStreamInfer", context)
+        except Unauthenticated as exc:
+            self.answered("ModelStreamInfer", pb.ModelInferRequest(), exc.http_status, grpc.StatusCode.UNAUTHENTICATED, time.perf_counter_ns())
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
         replies: asyncio.Queue = asyncio.Queue()
         slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
         tasks: set[asyncio.Task] = set()
@@ -298,14 +319,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # --- not (yet) in the data plane ------------------------------------
 
+    @unary
     async def SystemSharedMemoryStatus(self, request, context):
-        await _unimplemented(context, "SystemSharedMemoryStatus (the system shared-memory extension)")
+        raise _unimplemented("SystemSharedMemoryStatus (the system shared-memory extension)")
 
+    @unary
     async def SystemSharedMemoryRegister(self, request, context):
-        await _unimplemented(context, "SystemSharedMemoryRegister (the system shared-memory extension)")
+        raise _unimplemented("SystemSharedMemoryRegister (the system shared-memory extension)")
 
+    @unary
     async def SystemSharedMemoryUnregister(self, request, context):
-        await _unimplemented(context, "SystemSharedMemoryUnregister (the system shared-memory extension)")
+        raise _unimplemented("SystemSharedMemoryUnregister (the system shared-memory extension)")
 
 
 def _no_repository_parameters(request, allowed: frozenset = frozenset()) -> None:
@@ -327,7 +351,7 @@ class GrpcFrontDoor:
     health: HealthServicer
 
 
-async def start(dataplane: DataPlane, settings: ServerSettings) -> GrpcFrontDoor:
+async def start(dataplane: DataPlane, settings: ServerSettings, access: Access, tls: Optional[TLS]) -> GrpcFrontDoor:
     """Start serving on the running loop (call it from a Sanic listener)."""
     limit = settings.grpc_max_message_bytes
     options = [
@@ -340,16 +364,21 @@ async def start(dataplane: DataPlane, settings: ServerSettings) -> GrpcFrontDoor
         # lost, unlike at stop(), which cancels the calls that cross its GOAWAY
         options.append(("grpc.max_connection_age_ms", max(1, round(settings.grpc_max_connection_age * 1000))))
     server = grpc.aio.server(options=options)
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    unscoped = [method.name for method in service.methods if method.name not in GRPC]
+    if unscoped:
+        raise RuntimeError(f"gRPC methods {unscoped} have no scope in gateway/frontdoor/access.py: decide who may call them")
     # the inference RPCs' answers are rendered serialized already (convert.render_infer_response)
-    inference = method_handlers(
-        InferenceServicer(dataplane), pb.DESCRIPTOR.services_by_name["GRPCInferenceService"], pb, dict.fromkeys(INFERENCE_RPCS, convert.serialize)
-    )
-    health = HealthServicer(dataplane)
+    inference = method_handlers(InferenceServicer(dataplane, access), service, pb, dict.fromkeys(INFERENCE_RPCS, convert.serialize))
+    health = HealthServicer(dataplane, access)
     reflection = ReflectionServicer([SERVICE, *health.services, *ReflectionServicer.services])
     server.add_generic_rpc_handlers((inference, *health.handlers(), *reflection.handlers()))
     address = _address(settings.host, settings.grpc_port)
     try:
-        server.add_insecure_port(address)
+        if tls is None:
+            server.add_insecure_port(address)
+        else:
+            server.add_secure_port(address, tls.grpc_credentials())
     except RuntimeError as exc:
         raise RuntimeError(f"gRPC cannot listen on {address}: {exc}") from None
     await server.start()

@@ -22,6 +22,7 @@ from ...control.stats import exposition
 from ...errors import SHOWN_LIMIT, BadRequest, GatewayError, NotFound, Unavailable, answer_for, shown
 from ...protocol import HEADER_LENGTH
 from ...wire.request import WireRequest
+from ..access import Access, rest_scope
 from ..dataplane import DataPlane
 from . import apidoc, mlrun
 from .apidoc.spec import REQUEST_TIMEOUT_HEADER  # seconds the client waits, for clients that cannot set the `timeout` parameter
@@ -85,6 +86,36 @@ async def metrics_endpoint(request: Request) -> HTTPResponse:
     return HTTPResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
 
 
+async def on_error(request: Request, exc: Exception) -> HTTPResponse:
+    """Every error as `{"error": ...}` with its status (the REST port's and the metrics port's)."""
+    if isinstance(exc, SanicException):  # its headers: Allow for a 405, as RFC 9110 asks
+        return _json({"error": str(exc)}, exc.status_code, exc.headers)
+    if not isinstance(exc, GatewayError):
+        log.exception("unexpected error on %s %s", request.method, request.path)
+    status, _, message = answer_for(exc)
+    headers = dict(getattr(exc, "headers", {}))  # a 401's WWW-Authenticate
+    retry_after = getattr(exc, "retry_after", None)  # a full queue: when to try again
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return _json({"error": message}, status, headers or None)
+
+
+def guard(app: Sanic, access: Access) -> None:
+    """Check each request's bearer token for its route's scope (gateway/frontdoor/access.py), once the route is
+    known and before its body is read: a client without a valid token never gets a body buffered.
+    Call it once every route is added: a route without a scope stops the gateway here."""
+    scopes = {route.name: rest_scope(route.name.removeprefix(f"{app.name}.")) for route in app.router.routes}
+    protected = {name: scope for name, scope in scopes.items() if access.protects(scope)}
+    if not protected:
+        return
+
+    @app.signal("http.routing.after")
+    async def check_token(request: Request, route, **_) -> None:
+        scope = protected.get(route.name)
+        if scope is not None:
+            access.check(scope, request.headers.get("authorization"))
+
+
 def _header_timeout(request: Request) -> Optional[float]:
     """The Request-Timeout header: seconds (a decimal number above 0), or None if absent."""
     value = request.headers.get(REQUEST_TIMEOUT_HEADER)
@@ -99,7 +130,7 @@ def _header_timeout(request: Request) -> Optional[float]:
     return seconds
 
 
-def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
+def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> Sanic:
     app = Sanic(name, configure_logging=False)
     settings = dataplane.settings
     app.config.REQUEST_MAX_SIZE = settings.max_request_bytes
@@ -336,6 +367,7 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
     if settings.metrics_on_http:
         route(metrics_endpoint, "/metrics", ("GET",), versioned=False)
     apidoc.register(app, settings)  # /openapi.json, /docs: a route added above must be described there
+    guard(app, access)
 
     # inference routes: counted in the request metrics of their model
     inference = ("infer", "explain", "infer_dict", "predict", "predict_dict", "generate", "infer_stream", "generate_stream")
@@ -368,14 +400,5 @@ def create_app(dataplane: DataPlane, name: str = "gateway") -> Sanic:
         status, _, message = answer_for(exc)
         return _json({"error": message}, status)
 
-    @app.exception(Exception)
-    async def on_error(request: Request, exc: Exception) -> HTTPResponse:
-        if isinstance(exc, SanicException):  # its headers: Allow for a 405, as RFC 9110 asks
-            return _json({"error": str(exc)}, exc.status_code, exc.headers)
-        if not isinstance(exc, GatewayError):
-            log.exception("unexpected error on %s %s", request.method, request.path)
-        status, _, message = answer_for(exc)
-        retry_after = getattr(exc, "retry_after", None)  # a full queue: when to try again
-        return _json({"error": message}, status, None if retry_after is None else {"Retry-After": str(retry_after)})
-
+    app.exception(Exception)(on_error)
     return app

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ....control.models import MODEL_NAME
 from ....version import __version__
+from ...access import Scope, configured_scopes, rest_scope
 
 if TYPE_CHECKING:
     from ....settings import ServerSettings
@@ -552,7 +553,26 @@ ENDPOINTS = [
 ]
 
 
-def _operation(endpoint: Endpoint, path: str) -> dict:
+# bearer tokens (gateway/frontdoor/access.py): one scheme per scope, so that the page asks for each token apart
+SECURITY_SCHEMES = {
+    Scope.INFERENCE: "inferenceToken",
+    Scope.REPOSITORY: "repositoryToken",
+    Scope.METRICS: "metricsToken",
+}
+UNAUTHENTICATED = response(
+    "No valid bearer token for this endpoint's scope (the same answer for a missing, malformed or wrong token)", json_content(ref("Error"))
+)
+
+
+def _security_scheme(scope: Scope) -> dict:
+    return {
+        "type": "http",
+        "scheme": "bearer",
+        "description": f"a token of the {scope.value} scope (settings {scope.value}_tokens_file or GATEWAY_{scope.value.upper()}_TOKENS; docs/SECURITY.md)",
+    }
+
+
+def _operation(endpoint: Endpoint, path: str, protected: set[Scope]) -> dict:
     versioned = "{version}" in path
     operation: dict[str, Any] = {
         "operationId": endpoint.name + ("_version" if versioned else ""),
@@ -568,6 +588,10 @@ def _operation(endpoint: Endpoint, path: str) -> dict:
         operation["requestBody"] = endpoint.body
     # any request may fail (a body too large or too slow, a server stopping): ERRORS, unless the endpoint says otherwise
     operation["responses"] = {**endpoint.responses, **{code: answer for code, answer in ERRORS.items() if code not in endpoint.responses}}
+    scope = rest_scope(endpoint.name)
+    if scope in protected:
+        operation["security"] = [{SECURITY_SCHEMES[scope]: []}]
+        operation["responses"] = {"401": UNAUTHENTICATED, **operation["responses"]}
     return operation
 
 
@@ -578,9 +602,13 @@ def served(settings: "ServerSettings") -> list[Endpoint]:
 def document(settings: "ServerSettings") -> dict:
     """The OpenAPI document of what a gateway with these settings serves on its REST port."""
     paths: dict[str, dict] = {}
+    protected = configured_scopes(settings)
     for endpoint in served(settings):
         for path in endpoint.paths():
-            paths.setdefault(path, {})[endpoint.method.lower()] = _operation(endpoint, path)
+            paths.setdefault(path, {})[endpoint.method.lower()] = _operation(endpoint, path, protected)
+    components: dict[str, Any] = {"schemas": SCHEMAS}
+    if protected:
+        components["securitySchemes"] = {SECURITY_SCHEMES[scope]: _security_scheme(scope) for scope in sorted(protected, key=list(Scope).index)}
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -591,5 +619,5 @@ def document(settings: "ServerSettings") -> dict:
             'of gateway.kserve. Errors are always JSON {"error": "..."}. Metrics are also served at /metrics on metrics_port.',
         },
         "paths": paths,
-        "components": {"schemas": SCHEMAS},
+        "components": components,
     }
