@@ -163,13 +163,19 @@ def release(held: Held) -> None:
             logger.handle(record)
 
 
-def access(protocol: str, method: str, path: str, status: int | str, ns: int, model: Optional[str], version: Optional[str]) -> None:
-    """The access line of one request (REST: HTTP method and status; gRPC: the RPC and its status code)."""
+def access(
+    protocol: str, method: str, path: str, status: int | str, ns: int, model: Optional[str], version: Optional[str], responses: Optional[int] = None
+) -> None:
+    """The access line of one request (REST: HTTP method and status; gRPC: the RPC and its status code);
+    a stream's (one line for the whole stream) also says how many responses it sent."""
     if not access_log.isEnabledFor(logging.INFO):
         return
     ms = round(ns / 1e6, 3)
     fields = {"protocol": protocol, "method": method, "path": path, "status": status, "latency_ms": ms, "model": model, "version": version}
     about = (f" model={model}" + (f" version={version}" if version else "")) if model else ""
+    if responses is not None:
+        fields["responses"] = responses
+        about += f" responses={responses}"
     message = f"{protocol} {method} {path} {status} {ms:.3f} ms{about}"
     if _access_lines is not None and _access_lines.in_charge():
         _access_lines.add(message, fields)

@@ -252,6 +252,59 @@ class SlowEcho(MLModel):
         )
 
 
+class Streamer(MLModel):
+    """predict_stream: `count` responses (the first request's parameters), each with outputs `index`
+    (its position), `pid` (the worker's) and `data` (`size` FP32 elements, all equal to the index: 16 KiB
+    and more go through shared memory), `delay` seconds apart. With `fail_at`, it raises instead of
+    yielding that response; with `marker` (a file path), it writes there how many responses it has
+    produced, and "closed" when its generator ends (its `finally`). With `per_request`, it answers each
+    request of the stream (gRPC) with one response echoing its input `x`, until the requests end."""
+
+    async def predict_stream(self, payloads):
+        first = await payloads.__anext__()
+        options = (first.parameters.model_extra or {}) if first.parameters is not None else {}
+        marker = Path(options["marker"]) if "marker" in options else None
+        produced = 0
+
+        def note(text: str) -> None:
+            if marker is not None:
+                marker.with_suffix(".tmp").write_text(text)
+                marker.with_suffix(".tmp").replace(marker)
+
+        def response(index: int, outputs: list) -> InferenceResponse:
+            return InferenceResponse(
+                model_name=self.name,
+                outputs=[
+                    NumpyCodec.encode_output("index", np.array([index], dtype=np.int64)),
+                    NumpyCodec.encode_output("pid", np.array([os.getpid()], dtype=np.int64)),
+                    *outputs,
+                ],
+            )
+
+        try:
+            if options.get("per_request"):
+                payload = first
+                while payload is not None:
+                    x = NumpyCodec.decode_input(payload.inputs[0])
+                    yield response(produced, [NumpyCodec.encode_output("x", x + 1)])
+                    produced += 1
+                    payload = await anext(payloads, None)
+                return
+            size = int(options.get("size", 4096))
+            for index in range(int(options.get("count", 3))):
+                if index == options.get("fail_at"):
+                    raise RuntimeError(f"failed at response {index}")
+                produced += 1
+                note(str(produced))
+                yield response(index, [NumpyCodec.encode_output("data", np.full(size, index, dtype=np.float32))])
+                await asyncio.sleep(float(options.get("delay", 0)))
+        finally:
+            note(f"closed {produced}")
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        return echoed(self, payload)
+
+
 def _parameters_of(payload: InferenceRequest) -> dict:
     return (payload.parameters.model_extra or {}) if payload.parameters else {}
 

@@ -92,6 +92,12 @@ REST = [
     ("POST", "/v2/models/echo/predict_dict", {"inputs": [{"x": 1.0}]}, Scope.INFERENCE, 400),
     ("POST", "/v2/models/echo/versions/1/predict_dict", {"inputs": [{"x": 1.0}]}, Scope.INFERENCE, 404),
     ("POST", "/", {"model": "echo", **ECHO_INPUT}, Scope.INFERENCE, 200),  # MLRun: the model named in the body
+    ("POST", "/v2/models/echo/generate", ECHO_INPUT, Scope.INFERENCE, 200),  # MLServer's names, and its streams
+    ("POST", "/v2/models/echo/versions/1/generate", ECHO_INPUT, Scope.INFERENCE, 404),
+    ("POST", "/v2/models/echo/infer_stream", ECHO_INPUT, Scope.INFERENCE, 200),
+    ("POST", "/v2/models/echo/versions/1/infer_stream", ECHO_INPUT, Scope.INFERENCE, 404),
+    ("POST", "/v2/models/echo/generate_stream", ECHO_INPUT, Scope.INFERENCE, 200),
+    ("POST", "/v2/models/echo/versions/1/generate_stream", ECHO_INPUT, Scope.INFERENCE, 404),
     ("GET", "/v1/models", None, Scope.INFERENCE, 200),  # KServe V1
     ("GET", "/v1/models/echo", None, Scope.INFERENCE, 200),
     ("POST", "/v1/models/echo:predict", {"instances": [[1, 2]]}, Scope.INFERENCE, 400),  # echo speaks V2 only

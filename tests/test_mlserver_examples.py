@@ -16,7 +16,7 @@ from gateway.codecs import NumpyCodec, PandasCodec, StringCodec
 from gateway.types import InferenceRequest, InferenceResponse
 from tests.conftest import ROOT, SHARED_MEMORY_BYTES, assert_serves_large
 
-MODELS = ["content-type-example", "content-type-metadata", "sum-model", "dataframe", "codec-outputs"]
+MODELS = ["content-type-example", "content-type-metadata", "sum-model", "dataframe", "codec-outputs", "text-model"]
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +265,34 @@ def test_numpy_codec_nan_output_over_json_asks_for_binary(gateway):
 def test_unused_model_settings_keys_are_logged_not_fatal(gateway):
     # custom.md's model-settings.json names the model with "model": the folder names it here
     assert re.search(r"sum-model/model-settings.json: ignoring settings this gateway does not use: model", gateway.log_text())
+
+
+# --- the streaming example's TextModel (docs/examples/streaming): one word every 0.5 s
+
+GENERATE_REQUEST = {  # the example's generate-request.json
+    "inputs": [{"name": "prompt", "shape": [1], "datatype": "BYTES", "data": ["What is the capital of France?"], "parameters": {"content_type": "str"}}],
+    "outputs": [{"name": "output"}],
+}
+WORDS = ["What", " is", " the", " capital", " of", " France?"]
+
+
+def test_text_model_streams_server_sent_events(gateway):
+    # the example reads them with httpx_sse's connect_sse / iter_sse: here by hand, as `data: <JSON>` lines
+    with requests.post(f"{gateway.url}/v2/models/text-model/generate_stream", json=GENERATE_REQUEST, stream=True, timeout=30) as response:
+        assert response.headers["content-type"] == "text/event-stream"
+        lines = [line for line in response.iter_lines() if line]
+    words = [StringCodec.decode_output(InferenceResponse.model_validate_json(line.removeprefix(b"data: ")).outputs[0]) for line in lines]
+    assert words == [[word] for word in WORDS]
+
+
+def test_text_model_streams_over_grpc(gateway):
+    # the example's gRPC client uses MLServer's own stubs, whose stream answers ModelInferResponse: here tritonclient
+    results = []
+    client = grpcclient.InferenceServerClient(gateway.grpc_url)
+    client.start_stream(callback=lambda result, error: results.append(error or result))
+    prompt = grpcclient.InferInput("prompt", [1], "BYTES")
+    prompt.set_data_from_numpy(np.array([b"What is the capital of France?"], dtype=object))
+    client.async_stream_infer("text-model", [prompt], parameters={"content_type": "str"})
+    client.stop_stream()  # the model reads every request before it answers: the stream's end lets it start
+    client.close()
+    assert [result.as_numpy("output").ravel().tolist() for result in results] == [[word.encode()] for word in WORDS]

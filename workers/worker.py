@@ -9,6 +9,10 @@ async predict is cancelled (asyncio), a sync one sees `MLModel.cancelled()` turn
 true (which reads the socket itself, the loop being blocked by the sync call).
 Input tensors are numpy views of the input arena (valid during the call);
 outputs are written to the output arena.
+
+A stream (`predict_stream`, wire/messages.py) is a call too, whose task runs
+the generator while this loop goes on reading: the gateway's credits, further
+requests, a cancel, pings.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Optional, cast
+from typing import Any, AsyncIterator, Callable, Optional, cast
 
 import zmq
 from pydantic import ValidationError
@@ -47,6 +51,8 @@ from gateway.wire.request import RequestedOutput, Tensor, WireRequest
 from gateway.wire.sockets import LoopSocket
 
 log = logging.getLogger("gateway.worker")
+
+STREAM_MESSAGES = (messages.NEXT, messages.END, messages.CREDIT)  # for the stream running (its CANCEL: the inbox's)
 
 
 def runtime_class(settings: ModelSettings) -> type:
@@ -116,7 +122,11 @@ class ServedRuntime(Served):
 
     async def start(self) -> dict:
         metadata = (await self.runtime.metadata()).model_dump(mode="json", exclude_none=True)
-        return {"metadata": metadata, "explain": type(self.runtime).explain is not MLModel.explain}
+        return {
+            "metadata": metadata,
+            "explain": type(self.runtime).explain is not MLModel.explain,
+            "stream": type(self.runtime).predict_stream is not MLModel.predict_stream,
+        }
 
     async def call(self, kind, request, received, batch):
         if kind not in (messages.INFER, messages.EXPLAIN):
@@ -326,6 +336,70 @@ async def answer(
         logs.REQUEST_ID.set(None)
 
 
+class _Stream:
+    """One predict_stream call, run as the call's task (Inbox.start: a CANCEL cancels it, and the
+    message it returns ends the stream). Each response is sent as an ITEM once the gateway has
+    given the previous one back (CREDIT): the generator runs at most one response ahead of the one
+    being sent to the client. Cancelled, the generator is closed: its `finally` runs."""
+
+    def __init__(self, served: Served, link: LoopSocket, header: dict, frames: list, arenas: tuple[Arena, Arena], name: str, version: str | None):
+        self.seq = header["seq"]
+        self._served, self._link, self._out_arena = served, link, arenas[1]
+        self._requests: asyncio.Queue[tuple[dict, list] | None] = asyncio.Queue()  # NEXT messages; None: END
+        self._credit = asyncio.Event()
+        self._credit.set()  # the output arena is free for the first response
+        self.task = asyncio.create_task(self._run(header, frames, arenas[0], name, version))
+
+    @property
+    def running(self) -> bool:
+        return not self.task.done()
+
+    def on_message(self, kind: bytes, header: dict, frames: list) -> None:
+        if kind == messages.CREDIT:
+            self._credit.set()
+        elif kind == messages.NEXT:
+            self._requests.put_nowait((header, frames))
+        elif kind == messages.END:
+            self._requests.put_nowait(None)
+
+    async def _payloads(self, first: WireRequest) -> AsyncIterator[InferenceRequest]:
+        yield to_inference_request(first)
+        while (message := await self._requests.get()) is not None:
+            self._link.send(messages.control_frames(messages.TAKEN, {"seq": self.seq}))
+            header, frames = message
+            yield to_inference_request(messages.parse_request(header, frames, None, first.model_name, first.model_version))
+
+    async def _run(self, header: dict, frames: list, in_arena: Arena, name: str, version: str | None) -> list:
+        logs.REQUEST_ID.set(header["id"])
+        generator, sent = None, 0
+        try:
+            if not isinstance(self._served, ServedRuntime):
+                raise BadRequest(f"model {name!r} does not stream")  # the gateway streams only to models that say they do
+            first = messages.parse_request(header, frames, in_arena, name, version)
+            generator = self._served.runtime.predict_stream(self._payloads(first))
+            async for response in generator:
+                outputs, parameters = select_outputs(response, first.outputs)
+                await self._credit.wait()
+                self._credit.clear()
+                self._link.send(messages.reply_frames(self.seq, outputs, parameters, self._out_arena, metrics.take_report(), messages.ITEM))
+                sent += 1
+            return messages.control_frames(messages.DONE, {"seq": self.seq, "report": metrics.take_report()})
+        except asyncio.CancelledError:  # the client went away
+            log.info("stream cancelled after %d response(s)", sent)
+            return messages.error_frames(self.seq, Cancelled("cancelled"), metrics.take_report())
+        except GatewayError as exc:
+            return messages.error_frames(self.seq, exc, metrics.take_report())
+        except Exception as exc:  # the stream fails; the worker goes on
+            return messages.error_frames(self.seq, self._served.error(exc), metrics.take_report())
+        finally:
+            aclose = getattr(generator, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()  # a generator left at a yield runs its finally now
+                except Exception:
+                    log.exception("closing the runtime's predict_stream raised")
+
+
 async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_arena: Arena, out_arena: Arena) -> int:
     """A worker that loads its model itself."""
     loaded = await load_served(settings)
@@ -354,19 +428,30 @@ async def serve_loaded(served: Served | str, name: str, version: str | None, end
         link.send(messages.control_frames(messages.READY, {**ready, "report": metrics.take_report()}))
         log.info("model %s loaded, serving", name)
         call: Optional[asyncio.Task] = None
+        stream: Optional[_Stream] = None
         while True:
             frames = await inbox.next()
             kind = frames[0].bytes
             if kind == messages.STOP:
+                if stream is not None:
+                    stream.task.cancel()  # the gateway stops a worker that streams only when it is going away
                 break
             if kind == messages.PING:
                 link.send(messages.control_frames(messages.PONG, {"report": metrics.take_report()}))
             elif kind == messages.CANCEL:
                 inbox.cancel(frames)
+            elif kind in STREAM_MESSAGES:
+                header = messages.parse_control(frames)
+                if stream is not None and stream.running and header["seq"] == stream.seq:
+                    stream.on_message(kind, header, frames)  # else: for a stream that has ended (a CREDIT crossing its end)
             else:
                 received = time.perf_counter_ns()
                 header = messages.request_header(frames)
-                call = asyncio.create_task(answer(served, inbox, kind, header, frames, received, (in_arena, out_arena), name, version))
+                if kind == messages.STREAM:
+                    stream = _Stream(served, link, header, frames, (in_arena, out_arena), name, version)
+                    call = stream.task
+                else:
+                    call = asyncio.create_task(answer(served, inbox, kind, header, frames, received, (in_arena, out_arena), name, version))
                 inbox.start(header["seq"], call)
         if call is not None:
             await asyncio.wait([call])  # the gateway stops an idle worker; should it not be, its call ends first

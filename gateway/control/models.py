@@ -58,6 +58,7 @@ class ModelEntry:
     wanted: bool = True  # should be loaded: counts for server readiness, gets restarts
     metadata: dict = field(default_factory=dict)
     has_explain: bool = False
+    has_stream: bool = False  # its runtime implements predict_stream
     inputs: dict[str, MetadataTensor] = field(default_factory=dict)
     outputs: dict[str, MetadataTensor] = field(default_factory=dict)
     crashes: int = 0  # in a row, for the restart back-off
@@ -78,6 +79,7 @@ class ModelEntry:
         """A worker loaded: take the metadata the runtime reported."""
         self.metadata = payload["metadata"]
         self.has_explain = payload["explain"]
+        self.has_stream = payload.get("stream", False)  # a KServe model's READY does not say
         self.kserve = payload.get("kserve", False)
         described = MetadataModelResponse(**self.metadata)
         if not self.kserve:  # KServe's input and output types describe; KServe checks no request against them

@@ -21,6 +21,12 @@ outputs lie in the output arena, the arena is lent to the request for as long
 as its caller holds the reply (`async with pool.call(kind, request) as reply:`);
 only then may the worker take the next request. Every path gives the lease
 back: the block left (normally or by an error), timeout, client gone, worker death.
+
+A stream (`ModelPool.stream`, the runtime's predict_stream) keeps its worker
+for its whole life: the worker sends response after response, each lent to the
+stream until the front door asks for the next one (which gives the arena back
+and the worker one credit), and takes no other call until it says the
+generator has ended.
 """
 
 from __future__ import annotations
@@ -78,7 +84,7 @@ class Call:
 class _Waiting:
     kind: bytes
     request: WireRequest
-    reply: asyncio.Future
+    reply: asyncio.Future  # a stream's: done when the stream has ended on its worker
     batch_key: Optional[Hashable]  # None: runs alone
     level: int  # its priority level: lower is served first
     # for the queue-time metric: loop.time() is uvloop's per-iteration clock, in whole milliseconds
@@ -87,6 +93,7 @@ class _Waiting:
     arrived: float = field(default_factory=lambda: asyncio.get_running_loop().time())
     worker: Optional["Worker"] = None  # the worker running it, while it runs
     retried: bool = False  # it ran on a worker that died, and was queued again
+    stream: Optional["Stream"] = None  # a predict_stream call: its reply is done when the stream has ended
 
 
 @dataclass(eq=False)
@@ -148,6 +155,152 @@ class Router:
         await asyncio.wait([self._reader])  # gone before the loop closes
         self._socket.close()
         self._context.term()
+
+
+class _End:
+    """Queued after a stream's last response."""
+
+
+# requests of a stream sent on to the worker and not yet taken by its generator; sending the next waits
+STREAM_UNTAKEN = 4
+
+
+class Stream:
+    """One predict_stream call on one worker, from `ModelPool.stream`:
+
+        async with pool.stream(first_request) as stream:
+            await stream.send(request)     # further requests (gRPC), then
+            stream.end_input()             # (REST: at once, its body is the one request)
+            async for outputs, parameters in stream:
+                ...                        # the outputs may view the worker's shared memory:
+                                           # valid until the loop asks for the next response
+
+    Leaving the block early (an error, the client gone) cancels the generator; the worker is
+    given other calls only once it has closed it."""
+
+    def __init__(self, pool: "ModelPool", request: WireRequest):
+        self._pool, self._request = pool, request
+        self._responses: asyncio.Queue = asyncio.Queue()  # (outputs, parameters, in_arena), then _End or an error
+        self._worker: Worker | None = None  # once dispatched, and the call's seq
+        self._seq = 0
+        self._unsent: list[tuple[bytes, WireRequest | None]] = []  # what was posted before dispatch
+        self._input_open = True
+        self._closed = False  # the caller has left its block
+        self._lent: bool | None = None  # the caller holds a response (True: it views the output arena)
+        self._untaken = 0
+        self._taken = asyncio.Event()
+        self.cancelled_at: float | None = None  # loop time the worker was told to cancel
+        self.responses = 0
+
+    async def __aenter__(self) -> "Stream":
+        self._waiting = self._pool._enqueue(messages.STREAM, self._request, self)
+        self._waiting.reply.add_done_callback(self._ended)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._give_back()
+        self._closed = True
+        while not self._responses.empty():  # a response that arrived unread (the caller left on an error) is given back too
+            item = self._responses.get_nowait()
+            if isinstance(item, tuple) and item[2]:
+                self._pool._release(self._worker)
+        if self._waiting.reply.done():
+            return
+        if self._worker is None:
+            self._waiting.reply.cancel()  # still queued: it will not be dispatched
+            self._pool._abandon(self._waiting)
+        else:
+            self.cancelled_at = asyncio.get_running_loop().time()
+            self._post(messages.CANCEL)
+
+    async def send(self, request: WireRequest) -> None:
+        """A further request for the generator; waits while the worker holds STREAM_UNTAKEN not yet taken.
+        It travels inline: the input arena holds the first request for the stream's life."""
+        while self._untaken >= STREAM_UNTAKEN and not self._waiting.reply.done():
+            self._taken.clear()
+            await self._taken.wait()
+        self._untaken += 1
+        self._post(messages.NEXT, request)
+
+    def end_input(self) -> None:
+        """No more requests: the generator's request iterator ends."""
+        if self._input_open:
+            self._input_open = False
+            self._post(messages.END)
+
+    def fail(self, error: Exception) -> None:
+        """Raise `error` where the caller waits for the next response (it then leaves, cancelling the generator)."""
+        self._responses.put_nowait(error)
+
+    def __aiter__(self) -> "Stream":
+        return self
+
+    async def __anext__(self) -> tuple[list[Tensor], dict]:
+        self._give_back()
+        try:
+            # once every request is in, the model must produce each response within the timeout
+            # (before, it may be waiting for the client's next request)
+            async with asyncio.timeout(None if self._input_open else self._pool.request_timeout):
+                item = await self._responses.get()
+        except TimeoutError:
+            raise Timeout(f"model {self._pool.name!r} sent no response within {self._pool.request_timeout} s") from None
+        if item is _End:
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            raise item
+        outputs, parameters, self._lent = item
+        self.responses += 1
+        return outputs, parameters
+
+    # --- the pool's side
+
+    def _dispatched(self, worker: Worker, seq: int) -> None:
+        self._worker, self._seq = worker, seq
+        for kind, request in self._unsent:
+            self._post(kind, request)
+        self._unsent.clear()
+
+    def _post(self, kind: bytes, request: WireRequest | None = None) -> None:
+        if self._waiting.reply.done():
+            return  # the stream has ended on its worker
+        if self._worker is None:
+            self._unsent.append((kind, request))
+            return
+        if request is None:
+            frames = messages.control_frames(kind, {"seq": self._seq})
+        else:
+            frames = messages.request_frames(kind, self._seq, request, None)
+        self._pool._post(self._worker, frames)
+
+    def _give_back(self) -> None:
+        """The caller is done with the response it held: the worker may write the next one."""
+        if self._lent is None:
+            return
+        in_arena, self._lent = self._lent, None
+        self._post(messages.CREDIT)
+        if in_arena:
+            self._pool._release(self._worker)
+
+    def _on_message(self, kind: bytes, frames: list[Any]) -> None:
+        if kind == messages.TAKEN:
+            self._untaken -= 1
+            self._taken.set()
+            return
+        worker = self._worker
+        assert worker is not None  # an ITEM comes from the worker the stream was given to
+        _, result, in_arena, report = messages.parse_reply(frames, worker.out_arena)
+        assert not isinstance(result, GatewayError)  # an ITEM, not an ERROR
+        outputs, parameters = result
+        self._pool.stats.worker_report(report)
+        if self._closed:
+            return  # sent before the worker saw the cancel: nobody reads it, and no credit follows
+        worker.lent += in_arena
+        self._responses.put_nowait((outputs, parameters, in_arena))
+
+    def _ended(self, reply: asyncio.Future) -> None:
+        self._taken.set()
+        if not reply.cancelled():
+            self._responses.put_nowait(reply.exception() or _End)
 
 
 @dataclass(frozen=True)
@@ -242,7 +395,20 @@ class ModelPool:
         finally:
             deadline.cancel()
 
-    def _enqueue(self, kind: bytes, request: WireRequest) -> _Waiting:
+    def stream(self, request: WireRequest) -> Stream:
+        """Run the runtime's predict_stream on a worker: `async with pool.stream(request) as stream:` (see Stream)."""
+        if not self.ready_workers:
+            raise Unavailable(f"model {self.name!r} has no running worker")
+        return Stream(self, request)
+
+    def _post(self, worker: Worker, frames: list) -> None:
+        """A message for a worker that may have gone (its calls are failed by then)."""
+        try:
+            self._router.send(worker, frames)
+        except zmq.ZMQError as exc:
+            self.worker_exited(worker, f"unreachable: {exc}")
+
+    def _enqueue(self, kind: bytes, request: WireRequest, stream: Optional[Stream] = None) -> _Waiting:
         """Queue the request (refused if no worker runs, or if the queue is full) and dispatch."""
         if not self.ready_workers:
             raise Unavailable(f"model {self.name!r} has no running worker")
@@ -252,7 +418,7 @@ class ModelPool:
             raise QueueFull(f"model {self.name!r} has {limit} requests waiting already (max_queue_size); retry later")
         key = batch_key(request) if self.max_batch_size > 1 and kind == messages.INFER else None
         level = request.priority or self.policy.default_priority_level
-        waiting = _Waiting(kind, request, asyncio.get_running_loop().create_future(), key, level)
+        waiting = _Waiting(kind, request, asyncio.get_running_loop().create_future(), key, level, stream=stream)
         self._waiting.push(waiting)
         self._quiet.clear()
         self._dispatch()
@@ -347,10 +513,9 @@ class ModelPool:
             waiting.worker = worker
         worker.busy_since = asyncio.get_running_loop().time()
         self.stats.dispatched([w.queued for w in batch])
-        try:
-            self._router.send(worker, frames)
-        except zmq.ZMQError as exc:
-            self.worker_exited(worker, f"unreachable: {exc}")
+        self._post(worker, frames)
+        if batch[0].stream is not None and worker.inflight is not None:
+            batch[0].stream._dispatched(worker, seq)
         return True
 
     @staticmethod
@@ -388,7 +553,12 @@ class ModelPool:
     # --- messages from workers -------------------------------------------
 
     def on_message(self, worker: Worker, kind: bytes, frames: list[Any]) -> None:
-        if kind in (messages.REPLY, messages.ERROR):
+        stream = _stream_of(worker)
+        if stream is not None and kind in (messages.ITEM, messages.TAKEN):
+            stream._on_message(kind, frames)
+        elif stream is not None and kind in (messages.DONE, messages.ERROR):
+            self._on_stream_end(worker, kind, frames)
+        elif kind in (messages.REPLY, messages.ERROR):
             self._on_reply(worker, frames)
         elif kind == messages.READY:
             worker.ready = True
@@ -421,6 +591,26 @@ class ModelPool:
         finally:
             self._make_idle(worker)  # whatever went wrong above, the worker takes the next request
 
+    def _on_stream_end(self, worker: Worker, kind: bytes, frames: list[Any]) -> None:
+        """The generator has ended (or failed, or was cancelled): the worker is free once the
+        stream's last response has been given back."""
+        assert worker.inflight is not None  # the stream it runs
+        reply = worker.inflight[1][0].reply
+        self._end_call(worker)
+        try:
+            if kind == messages.ERROR:
+                _, result, _, report = messages.parse_reply(frames, None)
+            else:
+                result, report = None, messages.parse_control(frames)["report"]
+            self.stats.worker_report(report)
+            if not reply.done():
+                if isinstance(result, GatewayError):
+                    reply.set_exception(result)
+                else:
+                    reply.set_result(None)
+        finally:
+            self._make_idle(worker)
+
     def _answer(self, worker: Worker, batch: list[_Waiting], result: Any, in_arena: bool) -> None:
         if isinstance(result, GatewayError):
             self._fail(batch, result)
@@ -435,19 +625,26 @@ class ModelPool:
     # --- liveness ----------------------------------------------------------
 
     def hung_workers(self, now: float, ping_every: float, silent_after: float) -> list[Worker]:
-        """Ping idle workers; name those silent too long, or still busy on one request `silent_after`
-        past request_timeout: its call was cancelled at the timeout, and a worker gets that long to
-        give it back (a sync predict that never asks cancelled() does not)."""
+        """Ping idle and streaming workers; name those silent too long, or still busy on one request
+        `silent_after` past request_timeout: its call was cancelled at the timeout, and a worker gets
+        that long to give it back (a sync predict that never asks cancelled() does not)."""
         hung = []
         for worker in self.workers:
             if not worker.ready or worker.stopping:
                 continue
-            if worker.inflight is not None:
-                if now - worker.busy_since > self.request_timeout + silent_after:
-                    hung.append(worker)
-            elif now - worker.last_seen > silent_after:
+            stream, silent = _stream_of(worker), now - worker.last_seen
+            if stream is not None:
+                # it reads pings while its generator runs: a step may take as long as a call may,
+                # and a cancel must be obeyed within that time too
+                cancelled = stream.cancelled_at
+                is_hung = silent > self.request_timeout or (cancelled is not None and now - cancelled > self.request_timeout)
+            elif worker.inflight is not None:
+                is_hung = now - worker.busy_since > self.request_timeout + silent_after
+            else:
+                is_hung = silent > silent_after
+            if is_hung:
                 hung.append(worker)
-            elif now - worker.last_seen > ping_every and not worker.lent:
+            elif silent > ping_every and (stream is not None or (worker.inflight is None and not worker.lent)):
                 try:
                     self._router.send(worker, messages.control_frames(messages.PING))
                 except zmq.ZMQError:
@@ -488,7 +685,8 @@ class ModelPool:
         for waiting in batch:
             if waiting.reply.done():
                 continue
-            if rerun and not waiting.retried:
+            # a stream does not run again: its client may have had responses, its further requests are gone
+            if rerun and not waiting.retried and waiting.stream is None:
                 waiting.retried = True
                 retried.append(waiting)
             else:
@@ -521,6 +719,11 @@ class ModelPool:
             self._router.send(worker, messages.control_frames(messages.STOP))
         except zmq.ZMQError:
             pass  # already gone
+
+
+def _stream_of(worker: Worker) -> Stream | None:
+    """The stream the worker runs, if it runs one."""
+    return worker.inflight[1][0].stream if worker.inflight is not None else None
 
 
 def _request_error(exc: Exception, what: str) -> GatewayError:

@@ -60,6 +60,9 @@ REST = {
     "infer": Scope.INFERENCE,
     "explain": Scope.INFERENCE,
     "infer_dict": Scope.INFERENCE,
+    "generate": Scope.INFERENCE,  # MLServer's names of infer, and its streams (server-sent events)
+    "infer_stream": Scope.INFERENCE,
+    "generate_stream": Scope.INFERENCE,
     "predict": Scope.INFERENCE,  # MLRun's names of infer and infer_dict, and its POST / naming the model in the body
     "predict_dict": Scope.INFERENCE,
     "infer_named_in_body": Scope.INFERENCE,

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Optional, cast
+from typing import AsyncIterator, Optional, cast
 
 from .. import logs
 from ..control.models import ModelEntry, Supervisor, version_key
+from ..control.pool import Stream
 from ..control.stats import ModelStats, model_stats
 from ..errors import BadRequest, NotFound, NotSupported, Unavailable, shown
 from ..settings import ServerSettings
@@ -114,15 +115,58 @@ class DataPlane:
     # --- accounting -----------------------------------------------------
 
     def answered(
-        self, protocol: str, method: str, path: str, status: int | str, http_status: int, ns: int, model: Optional[str], version: Optional[str], inference: bool
+        self,
+        protocol: str,
+        method: str,
+        path: str,
+        status: int | str,
+        http_status: int,
+        ns: int,
+        model: Optional[str],
+        version: Optional[str],
+        inference: bool,
+        responses: Optional[int] = None,
     ) -> None:
         """The one place a request is accounted for, whatever its protocol: an inference request is
         counted in its model's metrics (`http_status`: its outcome as REST answers it, so that both
         protocols count alike), and every request gets its access line (`status`: as the protocol
-        says it)."""
+        says it). A stream is one request: `responses`, how many it sent, goes in its access line."""
         if inference:
             self.model_stats(model or "", version).request_done(protocol, http_status, ns)
-        logs.access(protocol, method, path, status, ns, model, version)
+        logs.access(protocol, method, path, status, ns, model, version, responses)
+
+    def streams(self, name: str, version: Optional[str] = None) -> bool:
+        """Whether the model implements predict_stream (its stream calls run it; others answer each
+        request with one response)."""
+        return self._ready_entry(name, version).has_stream
+
+    @asynccontextmanager
+    async def stream(self, request: WireRequest) -> AsyncIterator[StreamCall]:
+        """Run the model's predict_stream, the request its first:
+
+            async with dataplane.stream(request) as call:
+                await call.send(further)      # gRPC's further requests; then call.end_input()
+                async for response in call:   # WireResponse; valid until the next one is asked for
+                    ...
+
+        Counted as one request (in flight while the block runs); leaving the block early cancels the generator."""
+        entry = self._ready_entry(request.model_name, request.model_version)
+        if not entry.has_stream:
+            raise BadRequest(f"model {entry.name!r} does not stream (its runtime has no predict_stream)")
+        if not request.id:
+            request.id = f"{_ID_PREFIX}-{next(_ids)}"
+        logs.REQUEST_ID.set(request.id)
+        _take_schedule_policy(request)
+        _check_against_metadata(entry, request)
+        stats = entry.pool.stats
+        started = stats.request_started()
+        try:
+            async with entry.pool.stream(request) as stream:
+                yield StreamCall(entry, request, stream)
+        except BaseException:
+            stats.request_finished(started, ok=False)
+            raise
+        stats.request_finished(started, ok=True)
 
     def takes_headers(self, name: str, version: Optional[str] = None) -> bool:
         """Whether the model's hooks take the request's headers (a KServe model's do)."""
@@ -172,6 +216,40 @@ class DataPlane:
             why = f": {entry.reason}" if entry.reason else ""
             raise Unavailable(f"model {name!r} is not ready ({entry.state.value}{why})")
         return entry
+
+
+class StreamCall:
+    """A stream being served (DataPlane.stream): its further requests checked as its first was, its
+    responses as WireResponse, all with the first request's id (as MLServer does)."""
+
+    def __init__(self, entry: ModelEntry, first: WireRequest, stream: Stream):
+        self._entry, self._first, self._stream = entry, first, stream
+
+    @property
+    def responses(self) -> int:
+        return self._stream.responses
+
+    async def send(self, request: WireRequest) -> None:
+        if (request.model_name, request.model_version) != (self._first.model_name, self._first.model_version):
+            raise BadRequest(f"a stream's requests all go to the model its first names ({self._first.model_name!r}), not {shown(request.model_name)}")
+        _take_schedule_policy(request)
+        _check_against_metadata(self._entry, request)
+        request.id = self._first.id
+        await self._stream.send(request)
+
+    def end_input(self) -> None:
+        self._stream.end_input()
+
+    def fail(self, error: Exception) -> None:
+        """End the stream with this error (a further request that cannot be served)."""
+        self._stream.fail(error)
+
+    def __aiter__(self) -> "StreamCall":
+        return self
+
+    async def __anext__(self) -> WireResponse:
+        outputs, parameters = await self._stream.__anext__()
+        return WireResponse(self._entry.name, self._entry.version, self._first.id, outputs, parameters)
 
 
 class _Inference:

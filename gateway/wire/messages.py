@@ -17,6 +17,18 @@ An INFER or EXPLAIN header may carry the request's "headers" (for KServe models,
 take them); a reply's parameters may carry "headers" for the REST answer (MLServer's
 `parameters.headers`, KServe's `response_headers`).
 
+A stream (the runtime's predict_stream) is one call that lasts: STREAM opens it
+with its first request (in the input arena, which it holds for the stream's
+life); NEXT carries a further request (inline: the arena is taken), END says no
+more will come, CANCEL (as for any call) stops the generator. The worker answers ITEM after ITEM
+(each a reply; its outputs in the output arena) and writes the next only after
+a CREDIT, the gateway's word that the previous one has been read and sent on:
+so a slow client holds the generator back. TAKEN tells the gateway that the
+generator took a further request (the gateway keeps only a few unread in the
+worker); DONE, or ERROR, ends the stream, after which the worker is idle.
+Every stream message names the stream's "seq": a late one (a CREDIT crossing
+the stream's DONE) is ignored.
+
 READY, REPLY, ERROR and PONG headers carry a "report" for the gateway's
 metrics (gateway/control/stats.py): "times", a reply's [input, infer, output]
 stage times in ns; "register" and "log", the runtime's custom metrics
@@ -48,6 +60,13 @@ FAILED = b"failed"
 REPLY = b"reply"
 ERROR = b"error"
 PONG = b"pong"
+STREAM = b"stream"
+NEXT = b"next"
+END = b"end"
+CREDIT = b"credit"
+ITEM = b"item"
+TAKEN = b"taken"
+DONE = b"done"
 
 V1_BODY = "body"  # the one UINT8 tensor a V1 request (PREDICT_V1, EXPLAIN_V1) and its answer travel as
 
@@ -145,10 +164,11 @@ def parse_request(header: dict, frames: Sequence[Any], arena: Arena | None, mode
     )
 
 
-def reply_frames(seq: int, outputs: list[Tensor], parameters: dict, arena: Arena | None, report: dict) -> list:
+def reply_frames(seq: int, outputs: list[Tensor], parameters: dict, arena: Arena | None, report: dict, kind: bytes = REPLY) -> list:
+    """A REPLY, or a stream's ITEM."""
     descriptions, frames = _place(outputs, arena)
     header = {"seq": seq, "parameters": parameters, "outputs": descriptions, "report": report}
-    return [REPLY, orjson.dumps(header), *frames]
+    return [kind, orjson.dumps(header), *frames]
 
 
 def error_frames(seq: int, error: GatewayError, report: dict) -> list:
@@ -167,7 +187,8 @@ def parse_reply(frames: Sequence[Any], arena: Arena | None) -> tuple[int, tuple[
 
 
 def control_frames(kind: bytes, payload: dict | None = None) -> list:
-    """READY / FAILED / PING / PONG / STOP / CANCEL: a kind and a small JSON payload."""
+    """READY / FAILED / PING / PONG / STOP / CANCEL, and a stream's END / CREDIT / TAKEN / DONE
+    ({"seq": ...}): a kind and a small JSON payload."""
     return [kind, orjson.dumps(payload or {})]
 
 

@@ -28,8 +28,9 @@ from ...errors import BadRequest, GatewayError, NotSupported, Unauthenticated, a
 from ...protocol.generated import inference_pb2 as pb
 from ...protocol.generated import inference_pb2_grpc as pb_grpc
 from ...settings import ServerSettings
+from ...wire.request import WireRequest
 from ..access import GRPC, Access
-from ..dataplane import DataPlane
+from ..dataplane import DataPlane, StreamCall
 from ..tls import TLS
 from . import convert
 from .handlers import Malformed, authorization, check_parsed, method_handlers
@@ -111,13 +112,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if scope is not None:
             self.access.check(scope, authorization(context))
 
-    def answered(self, rpc: str, request, http_status: int, code: grpc.StatusCode, started: int) -> None:
+    def answered(self, rpc: str, request, http_status: int, code: grpc.StatusCode, started: int, responses: int | None = None) -> None:
         """Account for a call (DataPlane.answered; `http_status`: the REST status of the same outcome).
-        Each call, and each stream message, runs in a task (so a request-id context) of its own."""
+        Each call, and each stream message, runs in a task (so a request-id context) of its own; a
+        predict_stream call is one request (`responses`: how many it sent)."""
         elapsed = time.perf_counter_ns() - started
         model = getattr(request, "model_name", "") or getattr(request, "name", "")
         version = getattr(request, "model_version", "") or getattr(request, "version", "")
-        self.dataplane.answered("grpc", rpc, SERVICE_PATH + rpc, code.name, http_status, elapsed, model or None, version or None, rpc in INFERENCE_RPCS)
+        inference = rpc in INFERENCE_RPCS
+        self.dataplane.answered("grpc", rpc, SERVICE_PATH + rpc, code.name, http_status, elapsed, model or None, version or None, inference, responses)
 
     # --- health and metadata ------------------------------------------
 
@@ -150,8 +153,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # --- inference ----------------------------------------------------
 
-    async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> bytes:
-        """The serialized answer (convert.render_infer_response); the call's deadline bounds the request's."""
+    async def _parse(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> WireRequest:
         check_parsed(request)  # a stream's message
         # an unknown model or version is NOT_FOUND whatever its inputs, as over REST
         self.dataplane.check_model_exists(request.model_name, request.model_version or None)
@@ -165,7 +167,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if self.dataplane.takes_headers(parsed.model_name, parsed.model_version):
             # KServe's hooks get the call's metadata as headers (binary "-bin" values left out)
             parsed.headers = {key: value for key, value in context.invocation_metadata() if not key.endswith("-bin")}
-        async with self.dataplane.infer(parsed) as response:
+        return parsed
+
+    async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> bytes:
+        """The serialized answer (convert.render_infer_response); the call's deadline bounds the request's."""
+        async with self.dataplane.infer(await self._parse(request, context)) as response:
             return convert.render_infer_response(response)  # while the outputs may view the worker's shared memory
 
     @unary
@@ -173,6 +179,67 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return await self._infer(request, context)
 
     async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse | bytes]:
+        """A model that implements predict_stream streams: the whole call is one predict_stream, fed
+        every request of the call, answering with its responses (as MLServer; an error ends the call
+        with its status). Any other model answers each request with one response (as Triton; a failed
+        one answers with error_message and the call goes on)."""
+        try:
+            self.check_token("ModelStreamInfer", context)
+        except Unauthenticated as exc:
+            self.answered("ModelStreamInfer", pb.ModelInferRequest(), exc.http_status, grpc.StatusCode.UNAUTHENTICATED, time.perf_counter_ns())
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None:
+            return
+        replies = self._stream(first, requests, context) if self._streams(first) else self._answer_each(first, requests, context)
+        async for reply in replies:
+            yield reply
+
+    def _streams(self, request) -> bool:
+        """Whether the model the stream's first request names implements predict_stream."""
+        if isinstance(request, Malformed) or not request.model_name:
+            return False
+        try:
+            return self.dataplane.streams(request.model_name, request.model_version or None)
+        except GatewayError:
+            return False  # unknown or not ready: answered as the message's own error
+
+    async def _stream(self, first: pb.ModelInferRequest, requests: AsyncIterator, context) -> AsyncIterator[bytes]:
+        started, http_status, code, call = time.perf_counter_ns(), 200, grpc.StatusCode.OK, None
+        try:
+            async with self.dataplane.stream(await self._parse(first, context)) as call:
+                feeding = asyncio.create_task(self._feed(call, requests, context))
+                try:
+                    async for response in call:
+                        # rendered (copied) while the response may view the worker's shared memory; the
+                        # next is asked for only once grpc has taken this one: a slow client holds the model back
+                        yield convert.stream_reply(convert.render_infer_response(response))
+                finally:
+                    feeding.cancel()
+        except asyncio.CancelledError as exc:
+            http_status, code, _ = _answer_for(exc)  # the client went away (or its deadline passed): the generator is cancelled
+            raise
+        except Exception as exc:
+            if not isinstance(exc, GatewayError):
+                log.exception("unexpected error in ModelStreamInfer")
+            http_status, code, message = _answer_for(exc)
+            await context.abort(code, _status_message(message))
+        finally:
+            self.answered("ModelStreamInfer", first, http_status, code, started, call.responses if call is not None else 0)
+
+    async def _feed(self, call: StreamCall, requests: AsyncIterator, context: grpc.aio.ServicerContext) -> None:
+        """The call's further requests, on to the generator; then the end of its requests."""
+        try:
+            async for request in requests:
+                await call.send(await self._parse(request, context))
+            call.end_input()
+        except GatewayError as exc:
+            call.fail(exc)
+        except Exception as exc:  # the client's side failed: grpc ends the call
+            log.debug("reading a stream's requests: %s", exc)
+
+    async def _answer_each(self, first, requests: AsyncIterator, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ModelStreamInferResponse | bytes]:
         """Answer each request as soon as it is done (match replies by id); a failed one answers with error_message."""
         try:
             self.check_token("ModelStreamInfer", context)
@@ -202,11 +269,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         async def read() -> None:
             try:
-                async for request in request_iterator:
+                request = first
+                while request is not None:
                     await slots.acquire()
                     task = asyncio.create_task(answer(request))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
+                    request = await anext(requests, None)
                 if tasks:
                     await asyncio.wait(set(tasks))
             finally:

@@ -41,6 +41,15 @@ from .largejson import LARGE_JSON
 log = logging.getLogger("gateway.rest")
 
 
+SSE = "text/event-stream"
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}  # no proxy holds events back
+
+
+def _sse(rendered: RenderedResponse) -> list[bytes | bytearray]:
+    """One server-sent event: `data: <JSON>` and a blank line (orjson writes no newline)."""
+    return [b"data: ", rendered.body, *rendered.chunks, b"\n\n"]
+
+
 def _json(document, status: int = 200, headers: Optional[dict] = None) -> HTTPResponse:
     return HTTPResponse(orjson.dumps(document), status=status, headers=headers, content_type="application/json")
 
@@ -133,10 +142,11 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
     # Sanic pauses reading a body every REQUEST_BUFFER_SIZE bytes (64 KiB by default): too often for tensors
     app.config.REQUEST_BUFFER_SIZE = 1024 * 1024
 
-    def route(handler, uri: str, methods: tuple[str, ...], versioned: bool = True) -> None:
-        app.add_route(handler, uri, methods=methods, name=f"{handler.__name__}")
+    def route(handler, uri: str, methods: tuple[str, ...], versioned: bool = True, name: Optional[str] = None) -> None:
+        name = name or handler.__name__
+        app.add_route(handler, uri, methods=methods, name=name)
         if versioned:
-            app.add_route(handler, uri.replace("<model>", "<model>/versions/<version>"), methods=methods, name=f"{handler.__name__}_version")
+            app.add_route(handler, uri.replace("<model>", "<model>/versions/<version>"), methods=methods, name=f"{name}_version")
 
     async def server_metadata(request: Request) -> HTTPResponse:
         return _json(dataplane.server_metadata())
@@ -234,6 +244,49 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
         """MLRun's route for clients that cannot put the model in a URL: the body's model and operation."""
         return await _serve(request, None, None, None)
 
+    async def infer_stream(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
+        """Server-sent events, one `data: <response JSON>` each, as MLServer sends them. An error before
+        the first event is an ordinary JSON error answer; after it, a last event `data: {"error": ...}`."""
+        parsed, _ = await _parse(request, model, version, "infer")
+        if not dataplane.streams(parsed.model_name, parsed.model_version):
+            # as MLServer: a model without predict_stream answers with one event, its predict's answer
+            if dataplane.takes_headers(parsed.model_name, parsed.model_version):
+                parsed.headers = _request_headers(request)
+            async with dataplane.infer(parsed) as response:
+                event = _sse(await render_infer_response(response, parsed, json_only=True))
+            sent = await request.respond(headers=SSE_HEADERS, content_type=SSE)
+            await sent.send(b"".join(event))
+            await sent.eof()
+            return None
+        sent, status, call = None, 200, None
+        try:
+            async with dataplane.stream(parsed) as call:
+                call.end_input()
+                async for response in call:
+                    event = _sse(await render_infer_response(response, parsed, json_only=True))
+                    if sent is None:
+                        request.ctx.accounted_at_end = True  # answered() runs at respond(): a stream is counted once, at its end
+                        sent = await request.respond(headers=SSE_HEADERS, content_type=SSE)
+                    for part in event:
+                        await sent.send(part)  # waits while the client is slow to read: the generator waits with it
+        except asyncio.CancelledError as exc:
+            status, _, _ = answer_for(exc)  # the client went away: the generator has been cancelled
+            raise
+        except Exception as exc:
+            if sent is None:
+                raise  # nothing sent yet: an ordinary error answer
+            if not isinstance(exc, GatewayError):
+                log.exception("unexpected error in a stream of %s", request.path)
+            status, _, message = answer_for(exc)
+            await sent.send(b"data: " + orjson.dumps({"error": message}) + b"\n\n")
+        finally:
+            if sent is not None:
+                _account(request, status, call.responses if call is not None else 0)
+        if sent is None:  # the generator ended without a response
+            sent = await request.respond(headers=SSE_HEADERS, content_type=SSE)
+        await sent.eof()
+        return None
+
     # --- KServe's V1 protocol (models of gateway.kserve; errors as KServe answers them)
 
     def _v1_model(model: str) -> None:
@@ -297,6 +350,10 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
     app.add_route(infer_dict, "/v2/models/<model>/predict_dict", methods=("POST",), name="predict_dict")
     app.add_route(infer_dict, "/v2/models/<model>/versions/<version>/predict_dict", methods=("POST",), name="predict_dict_version")
     app.add_route(infer_named_in_body, "/", methods=("POST",), name="infer_named_in_body")
+    route(infer_stream, "/v2/models/<model>/infer_stream", ("POST",))
+    # MLServer's names for LLM clients: generate is infer, generate_stream is infer_stream
+    route(infer, "/v2/models/<model>/generate", ("POST",), name="generate")
+    route(infer_stream, "/v2/models/<model>/generate_stream", ("POST",), name="generate_stream")
     route(statistics, "/v2/models/<model>/stats", ("GET",))
     app.add_route(statistics, "/v2/models/stats", methods=("GET",), name="statistics_all")
 
@@ -313,12 +370,11 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
     guard(app, access)
 
     # inference routes: counted in the request metrics of their model
-    inference = ("infer", "explain", "infer_dict", "predict", "predict_dict")
+    inference = ("infer", "explain", "infer_dict", "predict", "predict_dict", "generate", "infer_stream", "generate_stream")
     counted = {f"{app.name}.{handler}{suffix}" for handler in inference for suffix in ("", "_version")} | {f"{app.name}.infer_named_in_body"}
     counted.add(f"{app.name}.v1_verb")
 
-    @app.on_response
-    def answered(request: Request, response: HTTPResponse) -> None:
+    def _account(request: Request, status: int, responses: Optional[int] = None) -> None:
         # Sanic stamps perft0 once a request's headers are read, before its body: so the latency
         # includes receiving the body (a request middleware would run after it), at no extra cost.
         # A request whose headers never all came (timed out, or the client left) counts from the first wait for them.
@@ -327,10 +383,15 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
         # the model a request named in its URL, or in its body (POST /)
         model, version = getattr(request.ctx, "model", None) or (request.match_info.get("model"), request.match_info.get("version"))
         inference = request.route is not None and request.route.name in counted
-        dataplane.answered("rest", request.method, request.path, response.status, response.status, elapsed, model, version, inference)
+        dataplane.answered("rest", request.method, request.path, status, status, elapsed, model, version, inference, responses)
         logs.REQUEST_ID.set(None)  # the requests of a keep-alive connection share a task, and so a context
         if dataplane.draining:
             stream.keep_alive = False  # Connection: close, so that a kept-alive client moves to another server
+
+    @app.on_response
+    def answered(request: Request, response: HTTPResponse) -> None:
+        if not getattr(request.ctx, "accounted_at_end", False):  # a stream is accounted for when it ends
+            _account(request, response.status)
 
     @app.exception(RequestCancelled)  # type: ignore[arg-type]  # a CancelledError, which Sanic routes to handlers too
     async def on_client_gone(request: Request, exc: RequestCancelled) -> HTTPResponse:

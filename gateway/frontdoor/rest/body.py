@@ -260,14 +260,15 @@ class RenderedResponse:
         return len(self.body) + sum(len(c) for c in self.chunks)
 
 
-async def render_infer_response(response: WireResponse, request: WireRequest) -> RenderedResponse:
+async def render_infer_response(response: WireResponse, request: WireRequest, json_only: bool = False) -> RenderedResponse:
     """Render outputs (which may view shared memory) into bytes the response owns.
 
+    `json_only`: every output as JSON whatever the request asked (a server-sent event is text).
     A large answer is rendered in steps, yielding to the event loop between them. The response's
     parameters.headers leave as HTTP headers, not in the document."""
     headers = response.parameters.pop("headers", None) if response.parameters else None
-    binary_default = bool(request.parameters.get("binary_data_output", False))
-    per_output = {o.name: o.parameters for o in request.outputs or ()}
+    binary_default = bool(request.parameters.get("binary_data_output", False)) and not json_only
+    per_output = {} if json_only else {o.name: o.parameters for o in request.outputs or ()}
     plan, copied, written = [], 0, 0
     for tensor in response.outputs:
         binary = bool(per_output.get(tensor.name, {}).get("binary_data", binary_default))

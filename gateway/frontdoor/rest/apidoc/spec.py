@@ -6,6 +6,7 @@ while a route and the table disagree). An endpoint's `served` says under which s
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -185,6 +186,20 @@ SCHEMAS: dict[str, dict] = {
             ),
         },
     ),
+    "StreamEvent": {
+        "type": "object",
+        "description": "One server-sent event (its fields as the event stream format defines them).",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "type": "string",
+                "description": "An InferenceResponse as JSON; or, ending a stream that failed, an Error",
+                "contentMediaType": "application/json",
+                "contentSchema": {"anyOf": [ref("InferenceResponse"), ref("Error")]},
+            },
+            "event": {"type": "string"},
+        },
+    },
     "V1ModelReady": _object(["name", "ready"], name={"type": "string"}, ready={"type": "boolean"}),
     "Statistics": _object(["model_stats"], model_stats={"type": "array", "items": ref("ModelStatistics")}),
 }
@@ -248,6 +263,16 @@ INFER_RESPONSES = {
         "The outputs: JSON, or with binary outputs (requested by binary_data / binary_data_output) a JSON header and the outputs' bytes",
         {**json_content(ref("InferenceResponse"), EXAMPLE_RESPONSE), "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
         BINARY_HEADER,
+    ),
+}
+
+STREAM_RESPONSES = {
+    "200": response(
+        "Server-sent events, as MLServer sends them: each response of the model's predict_stream as `data: <InferenceResponse JSON>` "
+        "and a blank line, its outputs always JSON. A failure after the first event ends the stream with an event "
+        '`data: {"error": "..."}`; one before it is an ordinary JSON error answer. A model without predict_stream answers '
+        "with one event, its predict's answer.",
+        {"text/event-stream": {"schema": ref("StreamEvent"), "example": "data: " + json.dumps(EXAMPLE_RESPONSE) + "\n\n"}},
     ),
 }
 
@@ -369,6 +394,17 @@ ENDPOINTS = [
         headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER),
     ),
     Endpoint(
+        "generate",
+        "POST",
+        "/v2/models/{model}/generate",
+        "Inference: infer's other name (MLServer's, for LLMs)",
+        "Inference",
+        INFER_RESPONSES,
+        MLRUN_INFER_BODY,
+        versioned=True,
+        headers=(HEADER_LENGTH, REQUEST_TIMEOUT_HEADER),
+    ),
+    Endpoint(
         "predict",
         "POST",
         "/v2/models/{model}/predict",
@@ -400,6 +436,15 @@ ENDPOINTS = [
         INFER_DICT_BODY,
         versioned=True,
         headers=(REQUEST_TIMEOUT_HEADER,),
+    ),
+    *(
+        Endpoint(
+            name, "POST", f"/v2/models/{{model}}/{name}", summary, "Inference", STREAM_RESPONSES, MLRUN_INFER_BODY, versioned=True, headers=(HEADER_LENGTH,)
+        )
+        for name, summary in (
+            ("infer_stream", "Streamed inference by the model's predict_stream (server-sent events)"),
+            ("generate_stream", "Streamed inference: infer_stream's other name (MLServer's, for LLMs)"),
+        )
     ),
     Endpoint(
         "predict_dict",
