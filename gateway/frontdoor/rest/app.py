@@ -306,7 +306,7 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
         _v1_model(model)
         return _json({"name": model, "ready": True})
 
-    async def v1_verb(request: Request, target: str) -> HTTPResponse:
+    async def v1_verb(request: Request, target: str) -> Optional[HTTPResponse]:
         """POST /v1/models/{name}:predict and :explain (one route: the verb is part of the last segment)."""
         model, _, verb = target.rpartition(":")
         request.ctx.model = (model, None)  # for the access line and the request metrics
@@ -344,7 +344,7 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
                 raise  # nothing sent yet: an ordinary error answer
             status, _, message = answer_for(exc)
             log.warning("V1 stream of model %s failed after %d chunk(s), connection cut: %s", model, call.responses if call else 0, message)
-            request.transport.abort()
+            cast(asyncio.Transport, request.transport).abort()  # no last chunk: the body did not end
             return None
         finally:
             if sent is not None:
