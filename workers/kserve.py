@@ -12,6 +12,9 @@ and the answer goes back as tensors:
   here it becomes the parsed JSON (a dict), or the raw bytes when the content type is not
   JSON, as KServe decodes it. The answer (a dict or list, an `InferResponse`, bytes or str)
   goes back as one UINT8 tensor whose `content_type` parameter the front door sends.
+- Streams: a model whose predict may answer an async iterator (`may_stream`) gets its V1 predicts
+  as streams (STREAM_V1, workers/worker.py `_Stream`): each chunk an ITEM; over V2 an iterator
+  is a server error, as in KServe, which streams only V1 `:predict`.
 - Errors are KServe's answers: its errors carry their status and gRPC code; NotImplementedError
   is 501 / UNIMPLEMENTED; anything else is 500 / INTERNAL with "Type : message".
 - `response_headers` a model fills (return_response_headers=True) travel as the reply's
