@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import echo_latency  # noqa: E402
 import loadgen  # noqa: E402
 import numpy as np  # noqa: E402
 import small_echo_cost  # noqa: E402
+from ports import free_port  # noqa: E402
 
 FIGURES = {
     "small_p50_us": "small: p50 latency (us)",
@@ -42,12 +42,6 @@ FIGURES = {
     "small_c8_rps": "small, 8 in flight: requests/s",
     "mib_p50_ms": "1 MiB echo: p50 latency (ms)",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def small_calls(port: int, calls: int) -> tuple[float, list[float]]:

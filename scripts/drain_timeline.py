@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import requests
 import tritonclient.grpc as grpcclient
+from ports import free_port
 from tritonclient.utils import InferenceServerException
 
 HERE = Path(__file__).resolve().parent.parent
@@ -49,12 +50,6 @@ MODELS = {
     "echo": {"implementation": "tests.runtimes.Echo"},
     "sleepy": {"implementation": "tests.runtimes.Sleepy", "parallel_workers": 4},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def refused(port: int) -> bool:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 
 import requests
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,12 +52,6 @@ if __name__ == "__main__":
     model.load()
     kserve.ModelServer(http_port=int(sys.argv[1]), grpc_port=int(sys.argv[2]), workers={workers}).start([model])
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tree(root: int) -> list[int]:

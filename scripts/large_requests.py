@@ -35,7 +35,6 @@ import multiprocessing
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -60,12 +60,6 @@ class Echo(MLModel):
         return InferenceResponse(model_name=self.name, outputs=[
             ResponseOutput(name=i.name, shape=i.shape, datatype=i.datatype, data=i.data) for i in payload.inputs])
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- memory of a process, from /proc

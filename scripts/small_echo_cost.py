@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -52,16 +53,16 @@ def connect(port: int, timeout: float = 60.0) -> http.client.HTTPConnection:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=10000)
-    parser.add_argument("--port", type=int, default=18480, help="REST port; the next two are gRPC and metrics")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the gateway, e.g. GATEWAY_ACCESS_LOG=false")
     args = parser.parse_args()
+    http_port = free_port()
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "GATEWAY_HOST": "127.0.0.1",
-        "GATEWAY_HTTP_PORT": str(args.port),
-        "GATEWAY_GRPC_PORT": str(args.port + 1),
-        "GATEWAY_METRICS_PORT": str(args.port + 2),
+        "GATEWAY_HTTP_PORT": str(http_port),
+        "GATEWAY_GRPC_PORT": str(free_port()),
+        "GATEWAY_METRICS_PORT": str(free_port()),
         **dict(item.split("=", 1) for item in args.env),
     }
     gateway = subprocess.Popen(
@@ -72,7 +73,7 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        connection = connect(args.port)
+        connection = connect(http_port)
         header = json.dumps(
             {
                 "inputs": [{"name": "x", "datatype": "FP32", "shape": [16], "parameters": {"binary_data_size": 64}}],
