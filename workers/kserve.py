@@ -12,6 +12,9 @@ and the answer goes back as tensors:
   here it becomes the parsed JSON (a dict), or the raw bytes when the content type is not
   JSON, as KServe decodes it. The answer (a dict or list, an `InferResponse`, bytes or str)
   goes back as one UINT8 tensor whose `content_type` parameter the front door sends.
+- Streams: a model whose predict may answer an async iterator (`may_stream`) gets its V1 predicts
+  as streams (STREAM_V1, workers/worker.py `_Stream`): each chunk an ITEM; over V2 an iterator
+  is a server error, as in KServe, which streams only V1 `:predict`.
 - Errors are KServe's answers: its errors carry their status and gRPC code; NotImplementedError
   is 501 / UNIMPLEMENTED; anything else is 500 / INTERNAL with "Type : message".
 - `response_headers` a model fills (return_response_headers=True) travel as the reply's
@@ -40,13 +43,15 @@ from gateway.wire.packed import PackedBytes, unpack_bytes
 from gateway.wire.request import Tensor
 from gateway.wire.request import WireRequest as Arrived
 
-from .worker import LoadFailed, Served, select_outputs
+from .worker import Answer, LoadFailed, Served, select_outputs
 
 log = logging.getLogger("gateway.kserve")
 
 V1_KINDS = (messages.PREDICT_V1, messages.EXPLAIN_V1)
 EXPLAIN_KINDS = (messages.EXPLAIN, messages.EXPLAIN_V1)
 # the content types KServe's V1 decodes as JSON (kserve.protocol.dataplane.JSON_HEADERS)
+# the return annotations that say a predict may answer a stream (typing's and collections.abc's names)
+ASYNC_ITERATORS = ("AsyncIterator", "AsyncGenerator", "AsyncIterable")
 JSON_CONTENT_TYPES = frozenset({"application/json", "application/cloudevents+json", "application/ld+json", "application/octet-stream"})
 
 
@@ -86,7 +91,7 @@ class ServedKServe(Served):
             metadata["outputs"] = await _settled(self.model.get_output_types())
         # an explainer of its own, or a host its explain() forwards to
         explains = isinstance(self.model, Model) and (type(self.model).explain is not Model.explain or self.model.explainer_host is not None)
-        return {"metadata": metadata, "explain": explains, "kserve": True}
+        return {"metadata": metadata, "explain": explains, "kserve": True, "v1_stream": may_stream(self.model)}
 
     async def call(self, kind: bytes, request: Arrived, received: int, batch) -> tuple[list[Tensor], dict, list[int]]:
         if not isinstance(self.model, InferenceModel):
@@ -98,14 +103,39 @@ class ServedKServe(Served):
         response, response_headers = await self.model(body, headers=headers, verb=verb)
         inferred = time.perf_counter_ns()
         if isinstance(response, AsyncIterator):
-            raise NotSupported(f"model {self.name!r} answered a stream: streamed answers are not served by the gateway yet")
+            if kind == messages.PREDICT_V1:  # may_stream did not see it coming
+                raise NotSupported(
+                    f"model {self.name!r} answered an async iterator, but its predict does not say it streams:"
+                    " make predict an async generator, or annotate its return type AsyncIterator[...]"
+                )
+            raise RuntimeFailure(f"model {self.name!r} answered an async iterator: only V1 :predict streams (as in KServe)")
         if kind in V1_KINDS:
-            outputs, parameters = _v1_answer(response)
+            outputs, parameters = _v1_answer(response, response_headers)
         else:
             outputs, parameters = _v2_answer(self.name, response, request, batch)
-        if response_headers or parameters.get("headers"):
-            parameters["headers"] = {**parameters.get("headers", {}), **response_headers}
+            if response_headers:
+                parameters["headers"] = {**parameters.get("headers", {}), **response_headers}
         return outputs, parameters, [inputs_ready - received, inferred - inputs_ready, time.perf_counter_ns() - inferred]
+
+    async def open_stream(self, kind: bytes, first: Arrived, payloads: AsyncIterator) -> tuple[AsyncIterator[Any], Answer]:
+        """A V1 predict of a model that may stream: the chunks of the async iterator it answers
+        (after postprocess, as KServe), or its one whole answer."""
+        if kind != messages.STREAM_V1 or not isinstance(self.model, InferenceModel):
+            return await super().open_stream(kind, first, payloads)
+        headers = dict(first.headers or {})
+        response, response_headers = await self.model(_v1_body(first, headers), headers=headers, verb=InferenceVerb.PREDICT)
+        if isinstance(response, AsyncIterator):
+            return response, self._chunk
+        return _once(response), lambda whole: _v1_answer(whole, response_headers)
+
+    def _chunk(self, chunk: Any) -> tuple[list[Tensor], dict]:
+        """A chunk as KServe sends it (Starlette's StreamingResponse): bytes as they are, str in UTF-8."""
+        if isinstance(chunk, str):
+            chunk = chunk.encode()
+        elif not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise RuntimeFailure(f"model {self.name!r} streamed a {type(chunk).__name__}: the chunks of a stream are str or bytes (as in KServe)")
+        data = np.frombuffer(chunk, dtype=np.uint8)
+        return [Tensor(messages.V1_BODY, "UINT8", [data.size], data, {messages.V1_CHUNK: True})], {}
 
     def error(self, exc: Exception) -> GatewayError:
         """KServe's answers to what its handlers do not name: 501 for NotImplementedError, else 500."""
@@ -181,7 +211,25 @@ def _v1_body(request: Arrived, headers: dict[str, str]) -> Any:
         raise InvalidInput(f"Unrecognized request format: {exc}") from None
 
 
-def _v1_answer(response: Any) -> tuple[list[Tensor], dict]:
+def may_stream(model: BaseKServeModel) -> bool:
+    """Whether the model's V1 predict may answer an async iterator, to be streamed: its `predict` or
+    `postprocess` is an async generator, or says it returns an async iterator (its annotation)."""
+    if not isinstance(model, Model):
+        return False
+    for hook in ("predict", "postprocess"):
+        method = getattr(type(model), hook)
+        if method is getattr(Model, hook):
+            continue  # KServe's own: forwards to a predictor, or passes the answer on
+        if inspect.isasyncgenfunction(method) or any(name in str(inspect.signature(method).return_annotation) for name in ASYNC_ITERATORS):
+            return True
+    return False
+
+
+async def _once(answer: Any) -> AsyncIterator[Any]:
+    yield answer
+
+
+def _v1_answer(response: Any, response_headers: dict[str, str]) -> tuple[list[Tensor], dict]:
     """A V1 answer as one UINT8 tensor and its content type; an InferResponse as its V2 REST body."""
     headers = {}
     if isinstance(response, InferResponse):
@@ -196,6 +244,7 @@ def _v1_answer(response: Any) -> tuple[list[Tensor], dict]:
         body = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
         content_type = "application/json"
     data = np.frombuffer(body, dtype=np.uint8)
+    headers.update(response_headers)  # the model's own win
     parameters = {"headers": headers} if headers else {}
     return [Tensor(messages.V1_BODY, "UINT8", [data.size], data, {"content_type": content_type})], parameters
 

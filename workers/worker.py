@@ -70,6 +70,9 @@ def runtime_class(settings: ModelSettings) -> type:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+Answer = Callable[[Any], tuple[list[Tensor], dict]]  # one answer of a stream as an ITEM's outputs and parameters
+
+
 class Served:
     """What a worker serves: an MLModel runtime here, a KServe model in gateway.kserve.serving.
 
@@ -88,6 +91,11 @@ class Served:
     async def call(self, kind: bytes, request: WireRequest, received: int, batch: list[int] | None) -> tuple[list[Tensor], dict, list[int]]:
         """(outputs, parameters, [input, infer, output] stage times in ns since `received`)."""
         raise NotImplementedError
+
+    async def open_stream(self, kind: bytes, first: WireRequest, payloads: AsyncIterator[InferenceRequest]) -> tuple[AsyncIterator[Any], Answer]:
+        """A stream's (STREAM, STREAM_V1) iterator of answers, and how each becomes an ITEM's
+        (outputs, parameters). `payloads`: the stream's requests, `first` the first of them."""
+        raise BadRequest(f"model {self.name!r} does not stream")  # the gateway streams only to models that say they do
 
     def watch_cancellation(self, cancelled: Callable[[], bool]) -> None:
         """Tell the model how to learn that its call is cancelled (MLModel.cancelled); an async
@@ -119,6 +127,11 @@ class ServedRuntime(Served):
 
     def watch_cancellation(self, cancelled: Callable[[], bool]) -> None:
         self.runtime._cancel_probe = cancelled
+
+    async def open_stream(self, kind: bytes, first: WireRequest, payloads: AsyncIterator[InferenceRequest]) -> tuple[AsyncIterator[Any], Answer]:
+        if kind != messages.STREAM:
+            return await super().open_stream(kind, first, payloads)
+        return self.runtime.predict_stream(payloads), lambda response: select_outputs(response, first.outputs)
 
     async def start(self) -> dict:
         metadata = (await self.runtime.metadata()).model_dump(mode="json", exclude_none=True)
@@ -337,13 +350,13 @@ async def answer(
 
 
 class _Stream:
-    """One predict_stream call, run as the call's task (Inbox.start: a CANCEL cancels it, and the
-    message it returns ends the stream). Each response is sent as an ITEM once the gateway has
+    """One stream (a runtime's predict_stream; a KServe model's V1 predict), run as the call's task
+    (Inbox.start: a CANCEL cancels it, and the message it returns ends the stream). Each response is sent as an ITEM once the gateway has
     given the previous one back (CREDIT): the generator runs at most one response ahead of the one
     being sent to the client. Cancelled, the generator is closed: its `finally` runs."""
 
-    def __init__(self, served: Served, link: LoopSocket, header: dict, frames: list, arenas: tuple[Arena, Arena], name: str, version: str | None):
-        self.seq = header["seq"]
+    def __init__(self, served: Served, link: LoopSocket, kind: bytes, header: dict, frames: list, arenas: tuple[Arena, Arena], name: str, version: str | None):
+        self.seq, self._kind = header["seq"], kind
         self._served, self._link, self._out_arena = served, link, arenas[1]
         self._requests: asyncio.Queue[tuple[dict, list] | None] = asyncio.Queue()  # NEXT messages; None: END
         self._credit = asyncio.Event()
@@ -373,12 +386,10 @@ class _Stream:
         logs.REQUEST_ID.set(header["id"])
         generator, sent = None, 0
         try:
-            if not isinstance(self._served, ServedRuntime):
-                raise BadRequest(f"model {name!r} does not stream")  # the gateway streams only to models that say they do
             first = messages.parse_request(header, frames, in_arena, name, version)
-            generator = self._served.runtime.predict_stream(self._payloads(first))
+            generator, as_item = await self._served.open_stream(self._kind, first, self._payloads(first))
             async for response in generator:
-                outputs, parameters = select_outputs(response, first.outputs)
+                outputs, parameters = as_item(response)
                 await self._credit.wait()
                 self._credit.clear()
                 self._link.send(messages.reply_frames(self.seq, outputs, parameters, self._out_arena, metrics.take_report(), messages.ITEM))
@@ -397,7 +408,7 @@ class _Stream:
                 try:
                     await aclose()  # a generator left at a yield runs its finally now
                 except Exception:
-                    log.exception("closing the runtime's predict_stream raised")
+                    log.exception("closing the model's stream raised")
 
 
 async def serve(settings: ModelSettings, endpoint: str, identity: bytes, in_arena: Arena, out_arena: Arena) -> int:
@@ -447,8 +458,8 @@ async def serve_loaded(served: Served | str, name: str, version: str | None, end
             else:
                 received = time.perf_counter_ns()
                 header = messages.request_header(frames)
-                if kind == messages.STREAM:
-                    stream = _Stream(served, link, header, frames, (in_arena, out_arena), name, version)
+                if kind in (messages.STREAM, messages.STREAM_V1):
+                    stream = _Stream(served, link, kind, header, frames, (in_arena, out_arena), name, version)
                     call = stream.task
                 else:
                     call = asyncio.create_task(answer(served, inbox, kind, header, frames, received, (in_arena, out_arena), name, version))

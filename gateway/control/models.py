@@ -66,6 +66,7 @@ class ModelEntry:
     starting: set[asyncio.Task] = field(default_factory=set)  # its load, restarts of its workers: an unload cancels them
     forker: Optional[ForkServer] = None  # load_once: the fork server holding the loaded model, forking its workers
     kserve: bool = False  # a KServe model: it takes KServe's V1 protocol and the request headers
+    v1_stream: bool = False  # a KServe model whose predict may answer an async iterator: its V1 predicts run as streams
 
     @property
     def name(self) -> str:
@@ -81,6 +82,7 @@ class ModelEntry:
         self.has_explain = payload["explain"]
         self.has_stream = payload.get("stream", False)  # a KServe model's READY does not say
         self.kserve = payload.get("kserve", False)
+        self.v1_stream = payload.get("v1_stream", False)
         described = MetadataModelResponse(**self.metadata)
         if not self.kserve:  # KServe's input and output types describe; KServe checks no request against them
             self.inputs = {t.name: t for t in described.inputs or []}

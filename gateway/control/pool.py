@@ -178,8 +178,8 @@ class Stream:
     Leaving the block early (an error, the client gone) cancels the generator; the worker is
     given other calls only once it has closed it."""
 
-    def __init__(self, pool: "ModelPool", request: WireRequest):
-        self._pool, self._request = pool, request
+    def __init__(self, pool: "ModelPool", request: WireRequest, kind: bytes):
+        self._pool, self._request, self._kind = pool, request, kind
         self._responses: asyncio.Queue = asyncio.Queue()  # (outputs, parameters, in_arena), then _End or an error
         self._worker: Worker | None = None  # once dispatched, and the call's seq
         self._seq = 0
@@ -193,7 +193,7 @@ class Stream:
         self.responses = 0
 
     async def __aenter__(self) -> "Stream":
-        self._waiting = self._pool._enqueue(messages.STREAM, self._request, self)
+        self._waiting = self._pool._enqueue(self._kind, self._request, self)
         self._waiting.reply.add_done_callback(self._ended)
         return self
 
@@ -395,11 +395,12 @@ class ModelPool:
         finally:
             deadline.cancel()
 
-    def stream(self, request: WireRequest) -> Stream:
-        """Run the runtime's predict_stream on a worker: `async with pool.stream(request) as stream:` (see Stream)."""
+    def stream(self, request: WireRequest, kind: bytes = messages.STREAM) -> Stream:
+        """Run the runtime's predict_stream on a worker: `async with pool.stream(request) as stream:` (see Stream);
+        `kind` STREAM_V1: a KServe model's V1 predict, its answer's chunks."""
         if not self.ready_workers:
             raise Unavailable(f"model {self.name!r} has no running worker")
-        return Stream(self, request)
+        return Stream(self, request, kind)
 
     def _post(self, worker: Worker, frames: list) -> None:
         """A message for a worker that may have gone (its calls are failed by then)."""

@@ -141,7 +141,7 @@ class DataPlane:
         return self._ready_entry(name, version).has_stream
 
     @asynccontextmanager
-    async def stream(self, request: WireRequest) -> AsyncIterator[StreamCall]:
+    async def stream(self, request: WireRequest, kind: bytes = messages.STREAM) -> AsyncIterator[StreamCall]:
         """Run the model's predict_stream, the request its first:
 
             async with dataplane.stream(request) as call:
@@ -149,9 +149,10 @@ class DataPlane:
                 async for response in call:   # WireResponse; valid until the next one is asked for
                     ...
 
-        Counted as one request (in flight while the block runs); leaving the block early cancels the generator."""
+        Counted as one request (in flight while the block runs); leaving the block early cancels the generator.
+        `kind` STREAM_V1: a KServe model's V1 predict (v1_stream)."""
         entry = self._ready_entry(request.model_name, request.model_version)
-        if not entry.has_stream:
+        if kind == messages.STREAM and not entry.has_stream:
             raise BadRequest(f"model {entry.name!r} does not stream (its runtime has no predict_stream)")
         if not request.id:
             request.id = f"{_ID_PREFIX}-{next(_ids)}"
@@ -161,7 +162,7 @@ class DataPlane:
         stats = entry.pool.stats
         started = stats.request_started()
         try:
-            async with entry.pool.stream(request) as stream:
+            async with entry.pool.stream(request, kind) as stream:
                 yield StreamCall(entry, request, stream)
         except BaseException:
             stats.request_finished(started, ok=False)
@@ -177,6 +178,15 @@ class DataPlane:
         kind = messages.EXPLAIN_V1 if explain else messages.PREDICT_V1
         async with self._run(kind, messages.v1_request(name, body, headers)) as response:
             return _v1_answer(response)  # copied out of the worker's shared memory
+
+    def v1_streams(self, name: str) -> bool:
+        """Whether a KServe model's predict may answer an async iterator: its V1 predicts then run as `v1_stream`."""
+        return self._ready_entry(name, None).v1_stream
+
+    def v1_stream(self, name: str, body: bytes, headers: dict[str, str]) -> AbstractAsyncContextManager[StreamCall]:
+        """A V1 predict as a stream: each response its `v1_part`, the chunks of the model's async
+        iterator, or its one whole answer."""
+        return self.stream(messages.v1_request(name, body, headers), messages.STREAM_V1)
 
     # --- statistics extension -------------------------------------------
 
@@ -305,6 +315,14 @@ def _v1_answer(response: WireResponse) -> V1Answer:
     (body,) = response.outputs
     headers = response.parameters.get("headers") if response.parameters else None
     return V1Answer(bytes(raw_bytes(body)), body.parameters.get("content_type", "application/json"), headers)
+
+
+def v1_part(response: WireResponse) -> V1Answer | bytes:
+    """A response of `v1_stream`: a chunk (its bytes, copied out of the worker's shared memory), or the whole answer."""
+    (body,) = response.outputs
+    if body.parameters.get(messages.V1_CHUNK):
+        return bytes(raw_bytes(body))
+    return _v1_answer(response)
 
 
 def _shape_matches(declared: list[int], shape: list[int]) -> bool:

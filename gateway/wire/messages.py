@@ -29,6 +29,11 @@ worker); DONE, or ERROR, ends the stream, after which the worker is idle.
 Every stream message names the stream's "seq": a late one (a CREDIT crossing
 the stream's DONE) is ignored.
 
+STREAM_V1 opens a stream too: KServe's V1 `:predict` to a model whose `predict` may answer
+an async iterator (the request as PREDICT_V1's). Its ITEMs are the iterator's chunks, each one
+UINT8 tensor with the parameter "chunk"; a model that answered a whole answer instead sends it as
+one ITEM, PREDICT_V1's reply.
+
 READY, REPLY, ERROR and PONG headers carry a "report" for the gateway's
 metrics (gateway/control/stats.py): "times", a reply's [input, infer, output]
 stage times in ns; "register" and "log", the runtime's custom metrics
@@ -61,6 +66,7 @@ REPLY = b"reply"
 ERROR = b"error"
 PONG = b"pong"
 STREAM = b"stream"
+STREAM_V1 = b"v1stream"
 NEXT = b"next"
 END = b"end"
 CREDIT = b"credit"
@@ -69,6 +75,7 @@ TAKEN = b"taken"
 DONE = b"done"
 
 V1_BODY = "body"  # the one UINT8 tensor a V1 request (PREDICT_V1, EXPLAIN_V1) and its answer travel as
+V1_CHUNK = "chunk"  # the parameter of a STREAM_V1 ITEM's tensor that is a chunk (not a whole answer)
 
 # Below this size a tensor is copied into the ZeroMQ message instead of shared
 # memory: one small copy is cheaper than the bookkeeping (see docs/PERFORMANCE.md).

@@ -23,7 +23,7 @@ from ...errors import SHOWN_LIMIT, BadRequest, GatewayError, NotFound, Unavailab
 from ...protocol import HEADER_LENGTH
 from ...wire.request import WireRequest
 from ..access import Access, rest_scope
-from ..dataplane import DataPlane
+from ..dataplane import DataPlane, V1Answer, v1_part
 from . import apidoc, mlrun
 from .apidoc.spec import REQUEST_TIMEOUT_HEADER  # seconds the client waits, for clients that cannot set the `timeout` parameter
 from .body import (
@@ -66,6 +66,7 @@ def _response_headers(headers: Optional[dict]) -> dict[str, str]:
 
 _FRAMING_HEADERS = frozenset({"content-length", "content-type", "transfer-encoding", "connection"})
 V1_VERBS = ("predict", "explain")
+V1_CHUNKS = "application/octet-stream"  # the content type of a streamed V1 answer
 
 
 def _json_body(request: Request) -> dict:
@@ -305,14 +306,57 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
         _v1_model(model)
         return _json({"name": model, "ready": True})
 
-    async def v1_verb(request: Request, target: str) -> HTTPResponse:
+    async def v1_verb(request: Request, target: str) -> Optional[HTTPResponse]:
         """POST /v1/models/{name}:predict and :explain (one route: the verb is part of the last segment)."""
         model, _, verb = target.rpartition(":")
         request.ctx.model = (model, None)  # for the access line and the request metrics
         if verb not in V1_VERBS or not model:
             raise NotFound(f"no such V1 endpoint: {shown(request.path)}; use /v1/models/{{name}}:predict or :explain")
         _v1_model(model)
-        answer = await dataplane.v1(model, request.body, _request_headers(request), explain=verb == "explain")
+        if verb == "predict" and dataplane.v1_streams(model):
+            return await _v1_stream(request, model)
+        return _v1_response(await dataplane.v1(model, request.body, _request_headers(request), explain=verb == "explain"))
+
+    async def _v1_stream(request: Request, model: str) -> Optional[HTTPResponse]:
+        """A V1 predict of a model that may stream. An async iterator's chunks are the body as they
+        come (chunked), as KServe's StreamingResponse sends them, without the model's response headers;
+        their content type is application/octet-stream (KServe's says none: Sanic always writes one). An error before the first chunk is an ordinary error answer; after it, the
+        connection is cut (as KServe), so that the client sees a body that did not end. A whole
+        answer is answered as usual."""
+        sent, whole, status, call = None, None, 200, None
+        try:
+            async with dataplane.v1_stream(model, request.body, _request_headers(request)) as call:
+                call.end_input()
+                async for response in call:
+                    part = v1_part(response)
+                    if isinstance(part, V1Answer):
+                        whole = part  # the model answered at once: its one response, then the stream ends
+                        continue
+                    if sent is None:
+                        request.ctx.accounted_at_end = True  # answered() runs at respond(): a stream is counted once, at its end
+                        sent = await request.respond(content_type=V1_CHUNKS)
+                    await sent.send(part)  # waits while the client is slow to read: the generator waits with it
+        except asyncio.CancelledError as exc:
+            status, _, _ = answer_for(exc)  # the client went away: the generator has been cancelled
+            raise
+        except Exception as exc:
+            if sent is None:
+                raise  # nothing sent yet: an ordinary error answer
+            status, _, message = answer_for(exc)
+            log.warning("V1 stream of model %s failed after %d chunk(s), connection cut: %s", model, call.responses if call else 0, message)
+            cast(asyncio.Transport, request.transport).abort()  # no last chunk: the body did not end
+            return None
+        finally:
+            if sent is not None:
+                _account(request, status, call.responses if call is not None else 0)
+        if whole is not None:
+            return _v1_response(whole)
+        if sent is None:  # the iterator ended without a chunk: an empty body
+            sent = await request.respond(content_type=V1_CHUNKS)
+        await sent.eof()
+        return None
+
+    def _v1_response(answer: V1Answer) -> HTTPResponse:
         return HTTPResponse(answer.body, content_type=answer.content_type, headers=_response_headers(answer.headers))
 
     async def statistics(request: Request, model: Optional[str] = None, version: Optional[str] = None) -> HTTPResponse:
