@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import requests
 import tritonclient.grpc as grpcclient
-from ports import free_port
+from ports import free_port, refused
 from tritonclient.utils import InferenceServerException
 
 HERE = Path(__file__).resolve().parent.parent
@@ -50,16 +49,6 @@ MODELS = {
     "echo": {"implementation": "tests.runtimes.Echo"},
     "sleepy": {"implementation": "tests.runtimes.Sleepy", "parallel_workers": 4},
 }
-
-
-def refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return False
-    except ConnectionRefusedError:
-        return True
-    except OSError:
-        return False
 
 
 def connection_failure(exc: Exception) -> str:

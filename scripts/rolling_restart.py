@@ -45,20 +45,9 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen  # noqa: E402  (scripts/loadgen.py)
-from ports import free_port  # noqa: E402
+from ports import free_port, refused  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def refused(port: int) -> bool:
-    """Whether a new connection to the port is refused: nothing listens there."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return False
-    except ConnectionRefusedError:
-        return True
-    except OSError:
-        return False
 
 
 def wait_until(condition, timeout: float, what: str, every: float = 0.02) -> None:
