@@ -7,7 +7,7 @@ Each round starts a gateway from each tree in turn (`PYTHONPATH=<tree>`, on the 
 tests/repository, ports picked by the OS) and measures, with the same client:
 
 - small: sequential binary REST echoes of 16 FP32 (`--calls`): p50 latency, and the server's
-  CPU time per call (the gateway process and its workers, from /proc);
+  CPU time per call (the gateway process and its workers, from /proc, and each of the two);
 - small c=8: loadgen.py's closed loop, REST JSON, 16 FP32, 8 in flight: requests per second;
 - 1 MiB: sequential binary REST echoes of 1 MiB (echo_latency.py's client): p50 latency.
 
@@ -39,6 +39,8 @@ from ports import free_port  # noqa: E402
 FIGURES = {
     "small_p50_us": "small: p50 latency (us)",
     "small_cpu_us": "small: server CPU per call (us)",
+    "small_frontdoor_cpu_us": "small: front door's CPU per call (us)",
+    "small_worker_cpu_us": "small: workers' CPU per call (us)",
     "small_c8_rps": "small, 8 in flight: requests/s",
     "mib_p50_ms": "1 MiB echo: p50 latency (ms)",
 }
@@ -87,9 +89,9 @@ def measure(tree: Path, calls: int) -> dict[str, float]:
     )
     try:
         small_echo_cost.connect(ports[0])
-        cpu_before = small_echo_cost.cpu_seconds(gateway.pid)
+        cpu_before = small_echo_cost.cpu_split(gateway.pid)
         p50, _ = small_calls(ports[0], calls)
-        cpu_per_call = (small_echo_cost.cpu_seconds(gateway.pid) - cpu_before) / (calls + 300)
+        front_door, workers = ((after - before) / (calls + 300) for after, before in zip(small_echo_cost.cpu_split(gateway.pid), cpu_before))
         concurrent = loadgen.run(
             url=f"http://127.0.0.1:{ports[0]}",
             model="echo",
@@ -105,7 +107,14 @@ def measure(tree: Path, calls: int) -> dict[str, float]:
     finally:
         gateway.terminate()
         gateway.wait()
-    return {"small_p50_us": p50 * 1e6, "small_cpu_us": cpu_per_call * 1e6, "small_c8_rps": concurrent["requests_per_s"], "mib_p50_ms": mib["p50_ms"]}
+    return {
+        "small_p50_us": p50 * 1e6,
+        "small_cpu_us": (front_door + workers) * 1e6,
+        "small_frontdoor_cpu_us": front_door * 1e6,
+        "small_worker_cpu_us": workers * 1e6,
+        "small_c8_rps": concurrent["requests_per_s"],
+        "mib_p50_ms": mib["p50_ms"],
+    }
 
 
 def main() -> None:

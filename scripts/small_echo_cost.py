@@ -26,12 +26,18 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 
 def cpu_seconds(pid: int) -> float:
     """User + system time of a process and its direct children (the workers)."""
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User + system time of the front-door process, and of its direct children (the workers)."""
     children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    ticks = 0
-    for process in [str(pid), *children]:
-        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return _cpu(str(pid)), sum(_cpu(child) for child in children)
+
+
+def _cpu(pid: str) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def connect(port: int, timeout: float = 60.0) -> http.client.HTTPConnection:
@@ -92,18 +98,19 @@ def main() -> None:
 
         for _ in range(300):  # warm-up
             call()
-        cpu_before, timings = cpu_seconds(gateway.pid), []
+        cpu_before, timings = cpu_split(gateway.pid), []
         for _ in range(args.calls):
             started = time.perf_counter()
             call()
             timings.append(time.perf_counter() - started)
-        cpu_per_call = (cpu_seconds(gateway.pid) - cpu_before) / args.calls
+        front_door, workers = ((after - before) / args.calls for after, before in zip(cpu_split(gateway.pid), cpu_before))
     finally:
         gateway.terminate()
         gateway.wait()
     timings.sort()
     print(
-        f"p50 {statistics.median(timings) * 1e6:.0f} us  p90 {timings[int(0.9 * (len(timings) - 1))] * 1e6:.0f} us  server CPU {cpu_per_call * 1e6:.0f} us/call"
+        f"p50 {statistics.median(timings) * 1e6:.0f} us  p90 {timings[int(0.9 * (len(timings) - 1))] * 1e6:.0f} us  server CPU {(front_door + workers) * 1e6:.0f} us/call"
+        f" (front door {front_door * 1e6:.0f}, workers {workers * 1e6:.0f})"
     )
 
 

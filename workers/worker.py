@@ -162,6 +162,9 @@ def build_served(settings: ModelSettings) -> Served:
     raise TypeError(f"{settings.implementation} is neither a gateway.MLModel nor a KServe model (gateway.kserve.Model)")
 
 
+_DATATYPES = {datatype.value: datatype for datatype in Datatype}  # Datatype(name) is an enum call per input
+
+
 def to_inference_request(request: WireRequest) -> InferenceRequest:
     """The SDK's request type around numpy views of the tensors (no copy, no validation pass);
     BYTES are unpacked here, their framing checked (a malformed one is the client's: a 400)."""
@@ -172,7 +175,7 @@ def to_inference_request(request: WireRequest) -> InferenceRequest:
             RequestInput.model_construct(
                 name=t.name,
                 shape=t.shape,
-                datatype=Datatype(t.datatype),
+                datatype=_DATATYPES[t.datatype],  # the front door has checked it
                 parameters=_sdk_parameters(t.parameters),
                 data=_unpacked(t),
             )
@@ -316,7 +319,7 @@ class Inbox:
         """MLModel.cancelled(): read what arrived meanwhile without waiting (a sync predict blocks the loop)."""
         while not self.stopped:
             try:
-                frames = self.link.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = self.link.recv_now()
             except zmq.Again:
                 break
             if frames[0].bytes == messages.CANCEL:

@@ -87,10 +87,9 @@ class _Waiting:
     reply: asyncio.Future  # a stream's: done when the stream has ended on its worker
     batch_key: Optional[Hashable]  # None: runs alone
     level: int  # its priority level: lower is served first
+    arrived: float  # loop.time() when it arrived: the batch it starts leaves by arrived + max_batch_time
     # for the queue-time metric: loop.time() is uvloop's per-iteration clock, in whole milliseconds
     queued: int = field(default_factory=time.perf_counter_ns)
-    # loop.time() when it arrived: the batch it starts leaves by arrived + max_batch_time
-    arrived: float = field(default_factory=lambda: asyncio.get_running_loop().time())
     worker: Optional["Worker"] = None  # the worker running it, while it runs
     retried: bool = False  # it ran on a worker that died, and was queued again
     stream: Optional["Stream"] = None  # a predict_stream call: its reply is done when the stream has ended
@@ -126,8 +125,8 @@ class Router:
         socket.bind(endpoint)
         self._socket = LoopSocket(socket)
         self._workers: dict[bytes, Worker] = {}
-        self._loop = asyncio.get_running_loop()
-        self._reader = self._loop.create_task(self._read())
+        self.loop = asyncio.get_running_loop()
+        self._reader = self.loop.create_task(self._read())
 
     def add(self, worker: Worker) -> None:
         self._workers[worker.identity] = worker
@@ -144,7 +143,7 @@ class Router:
             worker = self._workers.get(frames[0].bytes)
             if worker is None:
                 continue  # a worker we have already let go of
-            worker.last_seen = self._loop.time()
+            worker.last_seen = self.loop.time()
             try:
                 worker.pool.on_message(worker, frames[1].bytes, frames[1:])
             except Exception:
@@ -344,6 +343,7 @@ class ModelPool:
         self.workers: list[Worker] = []
         self._on_worker_lost = on_worker_lost
         self._router = router
+        self._loop = router.loop  # asyncio.get_running_loop() costs a getpid() each time
         self._waiting: RequestQueue[_Waiting] = RequestQueue()
         self._idle: list[Worker] = []
         self._seq = itertools.count()
@@ -381,7 +381,7 @@ class ModelPool:
         if seconds <= 0:
             raise Timeout(f"model {self.name!r}: the request's deadline passed before it could be queued")
         waiting = self._enqueue(kind, request)
-        deadline = asyncio.get_running_loop().call_later(seconds, self._expire, waiting, seconds)
+        deadline = self._loop.call_later(seconds, self._expire, waiting, seconds)
         try:
             return await waiting.reply
         except asyncio.CancelledError:
@@ -419,7 +419,7 @@ class ModelPool:
             raise QueueFull(f"model {self.name!r} has {limit} requests waiting already (max_queue_size); retry later")
         key = batch_key(request) if self.max_batch_size > 1 and kind == messages.INFER else None
         level = request.priority or self.policy.default_priority_level
-        waiting = _Waiting(kind, request, asyncio.get_running_loop().create_future(), key, level, stream=stream)
+        waiting = _Waiting(kind, request, self._loop.create_future(), key, level, self._loop.time(), stream=stream)
         self._waiting.push(waiting)
         self._quiet.clear()
         self._dispatch()
@@ -476,7 +476,7 @@ class ModelPool:
         if not self.max_batch_time or first.batch_key is None:
             return False
         leaves_at = first.arrived + self.max_batch_time
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         if loop.time() >= leaves_at:
             return False
         company = sum(1 for w in self._waiting if w.batch_key == first.batch_key and not w.reply.done())
@@ -512,7 +512,7 @@ class ModelPool:
         worker.inflight = (seq, batch)
         for waiting in batch:
             waiting.worker = worker
-        worker.busy_since = asyncio.get_running_loop().time()
+        worker.busy_since = self._loop.time()
         self.stats.dispatched([w.queued for w in batch])
         self._post(worker, frames)
         if batch[0].stream is not None and worker.inflight is not None:

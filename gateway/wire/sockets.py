@@ -17,6 +17,10 @@ import asyncio
 
 import zmq
 
+# plain ints: pyzmq's constants are enum members, and `&` on one builds a new member each time
+_POLLIN = int(zmq.POLLIN)
+_EVENTS = int(zmq.EVENTS)
+
 
 class LoopSocket:
     def __init__(self, socket: zmq.Socket):
@@ -27,22 +31,30 @@ class LoopSocket:
         self._loop.add_reader(self._fd, self._readable.set)
 
     async def recv(self) -> list[zmq.Frame]:
+        # ZMQ_EVENTS before reading, not a read that fails: pyzmq's zmq.Again costs more than the check
         while True:
-            try:
-                return self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                pass
             self._readable.clear()
-            if not self._events() & zmq.POLLIN:
-                await self._readable.wait()
+            if self._events() & _POLLIN:
+                return self.recv_now()
+            await self._readable.wait()
+
+    def recv_now(self) -> list[zmq.Frame]:
+        """A whole message, without waiting (zmq.Again if none has arrived). ZeroMQ delivers a
+        message's parts together, so once the first is read the others are there."""
+        frame = self.socket.recv(zmq.NOBLOCK, copy=False)
+        frames = [frame]
+        while frame.more:  # the frame's own flag: recv_multipart asks the socket (ZMQ_RCVMORE) per part
+            frame = self.socket.recv(zmq.NOBLOCK, copy=False)
+            frames.append(frame)
+        return frames
 
     def send(self, frames: list) -> None:
         self.socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
-        if self._events() & zmq.POLLIN:
+        if self._events() & _POLLIN:
             self._readable.set()  # the send may have swallowed a message's edge
 
     def _events(self) -> int:
-        return self.socket.getsockopt(zmq.EVENTS)  # type: ignore[return-value]  # an int for zmq.EVENTS
+        return self.socket.getsockopt(_EVENTS)  # type: ignore[return-value]  # an int for zmq.EVENTS
 
     def close(self, linger: int = 0) -> None:
         self._loop.remove_reader(self._fd)
