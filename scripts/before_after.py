@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ import echo_latency  # noqa: E402
 import loadgen  # noqa: E402
 import numpy as np  # noqa: E402
 import small_echo_cost  # noqa: E402
-from ports import free_port  # noqa: E402
+from ports import free_port, gateway_env  # noqa: E402
 
 FIGURES = {
     "small_p50_us": "small: p50 latency (us)",
@@ -71,15 +70,8 @@ def small_calls(port: int, calls: int) -> tuple[float, list[float]]:
 
 
 def measure(tree: Path, calls: int) -> dict[str, float]:
-    ports = [free_port() for _ in range(3)]
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(tree),
-        "GATEWAY_HOST": "127.0.0.1",
-        "GATEWAY_HTTP_PORT": str(ports[0]),
-        "GATEWAY_GRPC_PORT": str(ports[1]),
-        "GATEWAY_METRICS_PORT": str(ports[2]),
-    }
+    port = free_port()
+    env = gateway_env(tree, port)
     gateway = subprocess.Popen(
         [sys.executable, "-m", "gateway", "start", "--config", str(tree / "tests" / "repository")],
         env=env,
@@ -88,12 +80,12 @@ def measure(tree: Path, calls: int) -> dict[str, float]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        small_echo_cost.connect(ports[0])
+        small_echo_cost.connect(port)
         cpu_before = small_echo_cost.cpu_split(gateway.pid)
-        p50, _ = small_calls(ports[0], calls)
+        p50, _ = small_calls(port, calls)
         front_door, workers = ((after - before) / (calls + 300) for after, before in zip(small_echo_cost.cpu_split(gateway.pid), cpu_before))
         concurrent = loadgen.run(
-            url=f"http://127.0.0.1:{ports[0]}",
+            url=f"http://127.0.0.1:{port}",
             model="echo",
             protocol="rest-json",
             concurrency=8,
@@ -103,7 +95,7 @@ def measure(tree: Path, calls: int) -> dict[str, float]:
             datatype="FP32",
             input_name="x",
         )
-        mib = echo_latency.measure(f"127.0.0.1:{ports[0]}", "echo", 1, 40)
+        mib = echo_latency.measure(f"127.0.0.1:{port}", "echo", 1, 40)
     finally:
         gateway.terminate()
         gateway.wait()

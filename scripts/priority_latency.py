@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,22 +22,14 @@ import time
 from pathlib import Path
 
 import requests
-from ports import free_port
+from ports import free_port, gateway_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_gateway(repository: Path) -> tuple[subprocess.Popen, str]:
     http_port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "GATEWAY_HOST": "127.0.0.1",
-        "GATEWAY_HTTP_PORT": str(http_port),
-        "GATEWAY_GRPC_PORT": str(free_port()),
-        "GATEWAY_METRICS_PORT": str(free_port()),
-        "GATEWAY_ACCESS_LOG": "false",
-    }
+    env = gateway_env(ROOT, http_port, access_log="false")
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "start", "--config", str(repository)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

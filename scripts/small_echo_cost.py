@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from ports import free_port
+from ports import free_port, gateway_env
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -62,15 +62,7 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the gateway, e.g. GATEWAY_ACCESS_LOG=false")
     args = parser.parse_args()
     http_port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "GATEWAY_HOST": "127.0.0.1",
-        "GATEWAY_HTTP_PORT": str(http_port),
-        "GATEWAY_GRPC_PORT": str(free_port()),
-        "GATEWAY_METRICS_PORT": str(free_port()),
-        **dict(item.split("=", 1) for item in args.env),
-    }
+    env = {**gateway_env(ROOT, http_port), **dict(item.split("=", 1) for item in args.env)}
     gateway = subprocess.Popen(
         [sys.executable, "-m", "gateway", "start", "--config", str(ROOT / "tests" / "repository")],
         env=env,
