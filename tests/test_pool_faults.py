@@ -81,7 +81,8 @@ async def infer(pool, value: int, render=copy_outputs) -> list[np.ndarray]:
 
 
 async def outcomes(pool, values: list[int]) -> list:
-    """Submit the requests at once: the first goes to the idle worker, the others queue and merge."""
+    """Submit the requests at once: the first two go to the idle worker's two slots (it runs the
+    first, the second waits in it), the others queue and merge."""
     return await asyncio.gather(*(infer(pool, v) for v in values), return_exceptions=True)
 
 
@@ -89,7 +90,7 @@ def assert_serves_correctly(harness, pool, worker_before) -> None:
     """The same worker, not a replacement, answers a large request promptly and exactly."""
     (output,) = harness.run(infer(pool, 7))
     assert output.shape == (1, LARGE) and (output == 7).all()
-    assert pool.workers == [worker_before] and worker_before.inflight is None and not worker_before.lent
+    assert pool.workers == [worker_before] and worker_before.idle  # no call in flight, no slot lent
 
 
 def failing(error: Exception):
@@ -124,11 +125,12 @@ def test_a_failing_step_fails_only_its_call_and_frees_the_worker(harness, pool, 
     }[step]
     monkeypatch.setattr(*target, failing(error))
     batched = step in ("split", "merge")
-    results = harness.run(outcomes(pool, [1, 2, 3] if batched else [1]))
+    results = harness.run(outcomes(pool, [1, 2, 3, 4] if batched else [1]))
     monkeypatch.undo()
-    failed = results[1:] if batched else results
-    if batched:  # the first call ran alone, before the others queued behind it
-        assert isinstance(results[0], list) and (results[0][0] == 1).all()
+    failed = results[2:] if batched else results
+    if batched:  # the first two calls ran alone (one in each slot), before the others queued behind them
+        for value, result in zip((1, 2), results):
+            assert isinstance(result, list) and (result[0] == value).all()
     for result in failed:
         assert isinstance(result, GatewayError), result
         assert result.http_status == status and "planted" in result.message
@@ -139,7 +141,7 @@ def test_a_failing_render_gives_the_arena_back(harness, pool):
     worker = pool.workers[0]
 
     def refuse(outputs, parameters):
-        assert worker.lent  # the large output views the worker's arena while it is rendered
+        assert worker.slots[0].lent  # the large output views its slot's output region while it is rendered
         raise BadRequest("planted: cannot render")
 
     with pytest.raises(BadRequest):

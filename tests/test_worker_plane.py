@@ -194,8 +194,9 @@ def test_two_workers_serve_two_requests_at_the_same_time(gateway):
 
 
 def test_kill_9_during_a_request_fails_it_at_once_and_the_worker_comes_back(gateway):
-    """A model that opts out of retries: its running request fails at once (503); the one queued
-    behind it had not reached the worker, and is served by the replacement."""
+    """A model that opts out of retries: its running request fails at once (503), and so does the
+    one waiting in the worker behind it (the worker's second slot); the one queued behind both had
+    not reached the worker, and is served by the replacement."""
     (victim,) = workers_of(gateway, "sleepy1")
     from tests.test_observability import labels, metrics_of  # here: that module imports this one
 
@@ -203,15 +204,17 @@ def test_kill_9_during_a_request_fails_it_at_once_and_the_worker_comes_back(gate
     started = started_in(gateway, victim)
     running = sleep_request(gateway, "sleepy1", 15.0, results)
     gateway.wait_for(started, what="the request to reach the worker")
-    queued: list = []
-    waiting = sleep_request(gateway, "sleepy1", 0.0, queued)  # behind the running one: the only worker is busy
+    second = sleep_request(gateway, "sleepy1", 0.0, results)  # sent at once to the worker's free slot
     gateway.wait_for(lambda: metrics_of(gateway)["gateway_inflight_requests"][labels(model="sleepy1", version="")] == 2)
+    queued: list = []
+    waiting = sleep_request(gateway, "sleepy1", 0.0, queued)  # both slots taken: it waits in the gateway's queue
+    gateway.wait_for(lambda: metrics_of(gateway)["gateway_inflight_requests"][labels(model="sleepy1", version="")] == 3)
     os.kill(victim, signal.SIGKILL)
-    running.join(timeout=10)
-    assert not running.is_alive(), "the running request hung after its worker died"
-    (response,) = results
-    assert response.status_code == 503
-    assert "stopped during the request" in response.json()["error"]
+    for thread in (running, second):
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "a request of the dead worker hung"
+    assert [r.status_code for r in results] == [503, 503]
+    assert all("stopped during the request" in r.json()["error"] for r in results)
     assert infer_echo(gateway, 5)["outputs"][0]["data"] == [5]  # other models kept serving
     gateway.wait_ready(["sleepy1"], timeout=30)
     (replacement,) = workers_of(gateway, "sleepy1")

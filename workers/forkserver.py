@@ -42,6 +42,7 @@ import orjson
 
 from gateway import logs
 from gateway.settings import ModelSettings
+from gateway.wire import messages
 from gateway.wire.arena import Arena
 
 from .worker import Served, die_with_parent, load_served, serve_loaded
@@ -183,7 +184,7 @@ def _fork_worker(served: Served, version: str | None, request: dict, fds: list[i
         logs.configure(request["log_level"], request["log_format"], worker=request["identity"])
         import uvloop
 
-        in_arena, out_arena = Arena.attach(fds[0]), Arena.attach(fds[1])
+        in_arena, out_arena = Arena.attach(fds[0], messages.SLOTS), Arena.attach(fds[1], messages.SLOTS)
         code = uvloop.run(serve_loaded(served, request["model"], version, request["endpoint"], request["identity"].encode(), in_arena, out_arena))
     except BaseException:
         traceback.print_exc()

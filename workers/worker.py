@@ -2,13 +2,16 @@
 
 Started by the gateway's supervisor as `python -m workers ...`. It imports the
 runtime named by `implementation`, calls `load()`, announces READY (or FAILED
-with the reason) and then answers one call at a time: the gateway sends
-the next request only when this worker is idle, so there is no queue here.
+with the reason) and then runs its calls one at a time, in the order they came.
+The gateway may send a call while another runs (it has SLOTS call slots,
+wire/messages.py): that call waits in the `Inbox` and starts the moment the one
+before it has replied, so the gateway's hop overlaps with compute.
 A call runs in a task of its own, so that a CANCEL for it is read meanwhile: an
 async predict is cancelled (asyncio), a sync one sees `MLModel.cancelled()` turn
 true (which reads the socket itself, the loop being blocked by the sync call).
-Input tensors are numpy views of the input arena (valid during the call);
-outputs are written to the output arena.
+A CANCEL for a call still waiting is answered at once (499), the call never run.
+Input tensors are numpy views of the call's slot's region of the input arena
+(valid during the call); outputs are written to its slot's region of the output arena.
 
 A stream (`predict_stream`, wire/messages.py) is a call too, whose task runs
 the generator while this loop goes on reading: the gateway's credits, further
@@ -44,7 +47,7 @@ from gateway.runtimes import resolve_implementation
 from gateway.settings import ModelSettings
 from gateway.types import Datatype, InferenceRequest, InferenceResponse, Parameters, RequestInput, RequestOutput
 from gateway.wire import messages
-from gateway.wire.arena import Arena
+from gateway.wire.arena import Arena, Region
 from gateway.wire.datatypes import array_from_output
 from gateway.wire.packed import PackedBytes, unpack_bytes
 from gateway.wire.request import RequestedOutput, Tensor, WireRequest
@@ -285,19 +288,34 @@ async def load_served(settings: ModelSettings) -> Served | str:
 
 
 class Inbox:
-    """The worker's messages, read by the loop or, while a sync call blocks it, by `cancelled()`:
-    the CANCEL of the running call is noted, anything else is kept for the loop, in order."""
+    """The worker's messages, read by the loop or, while a sync call blocks it, by `cancelled()`,
+    and its calls. Calls run one at a time, in the order they came: one that comes while another
+    runs waits here, and starts once the one before it has replied. A CANCEL stops the call it
+    names if it runs, or answers it at once (499) if it waits; anything else is kept for the
+    loop, in order."""
 
-    def __init__(self, link: LoopSocket):
+    def __init__(self, link: LoopSocket, begin: Callable[[bytes, dict, list], asyncio.Task]):
         self.link = link
+        self._begin = begin  # starts a call (kind, header, frames): its task, whose result is the reply
         self._kept: deque[list] = deque()
+        self._waiting: deque[tuple[dict, list]] = deque()  # calls that came while one runs: (header, frames)
         self._running: Optional[tuple[int, asyncio.Task]] = None  # the seq of the call running, and its task
         self.stopped = False  # the call running was cancelled
 
     async def next(self) -> list:
         return self._kept.popleft() if self._kept else await self.link.recv()
 
-    def start(self, seq: int, task: asyncio.Task) -> None:
+    def receive(self, frames: list) -> None:
+        """A call: it starts now, or once the calls before it have replied."""
+        header = messages.request_header(frames)
+        if self._running is None:
+            self._start(header, frames)
+        else:
+            self._waiting.append((header, frames))
+
+    def _start(self, header: dict, frames: list) -> None:
+        seq = header["seq"]
+        task = self._begin(frames[0].bytes, header, frames)
         self._running, self.stopped = (seq, task), False
         task.add_done_callback(lambda done: self._finish(seq, done))
 
@@ -306,14 +324,29 @@ class Inbox:
         # cancelled before it began (a CANCEL read in the same loop turn): it is answered all the same
         reply = messages.error_frames(seq, Cancelled("cancelled"), {}) if task.cancelled() else task.result()
         self.link.send(reply)
+        if self._waiting:
+            self._start(*self._waiting.popleft())
+
+    async def finished(self) -> None:
+        """Once every call received has replied."""
+        while self._running is not None:
+            await asyncio.wait([self._running[1]])
 
     def cancel(self, frames: list) -> None:
-        """A CANCEL: stop the call it names if it is still running (else it has been answered)."""
-        if self._running is None or self.stopped or messages.parse_control(frames)["seq"] != self._running[0]:
+        """A CANCEL: stop the call it names if it runs, answer it if it waits (else it has been answered)."""
+        seq = messages.parse_control(frames)["seq"]
+        if self._running is not None and self._running[0] == seq:
+            if not self.stopped:
+                self.stopped = True
+                log.info("the gateway cancelled the call: its client went away or its deadline passed")
+                self._running[1].cancel()  # an async predict stops at its next await
             return
-        self.stopped = True
-        log.info("the gateway cancelled the call: its client went away or its deadline passed")
-        self._running[1].cancel()  # an async predict stops at its next await
+        for waiting in self._waiting:
+            if waiting[0]["seq"] == seq:
+                self._waiting.remove(waiting)
+                log.info("the gateway cancelled a call waiting for the one running: answered, not run")
+                self.link.send(messages.error_frames(seq, Cancelled("cancelled"), {}))
+                return
 
     def cancelled(self) -> bool:
         """MLModel.cancelled(): read what arrived meanwhile without waiting (a sync predict blocks the loop)."""
@@ -322,17 +355,20 @@ class Inbox:
                 frames = self.link.recv_now()
             except zmq.Again:
                 break
-            if frames[0].bytes == messages.CANCEL:
+            kind = frames[0].bytes
+            if kind == messages.CANCEL:
                 self.cancel(frames)
+            elif kind in messages.CALLS:
+                self.receive(frames)  # it waits: a CANCEL for it, read next, must find it
             else:
                 self._kept.append(frames)
         return self.stopped
 
 
 async def answer(
-    served: Served, inbox: Inbox, kind: bytes, header: dict, frames: list, received: int, arenas: tuple[Arena, Arena], name: str, version: str | None
+    served: Served, inbox: Inbox, kind: bytes, header: dict, frames: list, received: int, arenas: tuple[Region, Region], name: str, version: str | None
 ) -> list:
-    """The reply to one call (INFER, EXPLAIN, or KServe's V1 verbs)."""
+    """The reply to one call (INFER, EXPLAIN, or KServe's V1 verbs); `arenas`: its slot's input and output regions."""
     in_arena, out_arena = arenas
     seq = header["seq"]
     logs.REQUEST_ID.set(header["id"])  # every line logged until the reply carries it
@@ -358,7 +394,7 @@ class _Stream:
     given the previous one back (CREDIT): the generator runs at most one response ahead of the one
     being sent to the client. Cancelled, the generator is closed: its `finally` runs."""
 
-    def __init__(self, served: Served, link: LoopSocket, kind: bytes, header: dict, frames: list, arenas: tuple[Arena, Arena], name: str, version: str | None):
+    def __init__(self, served: Served, link: LoopSocket, kind: bytes, header: dict, frames: list, arenas: tuple[Region, Region], name: str, version: str | None):
         self.seq, self._kind = header["seq"], kind
         self._served, self._link, self._out_arena = served, link, arenas[1]
         self._requests: asyncio.Queue[tuple[dict, list] | None] = asyncio.Queue()  # NEXT messages; None: END
@@ -385,7 +421,7 @@ class _Stream:
             header, frames = message
             yield to_inference_request(messages.parse_request(header, frames, None, first.model_name, first.model_version))
 
-    async def _run(self, header: dict, frames: list, in_arena: Arena, name: str, version: str | None) -> list:
+    async def _run(self, header: dict, frames: list, in_arena: Region, name: str, version: str | None) -> list:
         logs.REQUEST_ID.set(header["id"])
         generator, sent = None, 0
         try:
@@ -437,12 +473,21 @@ async def serve_loaded(served: Served | str, name: str, version: str | None, end
         if isinstance(served, str):
             link.send(messages.control_frames(messages.FAILED, {"reason": served}))
             return 1
-        inbox = Inbox(link)
+        stream: Optional[_Stream] = None
+
+        def begin(kind: bytes, header: dict, frames: list) -> asyncio.Task:
+            nonlocal stream
+            slot = header["slot"]
+            arenas = (in_arena.regions[slot], out_arena.regions[slot])
+            if kind in (messages.STREAM, messages.STREAM_V1):
+                stream = _Stream(served, link, kind, header, frames, arenas, name, version)
+                return stream.task
+            return asyncio.create_task(answer(served, inbox, kind, header, frames, time.perf_counter_ns(), arenas, name, version))
+
+        inbox = Inbox(link, begin)
         served.watch_cancellation(inbox.cancelled)
         link.send(messages.control_frames(messages.READY, {**ready, "report": metrics.take_report()}))
         log.info("model %s loaded, serving", name)
-        call: Optional[asyncio.Task] = None
-        stream: Optional[_Stream] = None
         while True:
             frames = await inbox.next()
             kind = frames[0].bytes
@@ -450,7 +495,9 @@ async def serve_loaded(served: Served | str, name: str, version: str | None, end
                 if stream is not None:
                     stream.task.cancel()  # the gateway stops a worker that streams only when it is going away
                 break
-            if kind == messages.PING:
+            if kind in messages.CALLS:
+                inbox.receive(frames)
+            elif kind == messages.PING:
                 link.send(messages.control_frames(messages.PONG, {"report": metrics.take_report()}))
             elif kind == messages.CANCEL:
                 inbox.cancel(frames)
@@ -458,17 +505,7 @@ async def serve_loaded(served: Served | str, name: str, version: str | None, end
                 header = messages.parse_control(frames)
                 if stream is not None and stream.running and header["seq"] == stream.seq:
                     stream.on_message(kind, header, frames)  # else: for a stream that has ended (a CREDIT crossing its end)
-            else:
-                received = time.perf_counter_ns()
-                header = messages.request_header(frames)
-                if kind in (messages.STREAM, messages.STREAM_V1):
-                    stream = _Stream(served, link, kind, header, frames, (in_arena, out_arena), name, version)
-                    call = stream.task
-                else:
-                    call = asyncio.create_task(answer(served, inbox, kind, header, frames, received, (in_arena, out_arena), name, version))
-                inbox.start(header["seq"], call)
-        if call is not None:
-            await asyncio.wait([call])  # the gateway stops an idle worker; should it not be, its call ends first
+        await inbox.finished()  # the gateway stops an idle worker; should it not be, its calls end first
         await served.stop()
         log.info("model %s unloaded", name)
         return 0
@@ -537,5 +574,5 @@ def main(argv: list[str] | None = None) -> None:
         from .forkserver import load_and_serve_forks
 
         sys.exit(load_and_serve_forks(settings, socket.socket(fileno=args.fork_server)))
-    in_arena, out_arena = Arena.attach(args.in_fd), Arena.attach(args.out_fd)
+    in_arena, out_arena = Arena.attach(args.in_fd, messages.SLOTS), Arena.attach(args.out_fd, messages.SLOTS)
     sys.exit(uvloop.run(serve(settings, args.endpoint, args.identity.encode(), in_arena, out_arena)))

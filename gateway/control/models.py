@@ -398,8 +398,8 @@ class Supervisor:
     def _abandon_requests(self, entry: ModelEntry, why: str) -> int:
         """Fail the entry's queued and running requests at once (503 / UNAVAILABLE, saying why) and kill
         the workers running them: a worker would read STOP only once its request ends. Returns how many failed."""
-        running = [(worker, worker.inflight[1]) for worker in entry.pool.workers if worker.inflight is not None]
-        failed = sum(not waiting.reply.done() for _, batch in running for waiting in batch)
+        running = [(worker, worker.requests()) for worker in entry.pool.workers if worker.busy]
+        failed = sum(not waiting.reply.done() for _, requests in running for waiting in requests)
         for worker, _ in running:
             entry.pool.worker_exited(worker, why, rerun=False)
             self.processes.kill(worker)

@@ -2,31 +2,41 @@
 
 One ROUTER socket talks to every worker process (each worker's DEALER has a
 known identity). Each model version has a `ModelPool`: a queue of waiting
-requests and its workers. A worker holds at most one request at a time; the
-pool gives the oldest waiting request to an idle worker the moment one is
-free, which is least-busy routing without guessing.
+requests and its workers. A worker has SLOTS (wire/messages.py: 2) call slots,
+and computes one call at a time, in the order it was given them; a call sent
+while another runs waits in the worker and starts the moment the previous one
+has replied, so the hop to the worker overlaps with compute (pipelining). The
+pool sends the first waiting request (or batch) the moment a slot is free
+(`ModelPool._slot_for`, the one place of the rule): to a worker with nothing in
+flight before one that computes, so a lone request never queues behind another
+call while a worker is free; when every worker computes, to a free second slot.
+Requests that come while every slot is taken wait in the pool's queue, where
+batches form.
 
 The queue orders requests by priority level (control/queue.py) and may be bounded
 (`max_queue_size`: beyond it, 503 / UNAVAILABLE with Retry-After). Each request
 has a deadline (its client's, at most request_timeout): one still queued then is
-dropped without reaching a worker; one running is answered 504 and its call is
-cancelled in the worker (a CANCEL message), as is the call of a request whose
-client went away, once no request of the call is still waited for. A request
-whose worker died runs again once, first in line (unless the model opts out:
-`retry_on_worker_death`).
+dropped without reaching a worker; one sent is answered 504 and its call is
+cancelled in the worker (a CANCEL message: the call running stops, one waiting
+in the worker is answered at once without running), as is the call of a request
+whose client went away, once no request of the call is still waited for. The
+requests of every call in flight on a worker that died run again once, first in
+line and in their order (unless the model opts out: `retry_on_worker_death`). A
+worker whose running call lasts request_timeout + heartbeat_timeout is hung.
 
-Every worker has two shared-memory arenas: the gateway writes inputs into its
-input arena, the worker writes outputs into its output arena. When a reply's
-outputs lie in the output arena, the arena is lent to the request for as long
-as its caller holds the reply (`async with pool.call(kind, request) as reply:`);
-only then may the worker take the next request. Every path gives the lease
-back: the block left (normally or by an error), timeout, client gone, worker death.
+Every worker has two shared-memory arenas, each split in one region per slot:
+the gateway writes a call's inputs into its slot's input region, the worker
+writes its outputs into that slot's output region. When a reply's outputs lie
+in the output region, the slot is lent to the request for as long as its caller
+holds the reply (`async with pool.call(kind, request) as reply:`); only then
+may the slot carry the next call. Every path gives the lease back: the block
+left (normally or by an error), timeout, client gone, worker death.
 
-A stream (`ModelPool.stream`, the runtime's predict_stream) keeps its worker
-for its whole life: the worker sends response after response, each lent to the
-stream until the front door asks for the next one (which gives the arena back
-and the worker one credit), and takes no other call until it says the
-generator has ended.
+A stream (`ModelPool.stream`, the runtime's predict_stream) is given only to a
+worker with no call in flight, and keeps it for its whole life: the worker sends
+response after response, each lent to the stream until the front door asks for
+the next one (which gives the region back and the worker one credit), and is
+given no other call until it says the generator has ended.
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ import zmq
 from ..errors import GatewayError, QueueFull, RuntimeFailure, Timeout, Unavailable
 from ..settings import ModelSettings
 from ..wire import messages
-from ..wire.arena import Arena
+from ..wire.arena import Arena, Region
 from ..wire.request import Tensor, WireRequest
 from ..wire.sockets import LoopSocket
 from .batching import batch_key, merge, rows_of, split
@@ -70,7 +80,7 @@ class Call:
 
     def __init__(self, pool: "ModelPool", kind: bytes, request: WireRequest):
         self._pool, self._kind, self._request = pool, kind, request
-        self._lender: Worker | None = None
+        self._lender: Slot | None = None
 
     async def __aenter__(self) -> Reply:
         outputs, parameters, self._lender = await self._pool._run(self._kind, self._request)
@@ -90,9 +100,26 @@ class _Waiting:
     arrived: float  # loop.time() when it arrived: the batch it starts leaves by arrived + max_batch_time
     # for the queue-time metric: loop.time() is uvloop's per-iteration clock, in whole milliseconds
     queued: int = field(default_factory=time.perf_counter_ns)
-    worker: Optional["Worker"] = None  # the worker running it, while it runs
+    slot: Optional["Slot"] = None  # the worker's slot its call is in, while the call is in flight
     retried: bool = False  # it ran on a worker that died, and was queued again
     stream: Optional["Stream"] = None  # a predict_stream call: its reply is done when the stream has ended
+
+
+@dataclass(eq=False)
+class Slot:
+    """One of a worker's call slots: a region of each of its arenas, and the call sent into it."""
+
+    worker: "Worker"
+    index: int
+    inputs: Region
+    outputs: Region
+    call: tuple[int, list[_Waiting]] | None = None  # (seq, its requests): sent, not answered yet
+    lent: int = 0  # how many requests are still reading its output region
+
+    @property
+    def free(self) -> bool:
+        """A call may be sent into it: none is in flight in it, and its outputs have been given back."""
+        return self.call is None and not self.lent
 
 
 @dataclass(eq=False)
@@ -104,14 +131,35 @@ class Worker:
     loaded: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     ready: bool = False
     stopping: bool = False  # told to stop: it gets no more requests and is not pinged while it unloads
-    inflight: tuple[int, list[_Waiting]] | None = None  # the call it runs: one request or a batch
-    busy_since: float = 0.0
-    lent: int = 0  # how many requests are still reading its output arena
+    busy_since: float = 0.0  # when the call running began (it was sent to an idle worker, or the one before it replied)
     last_seen: float = field(default_factory=lambda: asyncio.get_running_loop().time())
+    slots: list[Slot] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slots = [Slot(self, i, inputs, outputs) for i, (inputs, outputs) in enumerate(zip(self.in_arena.regions, self.out_arena.regions))]
+
+    @property
+    def busy(self) -> int:
+        """How many calls it has in flight (running, or waiting in it for the one running)."""
+        return sum(slot.call is not None for slot in self.slots)
 
     @property
     def idle(self) -> bool:
-        return self.ready and not self.stopping and self.inflight is None and not self.lent
+        """Nothing in flight, nothing lent."""
+        return all(slot.free for slot in self.slots)
+
+    def requests(self) -> list[_Waiting]:
+        """The requests of its calls in flight, in the order it runs them (the calls' order of sending: by seq)."""
+        calls = sorted((slot.call for slot in self.slots if slot.call is not None), key=lambda call: call[0])
+        return [waiting for _, batch in calls for waiting in batch]
+
+    def running(self) -> Slot | None:
+        """The slot of the call it runs now, if any."""
+        busy = [slot for slot in self.slots if slot.call is not None]
+        return min(busy, key=lambda slot: slot.call[0]) if busy else None  # type: ignore[index]
+
+    def slot_of(self, seq: int) -> Slot | None:
+        return next((slot for slot in self.slots if slot.call is not None and slot.call[0] == seq), None)
 
 
 class Router:
@@ -180,7 +228,7 @@ class Stream:
     def __init__(self, pool: "ModelPool", request: WireRequest, kind: bytes):
         self._pool, self._request, self._kind = pool, request, kind
         self._responses: asyncio.Queue = asyncio.Queue()  # (outputs, parameters, in_arena), then _End or an error
-        self._worker: Worker | None = None  # once dispatched, and the call's seq
+        self._slot: Slot | None = None  # once dispatched, and the call's seq
         self._seq = 0
         self._unsent: list[tuple[bytes, WireRequest | None]] = []  # what was posted before dispatch
         self._input_open = True
@@ -202,10 +250,10 @@ class Stream:
         while not self._responses.empty():  # a response that arrived unread (the caller left on an error) is given back too
             item = self._responses.get_nowait()
             if isinstance(item, tuple) and item[2]:
-                self._pool._release(self._worker)
+                self._pool._release(self._slot)
         if self._waiting.reply.done():
             return
-        if self._worker is None:
+        if self._slot is None:
             self._waiting.reply.cancel()  # still queued: it will not be dispatched
             self._pool._abandon(self._waiting)
         else:
@@ -253,8 +301,8 @@ class Stream:
 
     # --- the pool's side
 
-    def _dispatched(self, worker: Worker, seq: int) -> None:
-        self._worker, self._seq = worker, seq
+    def _dispatched(self, slot: Slot, seq: int) -> None:
+        self._slot, self._seq = slot, seq
         for kind, request in self._unsent:
             self._post(kind, request)
         self._unsent.clear()
@@ -262,14 +310,14 @@ class Stream:
     def _post(self, kind: bytes, request: WireRequest | None = None) -> None:
         if self._waiting.reply.done():
             return  # the stream has ended on its worker
-        if self._worker is None:
+        if self._slot is None:
             self._unsent.append((kind, request))
             return
         if request is None:
             frames = messages.control_frames(kind, {"seq": self._seq})
         else:
-            frames = messages.request_frames(kind, self._seq, request, None)
-        self._pool._post(self._worker, frames)
+            frames = messages.request_frames(kind, self._seq, request, None, self._slot.index)
+        self._pool._post(self._slot.worker, frames)
 
     def _give_back(self) -> None:
         """The caller is done with the response it held: the worker may write the next one."""
@@ -278,22 +326,22 @@ class Stream:
         in_arena, self._lent = self._lent, None
         self._post(messages.CREDIT)
         if in_arena:
-            self._pool._release(self._worker)
+            self._pool._release(self._slot)
 
     def _on_message(self, kind: bytes, frames: list[Any]) -> None:
         if kind == messages.TAKEN:
             self._untaken -= 1
             self._taken.set()
             return
-        worker = self._worker
-        assert worker is not None  # an ITEM comes from the worker the stream was given to
-        _, result, in_arena, report = messages.parse_reply(frames, worker.out_arena)
+        slot = self._slot
+        assert slot is not None  # an ITEM comes from the worker the stream was given to
+        result, in_arena, report = messages.parse_reply(messages.reply_header(frames), frames, slot.outputs)
         assert not isinstance(result, GatewayError)  # an ITEM, not an ERROR
         outputs, parameters = result
         self._pool.stats.worker_report(report)
         if self._closed:
             return  # sent before the worker saw the cancel: nobody reads it, and no credit follows
-        worker.lent += in_arena
+        slot.lent += in_arena
         self._responses.put_nowait((outputs, parameters, in_arena))
 
     def _ended(self, reply: asyncio.Future) -> None:
@@ -345,17 +393,17 @@ class ModelPool:
         self._router = router
         self._loop = router.loop  # asyncio.get_running_loop() costs a getpid() each time
         self._waiting: RequestQueue[_Waiting] = RequestQueue()
-        self._idle: list[Worker] = []
         self._seq = itertools.count()
         self._quiet = asyncio.Event()
         self._quiet.set()
 
     def add_worker(self, identity: str) -> Worker:
+        size = messages.SLOTS * self.arena_bytes  # arena_bytes per slot
         worker = Worker(
             identity.encode(),
             self,
-            Arena(self.arena_bytes, f"gateway:{identity}:in"),
-            Arena(self.arena_bytes, f"gateway:{identity}:out"),
+            Arena(size, f"gateway:{identity}:in", regions=messages.SLOTS),
+            Arena(size, f"gateway:{identity}:out", regions=messages.SLOTS),
         )
         self.workers.append(worker)
         self._router.add(worker)
@@ -366,7 +414,7 @@ class ModelPool:
         return sum(w.ready for w in self.workers)
 
     def shared_memory_bytes(self) -> int:
-        """Memory the workers' arenas hold (pages written at least once)."""
+        """Memory the workers' arenas hold (pages written at least once, in any slot's region)."""
         return sum(w.in_arena.resident_bytes() + w.out_arena.resident_bytes() for w in self.workers)
 
     # --- requests -------------------------------------------------------
@@ -375,8 +423,8 @@ class ModelPool:
         """Run the request on a worker: `async with pool.call(kind, request) as reply:` (see Call)."""
         return Call(self, kind, request)
 
-    async def _run(self, kind: bytes, request: WireRequest) -> tuple[list[Tensor], dict, Worker | None]:
-        """(outputs, parameters, the worker whose arena they view: released by the Call)."""
+    async def _run(self, kind: bytes, request: WireRequest) -> tuple[list[Tensor], dict, Slot | None]:
+        """(outputs, parameters, the slot whose output region they view: released by the Call)."""
         seconds = self._time_left(request)
         if seconds <= 0:
             raise Timeout(f"model {self.name!r}: the request's deadline passed before it could be queued")
@@ -434,7 +482,11 @@ class ModelPool:
     def _expire(self, waiting: _Waiting, seconds: float) -> None:
         if waiting.reply.done():
             return  # a late answer finds it done and is dropped
-        where = "running" if waiting.worker is not None else "waiting for a worker"
+        slot = waiting.slot
+        if slot is None:
+            where = "waiting for a worker"
+        else:
+            where = "running" if slot.worker.running() is slot else "waiting in its worker for the call before it"
         waiting.reply.set_exception(Timeout(f"model {self.name!r} did not answer within {seconds:.3g} s, the request's deadline (it was {where})"))
         self._abandon(waiting)
 
@@ -444,31 +496,48 @@ class ModelPool:
         if self._waiting.remove(waiting):
             self._check_quiet()
             return
-        worker = waiting.worker
-        if worker is None or worker.inflight is None:
+        slot = waiting.slot
+        if slot is None or slot.call is None:
             return
-        seq, batch = worker.inflight
+        seq, batch = slot.call
         if all(w.reply.done() for w in batch):
             try:
-                self._router.send(worker, messages.cancel_frames(seq))
+                self._router.send(slot.worker, messages.cancel_frames(seq))
             except zmq.ZMQError:
                 pass  # gone: worker_exited will free it
 
     def _dispatch(self) -> None:
-        """Each idle worker takes the first waiting request and those waiting that can join it.
+        """While a slot is free, send the first waiting request and those waiting that can join it.
 
-        Without max_batch_time nothing waits for company while a worker is idle: batches form
-        from the requests that queue while every worker is busy. With it (MLServer's rule), a
+        Without max_batch_time nothing waits for company while a slot is free: batches form
+        from the requests that queue while every slot is taken. With it (MLServer's rule), a
         batch waits for max_batch_size requests, at most max_batch_time from its oldest one."""
-        while self._waiting and self._idle:
+        while self._waiting:
             first = self._waiting.peek()
-            if self._waits_for_company(first):
+            slot = self._slot_for(first)
+            if slot is None or self._waits_for_company(first):
                 break
             self._waiting.pop()
-            worker = self._idle.pop()
-            if not self._send(worker, self._take_batch(first)):
-                self._idle.append(worker)  # the call never left: the worker is still free
+            self._send(slot, self._take_batch(first))
         self._check_quiet()
+
+    def _slot_for(self, first: _Waiting) -> Slot | None:
+        """The slot rule: where the next call goes, if anywhere. A free slot of a worker that serves
+        (ready, not stopping, not streaming), of the worker with the fewest calls in flight: one
+        with none before one that computes, so that a lone request never waits behind another call
+        while a worker is free; a stream only to a worker with none (it then takes no other call)."""
+        best: Slot | None = None
+        fewest = messages.SLOTS
+        for worker in self.workers:
+            if not worker.ready or worker.stopping or _stream_of(worker) is not None:
+                continue
+            busy = worker.busy
+            if busy >= fewest or (first.stream is not None and busy):
+                continue
+            slot = next((slot for slot in worker.slots if slot.free), None)
+            if slot is not None:
+                best, fewest = slot, busy
+        return best
 
     def _waits_for_company(self, first: _Waiting) -> bool:
         """Whether the batch `first` starts should wait for more requests; if so, a timer
@@ -498,26 +567,27 @@ class ModelPool:
             return [first]
         return [first, *self._waiting.take(lambda waiting: waiting.batch_key == first.batch_key, self.max_batch_size - 1)]
 
-    def _send(self, worker: Worker, batch: list[_Waiting]) -> bool:
-        """Give the batch to the worker; False if its message could not be built (the batch
-        has failed then, and the worker is untouched)."""
+    def _send(self, slot: Slot, batch: list[_Waiting]) -> None:
+        """Send the batch as a call into the slot; if its message cannot be built, the batch
+        fails and the slot stays free."""
         seq = next(self._seq)
         try:
             request = batch[0].request if len(batch) == 1 else merge([w.request for w in batch])
             rows = None if len(batch) == 1 else [rows_of(w.request) for w in batch]
-            frames = messages.request_frames(batch[0].kind, seq, request, worker.in_arena, rows)
+            frames = messages.request_frames(batch[0].kind, seq, request, slot.inputs, slot.index, rows)
         except Exception as exc:
             self._fail(batch, _request_error(exc, f"could not send a call of model {self.name!r} to its worker"))
-            return False
-        worker.inflight = (seq, batch)
+            return
+        worker = slot.worker
+        if not worker.busy:
+            worker.busy_since = self._loop.time()  # it starts at once
+        slot.call = (seq, batch)
         for waiting in batch:
-            waiting.worker = worker
-        worker.busy_since = self._loop.time()
+            waiting.slot = slot
         self.stats.dispatched([w.queued for w in batch])
         self._post(worker, frames)
-        if batch[0].stream is not None and worker.inflight is not None:
-            batch[0].stream._dispatched(worker, seq)
-        return True
+        if batch[0].stream is not None and slot.call is not None:
+            batch[0].stream._dispatched(slot, seq)
 
     @staticmethod
     def _fail(batch: list[_Waiting], error: GatewayError) -> None:
@@ -525,20 +595,14 @@ class ModelPool:
             if not waiting.reply.done():
                 waiting.reply.set_exception(error)
 
-    def _release(self, worker: Worker | None) -> None:
-        if worker is not None and worker.lent:
-            worker.lent -= 1
-            if not worker.lent:
-                self._make_idle(worker)
-
-    def _make_idle(self, worker: Worker) -> None:
-        if worker in self.workers and worker.idle and worker not in self._idle:
-            self._idle.append(worker)
-            self._dispatch()
-        self._check_quiet()
+    def _release(self, slot: Slot | None) -> None:
+        if slot is not None and slot.lent:
+            slot.lent -= 1
+            if not slot.lent:
+                self._dispatch()  # the slot may be free
 
     def _check_quiet(self) -> None:
-        if not self._waiting and all(w.inflight is None and not w.lent for w in self.workers):
+        if not self._waiting and all(w.idle for w in self.workers):
             self._quiet.set()
 
     async def drain(self, timeout: float) -> bool:
@@ -567,7 +631,7 @@ class ModelPool:
             self.stats.worker_report(payload["report"])
             if not worker.loaded.done():
                 worker.loaded.set_result(payload)
-            self._make_idle(worker)
+            self._dispatch()
         elif kind == messages.FAILED:
             if not worker.loaded.done():
                 worker.loaded.set_exception(RuntimeError(messages.parse_control(frames)["reason"]))
@@ -575,32 +639,34 @@ class ModelPool:
             self.stats.worker_report(messages.parse_control(frames)["report"])
 
     def _on_reply(self, worker: Worker, frames: list[Any]) -> None:
-        if worker.inflight is None:
-            log.warning("worker %s answered a request it was not given", worker.identity.decode())
+        header = messages.reply_header(frames)
+        slot = worker.slot_of(header["seq"])
+        if slot is None or slot.call is None:
+            log.warning("worker %s answered a call it was not given (%s)", worker.identity.decode(), header["seq"])
             return
-        seq, batch = worker.inflight
-        self._end_call(worker)
+        _, batch = slot.call
+        if worker.running() is slot and worker.busy > 1:
+            worker.busy_since = self._loop.time()  # the call waiting in it starts now
+        self._end_call(slot)
         try:
-            # a worker holds one call at a time, so a reply answers the call in flight
-            reply_seq, result, in_arena, report = messages.parse_reply(frames, worker.out_arena)
-            if reply_seq != seq:
-                raise RuntimeError(f"the reply is to call {reply_seq}, the worker was given call {seq}")
+            result, in_arena, report = messages.parse_reply(header, frames, slot.outputs)
             self.stats.worker_report(report, requests=len(batch))
-            self._answer(worker, batch, result, in_arena)
+            self._answer(slot, batch, result, in_arena)
         except Exception as exc:
             self._fail(batch, _request_error(exc, f"could not read the answer of model {self.name!r}"))
         finally:
-            self._make_idle(worker)  # whatever went wrong above, the worker takes the next request
+            self._dispatch()  # whatever went wrong above, the slot takes the next call
 
     def _on_stream_end(self, worker: Worker, kind: bytes, frames: list[Any]) -> None:
         """The generator has ended (or failed, or was cancelled): the worker is free once the
         stream's last response has been given back."""
-        assert worker.inflight is not None  # the stream it runs
-        reply = worker.inflight[1][0].reply
-        self._end_call(worker)
+        slot = worker.running()
+        assert slot is not None and slot.call is not None  # the stream it runs, its only call
+        reply = slot.call[1][0].reply
+        self._end_call(slot)
         try:
             if kind == messages.ERROR:
-                _, result, _, report = messages.parse_reply(frames, None)
+                result, _, report = messages.parse_reply(messages.reply_header(frames), frames, None)
             else:
                 result, report = None, messages.parse_control(frames)["report"]
             self.stats.worker_report(report)
@@ -610,9 +676,9 @@ class ModelPool:
                 else:
                     reply.set_result(None)
         finally:
-            self._make_idle(worker)
+            self._dispatch()
 
-    def _answer(self, worker: Worker, batch: list[_Waiting], result: Any, in_arena: bool) -> None:
+    def _answer(self, slot: Slot, batch: list[_Waiting], result: Any, in_arena: bool) -> None:
         if isinstance(result, GatewayError):
             self._fail(batch, result)
             return
@@ -620,15 +686,16 @@ class ModelPool:
         answers = split(outputs, [w.request for w in batch]) if len(batch) > 1 else [outputs]
         for waiting, answer in zip(batch, answers):
             if not waiting.reply.done():  # else: timed out or gone; nobody will read
-                worker.lent += in_arena
-                waiting.reply.set_result((answer, parameters, worker if in_arena else None))
+                slot.lent += in_arena
+                waiting.reply.set_result((answer, parameters, slot if in_arena else None))
 
     # --- liveness ----------------------------------------------------------
 
     def hung_workers(self, now: float, ping_every: float, silent_after: float) -> list[Worker]:
-        """Ping idle and streaming workers; name those silent too long, or still busy on one request
-        `silent_after` past request_timeout: its call was cancelled at the timeout, and a worker gets
-        that long to give it back (a sync predict that never asks cancelled() does not)."""
+        """Ping streaming workers and those with no call in flight (they answer at once); name those
+        silent too long, or still running one call `silent_after` past request_timeout: its call was
+        cancelled at the timeout, and a worker gets that long to give it back (a sync predict that
+        never asks cancelled() does not). A call waiting in a worker starts its clock when it starts."""
         hung = []
         for worker in self.workers:
             if not worker.ready or worker.stopping:
@@ -639,13 +706,13 @@ class ModelPool:
                 # and a cancel must be obeyed within that time too
                 cancelled = stream.cancelled_at
                 is_hung = silent > self.request_timeout or (cancelled is not None and now - cancelled > self.request_timeout)
-            elif worker.inflight is not None:
+            elif worker.busy:
                 is_hung = now - worker.busy_since > self.request_timeout + silent_after
             else:
                 is_hung = silent > silent_after
             if is_hung:
                 hung.append(worker)
-            elif silent > ping_every and (stream is not None or (worker.inflight is None and not worker.lent)):
+            elif silent > ping_every and (stream is not None or not worker.busy):
                 try:
                     self._router.send(worker, messages.control_frames(messages.PING))
                 except zmq.ZMQError:
@@ -653,19 +720,19 @@ class ModelPool:
         return hung
 
     def worker_exited(self, worker: Worker, why: str, rerun: bool = True) -> None:
-        """Queue again what the worker was running (`rerun`, unless the model opts out) or fail it at
-        once, free its arenas, and forget it."""
+        """Queue again what the worker had in flight, every call of it (`rerun`, unless the model opts
+        out) or fail it at once, free its arenas, and forget it."""
         if worker not in self.workers:
             return
         self.workers.remove(worker)
         self._router.remove(worker)
-        if worker in self._idle:
-            self._idle.remove(worker)
         if not worker.loaded.done():
             worker.loaded.set_exception(RuntimeError(f"worker exited during load ({why})"))
-        if worker.inflight is not None:
-            self._rerun_or_fail(worker.inflight[1], why, rerun and self.policy.retry_on_worker_death)
-            self._end_call(worker)
+        requests = worker.requests()
+        if requests:
+            self._rerun_or_fail(requests, why, rerun and self.policy.retry_on_worker_death)
+        for slot in worker.slots:
+            self._end_call(slot)
         worker.in_arena.close()
         worker.out_arena.close()  # a reply still being read keeps its mapping alive until it is done
         if worker.ready:
@@ -673,14 +740,14 @@ class ModelPool:
         self._dispatch()  # a retried request to a sibling (with none, it waits for the restart: see fail_waiting)
 
     @staticmethod
-    def _end_call(worker: Worker) -> None:
-        if worker.inflight is not None:
-            for waiting in worker.inflight[1]:
-                waiting.worker = None
-        worker.inflight = None
+    def _end_call(slot: Slot) -> None:
+        if slot.call is not None:
+            for waiting in slot.call[1]:
+                waiting.slot = None
+        slot.call = None
 
     def _rerun_or_fail(self, batch: list[_Waiting], why: str, rerun: bool) -> None:
-        """The requests of a call whose worker died: with `rerun`, each still waited for runs again,
+        """The requests of the calls of a worker that died: with `rerun`, each still waited for runs again,
         first in line, unless it has been retried already; the others fail (503 / UNAVAILABLE)."""
         retried = []
         for waiting in batch:
@@ -714,8 +781,6 @@ class ModelPool:
     def stop_worker(self, worker: Worker) -> None:
         """Tell the worker to unload and exit (its unload() may take a while: it is not hung)."""
         worker.stopping = True
-        if worker in self._idle:
-            self._idle.remove(worker)
         try:
             self._router.send(worker, messages.control_frames(messages.STOP))
         except zmq.ZMQError:
@@ -723,8 +788,9 @@ class ModelPool:
 
 
 def _stream_of(worker: Worker) -> Stream | None:
-    """The stream the worker runs, if it runs one."""
-    return worker.inflight[1][0].stream if worker.inflight is not None else None
+    """The stream the worker runs, if it runs one (then its only call)."""
+    slot = worker.running()
+    return slot.call[1][0].stream if slot is not None and slot.call is not None else None
 
 
 def _request_error(exc: Exception, what: str) -> GatewayError:

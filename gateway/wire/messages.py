@@ -4,12 +4,19 @@ Every message is `[kind, header, *inline buffers]`. The header is a small JSON
 document describing the tensors. A tensor's bytes are placed in the sender's
 shared-memory arena (the header gives offset and length) or, when small or
 when the arena is full, travel inline as a frame of their own; either way they
-are never pickled nor turned into JSON. Each arena holds one message at a
-time, so placement is a bump from offset 0. Both sides use only these functions.
+are never pickled nor turned into JSON. Both sides use only these functions.
+
+A worker has SLOTS call slots, each a region of its input arena and one of its output arena
+(wire/arena.py). A call's header names its "slot": its inputs are in that slot's input region,
+and the worker writes its outputs to that slot's output region. A region holds one message at a
+time, so placement is a bump from its offset 0. The gateway gives a worker a call whenever one of
+its slots is free (control/pool.py), so the next call waits in the worker while one runs, and
+starts the moment it has replied; the worker runs its calls one at a time, in the order they came.
 
 Kinds, gateway -> worker: INFER, EXPLAIN, PREDICT_V1, EXPLAIN_V1 (KServe's V1 protocol: the
 request body as one UINT8 tensor, answered by one), PING, STOP, CANCEL (stop the call "seq":
-every request it carries is gone; the worker answers it at once, with ERROR 499 if it stopped).
+every request it carries is gone; the worker answers it at once, with ERROR 499 if it stopped;
+a call still waiting in the worker behind another is answered ERROR 499 at once, never run).
 Kinds, worker -> gateway: READY (loaded; header has metadata), FAILED (load
 failed; header has the reason), REPLY (outputs), ERROR (HTTP status, gRPC code and message), PONG.
 
@@ -25,7 +32,8 @@ more will come, CANCEL (as for any call) stops the generator. The worker answers
 a CREDIT, the gateway's word that the previous one has been read and sent on:
 so a slow client holds the generator back. TAKEN tells the gateway that the
 generator took a further request (the gateway keeps only a few unread in the
-worker); DONE, or ERROR, ends the stream, after which the worker is idle.
+worker); DONE, or ERROR, ends the stream, after which the worker is idle. A stream is given only
+to a worker with no call in flight, and the worker is given no other call while it streams.
 Every stream message names the stream's "seq": a late one (a CREDIT crossing
 the stream's DONE) is ignored.
 
@@ -48,7 +56,7 @@ import numpy as np
 import orjson
 
 from ..errors import GatewayError, from_status
-from .arena import Arena, aligned
+from .arena import Region, aligned
 from .datatypes import array_from_raw
 from .packed import PackedBytes
 from .request import RequestedOutput, Tensor, WireRequest, raw_bytes
@@ -81,8 +89,15 @@ V1_CHUNK = "chunk"  # the parameter of a STREAM_V1 ITEM's tensor that is a chunk
 # memory: one small copy is cheaper than the bookkeeping (see docs/PERFORMANCE.md).
 INLINE_BELOW = 16 * 1024
 
+# Call slots per worker: 2 is double buffering (a call waits in the worker while one runs, so
+# the hop to the worker overlaps with compute). Each slot costs a region of each arena.
+SLOTS = 2
 
-def _place(tensors: list[Tensor], arena: Arena | None) -> tuple[list[dict], list]:
+# the kinds that are calls: each takes a slot, and runs in its turn
+CALLS = frozenset((INFER, EXPLAIN, PREDICT_V1, EXPLAIN_V1, STREAM, STREAM_V1))
+
+
+def _place(tensors: list[Tensor], arena: Region | None) -> tuple[list[dict], list]:
     """Describe the tensors; put each one's bytes in the arena or in an inline frame."""
     descriptions: list[dict] = []
     frames: list = []
@@ -105,7 +120,7 @@ def _place(tensors: list[Tensor], arena: Arena | None) -> tuple[list[dict], list
     return descriptions, frames
 
 
-def _views(descriptions: list[dict], frames: Sequence[Any], arena: Arena | None) -> list[Tensor]:
+def _views(descriptions: list[dict], frames: Sequence[Any], arena: Region | None) -> list[Tensor]:
     """Tensors over the placed bytes: read-only numpy views, no copies (a runtime
     writing in place would change the sender's shared memory); BYTES stay packed."""
     tensors = []
@@ -128,12 +143,14 @@ def _buffer(frame: Any) -> memoryview:
     return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
 
 
-def request_frames(kind: bytes, seq: int, request: WireRequest, arena: Arena | None, batch: list[int] | None = None) -> list:
-    """`batch`: the rows of each request a merged request holds, so that the worker can mark
-    where each one's rows start in its BYTES outputs (`PackedBytes.bounds`)."""
+def request_frames(kind: bytes, seq: int, request: WireRequest, arena: Region | None, slot: int = 0, batch: list[int] | None = None) -> list:
+    """A call in `slot` (its inputs placed in `arena`, that slot's input region; None: a stream's
+    further request, inline). `batch`: the rows of each request a merged request holds, so that
+    the worker can mark where each one's rows start in its BYTES outputs (`PackedBytes.bounds`)."""
     descriptions, frames = _place(request.inputs, arena)
     header = {
         "seq": seq,
+        "slot": slot,
         "batch": batch,
         "id": request.id,
         "parameters": request.parameters,
@@ -152,12 +169,12 @@ def v1_request(model: str, body: bytes, headers: dict[str, str]) -> WireRequest:
 
 
 def request_header(frames: Sequence[Any]) -> dict:
-    """An INFER or EXPLAIN message's header; its "seq" names the call a reply answers, its
-    "batch" the rows of each request a batched call holds (None: one request)."""
+    """A call's header; its "seq" names the call a reply answers, its "slot" where its tensors
+    are, its "batch" the rows of each request a batched call holds (None: one request)."""
     return orjson.loads(_buffer(frames[1]))
 
 
-def parse_request(header: dict, frames: Sequence[Any], arena: Arena | None, model_name: str, model_version: str | None) -> WireRequest:
+def parse_request(header: dict, frames: Sequence[Any], arena: Region | None, model_name: str, model_version: str | None) -> WireRequest:
     outputs = header["outputs"]
     return WireRequest(
         model_name=model_name,
@@ -171,8 +188,8 @@ def parse_request(header: dict, frames: Sequence[Any], arena: Arena | None, mode
     )
 
 
-def reply_frames(seq: int, outputs: list[Tensor], parameters: dict, arena: Arena | None, report: dict, kind: bytes = REPLY) -> list:
-    """A REPLY, or a stream's ITEM."""
+def reply_frames(seq: int, outputs: list[Tensor], parameters: dict, arena: Region | None, report: dict, kind: bytes = REPLY) -> list:
+    """A REPLY, or a stream's ITEM (its outputs placed in `arena`: the call's slot's output region)."""
     descriptions, frames = _place(outputs, arena)
     header = {"seq": seq, "parameters": parameters, "outputs": descriptions, "report": report}
     return [kind, orjson.dumps(header), *frames]
@@ -183,14 +200,19 @@ def error_frames(seq: int, error: GatewayError, report: dict) -> list:
     return [ERROR, orjson.dumps(header)]
 
 
-def parse_reply(frames: Sequence[Any], arena: Arena | None) -> tuple[int, tuple[list[Tensor], dict] | GatewayError, bool, dict]:
-    """(seq, (outputs, parameters) or error, whether the outputs view the arena, the worker's report)."""
-    header = orjson.loads(_buffer(frames[1]))
+def reply_header(frames: Sequence[Any]) -> dict:
+    """A REPLY's, ITEM's or ERROR's header: its "seq" names the call it answers."""
+    return orjson.loads(_buffer(frames[1]))
+
+
+def parse_reply(header: dict, frames: Sequence[Any], arena: Region | None) -> tuple[tuple[list[Tensor], dict] | GatewayError, bool, dict]:
+    """((outputs, parameters) or error, whether the outputs view `arena`, the worker's report);
+    `arena`: the output region of the slot of the call it answers."""
     if bytes(_buffer(frames[0])) == ERROR:
-        return header["seq"], from_status(header["status"], header["message"], header["code"]), False, header["report"]
+        return from_status(header["status"], header["message"], header["code"]), False, header["report"]
     descriptions = header["outputs"]
     in_arena = any("shm" in d for d in descriptions)
-    return header["seq"], (_views(descriptions, frames[2:], arena), header["parameters"]), in_arena, header["report"]
+    return (_views(descriptions, frames[2:], arena), header["parameters"]), in_arena, header["report"]
 
 
 def control_frames(kind: bytes, payload: dict | None = None) -> list:

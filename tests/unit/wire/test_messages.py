@@ -1,7 +1,7 @@
 """wire/messages.py: a request and a reply framed on one side and read back on the other, over a
 real shared-memory arena, without a socket: placement (inline below INLINE_BELOW, in the arena
 from it, aligned, side by side, inline again when the arena is full), the header's fields, the
-error kinds."""
+error kinds, and a worker's call slots (each a region of each arena)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from gateway.errors import BadRequest, NotFound, RuntimeFailure, Timeout, Unavailable
 from gateway.wire import messages
-from gateway.wire.arena import ALIGNMENT, Arena
+from gateway.wire.arena import ALIGNMENT, Arena, Region
 from gateway.wire.packed import PackedBytes, pack_bytes, unpack_bytes
 from gateway.wire.request import RequestedOutput, Tensor, WireRequest
 
@@ -29,8 +29,8 @@ def fp32(name: str, elements: int, start: float = 0) -> Tensor:
     return Tensor(name, "FP32", [1, elements], np.arange(start, start + elements, dtype=np.float32).reshape(1, elements), {"p": name})
 
 
-def round_trip(request: WireRequest, arena: Arena | None, batch: list[int] | None = None) -> tuple[dict, WireRequest]:
-    frames = messages.request_frames(messages.INFER, 7, request, arena, batch)
+def round_trip(request: WireRequest, arena: Arena | Region | None, batch: list[int] | None = None) -> tuple[dict, WireRequest]:
+    frames = messages.request_frames(messages.INFER, 7, request, arena, batch=batch)
     assert frames[0] == messages.INFER
     header = messages.request_header(frames)
     return header, messages.parse_request(header, frames, arena, request.model_name, request.model_version)
@@ -46,7 +46,7 @@ def test_small_tensors_travel_inline_and_large_ones_in_the_arena_aligned_side_by
     assert "frame" in a and "shm" not in a
     assert b["shm"] == [0, (AT_LIMIT + 1) * 4]
     assert c["shm"][0] >= b["shm"][0] + b["shm"][1] and c["shm"][0] % ALIGNMENT == 0  # after b, never over it
-    assert header["seq"] == 7 and header["batch"] == [1] and header["id"] == "r1"
+    assert header["seq"] == 7 and header["slot"] == 0 and header["batch"] == [1] and header["id"] == "r1"
     assert (parsed.id, parsed.parameters, parsed.model_version) == ("r1", {"q": 1}, "1")
     assert parsed.outputs == [RequestedOutput("y", {"binary_data": True})]
     for sent, got in zip(request.inputs, parsed.inputs):
@@ -80,19 +80,46 @@ def test_bytes_stay_packed_and_keep_their_bounds(arena):
     assert list(unpack_bytes(got.data, "s")) == [b"x" * 9000, b"", "é".encode(), b"y" * 9000]
 
 
+def read_reply(frames: list, arena: Arena | Region | None) -> tuple:
+    header = messages.reply_header(frames)
+    return (header["seq"], *messages.parse_reply(header, frames, arena))
+
+
 def test_a_reply_says_whether_its_outputs_view_the_arena(arena):
     small = [fp32("y", 4)]
-    seq, (outputs, parameters), in_arena, report = messages.parse_reply(messages.reply_frames(3, small, {"k": "v"}, arena, {"times": [1, 2, 3]}), arena)
+    seq, (outputs, parameters), in_arena, report = read_reply(messages.reply_frames(3, small, {"k": "v"}, arena, {"times": [1, 2, 3]}), arena)
     assert (seq, parameters, in_arena, report) == (3, {"k": "v"}, False, {"times": [1, 2, 3]})
     assert np.array_equal(outputs[0].data, small[0].data)
-    _, (outputs, _), in_arena, _ = messages.parse_reply(messages.reply_frames(4, [fp32("y", AT_LIMIT)], {}, arena, {}), arena)
+    _, (outputs, _), in_arena, _ = read_reply(messages.reply_frames(4, [fp32("y", AT_LIMIT)], {}, arena, {}), arena)
     assert in_arena and outputs[0].shape == [1, AT_LIMIT]
 
 
 @pytest.mark.parametrize("error", [BadRequest("b"), NotFound("n"), Unavailable("u"), Timeout("t"), RuntimeFailure("r")])
 def test_an_error_crosses_as_its_own_kind(error):
-    seq, result, in_arena, report = messages.parse_reply(messages.error_frames(9, error, {"log": {}}), None)
+    seq, result, in_arena, report = read_reply(messages.error_frames(9, error, {"log": {}}), None)
     assert (seq, type(result), result.message, in_arena, report) == (9, type(error), error.message, False, {"log": {}})
+
+
+def test_each_slot_places_its_tensors_in_its_own_region_of_the_arena():
+    """Double buffering: a call placed in one slot leaves the other slot's tensors as they were,
+    and the worker reads each call from the region its header names."""
+    arena = Arena(messages.SLOTS * (1 << 20), "test:slots", regions=messages.SLOTS)
+    try:
+        regions = arena.regions
+        assert len(regions) == messages.SLOTS == 2
+        assert all(region.size == 1 << 20 for region in regions)
+        first = WireRequest("m", None, "a", [fp32("x", AT_LIMIT, 1)])
+        second = WireRequest("m", None, "b", [fp32("x", AT_LIMIT, 5)])
+        frames = [messages.request_frames(messages.INFER, seq, request, regions[seq], seq) for seq, request in enumerate((first, second))]
+        parsed = []
+        for message in frames:
+            header = messages.request_header(message)
+            parsed.append(messages.parse_request(header, message, regions[header["slot"]], "m", None))
+        assert [p.inputs[0].data[0, 0] for p in parsed] == [1, 5]  # slot 1's placement did not overwrite slot 0's
+        assert np.array_equal(parsed[0].inputs[0].data, first.inputs[0].data) and np.array_equal(parsed[1].inputs[0].data, second.inputs[0].data)
+        del parsed
+    finally:
+        arena.close()
 
 
 def test_control_messages_carry_a_small_payload():
