@@ -176,7 +176,11 @@ def test_a_model_that_opts_out_fails_the_request_of_a_killed_worker(gateway):
 
 
 class Blocker:
-    """A request that holds the one worker of a BatchProbe model until `release()`."""
+    """Two requests that hold both call slots of the one worker of a BatchProbe model until
+    `release()`: one runs, one waits in the worker behind it (a shape no other request of the tests
+    has, so that it joins no batch). What comes meanwhile waits in the gateway's queue."""
+
+    IN_FLIGHT = 2  # its requests, in the model's gateway_inflight_requests
 
     def __init__(self, gateway, model: str, folder: Path):
         self.started, self.release_file = folder / f"{model}-started", folder / f"{model}-release"
@@ -184,15 +188,19 @@ class Blocker:
         self.release_file.unlink(missing_ok=True)
         self.result: list = []
         parameters = {"create_file": str(self.started), "await_file": str(self.release_file)}
-        x = np.ones((1, 4), np.float32)
-        self.thread = threading.Thread(target=lambda: self.result.append(rest_infer(gateway, model, x, parameters)))
-        self.thread.start()
+        self.threads = [threading.Thread(target=lambda: self.result.append(rest_infer(gateway, model, np.ones((1, 4), np.float32), parameters)))]
+        self.threads[0].start()
         gateway.wait_for(self.started.exists, what="the blocking request to start")
+        self.threads.append(threading.Thread(target=lambda: self.result.append(rest_infer(gateway, model, np.ones((1, 3), np.float32), parameters))))
+        self.threads[1].start()
+        inflight = lambda: metrics_of(gateway)["gateway_inflight_requests"][labels(model=model, version="")]  # noqa: E731
+        gateway.wait_for(lambda: inflight() == self.IN_FLIGHT, what="the second blocking request to reach the worker's free slot")
 
     def release(self) -> None:
         self.release_file.touch()
-        self.thread.join(timeout=30)
-        assert self.result[0].status_code == 200, self.result[0].text
+        for thread in self.threads:
+            thread.join(timeout=30)
+        assert [r.status_code for r in self.result] == [200, 200], [r.text for r in self.result]
 
 
 def probe_calls(gateway) -> int:
@@ -223,8 +231,8 @@ def test_a_queued_request_past_its_deadline_is_dropped_without_reaching_the_work
         assert refused.value.status() == status and "did not answer within 0.2 s" in refused.value.message()
     blocker.release()
     assert_serves_large(gateway, "probe", expect=lambda inputs: {"y": inputs["x"] * 2})
-    # the worker ran the blocker and the last request only: none of the five expired ones
-    assert probe_calls(gateway) == calls + 1
+    # the worker ran the blocker's second request and the last one only: none of the five expired ones
+    assert probe_calls(gateway) == calls + 2
     assert counter(gateway, "gateway_requests_total", "probe", protocol="rest", outcome="deadline_exceeded") >= 2
 
 
@@ -256,7 +264,7 @@ def test_the_schedule_parameters_do_not_reach_the_model_nor_split_a_batch(gatewa
     ]
     for thread in threads:
         thread.start()
-    gateway.wait_for(lambda: metrics_of(gateway)["gateway_inflight_requests"][labels(model="batched", version="")] == 4, what="requests to queue")
+    gateway.wait_for(lambda: metrics_of(gateway)["gateway_inflight_requests"][labels(model="batched", version="")] == Blocker.IN_FLIGHT + 3, what="requests to queue")
     blocker.release()
     for thread in threads:
         thread.join(timeout=30)
@@ -301,10 +309,10 @@ def test_a_cancelled_request_leaves_its_batch_running_for_the_others(gateway, st
     kept: list = []
     thread = threading.Thread(target=lambda: kept.append(rest_infer(gateway, "batched", np.full((1, 4), 7, np.float32), {"delay": 1.0})))
     thread.start()
-    gateway.wait_for(lambda: metrics_of(gateway)["gateway_inflight_requests"][labels(model="batched", version="")] == 3, what="requests to queue")
+    gateway.wait_for(lambda: metrics_of(gateway)["gateway_inflight_requests"][labels(model="batched", version="")] == Blocker.IN_FLIGHT + 2, what="requests to queue")
     calls = probe_calls(gateway)
     blocker.release()
-    gateway.wait_for(lambda: probe_calls(gateway) > calls, what="the batch to start")
+    gateway.wait_for(lambda: probe_calls(gateway) > calls + 1, what="the batch to start")  # after the blocker's second call
     gone.cancel()
     thread.join(timeout=30)
     outputs = {o["name"]: o["data"] for o in kept[0].json()["outputs"]}
@@ -322,7 +330,7 @@ def test_a_full_queue_refuses_with_503_and_retry_after(gateway, stub, tmp_path):
     queued: list = []
     thread = threading.Thread(target=lambda: queued.append(rest_infer(gateway, "bounded", np.ones((1, 4), np.float32))))
     thread.start()
-    gateway.wait_for(lambda: metrics_of(gateway)["gateway_inflight_requests"][labels(model="bounded", version="")] == 2, what="one request to queue")
+    gateway.wait_for(lambda: metrics_of(gateway)["gateway_inflight_requests"][labels(model="bounded", version="")] == Blocker.IN_FLIGHT + 1, what="one request to queue")
     refused = rest_infer(gateway, "bounded", np.ones((1, 4), np.float32))
     assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
     assert "max_queue_size" in refused.json()["error"]
@@ -358,7 +366,7 @@ def test_a_higher_priority_overtakes_those_queued_before_it(gateway, stub, tmp_p
 
     inflight = lambda: metrics_of(gateway)["gateway_inflight_requests"][labels(model="probe", version="")]  # noqa: E731
     threads = []
-    for queued, (name, priority) in enumerate([("bulk-1", 3), ("bulk-2", 3), ("default", 0), ("interactive", 1)], start=2):
+    for queued, (name, priority) in enumerate([("bulk-1", 3), ("bulk-2", 3), ("default", 0), ("interactive", 1)], start=Blocker.IN_FLIGHT + 1):
         threads.append(send(name, priority))
         gateway.wait_for(lambda: inflight() == queued, what=f"{name} to queue")  # one at a time: their order is known
     blocker.release()
