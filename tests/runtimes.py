@@ -334,12 +334,15 @@ class Stubborn(MLModel):
 
 class CancellableSync(MLModel):
     """The same with a synchronous predict, which blocks its worker's loop: it asks self.cancelled()
-    every 10 ms, and stops early when it turns true."""
+    every 10 ms, and stops early when it turns true. The parameter `await_file` (a path) holds it
+    until that file exists instead of for `seconds`."""
 
     def predict(self, payload: InferenceRequest) -> InferenceResponse:
         parameters = _parameters_of(payload)
+        print("cancellable sync call started", flush=True)
         deadline = time.monotonic() + float(parameters.get("seconds", 0))
-        while time.monotonic() < deadline:
+        held = Path(parameters["await_file"]) if "await_file" in parameters else None
+        while (time.monotonic() < deadline) if held is None else not held.exists():
             if self.cancelled():
                 Path(parameters["marker"]).write_text(f"{os.getpid()}")
                 raise RuntimeError("cancelled: stopped early")
