@@ -81,7 +81,9 @@ class ServerSettings(BaseModel):
     max_tensor_bytes: int = Field(256 * MIB, gt=0, description="largest tensor a request may declare")
     request_timeout: float = Field(60.0, gt=0, description="seconds a request may wait for its worker")
     load_timeout: float = Field(300.0, gt=0, description="seconds a model's load() may take")
-    shm_arena_bytes: int = Field(256 * MIB, gt=0, description="the shared memory a call's input tensors, and its output tensors, may take: each worker has one such region in and one out per call slot (2), whose pages are used only when written")
+    shm_arena_bytes: int = Field(
+        256 * MIB, gt=0, description="shared memory for a call's inputs, and for its outputs, per worker call slot (pages are used only when written)"
+    )
     heartbeat_interval: float = Field(2.0, gt=0, description="seconds between pings of an idle worker")
     heartbeat_timeout: float = Field(
         10.0, gt=0, description="an idle worker silent this long is hung, and so is one still running a request this long after request_timeout cancelled it"

@@ -264,7 +264,9 @@ def test_the_schedule_parameters_do_not_reach_the_model_nor_split_a_batch(gatewa
     ]
     for thread in threads:
         thread.start()
-    gateway.wait_for(lambda: metrics_of(gateway)["gateway_inflight_requests"][labels(model="batched", version="")] == Blocker.IN_FLIGHT + 3, what="requests to queue")
+    gateway.wait_for(
+        lambda: metrics_of(gateway)["gateway_inflight_requests"][labels(model="batched", version="")] == Blocker.IN_FLIGHT + 3, what="requests to queue"
+    )
     blocker.release()
     for thread in threads:
         thread.join(timeout=30)
@@ -309,7 +311,9 @@ def test_a_cancelled_request_leaves_its_batch_running_for_the_others(gateway, st
     kept: list = []
     thread = threading.Thread(target=lambda: kept.append(rest_infer(gateway, "batched", np.full((1, 4), 7, np.float32), {"delay": 1.0})))
     thread.start()
-    gateway.wait_for(lambda: metrics_of(gateway)["gateway_inflight_requests"][labels(model="batched", version="")] == Blocker.IN_FLIGHT + 2, what="requests to queue")
+    gateway.wait_for(
+        lambda: metrics_of(gateway)["gateway_inflight_requests"][labels(model="batched", version="")] == Blocker.IN_FLIGHT + 2, what="requests to queue"
+    )
     calls = probe_calls(gateway)
     blocker.release()
     gateway.wait_for(lambda: probe_calls(gateway) > calls + 1, what="the batch to start")  # after the blocker's second call
@@ -330,7 +334,9 @@ def test_a_full_queue_refuses_with_503_and_retry_after(gateway, stub, tmp_path):
     queued: list = []
     thread = threading.Thread(target=lambda: queued.append(rest_infer(gateway, "bounded", np.ones((1, 4), np.float32))))
     thread.start()
-    gateway.wait_for(lambda: metrics_of(gateway)["gateway_inflight_requests"][labels(model="bounded", version="")] == Blocker.IN_FLIGHT + 1, what="one request to queue")
+    gateway.wait_for(
+        lambda: metrics_of(gateway)["gateway_inflight_requests"][labels(model="bounded", version="")] == Blocker.IN_FLIGHT + 1, what="one request to queue"
+    )
     refused = rest_infer(gateway, "bounded", np.ones((1, 4), np.float32))
     assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
     assert "max_queue_size" in refused.json()["error"]

@@ -394,7 +394,9 @@ class _Stream:
     given the previous one back (CREDIT): the generator runs at most one response ahead of the one
     being sent to the client. Cancelled, the generator is closed: its `finally` runs."""
 
-    def __init__(self, served: Served, link: LoopSocket, kind: bytes, header: dict, frames: list, arenas: tuple[Region, Region], name: str, version: str | None):
+    def __init__(
+        self, served: Served, link: LoopSocket, kind: bytes, header: dict, frames: list, arenas: tuple[Region, Region], name: str, version: str | None
+    ):
         self.seq, self._kind = header["seq"], kind
         self._served, self._link, self._out_arena = served, link, arenas[1]
         self._requests: asyncio.Queue[tuple[dict, list] | None] = asyncio.Queue()  # NEXT messages; None: END
