@@ -9,7 +9,11 @@ tests/repository, ports picked by the OS) and measures, with the same client:
 - small: sequential binary REST echoes of 16 FP32 (`--calls`): p50 latency, and the server's
   CPU time per call (the gateway process and its workers, from /proc, and each of the two);
 - small c=8: loadgen.py's closed loop, REST JSON, 16 FP32, 8 in flight: requests per second;
-- 1 MiB: sequential binary REST echoes of 1 MiB (echo_latency.py's client): p50 latency.
+- 1 MiB: sequential binary REST echoes of 1 MiB (echo_latency.py's client): p50 latency;
+- c=64: a second gateway from the tree, on benchmark.py's row-sum models (one worker each),
+  loadgen at 64 in flight, REST JSON: requests/s unbatched (`rowsum`) and with adaptive
+  batching (`rowsum-batched`, max_batch_size 32), and the batched model's mean batch size
+  (requests per call, from the gateway's gateway_batch_size histogram).
 
 It prints the median of each figure over the rounds, per tree, and their ratio after/before.
 The order of the trees alternates between rounds, so that a machine getting busier or
@@ -20,15 +24,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import benchmark  # noqa: E402
 import echo_latency  # noqa: E402
 import loadgen  # noqa: E402
 import numpy as np  # noqa: E402
@@ -42,6 +51,9 @@ FIGURES = {
     "small_worker_cpu_us": "small: workers' CPU per call (us)",
     "small_c8_rps": "small, 8 in flight: requests/s",
     "mib_p50_ms": "1 MiB echo: p50 latency (ms)",
+    "rowsum_c64_rps": "row sum, 64 in flight: requests/s",
+    "batched_c64_rps": "row sum batched, 64 in flight: requests/s",
+    "batched_c64_batch": "row sum batched, 64 in flight: requests per call",
 }
 
 
@@ -69,7 +81,7 @@ def small_calls(port: int, calls: int) -> tuple[float, list[float]]:
     return statistics.median(timings), timings
 
 
-def measure(tree: Path, calls: int) -> dict[str, float]:
+def measure(tree: Path, calls: int, rowsum_repository: Path) -> dict[str, float]:
     port = free_port()
     env = gateway_env(tree, port)
     gateway = subprocess.Popen(
@@ -99,6 +111,46 @@ def measure(tree: Path, calls: int) -> dict[str, float]:
     finally:
         gateway.terminate()
         gateway.wait()
+    return {**small_figures(p50, front_door, workers, concurrent, mib), **c64_figures(tree, rowsum_repository)}
+
+
+def batch_sizes(metrics_port: int, model: str) -> tuple[float, float]:
+    """(requests, calls) the model's gateway_batch_size histogram has counted."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    found = {}
+    for part in ("sum", "count"):
+        match = re.search(rf'^gateway_batch_size_{part}{{[^}}]*model="{re.escape(model)}"[^}}]*}} (\S+)$', text, re.M)
+        found[part] = float(match.group(1)) if match else 0.0
+    return found["sum"], found["count"]
+
+
+def c64_figures(tree: Path, repository: Path) -> dict[str, float]:
+    port = free_port()
+    env = gateway_env(tree, port)
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "start", "--config", str(repository)],
+        env={**env, **benchmark.BLAS_ENV},
+        cwd=tree,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    figures = {}
+    try:
+        small_echo_cost.connect(port)
+        for model, key in (("rowsum", "rowsum_c64_rps"), ("rowsum-batched", "batched_c64_rps")):
+            before = batch_sizes(int(env["GATEWAY_METRICS_PORT"]), model)
+            result = loadgen.run(url=f"http://127.0.0.1:{port}", model=model, protocol="rest-json", concurrency=64, duration=4, warmup=1)
+            requests, calls = (after - earlier for after, earlier in zip(batch_sizes(int(env["GATEWAY_METRICS_PORT"]), model), before))
+            figures[key] = result["requests_per_s"]
+            if model == "rowsum-batched":
+                figures["batched_c64_batch"] = requests / calls
+    finally:
+        gateway.terminate()
+        gateway.wait()
+    return figures
+
+
+def small_figures(p50: float, front_door: float, workers: float, concurrent: dict, mib: dict) -> dict[str, float]:
     return {
         "small_p50_us": p50 * 1e6,
         "small_cpu_us": (front_door + workers) * 1e6,
@@ -119,10 +171,12 @@ def main() -> None:
     args = parser.parse_args()
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     results: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    rowsum_repository = Path(tempfile.mkdtemp(prefix="before-after-")) / "rowsum"
+    benchmark.write_mlmodel_repository(rowsum_repository, "gateway", ["rowsum", "rowsum-batched"], {})
     for round_ in range(args.rounds):
         order = ["before", "after"] if round_ % 2 == 0 else ["after", "before"]
         for name in order:
-            figures = measure(trees[name], args.calls)
+            figures = measure(trees[name], args.calls, rowsum_repository)
             results[name].append(figures)
             print(f"round {round_ + 1} {name}: " + "  ".join(f"{key} {value:.1f}" for key, value in figures.items()), flush=True)
     print(f"\nmedians of {args.rounds} rounds (before: {trees['before']}, after: {trees['after']})")
@@ -135,6 +189,7 @@ def main() -> None:
         print(f"| {label} | {before:.1f} | {after:.1f} | {after / before:.3f} |")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"rounds": results, "medians": summary}, indent=2))
+    shutil.rmtree(rowsum_repository.parent)
 
 
 if __name__ == "__main__":
