@@ -6,6 +6,7 @@ under load."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -28,6 +29,7 @@ MODELS = {
     "held-sync": {"implementation": "tests.runtimes.CancellableSync"},
     "retried": PROBE,  # retry_on_worker_death: true (the default)
     "batched": {**PROBE, "max_batch_size": 8},
+    "streamer": {"implementation": "tests.runtimes.Streamer"},
 }
 ROWS = 16
 LARGE = SHARED_MEMORY_BYTES // 4 // ROWS  # FP32 columns: a [16, LARGE] request is 64 KiB, through shared memory
@@ -114,13 +116,13 @@ def test_a_worker_is_given_its_next_call_while_it_computes_and_runs_it_next(gate
     assert np.array_equal(np.array(second_answer["y"], np.float32), (large(2) * 2).ravel())
 
 
-def _echo_rest(gateway, x: np.ndarray) -> np.ndarray:
+def _echo_rest(gateway, x: np.ndarray, model: str = "echo") -> np.ndarray:
     import tritonclient.http as httpclient
 
     with httpclient.InferenceServerClient(gateway.address, network_timeout=30) as client:
         tensor = httpclient.InferInput("x", list(x.shape), "FP32")
         tensor.set_data_from_numpy(x, binary_data=True)
-        result = client.infer("echo", [tensor], outputs=[httpclient.InferRequestedOutput("x", binary_data=True)])
+        result = client.infer(model, [tensor], outputs=[httpclient.InferRequestedOutput("x", binary_data=True)])
         return result.as_numpy("x")
 
 
@@ -257,4 +259,47 @@ def test_batches_still_form_under_load_and_a_lone_request_does_not_wait(gateway)
     assert metric(gateway, "gateway_batch_size_count", "batched") < 320
     lone = rest_infer(gateway, "batched", np.ones((1, 4), np.float32), timeout=10)
     assert outputs_of(lone)["rows"] == [1]
+    assert_probe_serves_large(gateway, "batched")
+
+
+def test_a_streaming_worker_takes_no_other_call_until_its_stream_ends(gateway):
+    """A stream holds its worker for its life: a request that comes meanwhile waits in the
+    gateway's queue (its second slot stays empty), and runs once the client has left the stream."""
+    sent = calls_sent(gateway, "streamer")
+    document = {"parameters": {"count": 100_000, "delay": 0.01, "size": 4}, "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]}
+    with requests.post(f"{gateway.url}/v2/models/streamer/infer_stream", data=json.dumps(document), stream=True, timeout=30) as stream:
+        lines = stream.iter_lines()
+        assert next(line for line in lines if line.startswith(b"data:"))  # it streams
+        assert calls_sent(gateway, "streamer") == sent + 1  # the stream's call
+        waiting, answer = in_background(_echo_rest, gateway, large(9), "streamer")
+        gateway.wait_for(lambda: metric(gateway, "gateway_inflight_requests", "streamer") == 2, what="the request to queue")
+        for _ in range(20):  # the stream goes on, and the request still waits
+            next(line for line in lines if line.startswith(b"data:"))
+        assert waiting.is_alive() and calls_sent(gateway, "streamer") == sent + 1  # not sent to the worker
+    waiting.join(timeout=30)
+    assert np.array_equal(answer[0], large(9))
+    assert_serves_large(gateway, "streamer")
+
+
+def test_a_batching_model_sends_a_busy_worker_only_a_full_batch(gateway, tmp_path):
+    """While the one worker computes, a partial batch stays in the queue, gaining company, and runs
+    as one call once the running call has replied; a full batch (max_batch_size, 8) is sent to the
+    worker at once, to wait in it."""
+    x = np.ones((1, 4), np.float32)
+    for requests_sent, sent_at_once in ((3, False), (8, True)):
+        held = Held(gateway, "batched", tmp_path, large(10))
+        sent = calls_sent(gateway, "batched")
+        waiting = [in_background(rest_infer, gateway, "batched", x * i) for i in range(requests_sent)]
+        gateway.wait_for(lambda: metric(gateway, "gateway_inflight_requests", "batched") == requests_sent + 1, what="the requests to arrive")
+        if sent_at_once:
+            gateway.wait_for(lambda: calls_sent(gateway, "batched") == sent + 1, what="the full batch to be sent to the busy worker")
+        else:
+            assert calls_sent(gateway, "batched") == sent  # they wait in the queue
+        assert held.thread.is_alive()
+        assert np.array_equal(np.array(outputs_of(held.release())["y"], np.float32), (large(10) * 2).ravel())
+        for i, (thread, answer) in enumerate(waiting):
+            thread.join(timeout=30)
+            out = outputs_of(answer[0])
+            assert out["y"] == (x * i * 2).ravel().tolist() and out["rows"] == [requests_sent]  # one call of them all
+        assert calls_sent(gateway, "batched") == sent + 1
     assert_probe_serves_large(gateway, "batched")

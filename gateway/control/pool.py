@@ -9,9 +9,10 @@ has replied, so the hop to the worker overlaps with compute (pipelining). The
 pool sends the first waiting request (or batch) the moment a slot is free
 (`ModelPool._slot_for`, the one place of the rule): to a worker with nothing in
 flight before one that computes, so a lone request never queues behind another
-call while a worker is free; when every worker computes, to a free second slot.
-Requests that come while every slot is taken wait in the pool's queue, where
-batches form.
+call while a worker is free; when every worker computes, to a free second slot
+(for a model that batches, only a full batch: a partial one waits in the queue,
+gaining company, until the running call has replied). Requests that come while
+every slot is taken wait in the pool's queue, where batches form.
 
 The queue orders requests by priority level (control/queue.py) and may be bounded
 (`max_queue_size`: beyond it, 503 / UNAVAILABLE with Retry-After). Each request
@@ -525,14 +526,18 @@ class ModelPool:
         """The slot rule: where the next call goes, if anywhere. A free slot of a worker that serves
         (ready, not stopping, not streaming), of the worker with the fewest calls in flight: one
         with none before one that computes, so that a lone request never waits behind another call
-        while a worker is free; a stream only to a worker with none (it then takes no other call)."""
+        while a worker is free. To a worker that computes (the call then waits in it) only what
+        gains nothing by waiting: a request of a model that does not batch, or a full batch; a
+        partial batch stays in the queue, gaining company, until a worker has nothing in flight.
+        A stream only to a worker with nothing in flight (it then takes no other call)."""
         best: Slot | None = None
         fewest = messages.SLOTS
+        may_wait_in_worker = first.stream is None and (first.batch_key is None or len(self._waiting) >= self.max_batch_size)
         for worker in self.workers:
-            if not worker.ready or worker.stopping or _stream_of(worker) is not None:
+            if not worker.ready or worker.stopping:
                 continue
             busy = worker.busy
-            if busy >= fewest or (first.stream is not None and busy):
+            if busy >= fewest or (busy and (not may_wait_in_worker or _stream_of(worker) is not None)):
                 continue
             slot = next((slot for slot in worker.slots if slot.free), None)
             if slot is not None:
