@@ -208,8 +208,8 @@ class Supervisor:
 
     @property
     def ready(self) -> bool:
-        """The repository has been read and every model that should be served is READY."""
-        return self._scanned and all(entry.state == State.READY for entry in self.entries() if entry.wanted)
+        """The repository has been read, the gateway is not stopping, and every model that should be served is READY."""
+        return self._scanned and not self._stopping and all(entry.state == State.READY for entry in self.entries() if entry.wanted)
 
     # --- the published table ----------------------------------------------------
 
@@ -448,6 +448,7 @@ class Supervisor:
         """The gateway stops and the requests' time is up: fail those still queued or running (the front
         doors answer them 503 / UNAVAILABLE, saying why) and kill the workers running them."""
         self._stopping = True  # no restart of the workers killed here
+        self._changed()  # not ready, for the front doors of other processes too
         failed = sum(self._abandon_requests(entry, why) for entry in self.entries())
         if failed:
             log.warning("%d request(s) still queued or running get 503 / UNAVAILABLE: %s", failed, why)
