@@ -6,7 +6,8 @@ processes, real memfds and real mappings.
 - a reader never takes a write in progress (deterministic: the writer's header held odd) nor a
   torn copy, and says so clearly if the writer stays mid-write;
 - a reader in another process, started with pass_fds, reading while this process publishes
-  thousands of documents of growing size, sees only whole documents, in order, and the last one;
+  thousands of documents of growing size, then many small ones, sees only whole documents, in order,
+  and the last one;
 - TableReader answers what the supervisor answers, by the same rules, for a table of 2,000 models.
 """
 
@@ -194,7 +195,8 @@ def stamped(n: int, size: int) -> dict:
 
 
 def test_a_reader_in_another_process_sees_only_whole_documents_while_the_table_grows():
-    count = 2000
+    growing, small = 2000, 20_000
+    count = growing + small
     writer = DocumentWriter(stamped(0, 1), name="test-table")
     first_size = os.fstat(writer.fd).st_size
     child = subprocess.Popen(
@@ -206,8 +208,10 @@ def test_a_reader_in_another_process_sees_only_whole_documents_while_the_table_g
     )
     try:
         time.sleep(0.5)  # attached before the table grows (a slower start only means fewer documents seen)
-        for n in range(1, count + 1):
-            writer.publish(stamped(n, 1 + n * 30_000 // count))  # from 1 item to 30,000: 64 KiB to 512 KiB
+        for n in range(1, growing + 1):
+            writer.publish(stamped(n, 1 + n * 30_000 // growing))  # from 1 item to 30,000: 64 KiB to 512 KiB
+        for n in range(growing + 1, count + 1):
+            writer.publish(stamped(n, n % 5))  # small ones: the header is rewritten more often than a copy takes
         grown_size = os.fstat(writer.fd).st_size
         out, _ = child.communicate(timeout=120)
     finally:
