@@ -90,8 +90,7 @@ class DocumentWriter:
         while size < needed:
             size *= 2
         os.ftruncate(self.fd, size)  # readers' mappings of the old size stay valid: the file only grows
-        grown = mmap.mmap(self.fd, size)
-        grown[:DOCUMENT] = self._map[:DOCUMENT]
+        grown = mmap.mmap(self.fd, size)  # the same file: its header and document are there already
         self._map.close()
         self._map = grown
 
