@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Optional, cast
 
 from .. import logs
-from ..control.models import ModelEntry, Supervisor, version_key
+from ..control.models import ModelEntry, Supervisor
 from ..control.pool import Stream
 from ..control.stats import ModelStats, model_stats
+from ..control.table import ModelTable, in_order
 from ..errors import BadRequest, NotFound, NotSupported, Unavailable, shown
 from ..settings import ServerSettings
 from ..types import MetadataTensor, State
@@ -42,6 +43,9 @@ class DataPlane:
     def __init__(self, settings: ServerSettings, supervisor: Supervisor):
         self.settings = settings
         self.supervisor = supervisor
+        # the reads that need no worker pool, by the model table's protocol: in a front door of another
+        # process, the same reads of the table the supervisor publishes (control/table.py's TableReader)
+        self.table: ModelTable = supervisor
         # the gateway is stopping: it answers not ready (so that load balancers stop sending), and REST
         # answers close their connections; requests are still served
         self.draining = False
@@ -52,36 +56,26 @@ class DataPlane:
         return {"name": self.settings.server_name, "version": self.settings.server_version, "extensions": EXTENSIONS}
 
     def server_ready(self) -> bool:
-        return not self.draining and self.supervisor.ready
+        return not self.draining and self.table.ready
 
     def check_model_exists(self, name: str, version: Optional[str] = None) -> None:
         """The one check that a request names a known model (and version), made before its body is
         parsed: NotFound for an unknown one, whatever its inputs."""
         if not name:
             raise BadRequest("model_name is required")
-        self.supervisor.get(name, version)
+        self.table.get(name, version)
 
     def model_state(self, name: str, version: Optional[str] = None) -> tuple[str, str]:
         """(state, reason): READY, LOADING, UNLOADING or UNAVAILABLE (the reason says why)."""
-        entry = self.supervisor.get(name, version)
+        entry = self.table.get(name, version)
         return entry.state.value, entry.reason
 
     def model_metadata(self, name: str, version: Optional[str] = None) -> dict:
-        entry = self.supervisor.get(name, version)
-        if entry.metadata:
-            return entry.metadata
-        settings = entry.settings
-        return {
-            "name": settings.name,
-            "versions": settings.versions or None,
-            "platform": settings.platform,
-            "inputs": [t.model_dump(mode="json", exclude_none=True) for t in settings.inputs],
-            "outputs": [t.model_dump(mode="json", exclude_none=True) for t in settings.outputs],
-        }
+        return self.table.get(name, version).model_metadata()
 
     def model_names(self) -> list[str]:
         """Every model, a versioned one as name:version for each version (as MLRun lists them)."""
-        entries = sorted(self.supervisor.entries(), key=lambda entry: (entry.name, version_key(entry.version)))
+        entries = in_order(self.table.entries())
         return [entry.name if entry.version is None else f"{entry.name}:{entry.version}" for entry in entries]
 
     def declared_inputs(self, name: str, version: Optional[str] = None) -> list[MetadataTensor]:
@@ -171,7 +165,7 @@ class DataPlane:
 
     def takes_headers(self, name: str, version: Optional[str] = None) -> bool:
         """Whether the model's hooks take the request's headers (a KServe model's do)."""
-        return self.supervisor.get(name, version).kserve
+        return self.table.get(name, version).kserve
 
     async def v1(self, name: str, body: bytes, headers: dict[str, str], explain: bool) -> "V1Answer":
         """KServe's V1 protocol: the body to the model as it came, its answer as the model gave it."""
@@ -212,7 +206,7 @@ class DataPlane:
     # --- model repository extension -------------------------------------
 
     def repository_index(self, ready_only: bool = False) -> list[dict]:
-        return self.supervisor.index(ready_only)
+        return self.table.index(ready_only)
 
     async def load_model(self, name: str) -> None:
         await self.supervisor.load_model(name)
