@@ -43,21 +43,17 @@ def call(gateway, model, document, results, key):
 
 
 def burst_behind_a_busy_worker(gateway, model, documents):
-    """Occupy both call slots of the model's only worker (a call that runs, and one that waits in the
-    worker behind it), send `documents` meanwhile, and return every answer."""
+    """Occupy the model's only worker, send `documents` meanwhile, and return every answer."""
     log_line = "probe call"
     before = gateway.log_text().count(log_line)
     results: dict = {}
     blocker = threading.Thread(target=call, args=(gateway, model, body([0], "blocker", delay=1.0), results, "blocker"))
     blocker.start()
     gateway.wait_for(lambda: gateway.log_text().count(log_line) > before, what="the blocking call to start")
-    second = threading.Thread(target=call, args=(gateway, model, body([0], "blocker-2", width=5), results, "blocker-2"))
-    second.start()
-    gateway.wait_for(lambda: inflight(gateway, model) == 2, what="the second call to reach the worker's free slot")
     threads = [threading.Thread(target=call, args=(gateway, model, d, results, d["id"])) for d in documents]
     for thread in threads:
         thread.start()
-    for thread in [blocker, second, *threads]:
+    for thread in [blocker, *threads]:
         thread.join()
     return results
 

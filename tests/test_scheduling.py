@@ -176,9 +176,10 @@ def test_a_model_that_opts_out_fails_the_request_of_a_killed_worker(gateway):
 
 
 class Blocker:
-    """Two requests that hold both call slots of the one worker of a BatchProbe model until
-    `release()`: one runs, one waits in the worker behind it (a shape no other request of the tests
-    has, so that it joins no batch). What comes meanwhile waits in the gateway's queue."""
+    """Two requests that hold the one worker of a BatchProbe model until `release()`: one runs; the
+    other (a shape no other request of the tests has, so that it joins no batch) takes the worker's
+    second call slot if the model does not batch (a partial batch would wait in the queue instead).
+    Either way what comes meanwhile waits in the gateway's queue."""
 
     IN_FLIGHT = 2  # its requests, in the model's gateway_inflight_requests
 
