@@ -112,14 +112,14 @@ def pool(harness):
 )
 @pytest.mark.parametrize(
     "step",
-    ["request_frames", "place", "parse_reply", "split", "merge"],
+    ["request_frames", "place", "parse_answer", "split", "merge"],
 )
 def test_a_failing_step_fails_only_its_call_and_frees_the_worker(harness, pool, monkeypatch, step, error, status):
     worker = pool.workers[0]
     target = {
         "request_frames": (messages, "request_frames"),
         "place": (messages, "_place"),
-        "parse_reply": (messages, "parse_reply"),
+        "parse_answer": (messages, "parse_answer"),
         "split": (pool_module, "split"),
         "merge": (pool_module, "merge"),
     }[step]

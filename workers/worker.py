@@ -366,26 +366,80 @@ class Inbox:
 
 
 async def answer(
-    served: Served, inbox: Inbox, kind: bytes, header: dict, frames: list, received: int, arenas: tuple[Region, Region], name: str, version: str | None
-) -> list:
-    """The reply to one call (INFER, EXPLAIN, or KServe's V1 verbs); `arenas`: its slot's input and output regions."""
-    in_arena, out_arena = arenas
-    seq = header["seq"]
-    logs.REQUEST_ID.set(header["id"])  # every line logged until the reply carries it
+    served: Served, inbox: Inbox, kind: bytes, described: dict, frames: list, batch: list[int] | None, in_arena: Region, name: str, version: str | None
+) -> tuple[list[Tensor], dict, list[int]] | GatewayError:
+    """One request of a call (INFER, EXPLAIN, or KServe's V1 verbs), exactly as a lone request runs:
+    (outputs, parameters, stage times), or the error it fails with. CancelledError: the call was cancelled."""
+    received = time.perf_counter_ns()
+    logs.REQUEST_ID.set(described["id"])  # every line logged until its answer carries it
     try:
-        request = messages.parse_request(header, frames, in_arena, name, version)
-        outputs, parameters, times = await served.call(kind, request, received, header["batch"])
+        request = messages.parse_request(described, frames, in_arena, name, version)
+        result = await served.call(kind, request, received, batch)
         if inbox.stopped:
             raise asyncio.CancelledError  # a predict that stopped early (cancelled()) or ignored its cancellation
-        return messages.reply_frames(seq, outputs, parameters, out_arena, {**metrics.take_report(), "times": times})
-    except asyncio.CancelledError:
-        return messages.error_frames(seq, Cancelled("cancelled"), metrics.take_report())
+        return result
     except GatewayError as exc:
-        return messages.error_frames(seq, exc, metrics.take_report())
-    except Exception as exc:  # this call fails; the worker goes on
-        return messages.error_frames(seq, served.error(exc), metrics.take_report())
+        return exc
+    except Exception as exc:  # this request fails; the worker goes on
+        return served.error(exc)
     finally:
         logs.REQUEST_ID.set(None)
+
+
+class _Call:
+    """One call (Inbox.start: its task; a CANCEL cancels it): its requests, one or a bundle's, run
+    one after the other. Each answer is placed in the slot's output region as soon as it is done;
+    what is done is sent once BUNDLE_SECONDS have passed since the call's previous message (checked
+    when a request ends, and by a timer while one awaits), the rest with the last. So a quick
+    bundle is answered in one message, and a slow request holds back no answer for long."""
+
+    def __init__(self, served: Served, inbox: Inbox, kind: bytes, header: dict, frames: list, arenas: tuple[Region, Region], name: str, version: str | None):
+        self._inbox, self._link = inbox, inbox.link
+        self._answers = messages.Answers(header["seq"], arenas[1])
+        self._sent = time.perf_counter()  # when the call's previous message left (its start, first)
+        self._timer: asyncio.TimerHandle | None = None
+        self.task = asyncio.create_task(self._run(served, kind, header, frames, arenas[0], name, version))
+
+    async def _run(self, served: Served, kind: bytes, header: dict, frames: list, in_arena: Region, name: str, version: str | None) -> list:
+        requests, batch = header["requests"], header["batch"]
+        try:
+            for index, described in enumerate(requests):
+                result = await answer(served, self._inbox, kind, described, frames, batch, in_arena, name, version)
+                self._add(index, result, served)
+                if index + 1 < len(requests):
+                    self._send_when_due()
+            return self._answers.frames(metrics.take_report())
+        except asyncio.CancelledError:  # every request not answered yet is gone
+            return messages.error_frames(self._answers.seq, Cancelled("cancelled"), metrics.take_report())
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def _add(self, index: int, result: tuple[list[Tensor], dict, list[int]] | GatewayError, served: Served) -> None:
+        if isinstance(result, GatewayError):
+            self._answers.fail(index, result)
+            return
+        outputs, parameters, times = result
+        try:
+            self._answers.add(index, outputs, parameters, times)
+        except Exception as exc:  # an output that cannot be placed: this request fails
+            self._answers.fail(index, served.error(exc))
+
+    def _send_when_due(self) -> None:
+        wait = self._sent + messages.BUNDLE_SECONDS - time.perf_counter()
+        if wait <= 0:
+            self._send()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(wait, self._send)
+
+    def _send(self) -> None:
+        """What is done so far, in one REPLY."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if len(self._answers):
+            self._link.send(self._answers.frames(metrics.take_report()))
+            self._sent = time.perf_counter()
 
 
 class _Stream:
@@ -421,19 +475,20 @@ class _Stream:
         while (message := await self._requests.get()) is not None:
             self._link.send(messages.control_frames(messages.TAKEN, {"seq": self.seq}))
             header, frames = message
-            yield to_inference_request(messages.parse_request(header, frames, None, first.model_name, first.model_version))
+            yield to_inference_request(messages.parse_request(header["requests"][0], frames, None, first.model_name, first.model_version))
 
     async def _run(self, header: dict, frames: list, in_arena: Region, name: str, version: str | None) -> list:
-        logs.REQUEST_ID.set(header["id"])
+        (described,) = header["requests"]
+        logs.REQUEST_ID.set(described["id"])
         generator, sent = None, 0
         try:
-            first = messages.parse_request(header, frames, in_arena, name, version)
+            first = messages.parse_request(described, frames, in_arena, name, version)
             generator, as_item = await self._served.open_stream(self._kind, first, self._payloads(first))
             async for response in generator:
                 outputs, parameters = as_item(response)
                 await self._credit.wait()
                 self._credit.clear()
-                self._link.send(messages.reply_frames(self.seq, outputs, parameters, self._out_arena, metrics.take_report(), messages.ITEM))
+                self._link.send(messages.item_frames(self.seq, outputs, parameters, self._out_arena, metrics.take_report()))
                 sent += 1
             return messages.control_frames(messages.DONE, {"seq": self.seq, "report": metrics.take_report()})
         except asyncio.CancelledError:  # the client went away
@@ -484,7 +539,7 @@ async def serve_loaded(served: Served | str, name: str, version: str | None, end
             if kind in (messages.STREAM, messages.STREAM_V1):
                 stream = _Stream(served, link, kind, header, frames, arenas, name, version)
                 return stream.task
-            return asyncio.create_task(answer(served, inbox, kind, header, frames, time.perf_counter_ns(), arenas, name, version))
+            return _Call(served, inbox, kind, header, frames, arenas, name, version).task
 
         inbox = Inbox(link, begin)
         served.watch_cancellation(inbox.cancelled)

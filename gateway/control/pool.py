@@ -46,6 +46,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Optional
 
@@ -106,6 +107,19 @@ class _Waiting:
     stream: Optional["Stream"] = None  # a predict_stream call: its reply is done when the stream has ended
 
 
+@dataclass(eq=False, slots=True)
+class _Call:
+    """A call sent into a slot: what the worker runs, one after the other. Each run is one request,
+    or a batch's requests merged into one; several runs are a bundle."""
+
+    seq: int
+    runs: list[list[_Waiting]]
+    unanswered: int  # runs the worker has not answered yet
+
+    def requests(self) -> list[_Waiting]:
+        return [waiting for run in self.runs for waiting in run]
+
+
 @dataclass(eq=False)
 class Slot:
     """One of a worker's call slots: a region of each of its arenas, and the call sent into it."""
@@ -114,7 +128,7 @@ class Slot:
     index: int
     inputs: Region
     outputs: Region
-    call: tuple[int, list[_Waiting]] | None = None  # (seq, its requests): sent, not answered yet
+    call: _Call | None = None  # sent, not wholly answered yet
     lent: int = 0  # how many requests are still reading its output region
 
     @property
@@ -151,16 +165,16 @@ class Worker:
 
     def requests(self) -> list[_Waiting]:
         """The requests of its calls in flight, in the order it runs them (the calls' order of sending: by seq)."""
-        calls = sorted((slot.call for slot in self.slots if slot.call is not None), key=lambda call: call[0])
-        return [waiting for _, batch in calls for waiting in batch]
+        calls = sorted((slot.call for slot in self.slots if slot.call is not None), key=lambda call: call.seq)
+        return [waiting for call in calls for waiting in call.requests()]
 
     def running(self) -> Slot | None:
         """The slot of the call it runs now, if any."""
         busy = [slot for slot in self.slots if slot.call is not None]
-        return min(busy, key=lambda slot: slot.call[0]) if busy else None  # type: ignore[index]
+        return min(busy, key=lambda slot: slot.call.seq) if busy else None  # type: ignore[union-attr]
 
     def slot_of(self, seq: int) -> Slot | None:
-        return next((slot for slot in self.slots if slot.call is not None and slot.call[0] == seq), None)
+        return next((slot for slot in self.slots if slot.call is not None and slot.call.seq == seq), None)
 
 
 class Router:
@@ -211,6 +225,9 @@ class _End:
 
 # requests of a stream sent on to the worker and not yet taken by its generator; sending the next waits
 STREAM_UNTAKEN = 4
+
+# how many of a model's latest answers tell how long its requests take (_bundle_limit: their median)
+RECENT = 15
 
 
 class Stream:
@@ -317,7 +334,7 @@ class Stream:
         if request is None:
             frames = messages.control_frames(kind, {"seq": self._seq})
         else:
-            frames = messages.request_frames(kind, self._seq, request, None, self._slot.index)
+            frames = messages.request_frames(kind, self._seq, [request], None, self._slot.index)
         self._pool._post(self._slot.worker, frames)
 
     def _give_back(self) -> None:
@@ -336,10 +353,11 @@ class Stream:
             return
         slot = self._slot
         assert slot is not None  # an ITEM comes from the worker the stream was given to
-        result, in_arena, report = messages.parse_reply(messages.reply_header(frames), frames, slot.outputs)
+        header = messages.reply_header(frames)
+        result, in_arena = messages.parse_answer(header["answers"][0], frames, slot.outputs)
         assert not isinstance(result, GatewayError)  # an ITEM, not an ERROR
         outputs, parameters = result
-        self._pool.stats.worker_report(report)
+        self._pool.stats.worker_report(header["report"])
         if self._closed:
             return  # sent before the worker saw the cancel: nobody reads it, and no credit follows
         slot.lent += in_arena
@@ -395,6 +413,7 @@ class ModelPool:
         self._loop = router.loop  # asyncio.get_running_loop() costs a getpid() each time
         self._waiting: RequestQueue[_Waiting] = RequestQueue()
         self._seq = itertools.count()
+        self._recent_ns: deque[int] = deque(maxlen=RECENT)  # the latest answers' stage times, summed (_bundle_limit)
         self._quiet = asyncio.Event()
         self._quiet.set()
 
@@ -486,8 +505,10 @@ class ModelPool:
         slot = waiting.slot
         if slot is None:
             where = "waiting for a worker"
+        elif slot.worker.running() is not slot:
+            where = "waiting in its worker for the call before it"
         else:
-            where = "running" if slot.worker.running() is slot else "waiting in its worker for the call before it"
+            where = "running" if slot.call is not None and len(slot.call.runs) == 1 else "in a bundle its worker was running"
         waiting.reply.set_exception(Timeout(f"model {self.name!r} did not answer within {seconds:.3g} s, the request's deadline (it was {where})"))
         self._abandon(waiting)
 
@@ -500,10 +521,9 @@ class ModelPool:
         slot = waiting.slot
         if slot is None or slot.call is None:
             return
-        seq, batch = slot.call
-        if all(w.reply.done() for w in batch):
+        if all(w.reply.done() for w in slot.call.requests()):  # answered or gone, every one
             try:
-                self._router.send(slot.worker, messages.cancel_frames(seq))
+                self._router.send(slot.worker, messages.cancel_frames(slot.call.seq))
             except zmq.ZMQError:
                 pass  # gone: worker_exited will free it
 
@@ -519,7 +539,7 @@ class ModelPool:
             if slot is None or self._waits_for_company(first):
                 break
             self._waiting.pop()
-            self._send(slot, self._take_batch(first))
+            self._send(slot, self._take_runs(first))
         self._check_quiet()
 
     def _slot_for(self, first: _Waiting) -> Slot | None:
@@ -566,33 +586,55 @@ class ModelPool:
         self._batch_timer = None
         self._dispatch()
 
-    def _take_batch(self, first: _Waiting) -> list[_Waiting]:
-        """`first` and the waiting requests that can join it, in serving order, up to max_batch_size."""
-        if first.batch_key is None:
-            return [first]
-        return [first, *self._waiting.take(lambda waiting: waiting.batch_key == first.batch_key, self.max_batch_size - 1)]
+    def _take_runs(self, first: _Waiting) -> list[list[_Waiting]]:
+        """What the call `first` starts runs: a batch, `first` and the waiting requests that can join
+        it (in serving order, up to max_batch_size); or a bundle, `first` and the waiting requests
+        of its kind that run alone (streams aside), up to `_bundle_limit()`, each a run of its own."""
+        if first.batch_key is not None:
+            return [[first, *self._waiting.take(lambda waiting: waiting.batch_key == first.batch_key, self.max_batch_size - 1)]]
+        if first.stream is not None or not self._waiting:
+            return [[first]]
+        alone = self._waiting.take(lambda w: w.kind == first.kind and w.batch_key is None and w.stream is None, self._bundle_limit() - 1)
+        return [[first], *([w] for w in alone)]
 
-    def _send(self, slot: Slot, batch: list[_Waiting]) -> None:
-        """Send the batch as a call into the slot; if its message cannot be built, the batch
-        fails and the slot stays free."""
+    def _bundle_limit(self) -> int:
+        """How many requests a bundle may carry: as many as the model computes in BUNDLE_SECONDS, by
+        the median of its recent requests' stage times, up to BUNDLE_LIMIT; 1 (no bundle) until
+        it has answered one. A slower model is sent what it was without bundles, one request per
+        call: a request bundled behind others is committed to its worker, where a higher priority
+        level or an idle sibling worker can no longer take it first."""
+        if not self._recent_ns:
+            return 1
+        typical = sorted(self._recent_ns)[len(self._recent_ns) // 2]
+        return max(1, min(messages.BUNDLE_LIMIT, int(messages.BUNDLE_SECONDS * 1e9) // max(typical, 1)))
+
+    def _send(self, slot: Slot, runs: list[list[_Waiting]]) -> None:
+        """Send the runs as a call into the slot; if its message cannot be built, its requests
+        fail and the slot stays free."""
         seq = next(self._seq)
         try:
-            request = batch[0].request if len(batch) == 1 else merge([w.request for w in batch])
-            rows = None if len(batch) == 1 else [rows_of(w.request) for w in batch]
-            frames = messages.request_frames(batch[0].kind, seq, request, slot.inputs, slot.index, rows)
+            if len(runs[0]) > 1:  # a batch
+                batch = runs[0]
+                requests, rows = [merge([w.request for w in batch])], [rows_of(w.request) for w in batch]
+            else:
+                requests, rows = [run[0].request for run in runs], None
+            frames = messages.request_frames(runs[0][0].kind, seq, requests, slot.inputs, slot.index, rows)
         except Exception as exc:
-            self._fail(batch, _request_error(exc, f"could not send a call of model {self.name!r} to its worker"))
+            for run in runs:
+                self._fail(run, _request_error(exc, f"could not send a call of model {self.name!r} to its worker"))
             return
         worker = slot.worker
         if not worker.busy:
             worker.busy_since = self._loop.time()  # it starts at once
-        slot.call = (seq, batch)
-        for waiting in batch:
-            waiting.slot = slot
-        self.stats.dispatched([w.queued for w in batch])
+        slot.call = _Call(seq, runs, len(runs))
+        for run in runs:
+            for waiting in run:
+                waiting.slot = slot
+        self.stats.dispatched([[w.queued for w in run] for run in runs])
         self._post(worker, frames)
-        if batch[0].stream is not None and slot.call is not None:
-            batch[0].stream._dispatched(slot, seq)
+        first = runs[0][0]
+        if first.stream is not None and slot.call is not None:
+            first.stream._dispatched(slot, seq)
 
     @staticmethod
     def _fail(batch: list[_Waiting], error: GatewayError) -> None:
@@ -629,7 +671,7 @@ class ModelPool:
         elif stream is not None and kind in (messages.DONE, messages.ERROR):
             self._on_stream_end(worker, kind, frames)
         elif kind in (messages.REPLY, messages.ERROR):
-            self._on_reply(worker, frames)
+            self._on_reply(worker, kind, frames)
         elif kind == messages.READY:
             worker.ready = True
             payload = messages.parse_control(frames)
@@ -643,56 +685,71 @@ class ModelPool:
         elif kind == messages.PONG:  # receiving it was the point (last_seen), and what it reports
             self.stats.worker_report(messages.parse_control(frames)["report"])
 
-    def _on_reply(self, worker: Worker, frames: list[Any]) -> None:
+    def _on_reply(self, worker: Worker, kind: bytes, frames: list[Any]) -> None:
+        """A REPLY answers some of the call's runs (all of them, but for a bundle a slow model
+        answers as it goes); an ERROR fails those not answered yet. The call ends once every run
+        has been answered, and the slot then takes the next call once its outputs are given back."""
         header = messages.reply_header(frames)
         slot = worker.slot_of(header["seq"])
         if slot is None or slot.call is None:
             log.warning("worker %s answered a call it was not given (%s)", worker.identity.decode(), header["seq"])
             return
-        _, batch = slot.call
-        if worker.running() is slot and worker.busy > 1:
-            worker.busy_since = self._loop.time()  # the call waiting in it starts now
-        self._end_call(slot)
+        call = slot.call
         try:
-            result, in_arena, report = messages.parse_reply(header, frames, slot.outputs)
-            self.stats.worker_report(report, requests=len(batch))
-            self._answer(slot, batch, result, in_arena)
-        except Exception as exc:
-            self._fail(batch, _request_error(exc, f"could not read the answer of model {self.name!r}"))
-        finally:
-            self._dispatch()  # whatever went wrong above, the slot takes the next call
+            self.stats.worker_report(header["report"])
+            if kind == messages.ERROR:
+                error = messages.call_error(header)
+                for run in call.runs:
+                    self._fail(run, error)
+                call.unanswered = 0
+            else:
+                for answer in header["answers"]:
+                    self._answer(slot, call.runs[answer["index"]], answer, frames)
+                    call.unanswered -= 1
+        finally:  # whatever went wrong above, the worker goes on
+            if worker.running() is slot:
+                worker.busy_since = self._loop.time()  # the worker moved on: to the bundle's next request, or the call waiting in it
+            if call.unanswered <= 0:
+                self._end_call(slot)
+                self._dispatch()
 
     def _on_stream_end(self, worker: Worker, kind: bytes, frames: list[Any]) -> None:
         """The generator has ended (or failed, or was cancelled): the worker is free once the
         stream's last response has been given back."""
         slot = worker.running()
         assert slot is not None and slot.call is not None  # the stream it runs, its only call
-        reply = slot.call[1][0].reply
+        reply = slot.call.runs[0][0].reply
         self._end_call(slot)
         try:
-            if kind == messages.ERROR:
-                result, _, report = messages.parse_reply(messages.reply_header(frames), frames, None)
-            else:
-                result, report = None, messages.parse_control(frames)["report"]
-            self.stats.worker_report(report)
+            header = messages.parse_control(frames)  # a DONE's payload, or an ERROR's header
+            self.stats.worker_report(header["report"])
             if not reply.done():
-                if isinstance(result, GatewayError):
-                    reply.set_exception(result)
+                if kind == messages.ERROR:
+                    reply.set_exception(messages.call_error(header))
                 else:
                     reply.set_result(None)
         finally:
             self._dispatch()
 
-    def _answer(self, slot: Slot, batch: list[_Waiting], result: Any, in_arena: bool) -> None:
-        if isinstance(result, GatewayError):
-            self._fail(batch, result)
-            return
-        outputs, parameters = result
-        answers = split(outputs, [w.request for w in batch]) if len(batch) > 1 else [outputs]
-        for waiting, answer in zip(batch, answers):
-            if not waiting.reply.done():  # else: timed out or gone; nobody will read
-                slot.lent += in_arena
-                waiting.reply.set_result((answer, parameters, slot if in_arena else None))
+    def _answer(self, slot: Slot, run: list[_Waiting], answer: dict, frames: list[Any]) -> None:
+        """One answer of a REPLY to its run (a lone request, a batch's: split per request); a step
+        that fails fails this run only."""
+        try:
+            result, in_arena = messages.parse_answer(answer, frames, slot.outputs)
+            if isinstance(result, GatewayError):
+                self._fail(run, result)
+                return
+            times = answer["times"]
+            self.stats.executed(times, len(run))
+            self._recent_ns.append(sum(times))
+            outputs, parameters = result
+            outputs_of = split(outputs, [w.request for w in run]) if len(run) > 1 else [outputs]
+            for waiting, own in zip(run, outputs_of):
+                if not waiting.reply.done():  # else: timed out or gone; nobody will read
+                    slot.lent += in_arena
+                    waiting.reply.set_result((own, parameters, slot if in_arena else None))
+        except Exception as exc:
+            self._fail(run, _request_error(exc, f"could not read the answer of model {self.name!r}"))
 
     # --- liveness ----------------------------------------------------------
 
@@ -747,7 +804,7 @@ class ModelPool:
     @staticmethod
     def _end_call(slot: Slot) -> None:
         if slot.call is not None:
-            for waiting in slot.call[1]:
+            for waiting in slot.call.requests():
                 waiting.slot = None
         slot.call = None
 
@@ -795,7 +852,7 @@ class ModelPool:
 def _stream_of(worker: Worker) -> Stream | None:
     """The stream the worker runs, if it runs one (then its only call)."""
     slot = worker.running()
-    return slot.call[1][0].stream if slot is not None and slot.call is not None else None
+    return slot.call.runs[0][0].stream if slot is not None and slot.call is not None else None
 
 
 def _request_error(exc: Exception, what: str) -> GatewayError:

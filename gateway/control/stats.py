@@ -67,9 +67,16 @@ INFERENCE_SECONDS = Histogram(
 )
 BATCH_SIZE = Histogram(
     "gateway_batch_size",
-    "Requests carried by one call to a worker.",
+    "Requests carried by one call to a worker (a batch: several, merged into one run of the model).",
     MODEL,
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+    registry=REGISTRY,
+)
+BUNDLE_SIZE = Histogram(
+    "gateway_bundle_size",
+    "Calls carried by one message to a worker: 1, or a bundle's (unbatched requests that were waiting, sent together and run one after the other).",
+    MODEL,
+    buckets=(1, 2, 4, 8, 16, 32),
     registry=REGISTRY,
 )
 INFLIGHT = Gauge("gateway_inflight_requests", "Requests queued, running in a worker or being rendered.", MODEL, registry=REGISTRY)
@@ -138,6 +145,7 @@ class ModelStats:
         self._queue_seconds = QUEUE_SECONDS.labels(*labels)
         self._inference_seconds = INFERENCE_SECONDS.labels(*labels)
         self._batch_size = BATCH_SIZE.labels(*labels)
+        self._bundle_size = BUNDLE_SIZE.labels(*labels)
         self._inflight = INFLIGHT.labels(*labels)
         self._restarts = RESTARTS.labels(*labels)
         self._shed = SHED.labels(*labels)
@@ -171,13 +179,16 @@ class ModelStats:
 
     # --- pool: calls sent to workers, and what workers report ---
 
-    def dispatched(self, queued: list[int]) -> None:
-        """One call to a worker, carrying the requests queued at these perf_counter_ns times."""
+    def dispatched(self, calls: list[list[int]]) -> None:
+        """One message to a worker: its calls (one, or a bundle's), each carrying the requests queued
+        at these perf_counter_ns times (one, or a batch's)."""
         now = time.perf_counter_ns()
-        self._batch_size.observe(len(queued))
-        for started in queued:
-            self._queue_seconds.observe((now - started) / 1e9)
-            self.stages["queue"].add(1, now - started)
+        self._bundle_size.observe(len(calls))
+        for queued in calls:
+            self._batch_size.observe(len(queued))
+            for started in queued:
+                self._queue_seconds.observe((now - started) / 1e9)
+                self.stages["queue"].add(1, now - started)
 
     def shed(self) -> None:
         self._shed.inc()
@@ -185,19 +196,18 @@ class ModelStats:
     def retried(self, requests: int) -> None:
         self._retries.inc(requests)
 
-    def worker_report(self, report: dict, requests: int = 0) -> None:
-        """The report a worker message carries: custom metrics, and for a reply
-        (a successful call carrying `requests` requests) its stage times in ns."""
+    def worker_report(self, report: dict) -> None:
+        """The report a worker message carries: custom metrics."""
         if not report:
             return
         for name, description in report.get("register", {}).items():
             _custom_family(name, description)
         for name, values in report.get("log", {}).items():
             self._observe_custom(name, values)
-        if "times" in report:
-            self._executed(report["times"], requests)
 
-    def _executed(self, times: list[int], requests: int) -> None:
+    def executed(self, times: list[int], requests: int) -> None:
+        """One run of the model that succeeded, carrying `requests` requests (a batch's, or one: a
+        bundle's requests each ran alone), and its [input, infer, output] stage times in ns."""
         self.execution_count += 1
         self._inference_seconds.observe(sum(times) / 1e9)
         if requests not in self.batches:

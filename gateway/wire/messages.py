@@ -8,17 +8,27 @@ are never pickled nor turned into JSON. Both sides use only these functions.
 
 A worker has SLOTS call slots, each a region of its input arena and one of its output arena
 (wire/arena.py). A call's header names its "slot": its inputs are in that slot's input region,
-and the worker writes its outputs to that slot's output region. A region holds one message at a
+and the worker writes its outputs to that slot's output region. A region holds one call at a
 time, so placement is a bump from its offset 0. The gateway gives a worker a call whenever one of
 its slots is free (control/pool.py), so the next call waits in the worker while one runs, and
 starts the moment it has replied; the worker runs its calls one at a time, in the order they came.
+
+A call carries a list of "requests" (request_frames): one (a lone request, or a batch merged into
+one), or a bundle, several unbatched requests that were waiting, which the worker runs one after
+the other, each exactly as a lone request (its own outputs, its own error). It answers them by
+their index in the call, in one REPLY or several (`Answers`): what it has finished is sent once
+BUNDLE_SECONDS have passed since its previous message for the call, the rest later; the call
+has been answered once every request has. Their outputs follow one another in the slot's output
+region, across the REPLYs of the call.
 
 Kinds, gateway -> worker: INFER, EXPLAIN, PREDICT_V1, EXPLAIN_V1 (KServe's V1 protocol: the
 request body as one UINT8 tensor, answered by one), PING, STOP, CANCEL (stop the call "seq":
 every request it carries is gone; the worker answers it at once, with ERROR 499 if it stopped;
 a call still waiting in the worker behind another is answered ERROR 499 at once, never run).
 Kinds, worker -> gateway: READY (loaded; header has metadata), FAILED (load
-failed; header has the reason), REPLY (outputs), ERROR (HTTP status, gRPC code and message), PONG.
+failed; header has the reason), REPLY ("answers": each request's outputs, or its HTTP status,
+gRPC code and message), ERROR (HTTP status, gRPC code and message: every request of the call not
+answered yet fails with it), PONG.
 
 An INFER or EXPLAIN header may carry the request's "headers" (for KServe models, whose hooks
 take them); a reply's parameters may carry "headers" for the REST answer (MLServer's
@@ -28,7 +38,7 @@ A stream (the runtime's predict_stream) is one call that lasts: STREAM opens it
 with its first request (in the input arena, which it holds for the stream's
 life); NEXT carries a further request (inline: the arena is taken), END says no
 more will come, CANCEL (as for any call) stops the generator. The worker answers ITEM after ITEM
-(each a reply; its outputs in the output arena) and writes the next only after
+(each a reply of one answer, item_frames; its outputs in the output arena) and writes the next only after
 a CREDIT, the gateway's word that the previous one has been read and sent on:
 so a slow client holds the generator back. TAKEN tells the gateway that the
 generator took a further request (the gateway keeps only a few unread in the
@@ -43,9 +53,9 @@ UINT8 tensor with the parameter "chunk"; a model that answered a whole answer in
 one ITEM, PREDICT_V1's reply.
 
 READY, REPLY, ERROR and PONG headers carry a "report" for the gateway's
-metrics (gateway/control/stats.py): "times", a reply's [input, infer, output]
-stage times in ns; "register" and "log", the runtime's custom metrics
-(gateway/metrics.py) noted since the worker's previous message.
+metrics (gateway/control/stats.py): "register" and "log", the runtime's custom metrics
+(gateway/metrics.py) noted since the worker's previous message; each answer of a REPLY its
+"times", the request's [input, infer, output] stage times in ns.
 """
 
 from __future__ import annotations
@@ -93,15 +103,23 @@ INLINE_BELOW = 16 * 1024
 # the hop to the worker overlaps with compute). Each slot costs a region of each arena.
 SLOTS = 2
 
+# A bundle carries at most BUNDLE_LIMIT requests, and no more than the model computes in about
+# BUNDLE_SECONDS (by its recent requests: control/pool.py); a worker sends the answers it has
+# finished once BUNDLE_SECONDS have passed since its previous message for the call (workers/worker.py).
+# See docs/PERFORMANCE.md, "Bundles", for the numbers that chose them.
+BUNDLE_LIMIT = 16
+BUNDLE_SECONDS = 0.001
+
 # the kinds that are calls: each takes a slot, and runs in its turn
 CALLS = frozenset((INFER, EXPLAIN, PREDICT_V1, EXPLAIN_V1, STREAM, STREAM_V1))
 
 
-def _place(tensors: list[Tensor], arena: Region | None) -> tuple[list[dict], list]:
-    """Describe the tensors; put each one's bytes in the arena or in an inline frame."""
+def _place(tensors: list[Tensor], arena: Region | None, offset: int, frames: list) -> tuple[list[dict], int]:
+    """Describe the tensors; put each one's bytes in the arena from `offset` on, or in an inline frame
+    appended to `frames` (which the descriptions number). Returns the descriptions and the offset
+    after them; on an error, nothing is appended."""
     descriptions: list[dict] = []
-    frames: list = []
-    offset = 0
+    inline: list = []
     for tensor in tensors:
         raw = raw_bytes(tensor)
         size = len(raw)
@@ -114,10 +132,11 @@ def _place(tensors: list[Tensor], arena: Region | None) -> tuple[list[dict], lis
             description["shm"] = [offset, size]
             offset = aligned(offset + size)
         else:
-            description["frame"] = len(frames)
-            frames.append(raw)
+            description["frame"] = len(frames) + len(inline)
+            inline.append(raw)
         descriptions.append(description)
-    return descriptions, frames
+    frames.extend(inline)
+    return descriptions, offset
 
 
 def _views(descriptions: list[dict], frames: Sequence[Any], arena: Region | None) -> list[Tensor]:
@@ -143,22 +162,26 @@ def _buffer(frame: Any) -> memoryview:
     return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
 
 
-def request_frames(kind: bytes, seq: int, request: WireRequest, arena: Region | None, slot: int = 0, batch: list[int] | None = None) -> list:
-    """A call in `slot` (its inputs placed in `arena`, that slot's input region; None: a stream's
-    further request, inline). `batch`: the rows of each request a merged request holds, so that
+def request_frames(kind: bytes, seq: int, requests: list[WireRequest], arena: Region | None, slot: int = 0, batch: list[int] | None = None) -> list:
+    """A call in `slot`: one request, or a bundle's (run one after the other, each alone), their inputs
+    placed one after the other in `arena`, that slot's input region (None: a stream's further
+    request, inline). `batch`: for one merged request, the rows of each request it holds, so that
     the worker can mark where each one's rows start in its BYTES outputs (`PackedBytes.bounds`)."""
-    descriptions, frames = _place(request.inputs, arena)
-    header = {
-        "seq": seq,
-        "slot": slot,
-        "batch": batch,
-        "id": request.id,
-        "parameters": request.parameters,
-        "inputs": descriptions,
-        "outputs": None if request.outputs is None else [{"name": o.name, "parameters": o.parameters} for o in request.outputs],
-        "headers": request.headers,
-        "from_grpc": request.from_grpc,
-    }
+    frames: list = []
+    described, offset = [], 0
+    for request in requests:
+        inputs, offset = _place(request.inputs, arena, offset, frames)
+        described.append(
+            {
+                "id": request.id,
+                "parameters": request.parameters,
+                "inputs": inputs,
+                "outputs": None if request.outputs is None else [{"name": o.name, "parameters": o.parameters} for o in request.outputs],
+                "headers": request.headers,
+                "from_grpc": request.from_grpc,
+            }
+        )
+    header = {"seq": seq, "slot": slot, "batch": batch, "requests": described}
     return [kind, orjson.dumps(header), *frames]
 
 
@@ -170,49 +193,91 @@ def v1_request(model: str, body: bytes, headers: dict[str, str]) -> WireRequest:
 
 def request_header(frames: Sequence[Any]) -> dict:
     """A call's header; its "seq" names the call a reply answers, its "slot" where its tensors
-    are, its "batch" the rows of each request a batched call holds (None: one request)."""
+    are, its "requests" each request (parse_request), "batch" the rows of each request a batched
+    call's one request holds (None: not a batch)."""
     return orjson.loads(_buffer(frames[1]))
 
 
-def parse_request(header: dict, frames: Sequence[Any], arena: Region | None, model_name: str, model_version: str | None) -> WireRequest:
-    outputs = header["outputs"]
+def parse_request(described: dict, frames: Sequence[Any], arena: Region | None, model_name: str, model_version: str | None) -> WireRequest:
+    """One of a call header's "requests"."""
+    outputs = described["outputs"]
     return WireRequest(
         model_name=model_name,
         model_version=model_version,
-        id=header["id"],
-        inputs=_views(header["inputs"], frames[2:], arena),
-        parameters=header["parameters"],
+        id=described["id"],
+        inputs=_views(described["inputs"], frames[2:], arena),
+        parameters=described["parameters"],
         outputs=None if outputs is None else [RequestedOutput(o["name"], o["parameters"]) for o in outputs],
-        headers=header["headers"],
-        from_grpc=header["from_grpc"],
+        headers=described["headers"],
+        from_grpc=described["from_grpc"],
     )
 
 
-def reply_frames(seq: int, outputs: list[Tensor], parameters: dict, arena: Region | None, report: dict, kind: bytes = REPLY) -> list:
-    """A REPLY, or a stream's ITEM (its outputs placed in `arena`: the call's slot's output region)."""
-    descriptions, frames = _place(outputs, arena)
-    header = {"seq": seq, "parameters": parameters, "outputs": descriptions, "report": report}
-    return [kind, orjson.dumps(header), *frames]
+class Answers:
+    """The worker's answers to the requests of one call, sent as they come: `add` or `fail` each
+    request (by its index in the call) when it is done, `frames` makes a REPLY of those not sent yet.
+    The outputs are placed in the call's slot's output region one after the other, across every
+    REPLY of the call: never over an answer sent already, which the gateway may still be reading."""
+
+    def __init__(self, seq: int, arena: Region | None):
+        self.seq, self._arena = seq, arena
+        self._offset = 0
+        self._answers: list[dict] = []
+        self._frames: list = []
+
+    def __len__(self) -> int:
+        """Answers not sent yet."""
+        return len(self._answers)
+
+    def add(self, index: int, outputs: list[Tensor], parameters: dict, times: list[int] | None = None) -> None:
+        """Request `index` answered (`times`: its [input, infer, output] stage times in ns)."""
+        described, self._offset = _place(outputs, self._arena, self._offset, self._frames)
+        self._answers.append({"index": index, "parameters": parameters, "outputs": described, "times": times})
+
+    def fail(self, index: int, error: GatewayError) -> None:
+        self._answers.append({"index": index, "status": error.http_status, "code": error.grpc_code, "message": error.message})
+
+    def frames(self, report: dict, kind: bytes = REPLY) -> list:
+        """A REPLY (or a stream's ITEM: item_frames) of the answers not sent yet, and the worker's `report`."""
+        header = {"seq": self.seq, "answers": self._answers, "report": report}
+        frames = [kind, orjson.dumps(header), *self._frames]
+        self._answers, self._frames = [], []
+        return frames
+
+
+def item_frames(seq: int, outputs: list[Tensor], parameters: dict, arena: Region | None, report: dict) -> list:
+    """A stream's ITEM: one answer (index 0), placed from the start of the stream's output region
+    (the ITEM before it has been given back: CREDIT)."""
+    answers = Answers(seq, arena)
+    answers.add(0, outputs, parameters)
+    return answers.frames(report, ITEM)
 
 
 def error_frames(seq: int, error: GatewayError, report: dict) -> list:
+    """An ERROR: every request of the call "seq" not answered yet fails with `error` (a stream: it has ended so)."""
     header = {"seq": seq, "status": error.http_status, "code": error.grpc_code, "message": error.message, "report": report}
     return [ERROR, orjson.dumps(header)]
 
 
 def reply_header(frames: Sequence[Any]) -> dict:
-    """A REPLY's, ITEM's or ERROR's header: its "seq" names the call it answers."""
+    """A REPLY's, ITEM's or ERROR's header: its "seq" names the call it answers, its "answers" (a
+    REPLY's, an ITEM's) the requests answered, by their index in the call (parse_answer)."""
     return orjson.loads(_buffer(frames[1]))
 
 
-def parse_reply(header: dict, frames: Sequence[Any], arena: Region | None) -> tuple[tuple[list[Tensor], dict] | GatewayError, bool, dict]:
-    """((outputs, parameters) or error, whether the outputs view `arena`, the worker's report);
-    `arena`: the output region of the slot of the call it answers."""
-    if bytes(_buffer(frames[0])) == ERROR:
-        return from_status(header["status"], header["message"], header["code"]), False, header["report"]
-    descriptions = header["outputs"]
+def call_error(header: dict) -> GatewayError:
+    """What an ERROR fails the call's unanswered requests with."""
+    return from_status(header["status"], header["message"], header["code"])
+
+
+def parse_answer(answer: dict, frames: Sequence[Any], arena: Region | None) -> tuple[tuple[list[Tensor], dict] | GatewayError, bool]:
+    """One of a reply's "answers": ((outputs, parameters) or its error, whether the outputs view
+    `arena`, the output region of the slot of the call it answers)."""
+    if "status" in answer:
+        return from_status(answer["status"], answer["message"], answer["code"]), False
+    descriptions = answer["outputs"]
     in_arena = any("shm" in d for d in descriptions)
-    return (_views(descriptions, frames[2:], arena), header["parameters"]), in_arena, header["report"]
+    return (_views(descriptions, frames[2:], arena), answer["parameters"]), in_arena
 
 
 def control_frames(kind: bytes, payload: dict | None = None) -> list:

@@ -30,10 +30,11 @@ def fp32(name: str, elements: int, start: float = 0) -> Tensor:
 
 
 def round_trip(request: WireRequest, arena: Arena | Region | None, batch: list[int] | None = None) -> tuple[dict, WireRequest]:
-    frames = messages.request_frames(messages.INFER, 7, request, arena, batch=batch)
+    frames = messages.request_frames(messages.INFER, 7, [request], arena, batch=batch)
     assert frames[0] == messages.INFER
     header = messages.request_header(frames)
-    return header, messages.parse_request(header, frames, arena, request.model_name, request.model_version)
+    (described,) = header["requests"]
+    return {**header, **described}, messages.parse_request(described, frames, arena, request.model_name, request.model_version)
 
 
 def test_small_tensors_travel_inline_and_large_ones_in_the_arena_aligned_side_by_side(arena):
@@ -80,24 +81,80 @@ def test_bytes_stay_packed_and_keep_their_bounds(arena):
     assert list(unpack_bytes(got.data, "s")) == [b"x" * 9000, b"", "é".encode(), b"y" * 9000]
 
 
+def reply_of(seq: int, outputs: list[Tensor], parameters: dict, arena: Arena | Region | None, report: dict, times=None) -> list:
+    answers = messages.Answers(seq, arena)
+    answers.add(0, outputs, parameters, times)
+    return answers.frames(report)
+
+
 def read_reply(frames: list, arena: Arena | Region | None) -> tuple:
+    """(seq, (outputs, parameters) or error, in_arena, times, report) of a one-answer REPLY."""
     header = messages.reply_header(frames)
-    return (header["seq"], *messages.parse_reply(header, frames, arena))
+    (answer,) = header["answers"]
+    return (header["seq"], *messages.parse_answer(answer, frames, arena), answer.get("times"), header["report"])
 
 
 def test_a_reply_says_whether_its_outputs_view_the_arena(arena):
     small = [fp32("y", 4)]
-    seq, (outputs, parameters), in_arena, report = read_reply(messages.reply_frames(3, small, {"k": "v"}, arena, {"times": [1, 2, 3]}), arena)
-    assert (seq, parameters, in_arena, report) == (3, {"k": "v"}, False, {"times": [1, 2, 3]})
+    seq, (outputs, parameters), in_arena, times, report = read_reply(reply_of(3, small, {"k": "v"}, arena, {"log": {}}, [1, 2, 3]), arena)
+    assert (seq, parameters, in_arena, times, report) == (3, {"k": "v"}, False, [1, 2, 3], {"log": {}})
     assert np.array_equal(outputs[0].data, small[0].data)
-    _, (outputs, _), in_arena, _ = read_reply(messages.reply_frames(4, [fp32("y", AT_LIMIT)], {}, arena, {}), arena)
+    _, (outputs, _), in_arena, _, _ = read_reply(reply_of(4, [fp32("y", AT_LIMIT)], {}, arena, {}), arena)
     assert in_arena and outputs[0].shape == [1, AT_LIMIT]
 
 
 @pytest.mark.parametrize("error", [BadRequest("b"), NotFound("n"), Unavailable("u"), Timeout("t"), RuntimeFailure("r")])
-def test_an_error_crosses_as_its_own_kind(error):
-    seq, result, in_arena, report = read_reply(messages.error_frames(9, error, {"log": {}}), None)
-    assert (seq, type(result), result.message, in_arena, report) == (9, type(error), error.message, False, {"log": {}})
+def test_an_error_keeps_its_kind_in_an_answer_and_for_a_whole_call(error):
+    answers = messages.Answers(9, None)
+    answers.fail(0, error)
+    seq, result, in_arena, times, report = read_reply(answers.frames({"log": {}}), None)
+    assert (seq, type(result), result.message, in_arena, times, report) == (9, type(error), error.message, False, None, {"log": {}})
+    frames = messages.error_frames(9, error, {"log": {}})
+    assert frames[0] == messages.ERROR
+    result = messages.call_error(messages.reply_header(frames))
+    assert (type(result), result.message, result.http_status, result.grpc_code) == (type(error), error.message, error.http_status, error.grpc_code)
+
+
+def test_a_bundle_places_its_requests_one_after_the_other_and_is_answered_in_parts(arena):
+    """A bundle's inputs follow one another in the region (inline the small ones, numbered across
+    the message); its answers, sent in two REPLYs, never overlap in the output region: the first
+    REPLY's outputs, still read by the gateway, are intact after the second is written."""
+    requests = [WireRequest("m", None, f"r{i}", [fp32("x", AT_LIMIT if i % 2 else SMALL, 100 * i)], {"i": i}) for i in range(4)]
+    frames = messages.request_frames(messages.INFER, 5, requests, arena, slot=1)
+    header = messages.request_header(frames)
+    assert (header["seq"], header["slot"], header["batch"]) == (5, 1, None)
+    parsed = [messages.parse_request(d, frames, arena, "m", None) for d in header["requests"]]
+    assert [p.id for p in parsed] == ["r0", "r1", "r2", "r3"] and [p.parameters for p in parsed] == [{"i": i} for i in range(4)]
+    for sent, got in zip(requests, parsed):
+        assert np.array_equal(got.inputs[0].data, sent.inputs[0].data)
+    shm = [d["inputs"][0]["shm"] for d in header["requests"][1::2]]
+    assert shm[1][0] >= shm[0][0] + shm[0][1]  # the second large input after the first, not over it
+    assert [d["inputs"][0]["frame"] for d in header["requests"][0::2]] == [0, 1]
+
+    out = Arena(1 << 20, "test:answers")
+    try:
+        answers = messages.Answers(5, out)
+        answers.add(0, [fp32("y", AT_LIMIT, 1)], {}, [1, 1, 1])
+        answers.fail(1, BadRequest("refused"))
+        first = answers.frames({})
+        assert len(answers) == 0
+        answers.add(2, [fp32("y", AT_LIMIT, 2)], {"second": True}, [2, 2, 2])
+        answers.add(3, [fp32("y", 4, 3)], {}, [3, 3, 3])
+        second = answers.frames({})
+        got = {}
+        for message in (first, second):
+            for answer in messages.reply_header(message)["answers"]:
+                got[answer["index"]] = messages.parse_answer(answer, message, out)
+        assert isinstance(got[1][0], BadRequest) and got[1][0].message == "refused"
+        (y0,), _ = got[0][0]
+        (y2,), parameters = got[2][0]
+        (y3,), _ = got[3][0]
+        assert got[0][1] and got[2][1] and not got[3][1]  # the small one inline
+        assert np.array_equal(y0.data, fp32("y", AT_LIMIT, 1).data) and np.array_equal(y2.data, fp32("y", AT_LIMIT, 2).data)
+        assert parameters == {"second": True} and np.array_equal(y3.data, fp32("y", 4, 3).data)
+        del y0, y2, y3, got
+    finally:
+        out.close()
 
 
 def test_each_slot_places_its_tensors_in_its_own_region_of_the_arena():
@@ -110,11 +167,11 @@ def test_each_slot_places_its_tensors_in_its_own_region_of_the_arena():
         assert all(region.size == 1 << 20 for region in regions)
         first = WireRequest("m", None, "a", [fp32("x", AT_LIMIT, 1)])
         second = WireRequest("m", None, "b", [fp32("x", AT_LIMIT, 5)])
-        frames = [messages.request_frames(messages.INFER, seq, request, regions[seq], seq) for seq, request in enumerate((first, second))]
+        frames = [messages.request_frames(messages.INFER, seq, [request], regions[seq], seq) for seq, request in enumerate((first, second))]
         parsed = []
         for message in frames:
             header = messages.request_header(message)
-            parsed.append(messages.parse_request(header, message, regions[header["slot"]], "m", None))
+            parsed.append(messages.parse_request(header["requests"][0], message, regions[header["slot"]], "m", None))
         assert [p.inputs[0].data[0, 0] for p in parsed] == [1, 5]  # slot 1's placement did not overwrite slot 0's
         assert np.array_equal(parsed[0].inputs[0].data, first.inputs[0].data) and np.array_equal(parsed[1].inputs[0].data, second.inputs[0].data)
         del parsed
