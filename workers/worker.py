@@ -366,7 +366,7 @@ class Inbox:
 
 
 async def answer(
-    served: Served, inbox: Inbox, kind: bytes, described: dict, frames: list, batch: list[int] | None, in_arena: Region, name: str, version: str | None
+    served: Served, kind: bytes, described: dict, frames: list, batch: list[int] | None, in_arena: Region, name: str, version: str | None
 ) -> tuple[list[Tensor], dict, list[int]] | GatewayError:
     """One request of a call (INFER, EXPLAIN, or KServe's V1 verbs), exactly as a lone request runs:
     (outputs, parameters, stage times), or the error it fails with. CancelledError: the call was cancelled."""
@@ -374,10 +374,7 @@ async def answer(
     logs.REQUEST_ID.set(described["id"])  # every line logged until its answer carries it
     try:
         request = messages.parse_request(described, frames, in_arena, name, version)
-        result = await served.call(kind, request, received, batch)
-        if inbox.stopped:
-            raise asyncio.CancelledError  # a predict that stopped early (cancelled()) or ignored its cancellation
-        return result
+        return await served.call(kind, request, received, batch)
     except GatewayError as exc:
         return exc
     except Exception as exc:  # this request fails; the worker goes on
@@ -404,7 +401,9 @@ class _Call:
         requests, batch = header["requests"], header["batch"]
         try:
             for index, described in enumerate(requests):
-                result = await answer(served, self._inbox, kind, described, frames, batch, in_arena, name, version)
+                result = await answer(served, kind, described, frames, batch, in_arena, name, version)
+                if self._inbox.stopped:
+                    raise asyncio.CancelledError  # a sync predict that stopped early (cancelled()), or went on: the rest is not run
                 self._add(index, result, served)
                 if index + 1 < len(requests):
                     self._send_when_due()
