@@ -6,9 +6,13 @@ with the reason) and then runs its calls one at a time, in the order they came.
 The gateway may send a call while another runs (it has SLOTS call slots,
 wire/messages.py): that call waits in the `Inbox` and starts the moment the one
 before it has replied, so the gateway's hop overlaps with compute.
+A call carries one request, or a bundle of them (wire/messages.py): `_Call` runs
+them one after the other, each exactly as a lone request, and sends their answers
+as they come, at most every BUNDLE_SECONDS (a quick bundle in one REPLY).
 A call runs in a task of its own, so that a CANCEL for it is read meanwhile: an
 async predict is cancelled (asyncio), a sync one sees `MLModel.cancelled()` turn
-true (which reads the socket itself, the loop being blocked by the sync call).
+true (which reads the socket itself, the loop being blocked by the sync call);
+the call's requests not run yet are answered 499 without running.
 A CANCEL for a call still waiting is answered at once (499), the call never run.
 Input tensors are numpy views of the call's slot's region of the input arena
 (valid during the call); outputs are written to its slot's region of the output arena.

@@ -14,6 +14,16 @@ call while a worker is free; when every worker computes, to a free second slot
 gaining company, until the running call has replied). Requests that come while
 every slot is taken wait in the pool's queue, where batches form.
 
+A call may be a bundle (`_take_runs`): the requests waiting that run alone (no
+batch_key; streams aside), of one kind, sent as one message to save the per-message
+cost of the hop, up to `_bundle_limit()` (BUNDLE_LIMIT, and only for a model whose
+recent requests are quick). The worker runs them one after the other, each as a lone
+request, and answers them by index in one REPLY or several; the call has ended once
+every one of them has been answered, and its slot is free once their outputs have
+been given back too. Everything below holds per request of a bundle: its deadline,
+its client, its retry, its lease; only a CANCEL is per call (sent once every request
+of the call is answered or gone).
+
 The queue orders requests by priority level (control/queue.py) and may be bounded
 (`max_queue_size`: beyond it, 503 / UNAVAILABLE with Retry-After). Each request
 has a deadline (its client's, at most request_timeout): one still queued then is
@@ -23,7 +33,7 @@ in the worker is answered at once without running), as is the call of a request
 whose client went away, once no request of the call is still waited for. The
 requests of every call in flight on a worker that died run again once, first in
 line and in their order (unless the model opts out: `retry_on_worker_death`). A
-worker whose running call lasts request_timeout + heartbeat_timeout is hung.
+worker whose running call lasts request_timeout + heartbeat_timeout without an answer is hung.
 
 Every worker has two shared-memory arenas, each split in one region per slot:
 the gateway writes a call's inputs into its slot's input region, the worker
