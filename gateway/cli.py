@@ -19,6 +19,7 @@ FLAGS = {
     "grpc_port": ("--grpc-port", "PORT"),
     "metrics_port": ("--metrics-port", "PORT"),
     "parallel_workers": ("--workers", "N"),
+    "frontdoor_workers": ("--frontdoor-workers", "N"),
     "model_repository": ("--model-repository", "DIR"),
     "request_timeout": ("--request-timeout", "SECONDS"),
     "log_level": ("--log-level", "LEVEL"),
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         logs.release(held)
         print(f"gateway: {exc}", file=sys.stderr)
         sys.exit(2)
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, front_door=1 if settings.frontdoor_workers > 1 else None)
     if not settings.access_log:
         logs.access_log.setLevel(logging.WARNING)
     logs.release(held)

@@ -87,11 +87,17 @@ class WorkerProcesses:
         return self._router
 
     def start(self) -> Router:
-        """Bind the workers' socket (in a folder of its own) and start watching heartbeats."""
-        self._socket_folder, self._socket_folder_lock = _socket_folder()
-        self._router = Router(f"ipc://{self._socket_folder}/{SOCKET_NAME}")
-        self.background(self._watch_heartbeats())
+        """Bind the workers' socket (in a folder of its own) and start watching heartbeats, once."""
+        if self._router is None:
+            self._socket_folder, self._socket_folder_lock = _socket_folder()
+            self._router = Router(f"ipc://{self._socket_folder}/{SOCKET_NAME}")
+            self.background(self._watch_heartbeats())
         return self._router
+
+    @property
+    def socket_folder(self) -> str:
+        """The gateway's private folder of sockets (the relay front doors' is there too)."""
+        return self._socket_folder
 
     def background(self, coroutine: Coroutine) -> asyncio.Task:
         """A task that stop() cancels and waits for, so that none is left pending when the loop closes."""

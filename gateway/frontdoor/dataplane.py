@@ -24,7 +24,7 @@ from typing import AsyncIterator, Optional, cast
 from .. import logs
 from ..control.models import ModelEntry, Supervisor, version_key
 from ..control.pool import Stream
-from ..control.stats import ModelStats, model_stats
+from ..control.stats import ModelStats, exposition, model_stats
 from ..errors import BadRequest, NotFound, NotSupported, Unavailable, shown
 from ..settings import ServerSettings
 from ..types import MetadataTensor, State
@@ -110,7 +110,17 @@ class DataPlane:
         logs.REQUEST_ID.set(request.id)
         _check_against_metadata(entry, request)
         _take_schedule_policy(request)
+        return self._dispatch(entry, kind, request)
+
+    def _dispatch(self, entry: ModelEntry, kind: bytes, request: WireRequest) -> AbstractAsyncContextManager[WireResponse]:
+        """Hand a checked request to its model's pool (a relay front door sends it to the main process instead)."""
         return _Inference(entry, kind, request)
+
+    def relayed(self, kind: bytes, request: WireRequest) -> AbstractAsyncContextManager[WireResponse]:
+        """A request a relay front door has checked (its schedule policy taken, its id given), run
+        here: `async with` as `infer` (gateway/frontdoor/hub.py)."""
+        logs.REQUEST_ID.set(request.id)
+        return _Inference(self._ready_entry(request.model_name, request.model_version), kind, request)
 
     # --- accounting -----------------------------------------------------
 
@@ -198,7 +208,11 @@ class DataPlane:
         except NotFound:
             return model_stats("", None)
 
-    def statistics(self, name: Optional[str] = None, version: Optional[str] = None) -> list[dict]:
+    async def metrics(self) -> bytes:
+        """/metrics: the Prometheus registry, which holds every front door's counts."""
+        return exposition()
+
+    async def statistics(self, name: Optional[str] = None, version: Optional[str] = None) -> list[dict]:
         """The statistics extension: every model version, every version of `name`, or one version."""
         if version is not None:
             entries = [self.supervisor.get(cast(str, name), version)]  # a version comes with a model name

@@ -34,6 +34,12 @@ an async iterator (the request as PREDICT_V1's). Its ITEMs are the iterator's ch
 UINT8 tensor with the parameter "chunk"; a model that answered a whole answer instead sends it as
 one ITEM, PREDICT_V1's reply.
 
+A relay front door (gateway/frontdoor/relay.py; `frontdoor_workers` above 1) speaks to the main
+process with the same framing, its tensors always inline: INFER, EXPLAIN, PREDICT_V1 and EXPLAIN_V1
+(the header adds "model", "version", "deadline" and "priority": what the main's pool needs), CANCEL,
+ACCOUNT (a request it answered, for the main's metrics) and ASK (metrics, statistics, load, unload);
+the main answers REPLY, ERROR (with "retry_after" for a full queue) and ANSWER.
+
 READY, REPLY, ERROR and PONG headers carry a "report" for the gateway's
 metrics (gateway/control/stats.py): "times", a reply's [input, infer, output]
 stage times in ns; "register" and "log", the runtime's custom metrics
@@ -73,6 +79,9 @@ CREDIT = b"credit"
 ITEM = b"item"
 TAKEN = b"taken"
 DONE = b"done"
+ACCOUNT = b"account"
+ASK = b"ask"
+ANSWER = b"answer"
 
 V1_BODY = "body"  # the one UINT8 tensor a V1 request (PREDICT_V1, EXPLAIN_V1) and its answer travel as
 V1_CHUNK = "chunk"  # the parameter of a STREAM_V1 ITEM's tensor that is a chunk (not a whole answer)
@@ -128,9 +137,10 @@ def _buffer(frame: Any) -> memoryview:
     return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
 
 
-def request_frames(kind: bytes, seq: int, request: WireRequest, arena: Arena | None, batch: list[int] | None = None) -> list:
+def request_frames(kind: bytes, seq: int, request: WireRequest, arena: Arena | None, batch: list[int] | None = None, relayed: bool = False) -> list:
     """`batch`: the rows of each request a merged request holds, so that the worker can mark
-    where each one's rows start in its BYTES outputs (`PackedBytes.bounds`)."""
+    where each one's rows start in its BYTES outputs (`PackedBytes.bounds`). `relayed`: a relay
+    front door's request to the main process, which adds what the main's pool needs."""
     descriptions, frames = _place(request.inputs, arena)
     header = {
         "seq": seq,
@@ -142,6 +152,8 @@ def request_frames(kind: bytes, seq: int, request: WireRequest, arena: Arena | N
         "headers": request.headers,
         "from_grpc": request.from_grpc,
     }
+    if relayed:
+        header.update(model=request.model_name, version=request.model_version, deadline=request.deadline, priority=request.priority)
     return [kind, orjson.dumps(header), *frames]
 
 
@@ -159,7 +171,7 @@ def request_header(frames: Sequence[Any]) -> dict:
 
 def parse_request(header: dict, frames: Sequence[Any], arena: Arena | None, model_name: str, model_version: str | None) -> WireRequest:
     outputs = header["outputs"]
-    return WireRequest(
+    request = WireRequest(
         model_name=model_name,
         model_version=model_version,
         id=header["id"],
@@ -169,6 +181,9 @@ def parse_request(header: dict, frames: Sequence[Any], arena: Arena | None, mode
         headers=header["headers"],
         from_grpc=header["from_grpc"],
     )
+    if "deadline" in header:  # relayed: CLOCK_MONOTONIC is one clock for every process of the machine
+        request.deadline, request.priority = header["deadline"], header["priority"]
+    return request
 
 
 def reply_frames(seq: int, outputs: list[Tensor], parameters: dict, arena: Arena | None, report: dict, kind: bytes = REPLY) -> list:
@@ -180,6 +195,9 @@ def reply_frames(seq: int, outputs: list[Tensor], parameters: dict, arena: Arena
 
 def error_frames(seq: int, error: GatewayError, report: dict) -> list:
     header = {"seq": seq, "status": error.http_status, "code": error.grpc_code, "message": error.message, "report": report}
+    retry_after = getattr(error, "retry_after", None)  # a full queue, relayed to a front door: when to come back
+    if retry_after is not None:
+        header["retry_after"] = retry_after
     return [ERROR, orjson.dumps(header)]
 
 
@@ -187,7 +205,10 @@ def parse_reply(frames: Sequence[Any], arena: Arena | None) -> tuple[int, tuple[
     """(seq, (outputs, parameters) or error, whether the outputs view the arena, the worker's report)."""
     header = orjson.loads(_buffer(frames[1]))
     if bytes(_buffer(frames[0])) == ERROR:
-        return header["seq"], from_status(header["status"], header["message"], header["code"]), False, header["report"]
+        error = from_status(header["status"], header["message"], header["code"])
+        if "retry_after" in header:
+            error.retry_after = header["retry_after"]  # type: ignore[attr-defined]  # read with getattr by the front doors
+        return header["seq"], error, False, header["report"]
     descriptions = header["outputs"]
     in_arena = any("shm" in d for d in descriptions)
     return header["seq"], (_views(descriptions, frames[2:], arena), header["parameters"]), in_arena, header["report"]

@@ -314,7 +314,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @unary
     async def ModelStatistics(self, request, context):
-        documents = self.dataplane.statistics(request.name or None, request.version or None)
+        documents = await self.dataplane.statistics(request.name or None, request.version or None)
         return pb.ModelStatisticsResponse(model_stats=[pb.ModelStatistics(**document) for document in documents])
 
     # --- not (yet) in the data plane ------------------------------------
