@@ -51,7 +51,7 @@ class JsonFormatter(logging.Formatter):
         self.front_door = front_door
 
     def format(self, record: logging.LogRecord) -> str:
-        line = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        line: dict[str, Any] = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name, "message": record.getMessage()}
         if self.worker:
             line["worker"] = self.worker
         if self.front_door is not None:

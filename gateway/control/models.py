@@ -22,8 +22,11 @@ their model.
 - Readiness: every model that should be served is READY. A model unloaded on
   purpose is not expected; one that failed (at start, or in a live load) is.
 
-The front door is one process, so this table lives in its memory and every
-reader (REST, gRPC) sees it directly: no cross-process state is needed.
+The table lives in this process's memory, where the front door of the supervisor's process reads
+it directly; front doors in other processes read the copy the supervisor publishes in shared
+memory (table.py) on every change they can see: any assignment to a field of ModelEntry.PUBLISHED,
+a model version added or removed, the repository read. Changes made in one turn of the event loop
+go out as one write; a repository operation answers only once its result is published.
 """
 
 from __future__ import annotations
@@ -33,15 +36,17 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable, Coroutine, Iterator, Optional
+from typing import Any, Awaitable, Callable, Coroutine, Iterator, Optional
 
-from ..errors import BadRequest, NotFound, Unavailable, shown
+from ..errors import BadRequest, NotFound, Unavailable
 from ..settings import ModelParameters, ModelSettings, ServerSettings, UnusableSettings, scan_model_settings
 from ..types import MetadataModelResponse, MetadataTensor, State
 from .forkserver import ForkServer, Preloaded
 from .pool import ModelPool, QueuePolicy, Worker
 from .processes import WorkerProcesses
+from .seqlock import DocumentWriter
 from .stats import ModelGauges
+from .table import find_version, repository_index, table_document
 
 log = logging.getLogger("gateway.supervisor")
 
@@ -49,9 +54,14 @@ MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 STABLE_AFTER = 30.0  # a worker that lived this long resets the crash back-off
 
 
+def _unwatched() -> None:
+    pass
+
+
 @dataclass(eq=False)
 class ModelEntry:
     settings: ModelSettings
+    on_change: Callable[[], None] = field(default=_unwatched, repr=False)  # told of every change to a PUBLISHED field
     pool: ModelPool = field(init=False)  # made by the table, told how to report a lost worker
     state: State = State.LOADING
     reason: str = ""
@@ -68,6 +78,15 @@ class ModelEntry:
     kserve: bool = False  # a KServe model: it takes KServe's V1 protocol and the request headers
     v1_stream: bool = False  # a KServe model whose predict may answer an async iterator: its V1 predicts run as streams
 
+    # what the supervisor publishes for front doors in other processes (table.py): assigning any of
+    # them tells on_change, so that no change goes unpublished, wherever it is made
+    PUBLISHED = frozenset({"state", "reason", "wanted", "metadata", "has_explain", "has_stream", "inputs", "outputs", "kserve", "v1_stream"})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name in ModelEntry.PUBLISHED:
+            self.on_change()
+
     @property
     def name(self) -> str:
         return self.settings.name
@@ -75,6 +94,20 @@ class ModelEntry:
     @property
     def version(self) -> Optional[str]:
         return self.settings.version
+
+    def model_metadata(self) -> dict:
+        """What the metadata endpoint answers: the runtime's metadata, or, before it has loaded (or if
+        it failed), what its settings declare."""
+        if self.metadata:
+            return self.metadata
+        settings = self.settings
+        return {
+            "name": settings.name,
+            "versions": settings.versions or None,
+            "platform": settings.platform,
+            "inputs": [t.model_dump(mode="json", exclude_none=True) for t in settings.inputs],
+            "outputs": [t.model_dump(mode="json", exclude_none=True) for t in settings.outputs],
+        }
 
     def take_ready(self, payload: dict) -> None:
         """A worker loaded: take the metadata the runtime reported."""
@@ -90,13 +123,6 @@ class ModelEntry:
         self.state, self.reason = State.READY, ""
 
 
-def version_key(version: Optional[str]) -> tuple:
-    # numeric versions compare as numbers, so "10" is newer than "9"
-    if version is None:
-        return (0, 0, "")
-    return (1, int(version), "") if version.isdigit() else (1, -1, version)
-
-
 class Supervisor:
     def __init__(self, settings: ServerSettings, preloaded: Optional[Preloaded] = None):
         """`preloaded`: models loaded by a KServe script, held by the fork server it forked (served
@@ -110,6 +136,9 @@ class Supervisor:
         self._tasks: set[asyncio.Task] = set()
         self._locks: dict[str, asyncio.Lock] = {}  # per model name: repository operations run one at a time
         self._scanned = False  # the repository has been read: before, no model is known, and the server is not ready
+        # the table as front doors in other processes read it (table.TableReader over table.read_fd)
+        self.table = DocumentWriter(table_document(False, []), name="gateway-models")
+        self._publishing: Optional[asyncio.Handle] = None  # a publish is due at the loop's next turn
 
     # --- start, lookup, state ---------------------------------------------
 
@@ -124,6 +153,7 @@ class Supervisor:
         for failure in unusable:
             self._add_unusable(failure)
         self._scanned = True
+        self._changed()
         log.info("loading %d model(s) from %s", len(loading), self.settings.model_repository)
         await asyncio.gather(*(self._start_loading(entry) for entry in loading), return_exceptions=True)
 
@@ -141,7 +171,7 @@ class Supervisor:
         return task
 
     def _add(self, model_settings: ModelSettings) -> ModelEntry:
-        entry = ModelEntry(model_settings)
+        entry = ModelEntry(model_settings, on_change=self._changed)
         entry.pool = ModelPool(
             model_settings.name,
             self.processes.router,
@@ -154,6 +184,7 @@ class Supervisor:
             on_worker_lost=lambda worker, why: self._worker_lost(entry, worker, why),
         )
         self.models.setdefault(model_settings.name, {})[model_settings.version] = entry
+        self._changed()
         return entry
 
     def _add_unusable(self, failure: UnusableSettings) -> None:
@@ -168,14 +199,7 @@ class Supervisor:
         return [entry for versions in self.models.values() for entry in versions.values()]
 
     def get(self, name: str, version: Optional[str] = None) -> ModelEntry:
-        versions = self.models.get(name)
-        if not versions:
-            raise NotFound(f"model {shown(name)} not found")
-        if version is None:
-            return versions[max(versions, key=version_key)]
-        if version not in versions:
-            raise NotFound(f"model {shown(name)} has no version {shown(version)}; it has {sorted(v or '' for v in versions)}")
-        return versions[version]
+        return find_version(self.models, name, version)
 
     def gauges(self) -> Iterator[ModelGauges]:
         """What the metrics read when scraped (stats.watch): each model version's state and shared memory."""
@@ -186,6 +210,26 @@ class Supervisor:
     def ready(self) -> bool:
         """The repository has been read and every model that should be served is READY."""
         return self._scanned and all(entry.state == State.READY for entry in self.entries() if entry.wanted)
+
+    # --- the published table ----------------------------------------------------
+
+    def _changed(self) -> None:
+        """Something front doors in other processes see changed: publish the table at the loop's next
+        turn, once for all the changes made until then."""
+        if self._publishing is None:
+            self._publishing = asyncio.get_running_loop().call_soon(self._publish)
+
+    def _publish(self) -> None:
+        self._publishing = None
+        if not self.table.closed:
+            self.table.publish(table_document(self.ready, self.entries()))
+
+    def _publish_now(self) -> None:
+        """Publish the changes not yet published: before a repository operation answers, so that the
+        client who asked sees its result through any front door."""
+        if self._publishing is not None:
+            self._publishing.cancel()
+            self._publish()
 
     # --- loading ------------------------------------------------------------
 
@@ -297,11 +341,7 @@ class Supervisor:
 
     def index(self, ready_only: bool = False) -> list[dict]:
         """The repository index: every model version known, with its state."""
-        items = [
-            {"name": e.name, "version": e.version or "", "state": e.state.value, "reason": e.reason}
-            for e in sorted(self.entries(), key=lambda e: (e.name, version_key(e.version)))
-        ]
-        return [i for i in items if i["state"] == State.READY.value] if ready_only else items
+        return repository_index(self.entries(), ready_only)
 
     async def _in_turn(self, name: str, operation: Callable[[], Awaitable[None]]) -> None:
         """Run a repository operation on the model once those asked for before it are done.
@@ -318,11 +358,15 @@ class Supervisor:
     async def load_model(self, name: str) -> None:
         """(Re)read the model's model-settings.json file(s) and load it; unload the running one first."""
         found = self._find_in_repository(name)
-        await self._in_turn(name, lambda: self._reload(name, found))
+        try:
+            await self._in_turn(name, lambda: self._reload(name, found))
+        finally:
+            self._publish_now()
 
     async def _reload(self, name: str, found: list[ModelSettings]) -> None:
         await self._unload_versions(name)
         self.models.pop(name, None)
+        self._changed()
         entries = [self._add(model_settings) for model_settings in found]
         # an unload asked for meanwhile cancels the load: that shows as a failed load
         await asyncio.gather(*(self._start_loading(entry) for entry in entries), return_exceptions=True)
@@ -340,6 +384,7 @@ class Supervisor:
                     del versions[version]
             if not versions:
                 del self.models[name]
+        self._changed()
 
     def _find_in_repository(self, name: str) -> list[ModelSettings]:
         if not MODEL_NAME.match(name):
@@ -364,7 +409,10 @@ class Supervisor:
             raise NotFound(f"model {name!r} not found")
         for entry in self.models[name].values():
             self._stop_starting(entry)  # a load in progress stops now, not once it is done
-        await self._in_turn(name, lambda: self._unload_versions(name))
+        try:
+            await self._in_turn(name, lambda: self._unload_versions(name))
+        finally:
+            self._publish_now()
 
     async def _unload_versions(self, name: str) -> None:
         await asyncio.gather(*(self._unload(entry) for entry in self.models.get(name, {}).values()))
@@ -427,3 +475,5 @@ class Supervisor:
         if self._script_forker is not None:
             await self._script_forker.close()
         await self.processes.stop()
+        self._publish_now()  # the front doors in other processes see every model stopped, and the server not ready
+        self.table.close()

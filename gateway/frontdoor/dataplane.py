@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Optional, cast
 
 from .. import logs
-from ..control.models import ModelEntry, Supervisor, version_key
+from ..control.models import ModelEntry, Supervisor
 from ..control.pool import Stream
 from ..control.stats import ModelStats, exposition, model_stats
+from ..control.table import ModelRecord, ModelTable, in_order
 from ..errors import BadRequest, NotFound, NotSupported, Unavailable, shown
 from ..settings import ServerSettings
 from ..types import MetadataTensor, State
@@ -42,6 +43,9 @@ class DataPlane:
     def __init__(self, settings: ServerSettings, supervisor: Supervisor):
         self.settings = settings
         self.supervisor = supervisor
+        # the reads that need no worker pool, by the model table's protocol: in a front door of another
+        # process, the same reads of the table the supervisor publishes (control/table.py's TableReader)
+        self.table: ModelTable = supervisor
         # the gateway is stopping: it answers not ready (so that load balancers stop sending), and REST
         # answers close their connections; requests are still served
         self.draining = False
@@ -52,36 +56,26 @@ class DataPlane:
         return {"name": self.settings.server_name, "version": self.settings.server_version, "extensions": EXTENSIONS}
 
     def server_ready(self) -> bool:
-        return not self.draining and self.supervisor.ready
+        return not self.draining and self.table.ready
 
     def check_model_exists(self, name: str, version: Optional[str] = None) -> None:
         """The one check that a request names a known model (and version), made before its body is
         parsed: NotFound for an unknown one, whatever its inputs."""
         if not name:
             raise BadRequest("model_name is required")
-        self.supervisor.get(name, version)
+        self.table.get(name, version)
 
     def model_state(self, name: str, version: Optional[str] = None) -> tuple[str, str]:
         """(state, reason): READY, LOADING, UNLOADING or UNAVAILABLE (the reason says why)."""
-        entry = self.supervisor.get(name, version)
+        entry = self.table.get(name, version)
         return entry.state.value, entry.reason
 
     def model_metadata(self, name: str, version: Optional[str] = None) -> dict:
-        entry = self.supervisor.get(name, version)
-        if entry.metadata:
-            return entry.metadata
-        settings = entry.settings
-        return {
-            "name": settings.name,
-            "versions": settings.versions or None,
-            "platform": settings.platform,
-            "inputs": [t.model_dump(mode="json", exclude_none=True) for t in settings.inputs],
-            "outputs": [t.model_dump(mode="json", exclude_none=True) for t in settings.outputs],
-        }
+        return self.table.get(name, version).model_metadata()
 
     def model_names(self) -> list[str]:
         """Every model, a versioned one as name:version for each version (as MLRun lists them)."""
-        entries = sorted(self.supervisor.entries(), key=lambda entry: (entry.name, version_key(entry.version)))
+        entries = in_order(self.table.entries())
         return [entry.name if entry.version is None else f"{entry.name}:{entry.version}" for entry in entries]
 
     def declared_inputs(self, name: str, version: Optional[str] = None) -> list[MetadataTensor]:
@@ -101,7 +95,7 @@ class DataPlane:
     def explain(self, request: WireRequest) -> AbstractAsyncContextManager[WireResponse]:
         return self._run(messages.EXPLAIN, request)
 
-    def _run(self, kind: bytes, request: WireRequest) -> "_Inference":
+    def _run(self, kind: bytes, request: WireRequest) -> AbstractAsyncContextManager[WireResponse]:
         entry = self._ready_entry(request.model_name, request.model_version)
         if kind in (messages.EXPLAIN, messages.EXPLAIN_V1) and not entry.has_explain:
             raise NotSupported(f"model {entry.name!r} has no explainer")
@@ -112,15 +106,15 @@ class DataPlane:
         _take_schedule_policy(request)
         return self._dispatch(entry, kind, request)
 
-    def _dispatch(self, entry: ModelEntry, kind: bytes, request: WireRequest) -> AbstractAsyncContextManager[WireResponse]:
+    def _dispatch(self, entry: ModelRecord, kind: bytes, request: WireRequest) -> AbstractAsyncContextManager[WireResponse]:
         """Hand a checked request to its model's pool (a relay front door sends it to the main process instead)."""
-        return _Inference(entry, kind, request)
+        return _Inference(_pooled(entry), kind, request)
 
     def relayed(self, kind: bytes, request: WireRequest) -> AbstractAsyncContextManager[WireResponse]:
         """A request a relay front door has checked (its schedule policy taken, its id given), run
         here: `async with` as `infer` (gateway/frontdoor/hub.py)."""
         logs.REQUEST_ID.set(request.id)
-        return _Inference(self._ready_entry(request.model_name, request.model_version), kind, request)
+        return _Inference(_pooled(self._ready_entry(request.model_name, request.model_version)), kind, request)
 
     # --- accounting -----------------------------------------------------
 
@@ -161,7 +155,7 @@ class DataPlane:
 
         Counted as one request (in flight while the block runs); leaving the block early cancels the generator.
         `kind` STREAM_V1: a KServe model's V1 predict (v1_stream)."""
-        entry = self._ready_entry(request.model_name, request.model_version)
+        entry = _pooled(self._ready_entry(request.model_name, request.model_version))
         if kind == messages.STREAM and not entry.has_stream:
             raise BadRequest(f"model {entry.name!r} does not stream (its runtime has no predict_stream)")
         if not request.id:
@@ -181,7 +175,7 @@ class DataPlane:
 
     def takes_headers(self, name: str, version: Optional[str] = None) -> bool:
         """Whether the model's hooks take the request's headers (a KServe model's do)."""
-        return self.supervisor.get(name, version).kserve
+        return self.table.get(name, version).kserve
 
     async def v1(self, name: str, body: bytes, headers: dict[str, str], explain: bool) -> "V1Answer":
         """KServe's V1 protocol: the body to the model as it came, its answer as the model gave it."""
@@ -226,7 +220,7 @@ class DataPlane:
     # --- model repository extension -------------------------------------
 
     def repository_index(self, ready_only: bool = False) -> list[dict]:
-        return self.supervisor.index(ready_only)
+        return self.table.index(ready_only)
 
     async def load_model(self, name: str) -> None:
         await self.supervisor.load_model(name)
@@ -234,8 +228,8 @@ class DataPlane:
     async def unload_model(self, name: str) -> None:
         await self.supervisor.unload_model(name)
 
-    def _ready_entry(self, name: str, version: Optional[str]) -> ModelEntry:
-        entry = self.supervisor.get(name, version)
+    def _ready_entry(self, name: str, version: Optional[str]) -> ModelRecord:
+        entry = self.table.get(name, version)
         if entry.state != State.READY:
             why = f": {entry.reason}" if entry.reason else ""
             raise Unavailable(f"model {name!r} is not ready ({entry.state.value}{why})")
@@ -349,7 +343,12 @@ def _shape_matches(declared: list[int], shape: list[int]) -> bool:
     return len(declared) == len(shape) and all(d == -1 or d == s for d, s in zip(declared, shape))
 
 
-def _check_against_metadata(entry: ModelEntry, request: WireRequest) -> None:
+def _pooled(entry: ModelRecord) -> ModelEntry:
+    """A model version with its pool: in the main process the table is the supervisor, whose records are its entries."""
+    return cast(ModelEntry, entry)
+
+
+def _check_against_metadata(entry: ModelRecord, request: WireRequest) -> None:
     """Refuse inputs the model did not declare, or of another datatype or shape."""
     if entry.inputs:
         for tensor in request.inputs:

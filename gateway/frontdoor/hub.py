@@ -160,12 +160,13 @@ class RelayFrontDoors:
         self._processes: dict[int, asyncio.subprocess.Process] = {}
         self._tasks: list[asyncio.Task] = []
 
-    def start(self, hub: RelayHub) -> None:
-        """Start front doors 2..N, connecting to `hub`."""
+    def start(self, hub: RelayHub, table_fd: int) -> None:
+        """Start front doors 2..N, connecting to `hub`, reading the model table through `table_fd`
+        (a read-only descriptor of the supervisor's: control/table.py)."""
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._keep(number, hub)) for number in range(2, self.count + 1)]
+        self._tasks = [loop.create_task(self._keep(number, hub, table_fd)) for number in range(2, self.count + 1)]
 
-    async def _keep(self, number: int, hub: RelayHub) -> None:
+    async def _keep(self, number: int, hub: RelayHub, table_fd: int) -> None:
         """Run front door `number`, and again when it dies, backing off (restart_backoff, doubling
         per death in a row, up to 30 s) while it keeps dying."""
         loop = asyncio.get_running_loop()
@@ -174,7 +175,7 @@ class RelayFrontDoors:
             identity = f"front door {number}#{generation}"
             started = loop.time()
             try:
-                process = await self._spawn(number, identity, hub)
+                process = await self._spawn(number, identity, hub, table_fd)
             except OSError as exc:
                 log.error("front door %d could not be started: %s", number, exc)
                 code, lost = None, 0
@@ -192,7 +193,7 @@ class RelayFrontDoors:
             log.error("front door %d exited with code %s (%d request(s) in flight failed); restarting it in %.1f s", number, code, lost, delay)
             await asyncio.sleep(delay)
 
-    async def _spawn(self, number: int, identity: str, hub: RelayHub) -> asyncio.subprocess.Process:
+    async def _spawn(self, number: int, identity: str, hub: RelayHub, table_fd: int) -> asyncio.subprocess.Process:
         document = settings_document(self.settings)
         theirs, ours = os.pipe()
         try:
@@ -203,12 +204,12 @@ class RelayFrontDoors:
             return await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "gateway.relay",
                 "--number", str(number),
-                "--of", str(self.count),
                 "--endpoint", hub.endpoint,
                 "--identity", identity,
                 "--parent", str(os.getpid()),
                 "--settings-fd", str(theirs),
-                pass_fds=(theirs,),
+                "--table-fd", str(table_fd),
+                pass_fds=(theirs, table_fd),
                 start_new_session=True,  # signals come through the main process, once
             )  # fmt: skip
         finally:
@@ -241,4 +242,3 @@ class RelayFrontDoors:
 
 def endpoint_in(folder: str) -> str:
     return f"ipc://{folder}/{SOCKET_NAME}"
-

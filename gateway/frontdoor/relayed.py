@@ -25,7 +25,7 @@ from typing import Any, AsyncIterator, Optional
 import zmq
 
 from .. import logs
-from ..control.models import ModelEntry
+from ..control.table import ModelRecord, ModelTable
 from ..errors import GatewayError, Unavailable
 from ..settings import ServerSettings
 from ..wire import messages
@@ -60,6 +60,7 @@ class MainProcess:
             frames = await self._socket.recv()
             try:
                 kind = frames[0].bytes
+                result: Any
                 if kind == messages.ANSWER:
                     header = messages.parse_control(frames)
                     seq, result = header["seq"], (header["result"], [frame.bytes for frame in frames[2:]])
@@ -100,7 +101,9 @@ class MainProcess:
         return await self._send(seq, messages.control_frames(messages.ASK, {"seq": seq, "what": what, "arguments": arguments}))
 
     def account(self, protocol: str, http_status: int, ns: int, model: Optional[str], version: Optional[str]) -> None:
-        self._socket.send(messages.control_frames(messages.ACCOUNT, {"protocol": protocol, "status": http_status, "ns": ns, "model": model, "version": version}))
+        self._socket.send(
+            messages.control_frames(messages.ACCOUNT, {"protocol": protocol, "status": http_status, "ns": ns, "model": model, "version": version})
+        )
 
     def fail_all(self, why: str) -> None:
         """Fail every call still waiting (the front door is stopping and their time is up)."""
@@ -122,7 +125,7 @@ class _Relayed:
 
     __slots__ = ("_main", "_entry", "_kind", "_request")
 
-    def __init__(self, main: MainProcess, entry: ModelEntry, kind: bytes, request: WireRequest):
+    def __init__(self, main: MainProcess, entry: ModelRecord, kind: bytes, request: WireRequest):
         self._main, self._entry, self._kind, self._request = main, entry, kind, request
 
     async def __aenter__(self) -> WireResponse:
@@ -134,14 +137,15 @@ class _Relayed:
 
 
 class RelayDataPlane(DataPlane):
-    """The data plane of a relay front door: the model states from the shared table (`models`, with
-    the Supervisor's read API), everything that runs a model or counts from the main process."""
+    """The data plane of a relay front door: the model states from the table the supervisor publishes
+    (control/table.py), everything that runs a model or counts by the main process. It has no
+    supervisor: each DataPlane method that needs one is replaced here."""
 
-    def __init__(self, settings: ServerSettings, models: Any, main: MainProcess):
-        super().__init__(settings, models)
-        self.main = main
+    def __init__(self, settings: ServerSettings, table: ModelTable, main: MainProcess):
+        self.settings, self.table, self.main = settings, table, main
+        self.draining = False
 
-    def _dispatch(self, entry: ModelEntry, kind: bytes, request: WireRequest) -> AbstractAsyncContextManager[WireResponse]:
+    def _dispatch(self, entry: ModelRecord, kind: bytes, request: WireRequest) -> AbstractAsyncContextManager[WireResponse]:
         return _Relayed(self.main, entry, kind, request)
 
     def answered(

@@ -30,6 +30,7 @@ from sanic import Sanic
 from ..control import stats
 from ..control.forkserver import Preloaded
 from ..control.models import Supervisor
+from ..control.table import ModelTable
 from ..settings import ConfigError, ServerSettings
 from .access import Access
 from .dataplane import DataPlane
@@ -138,7 +139,7 @@ def build(settings: ServerSettings, access: Access, tls: Optional[TLS], preloade
         if relays is not None:
             supervisor.processes.start()
             hub = RelayHub(dataplane, endpoint_in(supervisor.processes.socket_folder))
-            relays.start(hub)
+            relays.start(hub, supervisor.table.read_fd)
 
     async def stop() -> None:
         if relays is not None and hub is not None:
@@ -146,19 +147,21 @@ def build(settings: ServerSettings, access: Access, tls: Optional[TLS], preloade
             await relays.stop(settings.shutdown_grace + CUT_OFF_MARGIN + RELAY_EXIT_MARGIN)
             await hub.close()
         await supervisor.stop()
+        log.info("gateway stopped")
 
     return _front_door(dataplane, access, tls, start, stop, supervisor.cut_off, relays.signal if relays is not None else lambda signum: None)
 
 
-def build_relay(settings: ServerSettings, access: Access, tls: Optional[TLS], main: MainProcess, models: Any) -> Sanic:
+def build_relay(settings: ServerSettings, access: Access, tls: Optional[TLS], number: int, main: MainProcess, table: ModelTable) -> Sanic:
     """A relay front door: the same REST and gRPC front doors, its requests run by the main process."""
-    dataplane = RelayDataPlane(settings, models, main)
+    dataplane = RelayDataPlane(settings, table, main)
 
     async def start(app: Sanic) -> None:
         main.connect()
 
     async def stop() -> None:
         await main.close()
+        log.info("front door %d stopped", number)
 
     return _front_door(dataplane, access, tls, start, stop, main.fail_all, lambda signum: None)
 
@@ -206,7 +209,6 @@ def _front_door(
         if app.ctx.grpc is not None:
             await app.ctx.grpc_stopped
         await stop()
-        log.info("gateway stopped")
 
     return app
 
@@ -247,9 +249,9 @@ def run(settings: ServerSettings, preloaded: Optional[Preloaded] = None) -> None
     _serve(settings, lambda access, tls: build(settings, access, tls, preloaded), None)
 
 
-def run_relay(settings: ServerSettings, number: int, main: MainProcess, models: Any) -> None:
+def run_relay(settings: ServerSettings, number: int, main: MainProcess, table: ModelTable) -> None:
     """Serve as relay front door `number` (gateway/relay.py) until stopped."""
-    _serve(settings, lambda access, tls: build_relay(settings, access, tls, main, models), number)
+    _serve(settings, lambda access, tls: build_relay(settings, access, tls, number, main, table), number)
 
 
 def _serve(settings: ServerSettings, make_app: Callable[[Access, Optional[TLS]], Sanic], relay_number: Optional[int]) -> None:
@@ -283,6 +285,8 @@ def _serve(settings: ServerSettings, make_app: Callable[[Access, Optional[TLS]],
         metrics_app(app, access).prepare(sock=metrics_socket, **options)
     if relay_number is None:
         log.info("REST on %s://%s:%d", scheme, settings.host, settings.http_port)
+        if settings.enable_grpc:
+            log.info("gRPC on %s:%d (messages up to %d bytes)", settings.host, settings.grpc_port, settings.grpc_max_message_bytes)
         if metrics_socket is not None:
             log.info("metrics on %s://%s:%d/metrics", scheme, settings.host, settings.metrics_port)
         if shared:
@@ -290,5 +294,14 @@ def _serve(settings: ServerSettings, make_app: Callable[[Access, Optional[TLS]],
     else:
         grpc = f", gRPC on {settings.host}:{settings.grpc_port}" if settings.enable_grpc else ""
         metrics = f", metrics on {settings.metrics_port}" if metrics_socket is not None else ""
-        log.info("front door %d of %d serving REST on %s://%s:%d%s%s", relay_number, settings.frontdoor_workers, scheme, settings.host, settings.http_port, grpc, metrics)
+        log.info(
+            "front door %d of %d serving REST on %s://%s:%d%s%s",
+            relay_number,
+            settings.frontdoor_workers,
+            scheme,
+            settings.host,
+            settings.http_port,
+            grpc,
+            metrics,
+        )
     Sanic.serve_single(app)

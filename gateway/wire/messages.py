@@ -142,7 +142,7 @@ def request_frames(kind: bytes, seq: int, request: WireRequest, arena: Arena | N
     where each one's rows start in its BYTES outputs (`PackedBytes.bounds`). `relayed`: a relay
     front door's request to the main process, which adds what the main's pool needs."""
     descriptions, frames = _place(request.inputs, arena)
-    header = {
+    header: dict[str, Any] = {
         "seq": seq,
         "batch": batch,
         "id": request.id,
