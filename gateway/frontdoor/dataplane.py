@@ -155,7 +155,7 @@ class DataPlane:
 
         Counted as one request (in flight while the block runs); leaving the block early cancels the generator.
         `kind` STREAM_V1: a KServe model's V1 predict (v1_stream)."""
-        entry = _pooled(self._ready_entry(request.model_name, request.model_version))
+        entry = self._ready_entry(request.model_name, request.model_version)
         if kind == messages.STREAM and not entry.has_stream:
             raise BadRequest(f"model {entry.name!r} does not stream (its runtime has no predict_stream)")
         if not request.id:
@@ -163,15 +163,17 @@ class DataPlane:
         logs.REQUEST_ID.set(request.id)
         _take_schedule_policy(request)
         _check_against_metadata(entry, request)
-        stats = entry.pool.stats
-        started = stats.request_started()
-        try:
-            async with entry.pool.stream(request, kind) as stream:
-                yield StreamCall(entry, request, stream)
-        except BaseException:
-            stats.request_finished(started, ok=False)
-            raise
-        stats.request_finished(started, ok=True)
+        async with self._open_stream(entry, kind, request) as call:
+            yield call
+
+    def relayed_stream(self, kind: bytes, request: WireRequest) -> AbstractAsyncContextManager[StreamCall]:
+        """A stream a relay front door has checked, run here: `async with` as `stream`."""
+        logs.REQUEST_ID.set(request.id)
+        return self._open_stream(self._ready_entry(request.model_name, request.model_version), kind, request)
+
+    def _open_stream(self, entry: ModelRecord, kind: bytes, request: WireRequest) -> AbstractAsyncContextManager[StreamCall]:
+        """Open a checked stream on its model's pool (a relay front door opens it in the main process instead)."""
+        return _pool_stream(_pooled(entry), kind, request)
 
     def takes_headers(self, name: str, version: Optional[str] = None) -> bool:
         """Whether the model's hooks take the request's headers (a KServe model's do)."""
@@ -236,11 +238,25 @@ class DataPlane:
         return entry
 
 
+@asynccontextmanager
+async def _pool_stream(entry: ModelEntry, kind: bytes, request: WireRequest) -> AsyncIterator[StreamCall]:
+    """A stream on the model's pool, counted as one request in its statistics."""
+    stats = entry.pool.stats
+    started = stats.request_started()
+    try:
+        async with entry.pool.stream(request, kind) as stream:
+            yield StreamCall(entry, request, stream)
+    except BaseException:
+        stats.request_finished(started, ok=False)
+        raise
+    stats.request_finished(started, ok=True)
+
+
 class StreamCall:
     """A stream being served (DataPlane.stream): its further requests checked as its first was, its
     responses as WireResponse, all with the first request's id (as MLServer does)."""
 
-    def __init__(self, entry: ModelEntry, first: WireRequest, stream: Stream):
+    def __init__(self, entry: ModelRecord, first: WireRequest, stream: Stream):
         self._entry, self._first, self._stream = entry, first, stream
 
     @property

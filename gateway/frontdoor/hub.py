@@ -29,7 +29,7 @@ from ..errors import answer_for as answer_of
 from ..settings import ServerSettings, settings_document
 from ..wire import messages
 from ..wire.sockets import LoopSocket
-from .dataplane import DataPlane
+from .dataplane import DataPlane, StreamCall
 
 log = logging.getLogger("gateway.frontdoors")
 
@@ -50,6 +50,7 @@ class RelayHub:
         socket.bind(endpoint)
         self._socket = LoopSocket(socket)
         self._calls: dict[bytes, dict[int, asyncio.Task]] = {}  # per front door: its calls running here, by seq
+        self._feeds: dict[tuple[bytes, int], _Feed] = {}  # the streams running here, by front door and seq
         self._loop = asyncio.get_running_loop()
         self._reader = self._loop.create_task(self._read())
 
@@ -74,6 +75,22 @@ class RelayHub:
             header = messages.request_header(frames)
             request = messages.parse_request(header, frames, None, header["model"], header["version"])
             self._start(identity, header["seq"], self._call(identity, header["seq"], kind, request))
+        elif kind in (messages.STREAM, messages.STREAM_V1):
+            header = messages.request_header(frames)
+            request = messages.parse_request(header, frames, None, header["model"], header["version"])
+            self._feeds[identity, header["seq"]] = _Feed()
+            self._start(identity, header["seq"], self._stream(identity, header["seq"], kind, request, self._feeds[identity, header["seq"]]))
+        elif kind in (messages.NEXT, messages.END, messages.CREDIT):
+            header = messages.request_header(frames)
+            fed = self._feeds.get((identity, header["seq"]))
+            if fed is None:
+                return  # the stream has ended meanwhile
+            if kind == messages.NEXT:
+                fed.requests.put_nowait(messages.parse_request(header, frames, None, header["model"], header["version"]))
+            elif kind == messages.END:
+                fed.requests.put_nowait(None)
+            else:
+                fed.credits.release()
         elif kind == messages.ASK:
             question = messages.parse_control(frames)
             self._start(identity, question["seq"], self._ask(identity, question["seq"], question["what"], question["arguments"]))
@@ -97,6 +114,39 @@ class RelayHub:
         except Exception as exc:
             reply = messages.error_frames(seq, _as_gateway_error(exc), {})
         self._reply(identity, reply)
+
+    async def _stream(self, identity: bytes, seq: int, kind: bytes, request: Any, feed: "_Feed") -> None:
+        """A relayed stream: each response copied into an ITEM, the next asked for once the front door
+        has written it (CREDIT), so that its client's back-pressure reaches the generator."""
+        feeding: asyncio.Task | None = None
+        try:
+            async with self.dataplane.relayed_stream(kind, request) as call:
+                feeding = self._loop.create_task(self._feed(identity, seq, call, feed.requests))
+                async for response in call:
+                    item = messages.reply_frames(seq, response.outputs, response.parameters, None, {}, messages.ITEM)
+                    item[2:] = [bytes(frame) for frame in item[2:]]  # out of the worker's shared memory, as _call's
+                    self._reply(identity, item)
+                    await feed.credits.acquire()
+            end = messages.control_frames(messages.DONE, {"seq": seq})
+        except asyncio.CancelledError:
+            return  # the front door's client went away (CANCEL), or the front door itself
+        except Exception as exc:
+            end = messages.error_frames(seq, _as_gateway_error(exc), {})
+        finally:
+            if feeding is not None:
+                feeding.cancel()
+            self._feeds.pop((identity, seq), None)
+        self._reply(identity, end)
+
+    async def _feed(self, identity: bytes, seq: int, call: StreamCall, requests: asyncio.Queue) -> None:
+        """A stream's further requests, on to its generator as it takes them (TAKEN to the front door); then its end."""
+        try:
+            while (request := await requests.get()) is not None:
+                await call.send(request)
+                self._reply(identity, messages.control_frames(messages.TAKEN, {"seq": seq}))
+            call.end_input()
+        except GatewayError as exc:  # a further request that cannot be served ends the stream
+            call.fail(exc)
 
     async def _ask(self, identity: bytes, seq: int, what: str, arguments: dict) -> None:
         body: list[bytes] = []
@@ -140,6 +190,14 @@ class RelayHub:
         await asyncio.wait([self._reader])
         self._socket.close()
         self._context.term()
+
+
+class _Feed:
+    """What a relay front door sends a stream running here: further requests (None: no more), credits."""
+
+    def __init__(self) -> None:
+        self.requests: asyncio.Queue = asyncio.Queue()
+        self.credits = asyncio.Semaphore(0)
 
 
 def _as_gateway_error(exc: Exception) -> GatewayError:

@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, AsyncIterator, Optional
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Optional
 
 import zmq
 
 from .. import logs
+from ..control.pool import STREAM_UNTAKEN
 from ..control.table import ModelRecord, ModelTable
 from ..errors import GatewayError, Unavailable
 from ..settings import ServerSettings
@@ -41,7 +42,8 @@ class MainProcess:
 
     def __init__(self, endpoint: str, identity: str):
         self.endpoint, self.identity = endpoint, identity
-        self._waiting: dict[int, asyncio.Future] = {}
+        self._waiting: dict[int, asyncio.Future] = {}  # calls and questions, by seq
+        self._streams: dict[int, _RelayedStream] = {}
         self._seq = itertools.count()
 
     def connect(self) -> None:
@@ -60,14 +62,18 @@ class MainProcess:
             frames = await self._socket.recv()
             try:
                 kind = frames[0].bytes
-                result: Any
-                if kind == messages.ANSWER:
+                result: Any = None
+                if kind in (messages.ANSWER, messages.TAKEN, messages.DONE):
                     header = messages.parse_control(frames)
-                    seq, result = header["seq"], (header["result"], [frame.bytes for frame in frames[2:]])
-                else:
+                    seq, result = header["seq"], (header.get("result"), [frame.bytes for frame in frames[2:]])
+                else:  # REPLY, ITEM, ERROR
                     seq, result, _, _ = messages.parse_reply(frames, None)
             except Exception:
                 log.exception("bad message from the main process")
+                continue
+            stream = self._streams.get(seq)
+            if stream is not None:
+                stream.on_message(kind, result)
                 continue
             waiting = self._waiting.pop(seq, None)
             if waiting is None or waiting.done():
@@ -100,6 +106,23 @@ class MainProcess:
         seq = next(self._seq)
         return await self._send(seq, messages.control_frames(messages.ASK, {"seq": seq, "what": what, "arguments": arguments}))
 
+    def open_stream(self, stream: "_RelayedStream", kind: bytes, first: WireRequest) -> int:
+        """Open a stream in the main process; its messages go to `stream` until `close_stream`."""
+        seq = next(self._seq)
+        self._streams[seq] = stream
+        self._socket.send(messages.request_frames(kind, seq, first, None, relayed=True))
+        return seq
+
+    def close_stream(self, seq: int, cancel: bool) -> None:
+        """The stream's caller is done with it; `cancel`: before its end (the generator is cancelled)."""
+        self._streams.pop(seq, None)
+        if cancel:
+            self._socket.send(messages.cancel_frames(seq))
+
+    def post(self, frames: list) -> None:
+        """A message of a stream (NEXT, END, CREDIT)."""
+        self._socket.send(frames)
+
     def account(self, protocol: str, http_status: int, ns: int, model: Optional[str], version: Optional[str]) -> None:
         self._socket.send(
             messages.control_frames(messages.ACCOUNT, {"protocol": protocol, "status": http_status, "ns": ns, "model": model, "version": version})
@@ -112,6 +135,8 @@ class MainProcess:
             if not future.done():
                 future.set_exception(Unavailable(why))
                 self._socket.send(messages.cancel_frames(seq))
+        for stream in self._streams.values():
+            stream.on_message(messages.ERROR, Unavailable(why))
 
     async def close(self) -> None:
         self._reader.cancel()
@@ -134,6 +159,78 @@ class _Relayed:
 
     async def __aexit__(self, *exc_info: object) -> None:
         pass  # the outputs are the reply's own frames: nothing to give back
+
+
+class _RelayedStream(StreamCall):
+    """`async with`: a stream run by the main process (DataPlane._open_stream here), used as the
+    StreamCall it yields. Each response is acknowledged (CREDIT) when the next is asked for, once
+    the front door has written it: the client's back-pressure reaches the model. Further requests
+    go on as the main process takes them (TAKEN), a few at a time; the main process checks them."""
+
+    def __init__(self, main: MainProcess, entry: ModelRecord, kind: bytes, first: WireRequest):  # no StreamCall.__init__: no pool here
+        self._main, self._entry, self._kind, self._first = main, entry, kind, first
+        self._seq = 0
+        self._items: asyncio.Queue = asyncio.Queue()  # (outputs, parameters), then _DONE or an error
+        self._held = False  # the caller holds a response: acknowledged when it asks for the next
+        self._input_open, self._ended = True, False
+        self._untaken = 0
+        self._taken = asyncio.Event()
+        self._responses = 0
+
+    async def __aenter__(self) -> "_RelayedStream":
+        self._seq = self._main.open_stream(self, self._kind, self._first)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._main.close_stream(self._seq, cancel=not self._ended)
+
+    @property
+    def responses(self) -> int:
+        return self._responses
+
+    async def send(self, request: WireRequest) -> None:
+        while self._untaken >= STREAM_UNTAKEN and not self._ended:
+            self._taken.clear()
+            await self._taken.wait()
+        self._untaken += 1
+        self._main.post(messages.request_frames(messages.NEXT, self._seq, request, None, relayed=True))
+
+    def end_input(self) -> None:
+        if self._input_open:
+            self._input_open = False
+            self._main.post(messages.control_frames(messages.END, {"seq": self._seq}))
+
+    def fail(self, error: Exception) -> None:
+        self._items.put_nowait(error)
+
+    async def __anext__(self) -> WireResponse:
+        if self._held:
+            self._held = False
+            self._main.post(messages.control_frames(messages.CREDIT, {"seq": self._seq}))
+        item = await self._items.get()
+        if item is _DONE:
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            raise item
+        outputs, parameters = item
+        self._held = True
+        self._responses += 1
+        return WireResponse(self._entry.name, self._entry.version, self._first.id, outputs, parameters)
+
+    def on_message(self, kind: bytes, result: Any) -> None:
+        """From the main process: an ITEM's (outputs, parameters), TAKEN, DONE, or an error."""
+        if kind == messages.TAKEN:
+            self._untaken -= 1
+            self._taken.set()
+            return
+        if kind != messages.ITEM:  # DONE, or the error it ended with
+            self._ended = True
+            self._taken.set()
+            result = _DONE if kind == messages.DONE else result
+        self._items.put_nowait(result)
+
+
+_DONE = object()  # queued after a stream's last response
 
 
 class RelayDataPlane(DataPlane):
@@ -165,13 +262,8 @@ class RelayDataPlane(DataPlane):
             self.main.account(protocol, http_status, ns, model, version)
         logs.access(protocol, method, path, status, ns, model, version, responses)
 
-    @asynccontextmanager
-    async def stream(self, request: WireRequest, kind: bytes = messages.STREAM) -> AsyncIterator[StreamCall]:
-        raise Unavailable(
-            "streams (predict_stream, streamed V1 predicts) are served by the main front-door process only, and this connection "
-            "reached another one (frontdoor_workers > 1): retry on a new connection, or run the gateway with frontdoor_workers 1"
-        )
-        yield  # an async generator, as the DataPlane's
+    def _open_stream(self, entry: ModelRecord, kind: bytes, request: WireRequest) -> AbstractAsyncContextManager[StreamCall]:
+        return _RelayedStream(self.main, entry, kind, request)
 
     async def metrics(self) -> bytes:
         _, (body,) = await self.main.ask("metrics")
