@@ -19,7 +19,7 @@ import itertools
 import uuid
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import AsyncIterator, Optional, cast
+from typing import AsyncIterator, Awaitable, Callable, Optional, cast
 
 from .. import logs
 from ..control.models import ModelEntry, Supervisor
@@ -49,6 +49,8 @@ class DataPlane:
         # the gateway is stopping: it answers not ready (so that load balancers stop sending), and REST
         # answers close their connections; requests are still served
         self.draining = False
+        # waits until what other front-door processes answered is counted (gateway/frontdoor/hub.py: RelayHub.sync)
+        self.counts_in: Callable[[], Awaitable[None]] = _nothing_pending
 
     # --- server and model state ---------------------------------------
 
@@ -206,10 +208,12 @@ class DataPlane:
 
     async def metrics(self) -> bytes:
         """/metrics: the Prometheus registry, which holds every front door's counts."""
+        await self.counts_in()
         return exposition()
 
     async def statistics(self, name: Optional[str] = None, version: Optional[str] = None) -> list[dict]:
-        """The statistics extension: every model version, every version of `name`, or one version."""
+        """The statistics extension: every model version, every version of `name`, or one version
+        (counted here, in the main process, before a relayed answer leaves it)."""
         if version is not None:
             entries = [self.supervisor.get(cast(str, name), version)]  # a version comes with a model name
         elif name is not None:
@@ -357,6 +361,10 @@ def _shape_matches(declared: list[int], shape: list[int]) -> bool:
     elif declared == [-1, 1] and len(shape) == 1:
         declared = declared[:1]
     return len(declared) == len(shape) and all(d == -1 or d == s for d, s in zip(declared, shape))
+
+
+async def _nothing_pending() -> None:
+    pass
 
 
 def _pooled(entry: ModelRecord) -> ModelEntry:

@@ -16,11 +16,12 @@ door that died are cancelled.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import signal
 import sys
-from typing import Any, Coroutine
+from typing import Any, Callable, Coroutine
 
 import zmq
 
@@ -34,6 +35,7 @@ from .dataplane import DataPlane, StreamCall
 log = logging.getLogger("gateway.frontdoors")
 
 SOCKET_NAME = "frontdoors.sock"
+SYNC_TIMEOUT = 2.0  # seconds a scrape waits for each relay front door's SYNC answer
 STABLE_AFTER = 30.0  # a front door that lived this long resets the restart back-off
 RELAYED_CALLS = frozenset({messages.INFER, messages.EXPLAIN, messages.PREDICT_V1, messages.EXPLAIN_V1})
 
@@ -41,8 +43,11 @@ RELAYED_CALLS = frozenset({messages.INFER, messages.EXPLAIN, messages.PREDICT_V1
 class RelayHub:
     """The ROUTER the relay front doors' DEALERs connect to; runs what they send."""
 
-    def __init__(self, dataplane: DataPlane, endpoint: str):
-        self.dataplane, self.endpoint = dataplane, endpoint
+    def __init__(self, dataplane: DataPlane, endpoint: str, members: Callable[[], list[bytes]]):
+        """`members()`: the identities of the relay front doors running now."""
+        self.dataplane, self.endpoint, self._members = dataplane, endpoint, members
+        self._syncs: dict[int, asyncio.Future] = {}
+        self._sync_seq = itertools.count()
         self._context = zmq.Context()
         socket = self._context.socket(zmq.ROUTER)
         socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an answer for a front door that is gone raises: dropped, see _reply
@@ -64,7 +69,11 @@ class RelayHub:
                 log.exception("bad message from front door %s", identity.decode(errors="replace"))
 
     def _on_message(self, identity: bytes, kind: bytes, frames: list) -> None:
-        if kind == messages.ACCOUNT:
+        if kind == messages.ANSWER:  # to a SYNC
+            synced = self._syncs.pop(messages.parse_control(frames)["seq"], None)
+            if synced is not None and not synced.done():
+                synced.set_result(None)
+        elif kind == messages.ACCOUNT:
             done = messages.parse_control(frames)
             self.dataplane.model_stats(done["model"] or "", done["version"]).request_done(done["protocol"], done["status"], done["ns"])
         elif kind == messages.CANCEL:
@@ -169,6 +178,22 @@ class RelayHub:
             return
         self._reply(identity, [*messages.control_frames(messages.ANSWER, {"seq": seq, "result": result}), *body])
 
+    async def sync(self) -> None:
+        """Wait until every relay front door's ACCOUNTs so far are in: each answers a SYNC behind them.
+        One that does not answer within SYNC_TIMEOUT (being restarted, or stuck) is not waited for."""
+        waiting = []
+        for identity in self._members():
+            seq = next(self._sync_seq)
+            try:
+                self._socket.send([identity, *messages.control_frames(messages.SYNC, {"seq": seq})])
+            except zmq.ZMQError:
+                continue  # not connected (yet): it has sent nothing either
+            waiting.append(self._syncs.setdefault(seq, self._loop.create_future()))
+        if waiting:
+            _, late = await asyncio.wait(waiting, timeout=SYNC_TIMEOUT)
+            if late:
+                log.warning("%d front door(s) did not answer within %g s: the counts may miss their last requests", len(late), SYNC_TIMEOUT)
+
     def _reply(self, identity: bytes, frames: list) -> None:
         try:
             self._socket.send([identity, *frames])
@@ -216,7 +241,12 @@ class RelayFrontDoors:
         self.count = settings.frontdoor_workers
         self.stopping = False
         self._processes: dict[int, asyncio.subprocess.Process] = {}
+        self._identities: dict[int, bytes] = {}  # of the front doors running, by number
         self._tasks: list[asyncio.Task] = []
+
+    def members(self) -> list[bytes]:
+        """The identities of the relay front doors running now (on the hub's socket)."""
+        return list(self._identities.values())
 
     def start(self, hub: RelayHub, table_fd: int) -> None:
         """Start front doors 2..N, connecting to `hub`, reading the model table through `table_fd`
@@ -238,9 +268,9 @@ class RelayFrontDoors:
                 log.error("front door %d could not be started: %s", number, exc)
                 code, lost = None, 0
             else:
-                self._processes[number] = process
+                self._processes[number], self._identities[number] = process, identity.encode()
                 code = await process.wait()
-                del self._processes[number]
+                del self._processes[number], self._identities[number]
                 lost = hub.forget(identity.encode())
             if self.stopping:
                 return

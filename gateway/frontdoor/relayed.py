@@ -10,8 +10,9 @@ shared memory: a relay front door that dies leaves no lease behind.
 
 What the main process alone holds is asked of it on the same socket: /metrics, the statistics
 extension, load and unload. A request this front door answered is reported to the main's
-registry (ACCOUNT) before its answer leaves; ZeroMQ keeps the order of one socket pair, so a
-scrape sent after an answer counts it.
+registry (ACCOUNT) before its answer leaves; ZeroMQ keeps the order of one socket pair, and the
+main process asks every front door for an answer on that pair (SYNC) before it reads its registry,
+so a scrape sent after an answer counts it, whichever front doors the two went through.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ class MainProcess:
             try:
                 kind = frames[0].bytes
                 result: Any = None
+                if kind == messages.SYNC:  # the ACCOUNTs sent so far are ahead of this answer on the socket
+                    self._socket.send([messages.ANSWER, frames[1].bytes])
+                    continue
                 if kind in (messages.ANSWER, messages.TAKEN, messages.DONE):
                     header = messages.parse_control(frames)
                     seq, result = header["seq"], (header.get("result"), [frame.bytes for frame in frames[2:]])

@@ -138,7 +138,8 @@ def build(settings: ServerSettings, access: Access, tls: Optional[TLS], preloade
         app.add_task(load_models(), name="load-models")
         if relays is not None:
             supervisor.processes.start()
-            hub = RelayHub(dataplane, endpoint_in(supervisor.processes.socket_folder))
+            hub = RelayHub(dataplane, endpoint_in(supervisor.processes.socket_folder), relays.members)
+            dataplane.counts_in = hub.sync
             relays.start(hub, supervisor.table.read_fd)
 
     async def stop() -> None:

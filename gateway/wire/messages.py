@@ -38,7 +38,10 @@ A relay front door (gateway/frontdoor/relay.py; `frontdoor_workers` above 1) spe
 process with the same framing, its tensors always inline: INFER, EXPLAIN, PREDICT_V1 and EXPLAIN_V1
 (the header adds "model", "version", "deadline" and "priority": what the main's pool needs), CANCEL,
 ACCOUNT (a request it answered, for the main's metrics) and ASK (metrics, statistics, load, unload);
-the main answers REPLY, ERROR (with "retry_after" for a full queue) and ANSWER.
+the main answers REPLY, ERROR (with "retry_after" for a full queue) and ANSWER. Streams go as to a
+worker (STREAM, STREAM_V1, NEXT, END, CREDIT; ITEM, TAKEN, DONE, ERROR). Before it reads its
+registry for a scrape, the main sends each front door SYNC, which it answers at once with ANSWER:
+every ACCOUNT it sent before is then in.
 
 READY, REPLY, ERROR and PONG headers carry a "report" for the gateway's
 metrics (gateway/control/stats.py): "times", a reply's [input, infer, output]
@@ -82,6 +85,7 @@ DONE = b"done"
 ACCOUNT = b"account"
 ASK = b"ask"
 ANSWER = b"answer"
+SYNC = b"sync"
 
 V1_BODY = "body"  # the one UINT8 tensor a V1 request (PREDICT_V1, EXPLAIN_V1) and its answer travel as
 V1_CHUNK = "chunk"  # the parameter of a STREAM_V1 ITEM's tensor that is a chunk (not a whole answer)
