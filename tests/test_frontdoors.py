@@ -109,13 +109,25 @@ def each_front_door_serves_large(gateway, model: str = "echo") -> None:
     pytest.fail(f"not every front door answered a large request: {served_by() - before}")
 
 
+def session_on(gateway, front_door: int) -> requests.Session:
+    """A kept-alive connection that the kernel gave to `front_door` (new connections until one lands there)."""
+    for _ in range(60):
+        session = requests.Session()
+        request_id = f"landing-{front_door}-{time.monotonic_ns()}"
+        # a model no test unloads
+        assert_echoed(session.post(f"{gateway.url}/v2/models/streamer/infer", json=_body(request_id, SMALL), timeout=10), SMALL)
+        if front_doors_of(gateway, [request_id])[request_id] == front_door:
+            return session
+        session.close()
+    pytest.fail(f"no connection landed on front door {front_door}")
+
+
 # --- requests ---------------------------------------------------------------------------
 
 
 def rest_echo(gateway, request_id: str, x: np.ndarray = LARGE, model: str = "echo", **parameters) -> requests.Response:
     """A request on a connection of its own (requests.post opens one per call)."""
-    body = {"id": request_id, "inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}], "parameters": parameters}
-    return requests.post(f"{gateway.url}/v2/models/{model}/infer", json=body, timeout=30)
+    return requests.post(f"{gateway.url}/v2/models/{model}/infer", json=_body(request_id, x, **parameters), timeout=30)
 
 
 def grpc_echo(gateway, request_id: str, x: np.ndarray = LARGE, model: str = "echo") -> pb.ModelInferResponse:
@@ -225,8 +237,10 @@ def test_a_batch_gathers_requests_from_several_front_doors(gateway):
 
 def test_unload_through_one_front_door_is_seen_by_every_front_door_at_once(gateway):
     """Repository operations act on the one supervisor, which publishes the model table before it
-    answers: right after the unload's answer, every process answers the model not ready."""
-    response = requests.post(f"{gateway.url}/v2/repository/models/echo/unload", timeout=60)
+    answers: right after the unload's answer (through a relay front door), every process answers
+    the model not ready; and after the load's (through the main one), ready."""
+    with session_on(gateway, 3) as session:
+        response = session.post(f"{gateway.url}/v2/repository/models/echo/unload", timeout=60)
     assert response.status_code == 200, response.text
     answers = [requests.get(f"{gateway.url}/v2/models/echo/ready", timeout=10).status_code for _ in range(12)]
     with grpc.insecure_channel(gateway.grpc_url) as channel:
@@ -237,7 +251,8 @@ def test_unload_through_one_front_door_is_seen_by_every_front_door_at_once(gatew
     index = requests.post(f"{gateway.url}/v2/repository/index", json={}, timeout=10).json()
     assert {"name": "echo", "version": "", "state": "UNAVAILABLE", "reason": "unloaded"} in index
 
-    response = requests.post(f"{gateway.url}/v2/repository/models/echo/load", timeout=60)
+    with session_on(gateway, 1) as session:
+        response = session.post(f"{gateway.url}/v2/repository/models/echo/load", timeout=60)
     assert response.status_code == 200, response.text
     assert [requests.get(f"{gateway.url}/v2/models/echo/ready", timeout=10).status_code for _ in range(12)] == [200] * 12
     each_front_door_serves_large(gateway)
@@ -270,17 +285,7 @@ def test_a_relay_front_door_killed_under_load_is_restarted_and_the_others_serve_
     process), clients whose connection it held see their connection fail, every answer from the
     others is right, and its request in flight is cancelled in the main (its worker freed)."""
     before = relays(gateway)
-    # a slow request held by front door 2: a kept-alive connection that landed on it
-    held = None
-    for _ in range(60):
-        session = requests.Session()
-        rid = f"held-{time.monotonic_ns()}"
-        assert_echoed(session.post(f"{gateway.url}/v2/models/echo/infer", json=_body(rid), timeout=10))
-        if front_doors_of(gateway, [rid])[rid] == 2:
-            held = session
-            break
-        session.close()
-    assert held is not None, "no connection landed on front door 2"
+    held = session_on(gateway, 2)  # a slow request in flight through front door 2 when it dies
     slow = threading.Thread(target=lambda: _swallow(lambda: held.post(f"{gateway.url}/v2/models/slow/infer", json=_body("held-slow", delay=30), timeout=60)))
     slow.start()
     gateway.wait_for(lambda: "slow echo call with" in gateway.log_text(), timeout=10, what="the slow call")
@@ -325,8 +330,7 @@ def test_a_relay_front_door_killed_under_load_is_restarted_and_the_others_serve_
     each_front_door_serves_large(gateway)
 
 
-def _body(request_id: str, **parameters) -> dict:
-    x = LARGE
+def _body(request_id: str, x: np.ndarray = LARGE, **parameters) -> dict:
     return {"id": request_id, "inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}], "parameters": parameters}
 
 
