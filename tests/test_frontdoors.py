@@ -286,7 +286,7 @@ def test_a_relay_front_door_killed_under_load_is_restarted_and_the_others_serve_
     others is right, and its request in flight is cancelled in the main (its worker freed)."""
     before = relays(gateway)
     held = session_on(gateway, 2)  # a slow request in flight through front door 2 when it dies
-    slow = threading.Thread(target=lambda: _swallow(lambda: held.post(f"{gateway.url}/v2/models/slow/infer", json=_body("held-slow", delay=30), timeout=60)))
+    slow = threading.Thread(daemon=True, target=lambda: _swallow(lambda: held.post(f"{gateway.url}/v2/models/slow/infer", json=_body("held-slow", delay=30), timeout=60)))
     slow.start()
     gateway.wait_for(lambda: "slow echo call with" in gateway.log_text(), timeout=10, what="the slow call")
 
@@ -302,18 +302,20 @@ def test_a_relay_front_door_killed_under_load_is_restarted_and_the_others_serve_
             except requests.ConnectionError as exc:
                 results.append(exc)
 
-    clients = [threading.Thread(target=load) for _ in range(4)]
+    clients = [threading.Thread(target=load, daemon=True) for _ in range(4)]
     for client in clients:
         client.start()
-    gateway.wait_for(lambda: len(results) >= 20, timeout=30, what="the load")
-    serving = serving_lines(gateway)
-    os.kill(before[2], signal.SIGKILL)
-    gateway.wait_for(lambda: relays(gateway).get(2) not in (None, before[2]) and serving_lines(gateway) > serving, timeout=30, what="front door 2's restart")
-    served = len(results)
-    gateway.wait_for(lambda: len(results) >= served + 20, timeout=30, what="the load after the restart")
-    stop.set()
-    for client in clients:
-        client.join()
+    try:
+        gateway.wait_for(lambda: len(results) >= 20, timeout=30, what="the load")
+        serving = serving_lines(gateway)
+        os.kill(before[2], signal.SIGKILL)
+        gateway.wait_for(lambda: relays(gateway).get(2) not in (None, before[2]) and serving_lines(gateway) > serving, timeout=30, what="front door 2's restart")
+        served = len(results)
+        gateway.wait_for(lambda: len(results) >= served + 20, timeout=30, what="the load after the restart")
+    finally:
+        stop.set()
+        for client in clients:
+            client.join()
     slow.join(timeout=30)
 
     answered = [result for result in results if not isinstance(result, Exception)]
@@ -348,7 +350,7 @@ def test_sigterm_drains_every_front_door(gateway):
     relay_pids = relays(gateway)
     in_flight: list[requests.Response] = []
     calls = gateway.log_text().count("slow echo call with")
-    slow = threading.Thread(target=lambda: in_flight.append(rest_echo(gateway, "drain-slow", model="slow", delay=3)))
+    slow = threading.Thread(daemon=True, target=lambda: in_flight.append(rest_echo(gateway, "drain-slow", model="slow", delay=3)))
     slow.start()
     gateway.wait_for(lambda: gateway.log_text().count("slow echo call with") > calls, timeout=10, what="the slow call")
     gateway.process.send_signal(signal.SIGTERM)
