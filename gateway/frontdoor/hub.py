@@ -1,10 +1,9 @@
 """The main process's side of the relay front doors (`frontdoor_workers` above 1; docs/ARCHITECTURE.md,
 "Several front doors").
 
-`RelayFrontDoors` starts front doors 2..N (`python -m gateway.relay`), each in a session of its
-own (a signal to the gateway's process group reaches them through the main, once), passes them
-their settings through a pipe, restarts one that dies (with back-off), forwards SIGTERM and
-SIGINT, and waits for them at the stop, before the workers are stopped.
+`RelayFrontDoors` starts front doors 2..N (`python -m gateway.relay`), passes them their settings
+through a pipe, restarts one that dies (with back-off), passes SIGTERM and SIGINT on (as
+RELAYED_SIGNALS), and waits for them at the stop, before the workers are stopped.
 
 `RelayHub` is the ROUTER socket they connect to: it runs each relayed request through the main
 DataPlane (so the model's queue, batching and least-busy routing see it like any other), copies
@@ -37,6 +36,9 @@ log = logging.getLogger("gateway.frontdoors")
 SOCKET_NAME = "frontdoors.sock"
 SYNC_TIMEOUT = 2.0  # seconds a scrape waits for each relay front door's SYNC answer
 STABLE_AFTER = 30.0  # a front door that lived this long resets the restart back-off
+# how the main process passes a signal on to the relay front doors, which share its process group and
+# ignore SIGTERM and SIGINT themselves: a signal to the group (Ctrl-C) reaches each of them once
+RELAYED_SIGNALS: dict[int, int] = {signal.SIGTERM: signal.SIGUSR1, signal.SIGINT: signal.SIGUSR2}
 RELAYED_CALLS = frozenset({messages.INFER, messages.EXPLAIN, messages.PREDICT_V1, messages.EXPLAIN_V1})
 
 
@@ -298,18 +300,16 @@ class RelayFrontDoors:
                 "--settings-fd", str(theirs),
                 "--table-fd", str(table_fd),
                 pass_fds=(theirs, table_fd),
-                start_new_session=True,  # signals come through the main process, once
             )  # fmt: skip
         finally:
             os.close(theirs)
 
     def signal(self, signum: int) -> None:
-        """Pass SIGTERM / SIGINT on: each front door drains and stops as the main one does."""
-        if signum in (signal.SIGTERM, signal.SIGINT):
-            self.stopping = True
+        """Pass SIGTERM / SIGINT on (as RELAYED_SIGNALS): each front door drains and stops as the main one does."""
+        self.stopping = True
         for process in list(self._processes.values()):
             if process.returncode is None:
-                process.send_signal(signum)
+                process.send_signal(RELAYED_SIGNALS[signum])
 
     async def stop(self, timeout: float) -> None:
         """Wait up to `timeout` for the front doors to exit (they were signalled), then kill those left."""
