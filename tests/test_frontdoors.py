@@ -350,9 +350,16 @@ def test_sigterm_drains_every_front_door(gateway):
     through any of them finishes; the relay front doors exit before the workers stop, and the
     gateway exits 0. (Last: it stops the gateway.)"""
     relay_pids = relays(gateway)
-    in_flight: list[requests.Response] = []
+    in_flight: list[requests.Response | Exception] = []
+
+    def slow_request() -> None:
+        try:
+            in_flight.append(rest_echo(gateway, "drain-slow", model="slow", delay=3))
+        except requests.RequestException as exc:
+            in_flight.append(exc)
+
     calls = gateway.log_text().count("slow echo call with")
-    slow = threading.Thread(daemon=True, target=lambda: in_flight.append(rest_echo(gateway, "drain-slow", model="slow", delay=3)))
+    slow = threading.Thread(daemon=True, target=slow_request)
     slow.start()
     gateway.wait_for(lambda: gateway.log_text().count("slow echo call with") > calls, timeout=10, what="the slow call")
     os.killpg(gateway.process.pid, signal.SIGTERM)
@@ -363,6 +370,7 @@ def test_sigterm_drains_every_front_door(gateway):
     assert gateway.process.wait(timeout=30) == 0
     slow.join(timeout=10)
     (response,) = in_flight
+    assert isinstance(response, requests.Response), response
     assert_echoed(response)
     assert not [pid for pid in relay_pids.values() if os.path.exists(f"/proc/{pid}")]
     messages = [line["message"] for line in log_lines(gateway)]

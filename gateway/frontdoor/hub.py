@@ -24,10 +24,10 @@ from typing import Any, Callable, Coroutine
 
 import zmq
 
-from ..errors import GatewayError, from_status
-from ..errors import answer_for as answer_of
+from ..errors import GatewayError, answer_for, from_status
 from ..settings import ServerSettings, settings_document
 from ..wire import messages
+from ..wire.request import WireRequest
 from ..wire.sockets import LoopSocket
 from .dataplane import DataPlane, StreamCall
 
@@ -54,6 +54,8 @@ class RelayHub:
         socket = self._context.socket(zmq.ROUTER)
         socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an answer for a front door that is gone raises: dropped, see _reply
         socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.SNDHWM, 0)  # no limit: what waits is bounded by the front doors' requests in flight
+        socket.setsockopt(zmq.RCVHWM, 0)
         socket.bind(endpoint)
         self._socket = LoopSocket(socket)
         self._calls: dict[bytes, dict[int, asyncio.Task]] = {}  # per front door: its calls running here, by seq
@@ -76,8 +78,8 @@ class RelayHub:
             if synced is not None and not synced.done():
                 synced.set_result(None)
         elif kind == messages.ACCOUNT:
-            done = messages.parse_control(frames)
-            self.dataplane.model_stats(done["model"] or "", done["version"]).request_done(done["protocol"], done["status"], done["ns"])
+            for protocol, status, ns, model, version in messages.parse_control(frames)["requests"]:
+                self.dataplane.model_stats(model or "", version).request_done(protocol, status, ns)
         elif kind == messages.CANCEL:
             task = self._calls.get(identity, {}).get(messages.parse_control(frames)["seq"])
             if task is not None:
@@ -89,19 +91,19 @@ class RelayHub:
         elif kind in (messages.STREAM, messages.STREAM_V1):
             header = messages.request_header(frames)
             request = messages.parse_request(header, frames, None, header["model"], header["version"])
-            self._feeds[identity, header["seq"]] = _Feed()
-            self._start(identity, header["seq"], self._stream(identity, header["seq"], kind, request, self._feeds[identity, header["seq"]]))
+            feed = self._feeds[identity, header["seq"]] = _Feed()
+            self._start(identity, header["seq"], self._stream(identity, header["seq"], kind, request, feed))
         elif kind in (messages.NEXT, messages.END, messages.CREDIT):
             header = messages.request_header(frames)
-            fed = self._feeds.get((identity, header["seq"]))
-            if fed is None:
+            running = self._feeds.get((identity, header["seq"]))
+            if running is None:
                 return  # the stream has ended meanwhile
             if kind == messages.NEXT:
-                fed.requests.put_nowait(messages.parse_request(header, frames, None, header["model"], header["version"]))
+                running.requests.put_nowait(messages.parse_request(header, frames, None, header["model"], header["version"]))
             elif kind == messages.END:
-                fed.requests.put_nowait(None)
+                running.requests.put_nowait(None)
             else:
-                fed.credits.release()
+                running.credits.release()
         elif kind == messages.ASK:
             question = messages.parse_control(frames)
             self._start(identity, question["seq"], self._ask(identity, question["seq"], question["what"], question["arguments"]))
@@ -114,7 +116,7 @@ class RelayHub:
         calls[seq] = task
         task.add_done_callback(lambda _: calls.pop(seq, None))
 
-    async def _call(self, identity: bytes, seq: int, kind: bytes, request: Any) -> None:
+    async def _call(self, identity: bytes, seq: int, kind: bytes, request: WireRequest) -> None:
         try:
             async with self.dataplane.relayed(kind, request) as response:
                 reply = messages.reply_frames(seq, response.outputs, response.parameters, None, {})
@@ -126,7 +128,7 @@ class RelayHub:
             reply = messages.error_frames(seq, _as_gateway_error(exc), {})
         self._reply(identity, reply)
 
-    async def _stream(self, identity: bytes, seq: int, kind: bytes, request: Any, feed: "_Feed") -> None:
+    async def _stream(self, identity: bytes, seq: int, kind: bytes, request: WireRequest, feed: "_Feed") -> None:
         """A relayed stream: each response copied into an ITEM, the next asked for once the front door
         has written it (CREDIT), so that its client's back-pressure reaches the generator."""
         feeding: asyncio.Task | None = None
@@ -231,7 +233,7 @@ def _as_gateway_error(exc: Exception) -> GatewayError:
     if isinstance(exc, GatewayError):
         return exc
     log.error("a relayed request failed", exc_info=exc)
-    status, code, message = answer_of(exc)
+    status, code, message = answer_for(exc)
     return from_status(status, message, code)
 
 

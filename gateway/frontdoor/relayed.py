@@ -10,9 +10,10 @@ shared memory: a relay front door that dies leaves no lease behind.
 
 What the main process alone holds is asked of it on the same socket: /metrics, the statistics
 extension, load and unload. A request this front door answered is reported to the main's
-registry (ACCOUNT) before its answer leaves; ZeroMQ keeps the order of one socket pair, and the
-main process asks every front door for an answer on that pair (SYNC) before it reads its registry,
-so a scrape sent after an answer counts it, whichever front doors the two went through.
+registry (ACCOUNT, one message per loop turn); before the main process reads its registry for a
+scrape it asks every front door for an answer on the same socket pair (SYNC), which each sends
+after its reports, and ZeroMQ keeps the order of one pair: so a scrape sent after an answer counts
+it, whichever front doors the two went through.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class MainProcess:
         self._waiting: dict[int, asyncio.Future] = {}  # calls and questions, by seq
         self._streams: dict[int, _RelayedStream] = {}
         self._seq = itertools.count()
+        self._accounts: list[list] = []  # requests answered, not yet reported (account)
 
     def connect(self) -> None:
         """Connect, on the running loop (ZeroMQ connects in the background: what is sent meanwhile waits)."""
@@ -53,6 +55,8 @@ class MainProcess:
         socket = self._context.socket(zmq.DEALER)
         socket.setsockopt(zmq.IDENTITY, self.identity.encode())
         socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.SNDHWM, 0)  # no limit: what waits is bounded by this front door's requests in flight
+        socket.setsockopt(zmq.RCVHWM, 0)
         socket.connect(self.endpoint)
         self._socket = LoopSocket(socket)
         self._loop = asyncio.get_running_loop()
@@ -64,7 +68,8 @@ class MainProcess:
             try:
                 kind = frames[0].bytes
                 result: Any = None
-                if kind == messages.SYNC:  # the ACCOUNTs sent so far are ahead of this answer on the socket
+                if kind == messages.SYNC:  # every request answered so far is reported ahead of this answer on the socket
+                    self._send_accounts()
                     self._socket.send([messages.ANSWER, frames[1].bytes])
                     continue
                 if kind in (messages.ANSWER, messages.TAKEN, messages.DONE):
@@ -128,9 +133,16 @@ class MainProcess:
         self._socket.send(frames)
 
     def account(self, protocol: str, http_status: int, ns: int, model: Optional[str], version: Optional[str]) -> None:
-        self._socket.send(
-            messages.control_frames(messages.ACCOUNT, {"protocol": protocol, "status": http_status, "ns": ns, "model": model, "version": version})
-        )
+        """Report a request this front door answered; the reports of one loop turn leave as one message,
+        at the turn's end, or before this front door answers a SYNC."""
+        self._accounts.append([protocol, http_status, ns, model, version])
+        if len(self._accounts) == 1:
+            self._loop.call_soon(self._send_accounts)
+
+    def _send_accounts(self) -> None:
+        if self._accounts:
+            self._socket.send(messages.control_frames(messages.ACCOUNT, {"requests": self._accounts}))
+            self._accounts = []
 
     def fail_all(self, why: str) -> None:
         """Fail every call still waiting (the front door is stopping and their time is up)."""
@@ -143,6 +155,7 @@ class MainProcess:
             stream.on_message(messages.ERROR, Unavailable(why))
 
     async def close(self) -> None:
+        self._send_accounts()
         self._reader.cancel()
         await asyncio.wait([self._reader])
         self._socket.close()

@@ -35,7 +35,7 @@ from ..settings import ConfigError, ServerSettings
 from .access import Access
 from .dataplane import DataPlane
 from .grpc import server as grpc_server
-from .hub import RelayFrontDoors, RelayHub, endpoint_in
+from .hub import RELAYED_SIGNALS, RelayFrontDoors, RelayHub, endpoint_in
 from .relayed import MainProcess, RelayDataPlane
 from .rest.app import create_app, guard, metrics_endpoint, on_error
 from .rest.connection import GatewayProtocol
@@ -56,10 +56,22 @@ class Stopping:
     """A front door's stop, in the order of the module docstring, and what each signal does to it.
 
     `cut_off(why)` fails the requests still running at the end of the grace; `forward(signum)`, in the
-    main process with relay front doors, passes each signal on to them."""
+    main process with relay front doors, passes each signal on to them. `signals`: what each signal
+    received means (SIGTERM or SIGINT), None: ignored. A relay front door shares the main process's
+    process group, so it ignores SIGTERM and SIGINT (a terminal's Ctrl-C, a group kill) and takes
+    them from the main process only, as RELAYED_SIGNALS."""
 
-    def __init__(self, app: Sanic, dataplane: DataPlane, settings: ServerSettings, cut_off: Callable[[str], None], forward: Callable[[int], None]):
+    def __init__(
+        self,
+        app: Sanic,
+        dataplane: DataPlane,
+        settings: ServerSettings,
+        cut_off: Callable[[str], None],
+        forward: Callable[[int], None],
+        signals: dict[int, Optional[int]],
+    ):
         self.app, self.dataplane, self.settings, self._cut_off_requests, self._forward = app, dataplane, settings, cut_off, forward
+        self._signals = signals
         self.closing = False  # the listeners are closed (or closing): in-flight requests have their grace
         self._skip_delay = asyncio.Event()
         self._drain_task: Optional[asyncio.Task] = None  # held: the loop keeps only a weak reference to a task
@@ -67,8 +79,11 @@ class Stopping:
 
     def take_signals(self) -> None:
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.on_signal, signum)
+        for received, meaning in self._signals.items():
+            if meaning is None:
+                loop.add_signal_handler(received, _ignore)
+            else:
+                loop.add_signal_handler(received, self.on_signal, meaning)
 
     def on_signal(self, signum: int) -> None:
         self._forward(signum)
@@ -150,7 +165,8 @@ def build(settings: ServerSettings, access: Access, tls: Optional[TLS], preloade
         await supervisor.stop()
         log.info("gateway stopped")
 
-    return _front_door(dataplane, access, tls, start, stop, supervisor.cut_off, relays.signal if relays is not None else lambda signum: None)
+    forward = relays.signal if relays is not None else _ignore
+    return _front_door(dataplane, access, tls, start, stop, supervisor.cut_off, forward, {signal.SIGTERM: signal.SIGTERM, signal.SIGINT: signal.SIGINT})
 
 
 def build_relay(settings: ServerSettings, access: Access, tls: Optional[TLS], number: int, main: MainProcess, table: ModelTable) -> Sanic:
@@ -164,7 +180,8 @@ def build_relay(settings: ServerSettings, access: Access, tls: Optional[TLS], nu
         await main.close()
         log.info("front door %d stopped", number)
 
-    return _front_door(dataplane, access, tls, start, stop, main.fail_all, lambda signum: None)
+    signals: dict[int, Optional[int]] = {signal.SIGTERM: None, signal.SIGINT: None, **{relayed: meaning for meaning, relayed in RELAYED_SIGNALS.items()}}
+    return _front_door(dataplane, access, tls, start, stop, main.fail_all, _ignore, signals)
 
 
 def _front_door(
@@ -175,6 +192,7 @@ def _front_door(
     stop: Callable[[], Awaitable[None]],
     cut_off: Callable[[str], None],
     forward: Callable[[int], None],
+    signals: dict[int, Optional[int]],
 ) -> Sanic:
     """REST and gRPC on one Sanic loop, and their stop (the module docstring); `start` runs before
     they serve, `stop` once their in-flight requests are done."""
@@ -182,7 +200,7 @@ def _front_door(
     app = create_app(dataplane, access)
     # how long Sanic waits for busy connections once its listener closed, before it cuts them
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_grace + CUT_OFF_MARGIN
-    stopping = Stopping(app, dataplane, settings, cut_off, forward)
+    stopping = Stopping(app, dataplane, settings, cut_off, forward, signals)
 
     @app.before_server_start
     async def starting(app: Sanic) -> None:
@@ -212,6 +230,10 @@ def _front_door(
         await stop()
 
     return app
+
+
+def _ignore(*_: object) -> None:
+    pass
 
 
 def metrics_app(app: Sanic, access: Access) -> Sanic:

@@ -37,7 +37,7 @@ one ITEM, PREDICT_V1's reply.
 A relay front door (gateway/frontdoor/relay.py; `frontdoor_workers` above 1) speaks to the main
 process with the same framing, its tensors always inline: INFER, EXPLAIN, PREDICT_V1 and EXPLAIN_V1
 (the header adds "model", "version", "deadline" and "priority": what the main's pool needs), CANCEL,
-ACCOUNT (a request it answered, for the main's metrics) and ASK (metrics, statistics, load, unload);
+ACCOUNT (the requests it answered in one loop turn, for the main's metrics) and ASK (metrics, statistics, load, unload);
 the main answers REPLY, ERROR (with "retry_after" for a full queue) and ANSWER. Streams go as to a
 worker (STREAM, STREAM_V1, NEXT, END, CREDIT; ITEM, TAKEN, DONE, ERROR). Before it reads its
 registry for a scrape, the main sends each front door SYNC, which it answers at once with ANSWER:
