@@ -751,6 +751,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "client_cpu_pct": med([r["client_cpu_pct"] for r in runs]),
         "server_cpu_pct": med([r.get("server_cpu_pct") for r in runs]),
         "server_cpu_ms_per_request": med([r.get("server_cpu_ms_per_request") for r in runs]),
+        "worker_cpu_ms_per_request": med([r.get("worker_cpu_ms_per_request") for r in runs]),
+        "frontdoor_cpu_ms_per_request": med([r.get("frontdoor_cpu_ms_per_request") for r in runs]),
         "other_cpu_pct": med([r.get("other_cpu_pct") for r in runs]),
         "error_count": sum(r["error_count"] for r in runs),
         "binary_response": runs[0].get("binary_response"),
@@ -786,6 +788,15 @@ def _cell(record: Optional[dict[str, Any]]) -> tuple[str, str, str]:
     if (record.get("other_cpu_pct") or 0) > NOISY_OTHER_PCT:
         throughput += " !"
     return throughput, latency, cpu
+
+
+def _cpu_per_request(record: Optional[dict[str, Any]]) -> str:
+    if not record or record.get("server_cpu_ms_per_request") is None:
+        return "-"
+    text = f"{1e3 * record['server_cpu_ms_per_request']:.0f}"
+    if record.get("worker_cpu_ms_per_request"):
+        text += f" ({1e3 * record['frontdoor_cpu_ms_per_request']:.0f} + {1e3 * record['worker_cpu_ms_per_request']:.0f})"
+    return text
 
 
 def _ratio(ours: Optional[dict[str, Any]], peer: Optional[dict[str, Any]], key: str) -> str:
@@ -844,6 +855,15 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     for name in case_names:
         lines.append("| " + " | ".join([name] + [_cell(records.get((name, s)))[2] or "-" for s in servers]) + " |")
+    lines += [
+        "",
+        "## Server CPU per request (µs): all of the server's processes; for the gateway also front door(s) + model workers",
+        "",
+        "| case | " + " | ".join(servers) + " |",
+        "|---|" + "---|" * len(servers),
+    ]
+    for name in case_names:
+        lines.append("| " + " | ".join([name] + [_cpu_per_request(records.get((name, s))) for s in servers]) + " |")
     notes = [f"- {r['server']} {r['case']}: {r['error']}" for r in report["results"] if r.get("error")]
     if notes:
         lines += ["", "## Failures", ""] + [n.replace("\n", " ")[:400] for n in notes]

@@ -457,12 +457,14 @@ def _own_cpu() -> float:
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def process_group_cpu(pgids) -> Optional[float]:
-    """CPU seconds (user+system) of every live process in these process groups, from /proc."""
+def process_group_cpu(pgids) -> Optional[tuple[float, float]]:
+    """CPU seconds (user+system) of every live process in these process groups, from /proc:
+    (all of them, the gateway's model workers among them). A worker is a `python -m workers`
+    process (or one forked by such a fork server); the rest is front door and supervisor."""
     if not pgids:
         return None
     wanted = set(pgids)
-    total = 0
+    total = workers = 0
     try:
         names = os.listdir("/proc")
     except OSError:
@@ -473,12 +475,18 @@ def process_group_cpu(pgids) -> Optional[float]:
         try:
             with open(f"/proc/{name}/stat", "rb") as handle:
                 stat = handle.read()
+            fields = stat[stat.rfind(b")") + 2 :].split()
+            if int(fields[2]) not in wanted:  # pgrp
+                continue
+            with open(f"/proc/{name}/cmdline", "rb") as handle:
+                command = handle.read()
         except OSError:
             continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if int(fields[2]) in wanted:  # pgrp
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / _TICKS
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime
+        total += ticks
+        if b"-m\0workers\0" in command:
+            workers += ticks
+    return total / _TICKS, workers / _TICKS
 
 
 def machine_busy_cpu() -> Optional[float]:
@@ -673,7 +681,7 @@ def _snapshot(times: dict[str, float], opts: dict[str, Any], label: str) -> None
     times[f"wall_{label}"] = time.perf_counter()
     server = process_group_cpu(opts["server_pgids"])
     if server is not None:
-        times[f"server_cpu_{label}"] = server
+        times[f"server_cpu_{label}"], times[f"worker_cpu_{label}"] = server
     machine = machine_busy_cpu()
     if machine is not None:
         times[f"machine_cpu_{label}"] = machine
@@ -945,6 +953,10 @@ def run(
         result["server_cpu_s"] = round(server_cpu, 4)
         result["server_cpu_pct"] = 100.0 * server_cpu / cpu_wall if cpu_wall > 0 else 0.0
         result["server_cpu_ms_per_request"] = 1e3 * server_cpu / count if count else None
+        # the gateway's split: its model workers, and the rest (front doors, supervisor); a peer has no workers of this kind
+        worker_cpu = times["worker_cpu_end"] - times["worker_cpu_start"]
+        result["worker_cpu_ms_per_request"] = 1e3 * worker_cpu / count if count else None
+        result["frontdoor_cpu_ms_per_request"] = 1e3 * (server_cpu - worker_cpu) / count if count else None
     if "machine_cpu_end" in times and "machine_cpu_start" in times and cpu_wall > 0:
         # everything else running on the machine meanwhile: a busy neighbour makes numbers noisy
         machine = 100.0 * (times["machine_cpu_end"] - times["machine_cpu_start"]) / cpu_wall
@@ -975,6 +987,10 @@ def format_result(result: dict[str, Any]) -> str:
             f"  server CPU: {result['server_cpu_s']:.2f} s = {result['server_cpu_pct']:.0f}% of one core"
             + (f" ({per:.3f} ms/request)" if per is not None else "")
         )
+        if per is not None and result["worker_cpu_ms_per_request"]:
+            lines.append(
+                f"    of it, per request: model workers {result['worker_cpu_ms_per_request']:.3f} ms, the rest {result['frontdoor_cpu_ms_per_request']:.3f} ms"
+            )
     if "machine_cpu_pct" in result:
         lines.append(
             f"  machine CPU: {result['machine_cpu_pct']:.0f}% of one core ({os.cpu_count()} cores), "

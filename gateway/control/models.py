@@ -26,7 +26,7 @@ The table lives in this process's memory, where the front door of the supervisor
 it directly; front doors in other processes read the copy the supervisor publishes in shared
 memory (table.py) on every change they can see: any assignment to a field of ModelEntry.PUBLISHED,
 a model version added or removed, the repository read. Changes made in one turn of the event loop
-go out as one write; a repository operation answers only once its result is published.
+go out as one write, before a repository operation that made them answers.
 """
 
 from __future__ import annotations
@@ -208,14 +208,16 @@ class Supervisor:
 
     @property
     def ready(self) -> bool:
-        """The repository has been read and every model that should be served is READY."""
-        return self._scanned and all(entry.state == State.READY for entry in self.entries() if entry.wanted)
+        """The repository has been read, the gateway is not stopping, and every model that should be served is READY."""
+        return self._scanned and not self._stopping and all(entry.state == State.READY for entry in self.entries() if entry.wanted)
 
     # --- the published table ----------------------------------------------------
 
     def _changed(self) -> None:
         """Something front doors in other processes see changed: publish the table at the loop's next
-        turn, once for all the changes made until then."""
+        turn, once for all the changes made until then. So a repository operation's result is published
+        before the task that awaits the operation resumes (which takes at least one more turn), and
+        before its answer leaves through any front door."""
         if self._publishing is None:
             self._publishing = asyncio.get_running_loop().call_soon(self._publish)
 
@@ -223,13 +225,6 @@ class Supervisor:
         self._publishing = None
         if not self.table.closed:
             self.table.publish(table_document(self.ready, self.entries()))
-
-    def _publish_now(self) -> None:
-        """Publish the changes not yet published: before a repository operation answers, so that the
-        client who asked sees its result through any front door."""
-        if self._publishing is not None:
-            self._publishing.cancel()
-            self._publish()
 
     # --- loading ------------------------------------------------------------
 
@@ -358,10 +353,7 @@ class Supervisor:
     async def load_model(self, name: str) -> None:
         """(Re)read the model's model-settings.json file(s) and load it; unload the running one first."""
         found = self._find_in_repository(name)
-        try:
-            await self._in_turn(name, lambda: self._reload(name, found))
-        finally:
-            self._publish_now()
+        await self._in_turn(name, lambda: self._reload(name, found))
 
     async def _reload(self, name: str, found: list[ModelSettings]) -> None:
         await self._unload_versions(name)
@@ -409,10 +401,7 @@ class Supervisor:
             raise NotFound(f"model {name!r} not found")
         for entry in self.models[name].values():
             self._stop_starting(entry)  # a load in progress stops now, not once it is done
-        try:
-            await self._in_turn(name, lambda: self._unload_versions(name))
-        finally:
-            self._publish_now()
+        await self._in_turn(name, lambda: self._unload_versions(name))
 
     async def _unload_versions(self, name: str) -> None:
         await asyncio.gather(*(self._unload(entry) for entry in self.models.get(name, {}).values()))
@@ -459,6 +448,7 @@ class Supervisor:
         """The gateway stops and the requests' time is up: fail those still queued or running (the front
         doors answer them 503 / UNAVAILABLE, saying why) and kill the workers running them."""
         self._stopping = True  # no restart of the workers killed here
+        self._changed()  # not ready, for the front doors of other processes too
         failed = sum(self._abandon_requests(entry, why) for entry in self.entries())
         if failed:
             log.warning("%d request(s) still queued or running get 503 / UNAVAILABLE: %s", failed, why)
@@ -475,5 +465,5 @@ class Supervisor:
         if self._script_forker is not None:
             await self._script_forker.close()
         await self.processes.stop()
-        self._publish_now()  # the front doors in other processes see every model stopped, and the server not ready
+        self._publish()  # now, not at a next turn: front doors in other processes see every model stopped
         self.table.close()

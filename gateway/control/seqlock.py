@@ -42,6 +42,8 @@ MAGIC = b"gwdoc\x00\x00\x01"  # the format's version is its last byte
 HEADER = struct.Struct("<8sQQI")  # magic, generation, length, crc32
 GENERATION = struct.Struct("<Q")
 GENERATION_AT = 8
+LENGTH_CRC = struct.Struct("<QI")
+LENGTH_CRC_AT = 16
 DOCUMENT = 64  # where the document starts: the header rounded up to a cache line
 FIRST_SIZE = 64 * 1024
 STALLED_AFTER = 1.0  # seconds a reader retries before it says the writer stopped mid-write
@@ -67,13 +69,17 @@ class DocumentWriter:
         data = orjson.dumps(document)
         if DOCUMENT + len(data) > len(self._map):
             self._grow(DOCUMENT + len(data))
-        odd = self.generation + 1
-        GENERATION.pack_into(self._map, GENERATION_AT, odd)
-        self._map[DOCUMENT : DOCUMENT + len(data)] = data
-        HEADER.pack_into(self._map, 0, MAGIC, odd, len(data), zlib.crc32(data))
-        self.generation = odd + 1
-        GENERATION.pack_into(self._map, GENERATION_AT, self.generation)
+        # fields are packed first and copied in: struct's pack_into zeroes its bytes before it fills
+        # them, which a reader could take for generation 0 of an empty document
+        self._put(GENERATION_AT, GENERATION.pack(self.generation + 1))
+        self._put(DOCUMENT, data)
+        self._put(LENGTH_CRC_AT, LENGTH_CRC.pack(len(data), zlib.crc32(data)))
+        self.generation += 2
+        self._put(GENERATION_AT, GENERATION.pack(self.generation))
         return self.generation
+
+    def _put(self, offset: int, data: bytes) -> None:
+        self._map[offset : offset + len(data)] = data
 
     @property
     def closed(self) -> bool:
@@ -84,8 +90,7 @@ class DocumentWriter:
         while size < needed:
             size *= 2
         os.ftruncate(self.fd, size)  # readers' mappings of the old size stay valid: the file only grows
-        grown = mmap.mmap(self.fd, size)
-        grown[:DOCUMENT] = self._map[:DOCUMENT]
+        grown = mmap.mmap(self.fd, size)  # the same file: its header and document are there already
         self._map.close()
         self._map = grown
 
@@ -122,7 +127,7 @@ class DocumentReader:
         started = time.monotonic()
         while True:
             _, generation, length, crc = HEADER.unpack_from(self._map, 0)
-            if generation & 1 == 0:
+            if generation and generation & 1 == 0:  # 0: nothing published (never seen after the first)
                 if DOCUMENT + length > len(self._map):
                     self._remap()  # the writer grew the file
                     continue

@@ -193,7 +193,8 @@ class TableReader:
 
     @property
     def ready(self) -> bool:
-        """The repository has been read and every model that should be served is READY."""
+        """As Supervisor.ready: the repository has been read, the gateway is not stopping, and every model
+        that should be served is READY."""
         self._fresh()
         return self._ready
 
