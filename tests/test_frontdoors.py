@@ -43,7 +43,14 @@ SMALL = np.arange(4, dtype=np.float32).reshape(2, 2)
 def gateway(start_gateway, tmp_path_factory):
     repository = write_repository(tmp_path_factory.mktemp("frontdoors"), MODELS)
     gateway = start_gateway(
-        repository, new_session=True, frontdoor_workers=FRONT_DOORS, log_format="json", metrics_on_http=True, restart_backoff=0.1, drain_delay=4, shutdown_grace=10
+        repository,
+        new_session=True,
+        frontdoor_workers=FRONT_DOORS,
+        log_format="json",
+        metrics_on_http=True,
+        restart_backoff=0.1,
+        drain_delay=4,
+        shutdown_grace=10,
     )
     gateway.wait_ready()
     gateway.wait_for(lambda: len(relays(gateway)) == FRONT_DOORS - 1 and serving_lines(gateway) >= FRONT_DOORS - 1, what="the relay front doors")
@@ -286,7 +293,9 @@ def test_a_relay_front_door_killed_under_load_is_restarted_and_the_others_serve_
     others is right, and its request in flight is cancelled in the main (its worker freed)."""
     before = relays(gateway)
     held = session_on(gateway, 2)  # a slow request in flight through front door 2 when it dies
-    slow = threading.Thread(daemon=True, target=lambda: _swallow(lambda: held.post(f"{gateway.url}/v2/models/slow/infer", json=_body("held-slow", delay=30), timeout=60)))
+    slow = threading.Thread(
+        daemon=True, target=lambda: _swallow(lambda: held.post(f"{gateway.url}/v2/models/slow/infer", json=_body("held-slow", delay=30), timeout=60))
+    )
     slow.start()
     gateway.wait_for(lambda: "slow echo call with" in gateway.log_text(), timeout=10, what="the slow call")
 
@@ -309,7 +318,9 @@ def test_a_relay_front_door_killed_under_load_is_restarted_and_the_others_serve_
         gateway.wait_for(lambda: len(results) >= 20, timeout=30, what="the load")
         serving = serving_lines(gateway)
         os.kill(before[2], signal.SIGKILL)
-        gateway.wait_for(lambda: relays(gateway).get(2) not in (None, before[2]) and serving_lines(gateway) > serving, timeout=30, what="front door 2's restart")
+        gateway.wait_for(
+            lambda: relays(gateway).get(2) not in (None, before[2]) and serving_lines(gateway) > serving, timeout=30, what="front door 2's restart"
+        )
         served = len(results)
         gateway.wait_for(lambda: len(results) >= served + 20, timeout=30, what="the load after the restart")
     finally:
