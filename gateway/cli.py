@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--config", type=Path, metavar="FOLDER", help="the same folder, as a flag")
     for setting, (flag, metavar) in FLAGS.items():
         field = ServerSettings.model_fields[setting]
-        default = "the config folder" if setting == "model_repository" else "none" if field.default is None else field.default
+        default = "the config folder" if setting == "model_repository" else field.get_default(call_default_factory=True)
+        default = "none" if default is None else default
         help_text = f"{field.description} (default: {default})"
         if metavar is None:
             start.add_argument(flag, dest=setting, action=argparse.BooleanOptionalAction, default=None, help=help_text)

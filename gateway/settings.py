@@ -81,7 +81,7 @@ class ServerSettings(BaseModel):
         ge=1,
         le=64,
         description="front-door processes serving the REST, gRPC and metrics ports (SO_REUSEPORT); above 1, the others relay their requests to the main one, "
-        "where every model's queue and batches stay whole (default: 1 up to 3 cores, else half the cores, at most 4)",
+        "where every model's queue and batches stay whole; by default 1 up to 3 cores, else half the cores, at most 4",
     )
     worker_blas_threads: int = Field(1, ge=1, description="OMP/OpenBLAS/MKL threads in each worker process")
     max_request_bytes: int = Field(256 * MIB, gt=0, description="largest REST request body")
@@ -150,6 +150,16 @@ class ServerSettings(BaseModel):
             log.info("parallel_workers is 0 (MLServer: inference in the main process): the gateway runs 1 worker process")
             return 1
         return value
+
+    @model_validator(mode="after")
+    def _shared_ports_are_fixed(self) -> "ServerSettings":
+        # port 0 (any free port) would give each front-door process a port of its own
+        if self.frontdoor_workers > 1:
+            ports = {"http_port": self.http_port, "grpc_port": self.grpc_port if self.enable_grpc else None, "metrics_port": self.metrics_port or None}
+            chosen = [name for name, port in ports.items() if port == 0]
+            if chosen:
+                raise ValueError(f"frontdoor_workers above 1 needs fixed ports, the same for every front door: {', '.join(chosen)} is 0 (any free port)")
+        return self
 
     @model_validator(mode="after")
     def _security_settings_agree(self) -> "ServerSettings":
