@@ -27,6 +27,12 @@ ENV_PREFIX = "GATEWAY_"
 SECRET_SETTINGS = ("inference_tokens", "repository_tokens", "metrics_tokens")
 SECRET_VARIABLES = frozenset(ENV_PREFIX + setting.upper() for setting in SECRET_SETTINGS)  # matched in any case, as all GATEWAY_*
 # settings naming a file or folder: relative to the config folder (a flag's: to the current folder)
+def without_secrets(environment: dict[str, str]) -> dict[str, str]:
+    """The environment less the token variables: what the gateway's child processes get (a worker
+    needs no token; a relay front door gets its settings, tokens included, through a pipe)."""
+    return {name: value for name, value in environment.items() if name.upper() not in SECRET_VARIABLES}
+
+
 PATH_SETTINGS = ("model_repository", "inference_tokens_file", "repository_tokens_file", "metrics_tokens_file", "tls_cert_file", "tls_key_file", "tls_ca_file")
 
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Coroutine
 import zmq
 
 from ..errors import GatewayError, answer_for, from_status
-from ..settings import ServerSettings, settings_document
+from ..settings import ServerSettings, settings_document, without_secrets
 from ..wire import messages
 from ..wire.request import WireRequest
 from ..wire.sockets import LoopSocket
@@ -302,6 +302,7 @@ class RelayFrontDoors:
                 "--settings-fd", str(theirs),
                 "--table-fd", str(table_fd),
                 pass_fds=(theirs, table_fd),
+                env=without_secrets(dict(os.environ)),  # its tokens come with its settings
             )  # fmt: skip
         finally:
             os.close(theirs)
