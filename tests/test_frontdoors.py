@@ -32,7 +32,7 @@ MODELS = {
     "echo": {"implementation": "tests.runtimes.Echo", "parallel_workers": 2},
     # one worker, batches of up to 8 that wait up to 1 s for company: a batch gathers requests from every front door
     "batched": {"implementation": "tests.runtimes.BatchProbe", "max_batch_size": 8, "max_batch_time": 1.0},
-    "slow": {"implementation": "tests.runtimes.SlowEcho"},
+    "slow": {"implementation": "tests.runtimes.SlowEcho", "default_priority_level": 2},  # priority 1 goes first
     "streamer": {"implementation": "tests.runtimes.Streamer"},
 }
 LARGE = np.arange(SHARED_MEMORY_BYTES // 4, dtype=np.float32).reshape(16, -1)  # through the workers' shared memory
@@ -242,6 +242,39 @@ def test_a_batch_gathers_requests_from_several_front_doors(gateway):
     assert samples[labels(model="batched", version="", le="1.0")] < samples[labels(model="batched", version="", le="+Inf")]
 
 
+def test_a_relayed_request_keeps_its_deadline_and_priority(gateway):
+    """The schedule policy crosses the hop: with the one worker of "slow" busy, a relayed request with a
+    deadline is dropped from the main process's queue when it passes (504, never run), and a relayed
+    request of priority 1 overtakes one of the default level queued before it through front door 1 (which
+    then takes a second: the order of the answers is the order they were served in)."""
+    with session_on(gateway, 2) as relayed, session_on(gateway, 1) as local:
+        busy = threading.Thread(daemon=True, target=lambda: rest_echo(gateway, "busy", SMALL, model="slow", delay=4))
+        calls = gateway.log_text().count("slow echo call with")
+        busy.start()
+        gateway.wait_for(lambda: gateway.log_text().count("slow echo call with") > calls, timeout=10, what="the busy call")
+        expired = relayed.post(f"{gateway.url}/v2/models/slow/infer", json=_body("expired", SMALL, timeout=300_000), timeout=30)
+        assert expired.status_code == 504 and "waiting for a worker" in expired.json()["error"], expired.text
+        answered: list[str] = []
+        later = threading.Thread(
+            daemon=True,
+            target=lambda: answered.append(
+                local.post(f"{gateway.url}/v2/models/slow/infer", json=_body("default-level", SMALL, delay=1), timeout=30).json()["id"]
+            ),
+        )
+        later.start()
+        gateway.wait_for(lambda: _inflight(gateway, "slow") == 2, timeout=10, what="the request of the default level to queue")
+        answered.append(relayed.post(f"{gateway.url}/v2/models/slow/infer", json=_body("first-level", SMALL, priority=1), timeout=30).json()["id"])
+        later.join(timeout=30)
+        busy.join(timeout=30)
+    assert answered == ["first-level", "default-level"]
+    assert gateway.log_text().count("slow echo call with") == calls + 3  # the expired request never reached the worker
+    each_front_door_serves_large(gateway, "slow")
+
+
+def _inflight(gateway, model: str) -> float:
+    return scrape(f"{gateway.url}/metrics")["gateway_inflight_requests"][labels(model=model, version="")]
+
+
 def test_unload_through_one_front_door_is_seen_by_every_front_door_at_once(gateway):
     """Repository operations act on the one supervisor, which publishes the model table before it
     answers: right after the unload's answer (through a relay front door), every process answers
@@ -292,6 +325,7 @@ def test_a_relay_front_door_killed_under_load_is_restarted_and_the_others_serve_
     process), clients whose connection it held see their connection fail, every answer from the
     others is right, and its request in flight is cancelled in the main (its worker freed)."""
     before = relays(gateway)
+    failed_before = _failed(gateway, "slow")
     held = session_on(gateway, 2)  # a slow request in flight through front door 2 when it dies
     slow = threading.Thread(
         daemon=True, target=lambda: _swallow(lambda: held.post(f"{gateway.url}/v2/models/slow/infer", json=_body("held-slow", delay=30), timeout=60))
@@ -337,10 +371,14 @@ def test_a_relay_front_door_killed_under_load_is_restarted_and_the_others_serve_
     (lost,) = re.findall(r"front door 2 exited with code -9 \((\d+) request\(s\) in flight failed\)", gateway.log_text())
     assert int(lost) >= 1  # the slow request, and perhaps some of the load's
     # the slow request was cancelled in its worker, which is free at once (it would sleep 30 s)
-    statistics = requests.get(f"{gateway.url}/v2/models/slow/stats", timeout=10).json()["model_stats"][0]
-    assert statistics["inference_stats"]["fail"]["count"] == 1
+    assert _failed(gateway, "slow") == failed_before + 1
     assert_serves_large(gateway, "slow", timeout=10)
     each_front_door_serves_large(gateway)
+
+
+def _failed(gateway, model: str) -> int:
+    """The statistics extension's count of the model's failed requests."""
+    return requests.get(f"{gateway.url}/v2/models/{model}/stats", timeout=10).json()["model_stats"][0]["inference_stats"]["fail"]["count"]
 
 
 def _body(request_id: str, x: np.ndarray = LARGE, **parameters) -> dict:
