@@ -26,6 +26,8 @@ ENV_PREFIX = "GATEWAY_"
 # settings whose value is a secret: taken from the environment only, never from settings.json or a flag
 SECRET_SETTINGS = ("inference_tokens", "repository_tokens", "metrics_tokens")
 SECRET_VARIABLES = frozenset(ENV_PREFIX + setting.upper() for setting in SECRET_SETTINGS)  # matched in any case, as all GATEWAY_*
+
+
 # settings naming a file or folder: relative to the config folder (a flag's: to the current folder)
 def without_secrets(environment: dict[str, str]) -> dict[str, str]:
     """The environment less the token variables: what the gateway's child processes get (a worker

@@ -1,6 +1,8 @@
 """Wires the gateway together and runs it: one front-door process serving REST
 (Sanic on uvloop), gRPC and /metrics on its event loop, with the model workers
-in processes of their own.
+in processes of their own; with `frontdoor_workers` above 1, that process (the
+main one, `build`) and the relay front doors (`build_relay`, gateway/relay.py)
+serve the same ports (docs/ARCHITECTURE.md, "Several front doors").
 
 How it stops (README, "Stopping"):
 
@@ -11,9 +13,11 @@ How it stops (README, "Stopping"):
 2. The listeners close (Sanic's own stop, app.stop()); in-flight requests get
    `shutdown_grace` seconds to finish.
 3. At the end of the grace, requests still queued or running are failed (503 /
-   UNAVAILABLE; supervisor.cut_off), their answers leave, and what is left of
-   the connections is cut `CUT_OFF_MARGIN` later.
-4. The workers stop: an idle one calls its runtime's unload(), one still busy is killed.
+   UNAVAILABLE; supervisor.cut_off, or in a relay front door MainProcess.fail_all),
+   their answers leave, and what is left of the connections is cut `CUT_OFF_MARGIN` later.
+4. The main process waits for the relay front doors to exit (each went through 1-3
+   at the same time: the main passes the signals on), then the workers stop: an
+   idle one calls its runtime's unload(), one still busy is killed.
 """
 
 from __future__ import annotations
