@@ -42,6 +42,15 @@ an async iterator (the request as PREDICT_V1's). Its ITEMs are the iterator's ch
 UINT8 tensor with the parameter "chunk"; a model that answered a whole answer instead sends it as
 one ITEM, PREDICT_V1's reply.
 
+A relay front door (gateway/frontdoor/relay.py; `frontdoor_workers` above 1) speaks to the main
+process with the same framing, its tensors always inline: INFER, EXPLAIN, PREDICT_V1 and EXPLAIN_V1
+(the header adds "model", "version", "deadline" and "priority": what the main's pool needs), CANCEL,
+ACCOUNT (the requests it answered in one loop turn, for the main's metrics) and ASK (metrics, statistics, load, unload);
+the main answers REPLY, ERROR (with "retry_after" for a full queue) and ANSWER. Streams go as to a
+worker (STREAM, STREAM_V1, NEXT, END, CREDIT; ITEM, TAKEN, DONE, ERROR). Before it reads its
+registry for a scrape, the main sends each front door SYNC, which it answers at once with ANSWER:
+every ACCOUNT it sent before is then in.
+
 READY, REPLY, ERROR and PONG headers carry a "report" for the gateway's
 metrics (gateway/control/stats.py): "times", a reply's [input, infer, output]
 stage times in ns; "register" and "log", the runtime's custom metrics
@@ -81,6 +90,10 @@ CREDIT = b"credit"
 ITEM = b"item"
 TAKEN = b"taken"
 DONE = b"done"
+ACCOUNT = b"account"
+ASK = b"ask"
+ANSWER = b"answer"
+SYNC = b"sync"
 
 V1_BODY = "body"  # the one UINT8 tensor a V1 request (PREDICT_V1, EXPLAIN_V1) and its answer travel as
 V1_CHUNK = "chunk"  # the parameter of a STREAM_V1 ITEM's tensor that is a chunk (not a whole answer)
@@ -143,12 +156,16 @@ def _buffer(frame: Any) -> memoryview:
     return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
 
 
-def request_frames(kind: bytes, seq: int, request: WireRequest, arena: Region | None, slot: int = 0, batch: list[int] | None = None) -> list:
-    """A call in `slot` (its inputs placed in `arena`, that slot's input region; None: a stream's
-    further request, inline). `batch`: the rows of each request a merged request holds, so that
-    the worker can mark where each one's rows start in its BYTES outputs (`PackedBytes.bounds`)."""
+def request_frames(
+    kind: bytes, seq: int, request: WireRequest, arena: Region | None, slot: int = 0, batch: list[int] | None = None, relayed: bool = False
+) -> list:
+    """A call in `slot` (its inputs placed in `arena`, that slot's input region; None: inline, as a
+    stream's further request or a relayed one). `batch`: the rows of each request a merged request
+    holds, so that the worker can mark where each one's rows start in its BYTES outputs
+    (`PackedBytes.bounds`). `relayed`: a relay front door's request to the main process, which
+    adds what the main's pool needs."""
     descriptions, frames = _place(request.inputs, arena)
-    header = {
+    header: dict[str, Any] = {
         "seq": seq,
         "slot": slot,
         "batch": batch,
@@ -159,6 +176,8 @@ def request_frames(kind: bytes, seq: int, request: WireRequest, arena: Region | 
         "headers": request.headers,
         "from_grpc": request.from_grpc,
     }
+    if relayed:
+        header.update(model=request.model_name, version=request.model_version, deadline=request.deadline, priority=request.priority)
     return [kind, orjson.dumps(header), *frames]
 
 
@@ -176,7 +195,7 @@ def request_header(frames: Sequence[Any]) -> dict:
 
 def parse_request(header: dict, frames: Sequence[Any], arena: Region | None, model_name: str, model_version: str | None) -> WireRequest:
     outputs = header["outputs"]
-    return WireRequest(
+    request = WireRequest(
         model_name=model_name,
         model_version=model_version,
         id=header["id"],
@@ -186,6 +205,9 @@ def parse_request(header: dict, frames: Sequence[Any], arena: Region | None, mod
         headers=header["headers"],
         from_grpc=header["from_grpc"],
     )
+    if "deadline" in header:  # relayed: CLOCK_MONOTONIC is one clock for every process of the machine
+        request.deadline, request.priority = header["deadline"], header["priority"]
+    return request
 
 
 def reply_frames(seq: int, outputs: list[Tensor], parameters: dict, arena: Region | None, report: dict, kind: bytes = REPLY) -> list:
@@ -197,6 +219,9 @@ def reply_frames(seq: int, outputs: list[Tensor], parameters: dict, arena: Regio
 
 def error_frames(seq: int, error: GatewayError, report: dict) -> list:
     header = {"seq": seq, "status": error.http_status, "code": error.grpc_code, "message": error.message, "report": report}
+    retry_after = getattr(error, "retry_after", None)  # a full queue, relayed to a front door: when to come back
+    if retry_after is not None:
+        header["retry_after"] = retry_after
     return [ERROR, orjson.dumps(header)]
 
 
@@ -209,7 +234,10 @@ def parse_reply(header: dict, frames: Sequence[Any], arena: Region | None) -> tu
     """((outputs, parameters) or error, whether the outputs view `arena`, the worker's report);
     `arena`: the output region of the slot of the call it answers."""
     if bytes(_buffer(frames[0])) == ERROR:
-        return from_status(header["status"], header["message"], header["code"]), False, header["report"]
+        error = from_status(header["status"], header["message"], header["code"])
+        if "retry_after" in header:
+            error.retry_after = header["retry_after"]  # type: ignore[attr-defined]  # read with getattr by the front doors
+        return error, False, header["report"]
     descriptions = header["outputs"]
     in_arena = any("shm" in d for d in descriptions)
     return (_views(descriptions, frames[2:], arena), header["parameters"]), in_arena, header["report"]
