@@ -243,7 +243,8 @@ def test_a_batch_gathers_requests_from_several_front_doors(gateway):
 
 
 def test_a_relayed_request_keeps_its_deadline_and_priority(gateway):
-    """The schedule policy crosses the hop: with the one worker of "slow" busy, a relayed request with a
+    """The schedule policy crosses the hop: with the one worker of "slow" busy (a call running, and one
+    waiting in its second slot), a relayed request with a
     deadline is dropped from the main process's queue when it passes (504, never run), and a relayed
     request of priority 1 overtakes one of the default level queued before it through front door 1 (which
     then takes a second: the order of the answers is the order they were served in)."""
@@ -252,6 +253,9 @@ def test_a_relayed_request_keeps_its_deadline_and_priority(gateway):
         calls = gateway.log_text().count("slow echo call with")
         busy.start()
         gateway.wait_for(lambda: gateway.log_text().count("slow echo call with") > calls, timeout=10, what="the busy call")
+        filler = threading.Thread(daemon=True, target=lambda: rest_echo(gateway, "filler", SMALL, model="slow"))
+        filler.start()
+        gateway.wait_for(lambda: _inflight(gateway, "slow") == 2, timeout=10, what="the worker's second slot to be taken")
         expired = relayed.post(f"{gateway.url}/v2/models/slow/infer", json=_body("expired", SMALL, timeout=300_000), timeout=30)
         assert expired.status_code == 504 and "waiting for a worker" in expired.json()["error"], expired.text
         answered: list[str] = []
@@ -262,12 +266,13 @@ def test_a_relayed_request_keeps_its_deadline_and_priority(gateway):
             ),
         )
         later.start()
-        gateway.wait_for(lambda: _inflight(gateway, "slow") == 2, timeout=10, what="the request of the default level to queue")
+        gateway.wait_for(lambda: _inflight(gateway, "slow") == 3, timeout=10, what="the request of the default level to queue")
         answered.append(relayed.post(f"{gateway.url}/v2/models/slow/infer", json=_body("first-level", SMALL, priority=1), timeout=30).json()["id"])
         later.join(timeout=30)
         busy.join(timeout=30)
+        filler.join(timeout=30)
     assert answered == ["first-level", "default-level"]
-    assert gateway.log_text().count("slow echo call with") == calls + 3  # the expired request never reached the worker
+    assert gateway.log_text().count("slow echo call with") == calls + 4  # the expired request never reached the worker
     each_front_door_serves_large(gateway, "slow")
 
 
