@@ -19,6 +19,7 @@ FLAGS = {
     "grpc_port": ("--grpc-port", "PORT"),
     "metrics_port": ("--metrics-port", "PORT"),
     "parallel_workers": ("--workers", "N"),
+    "frontdoor_workers": ("--frontdoor-workers", "N"),
     "model_repository": ("--model-repository", "DIR"),
     "request_timeout": ("--request-timeout", "SECONDS"),
     "log_level": ("--log-level", "LEVEL"),
@@ -51,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--config", type=Path, metavar="FOLDER", help="the same folder, as a flag")
     for setting, (flag, metavar) in FLAGS.items():
         field = ServerSettings.model_fields[setting]
-        default = "the config folder" if setting == "model_repository" else "none" if field.default is None else field.default
+        default = "the config folder" if setting == "model_repository" else field.get_default(call_default_factory=True)
+        default = "none" if default is None else default
         help_text = f"{field.description} (default: {default})"
         if metavar is None:
             start.add_argument(flag, dest=setting, action=argparse.BooleanOptionalAction, default=None, help=help_text)
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         logs.release(held)
         print(f"gateway: {exc}", file=sys.stderr)
         sys.exit(2)
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, front_door=1 if settings.frontdoor_workers > 1 else None)
     if not settings.access_log:
         logs.access_log.setLevel(logging.WARNING)
     logs.release(held)

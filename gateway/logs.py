@@ -26,8 +26,9 @@ access_log = logging.getLogger("gateway.access")
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self, source: str):
-        super().__init__(f"%(asctime)s %(levelname)s [{source}]%(request)s %(message)s")
+    def __init__(self, source: str, front_door: str = ""):
+        super().__init__(f"%(asctime)s %(levelname)s [{source}]{front_door}%(request)s %(message)s")
+        self.front_door = front_door
 
     def format(self, record: logging.LogRecord) -> str:
         request_id = REQUEST_ID.get()
@@ -38,20 +39,23 @@ class TextFormatter(logging.Formatter):
         """What format() makes of an access record (the front door's source is the logger name)."""
         request_id = REQUEST_ID.get()
         request = f" [request {request_id}]" if request_id else ""
-        return f"{stamp} INFO [{access_log.name}]{request} {message}"
+        return f"{stamp} INFO [{access_log.name}]{self.front_door}{request} {message}"
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; an access line adds its fields (`extra={"fields": {...}}`)."""
 
-    def __init__(self, worker: Optional[str]):
+    def __init__(self, worker: Optional[str], front_door: Optional[int] = None):
         super().__init__()
         self.worker = worker
+        self.front_door = front_door
 
     def format(self, record: logging.LogRecord) -> str:
-        line = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        line: dict[str, Any] = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name, "message": record.getMessage()}
         if self.worker:
             line["worker"] = self.worker
+        if self.front_door is not None:
+            line["front_door"] = self.front_door
         request_id = REQUEST_ID.get()
         if request_id:
             line["request_id"] = request_id
@@ -63,6 +67,8 @@ class JsonFormatter(logging.Formatter):
     def access_line(self, stamp: str, message: str, fields: dict) -> str:
         """What format() makes of an access record."""
         line: dict[str, Any] = {"time": stamp, "level": "INFO", "logger": access_log.name, "message": message}
+        if self.front_door is not None:
+            line["front_door"] = self.front_door
         request_id = REQUEST_ID.get()
         if request_id:
             line["request_id"] = request_id
@@ -114,17 +120,18 @@ class _AccessLines:
 _access_lines: Optional[_AccessLines] = None
 
 
-def configure(level: str, style: str, worker: Optional[str] = None) -> None:
-    """Log to stderr at `level`, as "text" or "json" lines; `worker`: the worker's identity, in a worker."""
+def configure(level: str, style: str, worker: Optional[str] = None, front_door: Optional[int] = None) -> None:
+    """Log to stderr at `level`, as "text" or "json" lines; `worker`: the worker's identity, in a worker;
+    `front_door`: the front-door process's number, when there are several (`frontdoor_workers`)."""
     # no line shows the caller, thread or process: skip collecting them for every record
     # (the "Optimization" section of the logging HOWTO): an access line costs a third less
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     if style == "json":
-        handler.setFormatter(JsonFormatter(worker))
+        handler.setFormatter(JsonFormatter(worker, front_door))
     else:
-        handler.setFormatter(TextFormatter(f"worker {worker}" if worker else "%(name)s"))
+        handler.setFormatter(TextFormatter(f"worker {worker}" if worker else "%(name)s", "" if front_door is None else f" [front door {front_door}]"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     global _access_lines
     _access_lines = None if worker else _AccessLines(handler)

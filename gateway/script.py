@@ -46,7 +46,7 @@ def serve(server: ModelServer) -> None:
         },
     )
     kserve_fields = logging._srcfile, logging.logProcesses
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, front_door=1 if settings.frontdoor_workers > 1 else None)
     logging._srcfile, logging.logProcesses = kserve_fields  # KServe's log format names the process and the file: keep them
     models = server.registered_models.get_models()
     served = {name: (ServedKServe(model, name, server.setup_event_loop), None) for name, model in models.items()}

@@ -26,7 +26,15 @@ ENV_PREFIX = "GATEWAY_"
 # settings whose value is a secret: taken from the environment only, never from settings.json or a flag
 SECRET_SETTINGS = ("inference_tokens", "repository_tokens", "metrics_tokens")
 SECRET_VARIABLES = frozenset(ENV_PREFIX + setting.upper() for setting in SECRET_SETTINGS)  # matched in any case, as all GATEWAY_*
+
+
 # settings naming a file or folder: relative to the config folder (a flag's: to the current folder)
+def without_secrets(environment: dict[str, str]) -> dict[str, str]:
+    """The environment less the token variables: what the gateway's child processes get (a worker
+    needs no token; a relay front door gets its settings, tokens included, through a pipe)."""
+    return {name: value for name, value in environment.items() if name.upper() not in SECRET_VARIABLES}
+
+
 PATH_SETTINGS = ("model_repository", "inference_tokens_file", "repository_tokens_file", "metrics_tokens_file", "tls_cert_file", "tls_key_file", "tls_ca_file")
 
 
@@ -76,6 +84,13 @@ class ServerSettings(BaseModel):
         None, description="folder MLRun's data_url files are read from (relative to the config folder); unset: data_url is refused"
     )
     parallel_workers: int = Field(1, ge=0, description="worker processes per model unless its model-settings.json says otherwise (0: 1, as MLServer's 0)")
+    frontdoor_workers: int = Field(
+        default_factory=lambda: default_frontdoor_workers(),
+        ge=1,
+        le=64,
+        description="front-door processes serving the REST, gRPC and metrics ports (SO_REUSEPORT); above 1, the others relay their requests to the main one, "
+        "where every model's queue and batches stay whole; by default 1 up to 3 cores, else half the cores, at most 4",
+    )
     worker_blas_threads: int = Field(1, ge=1, description="OMP/OpenBLAS/MKL threads in each worker process")
     max_request_bytes: int = Field(256 * MIB, gt=0, description="largest REST request body")
     max_tensor_bytes: int = Field(256 * MIB, gt=0, description="largest tensor a request may declare")
@@ -147,6 +162,16 @@ class ServerSettings(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _shared_ports_are_fixed(self) -> "ServerSettings":
+        # port 0 (any free port) would give each front-door process a port of its own
+        if self.frontdoor_workers > 1:
+            ports = {"http_port": self.http_port, "grpc_port": self.grpc_port if self.enable_grpc else None, "metrics_port": self.metrics_port or None}
+            chosen = [name for name, port in ports.items() if port == 0]
+            if chosen:
+                raise ValueError(f"frontdoor_workers above 1 needs fixed ports, the same for every front door: {', '.join(chosen)} is 0 (any free port)")
+        return self
+
+    @model_validator(mode="after")
     def _security_settings_agree(self) -> "ServerSettings":
         for scope in ("inference", "repository", "metrics"):
             if getattr(self, f"{scope}_tokens") is not None and getattr(self, f"{scope}_tokens_file") is not None:
@@ -192,6 +217,25 @@ class ServerSettings(BaseModel):
             return cls.model_validate({**defaults, **environment.values, **given}, context={"sources": sources})
         except ValidationError as exc:
             raise ConfigError("; ".join(_blame(error, sources, Path("ModelServer()")) for error in exc.errors())) from None
+
+
+def default_frontdoor_workers() -> int:
+    """1 up to 3 cores: a relay front door costs the main process CPU (the relay hop), which a
+    small machine needs for its workers; above, half the cores (the workers need the rest), at most 4:
+    every relayed request still passes through the main process (docs/PERFORMANCE.md, "Several front
+    doors"). The cores this process may run on (a container's cpuset), not the machine's."""
+    cores = len(os.sched_getaffinity(0))
+    return 1 if cores <= 3 else min(4, cores // 2)
+
+
+def settings_document(settings: ServerSettings) -> bytes:
+    """The settings as JSON, tokens included: what a relay front door is given (through a pipe, never
+    its command line or environment) to be configured as the main process is."""
+    values = settings.model_dump(mode="json")
+    for key in SECRET_SETTINGS:
+        secret = getattr(settings, key)
+        values[key] = None if secret is None else secret.get_secret_value()
+    return json.dumps(values).encode()
 
 
 # MLServer's names (`mlserver.settings`), for code that builds settings: `Settings(http_port=..., debug=...)`

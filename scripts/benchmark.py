@@ -24,6 +24,8 @@ Server variants (--servers):
   kserve          KServe ModelServer defaults (latency logging, access log, trace log on)
   kserve-tuned    KServe with --enable_latency_logging False, a log config with access/trace logs off and
                   the kserve logger at WARNING (its gRPC interceptor logs every call at INFO)
+  gateway-fd1, gateway-fd2, gateway-fd4  ours with frontdoor_workers 1, 2, 4 (not run by default); the
+                  client's gRPC calls go over 8 connections (the kernel spreads connections, not calls)
 Every server gets OMP/OPENBLAS/MKL_NUM_THREADS=1, and a gRPC message limit that fits 64 MiB
 (MLServer grpc_max_message_length, KServe --grpc_max_*_message_length): without it the
 64 MiB gRPC case cannot run on the peers at all.
@@ -336,6 +338,8 @@ class Server:
     supports_batching: bool
     kind: str  # gateway | mlserver | kserve
     tuned: bool = False
+    frontdoor_workers: Optional[int] = None  # ours: the setting (None: its default)
+    grpc_channels: int = 1  # HTTP/2 connections the client's gRPC workers share
 
     @property
     def serves_sklearn(self) -> bool:
@@ -349,6 +353,13 @@ SERVERS = {
     "kserve": Server("kserve", f"KServe {KSERVE_VERSION} ModelServer defaults (request logs on)", True, False, "kserve"),
     "kserve-tuned": Server("kserve-tuned", f"KServe {KSERVE_VERSION}, latency/access/trace/per-call gRPC logs off", True, False, "kserve", True),
 }
+DEFAULT_SERVERS = list(SERVERS)
+# ours with 1, 2 and 4 front-door processes (docs/PERFORMANCE.md, "Several front doors"); the client spreads its
+# gRPC calls over 8 connections for all three (one connection reaches one front door)
+for _count in (1, 2, 4):
+    SERVERS[f"gateway-fd{_count}"] = Server(
+        f"gateway-fd{_count}", f"ours, frontdoor_workers {_count}, gRPC over 8 connections", True, True, "gateway", frontdoor_workers=_count, grpc_channels=8
+    )
 
 
 def free_ports(count: int) -> list[int]:
@@ -556,6 +567,8 @@ def start_server(server: Server, prepared: dict[str, Any], group: str, workdir: 
     log_path = logdir / f"{server.name}-{group}.log"
     if server.kind == "gateway":
         settings = {"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port, "host": "127.0.0.1"}
+        if server.frontdoor_workers is not None:
+            settings["frontdoor_workers"] = server.frontdoor_workers
         if group == "sklearn":
             write_sklearn_repository(repo, prepared["python"], settings, for_mlserver=False)
         else:
@@ -691,6 +704,7 @@ def run_case(case: Case, running: RunningServer, args) -> dict[str, Any]:
         warmup=args.warmup,
         timeout=case.timeout,
         server_pgids=(running.pgid,),
+        grpc_channels=server.grpc_channels,
     )
     runs, errors = [], []
     record["noisy_retries"] = 0
@@ -961,7 +975,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], epilog=textwrap.dedent(__doc__.split("\n\n", 1)[1]), formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--servers", default=",".join(SERVERS), help=f"comma list from {', '.join(SERVERS)} (default: all)")
+    parser.add_argument("--servers", default=",".join(DEFAULT_SERVERS), help=f"comma list from {', '.join(SERVERS)} (default: {', '.join(DEFAULT_SERVERS)})")
     parser.add_argument("--cases", default="*", help="comma list of case names or glob patterns, e.g. 'rowsum-*,mlp-b1-*' (see --list-cases)")
     parser.add_argument("--list-cases", action="store_true", help="print the cases and exit")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")

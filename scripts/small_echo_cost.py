@@ -32,10 +32,10 @@ def cpu_seconds(pid: int) -> float:
 def cpu_split(pid: int) -> tuple[float, float]:
     """User + system time of the front-door process, and of its direct children (the workers)."""
     children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    return _cpu(str(pid)), sum(_cpu(child) for child in children)
+    return process_cpu(str(pid)), sum(process_cpu(child) for child in children)
 
 
-def _cpu(pid: str) -> float:
+def process_cpu(pid: str) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 

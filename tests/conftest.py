@@ -71,6 +71,9 @@ class Gateway:
             f"{self.port_prefix}HTTP_PORT": str(self.http_port),
             f"{self.port_prefix}GRPC_PORT": str(self.grpc_port),
             f"{self.port_prefix}METRICS_PORT": str(self.metrics_port),
+            # one front door, whatever the machine's cores (the default depends on them), unless a test says
+            # otherwise, or the environment does (to run the suite through relay front doors)
+            "GATEWAY_FRONTDOOR_WORKERS": os.environ.get("GATEWAY_FRONTDOOR_WORKERS", "1"),
             **{f"GATEWAY_{k.upper()}": str(v) for k, v in self.settings.items()},
             **self.extra_env,
         }

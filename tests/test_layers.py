@@ -5,8 +5,9 @@ Rooms: the SDK (the top of `gateway/`: what model authors import, `gateway.kserv
 protocol's gRPC messages and names), `gateway.wire` (what the front door and the workers share),
 `gateway.control` (model table, pool, batching, stats), `gateway.frontdoor` (REST, gRPC, the
 data plane, the wiring), `workers` (the worker process) and the entry points (`gateway.cli`,
-`gateway.__main__`, and `gateway.script`, a KServe script's server, which forks a fork server of
-`workers` before it becomes the front door), which may start anything.
+`gateway.__main__`, `gateway.script`, a KServe script's server, which forks a fork server of
+`workers` before it becomes the front door, and `gateway.relay`, a relay front door's process),
+which may start anything.
 
 Rules:
 - no import cycle between modules at module level (imports inside functions, and under
@@ -48,7 +49,7 @@ def room(module: str) -> str:
     parts = module.split(".")
     if parts[0] == "workers":
         return "workers"
-    if module in ("gateway.cli", "gateway.__main__", "gateway.script"):
+    if module in ("gateway.cli", "gateway.__main__", "gateway.script", "gateway.relay"):
         return "entry"
     if module in ("gateway.errors", "gateway.logs"):
         return "base"

@@ -111,3 +111,17 @@ def test_the_data_folder_is_resolved_against_the_config_folder_and_must_exist(tm
         ServerSettings.from_folder(tmp_path)
     monkeypatch.delenv("GATEWAY_DATA_FOLDER")
     assert ServerSettings.from_folder(tmp_path).data_folder is None  # off by default
+
+
+def test_frontdoor_workers_default_and_fixed_ports(tmp_path, monkeypatch):
+    monkeypatch.delenv("GATEWAY_FRONTDOOR_WORKERS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(2)))
+    assert ServerSettings.from_folder(tmp_path).frontdoor_workers == 1  # 2 cores: one front door
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    assert ServerSettings.from_folder(tmp_path).frontdoor_workers == 4  # half the cores, at most 4
+    monkeypatch.setenv("GATEWAY_FRONTDOOR_WORKERS", "2")
+    monkeypatch.setenv("GATEWAY_METRICS_PORT", "0")  # no metrics port: nothing to share
+    assert ServerSettings.from_folder(tmp_path).frontdoor_workers == 2
+    monkeypatch.setenv("GATEWAY_GRPC_PORT", "0")  # each front door would get a port of its own
+    with pytest.raises(ConfigError, match="frontdoor_workers above 1 needs fixed ports.*grpc_port is 0"):
+        ServerSettings.from_folder(tmp_path)

@@ -491,7 +491,7 @@ class _Stream:
                 outputs, parameters = as_item(response)
                 await self._credit.wait()
                 self._credit.clear()
-                self._link.send(messages.item_frames(self.seq, outputs, parameters, self._out_arena, metrics.take_report()))
+                self._link.send(messages.reply_frames(self.seq, outputs, parameters, self._out_arena, metrics.take_report(), messages.ITEM))
                 sent += 1
             return messages.control_frames(messages.DONE, {"seq": self.seq, "report": metrics.take_report()})
         except asyncio.CancelledError:  # the client went away

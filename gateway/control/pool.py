@@ -364,7 +364,7 @@ class Stream:
         slot = self._slot
         assert slot is not None  # an ITEM comes from the worker the stream was given to
         header = messages.reply_header(frames)
-        result, in_arena = messages.parse_answer(header["answers"][0], frames, slot.outputs)
+        result, in_arena = messages.parse_reply(header, frames, slot.outputs)
         assert not isinstance(result, GatewayError)  # an ITEM, not an ERROR
         outputs, parameters = result
         self._pool.stats.worker_report(header["report"])

@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Coroutine, Iterable, Optional
 
-from ..settings import SECRET_VARIABLES, ModelSettings, ServerSettings
+from ..settings import ModelSettings, ServerSettings, without_secrets
 from .forkserver import ForkedProcess, ForkServer
 from .pool import ModelPool, Router, Worker
 
@@ -87,11 +87,17 @@ class WorkerProcesses:
         return self._router
 
     def start(self) -> Router:
-        """Bind the workers' socket (in a folder of its own) and start watching heartbeats."""
-        self._socket_folder, self._socket_folder_lock = _socket_folder()
-        self._router = Router(f"ipc://{self._socket_folder}/{SOCKET_NAME}")
-        self.background(self._watch_heartbeats())
+        """Bind the workers' socket (in a folder of its own) and start watching heartbeats, once."""
+        if self._router is None:
+            self._socket_folder, self._socket_folder_lock = _socket_folder()
+            self._router = Router(f"ipc://{self._socket_folder}/{SOCKET_NAME}")
+            self.background(self._watch_heartbeats())
         return self._router
+
+    @property
+    def socket_folder(self) -> str:
+        """The gateway's private folder of sockets (the relay front doors' is there too)."""
+        return self._socket_folder
 
     def background(self, coroutine: Coroutine) -> asyncio.Task:
         """A task that stop() cancels and waits for, so that none is left pending when the loop closes."""
@@ -104,8 +110,7 @@ class WorkerProcesses:
         threads = str(self.settings.worker_blas_threads)
         # tokens stay in the front door: a library in a runtime that logs or reports its environment cannot
         # leak them (a runtime's own code, as the same user, could still read ours: docs/SECURITY.md)
-        environment = {name: value for name, value in os.environ.items() if name.upper() not in SECRET_VARIABLES}
-        return {**environment, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        return {**without_secrets(dict(os.environ)), "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
     async def spawn(self, pool: ModelPool, settings_file: Optional[Path], on_exit: OnExit, forker: Optional[ForkServer] = None) -> Worker:
         """Start a worker process for the pool's model (its settings file; None: the worker reads them

@@ -19,13 +19,13 @@ import itertools
 import uuid
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import AsyncIterator, Optional, cast
+from typing import AsyncIterator, Awaitable, Callable, Optional, cast
 
 from .. import logs
 from ..control.models import ModelEntry, Supervisor
 from ..control.pool import Stream
-from ..control.stats import ModelStats, model_stats
-from ..control.table import ModelTable, in_order
+from ..control.stats import ModelStats, exposition, model_stats
+from ..control.table import ModelRecord, ModelTable, in_order
 from ..errors import BadRequest, NotFound, NotSupported, Unavailable, shown
 from ..settings import ServerSettings
 from ..types import MetadataTensor, State
@@ -49,6 +49,8 @@ class DataPlane:
         # the gateway is stopping: it answers not ready (so that load balancers stop sending), and REST
         # answers close their connections; requests are still served
         self.draining = False
+        # waits until what other front-door processes answered is counted (gateway/frontdoor/hub.py: RelayHub.sync)
+        self.counts_in: Callable[[], Awaitable[None]] = _nothing_pending
 
     # --- server and model state ---------------------------------------
 
@@ -95,7 +97,7 @@ class DataPlane:
     def explain(self, request: WireRequest) -> AbstractAsyncContextManager[WireResponse]:
         return self._run(messages.EXPLAIN, request)
 
-    def _run(self, kind: bytes, request: WireRequest) -> "_Inference":
+    def _run(self, kind: bytes, request: WireRequest) -> AbstractAsyncContextManager[WireResponse]:
         entry = self._ready_entry(request.model_name, request.model_version)
         if kind in (messages.EXPLAIN, messages.EXPLAIN_V1) and not entry.has_explain:
             raise NotSupported(f"model {entry.name!r} has no explainer")
@@ -104,7 +106,17 @@ class DataPlane:
         logs.REQUEST_ID.set(request.id)
         _check_against_metadata(entry, request)
         _take_schedule_policy(request)
-        return _Inference(entry, kind, request)
+        return self._dispatch(entry, kind, request)
+
+    def _dispatch(self, entry: ModelRecord, kind: bytes, request: WireRequest) -> AbstractAsyncContextManager[WireResponse]:
+        """Hand a checked request to its model's pool (a relay front door sends it to the main process instead)."""
+        return _Inference(_pooled(entry), kind, request)
+
+    def relayed(self, kind: bytes, request: WireRequest) -> AbstractAsyncContextManager[WireResponse]:
+        """A request a relay front door has checked (its schedule policy taken, its id given), run
+        here: `async with` as `infer` (gateway/frontdoor/hub.py)."""
+        logs.REQUEST_ID.set(request.id)
+        return _Inference(_pooled(self._ready_entry(request.model_name, request.model_version)), kind, request)
 
     # --- accounting -----------------------------------------------------
 
@@ -153,15 +165,17 @@ class DataPlane:
         logs.REQUEST_ID.set(request.id)
         _take_schedule_policy(request)
         _check_against_metadata(entry, request)
-        stats = entry.pool.stats
-        started = stats.request_started()
-        try:
-            async with entry.pool.stream(request, kind) as stream:
-                yield StreamCall(entry, request, stream)
-        except BaseException:
-            stats.request_finished(started, ok=False)
-            raise
-        stats.request_finished(started, ok=True)
+        async with self._open_stream(entry, kind, request) as call:
+            yield call
+
+    def relayed_stream(self, kind: bytes, request: WireRequest) -> AbstractAsyncContextManager[StreamCall]:
+        """A stream a relay front door has checked, run here: `async with` as `stream`."""
+        logs.REQUEST_ID.set(request.id)
+        return self._open_stream(self._ready_entry(request.model_name, request.model_version), kind, request)
+
+    def _open_stream(self, entry: ModelRecord, kind: bytes, request: WireRequest) -> AbstractAsyncContextManager[StreamCall]:
+        """Open a checked stream on its model's pool (a relay front door opens it in the main process instead)."""
+        return _pool_stream(_pooled(entry), kind, request)
 
     def takes_headers(self, name: str, version: Optional[str] = None) -> bool:
         """Whether the model's hooks take the request's headers (a KServe model's do)."""
@@ -192,8 +206,14 @@ class DataPlane:
         except NotFound:
             return model_stats("", None)
 
-    def statistics(self, name: Optional[str] = None, version: Optional[str] = None) -> list[dict]:
-        """The statistics extension: every model version, every version of `name`, or one version."""
+    async def metrics(self) -> bytes:
+        """/metrics: the Prometheus registry, which holds every front door's counts."""
+        await self.counts_in()
+        return exposition()
+
+    async def statistics(self, name: Optional[str] = None, version: Optional[str] = None) -> list[dict]:
+        """The statistics extension: every model version, every version of `name`, or one version
+        (counted here, in the main process, before a relayed answer leaves it)."""
         if version is not None:
             entries = [self.supervisor.get(cast(str, name), version)]  # a version comes with a model name
         elif name is not None:
@@ -214,19 +234,33 @@ class DataPlane:
     async def unload_model(self, name: str) -> None:
         await self.supervisor.unload_model(name)
 
-    def _ready_entry(self, name: str, version: Optional[str]) -> ModelEntry:
-        entry = self.supervisor.get(name, version)
+    def _ready_entry(self, name: str, version: Optional[str]) -> ModelRecord:
+        entry = self.table.get(name, version)
         if entry.state != State.READY:
             why = f": {entry.reason}" if entry.reason else ""
             raise Unavailable(f"model {name!r} is not ready ({entry.state.value}{why})")
         return entry
 
 
+@asynccontextmanager
+async def _pool_stream(entry: ModelEntry, kind: bytes, request: WireRequest) -> AsyncIterator[StreamCall]:
+    """A stream on the model's pool, counted as one request in its statistics."""
+    stats = entry.pool.stats
+    started = stats.request_started()
+    try:
+        async with entry.pool.stream(request, kind) as stream:
+            yield StreamCall(entry, request, stream)
+    except BaseException:
+        stats.request_finished(started, ok=False)
+        raise
+    stats.request_finished(started, ok=True)
+
+
 class StreamCall:
     """A stream being served (DataPlane.stream): its further requests checked as its first was, its
     responses as WireResponse, all with the first request's id (as MLServer does)."""
 
-    def __init__(self, entry: ModelEntry, first: WireRequest, stream: Stream):
+    def __init__(self, entry: ModelRecord, first: WireRequest, stream: Stream):
         self._entry, self._first, self._stream = entry, first, stream
 
     @property
@@ -329,7 +363,16 @@ def _shape_matches(declared: list[int], shape: list[int]) -> bool:
     return len(declared) == len(shape) and all(d == -1 or d == s for d, s in zip(declared, shape))
 
 
-def _check_against_metadata(entry: ModelEntry, request: WireRequest) -> None:
+async def _nothing_pending() -> None:
+    pass
+
+
+def _pooled(entry: ModelRecord) -> ModelEntry:
+    """A model version with its pool: in the main process the table is the supervisor, whose records are its entries."""
+    return cast(ModelEntry, entry)
+
+
+def _check_against_metadata(entry: ModelRecord, request: WireRequest) -> None:
     """Refuse inputs the model did not declare, or of another datatype or shape."""
     if entry.inputs:
         for tensor in request.inputs:

@@ -52,6 +52,15 @@ an async iterator (the request as PREDICT_V1's). Its ITEMs are the iterator's ch
 UINT8 tensor with the parameter "chunk"; a model that answered a whole answer instead sends it as
 one ITEM, PREDICT_V1's reply.
 
+A relay front door (gateway/frontdoor/relay.py; `frontdoor_workers` above 1) speaks to the main
+process with the same framing, its tensors always inline: INFER, EXPLAIN, PREDICT_V1 and EXPLAIN_V1
+of one request (its description adds "model", "version", "deadline" and "priority": what the main's
+pool needs), CANCEL, ACCOUNT (the requests it answered in one loop turn, for the main's metrics) and
+ASK (metrics, statistics, load, unload); the main answers REPLY (one answer: reply_frames), ERROR
+(with "retry_after" for a full queue) and ANSWER. Streams go as to a worker (STREAM, STREAM_V1,
+NEXT, END, CREDIT; ITEM, TAKEN, DONE, ERROR). Before it reads its registry for a scrape, the main
+sends each front door SYNC, which it answers at once with ANSWER: every ACCOUNT it sent before is then in.
+
 READY, REPLY, ERROR and PONG headers carry a "report" for the gateway's
 metrics (gateway/control/stats.py): "register" and "log", the runtime's custom metrics
 (gateway/metrics.py) noted since the worker's previous message; each answer of a REPLY its
@@ -91,6 +100,10 @@ CREDIT = b"credit"
 ITEM = b"item"
 TAKEN = b"taken"
 DONE = b"done"
+ACCOUNT = b"account"
+ASK = b"ask"
+ANSWER = b"answer"
+SYNC = b"sync"
 
 V1_BODY = "body"  # the one UINT8 tensor a V1 request (PREDICT_V1, EXPLAIN_V1) and its answer travel as
 V1_CHUNK = "chunk"  # the parameter of a STREAM_V1 ITEM's tensor that is a chunk (not a whole answer)
@@ -162,25 +175,30 @@ def _buffer(frame: Any) -> memoryview:
     return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
 
 
-def request_frames(kind: bytes, seq: int, requests: list[WireRequest], arena: Region | None, slot: int = 0, batch: list[int] | None = None) -> list:
+def request_frames(
+    kind: bytes, seq: int, requests: list[WireRequest], arena: Region | None, slot: int = 0, batch: list[int] | None = None, relayed: bool = False
+) -> list:
     """A call in `slot`: one request, or a bundle's (run one after the other, each alone), their inputs
-    placed one after the other in `arena`, that slot's input region (None: a stream's further
-    request, inline). `batch`: for one merged request, the rows of each request it holds, so that
-    the worker can mark where each one's rows start in its BYTES outputs (`PackedBytes.bounds`)."""
+    placed one after the other in `arena`, that slot's input region (None: inline, as a stream's
+    further request or a relayed one). `batch`: for one merged request, the rows of each request it
+    holds, so that the worker can mark where each one's rows start in its BYTES outputs
+    (`PackedBytes.bounds`). `relayed`: a relay front door's request to the main process, which adds
+    what the main's pool needs."""
     frames: list = []
     described, offset = [], 0
     for request in requests:
         inputs, offset = _place(request.inputs, arena, offset, frames)
-        described.append(
-            {
-                "id": request.id,
-                "parameters": request.parameters,
-                "inputs": inputs,
-                "outputs": None if request.outputs is None else [{"name": o.name, "parameters": o.parameters} for o in request.outputs],
-                "headers": request.headers,
-                "from_grpc": request.from_grpc,
-            }
-        )
+        description: dict[str, Any] = {
+            "id": request.id,
+            "parameters": request.parameters,
+            "inputs": inputs,
+            "outputs": None if request.outputs is None else [{"name": o.name, "parameters": o.parameters} for o in request.outputs],
+            "headers": request.headers,
+            "from_grpc": request.from_grpc,
+        }
+        if relayed:
+            description.update(model=request.model_name, version=request.model_version, deadline=request.deadline, priority=request.priority)
+        described.append(description)
     header = {"seq": seq, "slot": slot, "batch": batch, "requests": described}
     return [kind, orjson.dumps(header), *frames]
 
@@ -201,7 +219,7 @@ def request_header(frames: Sequence[Any]) -> dict:
 def parse_request(described: dict, frames: Sequence[Any], arena: Region | None, model_name: str, model_version: str | None) -> WireRequest:
     """One of a call header's "requests"."""
     outputs = described["outputs"]
-    return WireRequest(
+    request = WireRequest(
         model_name=model_name,
         model_version=model_version,
         id=described["id"],
@@ -211,6 +229,9 @@ def parse_request(described: dict, frames: Sequence[Any], arena: Region | None, 
         headers=described["headers"],
         from_grpc=described["from_grpc"],
     )
+    if "deadline" in described:  # relayed: CLOCK_MONOTONIC is one clock for every process of the machine
+        request.deadline, request.priority = described["deadline"], described["priority"]
+    return request
 
 
 class Answers:
@@ -245,17 +266,20 @@ class Answers:
         return frames
 
 
-def item_frames(seq: int, outputs: list[Tensor], parameters: dict, arena: Region | None, report: dict) -> list:
-    """A stream's ITEM: one answer (index 0), placed from the start of the stream's output region
-    (the ITEM before it has been given back: CREDIT)."""
+def reply_frames(seq: int, outputs: list[Tensor], parameters: dict, arena: Region | None, report: dict, kind: bytes = REPLY) -> list:
+    """A REPLY of one answer (index 0): a relayed call's; or a stream's ITEM, placed from the start of
+    the stream's output region (the ITEM before it has been given back: CREDIT)."""
     answers = Answers(seq, arena)
     answers.add(0, outputs, parameters)
-    return answers.frames(report, ITEM)
+    return answers.frames(report, kind)
 
 
 def error_frames(seq: int, error: GatewayError, report: dict) -> list:
     """An ERROR: every request of the call "seq" not answered yet fails with `error` (a stream: it has ended so)."""
     header = {"seq": seq, "status": error.http_status, "code": error.grpc_code, "message": error.message, "report": report}
+    retry_after = getattr(error, "retry_after", None)  # a full queue, relayed to a front door: when to come back
+    if retry_after is not None:
+        header["retry_after"] = retry_after
     return [ERROR, orjson.dumps(header)]
 
 
@@ -267,7 +291,18 @@ def reply_header(frames: Sequence[Any]) -> dict:
 
 def call_error(header: dict) -> GatewayError:
     """What an ERROR fails the call's unanswered requests with."""
-    return from_status(header["status"], header["message"], header["code"])
+    error = from_status(header["status"], header["message"], header["code"])
+    if "retry_after" in header:
+        error.retry_after = header["retry_after"]  # type: ignore[attr-defined]  # read with getattr by the front doors
+    return error
+
+
+def parse_reply(header: dict, frames: Sequence[Any], arena: Region | None) -> tuple[tuple[list[Tensor], dict] | GatewayError, bool]:
+    """A one-answer REPLY or ITEM (reply_frames), or an ERROR: ((outputs, parameters) or the error,
+    whether the outputs view `arena`)."""
+    if bytes(_buffer(frames[0])) == ERROR:
+        return call_error(header), False
+    return parse_answer(header["answers"][0], frames, arena)
 
 
 def parse_answer(answer: dict, frames: Sequence[Any], arena: Region | None) -> tuple[tuple[list[Tensor], dict] | GatewayError, bool]:

@@ -314,7 +314,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @unary
     async def ModelStatistics(self, request, context):
-        documents = self.dataplane.statistics(request.name or None, request.version or None)
+        documents = await self.dataplane.statistics(request.name or None, request.version or None)
         return pb.ModelStatisticsResponse(model_stats=[pb.ModelStatistics(**document) for document in documents])
 
     # --- not (yet) in the data plane ------------------------------------
@@ -357,7 +357,9 @@ async def start(dataplane: DataPlane, settings: ServerSettings, access: Access, 
     options = [
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
-        ("grpc.so_reuseport", 0),
+        # shared by every front-door process (frontdoor_workers > 1: the kernel spreads connections);
+        # else bound alone, so that a second gateway on the same port fails loudly instead of sharing it
+        ("grpc.so_reuseport", int(settings.frontdoor_workers > 1)),
     ]
     if settings.grpc_max_connection_age:
         # grpc sends GOAWAY (give or take 10 %) while it still serves: the client reconnects, and no call is
@@ -382,7 +384,6 @@ async def start(dataplane: DataPlane, settings: ServerSettings, access: Access, 
     except RuntimeError as exc:
         raise RuntimeError(f"gRPC cannot listen on {address}: {exc}") from None
     await server.start()
-    log.info("gRPC on %s (messages up to %d bytes)", address, limit)
     return GrpcFrontDoor(server, health)
 
 

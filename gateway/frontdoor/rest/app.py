@@ -18,7 +18,6 @@ from sanic.exceptions import RequestCancelled, SanicException
 from sanic.response import HTTPResponse
 
 from ... import logs
-from ...control.stats import exposition
 from ...errors import SHOWN_LIMIT, BadRequest, GatewayError, NotFound, Unavailable, answer_for, shown
 from ...protocol import HEADER_LENGTH
 from ...wire.request import WireRequest
@@ -84,7 +83,8 @@ def _json_body(request: Request) -> dict:
 
 async def metrics_endpoint(request: Request) -> HTTPResponse:
     """GET /metrics: the Prometheus exposition (on the metrics port, and on the REST port if configured)."""
-    return HTTPResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
+    dataplane: DataPlane = request.app.ctx.dataplane
+    return HTTPResponse(await dataplane.metrics(), content_type=CONTENT_TYPE_LATEST)
 
 
 async def on_error(request: Request, exc: Exception) -> HTTPResponse:
@@ -133,6 +133,7 @@ def _header_timeout(request: Request) -> Optional[float]:
 
 def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> Sanic:
     app = Sanic(name, configure_logging=False)
+    app.ctx.dataplane = dataplane  # the metrics endpoint's
     settings = dataplane.settings
     app.config.REQUEST_MAX_SIZE = settings.max_request_bytes
     app.config.RESPONSE_TIMEOUT = settings.request_timeout + 30  # type: ignore[assignment]  # Sanic takes seconds as a float too
@@ -360,7 +361,7 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
         return HTTPResponse(answer.body, content_type=answer.content_type, headers=_response_headers(answer.headers))
 
     async def statistics(request: Request, model: Optional[str] = None, version: Optional[str] = None) -> HTTPResponse:
-        return _json({"model_stats": dataplane.statistics(model, version)})
+        return _json({"model_stats": await dataplane.statistics(model, version)})
 
     async def repository_index(request: Request) -> HTTPResponse:
         body = _json_body(request)
