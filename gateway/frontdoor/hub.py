@@ -52,12 +52,12 @@ class RelayHub:
         self._sync_seq = itertools.count()
         self._context = zmq.Context()
         socket = self._context.socket(zmq.ROUTER)
-        socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an answer for a front door that is gone raises: dropped, see _reply
+        socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an answer for a front door that is gone raises: dropped (wire/sockets.py _flush)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.SNDHWM, 0)  # no limit: what waits is bounded by the front doors' requests in flight
         socket.setsockopt(zmq.RCVHWM, 0)
         socket.bind(endpoint)
-        self._socket = LoopSocket(socket)
+        self._socket = LoopSocket(socket, pack=True)  # a turn's messages to a front door leave as one
         self._calls: dict[bytes, dict[int, asyncio.Task]] = {}  # per front door: its calls running here, by seq
         self._feeds: dict[tuple[bytes, int], _Feed] = {}  # the streams running here, by front door and seq
         self._loop = asyncio.get_running_loop()
@@ -189,7 +189,7 @@ class RelayHub:
         for identity in self._members():
             seq = next(self._sync_seq)
             try:
-                self._socket.send([identity, *messages.control_frames(messages.SYNC, {"seq": seq})])
+                self._socket.send([identity, *messages.control_frames(messages.SYNC, {"seq": seq})], now=True)
             except zmq.ZMQError:
                 continue  # not connected (yet): it has sent nothing either
             waiting.append(self._syncs.setdefault(seq, self._loop.create_future()))
@@ -199,10 +199,7 @@ class RelayHub:
                 log.warning("%d front door(s) did not answer within %g s: the counts may miss their last requests", len(late), SYNC_TIMEOUT)
 
     def _reply(self, identity: bytes, frames: list) -> None:
-        try:
-            self._socket.send([identity, *frames])
-        except zmq.ZMQError:
-            pass  # the front door is gone (its calls are being cancelled)
+        self._socket.send([identity, *frames])  # for a front door that is gone: dropped when the turn's messages leave
 
     def forget(self, identity: bytes) -> int:
         """A front door is gone: cancel the calls it was waiting for (their workers are freed as for

@@ -58,7 +58,7 @@ class MainProcess:
         socket.setsockopt(zmq.SNDHWM, 0)  # no limit: what waits is bounded by this front door's requests in flight
         socket.setsockopt(zmq.RCVHWM, 0)
         socket.connect(self.endpoint)
-        self._socket = LoopSocket(socket)
+        self._socket = LoopSocket(socket, pack=True)  # a turn's messages to the main process leave as one
         self._loop = asyncio.get_running_loop()
         self._reader = self._loop.create_task(self._read())
 
