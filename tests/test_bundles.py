@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 
 import grpc
 import numpy as np
@@ -21,7 +20,7 @@ from gateway.protocol.generated import inference_pb2 as pb
 from gateway.protocol.generated import inference_pb2_grpc as pb_grpc
 from gateway.wire import messages
 from tests.conftest import assert_serves_large
-from tests.test_pipelining import ROWS, Held, _echo_rest, assert_probe_serves_large, in_background, large, metric, outputs_of, rest_infer
+from tests.test_pipelining import ROWS, Held, assert_probe_serves_large, echo_concurrently, in_background, large, metric, outputs_of, rest_infer
 from tests.test_worker_plane import workers_of, write_repository
 
 PROBE = {"implementation": "tests.runtimes.BatchProbe"}
@@ -118,14 +117,6 @@ def test_waiting_requests_leave_as_one_bundle_each_run_alone_and_counted_as_such
     assert_probe_serves_large(gateway, "probe")
 
 
-def _echo_grpc(stub, x: np.ndarray) -> np.ndarray:
-    request = pb.ModelInferRequest(model_name="echo")
-    request.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
-    request.raw_input_contents.append(x.tobytes())
-    response = stub.ModelInfer(request, timeout=30)
-    return np.frombuffer(response.raw_output_contents[0], np.float32).reshape(x.shape)
-
-
 @pytest.mark.parametrize("protocol", ["rest-binary", "grpc"])
 def test_under_load_bundles_form_and_every_answer_is_its_own_small_and_large(gateway, protocol):
     """16 clients on one worker, distinct data in every request, small (inline in the message) and
@@ -133,25 +124,11 @@ def test_under_load_bundles_form_and_every_answer_is_its_own_small_and_large(gat
     answer is exactly its request's (no bundle-mate's inputs or outputs in its place)."""
     warm(gateway, "echo")
     messages_before, calls_before = messages_sent(gateway, "echo"), calls_in_messages(gateway, "echo")
-    wrong: list = []
-    channel = grpc.insecure_channel(gateway.grpc_url)
-    stub = pb_grpc.GRPCInferenceServiceStub(channel)
 
-    def client(number: int) -> None:
-        for i in range(20):
-            x = large(number * 100 + i) if i % 2 else np.arange(16, dtype=np.float32).reshape(1, 16) + number * 1000 + i
-            got = _echo_rest(gateway, x) if protocol == "rest-binary" else _echo_grpc(stub, x)
-            if got.shape != x.shape or not np.array_equal(got, x):
-                wrong.append((number, i))
+    def make_input(number: int, i: int) -> np.ndarray:
+        return large(number * 100 + i) if i % 2 else np.arange(16, dtype=np.float32).reshape(1, 16) + number * 1000 + i
 
-    try:
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=180)
-    finally:
-        channel.close()
+    wrong = echo_concurrently(gateway, protocol, 16, 20, make_input, timeout=180)
     assert wrong == []
     calls = calls_in_messages(gateway, "echo") - calls_before
     assert calls == 16 * 20

@@ -134,29 +134,36 @@ def _echo_grpc(stub, x: np.ndarray) -> np.ndarray:
     return np.frombuffer(response.raw_output_contents[0], np.float32).reshape(x.shape)
 
 
-@pytest.mark.parametrize("protocol", ["rest-binary", "grpc"])
-def test_concurrent_large_requests_through_one_worker_each_get_their_own_answer(gateway, protocol):
-    """8 clients, 64 KiB of distinct data per request, one worker with two slots: every answer is
-    its own request's, exactly (no slot's tensors overwritten by the other's call)."""
+def echo_concurrently(gateway, protocol: str, clients: int, rounds: int, make_input, timeout: float = 120) -> list:
+    """`clients` threads echo `make_input(client, round)` `rounds` times each over `protocol`
+    (rest-binary or grpc) through the echo model; returns the (client, round) answered wrong."""
     wrong: list = []
     channel = grpc.insecure_channel(gateway.grpc_url)
     stub = pb_grpc.GRPCInferenceServiceStub(channel)
 
     def client(number: int) -> None:
-        for i in range(15):
-            x = large(number * 100 + i)
+        for i in range(rounds):
+            x = make_input(number, i)
             got = _echo_rest(gateway, x) if protocol == "rest-binary" else _echo_grpc(stub, x)
             if got.shape != x.shape or not np.array_equal(got, x):
                 wrong.append((number, i))
 
     try:
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(timeout=120)
+            thread.join(timeout=timeout)
     finally:
         channel.close()
+    return wrong
+
+
+@pytest.mark.parametrize("protocol", ["rest-binary", "grpc"])
+def test_concurrent_large_requests_through_one_worker_each_get_their_own_answer(gateway, protocol):
+    """8 clients, 64 KiB of distinct data per request, one worker with two slots: every answer is
+    its own request's, exactly (no slot's tensors overwritten by the other's call)."""
+    wrong = echo_concurrently(gateway, protocol, 8, 15, lambda number, i: large(number * 100 + i))
     assert wrong == []
     assert_serves_large(gateway, "echo")
 

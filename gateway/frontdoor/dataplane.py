@@ -138,8 +138,12 @@ class DataPlane:
         protocols count alike), and every request gets its access line (`status`: as the protocol
         says it). A stream is one request: `responses`, how many it sent, goes in its access line."""
         if inference:
-            self.model_stats(model or "", version).request_done(protocol, http_status, ns)
+            self._count(protocol, http_status, ns, model, version)
         logs.access(protocol, method, path, status, ns, model, version, responses)
+
+    def _count(self, protocol: str, http_status: int, ns: int, model: Optional[str], version: Optional[str]) -> None:
+        """An inference request in its model's metrics (this process holds the registry)."""
+        self.model_stats(model or "", version).request_done(protocol, http_status, ns)
 
     def streams(self, name: str, version: Optional[str] = None) -> bool:
         """Whether the model implements predict_stream (its stream calls run it; others answer each

@@ -26,7 +26,6 @@ from typing import Any, Optional
 
 import zmq
 
-from .. import logs
 from ..control.pool import STREAM_UNTAKEN
 from ..control.table import ModelRecord, ModelTable
 from ..errors import GatewayError, Unavailable
@@ -264,22 +263,8 @@ class RelayDataPlane(DataPlane):
     def _dispatch(self, entry: ModelRecord, kind: bytes, request: WireRequest) -> AbstractAsyncContextManager[WireResponse]:
         return _Relayed(self.main, entry, kind, request)
 
-    def answered(
-        self,
-        protocol: str,
-        method: str,
-        path: str,
-        status: int | str,
-        http_status: int,
-        ns: int,
-        model: Optional[str],
-        version: Optional[str],
-        inference: bool,
-        responses: Optional[int] = None,
-    ) -> None:
-        if inference:  # counted in the main's registry, before the answer leaves
-            self.main.account(protocol, http_status, ns, model, version)
-        logs.access(protocol, method, path, status, ns, model, version, responses)
+    def _count(self, protocol: str, http_status: int, ns: int, model: Optional[str], version: Optional[str]) -> None:
+        self.main.account(protocol, http_status, ns, model, version)  # in the main's registry, before the answer leaves
 
     def _open_stream(self, entry: ModelRecord, kind: bytes, request: WireRequest) -> AbstractAsyncContextManager[StreamCall]:
         return _RelayedStream(self.main, entry, kind, request)
