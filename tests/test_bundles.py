@@ -2,8 +2,8 @@
 model when a slot frees are sent to its worker as one message, run there one after the other, each
 as a lone request, and answered in one message or, for slow requests, as they finish.
 
-A bundle is made to form the same way in most tests: the model's one worker is held by a call
-(its first slot) and given a quick one (its second slot); the requests sent next wait in the
+A bundle is made to form the same way in most tests: the model's one worker is held by a call;
+the requests sent next (a quick model's: they are not sent to a worker that computes) wait in the
 pool's queue, in order, and leave together once the held call has replied."""
 
 from __future__ import annotations
@@ -60,21 +60,18 @@ def warm(gateway, model: str) -> None:
 
 
 class Bundled:
-    """Requests sent while the model's worker is held and has its second slot taken, in order, each
-    with its own parameters (`with_parameters`); `release()` lets the held call end, and the waiting
-    requests then leave as one bundle."""
+    """Requests sent while the model's worker is held, in order, each with its own parameters
+    (`with_parameters`): a quick model's requests wait in the pool while its worker computes;
+    `release()` lets the held call end, and the waiting requests then leave as one bundle."""
 
     def __init__(self, gateway, model: str, folder, inputs: list[np.ndarray], with_parameters: list[dict], started_line: str = "probe call"):
         self.gateway, self.model = gateway, model
         warm(gateway, model)
         self.held = Held(gateway, model, folder, large(0), started_line)
-        sent = messages_sent(gateway, model)
-        self.second = in_background(rest_infer, gateway, model, small(0.5))  # the worker's second slot: a lone call
-        gateway.wait_for(lambda: messages_sent(gateway, model) == sent + 1, what="the second call to reach the worker")
         self.waiting = []
         for i, (x, parameters) in enumerate(zip(inputs, with_parameters)):
             self.waiting.append(in_background(rest_infer, gateway, model, x, parameters))
-            gateway.wait_for(lambda: metric(gateway, "gateway_inflight_requests", model) == i + 3, what=f"request {i} to queue")
+            gateway.wait_for(lambda: metric(gateway, "gateway_inflight_requests", model) == i + 2, what=f"request {i} to queue")
         self.messages, self.calls = messages_sent(gateway, model), calls_in_messages(gateway, model)
 
     def release(self) -> requests.Response:
@@ -83,11 +80,10 @@ class Bundled:
     def answers(self) -> list[requests.Response]:
         for thread, _ in self.waiting:
             thread.join(timeout=60)
-        self.second[0].join(timeout=60)
         return [answer[0] for _, answer in self.waiting]
 
     def assert_one_message(self) -> None:
-        """The waiting requests left in one message (after the held call's and the second's)."""
+        """The waiting requests left in one message (after the held call's)."""
         assert messages_sent(self.gateway, self.model) == self.messages + 1
         assert calls_in_messages(self.gateway, self.model) == self.calls + len(self.waiting)
 
@@ -160,18 +156,14 @@ def test_a_request_asking_for_a_missing_output_fails_alone_in_its_bundle(gateway
 
     warm(gateway, "probe")
     held = Held(gateway, "probe", tmp_path, large(0))
-    sent = messages_sent(gateway, "probe")
-    second = in_background(rest_infer, gateway, "probe", small(1))
-    gateway.wait_for(lambda: messages_sent(gateway, "probe") == sent + 1, what="the second call to reach the worker")
     waiting = []
     for i, send in enumerate([lambda: rest_infer(gateway, "probe", large(6)), missing_output, lambda: rest_infer(gateway, "probe", large(7))]):
         waiting.append(in_background(send))
-        gateway.wait_for(lambda: metric(gateway, "gateway_inflight_requests", "probe") == i + 3, what=f"request {i} to queue")
+        gateway.wait_for(lambda: metric(gateway, "gateway_inflight_requests", "probe") == i + 2, what=f"request {i} to queue")
     messages_before, calls_before = messages_sent(gateway, "probe"), calls_in_messages(gateway, "probe")
     held.release()
     for thread, _ in waiting:
         thread.join(timeout=60)
-    second[0].join(timeout=60)
     first, refused, last = (answer[0] for _, answer in waiting)
     assert (messages_sent(gateway, "probe"), calls_in_messages(gateway, "probe")) == (messages_before + 1, calls_before + 3)
     assert refused.status_code == 400 and "no output named" in refused.json()["error"], refused.text
@@ -229,9 +221,6 @@ def test_a_bundle_whose_every_client_left_is_cancelled_in_the_worker(gateway, tm
     model = "held-sync"
     warm(gateway, model)
     held = Held(gateway, model, tmp_path, large(0), started_line="cancellable sync call started")
-    sent = messages_sent(gateway, model)
-    second = in_background(rest_infer, gateway, model, small(1))
-    gateway.wait_for(lambda: messages_sent(gateway, model) == sent + 1, what="the second call to reach the worker")
     marker, never = tmp_path / "cancelled", tmp_path / "never"
     channel = grpc.insecure_channel(gateway.grpc_url)
     stub = pb_grpc.GRPCInferenceServiceStub(channel)
@@ -243,19 +232,18 @@ def test_a_bundle_whose_every_client_left_is_cancelled_in_the_worker(gateway, tm
         for key, value in parameters.items():
             request.parameters[key].string_param = value
         futures.append(stub.ModelInfer.future(request))
-        gateway.wait_for(lambda: metric(gateway, "gateway_inflight_requests", model) == i + 3, what=f"request {i} to queue")
+        gateway.wait_for(lambda: metric(gateway, "gateway_inflight_requests", model) == i + 2, what=f"request {i} to queue")
     messages_before = messages_sent(gateway, model)
     started = gateway.log_text().count("cancellable sync call started")
     assert outputs_of(held.release())
-    second[0].join(timeout=30)
-    gateway.wait_for(lambda: gateway.log_text().count("cancellable sync call started") == started + 2, what="the bundle's first request to start")
+    gateway.wait_for(lambda: gateway.log_text().count("cancellable sync call started") == started + 1, what="the bundle's first request to start")
     assert messages_sent(gateway, model) == messages_before + 1
     for future in futures:
         future.cancel()
     gateway.wait_for(marker.exists, what="the running request to see cancelled()")
     gateway.wait_for(lambda: metric(gateway, "gateway_inflight_requests", model) == 0, what="the bundle to end")
     channel.close()
-    assert gateway.log_text().count("cancellable sync call started") == started + 2  # the second's own call and the bundle's first
+    assert gateway.log_text().count("cancellable sync call started") == started + 1  # the bundle's first only
     assert not never.exists()
     assert_serves_large(gateway, model)
 

@@ -562,7 +562,7 @@ class ModelPool:
         A stream only to a worker with nothing in flight (it then takes no other call)."""
         best: Slot | None = None
         fewest = messages.SLOTS
-        may_wait_in_worker = first.stream is None and (first.batch_key is None or len(self._waiting) >= self.max_batch_size)
+        may_wait_in_worker = first.stream is None and (len(self._waiting) >= self.max_batch_size if first.batch_key is not None else self._bundle_limit() == 1)
         for worker in self.workers:
             if not worker.ready or worker.stopping:
                 continue
