@@ -10,8 +10,9 @@ pool sends the first waiting request (or batch) the moment a slot is free
 (`ModelPool._slot_for`, the one place of the rule): to a worker with nothing in
 flight before one that computes, so a lone request never queues behind another
 call while a worker is free; when every worker computes, to a free second slot
-(for a model that batches, only a full batch: a partial one waits in the queue,
-gaining company, until the running call has replied). Requests that come while
+only what gains nothing by waiting: a full batch, or a request of a model too
+slow to bundle (a partial batch, or a quick model's requests, wait in the
+queue, gaining company, until the running call has replied). Requests that come while
 every slot is taken wait in the pool's queue, where batches form.
 
 A call may be a bundle (`_take_runs`): the requests waiting that run alone (no
@@ -557,8 +558,9 @@ class ModelPool:
         (ready, not stopping, not streaming), of the worker with the fewest calls in flight: one
         with none before one that computes, so that a lone request never waits behind another call
         while a worker is free. To a worker that computes (the call then waits in it) only what
-        gains nothing by waiting: a request of a model that does not batch, or a full batch; a
-        partial batch stays in the queue, gaining company, until a worker has nothing in flight.
+        gains nothing by waiting: a full batch, or a request of a model too slow to bundle; a
+        partial batch, or a quick model's requests, stay in the queue, gaining company (a batch,
+        a bundle), until a worker has nothing in flight.
         A stream only to a worker with nothing in flight (it then takes no other call)."""
         best: Slot | None = None
         fewest = messages.SLOTS
