@@ -1,8 +1,8 @@
 """A gateway that a measuring script runs from a source tree, on 127.0.0.1: started as a
 subprocess, waited for until ready, stopped when the script is done with it.
 
-(Apart from ports.py, which ten scripts import for its port helpers alone: this one starts
-processes and speaks HTTP.)
+Kept apart from ports.py, which ten scripts import for free_port and refused alone: this module
+starts processes and speaks HTTP.
 """
 
 import http.client
