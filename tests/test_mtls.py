@@ -112,3 +112,17 @@ def test_grpc_without_a_certificate_of_the_ca_is_refused(gateway, certs, who):
     finally:
         client.close()
     assert_serves_large(gateway, "echo", headers=AUTHORIZATION)
+
+
+def test_probe_presents_a_client_certificate_and_the_token(gateway, certs):
+    """Under mutual TLS `gateway probe` presents --cert/--key, and a model's readiness sends the inference token."""
+    client = ("--cert", str(certs.client.cert), "--key", str(certs.client.key))
+    for args in ((), ("--model", "echo")):
+        probed = gateway.probe(*args, *client)
+        assert probed.returncode == 0, probed.stderr
+    # by default it presents the server's own certificate, which these tests' CA issued for server authentication only
+    refused = gateway.probe()
+    assert refused.returncode == 1 and "no answer" in refused.stderr, refused.stderr
+    halved = gateway.probe("--cert", str(certs.client.cert))
+    assert halved.returncode == 2 and "--cert and --key go together" in halved.stderr
+    assert_serves_large(gateway, "echo", headers=AUTHORIZATION)

@@ -94,6 +94,16 @@ def test_no_clear_text(gateway, certs):
     assert_serves_large(gateway, "echo")
 
 
+def test_probe_speaks_tls(gateway):
+    """`gateway probe` (the image's HEALTHCHECK) reads the TLS settings and asks over https."""
+    for args in ((), ("--live",), ("--model", "echo")):
+        probed = gateway.probe(*args)
+        assert probed.returncode == 0, probed.stderr
+    missing = gateway.probe("--model", "no-such-model")
+    assert missing.returncode == 1 and "https://127.0.0.1" in missing.stderr and "404" in missing.stderr, missing.stderr
+    assert_serves_large(gateway, "echo")
+
+
 def test_tls_settings_that_cannot_work_stop_the_gateway(tmp_path, certs):
     def load(**values):
         return TLS.load(ServerSettings(model_repository=tmp_path, **values))
