@@ -77,6 +77,7 @@ class Gateway:
             **{f"GATEWAY_{k.upper()}": str(v) for k, v in self.settings.items()},
             **self.extra_env,
         }
+        self.env = env
         self.process = subprocess.Popen(
             self.command(self) if self.command else [sys.executable, "-m", "gateway", "start", *self.args],
             env=env,
@@ -137,6 +138,11 @@ class Gateway:
         Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
         return self.peak_memory()
 
+    def probe(self, *args: str) -> subprocess.CompletedProcess:
+        """`gateway probe --config CONFIG ARGS` with the gateway's own settings (its environment)."""
+        command = [sys.executable, "-m", "gateway", "probe", "--config", str(self.config), *args]
+        return subprocess.run(command, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=30)
+
     def stop(self, timeout: float = 30.0) -> int:
         """Stop it with SIGINT (Ctrl-C), which skips SIGTERM's drain delay; kill it after `timeout`."""
         if self.process.poll() is None:
@@ -148,6 +154,18 @@ class Gateway:
                 self.process.wait()
         self.log.close()
         return self.process.returncode
+
+
+def refused_start(config: Path, **options) -> str:
+    """Start a gateway that must refuse to start (exit status 1, as a port in use makes it); its log."""
+    gateway = Gateway(config, **options)
+    try:
+        assert gateway.process.wait(timeout=60) == 1, gateway.log_text()
+    finally:
+        gateway.stop()
+        log = gateway.log_text()
+        Path(gateway.log.name).unlink()
+    return log
 
 
 def assert_serves_large(
