@@ -258,8 +258,10 @@ def measure(protocol: str, variant: Variant, concurrency: int, duration: float, 
     server = multiprocessing.get_context("spawn").Process(target=target, args=(theirs, folder, variant))
     server.start()
     try:
-        if not ours.poll(30):
-            raise RuntimeError(f"the {protocol} server did not start" + ("" if server.is_alive() else f" (exit code {server.exitcode})"))
+        deadline = time.monotonic() + 30
+        while not ours.poll(0.1):  # its port, once it listens
+            if not server.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the {protocol} server did not start" + ("" if server.is_alive() else f" (exit code {server.exitcode})"))
         port = ours.recv()
         common = dict(
             model=MODEL, shape=[16], datatype="FP32", input_name="input", concurrency=concurrency, duration=duration, warmup=warmup, server_pgids=(server.pid,)
