@@ -174,10 +174,11 @@ _DATATYPES = {datatype.value: datatype for datatype in Datatype}  # Datatype(nam
 
 
 def to_inference_request(request: WireRequest) -> InferenceRequest:
-    """The SDK's request type around numpy views of the tensors (no copy, no validation pass over
-    the data); BYTES are unpacked here, their framing checked (a malformed one is the client's: a 400)."""
+    """The SDK's request type around numpy views of the tensors (no copy, no validation pass);
+    BYTES are unpacked here, their framing checked (a malformed one is the client's: a 400).
+    Built as model_construct builds it (validation would wrap each array in a TensorData), without
+    its per-field work (types.constructed): every field is given, in the order the model declares it."""
     inputs = [
-        # constructed, not validated: validation would wrap the array in a TensorData
         constructed(
             RequestInput,
             {
@@ -190,9 +191,10 @@ def to_inference_request(request: WireRequest) -> InferenceRequest:
         )
         for t in request.inputs
     ]
-    # the rest validated, which costs less than model_construct: their fields are ours, and instances are kept as they are
-    outputs = None if request.outputs is None else [RequestOutput(name=o.name, parameters=_sdk_parameters(o.parameters)) for o in request.outputs]
-    return InferenceRequest(id=request.id, parameters=_sdk_parameters(request.parameters), inputs=inputs, outputs=outputs)
+    outputs = None
+    if request.outputs is not None:
+        outputs = [constructed(RequestOutput, {"name": o.name, "parameters": _sdk_parameters(o.parameters)}) for o in request.outputs]
+    return constructed(InferenceRequest, {"id": request.id, "parameters": _sdk_parameters(request.parameters), "inputs": inputs, "outputs": outputs})
 
 
 def _unpacked(tensor: Tensor) -> Any:
