@@ -99,7 +99,7 @@ def array_from_raw(datatype: str, shape: list[int], buf: memoryview | bytes, whe
     dtype = NUMPY_DTYPES[datatype]
     if len(buf) != count * dtype.itemsize:
         raise BadRequest(f"{where}: {len(buf)} bytes of data, but shape {shape} of {datatype} needs {count * dtype.itemsize}")
-    return np.frombuffer(buf, dtype=dtype).reshape(shape)
+    return np.ndarray(shape, dtype, buf)  # a view of buf, read-only if buf is (one array, not frombuffer's and reshape's two)
 
 
 # --- JSON data: flat or nested lists, read in row-major order; only the element count must match
