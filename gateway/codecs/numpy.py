@@ -78,7 +78,9 @@ def to_ndarray(input_or_output: InputOrOutput) -> np.ndarray:
     datatype cannot hold (1.5 for INT32, 300 for UINT8) is refused rather than
     changed; null in FP16/FP32/FP64 data is NaN, as MLServer reads it.
     """
-    datatype = Datatype(input_or_output.datatype)
+    datatype = input_or_output.datatype
+    if type(datatype) is not Datatype:  # a field holds one; model_construct may have left a name
+        datatype = Datatype(datatype)
     data = tensor_data(input_or_output)
     where = tensor_label(input_or_output)
     try:

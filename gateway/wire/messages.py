@@ -213,7 +213,8 @@ def request_header(frames: Sequence[Any]) -> dict:
     """A call's header; its "seq" names the call a reply answers, its "slot" where its tensors
     are, its "requests" each request (parse_request), "batch" the rows of each request a batched
     call's one request holds (None: not a batch)."""
-    return orjson.loads(_buffer(frames[1]))
+    header = frames[1]
+    return orjson.loads(getattr(header, "bytes", header))  # a zmq.Frame's bytes: orjson reads them quicker than a view
 
 
 def parse_request(described: dict, frames: Sequence[Any], arena: Region | None, model_name: str, model_version: str | None) -> WireRequest:
