@@ -44,10 +44,10 @@ EXPOSE 8080 8081 8082
 USER 1000:1000
 WORKDIR /models
 
-# Ready: every model loaded. Python's standard library only (the slim image has no curl).
-# A port changed in settings.json instead of GATEWAY_HTTP_PORT is not seen here.
+# Ready: every model loaded. `gateway probe` reads the settings `gateway start` reads (settings.json and
+# the GATEWAY_* variables: the port wherever it is set, TLS when it is on) and exits 0 on a 200.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v2/health/ready' % os.environ.get('GATEWAY_HTTP_PORT', '8080'), timeout=2)"]
+    CMD ["gateway", "probe", "--config", "/models"]
 
 # exec form: the gateway is PID 1 and receives SIGTERM itself, then drains and stops its workers
 ENTRYPOINT ["gateway"]

@@ -85,9 +85,10 @@ def exec_form(arguments: str) -> list[str]:
     return value
 
 
-def healthcheck_command(dockerfile: Path) -> list[str]:
+def healthcheck_command(dockerfile: Path, models: Path) -> list[str]:
+    """The HEALTHCHECK's command, with `models` for the image's /models."""
     (arguments,) = instruction(dockerfile_stages(dockerfile)[-1], "HEALTHCHECK")
-    return exec_form(arguments[arguments.index("CMD ") + 4 :])
+    return [str(models) if a == "/models" else a for a in exec_form(arguments[arguments.index("CMD ") + 4 :])]
 
 
 def env_pairs(arguments: str) -> dict[str, str]:
@@ -295,8 +296,8 @@ def main() -> int:
             gateway_pid = namespace_pid1(launcher) if isolated else launcher.pid
             print(f"ready after {wait_ready(url, launcher):.1f} s")
 
-            step(f"the Dockerfile's HEALTHCHECK: {healthcheck_command(ROOT / 'Dockerfile')}")
-            healthcheck = subprocess.run(healthcheck_command(ROOT / "Dockerfile"), env=run_env, capture_output=True, text=True, timeout=10)
+            step(f"the Dockerfile's HEALTHCHECK: {' '.join(healthcheck_command(ROOT / 'Dockerfile', Path('/models')))}")
+            healthcheck = subprocess.run(healthcheck_command(ROOT / "Dockerfile", models), env=run_env, capture_output=True, text=True, timeout=10)
             if healthcheck.returncode != 0:
                 raise AssertionError(f"HEALTHCHECK failed ({healthcheck.returncode}): {healthcheck.stderr}")
             print("exit 0")

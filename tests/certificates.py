@@ -81,3 +81,10 @@ def make(folder: Path) -> Certificates:
         client=issue(folder, "client", ca_cert, ca_key, server=False),
         stranger=issue(folder, "stranger", other_cert, other_key, server=False),
     )
+
+
+def reissue(folder: Path, stem: str, server: bool) -> Pair:
+    """A new certificate and key from the CA `make` wrote in `folder` (a renewal, as cert-manager's)."""
+    ca_cert = x509.load_pem_x509_certificate((folder / "test-ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((folder / "test-ca.key").read_bytes(), password=None)
+    return issue(folder, stem, ca_cert, ca_key, server)

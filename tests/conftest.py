@@ -85,6 +85,7 @@ class Gateway:
             **{f"GATEWAY_{k.upper()}": str(v) for k, v in self.settings.items()},
             **self.extra_env,
         }
+        self.env = env
         self.process = subprocess.Popen(
             self.command(self) if self.command else [sys.executable, "-m", "gateway", "start", *self.args],
             env=env,
@@ -144,6 +145,11 @@ class Gateway:
         that `peak_memory()` then tells what the next requests made it allocate; returns that memory."""
         Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
         return self.peak_memory()
+
+    def probe(self, *args: str) -> subprocess.CompletedProcess:
+        """`gateway probe --config CONFIG ARGS` with the gateway's own settings (its environment)."""
+        command = [sys.executable, "-m", "gateway", "probe", "--config", str(self.config), *args]
+        return subprocess.run(command, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=30)
 
     def stop(self, timeout: float = 30.0) -> int:
         """Stop it with SIGINT (Ctrl-C), which skips SIGTERM's drain delay; kill it after `timeout`."""

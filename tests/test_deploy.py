@@ -287,15 +287,21 @@ def test_scraped_metrics_hold_the_autoscalers_series(gateway):
     assert 'gateway_inflight_requests{model="iris-mlp",version="1"}' in text
 
 
-def test_healthcheck_follows_readiness(gateway):
-    command = check_install.healthcheck_command(DOCKERFILE)
-
-    def healthcheck(port: int) -> int:
-        env = {"PATH": str(Path(shutil.which("python")).parent), "GATEWAY_HTTP_PORT": str(port)}
-        return subprocess.run(command, env=env, capture_output=True, timeout=10).returncode
+def test_healthcheck_follows_readiness(gateway, tmp_path):
+    def healthcheck(port: int | None, models: Path = gateway.models) -> int:
+        """The image's HEALTHCHECK command (`gateway probe`), `models` as /models; the port in GATEWAY_HTTP_PORT, if given."""
+        env = {"PATH": str(Path(shutil.which("python")).parent), "PYTHONPATH": str(ROOT)}
+        if port is not None:
+            env["GATEWAY_HTTP_PORT"] = str(port)
+        return subprocess.run(check_install.healthcheck_command(DOCKERFILE, models), env=env, capture_output=True, timeout=10).returncode
 
     assert healthcheck(gateway.http_port) == 0
     assert healthcheck(check_install.free_port()) != 0  # nothing listens there
+    # a port set in settings.json rather than in the environment is found there
+    (tmp_path / "settings.json").write_text(json.dumps({"http_port": gateway.http_port}))
+    assert healthcheck(None, tmp_path) == 0
+    (tmp_path / "settings.json").write_text(json.dumps({"http_port": check_install.free_port()}))
+    assert healthcheck(None, tmp_path) != 0
     broken = gateway.models / "broken"
     broken.mkdir()
     (broken / "model-settings.json").write_text(json.dumps({"name": "broken", "implementation": "tests.runtimes.BrokenLoad"}))

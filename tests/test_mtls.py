@@ -4,8 +4,11 @@ with a certificate of another CA, is refused during the handshake, before any re
 
 from __future__ import annotations
 
+import shutil
 import socket
 import ssl
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,13 +31,21 @@ def certs(tmp_path_factory) -> certificates.Certificates:
 
 
 @pytest.fixture(scope="module")
-def gateway(start_gateway, certs):
+def trusted(certs, tmp_path_factory) -> Path:
+    """The CA file the gateway reads: a copy of the test CA's, which test_the_ca_file_rotates_without_a_restart rewrites."""
+    path = tmp_path_factory.mktemp("trusted") / "ca.crt"
+    shutil.copy(certs.ca, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def gateway(start_gateway, certs, trusted):
     gateway = start_gateway(
         ROOT / "tests" / "repository",
         https=True,
         tls_cert_file=certs.server.cert,
         tls_key_file=certs.server.key,
-        tls_ca_file=certs.ca,
+        tls_ca_file=trusted,
         env={"GATEWAY_INFERENCE_TOKENS": TOKEN},
     )
     gateway.requests_options = {"verify": str(certs.ca), "cert": (str(certs.client.cert), str(certs.client.key)), "headers": AUTHORIZATION}
@@ -111,4 +122,55 @@ def test_grpc_without_a_certificate_of_the_ca_is_refused(gateway, certs, who):
         assert "UNAVAILABLE" in str(caught.value), caught.value  # no connection: nothing was called
     finally:
         client.close()
+    assert_serves_large(gateway, "echo", headers=AUTHORIZATION)
+
+
+def test_probe_presents_a_client_certificate_and_the_token(gateway, certs):
+    """Under mutual TLS `gateway probe` presents --cert/--key, and a model's readiness sends the inference token."""
+    client = ("--cert", str(certs.client.cert), "--key", str(certs.client.key))
+    for args in ((), ("--model", "echo")):
+        probed = gateway.probe(*args, *client)
+        assert probed.returncode == 0, probed.stderr
+    # by default it presents the server's own certificate, which these tests' CA issued for server authentication only
+    refused = gateway.probe()
+    assert refused.returncode == 1 and "no answer" in refused.stderr, refused.stderr
+    halved = gateway.probe("--cert", str(certs.client.cert))
+    assert halved.returncode == 2 and "--cert and --key go together" in halved.stderr
+    assert_serves_large(gateway, "echo", headers=AUTHORIZATION)
+
+
+def grpc_live(gateway, certs, client: certificates.Pair) -> bool:
+    """Whether a new gRPC connection presenting `client` is served."""
+    triton = grpc_client(gateway, certs, client)
+    try:
+        return bool(triton.is_server_live(client_timeout=10))
+    except Exception:
+        return False
+    finally:
+        triton.close()
+
+
+def test_the_ca_file_rotates_without_a_restart(gateway, certs, trusted):
+    """Another CA written over tls_ca_file: new connections with its certificates are served, and those of
+    the CA it replaced are refused, over REST, metrics and gRPC; the old file back, the old clients again."""
+
+    def served(client: certificates.Pair) -> bool:
+        rest = [answer_over_tls(port, certs, client).startswith(b"HTTP/1.1 ") for port in (gateway.http_port, gateway.metrics_port)]
+        return all(rest) and grpc_live(gateway, certs, client)
+
+    def wait_until(condition, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+    assert served(certs.client) and not served(certs.stranger)
+    try:
+        trusted.write_bytes((certs.ca.parent / "other-ca.crt").read_bytes())  # the stranger's CA
+        wait_until(lambda: served(certs.stranger))
+        assert answer_over_tls(gateway.http_port, certs, certs.client) == b"" and not grpc_live(gateway, certs, certs.client)
+    finally:
+        trusted.write_bytes(certs.ca.read_bytes())
+    wait_until(lambda: served(certs.client))
+    assert answer_over_tls(gateway.http_port, certs, certs.stranger) == b""
     assert_serves_large(gateway, "echo", headers=AUTHORIZATION)

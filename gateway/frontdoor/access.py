@@ -241,3 +241,12 @@ def configured_scopes(settings: "ServerSettings") -> set[Scope]:
     return {
         scope for scope in PROTECTED if getattr(settings, f"{scope.value}_tokens") is not None or getattr(settings, f"{scope.value}_tokens_file") is not None
     }
+
+
+def client_token(settings: "ServerSettings", scope: Scope) -> Optional[str]:
+    """The first token of the scope, for a client of this very gateway (`gateway probe`); None: the scope is open."""
+    secret = getattr(settings, f"{scope.value}_tokens")
+    if secret is not None:
+        return _parse_tokens(secret.get_secret_value(), f"environment variable GATEWAY_{scope.value.upper()}_TOKENS")[0]
+    path: Optional[Path] = getattr(settings, f"{scope.value}_tokens_file")
+    return None if path is None else _read_tokens(scope, path)[0]

@@ -211,6 +211,8 @@ def _front_door(
         await start(app)
         if access.files:
             app.add_task(access.watch(), name="watch-token-files")
+        if tls is not None:
+            app.add_task(tls.watch(), name="watch-tls-files")
         # the gRPC front door runs on Sanic's loop, in this process (see gateway/frontdoor/grpc/__init__.py)
         app.ctx.grpc = await grpc_server.start(dataplane, settings, access, tls) if settings.enable_grpc else None
 

@@ -283,6 +283,15 @@ V1_BODY = {
     "content": json_content({"type": "object"}, {"instances": [[5.1, 3.5, 1.4, 0.2]]}),
 }
 V1_RESPONSES = {"200": response('What the model answers, usually {"predictions": [...]}', {"*/*": {"schema": {}}})}
+V1_PREDICT_RESPONSES = {
+    "200": response(
+        'What the model answers, usually {"predictions": [...]}. A model whose predict returns an async iterator streams: its '
+        "chunks are the body as they come (chunked transfer encoding, content type application/octet-stream, as KServe's "
+        "StreamingResponse). A failure before the first chunk is an ordinary error answer; after it the connection is cut, "
+        "so the client sees a body that did not end.",
+        {"*/*": {"schema": {}}, "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    )
+}
 
 
 HEADERS = {
@@ -529,7 +538,15 @@ ENDPOINTS = [
         "KServe V1",
         {"200": response("The model is ready", json_content(ref("V1ModelReady")))},
     ),
-    Endpoint("v1_predict", "POST", "/v1/models/{model}:predict", "Prediction (KServe V1; models of gateway.kserve)", "KServe V1", V1_RESPONSES, V1_BODY),
+    Endpoint(
+        "v1_predict",
+        "POST",
+        "/v1/models/{model}:predict",
+        "Prediction (KServe V1; models of gateway.kserve), streamed when predict returns an async iterator",
+        "KServe V1",
+        V1_PREDICT_RESPONSES,
+        V1_BODY,
+    ),
     Endpoint("v1_explain", "POST", "/v1/models/{model}:explain", "Explanation (KServe V1; models of gateway.kserve)", "KServe V1", V1_RESPONSES, V1_BODY),
     Endpoint("openapi", "GET", "/openapi.json", "This document", "API documentation", {"200": response("OpenAPI 3.1", json_content({"type": "object"}))}),
     Endpoint(
