@@ -27,7 +27,6 @@ import json
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ import echo_latency  # noqa: E402
 import loadgen  # noqa: E402
 import numpy as np  # noqa: E402
 import small_echo_cost  # noqa: E402
-from ports import free_port, gateway_env  # noqa: E402
+from local_gateway import connect, started_gateway  # noqa: E402
 
 FIGURES = {
     "small_p50_us": "small: p50 latency (us)",
@@ -58,7 +57,7 @@ FIGURES = {
 
 
 def small_calls(port: int, calls: int) -> tuple[float, list[float]]:
-    connection = small_echo_cost.connect(port)
+    connection = connect(port)
     header = json.dumps(
         {
             "inputs": [{"name": "x", "datatype": "FP32", "shape": [16], "parameters": {"binary_data_size": 64}}],
@@ -82,17 +81,8 @@ def small_calls(port: int, calls: int) -> tuple[float, list[float]]:
 
 
 def measure(tree: Path, calls: int, rowsum_repository: Path) -> dict[str, float]:
-    port = free_port()
-    env = gateway_env(tree, port)
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "start", "--config", str(tree / "tests" / "repository")],
-        env=env,
-        cwd=tree,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        small_echo_cost.connect(port)
+    with started_gateway(tree, tree / "tests" / "repository") as gateway:
+        port = gateway.http_port
         cpu_before = small_echo_cost.cpu_split(gateway.pid)
         p50, _ = small_calls(port, calls)
         front_door, workers = ((after - before) / (calls + 300) for after, before in zip(small_echo_cost.cpu_split(gateway.pid), cpu_before))
@@ -108,9 +98,6 @@ def measure(tree: Path, calls: int, rowsum_repository: Path) -> dict[str, float]
             input_name="x",
         )
         mib = echo_latency.measure(f"127.0.0.1:{port}", "echo", 1, 40)
-    finally:
-        gateway.terminate()
-        gateway.wait()
     return {**small_figures(p50, front_door, workers, concurrent, mib), **c64_figures(tree, rowsum_repository)}
 
 
@@ -125,28 +112,15 @@ def batch_sizes(metrics_port: int, model: str) -> tuple[float, float]:
 
 
 def c64_figures(tree: Path, repository: Path) -> dict[str, float]:
-    port = free_port()
-    env = gateway_env(tree, port)
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "start", "--config", str(repository)],
-        env={**env, **benchmark.BLAS_ENV},
-        cwd=tree,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     figures = {}
-    try:
-        small_echo_cost.connect(port)
+    with started_gateway(tree, repository, benchmark.BLAS_ENV) as gateway:
         for model, key in (("rowsum", "rowsum_c64_rps"), ("rowsum-batched", "batched_c64_rps")):
-            before = batch_sizes(int(env["GATEWAY_METRICS_PORT"]), model)
-            result = loadgen.run(url=f"http://127.0.0.1:{port}", model=model, protocol="rest-json", concurrency=64, duration=4, warmup=1)
-            requests, calls = (after - earlier for after, earlier in zip(batch_sizes(int(env["GATEWAY_METRICS_PORT"]), model), before))
+            before = batch_sizes(gateway.metrics_port, model)
+            result = loadgen.run(url=f"http://127.0.0.1:{gateway.http_port}", model=model, protocol="rest-json", concurrency=64, duration=4, warmup=1)
+            requests, calls = (after - earlier for after, earlier in zip(batch_sizes(gateway.metrics_port, model), before))
             figures[key] = result["requests_per_s"]
             if model == "rowsum-batched":
                 figures["batched_c64_batch"] = requests / calls
-    finally:
-        gateway.terminate()
-        gateway.wait()
     return figures
 
 

@@ -14,36 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import requests
-from ports import free_port, gateway_env
+from local_gateway import started_gateway
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def start_gateway(repository: Path) -> tuple[subprocess.Popen, str]:
-    http_port = free_port()
-    env = gateway_env(ROOT, http_port, access_log="false")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "start", "--config", str(repository)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{http_port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                return process, url
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the gateway did not become ready")
 
 
 def body(delay: float, priority: int) -> dict:
@@ -96,8 +75,8 @@ def main() -> None:
         repository = Path(folder)
         (repository / "work").mkdir()
         (repository / "work" / "model-settings.json").write_text(json.dumps({"name": "work", "implementation": "tests.runtimes.SlowEcho"}))
-        process, url = start_gateway(repository)
-        try:
+        with started_gateway(ROOT, repository, access_log="false") as gateway:
+            url = f"http://127.0.0.1:{gateway.http_port}"
             print(f"one worker, {args.service_ms:g} ms per call, {args.bulk_clients} bulk clients, {args.samples} interactive requests")
             print(f"{'bulk requests at':<28}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}{'max ms':>8}{'bulk/s':>8}")
             for label, bulk_priority in (("the default level (FIFO)", 0), ("priority 2 (below)", 2)):
@@ -106,9 +85,6 @@ def main() -> None:
                 rate = bulk_served / (time.monotonic() - started)
                 figures = [percentile(latencies, f) * 1000 for f in (0.5, 0.9, 0.99)] + [max(latencies) * 1000]
                 print(f"{label:<28}" + "".join(f"{f:>8.1f}" for f in figures) + f"{rate:>8.1f}")
-        finally:
-            process.terminate()
-            process.wait()
 
 
 if __name__ == "__main__":

@@ -15,13 +15,12 @@ import http.client
 import json
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from ports import free_port, gateway_env
-from small_echo_cost import connect, process_cpu
+from local_gateway import connect, started_gateway
+from small_echo_cost import process_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -104,18 +103,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5000, help="small calls per side")
     parser.add_argument("--large-calls", type=int, default=300, help="1 MiB calls per side")
     args = parser.parse_args()
-    http_port = free_port()
-    env = gateway_env(ROOT, http_port, frontdoor_workers="2", access_log="false")
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "start", "--config", str(ROOT / "tests" / "repository")],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        connect(http_port).close()
-        main_pid = str(gateway.pid)
+    with started_gateway(ROOT, ROOT / "tests" / "repository", frontdoor_workers="2", access_log="false") as gateway:
+        http_port, main_pid = gateway.http_port, str(gateway.pid)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -132,9 +121,6 @@ def main() -> None:
             for size, elements, calls in (("16 FP32", 16, args.calls), ("1 MiB", 256 * 1024, args.large_calls)):
                 rows.append((label, size, measure(caller(connection, elements), calls, main_pid, relay, workers)))
             connection.close()
-    finally:
-        gateway.terminate()
-        gateway.wait()
     print("| accepted by | echo | p50 µs | p90 µs | CPU µs/call: main | relay front door | workers |")
     print("|---|---|---|---|---|---|---|")
     for label, size, r in rows:

@@ -8,17 +8,15 @@ To compare two commits, run it in a checkout of each, interleaved, several times
 """
 
 import argparse
-import http.client
 import json
 import os
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from ports import free_port, gateway_env
+from local_gateway import connect, started_gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -40,38 +38,14 @@ def process_cpu(pid: str) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def connect(port: int, timeout: float = 60.0) -> http.client.HTTPConnection:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port)
-            connection.request("GET", "/v2/health/ready")
-            response = connection.getresponse()
-            response.read()
-            if response.status == 200:
-                return connection
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("the gateway did not become ready")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=10000)
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the gateway, e.g. GATEWAY_ACCESS_LOG=false")
     args = parser.parse_args()
-    http_port = free_port()
-    env = {**gateway_env(ROOT, http_port), **dict(item.split("=", 1) for item in args.env)}
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "start", "--config", str(ROOT / "tests" / "repository")],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        connection = connect(http_port)
+    extra_env = dict(item.split("=", 1) for item in args.env)
+    with started_gateway(ROOT, ROOT / "tests" / "repository", extra_env) as gateway:
+        connection = connect(gateway.http_port)
         header = json.dumps(
             {
                 "inputs": [{"name": "x", "datatype": "FP32", "shape": [16], "parameters": {"binary_data_size": 64}}],
@@ -96,9 +70,6 @@ def main() -> None:
             call()
             timings.append(time.perf_counter() - started)
         front_door, workers = ((after - before) / args.calls for after, before in zip(cpu_split(gateway.pid), cpu_before))
-    finally:
-        gateway.terminate()
-        gateway.wait()
     timings.sort()
     print(
         f"p50 {statistics.median(timings) * 1e6:.0f} us  p90 {timings[int(0.9 * (len(timings) - 1))] * 1e6:.0f} us  server CPU {(front_door + workers) * 1e6:.0f} us/call"

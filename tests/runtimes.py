@@ -10,6 +10,8 @@ import numpy as np
 
 from gateway import MLModel, metrics
 from gateway.codecs import NumpyCodec
+from gateway.kserve import InferOutput, InferResponse
+from gateway.kserve import Model as KServeModel
 from gateway.types import InferenceRequest, InferenceResponse, MetadataModelResponse, ResponseOutput
 
 
@@ -367,3 +369,17 @@ class CancellableSync(MLModel):
                 raise RuntimeError("cancelled: stopped early")
             time.sleep(0.01)
         return echoed(self, payload)
+
+
+class HeaderTag(KServeModel):
+    """A KServe model: its input plus the number in the request's `x-tag` header (whose headers each request got)."""
+
+    def load(self) -> bool:
+        self.ready = True
+        return True
+
+    async def predict(self, payload, headers=None, response_headers=None):
+        x = payload.inputs[0].as_numpy()
+        output = InferOutput(payload.inputs[0].name, list(x.shape), payload.inputs[0].datatype)
+        output.set_data_from_numpy(x + np.float32(headers["x-tag"]))
+        return InferResponse(payload.id, self.name, [output])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 import grpc
 import numpy as np
@@ -30,6 +31,7 @@ MODELS = {
     "held-sync": {"implementation": "tests.runtimes.CancellableSync"},
     "retried": PROBE,
     "not-retried": {**PROBE, "retry_on_worker_death": False},
+    "kserve-tag": {"implementation": "tests.runtimes.HeaderTag"},
 }
 
 
@@ -130,6 +132,42 @@ def test_under_load_bundles_form_and_every_answer_is_its_own_small_and_large(gat
     assert calls == 16 * 20
     assert messages_sent(gateway, "echo") - messages_before < calls  # some message carried a bundle
     assert_serves_large(gateway, "echo")
+
+
+def test_in_a_bundle_each_request_of_a_kserve_model_gets_its_own_headers(gateway):
+    """A KServe model is given the request's headers: 16 clients, each with an x-tag of its own, on one
+    worker; bundles form, and every answer carries its own request's tag (no bundle-mate's headers)."""
+    model, url = "kserve-tag", f"{gateway.url}/v2/models/kserve-tag/infer"
+
+    def tagged(session: requests.Session, x: np.ndarray, tag: int) -> np.ndarray | None:
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]}
+        answer = session.post(url, json=body, headers={"x-tag": str(tag)}, timeout=60)
+        return np.array(outputs_of(answer)["x"], np.float32).reshape(x.shape) if answer.status_code == 200 else None
+
+    with requests.Session() as session:
+        for i in range(16):  # quick requests: the model is quick, its requests may be bundled
+            assert tagged(session, small(i), 0) is not None
+    messages_before, calls_before = messages_sent(gateway, model), calls_in_messages(gateway, model)
+    wrong: list = []
+
+    def client(number: int) -> None:
+        with requests.Session() as session:
+            for i in range(20):
+                x = large(i) if i % 2 else small(i)
+                got = tagged(session, x, number * 1000)
+                if got is None or not np.array_equal(got, x + number * 1000):
+                    wrong.append((number, i))
+
+    threads = [threading.Thread(target=client, args=(number,)) for number in range(1, 17)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+    assert wrong == []
+    calls = calls_in_messages(gateway, model) - calls_before
+    assert calls == 16 * 20
+    assert messages_sent(gateway, model) - messages_before < calls  # some message carried a bundle
+    assert_serves_large(gateway, model, expect=lambda inputs: {"x": inputs["x"] + 7}, headers={"x-tag": "7"})
 
 
 def test_a_request_of_a_bundle_that_fails_fails_only_itself(gateway, tmp_path):

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -23,7 +24,7 @@ import requests
 
 from gateway.protocol.generated import inference_pb2 as pb
 from gateway.protocol.generated import inference_pb2_grpc as pb_grpc
-from tests.conftest import SHARED_MEMORY_BYTES, assert_serves_large
+from tests.conftest import SHARED_MEMORY_BYTES, Gateway, assert_serves_large
 from tests.test_observability import labels, scrape
 from tests.test_worker_plane import children, write_repository
 
@@ -323,6 +324,22 @@ def test_a_stream_through_a_relay_front_door(gateway):
     else:
         pytest.fail("no stream reached a relay front door")
     each_front_door_serves_large(gateway, "echo")
+
+
+@pytest.mark.parametrize("setting", ["http_port", "grpc_port", "metrics_port"])
+def test_a_second_gateway_on_the_same_ports_is_refused(gateway, setting, tmp_path):
+    """SO_REUSEPORT lets processes of one user share a port: a second gateway with several front doors,
+    started by mistake on a port of the first, must not take half of its connections."""
+    second = Gateway(write_repository(tmp_path, MODELS), frontdoor_workers=FRONT_DOORS, **{setting: getattr(gateway, setting)})
+    try:
+        assert second.process.wait(timeout=60) == 1
+    finally:
+        second.stop()
+        log = second.log_text()
+        Path(second.log.name).unlink()
+    assert f"cannot listen on 127.0.0.1:{getattr(gateway, setting)} ({setting}): Address already in use" in log, log
+    assert "loading" not in log
+    assert_serves_large(gateway, "echo")
 
 
 def test_a_relay_front_door_killed_under_load_is_restarted_and_the_others_serve_on(gateway):

@@ -84,6 +84,11 @@ def closed_after(marker: Path) -> int | None:
     return int(text.split()[1]) if text.startswith("closed") else None
 
 
+def access_lines(gateway, request_id: str) -> list[str]:
+    """The access lines of a stream (one is expected: a stream is counted once, at its end)."""
+    return [line for line in gateway.log_text().splitlines() if f"[request {request_id}]" in line and "infer_stream" in line]
+
+
 def both_workers_serve(gateway) -> None:
     """Two streams at once land on the two workers (a worker left busy, or stalled, shows here as a
     stream that never starts), and a large request is answered exactly. Each stream runs until its
@@ -149,12 +154,15 @@ def test_rest_errors_before_the_stream_are_plain_answers(gateway):
 
 
 def test_rest_generator_raising_mid_stream_ends_with_an_error_event(gateway, marker):
-    with post_stream(gateway, body(count=5, fail_at=2, size=LARGE, marker=str(marker))) as response:
+    document = {**body(count=5, fail_at=2, size=LARGE, marker=str(marker)), "id": "fails-mid-stream"}
+    with post_stream(gateway, document) as response:
         assert response.status_code == 200
         received = list(events(response))
     assert [index_and_pid(e)[0] for e in received[:-1]] == [0, 1]
     assert received[-1] == {"error": "RuntimeError: failed at response 2"}
     assert closed_after(marker) == 2
+    lines = wait_for(lambda: access_lines(gateway, "fails-mid-stream"))  # counted once, as the model's error, with what it sent
+    assert len(lines) == 1 and " 500 " in lines[0] and "responses=2" in lines[0]
     both_workers_serve(gateway)
 
 
@@ -216,7 +224,7 @@ def test_a_stream_is_counted_once_with_its_responses(gateway):
         assert len(list(events(response))) == 3
     wait_for(lambda: successes() > before)
     assert successes() == before + 1
-    lines = [line for line in gateway.log_text().splitlines() if "[request counted-once]" in line and "infer_stream" in line]
+    lines = access_lines(gateway, "counted-once")
     assert len(lines) == 1 and " 200 " in lines[0] and "responses=3" in lines[0]
 
 

@@ -113,7 +113,10 @@ def test_load_once_forks_the_workers_of_either_kind(gateway):
 
 
 def test_load_once_refuses_a_model_whose_load_left_a_thread(gateway):
-    ready = requests.get(f"{gateway.url}/v2/models/kserve-threaded-once/ready")
+    # its load fails after it has run (the fixture waits for the others only): wait for the refusal
+    url = f"{gateway.url}/v2/models/kserve-threaded-once/ready"
+    gateway.wait_for(lambda: requests.get(url, timeout=10).json().get("state") not in ("UNKNOWN", "LOADING"), what="the refusal")
+    ready = requests.get(url, timeout=10)
     assert ready.status_code == 503
     reason = ready.json()["reason"]
     assert "load_once: the model cannot be forked after load():" in reason

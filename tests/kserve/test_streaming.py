@@ -16,6 +16,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import ROOT, assert_serves_large
+from tests.test_observability import labels, metrics_of
 
 SCRIPT = Path(__file__).with_name("streaming_script.py")
 
@@ -38,6 +39,22 @@ def _wait_for(path: Path, timeout: float = 10.0) -> str:
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.02)
     return path.read_text()
+
+
+def _stream_lines(server) -> list[str]:
+    """The access lines of the streamer's V1 predicts, so far."""
+    return [line for line in server.log_text().splitlines() if "rest POST /v1/models/streamer:predict " in line]
+
+
+def _counted_once(server, lines_before: int, status: int, chunks: int) -> None:
+    """The V1 predict since `lines_before` was counted once, at its end: one access line, with its status and chunks."""
+    server.wait_for(lambda: len(_stream_lines(server)) > lines_before, timeout=10, what="the stream's access line")
+    new = _stream_lines(server)[lines_before:]
+    assert len(new) == 1 and f" {status} " in new[0] and f"responses={chunks}" in new[0], new
+
+
+def _successes(server) -> float:
+    return metrics_of(server)["gateway_requests_total"].get(labels(model="streamer", version="", protocol="rest", outcome="success"), 0)
 
 
 def test_the_chunks_arrive_in_order_as_they_are_yielded(server, tmp_path):
@@ -77,6 +94,14 @@ def test_a_client_that_leaves_stops_the_generator(server, tmp_path):
     assert_serves_large(server, "streamer")  # its one worker is free again
 
 
+def test_a_stream_is_counted_once_at_its_end_with_its_chunks(server):
+    lines, successes = len(_stream_lines(server)), _successes(server)
+    answer = _predict(server, "streamer", {"chunks": 3})
+    assert (answer.status_code, answer.content) == (200, b"chunk 0;chunk 1;chunk 2;")
+    _counted_once(server, lines, 200, 3)
+    assert _successes(server) == successes + 1
+
+
 def test_an_error_before_the_first_chunk_is_an_error_answer(server):
     answer = _predict(server, "streamer", {"chunks": 3, "fail_after": 0})
     assert (answer.status_code, answer.json()) == (500, {"error": "RuntimeError : the stream broke before chunk 0"})
@@ -88,7 +113,7 @@ def test_an_error_before_the_first_chunk_is_an_error_answer(server):
 
 def test_an_error_after_a_chunk_cuts_the_connection(server, tmp_path):
     marker = tmp_path / "marker"
-    received = b""
+    received, lines = b"", len(_stream_lines(server))
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
         with _predict(server, "streamer", {"chunks": 3, "fail_after": 2, "marker": str(marker)}, stream=True) as answer:
             assert answer.status_code == 200
@@ -96,6 +121,7 @@ def test_an_error_after_a_chunk_cuts_the_connection(server, tmp_path):
                 received += piece
     assert received == b"chunk 0;chunk 1;"  # what was yielded came, and the body did not end as if whole
     assert _wait_for(marker).startswith("closed ")
+    _counted_once(server, lines, 500, 2)  # as the model's error, with what it sent
     assert_serves_large(server, "streamer")
 
 

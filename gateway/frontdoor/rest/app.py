@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Optional, cast
+from contextlib import AbstractAsyncContextManager
+from typing import Awaitable, Callable, Optional, Sequence, cast
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -20,9 +21,9 @@ from sanic.response import HTTPResponse
 from ... import logs
 from ...errors import SHOWN_LIMIT, BadRequest, GatewayError, NotFound, Unavailable, answer_for, shown
 from ...protocol import HEADER_LENGTH
-from ...wire.request import WireRequest
+from ...wire.request import WireRequest, WireResponse
 from ..access import Access, rest_scope
-from ..dataplane import DataPlane, V1Answer, v1_part
+from ..dataplane import DataPlane, StreamCall, V1Answer, v1_part
 from . import apidoc, mlrun
 from .apidoc.spec import REQUEST_TIMEOUT_HEADER  # seconds the client waits, for clients that cannot set the `timeout` parameter
 from .body import (
@@ -246,6 +247,54 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
         """MLRun's route for clients that cannot put the model in a URL: the body's model and operation."""
         return await _serve(request, None, None, None)
 
+    async def _answer_with_stream(
+        request: Request,
+        stream: AbstractAsyncContextManager[StreamCall],
+        parts_of: Callable[[WireResponse], Awaitable[Sequence[bytes | bytearray] | HTTPResponse]],
+        content_type: str,
+        headers: Optional[dict],
+        on_error_after_first_part: Callable[[HTTPResponse, str, int], Awaitable[None]],
+    ) -> Optional[HTTPResponse]:
+        """Answer with a model's stream (SSE's and V1's): each response's parts (`parts_of`) are sent as it
+        comes, the status and headers with the first. An error before the first part is an ordinary error
+        answer; one after it goes to `on_error_after_first_part` (the sent answer, the error's message, the
+        responses sent), which ends the answer its own way. If `parts_of` makes an HTTPResponse, the model
+        answered at once: that is the answer. A stream is counted once, at its end, with its responses."""
+        sent, whole, status, call = None, None, 200, None
+        try:
+            async with stream as call:
+                call.end_input()
+                async for response in call:
+                    parts = await parts_of(response)
+                    if isinstance(parts, HTTPResponse):
+                        whole = parts  # the model answered at once: its one response, then the stream ends
+                        continue
+                    if sent is None:
+                        request.ctx.accounted_at_end = True  # answered() runs at respond(): a stream is counted once, at its end
+                        sent = await request.respond(headers=headers, content_type=content_type)
+                    for part in parts:
+                        await sent.send(part)  # waits while the client is slow to read: the generator waits with it
+        except asyncio.CancelledError as exc:
+            status, _, _ = answer_for(exc)  # the client went away: the generator has been cancelled
+            raise
+        except Exception as exc:
+            if sent is None:
+                raise  # nothing sent yet: an ordinary error answer
+            if not isinstance(exc, GatewayError):
+                log.exception("unexpected error in a stream of %s", request.path)
+            status, _, message = answer_for(exc)
+            await on_error_after_first_part(sent, message, call.responses if call is not None else 0)
+            return None
+        finally:
+            if sent is not None:
+                _account(request, status, call.responses if call is not None else 0)
+        if whole is not None:
+            return whole
+        if sent is None:  # the stream ended without a response: an empty body
+            sent = await request.respond(headers=headers, content_type=content_type)
+        await sent.eof()
+        return None
+
     async def infer_stream(request: Request, model: str, version: Optional[str] = None) -> Optional[HTTPResponse]:
         """Server-sent events, one `data: <response JSON>` each, as MLServer sends them. An error before
         the first event is an ordinary JSON error answer; after it, a last event `data: {"error": ...}`."""
@@ -260,34 +309,15 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
             await sent.send(b"".join(event))
             await sent.eof()
             return None
-        sent, status, call = None, 200, None
-        try:
-            async with dataplane.stream(parsed) as call:
-                call.end_input()
-                async for response in call:
-                    event = _sse(await render_infer_response(response, parsed, json_only=True))
-                    if sent is None:
-                        request.ctx.accounted_at_end = True  # answered() runs at respond(): a stream is counted once, at its end
-                        sent = await request.respond(headers=SSE_HEADERS, content_type=SSE)
-                    for part in event:
-                        await sent.send(part)  # waits while the client is slow to read: the generator waits with it
-        except asyncio.CancelledError as exc:
-            status, _, _ = answer_for(exc)  # the client went away: the generator has been cancelled
-            raise
-        except Exception as exc:
-            if sent is None:
-                raise  # nothing sent yet: an ordinary error answer
-            if not isinstance(exc, GatewayError):
-                log.exception("unexpected error in a stream of %s", request.path)
-            status, _, message = answer_for(exc)
+
+        async def events(response: WireResponse) -> Sequence[bytes | bytearray]:
+            return _sse(await render_infer_response(response, parsed, json_only=True))
+
+        async def error_event(sent: HTTPResponse, message: str, responses: int) -> None:
             await sent.send(b"data: " + orjson.dumps({"error": message}) + b"\n\n")
-        finally:
-            if sent is not None:
-                _account(request, status, call.responses if call is not None else 0)
-        if sent is None:  # the generator ended without a response
-            sent = await request.respond(headers=SSE_HEADERS, content_type=SSE)
-        await sent.eof()
-        return None
+            await sent.eof()
+
+        return await _answer_with_stream(request, dataplane.stream(parsed), events, SSE, SSE_HEADERS, error_event)
 
     # --- KServe's V1 protocol (models of gateway.kserve; errors as KServe answers them)
 
@@ -324,38 +354,17 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
         their content type is application/octet-stream (KServe's says none: Sanic always writes one). An error before the first chunk is an ordinary error answer; after it, the
         connection is cut (as KServe), so that the client sees a body that did not end. A whole
         answer is answered as usual."""
-        sent, whole, status, call = None, None, 200, None
-        try:
-            async with dataplane.v1_stream(model, request.body, _request_headers(request)) as call:
-                call.end_input()
-                async for response in call:
-                    part = v1_part(response)
-                    if isinstance(part, V1Answer):
-                        whole = part  # the model answered at once: its one response, then the stream ends
-                        continue
-                    if sent is None:
-                        request.ctx.accounted_at_end = True  # answered() runs at respond(): a stream is counted once, at its end
-                        sent = await request.respond(content_type=V1_CHUNKS)
-                    await sent.send(part)  # waits while the client is slow to read: the generator waits with it
-        except asyncio.CancelledError as exc:
-            status, _, _ = answer_for(exc)  # the client went away: the generator has been cancelled
-            raise
-        except Exception as exc:
-            if sent is None:
-                raise  # nothing sent yet: an ordinary error answer
-            status, _, message = answer_for(exc)
-            log.warning("V1 stream of model %s failed after %d chunk(s), connection cut: %s", model, call.responses if call else 0, message)
+
+        async def chunk_or_whole(response: WireResponse) -> Sequence[bytes] | HTTPResponse:
+            part = v1_part(response)
+            return _v1_response(part) if isinstance(part, V1Answer) else [part]
+
+        async def cut_connection(sent: HTTPResponse, message: str, responses: int) -> None:
+            log.warning("V1 stream of model %s failed after %d chunk(s), connection cut: %s", model, responses, message)
             cast(asyncio.Transport, request.transport).abort()  # no last chunk: the body did not end
-            return None
-        finally:
-            if sent is not None:
-                _account(request, status, call.responses if call is not None else 0)
-        if whole is not None:
-            return _v1_response(whole)
-        if sent is None:  # the iterator ended without a chunk: an empty body
-            sent = await request.respond(content_type=V1_CHUNKS)
-        await sent.eof()
-        return None
+
+        stream = dataplane.v1_stream(model, request.body, _request_headers(request))
+        return await _answer_with_stream(request, stream, chunk_or_whole, V1_CHUNKS, None, cut_connection)
 
     def _v1_response(answer: V1Answer) -> HTTPResponse:
         return HTTPResponse(answer.body, content_type=answer.content_type, headers=_response_headers(answer.headers))
