@@ -164,6 +164,18 @@ class Gateway:
         return self.process.returncode
 
 
+def refused_start(config: Path, **options) -> str:
+    """Start a gateway that must refuse to start (exit status 1, as a port in use makes it); its log."""
+    gateway = Gateway(config, **options)
+    try:
+        assert gateway.process.wait(timeout=60) == 1, gateway.log_text()
+    finally:
+        gateway.stop()
+        log = gateway.log_text()
+        Path(gateway.log.name).unlink()
+    return log
+
+
 def assert_serves_large(
     gateway: "Gateway",
     model: str,

@@ -15,7 +15,6 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -24,7 +23,7 @@ import requests
 
 from gateway.protocol.generated import inference_pb2 as pb
 from gateway.protocol.generated import inference_pb2_grpc as pb_grpc
-from tests.conftest import SHARED_MEMORY_BYTES, Gateway, assert_serves_large
+from tests.conftest import SHARED_MEMORY_BYTES, assert_serves_large, refused_start
 from tests.test_observability import labels, scrape
 from tests.test_worker_plane import children, write_repository
 
@@ -330,13 +329,7 @@ def test_a_stream_through_a_relay_front_door(gateway):
 def test_a_second_gateway_on_the_same_ports_is_refused(gateway, setting, tmp_path):
     """SO_REUSEPORT lets processes of one user share a port: a second gateway with several front doors,
     started by mistake on a port of the first, must not take half of its connections."""
-    second = Gateway(write_repository(tmp_path, MODELS), frontdoor_workers=FRONT_DOORS, **{setting: getattr(gateway, setting)})
-    try:
-        assert second.process.wait(timeout=60) == 1
-    finally:
-        second.stop()
-        log = second.log_text()
-        Path(second.log.name).unlink()
+    log = refused_start(write_repository(tmp_path, MODELS), frontdoor_workers=FRONT_DOORS, **{setting: getattr(gateway, setting)})
     assert f"cannot listen on 127.0.0.1:{getattr(gateway, setting)} ({setting}): Address already in use" in log, log
     assert "loading" not in log
     assert_serves_large(gateway, "echo")

@@ -15,7 +15,7 @@ import pytest
 import requests
 import tritonclient.grpc as grpcclient
 
-from tests.conftest import ROOT, Gateway, assert_serves_large
+from tests.conftest import ROOT, assert_serves_large, refused_start
 from tests.test_observability import metrics_of
 from tests.test_worker_plane import (
     assert_sleepy_serves_large,
@@ -274,13 +274,7 @@ def test_a_port_in_use_is_named_with_its_setting(tmp_path, setting):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        gateway = Gateway(repository, **{setting: port})
-        try:
-            assert gateway.process.wait(timeout=30) == 1
-        finally:
-            gateway.stop()
-            log = gateway.log_text()
-            Path(gateway.log.name).unlink()
+        log = refused_start(repository, **{setting: port})
     assert log.count(f"cannot listen on 127.0.0.1:{port} ({setting}): Address already in use") == 1, log
     assert "Traceback" not in log
     assert "loading" not in log  # it stopped before starting anything: no worker ran
