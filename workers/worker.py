@@ -330,6 +330,7 @@ class Inbox:
     def receive(self, frames: list) -> None:
         """A call: it starts now, or once the calls before it have replied."""
         header = messages.request_header(frames)
+        header["arrived"] = time.perf_counter_ns()  # what each of its requests waits here is reported with its answer
         if self._running is None:
             self._start(header, frames)
         else:
@@ -423,10 +424,11 @@ class _Call:
         requests, batch = header["requests"], header["batch"]
         try:
             for index, described in enumerate(requests):
+                waited = time.perf_counter_ns() - header["arrived"]
                 result = await answer(served, kind, described, frames, batch, in_arena, name, version)
                 if self._inbox.stopped:
                     raise asyncio.CancelledError  # a sync predict that stopped early (cancelled()), or went on: the rest is not run
-                self._add(index, result, served)
+                self._add(index, result, served, waited)
                 if index + 1 < len(requests):
                     self._send_when_due()
             return self._answers.frames(metrics.take_report())
@@ -436,15 +438,15 @@ class _Call:
             if self._timer is not None:
                 self._timer.cancel()
 
-    def _add(self, index: int, result: tuple[list[Tensor], dict, list[int]] | GatewayError, served: Served) -> None:
+    def _add(self, index: int, result: tuple[list[Tensor], dict, list[int]] | GatewayError, served: Served, waited: int) -> None:
         if isinstance(result, GatewayError):
-            self._answers.fail(index, result)
+            self._answers.fail(index, result, waited)
             return
         outputs, parameters, times = result
         try:
-            self._answers.add(index, outputs, parameters, times)
+            self._answers.add(index, outputs, parameters, times, waited)
         except Exception as exc:  # an output that cannot be placed: this request fails
-            self._answers.fail(index, served.error(exc))
+            self._answers.fail(index, served.error(exc), waited)
 
     def _send_when_due(self) -> None:
         wait = self._sent + messages.BUNDLE_SECONDS - time.perf_counter()
