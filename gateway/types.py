@@ -15,7 +15,7 @@ worker sends without ever turning it into a list.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Callable, Dict, List, Optional, Union, cast
+from typing import Annotated, Any, Callable, Dict, List, Optional, TypeVar, Union, cast
 
 import numpy as np
 import pydantic
@@ -32,6 +32,23 @@ class BaseModel(pydantic.BaseModel):
 
     def model_dump_json(self, exclude_unset=True, exclude_none=True, **kwargs):
         return super().model_dump_json(exclude_unset=exclude_unset, exclude_none=exclude_none, **kwargs)
+
+
+Model = TypeVar("Model", bound=pydantic.BaseModel)
+
+
+def constructed(cls: type[Model], values: dict[str, Any]) -> Model:
+    """What `cls.model_construct(**values)` builds, for `values` that give every field in the
+    order `cls` declares them (a model without private attributes or extra fields), without
+    model_construct's per-field work (2.4 -> 0.9 us for a RequestInput): the worker builds the
+    InferenceRequest of every request so. tests/test_types.py checks it against model_construct,
+    slot by slot."""
+    model = cls.__new__(cls)
+    object.__setattr__(model, "__dict__", values)
+    object.__setattr__(model, "__pydantic_fields_set__", set(values))
+    object.__setattr__(model, "__pydantic_extra__", None)
+    object.__setattr__(model, "__pydantic_private__", None)
+    return model
 
 
 # StrEnum, so that a member is also its string: `datatype == "FP32"`, f"{datatype}" and

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pydantic
 import pytest
 import requests
 import tritonclient.http as httpclient
@@ -23,6 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 # a tensor of at least INLINE_BELOW (16 KiB) travels through the workers' shared-memory arenas, not
 # inline in the ZeroMQ message; the large requests of the tests are this large
 SHARED_MEMORY_BYTES = 64 * 1024
+
+
+def slots(model: pydantic.BaseModel) -> dict:
+    """Everything a pydantic model instance holds, to tell two builds of a model apart (a slot a
+    later pydantic adds shows up here); the fields' order (which dumps and reprs follow) and types too."""
+    fields = {"order": list(model.__dict__), "types": [type(value) for value in model.__dict__.values()]}
+    return {**{slot: getattr(model, slot, "unset") for slot in pydantic.BaseModel.__slots__}, **fields}
 
 
 def free_port() -> int:

@@ -68,6 +68,25 @@ class Described(Echo):
         return metadata
 
 
+class Hooked(Echo):
+    """An echo with hooks of its own: `preprocess`, a plain function set on the instance at load,
+    doubles every input; `postprocess`, an async method, adds the response parameter `postprocessed`."""
+
+    async def load(self) -> bool:
+        self.preprocess = doubled  # type: ignore[method-assign]  # a runtime may set its hooks so
+        return True
+
+    async def postprocess(self, response: InferenceResponse) -> InferenceResponse:
+        response.parameters.postprocessed = True  # type: ignore[union-attr]  # echoed() sets parameters
+        return response
+
+
+def doubled(payload: InferenceRequest) -> InferenceRequest:
+    for request_input in payload.inputs:
+        request_input.data = request_input.data * 2
+    return payload
+
+
 class InPlace(MLModel):
     """Adds 1 to its input in place, which it must not do: the input views shared memory.
     With the request parameter `copy: true` it adds 1 to a copy, as a runtime should."""

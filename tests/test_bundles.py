@@ -210,6 +210,30 @@ def test_a_request_asking_for_a_missing_output_fails_alone_in_its_bundle(gateway
     assert_probe_serves_large(gateway, "probe")
 
 
+def test_the_wait_behind_a_bundle_mate_is_measured(gateway, tmp_path):
+    """The second request of a bundle waits in the worker while the first (100 ms) runs: that wait is
+    in gateway_worker_wait_duration_seconds (one observation per request) and in the statistics
+    extension's queue time, which the pool's queue time alone would miss."""
+
+    def queue_ns() -> int:
+        stats = requests.get(f"{gateway.url}/v2/models/probe/stats", timeout=10).json()["model_stats"][0]
+        return stats["inference_stats"]["queue"]["ns"]
+
+    bundle = Bundled(gateway, "probe", tmp_path, [large(1), large(2)], [{"delay": 0.1}, {}])
+    waits, waited = metric(gateway, "gateway_worker_wait_duration_seconds_count", "probe"), metric(gateway, "gateway_worker_wait_duration_seconds_sum", "probe")
+    queued, in_pool = queue_ns(), metric(gateway, "gateway_queue_duration_seconds_sum", "probe")
+    bundle.release()
+    first, second = bundle.answers()
+    assert np.array_equal(np.array(outputs_of(second)["y"], np.float32), (large(2) * 2).ravel())
+    bundle.assert_one_message()
+    assert metric(gateway, "gateway_worker_wait_duration_seconds_count", "probe") == waits + 3  # the held call, then the bundle's two
+    assert metric(gateway, "gateway_worker_wait_duration_seconds_sum", "probe") - waited >= 0.1
+    # the extension's queue time: the pool's queue (as gateway_queue_duration_seconds has it) and the wait in the worker
+    in_pool_ns = (metric(gateway, "gateway_queue_duration_seconds_sum", "probe") - in_pool) * 1e9
+    assert queue_ns() - queued - in_pool_ns >= 0.99 * 100_000_000
+    assert_probe_serves_large(gateway, "probe")
+
+
 def test_a_slow_request_does_not_hold_back_the_answer_of_the_one_before_it(gateway, tmp_path):
     """A bundle of a slow request (50 ms, more than BUNDLE_SECONDS) and one that waits for a file:
     the first is answered while the second still waits, in the bundle's first reply; the file is

@@ -21,6 +21,7 @@ from tests.conftest import SHARED_MEMORY_BYTES, assert_serves_large
 MODELS = {
     "echo": {"implementation": "tests.runtimes.Echo"},
     "inplace": {"implementation": "tests.runtimes.InPlace"},
+    "hooked": {"implementation": "tests.runtimes.Hooked"},
     "sleepy": {"implementation": "tests.runtimes.Sleepy", "parallel_workers": 2},
     # opts out of the retry on worker death: its in-flight request fails with the worker (see test_retry.py for the retry)
     "sleepy1": {"implementation": "tests.runtimes.Sleepy", "retry_on_worker_death": False},
@@ -46,7 +47,7 @@ def repository(tmp_path_factory):
 @pytest.fixture(scope="module")
 def gateway(start_gateway, repository):
     gateway = start_gateway(repository, heartbeat_interval=0.2, heartbeat_timeout=1.5, restart_backoff=0.1, request_timeout=20)
-    return gateway.wait_ready(["echo", "inplace", "sleepy", "sleepy1", "configured", "described"])
+    return gateway.wait_ready(["echo", "inplace", "hooked", "sleepy", "sleepy1", "configured", "described"])
 
 
 def children(pid: int) -> dict[int, str]:
@@ -174,6 +175,15 @@ def test_inputs_are_read_only_for_the_runtime(gateway, elements):
     assert infer_echo(gateway, 4)["outputs"][0]["data"] == [4]
     large = {"x": np.zeros(SHARED_MEMORY_BYTES // 4, dtype=np.float32)}
     assert_serves_large(gateway, "inplace", large, expect=lambda inputs: {"x": inputs["x"] + 1}, parameters={"copy": True})
+
+
+def test_a_runtimes_own_preprocess_and_postprocess_run(gateway):
+    # preprocess: a plain function the runtime set on itself at load; postprocess: an async method
+    body = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [2], "data": [1, 2]}]}
+    answer = requests.post(f"{gateway.url}/v2/models/hooked/infer", json=body, timeout=30).json()
+    assert answer["outputs"][0]["data"] == [2, 4] and answer["parameters"] == {"echoed": 1, "postprocessed": True}
+    assert_serves_large(gateway, "hooked", expect=lambda inputs: {"x": inputs["x"] * 2})
+    assert infer_echo(gateway, 3)["outputs"][0]["data"] == [3]  # MLModel's own hooks change nothing
 
 
 # --- parallel inference

@@ -38,6 +38,7 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
+from types import CoroutineType
 from typing import Any, AsyncIterator, Callable, Optional, cast
 
 import zmq
@@ -49,7 +50,7 @@ from gateway.errors import BadRequest, Cancelled, GatewayError, RuntimeFailure, 
 from gateway.model import MLModel
 from gateway.runtimes import resolve_implementation
 from gateway.settings import ModelSettings
-from gateway.types import Datatype, InferenceRequest, InferenceResponse, Parameters, RequestInput, RequestOutput
+from gateway.types import Datatype, InferenceRequest, InferenceResponse, Parameters, RequestInput, RequestOutput, constructed
 from gateway.wire import messages
 from gateway.wire.arena import Arena, Region
 from gateway.wire.datatypes import array_from_output
@@ -174,24 +175,26 @@ _DATATYPES = {datatype.value: datatype for datatype in Datatype}  # Datatype(nam
 
 def to_inference_request(request: WireRequest) -> InferenceRequest:
     """The SDK's request type around numpy views of the tensors (no copy, no validation pass);
-    BYTES are unpacked here, their framing checked (a malformed one is the client's: a 400)."""
-    return InferenceRequest.model_construct(
-        id=request.id,
-        parameters=_sdk_parameters(request.parameters),
-        inputs=[
-            RequestInput.model_construct(
-                name=t.name,
-                shape=t.shape,
-                datatype=_DATATYPES[t.datatype],  # the front door has checked it
-                parameters=_sdk_parameters(t.parameters),
-                data=_unpacked(t),
-            )
-            for t in request.inputs
-        ],
-        outputs=None
-        if request.outputs is None
-        else [RequestOutput.model_construct(name=o.name, parameters=_sdk_parameters(o.parameters)) for o in request.outputs],
-    )
+    BYTES are unpacked here, their framing checked (a malformed one is the client's: a 400).
+    Built as model_construct builds it (validation would wrap each array in a TensorData), without
+    its per-field work (types.constructed): every field is given, in the order the model declares it."""
+    inputs = [
+        constructed(
+            RequestInput,
+            {
+                "name": t.name,
+                "shape": t.shape,
+                "datatype": _DATATYPES[t.datatype],  # the front door has checked it
+                "parameters": _sdk_parameters(t.parameters),
+                "data": _unpacked(t),
+            },
+        )
+        for t in request.inputs
+    ]
+    outputs = None
+    if request.outputs is not None:
+        outputs = [constructed(RequestOutput, {"name": o.name, "parameters": _sdk_parameters(o.parameters)}) for o in request.outputs]
+    return constructed(InferenceRequest, {"id": request.id, "parameters": _sdk_parameters(request.parameters), "inputs": inputs, "outputs": outputs})
 
 
 def _unpacked(tensor: Tensor) -> Any:
@@ -215,10 +218,15 @@ def _sdk_parameters(parameters: dict) -> Parameters | None:
 
 
 def _parameters(parameters: Parameters | dict | None) -> dict:
+    """A response's or output's parameters as their dump (unset and None left out)."""
     if parameters is None:
         return {}
     if isinstance(parameters, dict):
         return parameters
+    if type(parameters) is Parameters and not parameters.model_extra and parameters.headers is None:
+        # what a codec sets (content_type alone) without model_dump, which cost ~5 % of a small request's worker CPU
+        content_type = parameters.content_type
+        return {} if content_type is None or "content_type" not in parameters.model_fields_set else {"content_type": content_type}
     return parameters.model_dump(exclude_none=True)
 
 
@@ -239,10 +247,10 @@ def select_outputs(response: Any, requested: list[RequestedOutput] | None, batch
         chosen = [produced[o.name] for o in requested]
     tensors = []
     for out in chosen:
-        datatype = getattr(out.datatype, "value", out.datatype)
-        bounds_at = _bounds_at(list(out.shape), batch) if datatype == "BYTES" else None
-        array = array_from_output(out.name, datatype, list(out.shape), tensor_data(out), bounds_at)
-        tensors.append(Tensor(out.name, datatype, list(out.shape), array, _parameters(out.parameters)))
+        datatype, shape = str(out.datatype), list(out.shape)  # a Datatype is its name as a plain str
+        bounds_at = _bounds_at(shape, batch) if datatype == "BYTES" else None
+        array = array_from_output(out.name, datatype, shape, tensor_data(out), bounds_at)
+        tensors.append(Tensor(out.name, datatype, shape, array, _parameters(out.parameters)))
     return tensors, _parameters(response.parameters)
 
 
@@ -258,7 +266,14 @@ def _bounds_at(shape: list[int], batch: list[int] | None) -> list[int] | None:
 
 async def _call(method, payload):
     result = method(payload)
+    if type(result) is CoroutineType:  # an async def's, told apart without isawaitable's ABC check
+        return await result
     return await result if inspect.isawaitable(result) else result
+
+
+def _overridden(hook: Callable, default: Callable) -> bool:
+    """Whether a runtime's preprocess or postprocess is its own, not MLModel's (which returns its argument)."""
+    return getattr(hook, "__func__", None) is not default
 
 
 async def run(runtime: MLModel, kind: bytes, request: WireRequest, received: int, batch: list[int] | None = None) -> tuple[list[Tensor], dict, list[int]]:
@@ -269,11 +284,13 @@ async def run(runtime: MLModel, kind: bytes, request: WireRequest, received: int
         response = await _call(runtime.explain, payload)
         inferred = time.perf_counter_ns()
     else:
-        payload = await _call(runtime.preprocess, payload)
+        if _overridden(runtime.preprocess, MLModel.preprocess):
+            payload = await _call(runtime.preprocess, payload)
         inputs_ready = time.perf_counter_ns()
         response = await _call(runtime.predict, payload)
         inferred = time.perf_counter_ns()
-        response = await _call(runtime.postprocess, response)
+        if _overridden(runtime.postprocess, MLModel.postprocess):
+            response = await _call(runtime.postprocess, response)
     outputs, parameters = select_outputs(response, request.outputs, batch)
     return outputs, parameters, [inputs_ready - received, inferred - inputs_ready, time.perf_counter_ns() - inferred]
 
@@ -300,6 +317,7 @@ class Inbox:
 
     def __init__(self, link: LoopSocket, begin: Callable[[bytes, dict, list], asyncio.Task]):
         self.link = link
+        self.loop = asyncio.get_running_loop()  # kept: asking for it costs a getpid() each time
         self._begin = begin  # starts a call (kind, header, frames): its task, whose result is the reply
         self._kept: deque[list] = deque()
         self._waiting: deque[tuple[dict, list]] = deque()  # calls that came while one runs: (header, frames)
@@ -312,6 +330,7 @@ class Inbox:
     def receive(self, frames: list) -> None:
         """A call: it starts now, or once the calls before it have replied."""
         header = messages.request_header(frames)
+        header["arrived"] = time.perf_counter_ns()  # what each of its requests waits here is reported with its answer
         if self._running is None:
             self._start(header, frames)
         else:
@@ -399,16 +418,17 @@ class _Call:
         self._answers = messages.Answers(header["seq"], arenas[1])
         self._sent = time.perf_counter()  # when the call's previous message left (its start, first)
         self._timer: asyncio.TimerHandle | None = None
-        self.task = asyncio.create_task(self._run(served, kind, header, frames, arenas[0], name, version))
+        self.task = inbox.loop.create_task(self._run(served, kind, header, frames, arenas[0], name, version))
 
     async def _run(self, served: Served, kind: bytes, header: dict, frames: list, in_arena: Region, name: str, version: str | None) -> list:
         requests, batch = header["requests"], header["batch"]
         try:
             for index, described in enumerate(requests):
+                waited = time.perf_counter_ns() - header["arrived"]
                 result = await answer(served, kind, described, frames, batch, in_arena, name, version)
                 if self._inbox.stopped:
                     raise asyncio.CancelledError  # a sync predict that stopped early (cancelled()), or went on: the rest is not run
-                self._add(index, result, served)
+                self._add(index, result, served, waited)
                 if index + 1 < len(requests):
                     self._send_when_due()
             return self._answers.frames(metrics.take_report())
@@ -418,22 +438,22 @@ class _Call:
             if self._timer is not None:
                 self._timer.cancel()
 
-    def _add(self, index: int, result: tuple[list[Tensor], dict, list[int]] | GatewayError, served: Served) -> None:
+    def _add(self, index: int, result: tuple[list[Tensor], dict, list[int]] | GatewayError, served: Served, waited: int) -> None:
         if isinstance(result, GatewayError):
-            self._answers.fail(index, result)
+            self._answers.fail(index, result, waited)
             return
         outputs, parameters, times = result
         try:
-            self._answers.add(index, outputs, parameters, times)
+            self._answers.add(index, outputs, parameters, times, waited)
         except Exception as exc:  # an output that cannot be placed: this request fails
-            self._answers.fail(index, served.error(exc))
+            self._answers.fail(index, served.error(exc), waited)
 
     def _send_when_due(self) -> None:
         wait = self._sent + messages.BUNDLE_SECONDS - time.perf_counter()
         if wait <= 0:
             self._send()
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(wait, self._send)
+            self._timer = self._inbox.loop.call_later(wait, self._send)
 
     def _send(self) -> None:
         """What is done so far, in one REPLY."""

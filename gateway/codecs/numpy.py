@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadRequest
-from ..types import Datatype, Parameters, RequestInput, ResponseOutput, TensorData
+from ..types import Datatype, Parameters, RequestInput, ResponseOutput, TensorData, constructed
 from ..wire.datatypes import NUMPY_DTYPES, array_from_json, element_count
 from .base import InputCodec, register_input_codec, register_request_codec
 from .errors import CodecError
@@ -78,7 +78,9 @@ def to_ndarray(input_or_output: InputOrOutput) -> np.ndarray:
     datatype cannot hold (1.5 for INT32, 300 for UINT8) is refused rather than
     changed; null in FP16/FP32/FP64 data is NaN, as MLServer reads it.
     """
-    datatype = Datatype(input_or_output.datatype)
+    datatype = input_or_output.datatype
+    if type(datatype) is not Datatype:  # a field holds one; model_construct may have left a name
+        datatype = Datatype(datatype)
     data = tensor_data(input_or_output)
     where = tensor_label(input_or_output)
     try:
@@ -136,13 +138,18 @@ class NumpyCodec(InputCodec):
     @classmethod
     def encode_output(cls, name: str, payload: np.ndarray, **kwargs) -> ResponseOutput:
         payload = np.asarray(payload)
-        return ResponseOutput(
-            name=name,
-            datatype=to_datatype(payload.dtype),
-            shape=inject_batch_dimension(list(payload.shape)),
-            data=_encode_data(payload),
-            parameters=Parameters(content_type=cls.ContentType),
-        )
+        fields = {
+            "name": name,
+            "shape": inject_batch_dimension(list(payload.shape)),
+            "datatype": to_datatype(payload.dtype),
+            "parameters": Parameters(content_type=cls.ContentType),
+            "data": _encode_data(payload),
+        }
+        if type(name) is str and type(fields["data"]) is TensorData:
+            # a numeric array (the common case): every field is already what validation would keep,
+            # so the output is built as validation builds it, without its work (a model's every answer)
+            return constructed(ResponseOutput, fields)
+        return ResponseOutput(**fields)
 
     @classmethod
     def decode_output(cls, response_output: ResponseOutput) -> np.ndarray:

@@ -747,6 +747,8 @@ class ModelPool:
         """One answer of a REPLY to its run (a lone request, a batch's: split per request); a step
         that fails fails this run only."""
         try:
+            if answer.get("waited") is not None:
+                self.stats.waited_in_worker(answer["waited"], len(run))
             result, in_arena = messages.parse_answer(answer, frames, slot.outputs)
             if isinstance(result, GatewayError):
                 self._fail(run, result)

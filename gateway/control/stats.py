@@ -58,6 +58,14 @@ QUEUE_SECONDS = Histogram(
     buckets=SECONDS,
     registry=REGISTRY,
 )
+WORKER_WAIT_SECONDS = Histogram(
+    "gateway_worker_wait_duration_seconds",
+    "Time a request waited in its worker before it ran: behind the call the worker was computing when it came, "
+    "or behind the requests before it in its bundle (with the queue time, the wait before the inference).",
+    MODEL,
+    buckets=SECONDS,
+    registry=REGISTRY,
+)
 INFERENCE_SECONDS = Histogram(
     "gateway_inference_duration_seconds",
     "Time a worker spent on one call: preprocess, predict, postprocess and output conversion.",
@@ -143,6 +151,7 @@ class ModelStats:
         self._requests = {(p, o): REQUESTS.labels(*labels, p, o) for p in PROTOCOLS for o in OUTCOMES}
         self._request_seconds = {p: REQUEST_SECONDS.labels(*labels, p) for p in PROTOCOLS}
         self._queue_seconds = QUEUE_SECONDS.labels(*labels)
+        self._worker_wait_seconds = WORKER_WAIT_SECONDS.labels(*labels)
         self._inference_seconds = INFERENCE_SECONDS.labels(*labels)
         self._batch_size = BATCH_SIZE.labels(*labels)
         self._bundle_size = BUNDLE_SIZE.labels(*labels)
@@ -189,6 +198,13 @@ class ModelStats:
             for started in queued:
                 self._queue_seconds.observe((now - started) / 1e9)
                 self.stages["queue"].add(1, now - started)
+
+    def waited_in_worker(self, ns: int, requests: int) -> None:
+        """What a run of `requests` requests (a lone one, or a batch's) waited in its worker before it
+        ran: in the statistics extension, queue time as the wait in the pool's queue is."""
+        for _ in range(requests):
+            self._worker_wait_seconds.observe(ns / 1e9)
+        self.stages["queue"].add(0, requests * ns)
 
     def shed(self) -> None:
         self._shed.inc()

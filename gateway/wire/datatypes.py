@@ -11,6 +11,7 @@ changed (an integer out of range, a number a float type would turn into infinity
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import numpy as np
@@ -58,13 +59,12 @@ def element_count(shape: Any, where: str) -> int:
         raise BadRequest(f"{where}: shape must be a list of integers, got {shown(shape)}")
     if len(shape) > MAX_RANK:
         raise BadRequest(f"{where}: shape has {len(shape)} dimensions, more than the {MAX_RANK} a tensor may have")
-    count = extent = 1
+    count = 1
     for dim in shape:
         if type(dim) is not int or dim < 0:
             raise BadRequest(f"{where}: shape must be a list of non-negative integers, got {shown(list(shape))}")
         count *= dim
-        extent *= max(dim, 1)
-    if count == 0 and extent > MAX_EXTENT:  # else the size limit refuses it, with a better reason
+    if count == 0 and math.prod(max(dim, 1) for dim in shape) > MAX_EXTENT:  # else the size limit refuses it, with a better reason
         raise BadRequest(f"{where}: shape {list(shape)} has no elements, but its other dimensions are too large for any tensor")
     return count
 
@@ -99,7 +99,7 @@ def array_from_raw(datatype: str, shape: list[int], buf: memoryview | bytes, whe
     dtype = NUMPY_DTYPES[datatype]
     if len(buf) != count * dtype.itemsize:
         raise BadRequest(f"{where}: {len(buf)} bytes of data, but shape {shape} of {datatype} needs {count * dtype.itemsize}")
-    return np.frombuffer(buf, dtype=dtype).reshape(shape)
+    return np.ndarray(shape, dtype, buf)  # a view of buf, read-only if buf is (one array, not frombuffer's and reshape's two)
 
 
 # --- JSON data: flat or nested lists, read in row-major order; only the element count must match

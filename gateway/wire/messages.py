@@ -64,7 +64,8 @@ sends each front door SYNC, which it answers at once with ANSWER: every ACCOUNT 
 READY, REPLY, ERROR and PONG headers carry a "report" for the gateway's
 metrics (gateway/control/stats.py): "register" and "log", the runtime's custom metrics
 (gateway/metrics.py) noted since the worker's previous message; each answer of a REPLY its
-"times", the request's [input, infer, output] stage times in ns.
+"times", the request's [input, infer, output] stage times in ns, and "waited", the ns it waited in
+the worker before it ran (behind the call before it, or the requests before it in its bundle).
 """
 
 from __future__ import annotations
@@ -213,7 +214,8 @@ def request_header(frames: Sequence[Any]) -> dict:
     """A call's header; its "seq" names the call a reply answers, its "slot" where its tensors
     are, its "requests" each request (parse_request), "batch" the rows of each request a batched
     call's one request holds (None: not a batch)."""
-    return orjson.loads(_buffer(frames[1]))
+    header = frames[1]
+    return orjson.loads(getattr(header, "bytes", header))  # a zmq.Frame's bytes: orjson reads them quicker than a view
 
 
 def parse_request(described: dict, frames: Sequence[Any], arena: Region | None, model_name: str, model_version: str | None) -> WireRequest:
@@ -250,13 +252,14 @@ class Answers:
         """Answers not sent yet."""
         return len(self._answers)
 
-    def add(self, index: int, outputs: list[Tensor], parameters: dict, times: list[int] | None = None) -> None:
-        """Request `index` answered (`times`: its [input, infer, output] stage times in ns)."""
+    def add(self, index: int, outputs: list[Tensor], parameters: dict, times: list[int] | None = None, waited: int | None = None) -> None:
+        """Request `index` answered (`times`: its [input, infer, output] stage times in ns; `waited`: ns it
+        waited in the worker before it ran)."""
         described, self._offset = _place(outputs, self._arena, self._offset, self._frames)
-        self._answers.append({"index": index, "parameters": parameters, "outputs": described, "times": times})
+        self._answers.append({"index": index, "parameters": parameters, "outputs": described, "times": times, "waited": waited})
 
-    def fail(self, index: int, error: GatewayError) -> None:
-        self._answers.append({"index": index, "status": error.http_status, "code": error.grpc_code, "message": error.message})
+    def fail(self, index: int, error: GatewayError, waited: int | None = None) -> None:
+        self._answers.append({"index": index, "status": error.http_status, "code": error.grpc_code, "message": error.message, "waited": waited})
 
     def frames(self, report: dict, kind: bytes = REPLY) -> list:
         """A REPLY (or a stream's ITEM: item_frames) of the answers not sent yet, and the worker's `report`."""

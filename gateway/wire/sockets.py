@@ -34,6 +34,8 @@ log = logging.getLogger("gateway.sockets")
 # plain ints: pyzmq's constants are enum members, and `&` on one builds a new member each time
 _POLLIN = int(zmq.POLLIN)
 _EVENTS = int(zmq.EVENTS)
+_NOBLOCK = int(zmq.NOBLOCK)
+_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 
 PACKED = b"packed"  # several messages in one: [PACKED, how many frames each has (JSON), *their frames]
 
@@ -112,7 +114,12 @@ class LoopSocket:
                 log.debug("dropped %d message(s) for a peer that is gone: %s", len(queued), exc)
 
     def _send(self, frames: list) -> None:
-        self.socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        # part by part with int flags: send_multipart builds an enum member per part (SNDMORE | flags)
+        # and checks every part's type first, which our frames (bytes, buffers, zmq.Frame) need not.
+        # Once the first part is taken the others are (ZeroMQ counts whole messages against its limit).
+        send, last = self.socket.send, len(frames) - 1
+        for index, frame in enumerate(frames):
+            send(frame, _MORE if index < last else _NOBLOCK, copy=False)
         if self._events() & _POLLIN:
             self._readable.set()  # the send may have swallowed a message's edge
 
