@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
+import socket
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -388,6 +391,46 @@ def test_a_relay_front_door_killed_under_load_is_restarted_and_the_others_serve_
     # the slow request was cancelled in its worker, which is free at once (it would sleep 30 s)
     assert _failed(gateway, "slow") == failed_before + 1
     assert_serves_large(gateway, "slow", timeout=10)
+    each_front_door_serves_large(gateway)
+
+
+MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
+
+
+def test_with_tcp_migrate_req_the_connections_waiting_for_a_dead_front_door_are_served(gateway):
+    """Linux (5.14+) moves the connections waiting in a closed listener's accept queue to another
+    listener of its SO_REUSEPORT group when net.ipv4.tcp_migrate_req is 1 (docs: README, "Several
+    front doors"): then a relay front door that dies loses none of the connections it had not
+    accepted yet. Front door 2 is stopped (SIGSTOP: it accepts nothing), clients connect and send
+    their requests (some wait in its queue), then it is killed: every client gets its answer."""
+    try:
+        original = MIGRATE_REQ.read_text()
+        MIGRATE_REQ.write_text("1")
+    except OSError as exc:
+        pytest.skip(f"cannot set net.ipv4.tcp_migrate_req here: {exc}")
+    before = relays(gateway)
+    clients: list[socket.socket] = []
+    try:
+        os.kill(before[2], signal.SIGSTOP)
+        for _ in range(24):
+            client = socket.create_connection(("127.0.0.1", gateway.http_port), timeout=30)
+            client.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            clients.append(client)
+        readable, _, _ = select.select(clients, [], [], 2.0)  # the others' answers; front door 2's wait
+        assert len(readable) < len(clients)  # some connections hashed to front door 2's queue
+        serving = serving_lines(gateway)
+        os.kill(before[2], signal.SIGKILL)
+        answers = [client.recv(4096) for client in clients]
+        assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers), [answer[:40] for answer in answers]
+        gateway.wait_for(
+            lambda: relays(gateway).get(2) not in (None, before[2]) and serving_lines(gateway) > serving, timeout=30, what="front door 2's restart"
+        )
+    finally:
+        for client in clients:
+            client.close()
+        MIGRATE_REQ.write_text(original)
+        if relays(gateway).get(2) == before[2]:
+            os.kill(before[2], signal.SIGCONT)
     each_front_door_serves_large(gateway)
 
 
