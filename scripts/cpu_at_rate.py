@@ -56,13 +56,23 @@ cli.main(sys.argv[1:])
 """
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU of every thread of a process."""
-    total = 0
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU of every thread of a process."""
+    user = system = 0
     for thread in os.listdir(f"/proc/{pid}/task"):
         fields = Path(f"/proc/{pid}/task/{thread}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+        user, system = user + int(fields[11]), system + int(fields[12])
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
+
+
+def used(before: tuple[float, float], after: tuple[float, float]) -> tuple[float, float]:
+    return after[0] - before[0], after[1] - before[1]
+
+
+def cpu_of(pids: list[int]) -> tuple[float, float]:
+    times = [cpu_seconds(pid) for pid in pids]
+    return sum(user for user, _ in times), sum(system for _, system in times)
 
 
 def main() -> int:
@@ -115,19 +125,24 @@ def main() -> int:
                 load, stdout=subprocess.PIPE, text=True, preexec_fn=(lambda: os.sched_setaffinity(0, client_cpus)) if client_cpus else None
             )
             time.sleep(1.5)
-            door, worker = cpu_seconds(gateway.pid), sum(cpu_seconds(pid) for pid in workers)
+            door_before, worker_before = cpu_of([gateway.pid]), cpu_of(workers)
             time.sleep(args.duration)
-            door, worker = cpu_seconds(gateway.pid) - door, sum(cpu_seconds(pid) for pid in workers) - worker
+            door = used(door_before, cpu_of([gateway.pid]))
+            worker = used(worker_before, cpu_of(workers))
             output = client.communicate()[0]
             rate = re.search(r"throughput: ([\d.]+) infer/s", output)
             p50 = re.search(r"p50 ([\d.]+)", output)
             if rate is None or p50 is None:
                 print(output, file=sys.stderr)
                 return 1
-            requests = float(rate.group(1)) * args.duration
+            per_request = 1e6 / (float(rate.group(1)) * args.duration)
+
+            def split(user_system: tuple[float, float]) -> str:
+                user, system = user_system
+                return f"{(user + system) * per_request:,.0f} µs (user {user * per_request:,.0f}, system {system * per_request:,.0f})"
+
             print(
-                f"{what}: {float(rate.group(1)):,.0f} infer/s, p50 {p50.group(1)} ms, "
-                f"CPU per request: front door {door / requests * 1e6:,.0f} µs, worker {worker / requests * 1e6:,.0f} µs",
+                f"{what}: {float(rate.group(1)):,.0f} infer/s, p50 {p50.group(1)} ms, CPU per request: front door {split(door)}, worker {split(worker)}",
                 flush=True,
             )
         return 0
