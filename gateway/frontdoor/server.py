@@ -294,15 +294,15 @@ def _serve(settings: ServerSettings, make_app: Callable[[Access, Optional[TLS]],
         if tls is None and access.digests:
             log.warning("bearer tokens are checked but TLS is off: they cross the network in clear unless a proxy or service mesh encrypts it (tls_cert_file)")
     shared = settings.frontdoor_workers > 1
-    ports = [(settings.http_port, "http_port")] + ([(settings.metrics_port, "metrics_port")] if settings.metrics_port else [])
-    ports += [(settings.grpc_port, "grpc_port")] if settings.enable_grpc else []
     try:
         if shared and relay_number is None:
             # SO_REUSEPORT would let this gateway share a port with another process of the same user (another
             # gateway started on the same ports): the main process, which starts before its relays, first
             # checks that no one holds them, binding without it
-            for port, setting in ports:
-                listen(settings.host, port, setting).close()
+            ports = {"http_port": settings.http_port, "metrics_port": settings.metrics_port, "grpc_port": settings.grpc_port if settings.enable_grpc else 0}
+            for setting, port in ports.items():
+                if port:
+                    listen(settings.host, port, setting).close()
         rest_socket = listen(settings.host, settings.http_port, "http_port", shared)
         metrics_socket = listen(settings.host, settings.metrics_port, "metrics_port", shared) if settings.metrics_port else None
         if settings.enable_grpc:  # grpc binds a socket of its own when it starts: this only checks that it will be able to
