@@ -34,8 +34,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from benchmark import free_ports, write_mlmodel_repository  # noqa: E402
 
-MODEL = "rowsum"
-
 # run in the gateway's process before `gateway start`: ModelInfer cut short (see --ablate)
 ABLATE = """
 import sys
@@ -85,13 +83,15 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--ablate", choices=("canned", "parse"), help="cut the gRPC front door's path short (see above)")
     parser.add_argument("--pin", type=int, help="CPU for the gateway's processes; the client gets the others")
+    parser.add_argument("--batched", action="store_true", help="the model with adaptive batching (max_batch_size 32): rowsum-batched")
+    parser.add_argument("--access-log", action="store_true", help="with the access log on (the default of a gateway; off here)")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="cpu-at-rate-"))
     http_port, grpc_port, metrics_port = free_ports(3)
-    write_mlmodel_repository(
-        root / "repo", "gateway", [MODEL], {"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port, "access_log": False}
-    )
+    model = "rowsum-batched" if args.batched else "rowsum"
+    settings = {"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port, "access_log": args.access_log}
+    write_mlmodel_repository(root / "repo", "gateway", [model], settings)
     command = [sys.executable, "-m", "gateway"] if args.ablate is None else [sys.executable, "-c", ABLATE, args.ablate]
     command += ["start", "--config", str(root / "repo")]
     client_cpus = None
@@ -105,7 +105,7 @@ def main() -> int:
         deadline = time.monotonic() + 120
         while True:
             try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/models/{MODEL}/ready", timeout=2).status == 200:
+                if urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/models/{model}/ready", timeout=2).status == 200:
                     break
             except OSError:
                 pass
@@ -114,12 +114,16 @@ def main() -> int:
                 return 1
             time.sleep(0.1)
         workers = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(gateway.pid)], capture_output=True, text=True).stdout.split()]
-        load = [sys.executable, str(ROOT / "scripts" / "loadgen.py"), "--model", MODEL, "--protocol", args.protocol, "--shape", "16"]
+        load = [sys.executable, str(ROOT / "scripts" / "loadgen.py"), "--model", model, "--protocol", args.protocol, "--shape", "16"]
         load += ["--concurrency", str(args.concurrency), "--duration", str(args.duration), "--warmup", "1.5"]
         load += ["--url", f"http://127.0.0.1:{http_port}", "--grpc-url", f"127.0.0.1:{grpc_port}"]
         if args.rate:
             load += ["--rate", str(args.rate)]
-        what = f"{args.protocol} c{args.concurrency}" + (f" at {args.rate:g}/s" if args.rate else "") + (f", ablated: {args.ablate}" if args.ablate else "")
+        what = (
+            f"{model} {args.protocol} c{args.concurrency}"
+            + (f" at {args.rate:g}/s" if args.rate else "")
+            + (f", ablated: {args.ablate}" if args.ablate else "")
+        )
         for _ in range(args.rounds):
             client = subprocess.Popen(
                 load, stdout=subprocess.PIPE, text=True, preexec_fn=(lambda: os.sched_setaffinity(0, client_cpus)) if client_cpus else None
