@@ -383,3 +383,15 @@ class HeaderTag(KServeModel):
         output = InferOutput(payload.inputs[0].name, list(x.shape), payload.inputs[0].datatype)
         output.set_data_from_numpy(x + np.float32(headers["x-tag"]))
         return InferResponse(payload.id, self.name, [output])
+
+
+class SleepyV1(KServeModel):
+    """A KServe model: V1 predict sleeps for the first instance's seconds, then answers the instances."""
+
+    def load(self) -> bool:
+        self.ready = True
+        return True
+
+    async def predict(self, payload, headers=None, response_headers=None):
+        await asyncio.sleep(float(payload["instances"][0]))
+        return {"predictions": payload["instances"]}

@@ -38,6 +38,7 @@ MODELS = {
     "probe": PROBE,  # one worker, no batching: deadlines of queued requests, priority order
     "batched": {**PROBE, "max_batch_size": 4},
     "bounded": {**PROBE, "max_queue_size": 1},
+    "kserve-sleepy": {"implementation": "tests.runtimes.SleepyV1"},
 }
 
 
@@ -235,6 +236,21 @@ def test_a_queued_request_past_its_deadline_is_dropped_without_reaching_the_work
     # the worker ran the blocker's second request and the last one only: none of the five expired ones
     assert probe_calls(gateway) == calls + 2
     assert counter(gateway, "gateway_requests_total", "probe", protocol="rest", outcome="deadline_exceeded") >= 2
+
+
+def test_a_kserve_v1_request_keeps_its_request_timeout_header(gateway):
+    """KServe's V1 routes take the Request-Timeout header as V2's do: a predict that runs past it is
+    answered 504 at once; a bad value is a 400; then the model answers (a body through shared memory)."""
+    url = f"{gateway.url}/v1/models/kserve-sleepy:predict"
+    started = time.monotonic()
+    late = requests.post(url, json={"instances": [5]}, headers={"Request-Timeout": "0.3"}, timeout=30)
+    assert late.status_code == 504 and re.search(r"within 0\.(29\d*|3) s", late.json()["error"]) and "running" in late.json()["error"], late.text
+    assert time.monotonic() - started < 3
+    bad = requests.post(url, json={"instances": [0]}, headers={"Request-Timeout": "soon"}, timeout=30)
+    assert bad.status_code == 400 and "Request-Timeout must be a number of seconds" in bad.json()["error"], bad.text
+    instances = [0.01] + list(range(5000))  # a body of over 16 KiB: through the worker's shared memory
+    answer = requests.post(url, json={"instances": instances}, headers={"Request-Timeout": "10"}, timeout=30)
+    assert answer.status_code == 200 and answer.json()["predictions"] == instances, answer.text[:300]
 
 
 @pytest.mark.parametrize(

@@ -185,10 +185,13 @@ class DataPlane:
         """Whether the model's hooks take the request's headers (a KServe model's do)."""
         return self.table.get(name, version).kserve
 
-    async def v1(self, name: str, body: bytes, headers: dict[str, str], explain: bool) -> "V1Answer":
-        """KServe's V1 protocol: the body to the model as it came, its answer as the model gave it."""
+    async def v1(self, name: str, body: bytes, headers: dict[str, str], explain: bool, timeout: Optional[float] = None) -> "V1Answer":
+        """KServe's V1 protocol: the body to the model as it came, its answer as the model gave it;
+        `timeout`: seconds the client waits (None: request_timeout bounds it)."""
         kind = messages.EXPLAIN_V1 if explain else messages.PREDICT_V1
-        async with self._run(kind, messages.v1_request(name, body, headers)) as response:
+        request = messages.v1_request(name, body, headers)
+        request.bound_by(timeout)
+        async with self._run(kind, request) as response:
             return _v1_answer(response)  # copied out of the worker's shared memory
 
     def v1_streams(self, name: str) -> bool:

@@ -346,7 +346,8 @@ def create_app(dataplane: DataPlane, access: Access, name: str = "gateway") -> S
         _v1_model(model)
         if verb == "predict" and dataplane.v1_streams(model):
             return await _v1_stream(request, model)
-        return _v1_response(await dataplane.v1(model, request.body, _request_headers(request), explain=verb == "explain"))
+        timeout = _header_timeout(request)
+        return _v1_response(await dataplane.v1(model, request.body, _request_headers(request), explain=verb == "explain", timeout=timeout))
 
     async def _v1_stream(request: Request, model: str) -> Optional[HTTPResponse]:
         """A V1 predict of a model that may stream. An async iterator's chunks are the body as they
