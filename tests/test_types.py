@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from gateway import types as gateway_types
 from gateway.errors import BadRequest
 from gateway.types import (
     Datatype,
@@ -181,12 +182,19 @@ def test_the_worker_turns_parameters_pydantic_refuses_into_a_400():
         to_inference_request(WireRequest("m", None, "r", [Tensor("x", "INT8", [1], np.zeros(1, np.int8))], outputs=outputs))
 
 
-def test_constructed_builds_what_model_construct_builds():
+@pytest.mark.parametrize("slots_known", [True, False], ids=["pydantic 2's slots", "other slots: model_construct"])
+def test_constructed_builds_what_model_construct_builds(slots_known, monkeypatch):
+    monkeypatch.setattr(gateway_types, "_SLOTS_KNOWN", slots_known)
     array = np.zeros((1, 2), np.float32)
     values = {"name": "x", "shape": [1, 2], "datatype": Datatype.FP32, "parameters": Parameters(content_type="np"), "data": array}
     built, reference = constructed(RequestInput, dict(values)), RequestInput.model_construct(**values)
     assert slots(built) == slots(reference)
     assert built.data is array and built.model_dump() == reference.model_dump() and repr(built) == repr(reference)
+
+
+def test_the_installed_pydantic_takes_constructed_s_quick_path():
+    # else every request pays model_construct: right, but the quick path would go untested
+    assert gateway_types._SLOTS_KNOWN
 
 
 def test_the_worker_builds_the_request_a_runtime_sees_as_model_construct_does():
