@@ -152,7 +152,8 @@ def main() -> int:
             )
         return 0
     finally:
-        os.killpg(gateway.pid, signal.SIGINT)
+        if gateway.poll() is None:
+            os.killpg(gateway.pid, signal.SIGINT)
         gateway.wait()
         shutil.rmtree(root, ignore_errors=True)
 
