@@ -12,8 +12,15 @@ import zmq
 from gateway.wire.sockets import PACKED, LoopSocket
 
 
-def run(test) -> None:
-    uvloop.run(asyncio.wait_for(test(), 10))
+def run(tmp_path: Path, test, identities: tuple[bytes, ...] = (b"a",)) -> None:
+    """`await test(router, dealers)` on a loop, with a ROUTER and one DEALER per identity connected
+    (`pair`); every socket is closed afterwards, whatever the test left open."""
+    context = zmq.Context()
+    try:
+        router, dealers = pair(tmp_path, context, identities)
+        uvloop.run(asyncio.wait_for(test(router, dealers), 10))
+    finally:
+        context.destroy(linger=0)
 
 
 def pair(tmp_path: Path, context: zmq.Context, identities: tuple[bytes, ...] = (b"a",)) -> tuple[zmq.Socket, list[zmq.Socket]]:
@@ -42,9 +49,8 @@ def raw_messages(socket: zmq.Socket) -> list[list[bytes]]:
 
 
 def test_one_turn_of_messages_leaves_as_one_and_comes_out_in_order(tmp_path):
-    async def test():
-        context = zmq.Context()
-        router, (dealer,) = pair(tmp_path, context)
+    async def test(router, dealers):
+        (dealer,) = dealers
         sending = LoopSocket(dealer, pack=True)
         for n in range(3):
             sending.send([b"infer", b"%d" % n, b"x" * n])
@@ -57,32 +63,23 @@ def test_one_turn_of_messages_leaves_as_one_and_comes_out_in_order(tmp_path):
         receiving = LoopSocket(router, pack=True)
         got = [[frame.bytes for frame in await receiving.recv()] for _ in range(2)]
         assert got == [[b"a", b"infer", b"0", b""], [b"a", b"infer", b"1", b"x"]]
-        sending.close()
-        receiving.close()
-        context.term()
 
-    run(test)
+    run(tmp_path, test)
 
 
 def test_a_lone_message_leaves_as_it_is(tmp_path):
-    async def test():
-        context = zmq.Context()
-        router, (dealer,) = pair(tmp_path, context)
+    async def test(router, dealers):
+        (dealer,) = dealers
         sending = LoopSocket(dealer, pack=True)
         sending.send([b"reply", b"{}"])
         await asyncio.sleep(0)
         assert raw_messages(router) == [[b"a", b"reply", b"{}"]]
-        sending.close()
-        router.close()
-        context.term()
 
-    run(test)
+    run(tmp_path, test)
 
 
 def test_a_router_packs_per_peer_and_keeps_each_peers_order(tmp_path):
-    async def test():
-        context = zmq.Context()
-        router, dealers = pair(tmp_path, context, (b"a", b"b"))
+    async def test(router, dealers):
         sending = LoopSocket(router, pack=True)
         for n in range(4):
             sending.send([b"ab"[n % 2 : n % 2 + 1], b"reply", b"%d" % n])
@@ -92,17 +89,13 @@ def test_a_router_packs_per_peer_and_keeps_each_peers_order(tmp_path):
             got = [[frame.bytes for frame in await receiving.recv()] for _ in range(2)]
             first = 0 if identity == b"a" else 1
             assert got == [[b"reply", b"%d" % first], [b"reply", b"%d" % (first + 2)]]
-            receiving.close()
-        sending.close()
-        context.term()
 
-    run(test)
+    run(tmp_path, test, (b"a", b"b"))
 
 
 def test_now_sends_at_once_after_what_the_turn_queued_and_raises_for_a_gone_peer(tmp_path):
-    async def test():
-        context = zmq.Context()
-        router, (dealer,) = pair(tmp_path, context)
+    async def test(router, dealers):
+        (dealer,) = dealers
         sending = LoopSocket(router, pack=True)
         sending.send([b"a", b"item", b"1"])
         sending.send([b"a", b"sync", b"2"], now=True)  # before the turn ends
@@ -113,38 +106,28 @@ def test_now_sends_at_once_after_what_the_turn_queued_and_raises_for_a_gone_peer
             pass
         else:
             raise AssertionError("a message for an unknown peer sent now must raise (ROUTER_MANDATORY)")
-        sending.close()
-        dealer.close()
-        context.term()
 
-    run(test)
+    run(tmp_path, test)
 
 
 def test_a_gone_peer_loses_only_its_own_messages_at_the_turns_end(tmp_path):
-    async def test():
-        context = zmq.Context()
-        router, (dealer,) = pair(tmp_path, context)
+    async def test(router, dealers):
+        (dealer,) = dealers
         sending = LoopSocket(router, pack=True)
         sending.send([b"gone", b"reply", b"1"])
         sending.send([b"a", b"reply", b"2"])
         await asyncio.sleep(0)  # the flush drops the first peer's message, does not raise into the loop
         assert raw_messages(dealer) == [[b"reply", b"2"]]
-        sending.close()
-        dealer.close()
-        context.term()
 
-    run(test)
+    run(tmp_path, test)
 
 
 def test_close_sends_what_the_turn_queued(tmp_path):
-    async def test():
-        context = zmq.Context()
-        router, (dealer,) = pair(tmp_path, context)
+    async def test(router, dealers):
+        (dealer,) = dealers
         sending = LoopSocket(dealer, pack=True)
         sending.send([b"account", b"{}"])
         sending.close(linger=1000)
         assert raw_messages(router) == [[b"a", b"account", b"{}"]]
-        router.close()
-        context.term()
 
-    run(test)
+    run(tmp_path, test)
