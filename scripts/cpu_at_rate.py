@@ -13,6 +13,9 @@ the gRPC front door's path short, to see what each part costs (the gateway's cod
 the started process only, never on disk): `canned`, ModelInfer answers a response made once
 (gRPC and our RPC wrapper, nothing else); `parse`, it also parses the request into our internal
 form. `--pin CPU` runs the gateway's processes on that CPU and the client on the other(s).
+`--cprofile FILE` runs the front-door process under cProfile and writes its profile there when the
+gateway stops (read it per request with scripts/profile_per_request.py; cProfile slows the process,
+so the CPU figures of that run are not the gateway's own).
 Everything listens on 127.0.0.1, ports from the OS; the gateway is stopped at the end.
 """
 
@@ -86,6 +89,7 @@ def main() -> int:
     parser.add_argument("--pin", type=int, help="CPU for the gateway's processes; the client gets the others")
     parser.add_argument("--batched", action="store_true", help="the model with adaptive batching (max_batch_size 32): rowsum-batched")
     parser.add_argument("--access-log", action="store_true", help="with the access log on (the default of a gateway; off here)")
+    parser.add_argument("--cprofile", type=Path, help="profile the front-door process with cProfile into this file (see above)")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="cpu-at-rate-"))
@@ -93,7 +97,12 @@ def main() -> int:
     model = "rowsum-batched" if args.batched else "rowsum"
     settings = {"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port, "access_log": args.access_log}
     write_mlmodel_repository(root / "repo", "gateway", [model], settings)
-    command = [sys.executable, "-m", "gateway"] if args.ablate is None else [sys.executable, "-c", ABLATE, args.ablate]
+    command = [sys.executable] if args.cprofile is None else [sys.executable, "-m", "cProfile", "-o", str(args.cprofile.resolve())]
+    if args.ablate is None:
+        command += ["-m", "gateway"]
+    else:  # a script file rather than -c, which cProfile does not take
+        (root / "ablated.py").write_text(ABLATE)
+        command += [str(root / "ablated.py"), args.ablate]
     command += ["start", "--config", str(root / "repo")]
     client_cpus = None
     if args.pin is not None:
