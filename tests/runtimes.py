@@ -184,7 +184,8 @@ class BatchProbe(MLModel):
 
     Request parameters: `delay` (seconds) makes the call slow; `create_file` (a path) is
     created when the call starts; `await_file` (a path) holds the call until that file
-    exists, and fails it after 20 s without. A negative input raises."""
+    exists, and fails it after 20 s without; `numpy_parameter` answers with a numpy scalar
+    among the response's parameters (which JSON cannot carry). A negative input raises."""
 
     async def load(self) -> bool:
         self.calls = 0
@@ -209,6 +210,7 @@ class BatchProbe(MLModel):
         rows = x.shape[0]
         return InferenceResponse(
             model_name=self.name,
+            parameters={"mean": (x * 2).mean()} if parameters.get("numpy_parameter") else None,
             outputs=[
                 ResponseOutput(name="y", shape=list(x.shape), datatype="FP32", data=x * 2),
                 ResponseOutput(name="call", shape=[rows], datatype="INT64", data=[self.calls] * rows),

@@ -185,6 +185,25 @@ def test_a_request_of_a_bundle_that_fails_fails_only_itself(gateway, tmp_path):
     assert_probe_serves_large(gateway, "probe")
 
 
+def test_an_answer_json_cannot_carry_fails_alone_in_its_bundle(gateway, tmp_path):
+    """A request whose answer has a numpy scalar among its parameters (which the reply's JSON header
+    cannot carry) fails alone, 500, saying why: its bundle-mates are answered exactly and at once
+    (the worker's reply of the bundle was lost, and the call never answered, every request of it
+    waiting for its deadline and the worker then killed as hung)."""
+    inputs = [large(1), large(2), large(3)]
+    deadline = {"timeout": 10_000_000}  # 10 s: the clients get an answer, not a hang, should the call never be answered
+    bundle = Bundled(gateway, "probe", tmp_path, inputs, [deadline, {**deadline, "numpy_parameter": True}, deadline])
+    bundle.release()
+    first, refused, last = bundle.answers()
+    bundle.assert_one_message()
+    assert refused.status_code == 500 and "not JSON serializable: numpy.float32" in refused.json()["error"], refused.text
+    assert np.array_equal(np.array(outputs_of(first)["y"], np.float32), (inputs[0] * 2).ravel())
+    assert np.array_equal(np.array(outputs_of(last)["y"], np.float32), (inputs[2] * 2).ravel())
+    # each answer's small outputs (inline frames, numbered across the reply) are its own, not the refused one's
+    assert outputs_of(last)["call"] == [outputs_of(first)["call"][0] + 2] * ROWS
+    assert_probe_serves_large(gateway, "probe")
+
+
 def test_a_request_asking_for_a_missing_output_fails_alone_in_its_bundle(gateway, tmp_path):
     """The same with a 400: a request of a bundle asks for an output the model does not have."""
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}], "outputs": [{"name": "nope"}]}
