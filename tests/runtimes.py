@@ -281,7 +281,9 @@ class Streamer(MLModel):
     and more go through shared memory), `delay` seconds apart. With `fail_at`, it raises instead of
     yielding that response; with `marker` (a file path), it writes there how many responses it has
     produced, and "closed" when its generator ends (its `finally`). With `per_request`, it answers each
-    request of the stream (gRPC) with one response echoing its input `x`, until the requests end."""
+    request of the stream (gRPC) with one response echoing its input `x`, until the requests end.
+    With `work` (seconds), it computes that long (synchronously, blocking its worker) before each
+    response but the first, and asks `self.cancelled()` there, stopping early if it turns true."""
 
     async def predict_stream(self, payloads):
         first = await payloads.__anext__()
@@ -315,6 +317,10 @@ class Streamer(MLModel):
                 return
             size = int(options.get("size", 4096))
             for index in range(int(options.get("count", 3))):
+                if index and "work" in options:
+                    time.sleep(float(options["work"]))  # while the gateway sends the previous response on
+                    if self.cancelled():
+                        return
                 if index == options.get("fail_at"):
                     raise RuntimeError(f"failed at response {index}")
                 produced += 1

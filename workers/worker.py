@@ -319,13 +319,12 @@ class Inbox:
         self.link = link
         self.loop = asyncio.get_running_loop()  # kept: asking for it costs a getpid() each time
         self._begin = begin  # starts a call (kind, header, frames): its task, whose result is the reply
-        self._kept: deque[list] = deque()
         self._waiting: deque[tuple[dict, list]] = deque()  # calls that came while one runs: (header, frames)
         self._running: Optional[tuple[int, asyncio.Task]] = None  # the seq of the call running, and its task
         self.stopped = False  # the call running was cancelled
 
     async def next(self) -> list:
-        return self._kept.popleft() if self._kept else await self.link.recv()
+        return await self.link.recv()
 
     def receive(self, frames: list) -> None:
         """A call: it starts now, or once the calls before it have replied."""
@@ -383,8 +382,8 @@ class Inbox:
                 self.cancel(frames)
             elif kind in messages.CALLS:
                 self.receive(frames)  # it waits: a CANCEL for it, read next, must find it
-            else:
-                self._kept.append(frames)
+            else:  # the loop's: it may be waiting for a message already read here (a stream's CREDIT)
+                self.link.unread(frames)
         return self.stopped
 
 
