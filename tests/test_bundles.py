@@ -297,10 +297,12 @@ def test_a_deadline_in_a_running_bundle_answers_that_request_and_the_bundle_goes
 
 def test_a_bundle_whose_every_client_left_is_cancelled_in_the_worker(gateway, tmp_path):
     """A bundle of two gRPC requests to a sync model that asks MLModel.cancelled(): both clients go
-    away while the first runs; the worker is told, the first stops early (its marker), the second
-    never runs, and the model answers at once after."""
+    away while the first runs; the worker is told, the first stops early (its marker: it raises, as
+    the README allows, which is no failure of the runtime to log), the second never runs, and the
+    model answers at once after."""
     model = "held-sync"
     warm(gateway, model)
+    runtime_raised = gateway.log_text().count("the runtime raised")
     held = Held(gateway, model, tmp_path, large(0), started_line="cancellable sync call started")
     marker, never = tmp_path / "cancelled", tmp_path / "never"
     channel = grpc.insecure_channel(gateway.grpc_url)
@@ -326,6 +328,7 @@ def test_a_bundle_whose_every_client_left_is_cancelled_in_the_worker(gateway, tm
     channel.close()
     assert gateway.log_text().count("cancellable sync call started") == started + 1  # the bundle's first only
     assert not never.exists()
+    assert gateway.log_text().count("the runtime raised") == runtime_raised
     assert_serves_large(gateway, model)
 
 

@@ -388,7 +388,7 @@ class Inbox:
 
 
 async def answer(
-    served: Served, kind: bytes, described: dict, frames: list, batch: list[int] | None, in_arena: Region, name: str, version: str | None
+    served: Served, inbox: Inbox, kind: bytes, described: dict, frames: list, batch: list[int] | None, in_arena: Region, name: str, version: str | None
 ) -> tuple[list[Tensor], dict, list[int]] | GatewayError:
     """One request of a call (INFER, EXPLAIN, or KServe's V1 verbs), exactly as a lone request runs:
     (outputs, parameters, stage times), or the error it fails with. CancelledError: the call was cancelled."""
@@ -400,6 +400,8 @@ async def answer(
     except GatewayError as exc:
         return exc
     except Exception as exc:  # this request fails; the worker goes on
+        if inbox.stopped:  # a sync predict that stopped early on cancelled() by raising, as it may: no failure to log
+            raise asyncio.CancelledError from None
         return served.error(exc)
     finally:
         logs.REQUEST_ID.set(None)
@@ -424,7 +426,7 @@ class _Call:
         try:
             for index, described in enumerate(requests):
                 waited = time.perf_counter_ns() - header["arrived"]
-                result = await answer(served, kind, described, frames, batch, in_arena, name, version)
+                result = await answer(served, self._inbox, kind, described, frames, batch, in_arena, name, version)
                 if self._inbox.stopped:
                     raise asyncio.CancelledError  # a sync predict that stopped early (cancelled()), or went on: the rest is not run
                 self._add(index, result, served, waited)
