@@ -353,12 +353,13 @@ class CancellableAsync(MLModel):
 
 
 class Stubborn(MLModel):
-    """Blocks its worker for the seconds in its input, never asking self.cancelled(); answers with its
-    process id (as Sleepy)."""
+    """Blocks its worker for the seconds in its input's first element, never asking self.cancelled();
+    answers with its process id (as Sleepy), then its inputs unchanged."""
 
     def predict(self, payload: InferenceRequest) -> InferenceResponse:
         time.sleep(float(payload.inputs[0].data.ravel()[0]))
-        return InferenceResponse(model_name=self.name, outputs=[ResponseOutput(name="pid", shape=[1], datatype="INT64", data=[os.getpid()])])
+        pid = ResponseOutput(name="pid", shape=[1], datatype="INT64", data=[os.getpid()])
+        return InferenceResponse(model_name=self.name, outputs=[pid, *echoed(self, payload).outputs])
 
 
 class CancellableSync(MLModel):

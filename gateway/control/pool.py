@@ -560,7 +560,8 @@ class ModelPool:
         while a worker is free. To a worker that computes (the call then waits in it) only what
         gains nothing by waiting: a full batch, or a request of a model too slow to bundle; a
         partial batch, or a quick model's requests, stay in the queue, gaining company (a batch,
-        a bundle), until a worker has nothing in flight.
+        a bundle), until a worker has nothing in flight; and never behind a call that nobody waits
+        for any more (cancelled, it may run on until its worker is killed as hung).
         A stream only to a worker with nothing in flight (it then takes no other call)."""
         best: Slot | None = None
         fewest = messages.SLOTS
@@ -569,7 +570,7 @@ class ModelPool:
             if not worker.ready or worker.stopping:
                 continue
             busy = worker.busy
-            if busy >= fewest or (busy and (not may_wait_in_worker or _stream_of(worker) is not None)):
+            if busy >= fewest or (busy and (not may_wait_in_worker or not _takes_a_call_behind(worker))):
                 continue
             slot = next((slot for slot in worker.slots if slot.free), None)
             if slot is not None:
@@ -861,6 +862,15 @@ class ModelPool:
             self._router.send(worker, messages.control_frames(messages.STOP))
         except zmq.ZMQError:
             pass  # already gone
+
+
+def _takes_a_call_behind(worker: Worker) -> bool:
+    """Whether a call may wait in the computing worker for the one it runs: not behind a stream (it takes
+    no other call), nor behind a call whose every request is answered or gone (cancelled: it runs on
+    only until the worker obeys, or is killed as hung, and a sibling may well be free before that)."""
+    slot = worker.running()
+    assert slot is not None and slot.call is not None  # it computes
+    return slot.call.runs[0][0].stream is None and not all(waiting.reply.done() for waiting in slot.call.requests())
 
 
 def _stream_of(worker: Worker) -> Stream | None:
