@@ -313,6 +313,25 @@ def test_a_batching_model_sends_a_busy_worker_only_a_full_batch(gateway, tmp_pat
     assert_probe_serves_large(gateway, "batched")
 
 
+def test_requests_of_other_shapes_do_not_make_a_partial_batch_full(gateway, tmp_path):
+    """While the one worker computes, 4 requests of one shape and 4 of another wait: 8 requests, as
+    many as max_batch_size, but two partial batches (requests of different shapes cannot merge), which
+    stay in the queue gaining company; once the held call has replied they run as two calls, one per shape."""
+    held = Held(gateway, "batched", tmp_path, large(11))
+    sent = calls_sent(gateway, "batched")
+    shapes = [(1, 4)] * 4 + [(1, 6)] * 4
+    waiting = [in_background(rest_infer, gateway, "batched", np.full(shape, i, np.float32)) for i, shape in enumerate(shapes)]
+    gateway.wait_for(lambda: metric(gateway, "gateway_inflight_requests", "batched") == len(shapes) + 1, what="the requests to arrive")
+    assert calls_sent(gateway, "batched") == sent  # none is sent to the busy worker
+    assert np.array_equal(np.array(outputs_of(held.release())["y"], np.float32), (large(11) * 2).ravel())
+    for i, (thread, answer) in enumerate(waiting):
+        thread.join(timeout=30)
+        out = outputs_of(answer[0])
+        assert out["y"] == [i * 2.0] * shapes[i][1] and out["rows"] == [4]  # in a call with the 3 others of its shape
+    assert calls_sent(gateway, "batched") == sent + 2
+    assert_probe_serves_large(gateway, "batched")
+
+
 def test_no_call_waits_in_a_worker_behind_one_whose_requests_are_all_gone(gateway):
     """Two workers of a sync model that never asks cancelled(), both computing: the first a request
     whose deadline has passed (cancelled, yet it computes on for 10 s), the second one of 4 s. A request

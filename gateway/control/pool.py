@@ -565,7 +565,7 @@ class ModelPool:
         A stream only to a worker with nothing in flight (it then takes no other call)."""
         best: Slot | None = None
         fewest = messages.SLOTS
-        may_wait_in_worker = first.stream is None and (len(self._waiting) >= self.max_batch_size if first.batch_key is not None else self._bundle_limit() == 1)
+        may_wait_in_worker = first.stream is None and (self._full_batch(first) if first.batch_key is not None else self._bundle_limit() == 1)
         for worker in self.workers:
             if not worker.ready or worker.stopping:
                 continue
@@ -586,14 +586,20 @@ class ModelPool:
         loop = self._loop
         if loop.time() >= leaves_at:
             return False
-        company = sum(1 for w in self._waiting if w.batch_key == first.batch_key and not w.reply.done())
-        if company >= self.max_batch_size:
+        if self._full_batch(first):
             return False
         if self._batch_timer is None or self._batch_timer.when() > leaves_at:
             if self._batch_timer is not None:
                 self._batch_timer.cancel()
             self._batch_timer = loop.call_at(leaves_at, self._batch_time_up)
         return True
+
+    def _full_batch(self, first: _Waiting) -> bool:
+        """Whether max_batch_size waiting requests can join the batch `first` starts (requests of
+        other shapes or parameters, which cannot, do not count)."""
+        if len(self._waiting) < self.max_batch_size:
+            return False
+        return sum(1 for w in self._waiting if w.batch_key == first.batch_key) >= self.max_batch_size
 
     def _batch_time_up(self) -> None:
         self._batch_timer = None
