@@ -12,8 +12,9 @@ flight before one that computes, so a lone request never queues behind another
 call while a worker is free; when every worker computes, to a free second slot
 only what gains nothing by waiting: a full batch, or a request of a model too
 slow to bundle (a partial batch, or a quick model's requests, wait in the
-queue, gaining company, until the running call has replied). Requests that come while
-every slot is taken wait in the pool's queue, where batches form.
+queue, gaining company, until the running call has replied), and never behind a call
+nobody waits for any more. Requests that come while every slot is taken wait in the
+pool's queue, where batches form.
 
 A call may be a bundle (`_take_runs`): the requests waiting that run alone (no
 batch_key; streams aside), of one kind, sent as one message to save the per-message
