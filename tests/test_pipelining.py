@@ -334,14 +334,14 @@ def test_requests_of_other_shapes_do_not_make_a_partial_batch_full(gateway, tmp_
 
 def test_no_call_waits_in_a_worker_behind_one_whose_requests_are_all_gone(gateway):
     """Two workers of a sync model that never asks cancelled(), both computing: the first a request
-    whose deadline has passed (cancelled, yet it computes on for 10 s), the second one of 4 s. A request
+    whose deadline has passed (cancelled, yet it computes on for 12 s), the second one of 6 s. A request
     that comes meanwhile must not be sent to wait behind work nobody waits for: it waits in the queue
     and runs on the second worker once that one is free."""
     model = "stubborn-pair"
     sent = calls_sent(gateway, model)
-    doomed, doomed_answer = in_background(rest_infer, gateway, model, np.full((1, 1), 10.0, np.float32), {"timeout": 300_000})
+    doomed, doomed_answer = in_background(rest_infer, gateway, model, np.full((1, 1), 12.0, np.float32), {"timeout": 300_000})
     gateway.wait_for(lambda: calls_sent(gateway, model) == sent + 1, what="the doomed request to reach its worker")
-    busy, busy_answer = in_background(rest_infer, gateway, model, np.full((1, 1), 4.0, np.float32))
+    busy, busy_answer = in_background(rest_infer, gateway, model, np.full((1, 1), 6.0, np.float32))
     gateway.wait_for(lambda: calls_sent(gateway, model) == sent + 2, what="the other request to reach the other worker")
     doomed.join(timeout=30)
     assert doomed_answer[0].status_code == 504, doomed_answer[0].text
