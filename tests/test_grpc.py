@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import threading
 import time
 
 import grpc
@@ -454,6 +455,44 @@ def test_stream_error_answers_in_the_stream_and_the_stream_goes_on(stub, gateway
     assert "this model always fails: bad luck" in replies["e1"].error_message
     assert replies["e2"].error_message == "model 'no-such-model' not found"
     assert_serves_large(gateway, "failing", parameters={"succeed": True})
+
+
+def test_a_stream_whose_replies_are_not_read_stops_being_read(gateway):
+    """Triton-style streams answer up to STREAM_IN_FLIGHT requests at once: an answer waiting for the
+    client to take it counts too, so a client that sends fast and reads nothing cannot make the gateway
+    hold every answer (it read them all: 300 answers of 1 MiB held, and more for a longer stream)."""
+    from gateway.frontdoor.grpc.server import STREAM_IN_FLIGHT
+
+    count, elements = 300, 256 * 1024  # requests of 1 MiB
+    pulled: list[int] = []
+    settled = threading.Event()
+
+    def requests():
+        for k in range(count):
+            request = pb.ModelInferRequest(model_name="echo", id=f"r{k}")
+            request.inputs.add(name="x", datatype="FP32", shape=[elements])
+            request.raw_input_contents.append(np.full(elements, k, np.float32).tobytes())
+            pulled.append(k)
+            yield request
+        settled.wait(30)
+
+    with grpc.insecure_channel(gateway.grpc_url) as channel:
+        replies = pb_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(requests(), timeout=60)
+        first = next(replies)
+        seen: list[int] = []
+        deadline = time.monotonic() + 20
+        while not (len(seen) > 25 and len(set(seen[-25:])) == 1) and time.monotonic() < deadline:
+            seen.append(len(pulled))
+            time.sleep(0.02)
+        # the answers in flight, and what grpc buffers on either side (a few MiB; 74-79 requests read in all, measured)
+        assert len(pulled) < 2 * STREAM_IN_FLIGHT, f"the gateway read {len(pulled)} requests of 1 MiB whose answers nobody read"
+        settled.set()
+        answers = {reply.infer_response.id: reply for reply in [first, *replies]}  # and then every request is answered
+    assert sorted(answers) == sorted(f"r{k}" for k in range(count))
+    for k in (0, count // 2, count - 1):
+        assert answers[f"r{k}"].error_message == ""
+        assert (decode(answers[f"r{k}"].infer_response, 0) == k).all()
+    assert_serves_large(gateway, "echo")
 
 
 def test_aio_client_rpcs_stream_and_64_concurrent_calls(gateway):

@@ -41,7 +41,8 @@ log = logging.getLogger("gateway.grpc")
 
 # a message whose tensors hold this many bytes lets other calls in between its copies
 LARGE_MESSAGE = 1024 * 1024
-# requests of one ModelStreamInfer stream being answered at once; the stream stops being read beyond that
+# requests of one ModelStreamInfer stream being answered, or answered and not yet taken by grpc (a client
+# that reads slowly holds them back), at once; the stream stops being read beyond that
 STREAM_IN_FLIGHT = 64
 SERVICE = "inference.GRPCInferenceService"
 SERVICE_PATH = f"/{SERVICE}/"
@@ -262,8 +263,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 if not isinstance(request, Malformed):
                     echo = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version, id=request.id)
                 reply = pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
-            finally:
-                slots.release()
             self.answered("ModelStreamInfer", request, http_status, code, started)
             replies.put_nowait(reply)
 
@@ -285,6 +284,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             while (reply := await replies.get()) is not None:
                 yield reply
+                slots.release()  # grpc has taken the answer: its slot may read the next request
             await reader  # the client's side of the stream failed: let grpc see it
         finally:
             reader.cancel()
