@@ -611,6 +611,44 @@ def test_64_mib_tensor_then_over_the_limit_is_resource_exhausted(client, gateway
     assert_serves_large(gateway, "echo")
 
 
+def test_an_answer_over_the_limit_is_that_requests_error(stub, gateway):
+    """An echo of a request just under grpc_max_message_bytes answers a little over it: RESOURCE_EXHAUSTED
+    with a message that names the setting, counted as a failure; in a Triton-style stream, that request's
+    error_message, the stream going on. (grpc refused the answer itself: the call counted a success, an
+    ERROR with grpc's traceback in the log, and a stream ended with all of its other requests.)"""
+
+    def near_the_limit() -> pb.ModelInferRequest:
+        request = pb.ModelInferRequest(model_name="echo", id="big")
+        tensor = request.inputs.add(name="x", datatype="UINT8", shape=[LIMIT])
+        request.raw_input_contents.append(b"")
+        tensor.shape[0] = size = LIMIT - request.ByteSize() - 16
+        request.raw_input_contents[0] = bytes(size)
+        assert LIMIT - 16 <= request.ByteSize() <= LIMIT
+        return request
+
+    def small(request_id: str) -> pb.ModelInferRequest:
+        request = pb.ModelInferRequest(model_name="echo", id=request_id)
+        request.inputs.add(name="x", datatype="INT64", shape=[1]).contents.int64_contents.append(7)
+        return request
+
+    def server_errors() -> float:
+        return metrics_of(gateway)["gateway_requests_total"][labels(model="echo", version="", protocol="grpc", outcome="server_error")]
+
+    errors = server_errors()
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(near_the_limit(), timeout=60)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert caught.value.details().endswith(f"bytes, over the limit of {LIMIT} bytes (setting grpc_max_message_bytes)")
+
+    replies = {reply.infer_response.id: reply for reply in stub.ModelStreamInfer(iter([small("a"), near_the_limit(), small("b")]), timeout=60)}
+    assert sorted(replies) == ["a", "b", "big"]
+    assert "over the limit of" in replies["big"].error_message and not replies["big"].infer_response.raw_output_contents
+    assert [decode(replies[k].infer_response, 0).tolist() for k in "ab"] == [[7], [7]]
+    assert server_errors() == errors + 2
+    assert "ExecuteBatchError" not in gateway.log_text()
+    assert_serves_large(gateway, "echo")
+
+
 # --- model repository (runs last: it unloads and reloads a model) --------------------------------
 
 

@@ -7,7 +7,7 @@ Every RPC translates to a `DataPlane` call and back. A `GatewayError` leaves
 with its status code (`.grpc_code`) and message: NOT_FOUND unknown model or
 version, INVALID_ARGUMENT bad input, UNAVAILABLE not ready, INTERNAL runtime
 error. Messages over `grpc_max_message_bytes` are refused by gRPC itself with
-RESOURCE_EXHAUSTED.
+RESOURCE_EXHAUSTED; an answer over it is refused here, with the same code (`_fits`).
 
 The services' handlers are registered with deserializers of ours (handlers.py):
 a message that does not parse is the client's fault (INVALID_ARGUMENT).
@@ -24,7 +24,7 @@ from typing import AsyncIterator, Optional
 
 import grpc
 
-from ...errors import BadRequest, GatewayError, NotSupported, Unauthenticated, answer_for
+from ...errors import AnswerTooLarge, BadRequest, GatewayError, NotSupported, Unauthenticated, answer_for
 from ...protocol.generated import inference_pb2 as pb
 from ...protocol.generated import inference_pb2_grpc as pb_grpc
 from ...settings import ServerSettings
@@ -104,6 +104,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, dataplane: DataPlane, access: Access):
         self.dataplane = dataplane
         self.max_tensor_bytes = dataplane.settings.max_tensor_bytes
+        self.max_message_bytes = dataplane.settings.grpc_max_message_bytes
         self.access = access
         self.protected = {rpc: scope for rpc, scope in GRPC.items() if access.protects(scope)}
 
@@ -170,10 +171,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             parsed.headers = {key: value for key, value in context.invocation_metadata() if not key.endswith("-bin")}
         return parsed
 
-    async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> bytes:
-        """The serialized answer (convert.render_infer_response); the call's deadline bounds the request's."""
+    async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext, streamed: bool = False) -> bytes:
+        """The serialized answer (convert.render_infer_response; `streamed`: as a ModelStreamInferResponse); the
+        call's deadline bounds the request's."""
         async with self.dataplane.infer(await self._parse(request, context)) as response:
-            return convert.render_infer_response(response)  # while the outputs may view the worker's shared memory
+            answer = convert.render_infer_response(response)  # while the outputs may view the worker's shared memory
+            return self._fits(convert.stream_reply(answer) if streamed else answer)
+
+    def _fits(self, answer: bytes) -> bytes:
+        """The answer, if grpc may send it: else the request's error (grpc would end the call, a stream's
+        other requests with it, after the request had been counted a success)."""
+        if len(answer) > self.max_message_bytes:
+            raise AnswerTooLarge(f"the answer is {len(answer)} bytes, over the limit of {self.max_message_bytes} bytes (setting grpc_max_message_bytes)")
+        return answer
 
     @unary
     async def ModelInfer(self, request, context):
@@ -215,7 +225,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     async for response in call:
                         # rendered (copied) while the response may view the worker's shared memory; the
                         # next is asked for only once grpc has taken this one: a slow client holds the model back
-                        yield convert.stream_reply(convert.render_infer_response(response))
+                        yield self._fits(convert.stream_reply(convert.render_infer_response(response)))
                 finally:
                     feeding.cancel()
         except asyncio.CancelledError as exc:
@@ -254,7 +264,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async def answer(request: pb.ModelInferRequest) -> None:
             started, http_status, code = time.perf_counter_ns(), 200, grpc.StatusCode.OK
             try:
-                reply = convert.stream_reply(await self._infer(request, context))
+                reply = await self._infer(request, context, streamed=True)
             except Exception as exc:
                 if not isinstance(exc, GatewayError):
                     log.exception("unexpected error in ModelStreamInfer")
