@@ -213,6 +213,25 @@ def test_parameters_round_trip(stub, client):
     assert result.get_response().parameters["echoed"].int64_param == 1
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("place", ["request", "input", "output"])
+def test_a_double_parameter_that_json_cannot_carry_is_refused(stub, gateway, place, value):
+    """Parameters travel to the model as JSON, which has no NaN or infinity: such a double_param is
+    refused, naming it (the model was given none: the parameter vanished without a word)."""
+    request = pb.ModelInferRequest(model_name="echo")
+    request.inputs.add(name="x", datatype="INT32", shape=[1]).contents.int_contents.append(5)
+    target = {"request": request, "input": request.inputs[0], "output": request.outputs.add(name="x")}[place]
+    target.parameters["threshold"].double_param = value
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(request)
+    where = {"request": "the request", "input": "input 'x'", "output": "output 'x'"}[place]
+    assert (caught.value.code(), caught.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"parameter 'threshold' of {where} must be a finite number, got {value} (parameters reach the model as JSON, which has no NaN or infinity)",
+    )
+    assert_serves_large(gateway, "echo")
+
+
 def test_parameter_conversion():
     message = pb.ModelInferResponse()
     parameters_to_pb(message.parameters, {"none": None, "big": 2**64 - 1, "np": np.int8(-3), "list": [1, "a"], "f": np.float32(0.5)})
