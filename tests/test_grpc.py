@@ -599,6 +599,11 @@ def test_client_deadline_and_cancelled_stream_leave_the_server_serving(stub, cli
     with pytest.raises(grpc.RpcError) as caught:
         next(stream)
     assert caught.value.code() == grpc.StatusCode.CANCELLED
+    # each request of the stream is counted: the one answered, and the one its client gave up on
+    deadline = time.monotonic() + 5
+    while sleepy_metrics() != (0, successes + 1, given_up + 2) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sleepy_metrics() == (0, successes + 1, given_up + 2)
 
     assert decode(stub.ModelInfer(sleepy(0.0, "after")), 0).shape == (1,)
     assert client.is_model_ready("sleepy") and gateway.process.poll() is None

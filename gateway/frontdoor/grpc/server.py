@@ -265,6 +265,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             started, http_status, code = time.perf_counter_ns(), 200, grpc.StatusCode.OK
             try:
                 reply = await self._infer(request, context, streamed=True)
+            except asyncio.CancelledError as exc:  # the call ended (cancelled, its deadline passed) before this answer
+                http_status, code, _ = _answer_for(exc)
+                raise
             except Exception as exc:
                 if not isinstance(exc, GatewayError):
                     log.exception("unexpected error in ModelStreamInfer")
@@ -273,7 +276,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 if not isinstance(request, Malformed):
                     echo = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version, id=request.id)
                 reply = pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
-            self.answered("ModelStreamInfer", request, http_status, code, started)
+            finally:
+                self.answered("ModelStreamInfer", request, http_status, code, started)
             replies.put_nowait(reply)
 
         async def read() -> None:
