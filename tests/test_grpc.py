@@ -140,6 +140,16 @@ def test_unknown_model_is_not_found(client, stub, gateway):
     assert_serves_large(gateway, "versioned", version="1", expect=lambda inputs: {"version": np.array([b"1"], dtype=object)})
 
 
+def test_statistics_of_a_version_without_a_model_name_are_every_models(client, stub, gateway):
+    """As Triton answers it (a version names nothing without its model's name); it was NOT_FOUND "model None not found"."""
+    every = sorted((s.name, s.version) for s in client.get_inference_statistics().model_stats)
+    assert ("echo", "") in every and ("versioned", "1") in every and ("versioned", "2") in every
+    answer = stub.ModelStatistics(pb.ModelStatisticsRequest(name="", version="1"))
+    assert sorted((s.name, s.version) for s in answer.model_stats) == every
+    assert [s.version for s in client.get_inference_statistics("versioned", "1").model_stats] == ["1"]
+    assert_serves_large(gateway, "echo")
+
+
 # --- inference: raw (tritonclient) and typed contents (our stubs) ----------------------
 
 
