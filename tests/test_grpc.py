@@ -242,6 +242,28 @@ def test_a_double_parameter_that_json_cannot_carry_is_refused(stub, gateway, pla
     assert_serves_large(gateway, "echo")
 
 
+def test_classification_is_refused_not_ignored(client, gateway):
+    """tritonclient's class_count asks for Triton's classification extension (the top classes as BYTES
+    "score:index"), which the gateway does not implement: UNIMPLEMENTED / 501 saying so, over gRPC and
+    REST, where the whole tensor came back as if it had not been asked for."""
+    import tritonclient.http as httpclient
+
+    message = "output 'x' asks for classification (class_count 2), Triton's classification extension, which this gateway does not support"
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("echo", [fp32_input("x", np.ones((1, 4), np.float32))], outputs=[tc.InferRequestedOutput("x", class_count=2)])
+    assert (caught.value.status(), caught.value.message()) == ("StatusCode.UNIMPLEMENTED", message)
+    with httpclient.InferenceServerClient(gateway.address) as rest:
+        tensor = httpclient.InferInput("x", [1, 4], "FP32")
+        tensor.set_data_from_numpy(np.ones((1, 4), np.float32))
+        with pytest.raises(InferenceServerException) as caught:
+            rest.infer("echo", [tensor], outputs=[httpclient.InferRequestedOutput("x", class_count=2)])
+        assert (caught.value.status(), caught.value.message()) == ("501", message)
+    # class_count 0 (tritonclient's default) asks for the tensor itself
+    result = client.infer("echo", [fp32_input("x", np.ones((1, 4), np.float32))], outputs=[tc.InferRequestedOutput("x", class_count=0)])
+    assert result.as_numpy("x").tolist() == [[1.0] * 4]
+    assert_serves_large(gateway, "echo")
+
+
 def test_parameter_conversion():
     message = pb.ModelInferResponse()
     parameters_to_pb(message.parameters, {"none": None, "big": 2**64 - 1, "np": np.int8(-3), "list": [1, "a"], "f": np.float32(0.5)})

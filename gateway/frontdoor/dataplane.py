@@ -381,7 +381,15 @@ def _pooled(entry: ModelRecord) -> ModelEntry:
 
 
 def _check_against_metadata(entry: ModelRecord, request: WireRequest) -> None:
-    """Refuse inputs the model did not declare, or of another datatype or shape."""
+    """Refuse inputs the model did not declare, or of another datatype or shape; and outputs asked for in
+    a form the gateway cannot give."""
+    for output in request.outputs or ():
+        # Triton's classification extension (tritonclient's class_count): ignored, the answer would be the whole tensor
+        if output.parameters.get("classification"):
+            raise NotSupported(
+                f"output {shown(output.name)} asks for classification (class_count {output.parameters['classification']}), "
+                "Triton's classification extension, which this gateway does not support"
+            )
     if entry.inputs:
         for tensor in request.inputs:
             declared = entry.inputs.get(tensor.name)
