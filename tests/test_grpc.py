@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tc
 import tritonclient.grpc.aio as tca
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException, deserialize_bytes_tensor, serialize_byte_tensor
 
 from gateway.frontdoor.grpc.convert import parameters_from_pb, parameters_to_pb
+from gateway.frontdoor.grpc.server import SERVICE
 from gateway.protocol.generated import inference_pb2 as pb
 from gateway.protocol.generated import inference_pb2_grpc as pb_grpc
 from gateway.settings import MIB, ServerSettings
@@ -544,6 +547,64 @@ def test_a_stream_whose_replies_are_not_read_stops_being_read(gateway):
         assert answers[f"r{k}"].error_message == ""
         assert (decode(answers[f"r{k}"].infer_response, 0) == k).all()
     assert_serves_large(gateway, "echo")
+
+
+# what a request of a Triton-style stream may be: answered, or refused in its error_message for each reason
+STREAM_KINDS = ["small", "shared-memory", "bad-shape", "unknown-model", "failing", "not-a-message", "bad-datatype", "nan-parameter", "sleepy"]
+
+
+def stream_message(kind: str, k: int) -> bytes:
+    """Request `k` of a stream, of that kind, serialized (a message that does not parse: bytes that are none)."""
+    if kind == "not-a-message":
+        return b"\xff\xff garbage"
+    request = pb.ModelInferRequest(model_name="echo", id=f"q{k}")
+    if kind == "shared-memory":  # 32 KiB: through the worker's arenas
+        request.inputs.add(name="x", datatype="INT64", shape=[4096])
+        request.raw_input_contents.append(np.full(4096, k, np.int64).tobytes())
+    elif kind == "bad-datatype":
+        request.inputs.add(name="x", datatype="FP33", shape=[1])
+    elif kind == "sleepy":
+        request.model_name = "sleepy"
+        request.inputs.add(name="seconds", datatype="FP32", shape=[1]).contents.fp32_contents.append(0.01)
+    else:
+        request.model_name = {"unknown-model": "no-such-model", "failing": "failing"}.get(kind, "echo")
+        request.inputs.add(name="x", datatype="INT64", shape=[2 if kind == "bad-shape" else 1]).contents.int64_contents.append(k)
+        if kind == "nan-parameter":
+            request.parameters["threshold"].double_param = float("nan")
+    return request.SerializeToString()
+
+
+def test_every_request_of_a_stream_is_answered_once_whatever_its_neighbours(gateway):
+    """Property: in a stream to models without predict_stream, any mix of good and bad requests gets one
+    reply per request, matched by id: the answer (its data exact), or its own error in error_message."""
+
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(kinds=st.lists(st.sampled_from(STREAM_KINDS), min_size=1, max_size=24))
+    def check(kinds: list[str]) -> None:
+        replies = list(stream(iter([stream_message(kind, k) for k, kind in enumerate(kinds)]), timeout=30))
+        assert len(replies) == len(kinds)
+        by_id: dict[str, list] = {}
+        for reply in replies:
+            by_id.setdefault(reply.infer_response.id, []).append(reply)
+        for k, kind in enumerate(kinds):
+            if kind == "not-a-message":  # it has no id to echo
+                continue
+            (reply,) = by_id.pop(f"q{k}")
+            if kind in ("small", "shared-memory", "sleepy"):
+                assert reply.error_message == ""
+                if kind != "sleepy":
+                    assert (decode(reply.infer_response, 0) == k).all()
+            else:
+                assert reply.error_message and not reply.infer_response.raw_output_contents, kind
+        unparsed = by_id.pop("", [])
+        assert len(unparsed) == kinds.count("not-a-message") and not by_id
+        assert all(r.error_message.startswith("the request is not a valid inference.ModelInferRequest message") for r in unparsed)
+
+    with grpc.insecure_channel(gateway.grpc_url) as channel:
+        stream = channel.stream_stream(f"/{SERVICE}/ModelStreamInfer", request_serializer=None, response_deserializer=pb.ModelStreamInferResponse.FromString)
+        check()
+    assert_serves_large(gateway, "echo")
+    assert_serves_large(gateway, "failing", parameters={"succeed": True})
 
 
 def test_aio_client_rpcs_stream_and_64_concurrent_calls(gateway):
