@@ -228,8 +228,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                         yield self._fits(convert.stream_reply(convert.render_infer_response(response)))
                 finally:
                     feeding.cancel()
-        except asyncio.CancelledError as exc:
-            http_status, code, _ = _answer_for(exc)  # the client went away (or its deadline passed): the generator is cancelled
+        except (asyncio.CancelledError, GeneratorExit):
+            # the client went away (or its deadline passed): this generator is cancelled where it awaits, or
+            # closed where it yielded (grpc was sending that response)
+            http_status, code, _ = _answer_for(asyncio.CancelledError())
             raise
         except Exception as exc:
             if not isinstance(exc, GatewayError):
