@@ -96,6 +96,29 @@ def _answer_for(exc: BaseException) -> tuple[int, grpc.StatusCode, str]:
     return http_status, getattr(grpc.StatusCode, code, grpc.StatusCode.INTERNAL), message
 
 
+class _ClientGone(logging.Filter):
+    """grpc logs a send that failed, unless it has seen the client go first, as an ERROR with its traceback
+    ("ExecuteBatchError raised in core by servicer method [...]"). Answers over grpc_max_message_bytes are
+    refused before grpc sends them (`_fits`): what fails is the send to a client that went away meanwhile
+    (cancelled, past its deadline, its connection lost), the client's doing, said in one INFO line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(self.GRPC_MESSAGE):
+            return True
+        if not log.isEnabledFor(logging.INFO):
+            return False
+        record.name, record.levelno, record.levelname = log.name, logging.INFO, "INFO"
+        record.msg, record.args = "the client of %s went away while its answer was being sent", (message[len(self.GRPC_MESSAGE) :].strip(" []"),)
+        record.exc_info = record.exc_text = None
+        return True
+
+    GRPC_MESSAGE = "ExecuteBatchError raised in core by servicer method"
+
+
+CLIENT_GONE = _ClientGone()
+
+
 def _unimplemented(what: str) -> NotSupported:
     return NotSupported(f"{what} is not supported by this gateway yet")
 
@@ -382,6 +405,7 @@ async def start(dataplane: DataPlane, settings: ServerSettings, access: Access, 
         # lost, unlike at stop(), which cancels the calls that cross its GOAWAY
         options.append(("grpc.max_connection_age_ms", max(1, round(settings.grpc_max_connection_age * 1000))))
     server = grpc.aio.server(options=options)
+    logging.getLogger("grpc._cython.cygrpc").addFilter(CLIENT_GONE)
     service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     unscoped = [method.name for method in service.methods if method.name not in GRPC]
     if unscoped:
