@@ -387,7 +387,7 @@ def _check_against_metadata(entry: ModelRecord, request: WireRequest) -> None:
         # Triton's classification extension (tritonclient's class_count): ignored, the answer would be the whole tensor
         if output.parameters.get("classification"):
             raise NotSupported(
-                f"output {shown(output.name)} asks for classification (class_count {output.parameters['classification']}), "
+                f"output {shown(output.name)} asks for classification (class_count {shown(output.parameters['classification'])}), "
                 "Triton's classification extension, which this gateway does not support"
             )
     if entry.inputs:

@@ -102,6 +102,8 @@ class _ClientGone(logging.Filter):
     refused before grpc sends them (`_fits`): what fails is the send to a client that went away meanwhile
     (cancelled, past its deadline, its connection lost), the client's doing, said in one INFO line."""
 
+    GRPC_MESSAGE = "ExecuteBatchError raised in core by servicer method"
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if not message.startswith(self.GRPC_MESSAGE):
@@ -112,8 +114,6 @@ class _ClientGone(logging.Filter):
         record.msg, record.args = "the client of %s went away while its answer was being sent", (message[len(self.GRPC_MESSAGE) :].strip(" []"),)
         record.exc_info = record.exc_text = None
         return True
-
-    GRPC_MESSAGE = "ExecuteBatchError raised in core by servicer method"
 
 
 CLIENT_GONE = _ClientGone()
