@@ -248,7 +248,9 @@ def test_a_batch_gathers_requests_from_several_front_doors(gateway):
 def test_a_relayed_request_keeps_its_deadline_and_priority(gateway):
     """The schedule policy crosses the hop: with the one worker of "slow" busy (a call running, and one
     waiting in its second slot), a relayed request with a
-    deadline is dropped from the main process's queue when it passes (504, never run), and a relayed
+    deadline is dropped from the main process's queue when it passes (504, never run; its error states
+    the timeout the client gave, not the time left once the request had crossed: a 16 MiB request
+    takes milliseconds to), and a relayed
     request of priority 1 overtakes one of the default level queued before it through front door 1 (which
     then takes a second: the order of the answers is the order they were served in)."""
     with session_on(gateway, 2) as relayed, session_on(gateway, 1) as local:
@@ -259,8 +261,10 @@ def test_a_relayed_request_keeps_its_deadline_and_priority(gateway):
         filler = threading.Thread(daemon=True, target=lambda: rest_echo(gateway, "filler", SMALL, model="slow"))
         filler.start()
         gateway.wait_for(lambda: _inflight(gateway, "slow") == 2, timeout=10, what="the worker's second slot to be taken")
-        expired = relayed.post(f"{gateway.url}/v2/models/slow/infer", json=_body("expired", SMALL, timeout=300_000), timeout=30)
-        assert expired.status_code == 504 and "waiting for a worker" in expired.json()["error"], expired.text
+        body, headers = _binary_body("expired", np.zeros((1024, 4096), dtype=np.float32), timeout=300_000)
+        expired = relayed.post(f"{gateway.url}/v2/models/slow/infer", data=body, headers=headers, timeout=30)
+        assert expired.status_code == 504, expired.text
+        assert expired.json()["error"] == "model 'slow' did not answer within 0.3 s, the request's deadline (it was waiting for a worker)"
         answered: list[str] = []
         later = threading.Thread(
             daemon=True,
@@ -441,6 +445,13 @@ def _failed(gateway, model: str) -> int:
 
 def _body(request_id: str, x: np.ndarray = LARGE, **parameters) -> dict:
     return {"id": request_id, "inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}], "parameters": parameters}
+
+
+def _binary_body(request_id: str, x: np.ndarray, **parameters) -> tuple[bytes, dict]:
+    """A request body of the binary tensor extension, and its header."""
+    tensor = {"name": "x", "datatype": "FP32", "shape": list(x.shape), "parameters": {"binary_data_size": x.nbytes}}
+    header = json.dumps({"id": request_id, "inputs": [tensor], "parameters": parameters}).encode()
+    return header + x.tobytes(), {"Inference-Header-Content-Length": str(len(header))}
 
 
 def _swallow(call) -> None:
