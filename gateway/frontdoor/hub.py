@@ -20,7 +20,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Any, Callable, Coroutine
+from typing import Any, Callable, Coroutine, Optional
 
 import zmq
 
@@ -247,6 +247,7 @@ class RelayFrontDoors:
         self.settings = settings
         self.count = settings.frontdoor_workers
         self.stopping = False
+        self._passed_on: Optional[int] = None  # the last signal passed on to the front doors
         self._processes: dict[int, asyncio.subprocess.Process] = {}
         self._identities: dict[int, bytes] = {}  # of the front doors running, by number
         self._tasks: list[asyncio.Task] = []
@@ -276,6 +277,8 @@ class RelayFrontDoors:
                 code, lost = None, 0
             else:
                 self._processes[number], self._identities[number] = process, identity.encode()
+                if self._passed_on is not None:  # the signal came while it was being started
+                    process.send_signal(self._passed_on)
                 code = await process.wait()
                 del self._processes[number], self._identities[number]
                 lost = hub.forget(identity.encode())
@@ -287,6 +290,8 @@ class RelayFrontDoors:
             deaths += 1
             log.error("front door %d exited with code %s (%d request(s) in flight failed); restarting it in %.1f s", number, code, lost, delay)
             await asyncio.sleep(delay)
+            if self.stopping:
+                return  # told to stop while it waited: a front door started now would never be told to drain
 
     async def _spawn(self, number: int, identity: str, hub: RelayHub, table_fd: int) -> asyncio.subprocess.Process:
         document = settings_document(self.settings)
@@ -313,9 +318,10 @@ class RelayFrontDoors:
     def signal(self, signum: int) -> None:
         """Pass SIGTERM / SIGINT on (as RELAYED_SIGNALS): each front door drains and stops as the main one does."""
         self.stopping = True
+        self._passed_on = RELAYED_SIGNALS[signum]
         for process in list(self._processes.values()):
             if process.returncode is None:
-                process.send_signal(RELAYED_SIGNALS[signum])
+                process.send_signal(self._passed_on)
 
     async def stop(self, timeout: float) -> None:
         """Wait up to `timeout` for the front doors to exit (they were signalled), then kill those left."""
