@@ -23,9 +23,12 @@ import grpc
 import numpy as np
 import pytest
 import requests
+import zmq
 
 from gateway.protocol.generated import inference_pb2 as pb
 from gateway.protocol.generated import inference_pb2_grpc as pb_grpc
+from gateway.wire import messages
+from gateway.wire.request import Tensor, WireRequest
 from tests.conftest import SHARED_MEMORY_BYTES, assert_serves_large, refused_start
 from tests.test_observability import labels, scrape
 from tests.test_worker_plane import children, write_repository
@@ -435,6 +438,38 @@ def test_with_tcp_migrate_req_the_connections_waiting_for_a_dead_front_door_are_
         MIGRATE_REQ.write_text(original)
         if relays(gateway).get(2) == before[2]:
             os.kill(before[2], signal.SIGCONT)
+    each_front_door_serves_large(gateway)
+
+
+def test_what_a_dead_front_door_sent_is_not_run(gateway):
+    """The main process may see a relay front door die (and cancel its calls) before it has read the
+    last messages the front door sent: those must not run then, for their answers would go nowhere,
+    and a stream would hold its model's worker for ever, waiting for credits from a front door that is
+    gone. Which comes first depends on the main process's threads, so a front door that died earlier
+    in this module (front door 2's first) speaks here: its identity on the main process's socket sends
+    a stream request for "streamer", whose one worker a stream holds whole, then reports a request it
+    answered (ACCOUNT: counted whoever sent it, as a dead front door's answers were given), which tells
+    when the main process has read both. The stream is not run: the model serves on."""
+    (command,) = [command for command in children(gateway.process.pid).values() if "gateway.relay --number 2 " in command]
+    assert "--identity front door 2#0 " not in command  # restarted (test_a_relay_front_door_killed_under_load_...)
+    endpoint = command.split("--endpoint ")[1].split()[0]
+    context = zmq.Context()
+    dead = context.socket(zmq.DEALER)
+    dead.setsockopt(zmq.IDENTITY, b"front door 2#0")
+    dead.setsockopt(zmq.LINGER, 0)
+    try:
+        dead.connect(endpoint)
+        first = WireRequest("streamer", None, "orphan", [Tensor("x", "FP32", [1], np.zeros(1, np.float32))], {"count": 3})
+        dead.send_multipart(messages.request_frames(messages.STREAM, 0, [first], None, relayed=True))
+        refused = labels(model="", version="", protocol="grpc", outcome="client_error")  # an unknown model's 404
+        before = scrape(f"{gateway.url}/metrics")["gateway_requests_total"].get(refused, 0.0)
+        dead.send_multipart(messages.control_frames(messages.ACCOUNT, {"requests": [["grpc", 404, 1000, "no-such-model", None]]}))
+        gateway.wait_for(lambda: scrape(f"{gateway.url}/metrics")["gateway_requests_total"].get(refused, 0.0) > before, timeout=10, what="the ACCOUNT")
+        assert_serves_large(gateway, "streamer")
+        assert not dead.poll(0)  # nothing ran for it
+    finally:
+        dead.close()
+        context.term()
     each_front_door_serves_large(gateway)
 
 

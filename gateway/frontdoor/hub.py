@@ -9,7 +9,7 @@ RELAYED_SIGNALS), and waits for them at the stop, before the workers are stopped
 DataPlane (so the model's queue, batching and least-busy routing see it like any other), copies
 its outputs into the reply and gives the lease back at once; it answers their questions
 (metrics, statistics, load, unload) and counts what they report (ACCOUNT). The calls of a front
-door that died are cancelled.
+door that died are cancelled, and what it sent that is read only then is not run.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ STABLE_AFTER = 30.0  # a front door that lived this long resets the restart back
 # ignore SIGTERM and SIGINT themselves: a signal to the group (Ctrl-C) reaches each of them once
 RELAYED_SIGNALS: dict[int, int] = {signal.SIGTERM: signal.SIGUSR1, signal.SIGINT: signal.SIGUSR2}
 RELAYED_CALLS = frozenset({messages.INFER, messages.EXPLAIN, messages.PREDICT_V1, messages.EXPLAIN_V1})
+STARTS_WORK = RELAYED_CALLS | {messages.STREAM, messages.STREAM_V1, messages.ASK}  # what a front door sends that runs here
 
 
 class RelayHub:
@@ -73,6 +74,8 @@ class RelayHub:
                 log.exception("bad message from front door %s", identity.decode(errors="replace"))
 
     def _on_message(self, identity: bytes, kind: bytes, frames: list) -> None:
+        if kind in STARTS_WORK and identity not in self._members():
+            return  # its front door's death was seen (and its calls cancelled) before this was read: nobody would read the answer
         if kind == messages.ANSWER:  # to a SYNC
             synced = self._syncs.pop(messages.parse_control(frames)["seq"], None)
             if synced is not None and not synced.done():
