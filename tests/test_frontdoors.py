@@ -135,6 +135,21 @@ def session_on(gateway, front_door: int) -> requests.Session:
     pytest.fail(f"no connection landed on front door {front_door}")
 
 
+def channel_on(gateway, front_door: int) -> grpc.Channel:
+    """A gRPC channel whose connection the kernel gave to `front_door` (new ones until one lands there)."""
+    for _ in range(60):
+        channel = grpc.insecure_channel(gateway.grpc_url, options=[("grpc.use_local_subchannel_pool", 1)])
+        request_id = f"landing-grpc-{front_door}-{time.monotonic_ns()}"
+        request = pb.ModelInferRequest(model_name="streamer", id=request_id)  # a model no test unloads
+        request.inputs.add(name="x", datatype="FP32", shape=list(SMALL.shape))
+        request.raw_input_contents.append(SMALL.tobytes())
+        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+        if front_doors_of(gateway, [request_id])[request_id] == front_door:
+            return channel
+        channel.close()
+    pytest.fail(f"no gRPC connection landed on front door {front_door}")
+
+
 # --- requests ---------------------------------------------------------------------------
 
 
@@ -283,6 +298,32 @@ def test_a_relayed_request_keeps_its_deadline_and_priority(gateway):
         filler.join(timeout=30)
     assert answered == ["first-level", "default-level"]
     assert gateway.log_text().count("slow echo call with") == calls + 4  # the expired request never reached the worker
+    each_front_door_serves_large(gateway, "slow")
+
+
+def test_a_grpc_deadline_that_passes_is_counted_as_one_through_any_front_door(gateway):
+    """A gRPC call whose deadline passes while its model runs counts as deadline_exceeded (504), not
+    cancelled (499: the client went away), whichever front door took it: gRPC cancels the call at its
+    deadline, often before the main process's own answer (504) has crossed to a relay front door."""
+
+    def outcomes() -> dict:
+        samples = scrape(f"{gateway.url}/metrics")["gateway_requests_total"]
+        return {outcome: samples[labels(model="slow", version="", protocol="grpc", outcome=outcome)] for outcome in ("deadline_exceeded", "cancelled")}
+
+    before = outcomes()
+    request = pb.ModelInferRequest(model_name="slow")
+    request.inputs.add(name="x", datatype="FP32", shape=list(SMALL.shape))
+    request.raw_input_contents.append(SMALL.tobytes())
+    request.parameters["delay"].double_param = 1.0
+    for front_door in (1, 2):
+        with channel_on(gateway, front_door) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            for i in range(8):
+                request.id = f"grpc-deadline-{front_door}-{i}"
+                with pytest.raises(grpc.RpcError) as expired:
+                    stub.ModelInfer(request, timeout=0.2)
+                assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert outcomes() == {"deadline_exceeded": before["deadline_exceeded"] + 16, "cancelled": before["cancelled"]}
     each_front_door_serves_large(gateway, "slow")
 
 

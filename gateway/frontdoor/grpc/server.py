@@ -24,7 +24,7 @@ from typing import AsyncIterator, Optional
 
 import grpc
 
-from ...errors import BadRequest, GatewayError, NotSupported, Unauthenticated, answer_for
+from ...errors import BadRequest, GatewayError, NotSupported, Timeout, Unauthenticated, answer_for
 from ...protocol.generated import inference_pb2 as pb
 from ...protocol.generated import inference_pb2_grpc as pb_grpc
 from ...settings import ServerSettings
@@ -47,6 +47,10 @@ SERVICE = "inference.GRPCInferenceService"
 SERVICE_PATH = f"/{SERVICE}/"
 INFERENCE_RPCS = ("ModelInfer", "ModelStreamInfer")  # counted in the request metrics of their model
 
+
+# a call cancelled this close to its deadline was cancelled by it: the client's own deadline passes a
+# little before the server's (counted from the request's arrival), and the client cancels the call then
+DEADLINE_SLACK = 0.05
 
 # a status message travels in a trailer, which clients refuse past 8 KiB: percent-encoded,
 # a byte may take three, so longer messages (a runtime's, say) are cut
@@ -73,7 +77,7 @@ def unary(method):
             return await method(self, request, context)
         except asyncio.CancelledError as exc:
             # the client cancelled or its deadline passed: unanswered, and the client's doing
-            http_status, code, _ = _answer_for(exc)
+            http_status, code = _cancelled(exc, context)
             raise
         except Exception as exc:
             if not isinstance(exc, GatewayError):
@@ -93,6 +97,17 @@ def _answer_for(exc: BaseException) -> tuple[int, grpc.StatusCode, str]:
     """errors.answer_for, its code as grpc's: (the REST status of the same outcome, code, message)."""
     http_status, code, message = answer_for(exc)
     return http_status, getattr(grpc.StatusCode, code, grpc.StatusCode.INTERNAL), message
+
+
+def _cancelled(exc: asyncio.CancelledError, context: grpc.aio.ServicerContext) -> tuple[int, grpc.StatusCode]:
+    """How a cancelled call counts: at its deadline, as the deadline error the gateway answers when its
+    own timer is first (504, DEADLINE_EXCEEDED; a relay front door's often is not: the main process's
+    answer comes after a hop); else as its client gone (499, CANCELLED)."""
+    remaining = context.time_remaining()  # None without a deadline
+    if remaining is not None and remaining < DEADLINE_SLACK:
+        return Timeout.http_status, grpc.StatusCode.DEADLINE_EXCEEDED
+    http_status, code, _ = _answer_for(exc)
+    return http_status, code
 
 
 def _unimplemented(what: str) -> NotSupported:
@@ -218,7 +233,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 finally:
                     feeding.cancel()
         except asyncio.CancelledError as exc:
-            http_status, code, _ = _answer_for(exc)  # the client went away (or its deadline passed): the generator is cancelled
+            http_status, code = _cancelled(exc, context)  # the client went away (or its deadline passed): the generator is cancelled
             raise
         except Exception as exc:
             if not isinstance(exc, GatewayError):
