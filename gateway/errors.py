@@ -96,6 +96,12 @@ class RuntimeFailure(GatewayError):
     """The model runtime itself raised: a 500 with the runtime's message."""
 
 
+class AnswerTooLarge(GatewayError):
+    """An answer larger than the protocol may send (gRPC: grpc_max_message_bytes): the server's limit, not the client's fault."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
 class NotSupported(GatewayError):
     http_status = 501
     grpc_code = "UNIMPLEMENTED"

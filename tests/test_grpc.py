@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import threading
 import time
 
 import grpc
@@ -12,9 +13,12 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tc
 import tritonclient.grpc.aio as tca
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException, deserialize_bytes_tensor, serialize_byte_tensor
 
 from gateway.frontdoor.grpc.convert import parameters_from_pb, parameters_to_pb
+from gateway.frontdoor.grpc.server import SERVICE
 from gateway.protocol.generated import inference_pb2 as pb
 from gateway.protocol.generated import inference_pb2_grpc as pb_grpc
 from gateway.settings import MIB, ServerSettings
@@ -139,6 +143,16 @@ def test_unknown_model_is_not_found(client, stub, gateway):
     assert_serves_large(gateway, "versioned", version="1", expect=lambda inputs: {"version": np.array([b"1"], dtype=object)})
 
 
+def test_statistics_of_a_version_without_a_model_name_are_every_models(client, stub, gateway):
+    """As Triton answers it (a version names nothing without its model's name); it was NOT_FOUND "model None not found"."""
+    every = sorted((s.name, s.version) for s in client.get_inference_statistics().model_stats)
+    assert ("echo", "") in every and ("versioned", "1") in every and ("versioned", "2") in every
+    answer = stub.ModelStatistics(pb.ModelStatisticsRequest(name="", version="1"))
+    assert sorted((s.name, s.version) for s in answer.model_stats) == every
+    assert [s.version for s in client.get_inference_statistics("versioned", "1").model_stats] == ["1"]
+    assert_serves_large(gateway, "echo")
+
+
 # --- inference: raw (tritonclient) and typed contents (our stubs) ----------------------
 
 
@@ -210,6 +224,47 @@ def test_parameters_round_trip(stub, client):
     # tritonclient's request parameters are accepted too
     result = client.infer("echo", [fp32_input("x", np.ones((1, 2), np.float32))], parameters={"k": "v", "n": 3, "f": False})
     assert result.get_response().parameters["echoed"].int64_param == 1
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("place", ["request", "input", "output"])
+def test_a_double_parameter_that_json_cannot_carry_is_refused(stub, gateway, place, value):
+    """Parameters travel to the model as JSON, which has no NaN or infinity: such a double_param is
+    refused, naming it (the model was given none: the parameter vanished without a word)."""
+    request = pb.ModelInferRequest(model_name="echo")
+    request.inputs.add(name="x", datatype="INT32", shape=[1]).contents.int_contents.append(5)
+    target = {"request": request, "input": request.inputs[0], "output": request.outputs.add(name="x")}[place]
+    target.parameters["threshold"].double_param = value
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(request)
+    where = {"request": "the request", "input": "input 'x'", "output": "output 'x'"}[place]
+    assert (caught.value.code(), caught.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"parameter 'threshold' of {where} must be a finite number, got {value} (parameters reach the model as JSON, which has no NaN or infinity)",
+    )
+    assert_serves_large(gateway, "echo")
+
+
+def test_classification_is_refused_not_ignored(client, gateway):
+    """tritonclient's class_count asks for Triton's classification extension (the top classes as BYTES
+    "score:index"), which the gateway does not implement: UNIMPLEMENTED / 501 saying so, over gRPC and
+    REST, where the whole tensor came back as if it had not been asked for."""
+    import tritonclient.http as httpclient
+
+    message = "output 'x' asks for classification (class_count 2), Triton's classification extension, which this gateway does not support"
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("echo", [fp32_input("x", np.ones((1, 4), np.float32))], outputs=[tc.InferRequestedOutput("x", class_count=2)])
+    assert (caught.value.status(), caught.value.message()) == ("StatusCode.UNIMPLEMENTED", message)
+    with httpclient.InferenceServerClient(gateway.address) as rest:
+        tensor = httpclient.InferInput("x", [1, 4], "FP32")
+        tensor.set_data_from_numpy(np.ones((1, 4), np.float32))
+        with pytest.raises(InferenceServerException) as caught:
+            rest.infer("echo", [tensor], outputs=[httpclient.InferRequestedOutput("x", class_count=2)])
+        assert (caught.value.status(), caught.value.message()) == ("501", message)
+    # class_count 0 (tritonclient's default) asks for the tensor itself
+    result = client.infer("echo", [fp32_input("x", np.ones((1, 4), np.float32))], outputs=[tc.InferRequestedOutput("x", class_count=0)])
+    assert result.as_numpy("x").tolist() == [[1.0] * 4]
+    assert_serves_large(gateway, "echo")
 
 
 def test_parameter_conversion():
@@ -456,6 +511,102 @@ def test_stream_error_answers_in_the_stream_and_the_stream_goes_on(stub, gateway
     assert_serves_large(gateway, "failing", parameters={"succeed": True})
 
 
+def test_a_stream_whose_replies_are_not_read_stops_being_read(gateway):
+    """Triton-style streams answer up to STREAM_IN_FLIGHT requests at once: an answer waiting for the
+    client to take it counts too, so a client that sends fast and reads nothing cannot make the gateway
+    hold every answer (it read them all: 300 answers of 1 MiB held, and more for a longer stream)."""
+    from gateway.frontdoor.grpc.server import STREAM_IN_FLIGHT
+
+    count, elements = 300, 256 * 1024  # requests of 1 MiB
+    pulled: list[int] = []
+    settled = threading.Event()
+
+    def requests():
+        for k in range(count):
+            request = pb.ModelInferRequest(model_name="echo", id=f"r{k}")
+            request.inputs.add(name="x", datatype="FP32", shape=[elements])
+            request.raw_input_contents.append(np.full(elements, k, np.float32).tobytes())
+            pulled.append(k)
+            yield request
+        settled.wait(30)
+
+    with grpc.insecure_channel(gateway.grpc_url) as channel:
+        replies = pb_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(requests(), timeout=60)
+        first = next(replies)
+        seen: list[int] = []
+        deadline = time.monotonic() + 20
+        while not (len(seen) > 25 and len(set(seen[-25:])) == 1) and time.monotonic() < deadline:
+            seen.append(len(pulled))
+            time.sleep(0.02)
+        # the answers in flight, and what grpc buffers on either side (a few MiB; 74-79 requests read in all, measured)
+        assert len(pulled) < 2 * STREAM_IN_FLIGHT, f"the gateway read {len(pulled)} requests of 1 MiB whose answers nobody read"
+        settled.set()
+        answers = {reply.infer_response.id: reply for reply in [first, *replies]}  # and then every request is answered
+    assert sorted(answers) == sorted(f"r{k}" for k in range(count))
+    for k in (0, count // 2, count - 1):
+        assert answers[f"r{k}"].error_message == ""
+        assert (decode(answers[f"r{k}"].infer_response, 0) == k).all()
+    assert_serves_large(gateway, "echo")
+
+
+# what a request of a Triton-style stream may be: answered, or refused in its error_message for each reason
+STREAM_KINDS = ["small", "shared-memory", "bad-shape", "unknown-model", "failing", "not-a-message", "bad-datatype", "nan-parameter", "sleepy"]
+
+
+def stream_message(kind: str, k: int) -> bytes:
+    """Request `k` of a stream, of that kind, serialized (a message that does not parse: bytes that are none)."""
+    if kind == "not-a-message":
+        return b"\xff\xff garbage"
+    request = pb.ModelInferRequest(model_name="echo", id=f"q{k}")
+    if kind == "shared-memory":  # 32 KiB: through the worker's arenas
+        request.inputs.add(name="x", datatype="INT64", shape=[4096])
+        request.raw_input_contents.append(np.full(4096, k, np.int64).tobytes())
+    elif kind == "bad-datatype":
+        request.inputs.add(name="x", datatype="FP33", shape=[1])
+    elif kind == "sleepy":
+        request.model_name = "sleepy"
+        request.inputs.add(name="seconds", datatype="FP32", shape=[1]).contents.fp32_contents.append(0.01)
+    else:
+        request.model_name = {"unknown-model": "no-such-model", "failing": "failing"}.get(kind, "echo")
+        request.inputs.add(name="x", datatype="INT64", shape=[2 if kind == "bad-shape" else 1]).contents.int64_contents.append(k)
+        if kind == "nan-parameter":
+            request.parameters["threshold"].double_param = float("nan")
+    return request.SerializeToString()
+
+
+def test_every_request_of_a_stream_is_answered_once_whatever_its_neighbours(gateway):
+    """Property: in a stream to models without predict_stream, any mix of good and bad requests gets one
+    reply per request, matched by id: the answer (its data exact), or its own error in error_message."""
+
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(kinds=st.lists(st.sampled_from(STREAM_KINDS), min_size=1, max_size=24))
+    def check(kinds: list[str]) -> None:
+        replies = list(stream(iter([stream_message(kind, k) for k, kind in enumerate(kinds)]), timeout=30))
+        assert len(replies) == len(kinds)
+        by_id: dict[str, list] = {}
+        for reply in replies:
+            by_id.setdefault(reply.infer_response.id, []).append(reply)
+        for k, kind in enumerate(kinds):
+            if kind == "not-a-message":  # it has no id to echo
+                continue
+            (reply,) = by_id.pop(f"q{k}")
+            if kind in ("small", "shared-memory", "sleepy"):
+                assert reply.error_message == ""
+                if kind != "sleepy":
+                    assert (decode(reply.infer_response, 0) == k).all()
+            else:
+                assert reply.error_message and not reply.infer_response.raw_output_contents, kind
+        unparsed = by_id.pop("", [])
+        assert len(unparsed) == kinds.count("not-a-message") and not by_id
+        assert all(r.error_message.startswith("the request is not a valid inference.ModelInferRequest message") for r in unparsed)
+
+    with grpc.insecure_channel(gateway.grpc_url) as channel:
+        stream = channel.stream_stream(f"/{SERVICE}/ModelStreamInfer", request_serializer=None, response_deserializer=pb.ModelStreamInferResponse.FromString)
+        check()
+    assert_serves_large(gateway, "echo")
+    assert_serves_large(gateway, "failing", parameters={"succeed": True})
+
+
 def test_aio_client_rpcs_stream_and_64_concurrent_calls(gateway):
     async def main():
         async with tca.InferenceServerClient(gateway.grpc_url) as client:
@@ -541,6 +692,11 @@ def test_client_deadline_and_cancelled_stream_leave_the_server_serving(stub, cli
     with pytest.raises(grpc.RpcError) as caught:
         next(stream)
     assert caught.value.code() == grpc.StatusCode.CANCELLED
+    # each request of the stream is counted: the one answered, and the one its client gave up on
+    deadline = time.monotonic() + 5
+    while sleepy_metrics() != (0, successes + 1, given_up + 2) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sleepy_metrics() == (0, successes + 1, given_up + 2)
 
     assert decode(stub.ModelInfer(sleepy(0.0, "after")), 0).shape == (1,)
     assert client.is_model_ready("sleepy") and gateway.process.poll() is None
@@ -569,6 +725,44 @@ def test_64_mib_tensor_then_over_the_limit_is_resource_exhausted(client, gateway
     small = client.infer("echo", [fp32_input("x", np.ones((1, 3), np.float32))])
     np.testing.assert_array_equal(small.as_numpy("x"), np.ones((1, 3), np.float32))
     assert gateway.process.poll() is None
+    assert_serves_large(gateway, "echo")
+
+
+def test_an_answer_over_the_limit_is_that_requests_error(stub, gateway):
+    """An echo of a request just under grpc_max_message_bytes answers a little over it: RESOURCE_EXHAUSTED
+    with a message that names the setting, counted as a failure; in a Triton-style stream, that request's
+    error_message, the stream going on. (grpc refused the answer itself: the call counted a success, an
+    ERROR with grpc's traceback in the log, and a stream ended with all of its other requests.)"""
+
+    def near_the_limit() -> pb.ModelInferRequest:
+        request = pb.ModelInferRequest(model_name="echo", id="big")
+        tensor = request.inputs.add(name="x", datatype="UINT8", shape=[LIMIT])
+        request.raw_input_contents.append(b"")
+        tensor.shape[0] = size = LIMIT - request.ByteSize() - 16
+        request.raw_input_contents[0] = bytes(size)
+        assert LIMIT - 16 <= request.ByteSize() <= LIMIT
+        return request
+
+    def small(request_id: str) -> pb.ModelInferRequest:
+        request = pb.ModelInferRequest(model_name="echo", id=request_id)
+        request.inputs.add(name="x", datatype="INT64", shape=[1]).contents.int64_contents.append(7)
+        return request
+
+    def server_errors() -> float:
+        return metrics_of(gateway)["gateway_requests_total"][labels(model="echo", version="", protocol="grpc", outcome="server_error")]
+
+    errors = server_errors()
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(near_the_limit(), timeout=60)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert caught.value.details().endswith(f"bytes, over the limit of {LIMIT} bytes (setting grpc_max_message_bytes)")
+
+    replies = {reply.infer_response.id: reply for reply in stub.ModelStreamInfer(iter([small("a"), near_the_limit(), small("b")]), timeout=60)}
+    assert sorted(replies) == ["a", "b", "big"]
+    assert "over the limit of" in replies["big"].error_message and not replies["big"].infer_response.raw_output_contents
+    assert [decode(replies[k].infer_response, 0).tolist() for k in "ab"] == [[7], [7]]
+    assert server_errors() == errors + 2
+    assert "ExecuteBatchError" not in gateway.log_text()
     assert_serves_large(gateway, "echo")
 
 

@@ -344,6 +344,34 @@ def test_grpc_cancel_stops_the_generator(gateway, stub, marker):
     both_workers_serve(gateway)
 
 
+def test_a_grpc_stream_cancelled_while_a_response_waits_to_be_sent_counts_as_cancelled(gateway, stub, marker):
+    """A client that stops reading, then cancels: grpc is waiting to send a response, so the stream's
+    generator is closed where it yielded (not cancelled where it awaited). It counts as cancelled, as any
+    cancelled stream (it counted as a success), and the log says so in a line (it had grpc's ERROR and traceback)."""
+
+    def outcomes() -> dict[str, float]:
+        samples = scrape(f"http://127.0.0.1:{gateway.metrics_port}/metrics")["gateway_requests_total"]
+        keys = {o: tuple(sorted({"model": "streamer", "version": "", "protocol": "grpc", "outcome": o}.items())) for o in ("success", "cancelled")}
+        return {outcome: samples.get(key, 0) for outcome, key in keys.items()}
+
+    before = outcomes()
+    request = raw_request(count=100000, size=8 * LARGE, marker=str(marker))
+    request.id = "gone-while-sending"
+    call = stub.ModelStreamInfer(iter([request]), timeout=60)
+    next(call)
+    # the client reads no more responses (of 256 KiB): the generator stops once grpc's flow control is full
+    seen: list[str] = []
+    wait_for(lambda: seen.append(marker.read_text()) or (len(seen) > 25 and len(set(seen[-25:])) == 1))
+    call.cancel()
+    assert 1 <= wait_for(lambda: closed_after(marker)) < 100000
+    wait_for(lambda: outcomes() != before)
+    assert outcomes() == {"success": before["success"], "cancelled": before["cancelled"] + 1}
+    # grpc's send that failed is the client's doing: one INFO line, not an ERROR with grpc's traceback
+    lines = [line for line in gateway.log_text().splitlines() if "[request gone-while-sending]" in line]
+    assert not [line for line in lines if " ERROR " in line], lines
+    both_workers_serve(gateway)
+
+
 def test_a_model_slow_to_take_requests_holds_the_client_back(gateway, stub):
     """The gateway forwards only a few requests the generator has not taken (then stops reading the
     call): a client sending fast cannot pile requests up in the worker."""

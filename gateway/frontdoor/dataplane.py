@@ -220,14 +220,15 @@ class DataPlane:
 
     async def statistics(self, name: Optional[str] = None, version: Optional[str] = None) -> list[dict]:
         """The statistics extension: every model version, every version of `name`, or one version
-        (counted here, in the main process, before a relayed answer leaves it)."""
-        if version is not None:
-            entries = [self.supervisor.get(cast(str, name), version)]  # a version comes with a model name
-        elif name is not None:
+        (counted here, in the main process, before a relayed answer leaves it). Without a name, a
+        version names nothing: every model version (as Triton answers gRPC's ModelStatistics)."""
+        if name is None:
+            entries = self.supervisor.entries()
+        elif version is not None:
+            entries = [self.supervisor.get(name, version)]
+        else:
             self.supervisor.get(name)  # NotFound for an unknown model
             entries = list(self.supervisor.models[name].values())
-        else:
-            entries = self.supervisor.entries()
         return [entry.pool.stats.document() for entry in entries]
 
     # --- model repository extension -------------------------------------
@@ -380,7 +381,15 @@ def _pooled(entry: ModelRecord) -> ModelEntry:
 
 
 def _check_against_metadata(entry: ModelRecord, request: WireRequest) -> None:
-    """Refuse inputs the model did not declare, or of another datatype or shape."""
+    """Refuse inputs the model did not declare, or of another datatype or shape; and outputs asked for in
+    a form the gateway cannot give."""
+    for output in request.outputs or ():
+        # Triton's classification extension (tritonclient's class_count): ignored, the answer would be the whole tensor
+        if output.parameters.get("classification"):
+            raise NotSupported(
+                f"output {shown(output.name)} asks for classification (class_count {shown(output.parameters['classification'])}), "
+                "Triton's classification extension, which this gateway does not support"
+            )
     if entry.inputs:
         for tensor in request.inputs:
             declared = entry.inputs.get(tensor.name)

@@ -8,6 +8,7 @@ packed wire form (`PackedBytes`), and is turned into an InferenceRequest only in
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -89,7 +90,7 @@ _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer"}
 
 
 def check_parameters(parameters: dict, where: str) -> dict:
-    """Parameter values are strings, numbers or booleans (V2), and a known key has its own type.
+    """Parameter values are strings, finite numbers or booleans (V2), and a known key has its own type.
 
     A null value counts as absent (pydantic-based clients write unset fields as null)."""
     checked = {}
@@ -100,6 +101,10 @@ def check_parameters(parameters: dict, where: str) -> dict:
             raise BadRequest(f"parameter 'headers' of {where} is reserved and cannot be sent")
         if type(value) not in (str, int, float, bool):
             raise BadRequest(f"parameter {shown(key)} of {where} must be a string, number or boolean, got {shown(value)}")
+        if type(value) is float and not math.isfinite(value):  # gRPC's double_param may hold them; JSON would make them null
+            raise BadRequest(
+                f"parameter {shown(key)} of {where} must be a finite number, got {value} (parameters reach the model as JSON, which has no NaN or infinity)"
+            )
         expected = _PARAMETER_TYPES.get(key)
         if expected is not None and type(value) is not expected:
             raise BadRequest(f"parameter {key!r} of {where} must be {_TYPE_NAMES[expected]}, got {shown(value)}")

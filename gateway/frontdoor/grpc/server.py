@@ -7,7 +7,7 @@ Every RPC translates to a `DataPlane` call and back. A `GatewayError` leaves
 with its status code (`.grpc_code`) and message: NOT_FOUND unknown model or
 version, INVALID_ARGUMENT bad input, UNAVAILABLE not ready, INTERNAL runtime
 error. Messages over `grpc_max_message_bytes` are refused by gRPC itself with
-RESOURCE_EXHAUSTED.
+RESOURCE_EXHAUSTED; an answer over it is refused here, with the same code (`_fits`).
 
 The services' handlers are registered with deserializers of ours (handlers.py):
 a message that does not parse is the client's fault (INVALID_ARGUMENT).
@@ -24,7 +24,7 @@ from typing import AsyncIterator, Optional
 
 import grpc
 
-from ...errors import BadRequest, GatewayError, NotSupported, Timeout, Unauthenticated, answer_for
+from ...errors import AnswerTooLarge, BadRequest, GatewayError, NotSupported, Timeout, Unauthenticated, answer_for
 from ...protocol.generated import inference_pb2 as pb
 from ...protocol.generated import inference_pb2_grpc as pb_grpc
 from ...settings import ServerSettings
@@ -41,7 +41,8 @@ log = logging.getLogger("gateway.grpc")
 
 # a message whose tensors hold this many bytes lets other calls in between its copies
 LARGE_MESSAGE = 1024 * 1024
-# requests of one ModelStreamInfer stream being answered at once; the stream stops being read beyond that
+# requests of one ModelStreamInfer stream being answered, or answered and not yet taken by grpc (a client
+# that reads slowly holds them back), at once; the stream stops being read beyond that
 STREAM_IN_FLIGHT = 64
 SERVICE = "inference.GRPCInferenceService"
 SERVICE_PATH = f"/{SERVICE}/"
@@ -110,6 +111,29 @@ def _cancelled(exc: asyncio.CancelledError, context: grpc.aio.ServicerContext) -
     return http_status, code
 
 
+class _ClientGone(logging.Filter):
+    """grpc logs a send that failed, unless it has seen the client go first, as an ERROR with its traceback
+    ("ExecuteBatchError raised in core by servicer method [...]"). Answers over grpc_max_message_bytes are
+    refused before grpc sends them (`_fits`): what fails is the send to a client that went away meanwhile
+    (cancelled, past its deadline, its connection lost), the client's doing, said in one INFO line."""
+
+    GRPC_MESSAGE = "ExecuteBatchError raised in core by servicer method"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(self.GRPC_MESSAGE):
+            return True
+        if not log.isEnabledFor(logging.INFO):
+            return False
+        record.name, record.levelno, record.levelname = log.name, logging.INFO, "INFO"
+        record.msg, record.args = "the client of %s went away while its answer was being sent", (message[len(self.GRPC_MESSAGE) :].strip(" []"),)
+        record.exc_info = record.exc_text = None
+        return True
+
+
+CLIENT_GONE = _ClientGone()
+
+
 def _unimplemented(what: str) -> NotSupported:
     return NotSupported(f"{what} is not supported by this gateway yet")
 
@@ -118,6 +142,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, dataplane: DataPlane, access: Access):
         self.dataplane = dataplane
         self.max_tensor_bytes = dataplane.settings.max_tensor_bytes
+        self.max_message_bytes = dataplane.settings.grpc_max_message_bytes
         self.access = access
         self.protected = {rpc: scope for rpc, scope in GRPC.items() if access.protects(scope)}
 
@@ -184,10 +209,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             parsed.headers = {key: value for key, value in context.invocation_metadata() if not key.endswith("-bin")}
         return parsed
 
-    async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> bytes:
-        """The serialized answer (convert.render_infer_response); the call's deadline bounds the request's."""
+    async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext, streamed: bool = False) -> bytes:
+        """The serialized answer (convert.render_infer_response; `streamed`: as a ModelStreamInferResponse); the
+        call's deadline bounds the request's."""
         async with self.dataplane.infer(await self._parse(request, context)) as response:
-            return convert.render_infer_response(response)  # while the outputs may view the worker's shared memory
+            answer = convert.render_infer_response(response)  # while the outputs may view the worker's shared memory
+            return self._fits(convert.stream_reply(answer) if streamed else answer)
+
+    def _fits(self, answer: bytes) -> bytes:
+        """The answer, if grpc may send it: else the request's error (grpc would end the call, a stream's
+        other requests with it, after the request had been counted a success)."""
+        if len(answer) > self.max_message_bytes:
+            raise AnswerTooLarge(f"the answer is {len(answer)} bytes, over the limit of {self.max_message_bytes} bytes (setting grpc_max_message_bytes)")
+        return answer
 
     @unary
     async def ModelInfer(self, request, context):
@@ -229,11 +263,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     async for response in call:
                         # rendered (copied) while the response may view the worker's shared memory; the
                         # next is asked for only once grpc has taken this one: a slow client holds the model back
-                        yield convert.stream_reply(convert.render_infer_response(response))
+                        yield self._fits(convert.stream_reply(convert.render_infer_response(response)))
                 finally:
                     feeding.cancel()
-        except asyncio.CancelledError as exc:
-            http_status, code = _cancelled(exc, context)  # the client went away (or its deadline passed): the generator is cancelled
+        except (asyncio.CancelledError, GeneratorExit):
+            # the client went away (or its deadline passed): this generator is cancelled where it awaits, or
+            # closed where it yielded (grpc was sending that response)
+            http_status, code = _cancelled(asyncio.CancelledError(), context)
             raise
         except Exception as exc:
             if not isinstance(exc, GatewayError):
@@ -268,7 +304,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async def answer(request: pb.ModelInferRequest) -> None:
             started, http_status, code = time.perf_counter_ns(), 200, grpc.StatusCode.OK
             try:
-                reply = convert.stream_reply(await self._infer(request, context))
+                reply = await self._infer(request, context, streamed=True)
+            except asyncio.CancelledError as exc:  # the call ended (cancelled, its deadline passed) before this answer
+                http_status, code = _cancelled(exc, context)
+                raise
             except Exception as exc:
                 if not isinstance(exc, GatewayError):
                     log.exception("unexpected error in ModelStreamInfer")
@@ -278,8 +317,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     echo = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version, id=request.id)
                 reply = pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
             finally:
-                slots.release()
-            self.answered("ModelStreamInfer", request, http_status, code, started)
+                self.answered("ModelStreamInfer", request, http_status, code, started)
             replies.put_nowait(reply)
 
         async def read() -> None:
@@ -300,6 +338,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             while (reply := await replies.get()) is not None:
                 yield reply
+                slots.release()  # grpc has taken the answer: its slot may read the next request
             await reader  # the client's side of the stream failed: let grpc see it
         finally:
             reader.cancel()
@@ -381,6 +420,7 @@ async def start(dataplane: DataPlane, settings: ServerSettings, access: Access, 
         # lost, unlike at stop(), which cancels the calls that cross its GOAWAY
         options.append(("grpc.max_connection_age_ms", max(1, round(settings.grpc_max_connection_age * 1000))))
     server = grpc.aio.server(options=options)
+    logging.getLogger("grpc._cython.cygrpc").addFilter(CLIENT_GONE)
     service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     unscoped = [method.name for method in service.methods if method.name not in GRPC]
     if unscoped:
