@@ -23,9 +23,12 @@ import grpc
 import numpy as np
 import pytest
 import requests
+import zmq
 
 from gateway.protocol.generated import inference_pb2 as pb
 from gateway.protocol.generated import inference_pb2_grpc as pb_grpc
+from gateway.wire import messages
+from gateway.wire.request import Tensor, WireRequest
 from tests.conftest import SHARED_MEMORY_BYTES, assert_serves_large, refused_start
 from tests.test_observability import labels, scrape
 from tests.test_worker_plane import children, write_repository
@@ -51,7 +54,7 @@ def gateway(start_gateway, tmp_path_factory):
         frontdoor_workers=FRONT_DOORS,
         log_format="json",
         metrics_on_http=True,
-        restart_backoff=0.1,
+        restart_backoff=1,  # long enough for the last test to stop the gateway while a front door waits to be restarted
         drain_delay=4,
         shutdown_grace=10,
     )
@@ -130,6 +133,21 @@ def session_on(gateway, front_door: int) -> requests.Session:
             return session
         session.close()
     pytest.fail(f"no connection landed on front door {front_door}")
+
+
+def channel_on(gateway, front_door: int) -> grpc.Channel:
+    """A gRPC channel whose connection the kernel gave to `front_door` (new ones until one lands there)."""
+    for _ in range(60):
+        channel = grpc.insecure_channel(gateway.grpc_url, options=[("grpc.use_local_subchannel_pool", 1)])
+        request_id = f"landing-grpc-{front_door}-{time.monotonic_ns()}"
+        request = pb.ModelInferRequest(model_name="streamer", id=request_id)  # a model no test unloads
+        request.inputs.add(name="x", datatype="FP32", shape=list(SMALL.shape))
+        request.raw_input_contents.append(SMALL.tobytes())
+        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+        if front_doors_of(gateway, [request_id])[request_id] == front_door:
+            return channel
+        channel.close()
+    pytest.fail(f"no gRPC connection landed on front door {front_door}")
 
 
 # --- requests ---------------------------------------------------------------------------
@@ -248,7 +266,9 @@ def test_a_batch_gathers_requests_from_several_front_doors(gateway):
 def test_a_relayed_request_keeps_its_deadline_and_priority(gateway):
     """The schedule policy crosses the hop: with the one worker of "slow" busy (a call running, and one
     waiting in its second slot), a relayed request with a
-    deadline is dropped from the main process's queue when it passes (504, never run), and a relayed
+    deadline is dropped from the main process's queue when it passes (504, never run; its error states
+    the timeout the client gave, not the time left once the request had crossed: a 16 MiB request
+    takes milliseconds to), and a relayed
     request of priority 1 overtakes one of the default level queued before it through front door 1 (which
     then takes a second: the order of the answers is the order they were served in)."""
     with session_on(gateway, 2) as relayed, session_on(gateway, 1) as local:
@@ -259,8 +279,10 @@ def test_a_relayed_request_keeps_its_deadline_and_priority(gateway):
         filler = threading.Thread(daemon=True, target=lambda: rest_echo(gateway, "filler", SMALL, model="slow"))
         filler.start()
         gateway.wait_for(lambda: _inflight(gateway, "slow") == 2, timeout=10, what="the worker's second slot to be taken")
-        expired = relayed.post(f"{gateway.url}/v2/models/slow/infer", json=_body("expired", SMALL, timeout=300_000), timeout=30)
-        assert expired.status_code == 504 and "waiting for a worker" in expired.json()["error"], expired.text
+        body, headers = _binary_body("expired", np.zeros((1024, 4096), dtype=np.float32), timeout=300_000)
+        expired = relayed.post(f"{gateway.url}/v2/models/slow/infer", data=body, headers=headers, timeout=30)
+        assert expired.status_code == 504, expired.text
+        assert expired.json()["error"] == "model 'slow' did not answer within 0.3 s, the request's deadline (it was waiting for a worker)"
         answered: list[str] = []
         later = threading.Thread(
             daemon=True,
@@ -276,6 +298,32 @@ def test_a_relayed_request_keeps_its_deadline_and_priority(gateway):
         filler.join(timeout=30)
     assert answered == ["first-level", "default-level"]
     assert gateway.log_text().count("slow echo call with") == calls + 4  # the expired request never reached the worker
+    each_front_door_serves_large(gateway, "slow")
+
+
+def test_a_grpc_deadline_that_passes_is_counted_as_one_through_any_front_door(gateway):
+    """A gRPC call whose deadline passes while its model runs counts as deadline_exceeded (504), not
+    cancelled (499: the client went away), whichever front door took it: gRPC cancels the call at its
+    deadline, often before the main process's own answer (504) has crossed to a relay front door."""
+
+    def outcomes() -> dict:
+        samples = scrape(f"{gateway.url}/metrics")["gateway_requests_total"]
+        return {outcome: samples[labels(model="slow", version="", protocol="grpc", outcome=outcome)] for outcome in ("deadline_exceeded", "cancelled")}
+
+    before = outcomes()
+    request = pb.ModelInferRequest(model_name="slow")
+    request.inputs.add(name="x", datatype="FP32", shape=list(SMALL.shape))
+    request.raw_input_contents.append(SMALL.tobytes())
+    request.parameters["delay"].double_param = 1.0
+    for front_door in (1, 2):
+        with channel_on(gateway, front_door) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            for i in range(8):
+                request.id = f"grpc-deadline-{front_door}-{i}"
+                with pytest.raises(grpc.RpcError) as expired:
+                    stub.ModelInfer(request, timeout=0.2)
+                assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert outcomes() == {"deadline_exceeded": before["deadline_exceeded"] + 16, "cancelled": before["cancelled"]}
     each_front_door_serves_large(gateway, "slow")
 
 
@@ -434,6 +482,38 @@ def test_with_tcp_migrate_req_the_connections_waiting_for_a_dead_front_door_are_
     each_front_door_serves_large(gateway)
 
 
+def test_what_a_dead_front_door_sent_is_not_run(gateway):
+    """The main process may see a relay front door die (and cancel its calls) before it has read the
+    last messages the front door sent: those must not run then, for their answers would go nowhere,
+    and a stream would hold its model's worker for ever, waiting for credits from a front door that is
+    gone. Which comes first depends on the main process's threads, so a front door that died earlier
+    in this module (front door 2's first) speaks here: its identity on the main process's socket sends
+    a stream request for "streamer", whose one worker a stream holds whole, then reports a request it
+    answered (ACCOUNT: counted whoever sent it, as a dead front door's answers were given), which tells
+    when the main process has read both. The stream is not run: the model serves on."""
+    (command,) = [command for command in children(gateway.process.pid).values() if "gateway.relay --number 2 " in command]
+    assert "--identity front door 2#0 " not in command  # restarted (test_a_relay_front_door_killed_under_load_...)
+    endpoint = command.split("--endpoint ")[1].split()[0]
+    context = zmq.Context()
+    dead = context.socket(zmq.DEALER)
+    dead.setsockopt(zmq.IDENTITY, b"front door 2#0")
+    dead.setsockopt(zmq.LINGER, 0)
+    try:
+        dead.connect(endpoint)
+        first = WireRequest("streamer", None, "orphan", [Tensor("x", "FP32", [1], np.zeros(1, np.float32))], {"count": 3})
+        dead.send_multipart(messages.request_frames(messages.STREAM, 0, [first], None, relayed=True))
+        refused = labels(model="", version="", protocol="grpc", outcome="client_error")  # an unknown model's 404
+        before = scrape(f"{gateway.url}/metrics")["gateway_requests_total"].get(refused, 0.0)
+        dead.send_multipart(messages.control_frames(messages.ACCOUNT, {"requests": [["grpc", 404, 1000, "no-such-model", None]]}))
+        gateway.wait_for(lambda: scrape(f"{gateway.url}/metrics")["gateway_requests_total"].get(refused, 0.0) > before, timeout=10, what="the ACCOUNT")
+        assert_serves_large(gateway, "streamer")
+        assert not dead.poll(0)  # nothing ran for it
+    finally:
+        dead.close()
+        context.term()
+    each_front_door_serves_large(gateway)
+
+
 def _failed(gateway, model: str) -> int:
     """The statistics extension's count of the model's failed requests."""
     return requests.get(f"{gateway.url}/v2/models/{model}/stats", timeout=10).json()["model_stats"][0]["inference_stats"]["fail"]["count"]
@@ -441,6 +521,13 @@ def _failed(gateway, model: str) -> int:
 
 def _body(request_id: str, x: np.ndarray = LARGE, **parameters) -> dict:
     return {"id": request_id, "inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}], "parameters": parameters}
+
+
+def _binary_body(request_id: str, x: np.ndarray, **parameters) -> tuple[bytes, dict]:
+    """A request body of the binary tensor extension, and its header."""
+    tensor = {"name": "x", "datatype": "FP32", "shape": list(x.shape), "parameters": {"binary_data_size": x.nbytes}}
+    header = json.dumps({"id": request_id, "inputs": [tensor], "parameters": parameters}).encode()
+    return header + x.tobytes(), {"Inference-Header-Content-Length": str(len(header))}
 
 
 def _swallow(call) -> None:
@@ -455,8 +542,13 @@ def test_sigterm_drains_every_front_door(gateway):
     the relay front doors take it from the main process only, once): every process answers not
     ready during drain_delay while it still serves, then closes its listeners; a request in flight
     through any of them finishes; the relay front doors exit before the workers stop, and the
-    gateway exits 0. (Last: it stops the gateway.)"""
+    gateway exits 0. Front door 3 died just before and waits to be restarted (restart_backoff): it
+    is not started again once the gateway stops (it would serve on, never told to drain, until killed
+    at the end of the stop). (Last: it stops the gateway.)"""
     relay_pids = relays(gateway)
+    serving = serving_lines(gateway)
+    os.kill(relay_pids.pop(3), signal.SIGKILL)
+    gateway.wait_for(lambda: "front door 3 exited with code -9" in gateway.log_text(), timeout=10, what="front door 3's death")
     in_flight: list[requests.Response | Exception] = []
 
     def slow_request() -> None:
@@ -482,6 +574,7 @@ def test_sigterm_drains_every_front_door(gateway):
     assert not [pid for pid in relay_pids.values() if os.path.exists(f"/proc/{pid}")]
     messages = [line["message"] for line in log_lines(gateway)]
     stopped = [i for i, message in enumerate(messages) if message in ("front door 2 stopped", "front door 3 stopped")]
-    assert len(stopped) == 2 and max(stopped) < messages.index("gateway stopped")
+    assert [messages[i] for i in stopped] == ["front door 2 stopped"] and max(stopped) < messages.index("gateway stopped")
     drained = [line["front_door"] for line in log_lines(gateway) if line["message"].startswith("SIGTERM: ")]
-    assert sorted(drained) == [1, 1, 2, 2, 3, 3]  # "draining", then "closing the listeners": once each, no "already draining"
+    assert sorted(drained) == [1, 1, 2, 2]  # "draining", then "closing the listeners": once each, no "already draining"
+    assert serving_lines(gateway) == serving and not [message for message in messages if "did not stop within" in message]

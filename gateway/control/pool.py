@@ -461,7 +461,9 @@ class ModelPool:
         if seconds <= 0:
             raise Timeout(f"model {self.name!r}: the request's deadline passed before it could be queued")
         waiting = self._enqueue(kind, request)
-        deadline = self._loop.call_later(seconds, self._expire, waiting, seconds)
+        # its error states the client's own timeout, not the time left now (less, by a relay front door's hop)
+        bound = request.timeout if request.timeout is not None and seconds < self.request_timeout else seconds
+        deadline = self._loop.call_later(seconds, self._expire, waiting, bound)
         try:
             return await waiting.reply
         except asyncio.CancelledError:

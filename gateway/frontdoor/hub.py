@@ -9,7 +9,7 @@ RELAYED_SIGNALS), and waits for them at the stop, before the workers are stopped
 DataPlane (so the model's queue, batching and least-busy routing see it like any other), copies
 its outputs into the reply and gives the lease back at once; it answers their questions
 (metrics, statistics, load, unload) and counts what they report (ACCOUNT). The calls of a front
-door that died are cancelled.
+door that died are cancelled, and what it sent that is read only then is not run.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Any, Callable, Coroutine
+from typing import Any, Callable, Coroutine, Optional
 
 import zmq
 
@@ -40,6 +40,7 @@ STABLE_AFTER = 30.0  # a front door that lived this long resets the restart back
 # ignore SIGTERM and SIGINT themselves: a signal to the group (Ctrl-C) reaches each of them once
 RELAYED_SIGNALS: dict[int, int] = {signal.SIGTERM: signal.SIGUSR1, signal.SIGINT: signal.SIGUSR2}
 RELAYED_CALLS = frozenset({messages.INFER, messages.EXPLAIN, messages.PREDICT_V1, messages.EXPLAIN_V1})
+STARTS_WORK = RELAYED_CALLS | {messages.STREAM, messages.STREAM_V1, messages.ASK}  # what a front door sends that runs here
 
 
 class RelayHub:
@@ -73,6 +74,8 @@ class RelayHub:
                 log.exception("bad message from front door %s", identity.decode(errors="replace"))
 
     def _on_message(self, identity: bytes, kind: bytes, frames: list) -> None:
+        if kind in STARTS_WORK and identity not in self._members():
+            return  # its front door's death was seen (and its calls cancelled) before this was read: nobody would read the answer
         if kind == messages.ANSWER:  # to a SYNC
             synced = self._syncs.pop(messages.parse_control(frames)["seq"], None)
             if synced is not None and not synced.done():
@@ -247,6 +250,7 @@ class RelayFrontDoors:
         self.settings = settings
         self.count = settings.frontdoor_workers
         self.stopping = False
+        self._passed_on: Optional[int] = None  # the last signal passed on to the front doors
         self._processes: dict[int, asyncio.subprocess.Process] = {}
         self._identities: dict[int, bytes] = {}  # of the front doors running, by number
         self._tasks: list[asyncio.Task] = []
@@ -276,6 +280,8 @@ class RelayFrontDoors:
                 code, lost = None, 0
             else:
                 self._processes[number], self._identities[number] = process, identity.encode()
+                if self._passed_on is not None:  # the signal came while it was being started
+                    process.send_signal(self._passed_on)
                 code = await process.wait()
                 del self._processes[number], self._identities[number]
                 lost = hub.forget(identity.encode())
@@ -287,6 +293,8 @@ class RelayFrontDoors:
             deaths += 1
             log.error("front door %d exited with code %s (%d request(s) in flight failed); restarting it in %.1f s", number, code, lost, delay)
             await asyncio.sleep(delay)
+            if self.stopping:
+                return  # told to stop while it waited: a front door started now would never be told to drain
 
     async def _spawn(self, number: int, identity: str, hub: RelayHub, table_fd: int) -> asyncio.subprocess.Process:
         document = settings_document(self.settings)
@@ -313,9 +321,10 @@ class RelayFrontDoors:
     def signal(self, signum: int) -> None:
         """Pass SIGTERM / SIGINT on (as RELAYED_SIGNALS): each front door drains and stops as the main one does."""
         self.stopping = True
+        self._passed_on = RELAYED_SIGNALS[signum]
         for process in list(self._processes.values()):
             if process.returncode is None:
-                process.send_signal(RELAYED_SIGNALS[signum])
+                process.send_signal(self._passed_on)
 
     async def stop(self, timeout: float) -> None:
         """Wait up to `timeout` for the front doors to exit (they were signalled), then kill those left."""

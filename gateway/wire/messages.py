@@ -54,7 +54,7 @@ one ITEM, PREDICT_V1's reply.
 
 A relay front door (gateway/frontdoor/relay.py; `frontdoor_workers` above 1) speaks to the main
 process with the same framing, its tensors always inline: INFER, EXPLAIN, PREDICT_V1 and EXPLAIN_V1
-of one request (its description adds "model", "version", "deadline" and "priority": what the main's
+of one request (its description adds "model", "version", "deadline", "timeout" and "priority": what the main's
 pool needs), CANCEL, ACCOUNT (the requests it answered in one loop turn, for the main's metrics) and
 ASK (metrics, statistics, load, unload); the main answers REPLY (one answer: reply_frames), ERROR
 (with "retry_after" for a full queue) and ANSWER. Streams go as to a worker (STREAM, STREAM_V1,
@@ -198,7 +198,9 @@ def request_frames(
             "from_grpc": request.from_grpc,
         }
         if relayed:
-            description.update(model=request.model_name, version=request.model_version, deadline=request.deadline, priority=request.priority)
+            description.update(
+                model=request.model_name, version=request.model_version, deadline=request.deadline, timeout=request.timeout, priority=request.priority
+            )
         described.append(description)
     header = {"seq": seq, "slot": slot, "batch": batch, "requests": described}
     return [kind, orjson.dumps(header), *frames]
@@ -232,7 +234,7 @@ def parse_request(described: dict, frames: Sequence[Any], arena: Region | None, 
         from_grpc=described["from_grpc"],
     )
     if "deadline" in described:  # relayed: CLOCK_MONOTONIC is one clock for every process of the machine
-        request.deadline, request.priority = described["deadline"], described["priority"]
+        request.deadline, request.timeout, request.priority = described["deadline"], described["timeout"], described["priority"]
     return request
 
 

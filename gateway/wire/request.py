@@ -45,6 +45,8 @@ class WireRequest:
     from_grpc: bool = False  # KServe's models see BYTES as str from REST, as bytes from gRPC
     # when the client stops waiting, in time.monotonic() seconds (None: the server's request_timeout)
     deadline: float | None = None
+    # the seconds the client gave for that deadline, as its error states them
+    timeout: float | None = None
     # Triton's priority level: lower is served first; 0: the model's default_priority_level
     priority: int = 0
 
@@ -52,7 +54,8 @@ class WireRequest:
         """The request ends at the latest `seconds` from now (None: no bound): the earliest deadline wins."""
         if seconds is not None:
             deadline = time.monotonic() + seconds
-            self.deadline = deadline if self.deadline is None else min(self.deadline, deadline)
+            if self.deadline is None or deadline < self.deadline:
+                self.deadline, self.timeout = deadline, seconds
 
 
 @dataclass(slots=True)

@@ -24,7 +24,7 @@ from typing import AsyncIterator, Optional
 
 import grpc
 
-from ...errors import AnswerTooLarge, BadRequest, GatewayError, NotSupported, Unauthenticated, answer_for
+from ...errors import AnswerTooLarge, BadRequest, GatewayError, NotSupported, Timeout, Unauthenticated, answer_for
 from ...protocol.generated import inference_pb2 as pb
 from ...protocol.generated import inference_pb2_grpc as pb_grpc
 from ...settings import ServerSettings
@@ -48,6 +48,10 @@ SERVICE = "inference.GRPCInferenceService"
 SERVICE_PATH = f"/{SERVICE}/"
 INFERENCE_RPCS = ("ModelInfer", "ModelStreamInfer")  # counted in the request metrics of their model
 
+
+# a call cancelled this close to its deadline was cancelled by it: the client's own deadline passes a
+# little before the server's (counted from the request's arrival), and the client cancels the call then
+DEADLINE_SLACK = 0.05
 
 # a status message travels in a trailer, which clients refuse past 8 KiB: percent-encoded,
 # a byte may take three, so longer messages (a runtime's, say) are cut
@@ -74,7 +78,7 @@ def unary(method):
             return await method(self, request, context)
         except asyncio.CancelledError as exc:
             # the client cancelled or its deadline passed: unanswered, and the client's doing
-            http_status, code, _ = _answer_for(exc)
+            http_status, code = _cancelled(exc, context)
             raise
         except Exception as exc:
             if not isinstance(exc, GatewayError):
@@ -94,6 +98,17 @@ def _answer_for(exc: BaseException) -> tuple[int, grpc.StatusCode, str]:
     """errors.answer_for, its code as grpc's: (the REST status of the same outcome, code, message)."""
     http_status, code, message = answer_for(exc)
     return http_status, getattr(grpc.StatusCode, code, grpc.StatusCode.INTERNAL), message
+
+
+def _cancelled(exc: asyncio.CancelledError, context: grpc.aio.ServicerContext) -> tuple[int, grpc.StatusCode]:
+    """How a cancelled call counts: at its deadline, as the deadline error the gateway answers when its
+    own timer is first (504, DEADLINE_EXCEEDED; a relay front door's often is not: the main process's
+    answer comes after a hop); else as its client gone (499, CANCELLED)."""
+    remaining = context.time_remaining()  # None without a deadline
+    if remaining is not None and remaining < DEADLINE_SLACK:
+        return Timeout.http_status, grpc.StatusCode.DEADLINE_EXCEEDED
+    http_status, code, _ = _answer_for(exc)
+    return http_status, code
 
 
 class _ClientGone(logging.Filter):
@@ -254,7 +269,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except (asyncio.CancelledError, GeneratorExit):
             # the client went away (or its deadline passed): this generator is cancelled where it awaits, or
             # closed where it yielded (grpc was sending that response)
-            http_status, code, _ = _answer_for(asyncio.CancelledError())
+            http_status, code = _cancelled(asyncio.CancelledError(), context)
             raise
         except Exception as exc:
             if not isinstance(exc, GatewayError):
@@ -291,7 +306,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             try:
                 reply = await self._infer(request, context, streamed=True)
             except asyncio.CancelledError as exc:  # the call ended (cancelled, its deadline passed) before this answer
-                http_status, code, _ = _answer_for(exc)
+                http_status, code = _cancelled(exc, context)
                 raise
             except Exception as exc:
                 if not isinstance(exc, GatewayError):
