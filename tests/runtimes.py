@@ -184,7 +184,8 @@ class BatchProbe(MLModel):
 
     Request parameters: `delay` (seconds) makes the call slow; `create_file` (a path) is
     created when the call starts; `await_file` (a path) holds the call until that file
-    exists, and fails it after 20 s without. A negative input raises."""
+    exists, and fails it after 20 s without; `numpy_parameter` answers with a numpy scalar
+    among the response's parameters (which JSON cannot carry). A negative input raises."""
 
     async def load(self) -> bool:
         self.calls = 0
@@ -209,6 +210,7 @@ class BatchProbe(MLModel):
         rows = x.shape[0]
         return InferenceResponse(
             model_name=self.name,
+            parameters={"mean": (x * 2).mean()} if parameters.get("numpy_parameter") else None,
             outputs=[
                 ResponseOutput(name="y", shape=list(x.shape), datatype="FP32", data=x * 2),
                 ResponseOutput(name="call", shape=[rows], datatype="INT64", data=[self.calls] * rows),
@@ -279,7 +281,9 @@ class Streamer(MLModel):
     and more go through shared memory), `delay` seconds apart. With `fail_at`, it raises instead of
     yielding that response; with `marker` (a file path), it writes there how many responses it has
     produced, and "closed" when its generator ends (its `finally`). With `per_request`, it answers each
-    request of the stream (gRPC) with one response echoing its input `x`, until the requests end."""
+    request of the stream (gRPC) with one response echoing its input `x`, until the requests end.
+    With `work` (seconds), it computes that long (synchronously, blocking its worker) before each
+    response but the first, and asks `self.cancelled()` there, stopping early if it turns true."""
 
     async def predict_stream(self, payloads):
         first = await payloads.__anext__()
@@ -313,6 +317,10 @@ class Streamer(MLModel):
                 return
             size = int(options.get("size", 4096))
             for index in range(int(options.get("count", 3))):
+                if index and "work" in options:
+                    time.sleep(float(options["work"]))  # while the gateway sends the previous response on
+                    if self.cancelled():
+                        return
                 if index == options.get("fail_at"):
                     raise RuntimeError(f"failed at response {index}")
                 produced += 1
@@ -345,12 +353,13 @@ class CancellableAsync(MLModel):
 
 
 class Stubborn(MLModel):
-    """Blocks its worker for the seconds in its input, never asking self.cancelled(); answers with its
-    process id (as Sleepy)."""
+    """Blocks its worker for the seconds in its input's first element, never asking self.cancelled();
+    answers with its process id (as Sleepy), then its inputs unchanged."""
 
     def predict(self, payload: InferenceRequest) -> InferenceResponse:
         time.sleep(float(payload.inputs[0].data.ravel()[0]))
-        return InferenceResponse(model_name=self.name, outputs=[ResponseOutput(name="pid", shape=[1], datatype="INT64", data=[os.getpid()])])
+        pid = ResponseOutput(name="pid", shape=[1], datatype="INT64", data=[os.getpid()])
+        return InferenceResponse(model_name=self.name, outputs=[pid, *echoed(self, payload).outputs])
 
 
 class CancellableSync(MLModel):

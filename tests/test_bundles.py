@@ -185,6 +185,25 @@ def test_a_request_of_a_bundle_that_fails_fails_only_itself(gateway, tmp_path):
     assert_probe_serves_large(gateway, "probe")
 
 
+def test_an_answer_json_cannot_carry_fails_alone_in_its_bundle(gateway, tmp_path):
+    """A request whose answer has a numpy scalar among its parameters (which the reply's JSON header
+    cannot carry) fails alone, 500, saying why: its bundle-mates are answered exactly and at once
+    (the worker's reply of the bundle was lost, and the call never answered, every request of it
+    waiting for its deadline and the worker then killed as hung)."""
+    inputs = [large(1), large(2), large(3)]
+    deadline = {"timeout": 10_000_000}  # 10 s: the clients get an answer, not a hang, should the call never be answered
+    bundle = Bundled(gateway, "probe", tmp_path, inputs, [deadline, {**deadline, "numpy_parameter": True}, deadline])
+    bundle.release()
+    first, refused, last = bundle.answers()
+    bundle.assert_one_message()
+    assert refused.status_code == 500 and "not JSON serializable: numpy.float32" in refused.json()["error"], refused.text
+    assert np.array_equal(np.array(outputs_of(first)["y"], np.float32), (inputs[0] * 2).ravel())
+    assert np.array_equal(np.array(outputs_of(last)["y"], np.float32), (inputs[2] * 2).ravel())
+    # each answer's small outputs (inline frames, numbered across the reply) are its own, not the refused one's
+    assert outputs_of(last)["call"] == [outputs_of(first)["call"][0] + 2] * ROWS
+    assert_probe_serves_large(gateway, "probe")
+
+
 def test_a_request_asking_for_a_missing_output_fails_alone_in_its_bundle(gateway, tmp_path):
     """The same with a 400: a request of a bundle asks for an output the model does not have."""
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}], "outputs": [{"name": "nope"}]}
@@ -278,10 +297,12 @@ def test_a_deadline_in_a_running_bundle_answers_that_request_and_the_bundle_goes
 
 def test_a_bundle_whose_every_client_left_is_cancelled_in_the_worker(gateway, tmp_path):
     """A bundle of two gRPC requests to a sync model that asks MLModel.cancelled(): both clients go
-    away while the first runs; the worker is told, the first stops early (its marker), the second
-    never runs, and the model answers at once after."""
+    away while the first runs; the worker is told, the first stops early (its marker: it raises, as
+    the README allows, which is no failure of the runtime to log), the second never runs, and the
+    model answers at once after."""
     model = "held-sync"
     warm(gateway, model)
+    runtime_raised = gateway.log_text().count("the runtime raised")
     held = Held(gateway, model, tmp_path, large(0), started_line="cancellable sync call started")
     marker, never = tmp_path / "cancelled", tmp_path / "never"
     channel = grpc.insecure_channel(gateway.grpc_url)
@@ -307,6 +328,7 @@ def test_a_bundle_whose_every_client_left_is_cancelled_in_the_worker(gateway, tm
     channel.close()
     assert gateway.log_text().count("cancellable sync call started") == started + 1  # the bundle's first only
     assert not never.exists()
+    assert gateway.log_text().count("the runtime raised") == runtime_raised
     assert_serves_large(gateway, model)
 
 

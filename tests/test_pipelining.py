@@ -30,6 +30,7 @@ MODELS = {
     "retried": PROBE,  # retry_on_worker_death: true (the default)
     "batched": {**PROBE, "max_batch_size": 8},
     "streamer": {"implementation": "tests.runtimes.Streamer"},
+    "stubborn-pair": {"implementation": "tests.runtimes.Stubborn", "parallel_workers": 2},  # sync, never asks cancelled()
 }
 ROWS = 16
 LARGE = SHARED_MEMORY_BYTES // 4 // ROWS  # FP32 columns: a [16, LARGE] request is 64 KiB, through shared memory
@@ -310,3 +311,44 @@ def test_a_batching_model_sends_a_busy_worker_only_a_full_batch(gateway, tmp_pat
             assert out["y"] == (x * i * 2).ravel().tolist() and out["rows"] == [requests_sent]  # one call of them all
         assert calls_sent(gateway, "batched") == sent + 1
     assert_probe_serves_large(gateway, "batched")
+
+
+def test_requests_of_other_shapes_do_not_make_a_partial_batch_full(gateway, tmp_path):
+    """While the one worker computes, 4 requests of one shape and 4 of another wait: 8 requests, as
+    many as max_batch_size, but two partial batches (requests of different shapes cannot merge), which
+    stay in the queue gaining company; once the held call has replied they run as two calls, one per shape."""
+    held = Held(gateway, "batched", tmp_path, large(11))
+    sent = calls_sent(gateway, "batched")
+    shapes = [(1, 4)] * 4 + [(1, 6)] * 4
+    waiting = [in_background(rest_infer, gateway, "batched", np.full(shape, i, np.float32)) for i, shape in enumerate(shapes)]
+    gateway.wait_for(lambda: metric(gateway, "gateway_inflight_requests", "batched") == len(shapes) + 1, what="the requests to arrive")
+    assert calls_sent(gateway, "batched") == sent  # none is sent to the busy worker
+    assert np.array_equal(np.array(outputs_of(held.release())["y"], np.float32), (large(11) * 2).ravel())
+    for i, (thread, answer) in enumerate(waiting):
+        thread.join(timeout=30)
+        out = outputs_of(answer[0])
+        assert out["y"] == [i * 2.0] * shapes[i][1] and out["rows"] == [4]  # in a call with the 3 others of its shape
+    assert calls_sent(gateway, "batched") == sent + 2
+    assert_probe_serves_large(gateway, "batched")
+
+
+def test_no_call_waits_in_a_worker_behind_one_whose_requests_are_all_gone(gateway):
+    """Two workers of a sync model that never asks cancelled(), both computing: the first a request
+    whose deadline has passed (cancelled, yet it computes on for 12 s), the second one of 6 s. A request
+    that comes meanwhile must not be sent to wait behind work nobody waits for: it waits in the queue
+    and runs on the second worker once that one is free."""
+    model = "stubborn-pair"
+    sent = calls_sent(gateway, model)
+    doomed, doomed_answer = in_background(rest_infer, gateway, model, np.full((1, 1), 12.0, np.float32), {"timeout": 300_000})
+    gateway.wait_for(lambda: calls_sent(gateway, model) == sent + 1, what="the doomed request to reach its worker")
+    busy, busy_answer = in_background(rest_infer, gateway, model, np.full((1, 1), 6.0, np.float32))
+    gateway.wait_for(lambda: calls_sent(gateway, model) == sent + 2, what="the other request to reach the other worker")
+    doomed.join(timeout=30)
+    assert doomed_answer[0].status_code == 504, doomed_answer[0].text
+    late, late_answer = in_background(rest_infer, gateway, model, np.zeros((1, 1), np.float32))
+    gateway.wait_for(lambda: metric(gateway, "gateway_inflight_requests", model) == 2, what="the late request to arrive")
+    assert busy.is_alive()  # both workers still compute when it comes
+    late.join(timeout=30)
+    busy.join(timeout=30)
+    assert outputs_of(late_answer[0])["pid"] == outputs_of(busy_answer[0])["pid"]
+    assert_serves_large(gateway, model, inputs={"x": np.zeros((ROWS, LARGE), np.float32)})

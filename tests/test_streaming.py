@@ -202,6 +202,27 @@ def test_rest_disconnect_stops_the_generator(gateway, marker):
     both_workers_serve(gateway)
 
 
+def test_a_generator_that_asks_cancelled_is_not_held_back(gateway, marker):
+    """A generator that computes synchronously between its responses and asks self.cancelled() there
+    (as a sync predict may) reads the worker's socket, and so the CREDIT for its previous response:
+    that must reach the stream, which otherwise waits for the next message to come (a ping, seconds
+    later) before it sends each response. The client allows each event less than the 2 s between pings."""
+    count = 6
+    document = json.dumps(body(count=count, work=0.05, size=LARGE, marker=str(marker)))
+    with requests.post(f"{gateway.url}/v2/models/streamer/infer_stream", data=document, stream=True, timeout=(10, 1.5)) as response:
+        received = list(events(response))
+    assert [index_and_pid(event)[0] for event in received] == list(range(count))
+    assert all(output(event, "data") == [float(i)] * LARGE for i, event in enumerate(received))
+    assert closed_after(marker) == count
+    # and cancelled() still tells the generator that its client went away
+    response = post_stream(gateway, body(count=100000, work=0.01, size=LARGE, marker=str(marker)))
+    received = events(response)
+    next(received), next(received)
+    response.close()
+    assert 2 <= wait_for(lambda: closed_after(marker)) < 100000
+    both_workers_serve(gateway)
+
+
 def test_a_response_late_past_request_timeout_ends_the_stream(gateway, marker):
     """Each response must come within request_timeout of the previous: else an error event, and the
     generator is cancelled (its worker free again)."""

@@ -319,13 +319,12 @@ class Inbox:
         self.link = link
         self.loop = asyncio.get_running_loop()  # kept: asking for it costs a getpid() each time
         self._begin = begin  # starts a call (kind, header, frames): its task, whose result is the reply
-        self._kept: deque[list] = deque()
         self._waiting: deque[tuple[dict, list]] = deque()  # calls that came while one runs: (header, frames)
         self._running: Optional[tuple[int, asyncio.Task]] = None  # the seq of the call running, and its task
         self.stopped = False  # the call running was cancelled
 
     async def next(self) -> list:
-        return self._kept.popleft() if self._kept else await self.link.recv()
+        return await self.link.recv()
 
     def receive(self, frames: list) -> None:
         """A call: it starts now, or once the calls before it have replied."""
@@ -383,13 +382,13 @@ class Inbox:
                 self.cancel(frames)
             elif kind in messages.CALLS:
                 self.receive(frames)  # it waits: a CANCEL for it, read next, must find it
-            else:
-                self._kept.append(frames)
+            else:  # the loop's: it may be waiting for a message already read here (a stream's CREDIT)
+                self.link.unread(frames)
         return self.stopped
 
 
 async def answer(
-    served: Served, kind: bytes, described: dict, frames: list, batch: list[int] | None, in_arena: Region, name: str, version: str | None
+    served: Served, inbox: Inbox, kind: bytes, described: dict, frames: list, batch: list[int] | None, in_arena: Region, name: str, version: str | None
 ) -> tuple[list[Tensor], dict, list[int]] | GatewayError:
     """One request of a call (INFER, EXPLAIN, or KServe's V1 verbs), exactly as a lone request runs:
     (outputs, parameters, stage times), or the error it fails with. CancelledError: the call was cancelled."""
@@ -401,6 +400,8 @@ async def answer(
     except GatewayError as exc:
         return exc
     except Exception as exc:  # this request fails; the worker goes on
+        if inbox.stopped:  # a sync predict that stopped early on cancelled() by raising, as it may: no failure to log
+            raise asyncio.CancelledError from None
         return served.error(exc)
     finally:
         logs.REQUEST_ID.set(None)
@@ -425,7 +426,7 @@ class _Call:
         try:
             for index, described in enumerate(requests):
                 waited = time.perf_counter_ns() - header["arrived"]
-                result = await answer(served, kind, described, frames, batch, in_arena, name, version)
+                result = await answer(served, self._inbox, kind, described, frames, batch, in_arena, name, version)
                 if self._inbox.stopped:
                     raise asyncio.CancelledError  # a sync predict that stopped early (cancelled()), or went on: the rest is not run
                 self._add(index, result, served, waited)

@@ -12,8 +12,9 @@ flight before one that computes, so a lone request never queues behind another
 call while a worker is free; when every worker computes, to a free second slot
 only what gains nothing by waiting: a full batch, or a request of a model too
 slow to bundle (a partial batch, or a quick model's requests, wait in the
-queue, gaining company, until the running call has replied). Requests that come while
-every slot is taken wait in the pool's queue, where batches form.
+queue, gaining company, until the running call has replied), and never behind a call
+nobody waits for any more. Requests that come while every slot is taken wait in the
+pool's queue, where batches form.
 
 A call may be a bundle (`_take_runs`): the requests waiting that run alone (no
 batch_key; streams aside), of one kind, sent as one message to save the per-message
@@ -562,16 +563,17 @@ class ModelPool:
         while a worker is free. To a worker that computes (the call then waits in it) only what
         gains nothing by waiting: a full batch, or a request of a model too slow to bundle; a
         partial batch, or a quick model's requests, stay in the queue, gaining company (a batch,
-        a bundle), until a worker has nothing in flight.
+        a bundle), until a worker has nothing in flight; and never behind a call that nobody waits
+        for any more (cancelled, it may run on until its worker is killed as hung).
         A stream only to a worker with nothing in flight (it then takes no other call)."""
         best: Slot | None = None
         fewest = messages.SLOTS
-        may_wait_in_worker = first.stream is None and (len(self._waiting) >= self.max_batch_size if first.batch_key is not None else self._bundle_limit() == 1)
+        may_wait_in_worker = first.stream is None and (self._full_batch(first) if first.batch_key is not None else self._bundle_limit() == 1)
         for worker in self.workers:
             if not worker.ready or worker.stopping:
                 continue
             busy = worker.busy
-            if busy >= fewest or (busy and (not may_wait_in_worker or _stream_of(worker) is not None)):
+            if busy >= fewest or (busy and (not may_wait_in_worker or not _takes_a_call_behind(worker))):
                 continue
             slot = next((slot for slot in worker.slots if slot.free), None)
             if slot is not None:
@@ -587,14 +589,20 @@ class ModelPool:
         loop = self._loop
         if loop.time() >= leaves_at:
             return False
-        company = sum(1 for w in self._waiting if w.batch_key == first.batch_key and not w.reply.done())
-        if company >= self.max_batch_size:
+        if self._full_batch(first):
             return False
         if self._batch_timer is None or self._batch_timer.when() > leaves_at:
             if self._batch_timer is not None:
                 self._batch_timer.cancel()
             self._batch_timer = loop.call_at(leaves_at, self._batch_time_up)
         return True
+
+    def _full_batch(self, first: _Waiting) -> bool:
+        """Whether max_batch_size waiting requests can join the batch `first` starts (requests of
+        other shapes or parameters, which cannot, do not count)."""
+        if len(self._waiting) < self.max_batch_size:
+            return False
+        return sum(1 for w in self._waiting if w.batch_key == first.batch_key) >= self.max_batch_size
 
     def _batch_time_up(self) -> None:
         self._batch_timer = None
@@ -863,6 +871,15 @@ class ModelPool:
             self._router.send(worker, messages.control_frames(messages.STOP))
         except zmq.ZMQError:
             pass  # already gone
+
+
+def _takes_a_call_behind(worker: Worker) -> bool:
+    """Whether a call may wait in the computing worker for the one it runs: not behind a stream (it takes
+    no other call), nor behind a call whose every request is answered or gone (cancelled: it runs on
+    only until the worker obeys, or is killed as hung, and a sibling may well be free before that)."""
+    slot = worker.running()
+    assert slot is not None and slot.call is not None  # it computes
+    return slot.call.runs[0][0].stream is None and not all(waiting.reply.done() for waiting in slot.call.requests())
 
 
 def _stream_of(worker: Worker) -> Stream | None:

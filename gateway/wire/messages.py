@@ -247,7 +247,7 @@ class Answers:
     def __init__(self, seq: int, arena: Region | None):
         self.seq, self._arena = seq, arena
         self._offset = 0
-        self._answers: list[dict] = []
+        self._answers: list[dict | orjson.Fragment] = []
         self._frames: list = []
 
     def __len__(self) -> int:
@@ -257,8 +257,13 @@ class Answers:
     def add(self, index: int, outputs: list[Tensor], parameters: dict, times: list[int] | None = None, waited: int | None = None) -> None:
         """Request `index` answered (`times`: its [input, infer, output] stage times in ns; `waited`: ns it
         waited in the worker before it ran)."""
-        described, self._offset = _place(outputs, self._arena, self._offset, self._frames)
-        self._answers.append({"index": index, "parameters": parameters, "outputs": described, "times": times, "waited": waited})
+        described, offset = _place(outputs, self._arena, self._offset, self._frames)
+        answer = {"index": index, "parameters": parameters, "outputs": described, "times": times, "waited": waited}
+        try:  # serialized now, so that what JSON cannot carry (a numpy scalar among the parameters) fails this answer alone
+            self._answers.append(orjson.Fragment(orjson.dumps(answer)))
+        except orjson.JSONEncodeError as exc:  # its inline frames, if any, stay unread; the arena's bytes are overwritten
+            raise TypeError(f"the answer's parameters must be JSON values: {exc}") from None
+        self._offset = offset
 
     def fail(self, index: int, error: GatewayError, waited: int | None = None) -> None:
         self._answers.append({"index": index, "status": error.http_status, "code": error.grpc_code, "message": error.message, "waited": waited})

@@ -50,13 +50,13 @@ class LoopSocket:
         self._pack = pack
         self._routed = socket.type == zmq.ROUTER  # its messages start with the peer's identity
         self._outbox: dict[bytes | None, list[list]] = {}  # pack: this turn's messages, by peer
-        self._unpacked: deque[list] = deque()  # pack: the rest of a PACKED message received
+        self._unpacked: deque[list] = deque()  # messages received, not handed out yet: the rest of a PACKED one, or unread
 
     async def recv(self) -> list[zmq.Frame]:
-        if self._unpacked:
-            return self._unpacked.popleft()
         # ZMQ_EVENTS before reading, not a read that fails: pyzmq's zmq.Again costs more than the check
         while True:
+            if self._unpacked:
+                return self._unpacked.popleft()
             self._readable.clear()
             if self._events() & _POLLIN:
                 frames = self.recv_now()
@@ -72,6 +72,12 @@ class LoopSocket:
             self._unpacked.append([*head, *rest[start : start + count]])
             start += count
         return self._unpacked.popleft()
+
+    def unread(self, frames: list[zmq.Frame]) -> None:
+        """Give back a message recv_now read (on a socket that does not pack): `recv` hands it out next,
+        after those given back before it, and wakes to do so if it waits."""
+        self._unpacked.append(frames)
+        self._readable.set()
 
     def recv_now(self) -> list[zmq.Frame]:
         """A whole message, without waiting (zmq.Again if none has arrived). ZeroMQ delivers a

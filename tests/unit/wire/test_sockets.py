@@ -1,5 +1,6 @@
 """LoopSocket's packing (pack=True): a loop turn's messages to one peer leave as one ZeroMQ
-message and come out one by one, in order; real ZeroMQ sockets over ipc, on a real loop."""
+message and come out one by one, in order; and a message read aside and given back (unread);
+real ZeroMQ sockets over ipc, on a real loop."""
 
 from __future__ import annotations
 
@@ -129,5 +130,25 @@ def test_close_sends_what_the_turn_queued(tmp_path):
         sending.send([b"account", b"{}"])
         sending.close(linger=1000)
         assert raw_messages(router) == [[b"a", b"account", b"{}"]]
+
+    run(tmp_path, test)
+
+
+def test_a_message_given_back_wakes_the_reader_that_waits_and_comes_out_in_order(tmp_path):
+    """What was read beside a recv that waits (a worker's cancelled(), while a sync call holds its loop)
+    and given back (unread) is handed out by that recv at once, in the order it came."""
+
+    async def test(router, dealers):
+        (dealer,) = dealers
+        receiving = LoopSocket(dealer)
+        waiting = asyncio.ensure_future(receiving.recv())
+        await asyncio.sleep(0)  # it waits: nothing has come
+        router.send_multipart([b"a", b"credit", b"1"])
+        router.send_multipart([b"a", b"credit", b"2"])
+        for _ in range(2):  # read aside without the loop turning, as while a sync call holds it
+            assert dealer.poll(1000)
+            receiving.unread(receiving.recv_now())
+        got = [await asyncio.wait_for(waiting, 2), await asyncio.wait_for(receiving.recv(), 2)]
+        assert [[frame.bytes for frame in frames] for frames in got] == [[b"credit", b"1"], [b"credit", b"2"]]
 
     run(tmp_path, test)
