@@ -495,6 +495,38 @@ def test_stream_of_100_matched_by_id(client):
         np.testing.assert_array_equal(got[f"s{k}"], np.full((1, 4), k, np.float32))
 
 
+def test_a_stream_request_asking_for_an_empty_final_response_gets_one_after_its_answer(client):
+    """tritonclient's enable_empty_final_response (what clients of Triton's decoupled models loop on,
+    until a response says triton_final_response): the request's answer, marked false, then an empty
+    response of its id, marked true. A request that does not ask gets its answer alone, unmarked; a
+    failing one that asks, its error (the last response of it)."""
+    replies: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: replies.put((result, error)))
+    x = np.arange(64 * 256, dtype=np.float32).reshape(64, 256)  # 64 KiB: through shared memory
+    try:
+        client.async_stream_infer("echo", [fp32_input("x", x)], request_id="asked", enable_empty_final_response=True)
+        first, second = replies.get(timeout=30), replies.get(timeout=30)
+        client.async_stream_infer("echo", [fp32_input("x", x + 1)], request_id="plain")
+        plain = replies.get(timeout=30)
+        client.async_stream_infer("failing", [fp32_input("x", x)], request_id="failed", enable_empty_final_response=True)
+        failed = replies.get(timeout=30)
+        client.async_stream_infer("echo", [fp32_input("x", x + 2)], request_id="last")
+        last = replies.get(timeout=30)  # nothing came between: no final response for "plain" nor after the error
+    finally:
+        client.stop_stream()
+    assert first[1] is None and second[1] is None and plain[1] is None and last[1] is None
+    answer, final = first[0].get_response(), second[0].get_response()
+    assert answer.id == "asked" and answer.parameters["triton_final_response"].WhichOneof("parameter_choice") == "bool_param"
+    assert not answer.parameters["triton_final_response"].bool_param
+    np.testing.assert_array_equal(first[0].as_numpy("x"), x)
+    assert (final.id, final.parameters["triton_final_response"].bool_param, list(final.outputs)) == ("asked", True, [])
+    assert plain[0].get_response().id == "plain" and "triton_final_response" not in plain[0].get_response().parameters
+    np.testing.assert_array_equal(plain[0].as_numpy("x"), x + 1)
+    assert failed[0] is None and "always fails" in str(failed[1])
+    assert last[0].get_response().id == "last"
+    np.testing.assert_array_equal(last[0].as_numpy("x"), x + 2)
+
+
 def test_stream_error_answers_in_the_stream_and_the_stream_goes_on(stub, gateway):
     def requests():
         for k, model in enumerate(["echo", "failing", "no-such-model", "echo"]):

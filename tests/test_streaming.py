@@ -345,6 +345,25 @@ def test_raw_stub_stream(gateway, stub):
         assert data.size == LARGE and (data == index).all()
 
 
+def test_raw_stub_stream_with_an_empty_final_response(gateway, stub):
+    """Asked for Triton's empty final response (tritonclient's enable_empty_final_response, which the
+    clients of Triton's decoupled models loop on): each response of the predict_stream marked
+    triton_final_response false, then an empty response, the request's id, marked true."""
+    request = raw_request(count=3, size=LARGE)
+    request.parameters["triton_enable_empty_final_response"].bool_param = True
+    replies = list(stub.ModelStreamInfer(iter([request]), timeout=20))
+    assert [r.error_message for r in replies] == [""] * 4
+    finals = [r.infer_response.parameters["triton_final_response"] for r in replies]
+    assert [final.WhichOneof("parameter_choice") for final in finals] == ["bool_param"] * 4
+    assert [final.bool_param for final in finals] == [False, False, False, True]
+    for index, reply in enumerate(replies[:3]):
+        names = [o.name for o in reply.infer_response.outputs]
+        data = np.frombuffer(reply.infer_response.raw_output_contents[names.index("data")], dtype=np.float32)
+        assert data.size == LARGE and (data == index).all()
+    last = replies[3].infer_response
+    assert (last.model_name, last.id, list(last.outputs), list(last.raw_output_contents)) == ("streamer", "raw", [], [])
+
+
 def test_grpc_generator_raising_ends_the_call_with_its_status(gateway, stub, marker):
     call = stub.ModelStreamInfer(iter([raw_request(count=5, fail_at=1, marker=str(marker))]), timeout=20)
     first = next(call)

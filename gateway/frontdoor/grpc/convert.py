@@ -25,6 +25,11 @@ from ..inputs import Declared, RequestInputs
 
 _INT64 = (-(2**63), 2**63 - 1)
 
+# Triton's decoupled streams: a request with this parameter true (tritonclient's enable_empty_final_response)
+# is answered in a stream by its responses, each with FINAL_RESPONSE false, then an empty one with it true
+EMPTY_FINAL_RESPONSE = "triton_enable_empty_final_response"
+FINAL_RESPONSE = "triton_final_response"
+
 
 # --- parameters: InferParameter oneof bool/int64/string/double/uint64 <-> Python values
 
@@ -188,6 +193,14 @@ def render_infer_response(response: WireResponse) -> bytes:
 def stream_reply(serialized_response: bytes) -> bytes:
     """The serialized ModelStreamInferResponse around a serialized ModelInferResponse."""
     return b"".join([_INFER_RESPONSE, _length(len(serialized_response)), serialized_response])
+
+
+def final_stream_reply(request: pb.ModelInferRequest) -> bytes:
+    """Triton's empty final response of a request that asked for it (EMPTY_FINAL_RESPONSE): no outputs,
+    the request's id, and `triton_final_response` true."""
+    message = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version, id=request.id)
+    message.parameters[FINAL_RESPONSE].bool_param = True
+    return stream_reply(message.SerializeToString())
 
 
 def serialize(message: Any) -> bytes:

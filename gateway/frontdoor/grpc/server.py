@@ -94,6 +94,13 @@ def unary(method):
     return wrapper
 
 
+def _wants_empty_final(request: pb.ModelInferRequest | Malformed) -> bool:
+    """Whether a stream's request asks for Triton's empty final response (tritonclient's enable_empty_final_response)."""
+    if isinstance(request, Malformed) or convert.EMPTY_FINAL_RESPONSE not in request.parameters:
+        return False  # (`in` first: reading a missing key of a protobuf map would add it)
+    return request.parameters[convert.EMPTY_FINAL_RESPONSE].bool_param
+
+
 def _answer_for(exc: BaseException) -> tuple[int, grpc.StatusCode, str]:
     """errors.answer_for, its code as grpc's: (the REST status of the same outcome, code, message)."""
     http_status, code, message = answer_for(exc)
@@ -204,15 +211,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         elif sum(t.data.nbytes for t in parsed.inputs) >= LARGE_MESSAGE:
             await asyncio.sleep(0)  # its raw contents were just copied out of the message: let others in before the next copy
         parsed.bound_by(context.time_remaining())
+        parsed.parameters.pop(convert.EMPTY_FINAL_RESPONSE, None)  # the stream's to honour (_wants_empty_final), not the model's
         if self.dataplane.takes_headers(parsed.model_name, parsed.model_version):
             # KServe's hooks get the call's metadata as headers (binary "-bin" values left out)
             parsed.headers = {key: value for key, value in context.invocation_metadata() if not key.endswith("-bin")}
         return parsed
 
-    async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext, streamed: bool = False) -> bytes:
-        """The serialized answer (convert.render_infer_response; `streamed`: as a ModelStreamInferResponse); the
-        call's deadline bounds the request's."""
+    async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext, streamed: bool = False, not_final: bool = False) -> bytes:
+        """The serialized answer (convert.render_infer_response; `streamed`: as a ModelStreamInferResponse;
+        `not_final`: marked as not the request's last, an empty final response to follow); the call's
+        deadline bounds the request's."""
         async with self.dataplane.infer(await self._parse(request, context)) as response:
+            if not_final:
+                response.parameters = {**response.parameters, convert.FINAL_RESPONSE: False}
             answer = convert.render_infer_response(response)  # while the outputs may view the worker's shared memory
             return self._fits(convert.stream_reply(answer) if streamed else answer)
 
@@ -256,16 +267,21 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _stream(self, first: pb.ModelInferRequest, requests: AsyncIterator, context) -> AsyncIterator[bytes]:
         started, http_status, code, call = time.perf_counter_ns(), 200, grpc.StatusCode.OK, None
+        empty_final = _wants_empty_final(first)  # the call is one request: its responses, then Triton's final one
         try:
             async with self.dataplane.stream(await self._parse(first, context)) as call:
                 feeding = asyncio.create_task(self._feed(call, requests, context))
                 try:
                     async for response in call:
+                        if empty_final:
+                            response.parameters = {**response.parameters, convert.FINAL_RESPONSE: False}
                         # rendered (copied) while the response may view the worker's shared memory; the
                         # next is asked for only once grpc has taken this one: a slow client holds the model back
                         yield self._fits(convert.stream_reply(convert.render_infer_response(response)))
                 finally:
                     feeding.cancel()
+            if empty_final:
+                yield convert.final_stream_reply(first)
         except (asyncio.CancelledError, GeneratorExit):
             # the client went away (or its deadline passed): this generator is cancelled where it awaits, or
             # closed where it yielded (grpc was sending that response)
@@ -303,8 +319,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         async def answer(request: pb.ModelInferRequest) -> None:
             started, http_status, code = time.perf_counter_ns(), 200, grpc.StatusCode.OK
+            empty_final = _wants_empty_final(request)
             try:
-                reply = await self._infer(request, context, streamed=True)
+                messages_of_it = [await self._infer(request, context, streamed=True, not_final=empty_final)]
+                if empty_final:
+                    messages_of_it.append(convert.final_stream_reply(request))
             except asyncio.CancelledError as exc:  # the call ended (cancelled, its deadline passed) before this answer
                 http_status, code = _cancelled(exc, context)
                 raise
@@ -315,10 +334,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 echo = pb.ModelInferResponse()
                 if not isinstance(request, Malformed):
                     echo = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version, id=request.id)
-                reply = pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
+                if empty_final:  # the error is the request's last response
+                    echo.parameters[convert.FINAL_RESPONSE].bool_param = True
+                messages_of_it = [pb.ModelStreamInferResponse(error_message=message, infer_response=echo)]
             finally:
                 self.answered("ModelStreamInfer", request, http_status, code, started)
-            replies.put_nowait(reply)
+            replies.put_nowait(messages_of_it)
 
         async def read() -> None:
             try:
@@ -336,9 +357,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         reader = asyncio.create_task(read())
         try:
-            while (reply := await replies.get()) is not None:
-                yield reply
-                slots.release()  # grpc has taken the answer: its slot may read the next request
+            while (messages_of_one := await replies.get()) is not None:
+                for reply in messages_of_one:
+                    yield reply
+                slots.release()  # grpc has taken the request's answer: its slot may read the next request
             await reader  # the client's side of the stream failed: let grpc see it
         finally:
             reader.cancel()
