@@ -188,18 +188,23 @@ class RelayHub:
     async def sync(self) -> None:
         """Wait until every relay front door's ACCOUNTs so far are in: each answers a SYNC behind them.
         One that does not answer within SYNC_TIMEOUT (being restarted, or stuck) is not waited for."""
-        waiting = []
-        for identity in self._members():
-            seq = next(self._sync_seq)
-            try:
-                self._socket.send([identity, *messages.control_frames(messages.SYNC, {"seq": seq})], now=True)
-            except zmq.ZMQError:
-                continue  # not connected (yet): it has sent nothing either
-            waiting.append(self._syncs.setdefault(seq, self._loop.create_future()))
-        if waiting:
-            _, late = await asyncio.wait(waiting, timeout=SYNC_TIMEOUT)
-            if late:
-                log.warning("%d front door(s) did not answer within %g s: the counts may miss their last requests", len(late), SYNC_TIMEOUT)
+        waiting: list[int] = []
+        try:
+            for identity in self._members():
+                seq = next(self._sync_seq)
+                try:
+                    self._socket.send([identity, *messages.control_frames(messages.SYNC, {"seq": seq})], now=True)
+                except zmq.ZMQError:
+                    continue  # not connected (yet): it has sent nothing either
+                self._syncs[seq] = self._loop.create_future()
+                waiting.append(seq)
+            if waiting:
+                _, late = await asyncio.wait([self._syncs[seq] for seq in waiting], timeout=SYNC_TIMEOUT)
+                if late:
+                    log.warning("%d front door(s) did not answer within %g s: the counts may miss their last requests", len(late), SYNC_TIMEOUT)
+        finally:
+            for seq in waiting:  # an answer that comes later finds nothing waiting
+                self._syncs.pop(seq, None)
 
     def _reply(self, identity: bytes, frames: list) -> None:
         self._socket.send([identity, *frames])  # for a front door that is gone: dropped when the turn's messages leave
