@@ -283,7 +283,9 @@ class Streamer(MLModel):
     produced, and "closed" when its generator ends (its `finally`). With `per_request`, it answers each
     request of the stream (gRPC) with one response echoing its input `x`, until the requests end.
     With `work` (seconds), it computes that long (synchronously, blocking its worker) before each
-    response but the first, and asks `self.cancelled()` there, stopping early if it turns true."""
+    response but the first, and asks `self.cancelled()` there, stopping early if it turns true. With
+    `report_parameters`, each response also has an output `parameters`: the names of the first
+    request's parameters (BYTES), as the model sees them."""
 
     async def predict_stream(self, payloads):
         first = await payloads.__anext__()
@@ -297,6 +299,8 @@ class Streamer(MLModel):
                 marker.with_suffix(".tmp").replace(marker)
 
         def response(index: int, outputs: list) -> InferenceResponse:
+            if options.get("report_parameters"):
+                outputs = [*outputs, NumpyCodec.encode_output("parameters", np.array([name.encode() for name in sorted(options)], dtype=np.object_))]
             return InferenceResponse(
                 model_name=self.name,
                 outputs=[

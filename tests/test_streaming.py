@@ -349,7 +349,7 @@ def test_raw_stub_stream_with_an_empty_final_response(gateway, stub):
     """Asked for Triton's empty final response (tritonclient's enable_empty_final_response, which the
     clients of Triton's decoupled models loop on): each response of the predict_stream marked
     triton_final_response false, then an empty response, the request's id, marked true."""
-    request = raw_request(count=3, size=LARGE)
+    request = raw_request(count=3, size=LARGE, report_parameters=1)
     request.parameters["triton_enable_empty_final_response"].bool_param = True
     replies = list(stub.ModelStreamInfer(iter([request]), timeout=20))
     assert [r.error_message for r in replies] == [""] * 4
@@ -360,6 +360,9 @@ def test_raw_stub_stream_with_an_empty_final_response(gateway, stub):
         names = [o.name for o in reply.infer_response.outputs]
         data = np.frombuffer(reply.infer_response.raw_output_contents[names.index("data")], dtype=np.float32)
         assert data.size == LARGE and (data == index).all()
+        # the parameter is the stream's to honour: the model sees the request's others only
+        seen = reply.infer_response.raw_output_contents[names.index("parameters")]
+        assert b"report_parameters" in seen and b"count" in seen and b"triton_" not in seen
     last = replies[3].infer_response
     assert (last.model_name, last.id, list(last.outputs), list(last.raw_output_contents)) == ("streamer", "raw", [], [])
 
