@@ -323,9 +323,6 @@ class Inbox:
         self._running: Optional[tuple[int, asyncio.Task]] = None  # the seq of the call running, and its task
         self.stopped = False  # the call running was cancelled
 
-    async def next(self) -> list:
-        return await self.link.recv()
-
     def receive(self, frames: list) -> None:
         """A call: it starts now, or once the calls before it have replied."""
         header = messages.request_header(frames)
@@ -570,7 +567,7 @@ async def serve_loaded(served: Served | str, name: str, version: str | None, end
         link.send(messages.control_frames(messages.READY, {**ready, "report": metrics.take_report()}))
         log.info("model %s loaded, serving", name)
         while True:
-            frames = await inbox.next()
+            frames = await link.recv()  # a message the inbox read aside comes back here (LoopSocket.unread)
             kind = frames[0].bytes
             if kind == messages.STOP:
                 if stream is not None:

@@ -172,14 +172,18 @@ def _length(value: int) -> bytes:
     return bytes(out)
 
 
-def render_infer_response(response: WireResponse) -> bytes:
+def render_infer_response(response: WireResponse, not_final: bool = False) -> bytes:
     """The serialized ModelInferResponse, rendered while the outputs may still view a worker's shared
     memory: the message without its raw outputs, then each output's bytes as a raw_output_contents
     field, so that they are copied once, into the answer (a message, then its serialization, would
-    copy them twice more)."""
+    copy them twice more). `not_final`: a stream's response marked as not its request's last
+    (FINAL_RESPONSE false: an empty final response follows)."""
     message = pb.ModelInferResponse(model_name=response.model_name, model_version=response.model_version or "", id=response.id)
     # parameters.headers are HTTP headers for a REST answer (as MLServer's, and KServe's response_headers): gRPC has none
-    parameters_to_pb(message.parameters, {k: v for k, v in response.parameters.items() if k != "headers"})
+    parameters = {k: v for k, v in response.parameters.items() if k != "headers"}
+    if not_final:
+        parameters[FINAL_RESPONSE] = False
+    parameters_to_pb(message.parameters, parameters)
     parts: list[bytes | bytearray | memoryview] = [b""]
     for tensor in response.outputs:
         output = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=[int(d) for d in tensor.shape])

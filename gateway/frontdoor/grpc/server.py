@@ -222,9 +222,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         `not_final`: marked as not the request's last, an empty final response to follow); the call's
         deadline bounds the request's."""
         async with self.dataplane.infer(await self._parse(request, context)) as response:
-            if not_final:
-                response.parameters = {**response.parameters, convert.FINAL_RESPONSE: False}
-            answer = convert.render_infer_response(response)  # while the outputs may view the worker's shared memory
+            answer = convert.render_infer_response(response, not_final)  # while the outputs may view the worker's shared memory
             return self._fits(convert.stream_reply(answer) if streamed else answer)
 
     def _fits(self, answer: bytes) -> bytes:
@@ -273,11 +271,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 feeding = asyncio.create_task(self._feed(call, requests, context))
                 try:
                     async for response in call:
-                        if empty_final:
-                            response.parameters = {**response.parameters, convert.FINAL_RESPONSE: False}
                         # rendered (copied) while the response may view the worker's shared memory; the
                         # next is asked for only once grpc has taken this one: a slow client holds the model back
-                        yield self._fits(convert.stream_reply(convert.render_infer_response(response)))
+                        yield self._fits(convert.stream_reply(convert.render_infer_response(response, empty_final)))
                 finally:
                     feeding.cancel()
             if empty_final:
